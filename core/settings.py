@@ -1,0 +1,180 @@
+"""One settings object for the whole process.
+
+Built once in ``main()`` (or a test fixture) and passed down; nothing reads the
+environment at import time.  Environment variables use the ``SIYU_`` prefix and
+``__`` between a group and its field, e.g. ``SIYU_WECOM__CORP_ID``.  A
+``siyu.toml`` or ``.env`` in the working directory is read too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+WECOM_API_BASE_URL = "https://qyapi.weixin.qq.com"
+
+Role = Literal["receiver", "worker", "scheduler", "admin"]
+ALL_ROLES: tuple[Role, ...] = ("receiver", "worker", "scheduler", "admin")
+
+
+class SettingsError(RuntimeError):
+    """A setting is missing or wrong; the message names the variable."""
+
+
+class HttpSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # WeCom posts small XML documents; anything larger is refused with 413.
+    max_body_bytes: int = 1024 * 1024
+
+
+class WeComSettings(BaseModel):
+    corp_id: str = ""
+    token: SecretStr = SecretStr("")
+    encoding_aes_key: SecretStr = SecretStr("")
+    api_base_url: str = WECOM_API_BASE_URL
+    agent_id: int = 0
+    app_secret: SecretStr = SecretStr("")
+    contact_secret: SecretStr = SecretStr("")
+    # WeCom documents no freshness window; 0 disables the check.  Retries of the
+    # same callback carry the original timestamp and arrive within ~20 s.
+    callback_max_skew_s: int = 300
+    # Seconds a callback dedup key is remembered (the DB unique key covers the rest).
+    dedup_ttl_s: int = 3 * 24 * 3600
+    http_timeout_s: float = 10.0
+
+
+class ArchiveSettings(BaseModel):
+    """会话存档 puller: WeCom's finance SDK, or the sandbox's stand-in."""
+
+    sdk: Literal["none", "native", "sandbox"] = "none"
+    sdk_lib_path: str = ""
+    secret: SecretStr = SecretStr("")
+    # JSON object {"<publickey_ver>": "<path to PEM private key>"}.
+    private_keys: dict[str, str] = Field(default_factory=dict)
+    batch_size: int = 1000
+    poll_interval_s: float = 60.0
+
+
+class PipelineSettings(BaseModel):
+    stream: str = "siyu:inbound"
+    group: str = "siyu-workers"
+    concurrency: int = 1
+    batch_size: int = 64
+    # A pending entry idle this long belongs to a dead or stuck worker.
+    claim_idle_ms: int = 30_000
+    # Deliveries after which an entry goes to the dead-letter table.
+    max_deliveries: int = 5
+
+
+class OutboxSettings(BaseModel):
+    poll_interval_s: float = 1.0
+    max_attempts: int = 8
+    lease_s: int = 120
+
+
+class NlpSettings(BaseModel):
+    intent_model_dir: str = ""
+    violation_model_dir: str = ""
+    use_model: bool = True
+    pool_size: int = 1
+    mask_style: str = "default"
+
+
+class CryptoSettings(BaseModel):
+    # JSON object {"<key id>": "<base64 of 32 bytes>"}; empty means a key file
+    # under the data dir is created on first start (embedded mode only).
+    keys: dict[str, SecretStr] = Field(default_factory=dict)
+    active_key_id: str = ""
+
+
+class ApiSettings(BaseModel):
+    # Bearer token for machine-to-machine calls (archive ingest, integrations).
+    token: SecretStr = SecretStr("")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SIYU_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        toml_file="siyu.toml",
+        extra="ignore",
+    )
+
+    data_dir: Path = Path("./var")
+    database_url: str = ""
+    redis_url: str = ""
+    log_level: str = "INFO"
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    wecom: WeComSettings = Field(default_factory=WeComSettings)
+    archive: ArchiveSettings = Field(default_factory=ArchiveSettings)
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    outbox: OutboxSettings = Field(default_factory=OutboxSettings)
+    nlp: NlpSettings = Field(default_factory=NlpSettings)
+    crypto: CryptoSettings = Field(default_factory=CryptoSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            dotenv_settings,
+            TomlConfigSettingsSource(settings_cls),
+            file_secret_settings,
+        )
+
+    @model_validator(mode="after")
+    def _default_database(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite://{(self.data_dir / 'siyu.sqlite3').as_posix()}"
+        return self
+
+    @property
+    def embedded_redis(self) -> bool:
+        return not self.redis_url
+
+    def require_wecom_callback(self) -> None:
+        """Fail at start-up, naming the variable, when callbacks cannot be verified."""
+        missing = []
+        if not self.wecom.corp_id:
+            missing.append("SIYU_WECOM__CORP_ID")
+        if not self.wecom.token.get_secret_value():
+            missing.append("SIYU_WECOM__TOKEN")
+        key = self.wecom.encoding_aes_key.get_secret_value()
+        if not key:
+            missing.append("SIYU_WECOM__ENCODING_AES_KEY")
+        elif len(key) != 43:
+            raise SettingsError(
+                "SIYU_WECOM__ENCODING_AES_KEY must be the 43-character EncodingAESKey "
+                f"from the WeCom app's callback settings (got {len(key)} characters)"
+            )
+        if missing:
+            raise SettingsError("missing required setting(s): " + ", ".join(missing))
+
+    def require_wecom_api(self) -> None:
+        missing = []
+        if not self.wecom.corp_id:
+            missing.append("SIYU_WECOM__CORP_ID")
+        if not self.wecom.app_secret.get_secret_value():
+            missing.append("SIYU_WECOM__APP_SECRET")
+        if not self.wecom.agent_id:
+            missing.append("SIYU_WECOM__AGENT_ID")
+        if missing:
+            raise SettingsError("missing required setting(s): " + ", ".join(missing))
