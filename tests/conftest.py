@@ -34,3 +34,119 @@ async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     yield client
     await client.flushdb()
     await client.aclose()
+
+
+# ---------------------------------------------------------------- settings & DB
+
+import base64  # noqa: E402
+import secrets as _secrets  # noqa: E402
+import uuid  # noqa: E402
+
+from core.settings import Settings  # noqa: E402
+
+PG_ADMIN_URL = os.environ.get("SIYU_TEST_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+
+
+def _pg_reachable() -> bool:
+    import asyncio
+
+    async def probe() -> bool:
+        import asyncpg
+
+        try:
+            conn = await asyncpg.connect(PG_ADMIN_URL.replace("postgres://", "postgresql://"),
+                                         timeout=2)
+        except Exception:
+            return False
+        await conn.close()
+        return True
+
+    return asyncio.run(probe())
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str | None]:
+    """A throwaway PostgreSQL database for this test session, if a server is reachable."""
+    import asyncio
+
+    if os.environ.get("SIYU_TEST_NO_PG") or not _pg_reachable():
+        yield None
+        return
+    name = f"siyu_test_{uuid.uuid4().hex[:10]}"
+
+    async def admin(sql: str) -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(PG_ADMIN_URL.replace("postgres://", "postgresql://"))
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path, pg_database: str | None) -> str:
+    if request.param == "sqlite":
+        return f"sqlite://{tmp_path / 'siyu.sqlite3'}"
+    if pg_database is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL must be reachable in CI")
+        pytest.skip("PostgreSQL not reachable")
+    return pg_database
+
+
+def make_settings(tmp_path: Path, *, database_url: str, redis_url: str, **overrides: object
+                  ) -> Settings:
+    env = {
+        "data_dir": tmp_path,
+        "database_url": database_url,
+        "redis_url": redis_url,
+        "wecom": {
+            "corp_id": "wwtestcorp0000001",
+            "token": _secrets.token_urlsafe(16),
+            "encoding_aes_key": base64.b64encode(_secrets.token_bytes(32)).decode()[:43],
+            "agent_id": 1000002,
+            "app_secret": "",
+        },
+        "crypto": {"keys": {"t1": base64.b64encode(_secrets.token_bytes(32)).decode()},
+                   "active_key_id": "t1"},
+        "api": {"token": _secrets.token_urlsafe(24)},
+        "pipeline": {"stream": f"siyu:test:{uuid.uuid4().hex[:8]}", "claim_idle_ms": 200},
+    }
+    for k, v in overrides.items():
+        if isinstance(v, dict) and isinstance(env.get(k), dict):
+            env[k] = {**env[k], **v}  # type: ignore[dict-item]
+        else:
+            env[k] = v
+    return Settings(_env_file=None, **env)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str, redis_url: str) -> Settings:
+    return make_settings(tmp_path, database_url=database_url, redis_url=redis_url)
+
+
+@pytest.fixture
+async def db(settings: Settings) -> AsyncIterator[None]:
+    """A migrated, empty database for one test."""
+    from tortoise import Tortoise
+
+    from core import db as core_db
+
+    await core_db.init_db(settings)
+    conn = Tortoise.get_connection("default")
+    await core_db.migrate(conn, core_db.dialect_of(settings.database_url))
+    if core_db.dialect_of(settings.database_url) == "postgres":
+        _, rows = await conn.execute_query(
+            "SELECT tablename FROM pg_tables WHERE schemaname='public' AND tablename LIKE 'bot_%'"
+        )
+        if rows:
+            names = ", ".join(f'"{r["tablename"]}"' for r in rows)
+            await conn.execute_script(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+    yield
+    await core_db.close_db()

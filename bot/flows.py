@@ -1,0 +1,307 @@
+"""Use cases of the edge: store a message or an event, with its consequences.
+
+Each ``do_*`` owns one transaction: the row, the hooks of other domains, the
+review case, the alerts and their outbox rows commit together or not at all.
+The row's unique key makes a redelivery a no-op, so a worker that crashes
+after commit and before XACK does no harm.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.transactions import in_transaction
+
+from bot import service as bot_service
+from bot.hooks import HookRegistry
+from bot.models import RelationStatus
+from bot.schemas import Direction, EventDraft, MessageDraft, StoreResult
+from core.crypto import Keyring
+
+log = logging.getLogger(__name__)
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+# Reviewer-facing names of the compliance categories (compliance_nlp taxonomy).
+CATEGORY_LABELS = {
+    "guaranteed_return": "承诺保本保收益",
+    "misleading_promotion": "误导性宣传",
+    "off_book_dealing": "飞单/私下交易",
+    "improper_inducement": "违规返利/利益输送",
+    "suitability_evasion": "规避适当性管理",
+    "account_custody": "代客操作/索要账户信息",
+    "insider_tip": "内幕消息/确定性荐股",
+    "disparagement": "诋毁同业",
+}
+
+# Customer intents an advisor must hear about at once.
+ALERT_INTENTS = {"redemption_intent": "赎回/退保/转出意向", "complaint": "投诉/不满"}
+
+
+@dataclass(frozen=True)
+class StoreDeps:
+    keyring: Keyring
+    hooks: HookRegistry
+    agent_id: int
+
+
+def message_aad(source: str, msgid: str) -> str:
+    return f"message:{source}:{msgid}"
+
+
+def _app_text(*, agent_id: int, touser: str, content: str) -> dict[str, Any]:
+    # enable_duplicate_check makes a resend of the same outbox row (after a
+    # crash between WeCom's answer and our commit) a no-op on WeCom's side.
+    return {
+        "touser": touser,
+        "msgtype": "text",
+        "agentid": agent_id,
+        "text": {"content": content},
+        "enable_duplicate_check": 1,
+        "duplicate_check_interval": 1800,
+    }
+
+
+async def _notify(
+    *, conn: BaseDBAsyncClient, deps: StoreDeps, idem_key: str, touser: str, content: str
+) -> None:
+    await bot_service.enqueue_outbox(
+        conn=conn, idem_key=f"notify:{idem_key}", api="message/send",
+        payload=_app_text(agent_id=deps.agent_id, touser=touser, content=content),
+    )  # fmt: skip
+
+
+def _local_time(draft: MessageDraft) -> str:
+    return draft.msgtime.astimezone(SHANGHAI).strftime("%m-%d %H:%M")
+
+
+async def do_store_message(
+    *, draft: MessageDraft, analysis: dict[str, Any] | None, original: dict[str, Any],
+    deps: StoreDeps,
+) -> StoreResult:
+    """Store an analysed message once, then run hooks and raise alerts."""
+    violations = [v for v in (analysis or {}).get("violations", [])]
+    has_violation = any(v.get("severity") == "violation" for v in violations)
+    alerts: list[str] = []
+    async with in_transaction() as conn:
+        advisor = (
+            await bot_service.upsert_advisor(conn=conn, userid=draft.advisor_userid)
+            if draft.advisor_userid else None
+        )  # fmt: skip
+        customer = (
+            await bot_service.upsert_customer(
+                conn=conn, external_userid=draft.external_userid, needs_sync=True
+            )
+            if draft.external_userid else None
+        )  # fmt: skip
+        sealed = deps.keyring.seal_text(
+            json.dumps(original, ensure_ascii=False), aad=message_aad(draft.source, draft.msgid)
+        )
+        message = await bot_service.insert_message(
+            conn=conn,
+            msgid=draft.msgid,
+            source=draft.source.value,
+            direction=draft.direction.value,
+            sender_id=draft.sender_id,
+            sender_role=draft.sender_role,
+            receiver_ids=list(draft.receiver_ids),
+            roomid=draft.roomid,
+            msgtime=draft.msgtime,
+            msgtype=draft.msgtype,
+            action=draft.action,
+            masked_text=(analysis or {}).get("masked_text", "") if draft.text else "",
+            original_sealed=sealed,
+            intent=(analysis or {}).get("intent") if draft.sender_role == "customer" else None,
+            sentiment=(analysis or {}).get("sentiment"),
+            has_violation=has_violation,
+            analysis=analysis,
+            customer=customer,
+            advisor=advisor,
+        )
+        if message is None:
+            return StoreResult(stored=False)
+
+        # Other domains' hooks see the stored row inside this transaction.
+        for mhook in (*deps.hooks.tagging_message, *deps.hooks.sop_message):
+            await mhook(message, conn)
+
+        speaks_to_customers = draft.direction in (
+            Direction.ADVISOR_TO_CUSTOMER, Direction.GROUP
+        ) and draft.sender_role == "advisor"  # fmt: skip
+        if violations and speaks_to_customers and draft.advisor_userid:
+            categories = sorted({str(v["category"]) for v in violations})
+            severity = "violation" if has_violation else "review"
+            await bot_service.open_review_case(
+                conn=conn, message=message, advisor_userid=draft.advisor_userid,
+                categories=categories, severity=severity,
+            )  # fmt: skip
+            if has_violation:
+                first = next(v for v in violations if v.get("severity") == "violation")
+                label = CATEGORY_LABELS.get(str(first["category"]), str(first["category"]))
+                basis = first.get("basis") or "机构销售行为管理规定"
+                key = f"violation:{draft.source}:{draft.msgid}"
+                await bot_service.raise_alert(
+                    conn=conn, idem_key=key, kind="violation",
+                    recipient_userid=draft.advisor_userid, advisor_userid=draft.advisor_userid,
+                    external_userid=draft.external_userid, msgid=draft.msgid,
+                    detail={"categories": categories, "rule_id": first.get("rule_id"),
+                            "basis": basis},
+                )  # fmt: skip
+                await _notify(
+                    conn=conn, deps=deps, idem_key=key, touser=draft.advisor_userid,
+                    content=(
+                        f"【合规提醒】您 {_local_time(draft)} 发出的一条消息触发「{label}」"
+                        f"（依据：{basis}；规则 {first.get('rule_id') or first.get('source')}），"
+                        "已提交合规复核。请勿承诺收益、混同存款或代客操作。"
+                    ),
+                )
+                alerts.append(key)
+
+        intent = (analysis or {}).get("intent")
+        if draft.sender_role == "customer" and intent in ALERT_INTENTS and draft.external_userid:
+            targets = [draft.advisor_userid] if draft.advisor_userid else await (
+                bot_service.advisors_following(conn=conn, external_userid=draft.external_userid)
+            )  # fmt: skip
+            for userid in targets:
+                if not userid:
+                    continue
+                key = f"{intent}:{draft.source}:{draft.msgid}:{userid}"
+                await bot_service.raise_alert(
+                    conn=conn, idem_key=key, kind=str(intent), recipient_userid=userid,
+                    advisor_userid=userid, external_userid=draft.external_userid,
+                    msgid=draft.msgid, detail={"sentiment": (analysis or {}).get("sentiment")},
+                )  # fmt: skip
+                name = customer.name if customer and customer.name else draft.external_userid
+                await _notify(
+                    conn=conn, deps=deps, idem_key=key, touser=userid,
+                    content=(
+                        f"【客户提醒】客户「{name}」{_local_time(draft)} 的消息显示"
+                        f"{ALERT_INTENTS[str(intent)]}，请及时跟进。"
+                    ),
+                )
+                alerts.append(key)
+        return StoreResult(stored=True, record_id=message.id, alerts=tuple(alerts))
+
+
+@dataclass(frozen=True)
+class EventContext:
+    """What the worker fetched from WeCom before opening the transaction."""
+
+    contact: dict[str, Any] | None = None  # externalcontact/get answer
+    member: dict[str, Any] | None = None  # user/get answer
+    group_chat: dict[str, Any] | None = None  # groupchat/get answer
+
+
+def _follow_entry(contact: dict[str, Any] | None, userid: str) -> dict[str, Any] | None:
+    for f in (contact or {}).get("follow_user", []) or []:
+        if isinstance(f, dict) and f.get("userid") == userid:
+            return f
+    return None
+
+
+async def do_store_event(
+    *, draft: EventDraft, ctx: EventContext, deps: StoreDeps
+) -> StoreResult:
+    f = draft.fields
+    alerts: list[str] = []
+    async with in_transaction() as conn:
+        raw_sealed = (
+            deps.keyring.seal_text(draft.raw_xml, aad=f"event:{draft.event_key}")
+            if draft.kind == "unknown" else None
+        )  # fmt: skip
+        event = await bot_service.insert_event(
+            conn=conn, event_key=draft.event_key, kind=draft.kind, event=draft.event,
+            change_type=draft.change_type, occurred_at=draft.occurred_at,
+            fields_json=f if draft.kind != "unknown" else {"MsgType": f.get("MsgType")},
+            raw_sealed=raw_sealed,
+        )  # fmt: skip
+        if event is None:
+            return StoreResult(stored=False)
+
+        if draft.event == "change_external_contact":
+            alerts += await _external_contact_changed(conn=conn, draft=draft, ctx=ctx, deps=deps)
+        elif draft.event == "change_external_chat":
+            chat_id = str(f.get("ChatId", ""))
+            if chat_id:
+                status = "dismissed" if draft.change_type == "dismiss" else "active"
+                detail = (ctx.group_chat or {}).get("group_chat")
+                await bot_service.upsert_group_chat(
+                    conn=conn, chat_id=chat_id, status=status, detail=detail
+                )
+
+        for ehook in (*deps.hooks.tagging_event, *deps.hooks.sop_event):
+            await ehook(event, conn)
+        return StoreResult(stored=True, record_id=event.id, alerts=tuple(alerts))
+
+
+async def _external_contact_changed(
+    *, conn: BaseDBAsyncClient, draft: EventDraft, ctx: EventContext, deps: StoreDeps
+) -> list[str]:
+    f = draft.fields
+    userid = str(f.get("UserID", "") or "")
+    external = str(f.get("ExternalUserID", "") or "")
+    if not userid or not external:
+        return []
+    contact_info = (ctx.contact or {}).get("external_contact")
+    advisor = await bot_service.upsert_advisor(conn=conn, userid=userid, profile=ctx.member)
+    customer = await bot_service.upsert_customer(
+        conn=conn, external_userid=external, contact=contact_info,
+        needs_sync=contact_info is None,
+    )  # fmt: skip
+    follow = _follow_entry(ctx.contact, userid)
+    at = draft.occurred_at
+    change = draft.change_type
+    if change in ("add_external_contact", "add_half_external_contact"):
+        follow = dict(follow or {})
+        if f.get("State") and not follow.get("state"):
+            follow["state"] = f["State"]
+        await bot_service.upsert_follow(
+            conn=conn, customer=customer, advisor=advisor, status=RelationStatus.ACTIVE,
+            at=at, follow=follow,
+        )  # fmt: skip
+    elif change == "edit_external_contact":
+        await bot_service.upsert_follow(
+            conn=conn, customer=customer, advisor=advisor, status=RelationStatus.ACTIVE,
+            at=at, follow=follow,
+        )  # fmt: skip
+    elif change == "del_external_contact":
+        await bot_service.upsert_follow(
+            conn=conn, customer=customer, advisor=advisor, status=RelationStatus.REMOVED, at=at
+        )
+    elif change == "del_follow_user":
+        # The customer deleted the advisor: churn.  The manager hears first,
+        # because the advisor can no longer reach the customer.
+        await bot_service.upsert_follow(
+            conn=conn, customer=customer, advisor=advisor, status=RelationStatus.LOST, at=at
+        )
+        manager = advisor.manager_userid
+        key = f"churn:{draft.event_key}"
+        await bot_service.raise_alert(
+            conn=conn, idem_key=key, kind="churn", recipient_userid=manager or userid,
+            advisor_userid=userid, external_userid=external,
+            detail={"manager_known": manager is not None},
+        )  # fmt: skip
+        name = customer.name or external
+        when = at.astimezone(SHANGHAI).strftime("%m-%d %H:%M")
+        await _notify(
+            conn=conn, deps=deps, idem_key=key, touser=manager or userid,
+            content=(
+                f"【流失预警】客户「{name}」于 {when} 删除了客户经理 {advisor.name or userid}，"
+                "请尽快安排挽回。"
+            ),
+        )
+        return [key]
+    elif change == "transfer_fail":
+        key = f"transfer_fail:{draft.event_key}"
+        await bot_service.raise_alert(
+            conn=conn, idem_key=key, kind="transfer_fail", recipient_userid=userid,
+            advisor_userid=userid, external_userid=external,
+            detail={"fail_reason": f.get("FailReason")},
+        )  # fmt: skip
+        return [key]
+    return []

@@ -1,0 +1,240 @@
+"""Tables owned by the WeCom edge: who is who, what was said, what happened.
+
+Only ``bot.service`` queries these tables; other domains go through it.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from tortoise import fields
+from tortoise.models import Model
+
+
+class Timestamped(Model):
+    created_at = fields.DatetimeField(auto_now_add=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+
+
+class Advisor(Timestamped):
+    """A WeCom member (客户经理/投顾/代理人) who follows customers."""
+
+    id = fields.BigIntField(primary_key=True)
+    userid = fields.CharField(max_length=64, unique=True)
+    name = fields.CharField(max_length=128, default="")
+    department = fields.CharField(max_length=255, default="")
+    # From user/get's direct_leader: who hears about churn.
+    manager_userid = fields.CharField(max_length=64, null=True)
+    status = fields.CharField(max_length=16, default="active")
+    synced_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "bot_advisor"
+
+
+class Customer(Timestamped):
+    """An external contact (外部联系人)."""
+
+    id = fields.BigIntField(primary_key=True)
+    external_userid = fields.CharField(max_length=64, unique=True)
+    unionid = fields.CharField(max_length=64, null=True, db_index=True)
+    name = fields.CharField(max_length=128, default="")
+    # 1 = WeChat user, 2 = WeCom user (externalcontact/get "type").
+    contact_type = fields.SmallIntField(default=1)
+    corp_name = fields.CharField(max_length=255, default="")
+    gender = fields.SmallIntField(default=0)
+    # Institution attributes (risk level, AUM band, maturities) imported by API.
+    attributes = fields.JSONField(default=dict)
+    # Set when externalcontact/get failed; the reconcile job fetches it later.
+    needs_sync = fields.BooleanField(default=False)
+    synced_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "bot_customer"
+
+
+class RelationStatus(StrEnum):
+    ACTIVE = "active"
+    LOST = "lost"  # the customer deleted the advisor (del_follow_user)
+    REMOVED = "removed"  # the advisor deleted the customer (del_external_contact)
+
+
+class FollowRelation(Timestamped):
+    """One advisor following one customer: WeCom's follow_user entry."""
+
+    id = fields.BigIntField(primary_key=True)
+    customer: fields.ForeignKeyRelation[Customer] = fields.ForeignKeyField(
+        "models.Customer", related_name="follows", on_delete=fields.CASCADE
+    )
+    advisor: fields.ForeignKeyRelation[Advisor] = fields.ForeignKeyField(
+        "models.Advisor", related_name="follows", on_delete=fields.CASCADE
+    )
+    remark = fields.CharField(max_length=255, default="")
+    description = fields.CharField(max_length=512, default="")
+    added_at = fields.DatetimeField(null=True)
+    add_way = fields.IntField(null=True)
+    # 渠道: the State of the 联系我 QR code the customer scanned.
+    state = fields.CharField(max_length=64, default="")
+    status = fields.CharEnumField(RelationStatus, default=RelationStatus.ACTIVE, max_length=16)
+    status_changed_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "bot_follow_relation"
+        unique_together = (("customer", "advisor"),)
+
+
+class GroupChat(Timestamped):
+    id = fields.BigIntField(primary_key=True)
+    chat_id = fields.CharField(max_length=64, unique=True)
+    name = fields.CharField(max_length=255, default="")
+    owner_userid = fields.CharField(max_length=64, default="")
+    member_count = fields.IntField(default=0)
+    status = fields.CharField(max_length=16, default="active")
+
+    class Meta:
+        table = "bot_group_chat"
+
+
+class Message(Timestamped):
+    """A message after analysis: masked text in clear, the original sealed."""
+
+    id = fields.BigIntField(primary_key=True)
+    # WeCom's MsgId (callbacks) or the archive msgid; unique per source, so a
+    # redelivered message is stored once.
+    msgid = fields.CharField(max_length=128)
+    source = fields.CharField(max_length=16)  # callback | archive
+    direction = fields.CharField(max_length=32)  # see bot.schemas.Direction
+    sender_id = fields.CharField(max_length=64, db_index=True)
+    sender_role = fields.CharField(max_length=16)  # advisor | customer | member | unknown
+    receiver_ids = fields.JSONField(default=list)
+    roomid = fields.CharField(max_length=64, null=True, db_index=True)
+    msgtime = fields.DatetimeField(db_index=True)
+    msgtype = fields.CharField(max_length=32)
+    action = fields.CharField(max_length=16, default="send")
+    masked_text = fields.TextField(default="")
+    original_sealed = fields.TextField(null=True)
+    intent = fields.CharField(max_length=32, null=True, db_index=True)
+    sentiment = fields.CharField(max_length=16, null=True)
+    has_violation = fields.BooleanField(default=False, db_index=True)
+    analysis = fields.JSONField(null=True)
+    customer: fields.ForeignKeyNullableRelation[Customer] = fields.ForeignKeyField(
+        "models.Customer", related_name="messages", null=True, on_delete=fields.SET_NULL
+    )
+    advisor: fields.ForeignKeyNullableRelation[Advisor] = fields.ForeignKeyField(
+        "models.Advisor", related_name="messages", null=True, on_delete=fields.SET_NULL
+    )
+
+    class Meta:
+        table = "bot_message"
+        unique_together = (("source", "msgid"),)
+
+
+class Event(Timestamped):
+    """A WeCom event (or a payload we could not classify), kept whole."""
+
+    id = fields.BigIntField(primary_key=True)
+    event_key = fields.CharField(max_length=128, unique=True)
+    kind = fields.CharField(max_length=16)  # event | unknown
+    event = fields.CharField(max_length=64, default="", db_index=True)
+    change_type = fields.CharField(max_length=64, default="")
+    occurred_at = fields.DatetimeField()
+    # Event fields hold ids, not chat content; unknown payloads are sealed whole
+    # because we cannot tell what they carry.
+    fields_json = fields.JSONField(default=dict)
+    raw_sealed = fields.TextField(null=True)
+
+    class Meta:
+        table = "bot_event"
+
+
+class ReviewCase(Timestamped):
+    """A flagged advisor message waiting for a compliance reviewer."""
+
+    id = fields.BigIntField(primary_key=True)
+    message: fields.OneToOneRelation[Message] = fields.OneToOneField(
+        "models.Message", related_name="review_case", on_delete=fields.CASCADE
+    )
+    advisor_userid = fields.CharField(max_length=64, db_index=True)
+    categories = fields.JSONField(default=list)
+    severity = fields.CharField(max_length=16)
+    status = fields.CharField(max_length=16, default="open", db_index=True)
+
+    class Meta:
+        table = "bot_review_case"
+
+
+class Alert(Timestamped):
+    """Something an advisor or manager must hear about now."""
+
+    id = fields.BigIntField(primary_key=True)
+    # One alert per cause: "violation:<msgid>", "churn:<event key>" …
+    idem_key = fields.CharField(max_length=160, unique=True)
+    kind = fields.CharField(max_length=32, db_index=True)
+    recipient_userid = fields.CharField(max_length=64, null=True, db_index=True)
+    advisor_userid = fields.CharField(max_length=64, null=True)
+    external_userid = fields.CharField(max_length=64, null=True)
+    msgid = fields.CharField(max_length=128, null=True)
+    detail = fields.JSONField(default=dict)
+    status = fields.CharField(max_length=16, default="open")
+
+    class Meta:
+        table = "bot_alert"
+
+
+class OutboxState(StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class OutboxItem(Timestamped):
+    """A WeCom write that must happen, drained by the dispatcher."""
+
+    id = fields.BigIntField(primary_key=True)
+    idem_key = fields.CharField(max_length=160, unique=True)
+    api = fields.CharField(max_length=96)
+    secret_kind = fields.CharField(max_length=16, default="app")
+    payload = fields.JSONField()
+    state = fields.CharEnumField(OutboxState, default=OutboxState.PENDING, max_length=16)
+    attempts = fields.IntField(default=0)
+    next_attempt_at = fields.DatetimeField(db_index=True)
+    lease_until = fields.DatetimeField(null=True)
+    last_errcode = fields.IntField(null=True)
+    last_error = fields.CharField(max_length=512, default="")
+    result = fields.JSONField(null=True)
+    done_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "bot_outbox"
+
+
+class DeadLetter(Timestamped):
+    """A stream entry that kept failing: kept for an operator, never dropped."""
+
+    id = fields.BigIntField(primary_key=True)
+    stream_id = fields.CharField(max_length=64, unique=True)
+    source = fields.CharField(max_length=16)
+    dedup_key = fields.CharField(max_length=160)
+    # The stream entry's sealed payload, as it was queued.
+    payload_sealed = fields.TextField()
+    error = fields.CharField(max_length=1024, default="")
+    deliveries = fields.IntField(default=0)
+    status = fields.CharField(max_length=16, default="open")  # open | requeued | discarded
+
+    class Meta:
+        table = "bot_dead_letter"
+
+
+class ArchiveCursor(Timestamped):
+    """会话存档 seq cursor: advanced only after a batch is durably queued."""
+
+    id = fields.BigIntField(primary_key=True)
+    name = fields.CharField(max_length=64, unique=True)
+    seq = fields.BigIntField(default=0)
+
+    class Meta:
+        table = "bot_archive_cursor"

@@ -1,0 +1,227 @@
+"""The worker's stages, composed in one place.
+
+A batch read from the stream goes through:
+
+1. ``normalise``  — callback XML or archive JSON becomes one draft shape, so
+   every later stage is source-agnostic.
+2. ``skip_stored`` — a redelivered item whose row exists is acknowledged
+   without re-running analysis (the unique key would stop it anyway; this
+   just saves the model's time).
+3. ``enrich``     — events that name a contact fetch it from WeCom *before* the
+   transaction, so no DB lock is held across a network call.  Failure is
+   tolerated: the customer is marked for the reconcile job.
+4. ``analyse``    — compliance_nlp runs on every text before anything is
+   stored (PIPL: only masked text is kept in clear).  Batched per read.
+5. ``store``      — one transaction: row, hooks of tagging and SOP, review
+   case, alerts, outbox rows (``bot.flows``).
+6. ``after_commit`` — side effects that must follow a durable write (waking
+   the archive puller on ``msgaudit_notify``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from bot import service as bot_service
+from bot.archive import record_to_draft
+from bot.flows import EventContext, StoreDeps, do_store_event, do_store_message
+from bot.schemas import (
+    Direction,
+    EventDraft,
+    MessageDraft,
+    QueuedItem,
+    Source,
+    StoreResult,
+)
+from bot.wecom.parse import Inbound, parse_inbound
+from core.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+Draft = MessageDraft | EventDraft
+
+
+class Analyzer(Protocol):
+    async def analyze_many(self, items: list[tuple[str, str]]) -> list[Any]: ...
+
+
+class ContactFetcher(Protocol):
+    async def get_external_contact(self, external_userid: str) -> dict[str, Any]: ...
+    async def get_user(self, userid: str) -> dict[str, Any]: ...
+    async def get_group_chat(self, chat_id: str) -> dict[str, Any]: ...
+
+
+def _text_of_callback(inbound: Inbound) -> str:
+    f = inbound.fields
+    if inbound.msg_type == "text":
+        return str(f.get("Content", ""))
+    if inbound.msg_type == "link":
+        return f"{f.get('Title', '')} {f.get('Description', '')}".strip()
+    if inbound.msg_type == "location":
+        return str(f.get("Label", ""))
+    return ""
+
+
+def normalise(item: QueuedItem) -> Draft:
+    if item.source is Source.ARCHIVE:
+        return record_to_draft(item.payload["record"])
+    inbound = parse_inbound(item.payload["xml"])
+    if inbound.kind == "message":
+        return MessageDraft(
+            msgid=str(inbound.msg_id or item.dedup_key),
+            source=Source.CALLBACK,
+            direction=Direction.MEMBER_TO_APP,
+            sender_id=inbound.from_user,
+            sender_role="member",
+            receiver_ids=(inbound.to_user,),
+            roomid=None,
+            msgtime=inbound.create_time,
+            msgtype=inbound.msg_type,
+            action="send",
+            text=_text_of_callback(inbound),
+            content={k: v for k, v in inbound.fields.items()
+                     if k in ("MediaId", "PicUrl", "Format", "Url")},
+            advisor_userid=inbound.from_user,
+        )  # fmt: skip
+    return EventDraft(
+        event_key=inbound.dedup_key,
+        kind=inbound.kind,
+        event=inbound.event or "",
+        change_type=inbound.change_type or "",
+        occurred_at=inbound.create_time,
+        fields=dict(inbound.fields),
+        raw_xml=inbound.raw_xml,
+    )
+
+
+def original_of(item: QueuedItem) -> dict[str, Any]:
+    return dict(item.payload)
+
+
+@dataclass
+class Pipeline:
+    analyzer: Analyzer
+    deps: StoreDeps
+    metrics: Metrics
+    fetcher: ContactFetcher | None = None
+    on_archive_notify: Callable[[], Awaitable[None]] | None = None
+
+    async def process_batch(self, items: Sequence[QueuedItem]) -> list[StoreResult]:
+        """Run every stage for a batch; one failing item does not fail the others.
+
+        Returns one result per item, or raises nothing: failures come back as
+        exceptions in the list for the worker to retry or dead-letter.
+        """
+        drafts: list[Draft | BaseException] = []
+        with self._timed("normalise"):
+            for item in items:
+                try:
+                    drafts.append(normalise(item))
+                except Exception as exc:  # noqa: BLE001 - reported per item
+                    drafts.append(exc)
+
+        with self._timed("skip_stored"):
+            fresh: list[bool] = []
+            for d in drafts:
+                if isinstance(d, MessageDraft):
+                    fresh.append(not await bot_service.message_exists(
+                        source=d.source.value, msgid=d.msgid))
+                elif isinstance(d, EventDraft):
+                    fresh.append(not await bot_service.event_exists(event_key=d.event_key))
+                else:
+                    fresh.append(False)
+
+        to_analyse = [
+            i for i, d in enumerate(drafts)
+            if fresh[i] and isinstance(d, MessageDraft) and d.text
+        ]  # fmt: skip
+        analyses: dict[int, dict[str, Any] | BaseException] = {}
+        if to_analyse:
+            with self._timed("analyse"):
+                batch = [(drafts[i].text, drafts[i].analysis_role) for i in to_analyse]  # type: ignore[union-attr]
+                try:
+                    results = await self.analyzer.analyze_many(batch)
+                    for i, res in zip(to_analyse, results, strict=True):
+                        analyses[i] = res.to_dict() if hasattr(res, "to_dict") else dict(res)
+                except Exception as exc:  # noqa: BLE001
+                    for i in to_analyse:
+                        analyses[i] = exc
+
+        out: list[Any] = []
+        for i, (item, d) in enumerate(zip(items, drafts, strict=True)):
+            if isinstance(d, BaseException):
+                out.append(d)
+                continue
+            if not fresh[i]:
+                out.append(StoreResult(stored=False))
+                self.metrics.processed.labels("duplicate").inc()
+                continue
+            try:
+                result = await self._store(item, d, analyses.get(i))
+            except Exception as exc:  # noqa: BLE001
+                out.append(exc)
+                continue
+            self.metrics.processed.labels("stored" if result.stored else "duplicate").inc()
+            out.append(result)
+        return out
+
+    async def _store(
+        self, item: QueuedItem, draft: Draft, analysis: dict[str, Any] | BaseException | None
+    ) -> StoreResult:
+        if isinstance(analysis, BaseException):
+            raise analysis
+        if isinstance(draft, MessageDraft):
+            with self._timed("store"):
+                return await do_store_message(
+                    draft=draft, analysis=analysis, original=original_of(item), deps=self.deps
+                )
+        with self._timed("enrich"):
+            ctx = await self._enrich(draft)
+        with self._timed("store"):
+            result = await do_store_event(draft=draft, ctx=ctx, deps=self.deps)
+        if result.stored and draft.event == "msgaudit_notify" and self.on_archive_notify:
+            await self.on_archive_notify()
+        return result
+
+    async def _enrich(self, draft: EventDraft) -> EventContext:
+        if self.fetcher is None:
+            return EventContext()
+        f = draft.fields
+        contact = member = chat = None
+        try:
+            if draft.event == "change_external_contact" and draft.change_type in (
+                "add_external_contact", "add_half_external_contact", "edit_external_contact",
+            ):  # fmt: skip
+                if f.get("ExternalUserID"):
+                    contact = await self.fetcher.get_external_contact(str(f["ExternalUserID"]))
+                if f.get("UserID"):
+                    member = await self.fetcher.get_user(str(f["UserID"]))
+            elif draft.event == "change_external_contact" and f.get("UserID"):
+                member = await self.fetcher.get_user(str(f["UserID"]))
+            elif draft.event == "change_external_chat" and draft.change_type != "dismiss":
+                if f.get("ChatId"):
+                    chat = await self.fetcher.get_group_chat(str(f["ChatId"]))
+        except Exception as exc:  # noqa: BLE001 - WeCom down must not stop intake
+            log.warning("enrich failed; customer marked for reconcile",
+                        extra={"event_key": draft.event_key, "error": type(exc).__name__})
+        return EventContext(contact=contact, member=member, group_chat=chat)
+
+    def _timed(self, stage: str) -> _Timer:
+        return _Timer(self.metrics, stage)
+
+
+class _Timer:
+    def __init__(self, metrics: Metrics, stage: str) -> None:
+        self.metrics = metrics
+        self.stage = stage
+        self.t0 = 0.0
+
+    def __enter__(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.metrics.stage_seconds.labels(self.stage).observe(time.perf_counter() - self.t0)

@@ -1,0 +1,295 @@
+"""The only code that queries the edge's tables.  Keyword-only, typed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.exceptions import IntegrityError
+
+from bot import models
+from bot.models import OutboxState, RelationStatus
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def upsert_advisor(
+    *, conn: BaseDBAsyncClient, userid: str, profile: dict[str, Any] | None = None
+) -> models.Advisor:
+    advisor = await models.Advisor.get_or_none(userid=userid, using_db=conn)
+    if advisor is None:
+        try:
+            advisor = await models.Advisor.create(userid=userid, using_db=conn)
+        except IntegrityError:  # another worker created it first
+            advisor = await models.Advisor.get(userid=userid, using_db=conn)
+    if profile:
+        advisor.name = str(profile.get("name", advisor.name))[:128]
+        dept = profile.get("department")
+        if isinstance(dept, list):
+            advisor.department = ",".join(str(d) for d in dept)[:255]
+        leaders = profile.get("direct_leader") or []
+        if leaders:
+            advisor.manager_userid = str(leaders[0])
+        advisor.synced_at = now()
+        await advisor.save(using_db=conn)
+    return advisor
+
+
+async def upsert_customer(
+    *, conn: BaseDBAsyncClient, external_userid: str, contact: dict[str, Any] | None = None,
+    needs_sync: bool = False,
+) -> models.Customer:
+    customer = await models.Customer.get_or_none(external_userid=external_userid, using_db=conn)
+    if customer is None:
+        try:
+            customer = await models.Customer.create(
+                external_userid=external_userid, needs_sync=needs_sync, using_db=conn
+            )
+        except IntegrityError:
+            customer = await models.Customer.get(external_userid=external_userid, using_db=conn)
+    if contact:
+        customer.name = str(contact.get("name", customer.name))[:128]
+        customer.unionid = contact.get("unionid") or customer.unionid
+        customer.contact_type = int(contact.get("type", customer.contact_type) or 1)
+        customer.corp_name = str(contact.get("corp_name", customer.corp_name) or "")[:255]
+        customer.gender = int(contact.get("gender", customer.gender) or 0)
+        customer.needs_sync = False
+        customer.synced_at = now()
+        await customer.save(using_db=conn)
+    elif needs_sync and not customer.needs_sync and customer.synced_at is None:
+        customer.needs_sync = True
+        await customer.save(using_db=conn, update_fields=["needs_sync", "updated_at"])
+    return customer
+
+
+async def upsert_follow(
+    *, conn: BaseDBAsyncClient, customer: models.Customer, advisor: models.Advisor,
+    status: RelationStatus, at: datetime, follow: dict[str, Any] | None = None,
+) -> models.FollowRelation:
+    rel = await models.FollowRelation.get_or_none(
+        customer_id=customer.id, advisor_id=advisor.id, using_db=conn
+    )
+    if rel is None:
+        rel = models.FollowRelation(customer=customer, advisor=advisor)
+    if rel.status != status or rel.status_changed_at is None:
+        rel.status = status
+        rel.status_changed_at = at
+    if status == RelationStatus.ACTIVE and rel.added_at is None:
+        rel.added_at = at
+    if follow:
+        rel.remark = str(follow.get("remark", rel.remark) or "")[:255]
+        rel.description = str(follow.get("description", rel.description) or "")[:512]
+        if follow.get("createtime"):
+            rel.added_at = datetime.fromtimestamp(int(follow["createtime"]), tz=UTC)
+        if follow.get("add_way") is not None:
+            rel.add_way = int(follow["add_way"])
+        if follow.get("state"):
+            rel.state = str(follow["state"])[:64]
+    await rel.save(using_db=conn)
+    return rel
+
+
+async def follow_relation(
+    *, conn: BaseDBAsyncClient, external_userid: str, userid: str
+) -> models.FollowRelation | None:
+    return await models.FollowRelation.get_or_none(
+        customer__external_userid=external_userid, advisor__userid=userid, using_db=conn
+    )
+
+
+async def advisors_following(*, conn: BaseDBAsyncClient, external_userid: str) -> list[str]:
+    rels = await models.FollowRelation.filter(
+        customer__external_userid=external_userid, status=RelationStatus.ACTIVE
+    ).using_db(conn).prefetch_related("advisor")
+    return [r.advisor.userid for r in rels]
+
+
+async def get_advisor(*, conn: BaseDBAsyncClient, userid: str) -> models.Advisor | None:
+    return await models.Advisor.get_or_none(userid=userid, using_db=conn)
+
+
+async def insert_message(*, conn: BaseDBAsyncClient, **values: Any) -> models.Message | None:
+    """Insert once: None if this (source, msgid) is already stored."""
+    try:
+        return await models.Message.create(using_db=conn, **values)
+    except IntegrityError:
+        return None
+
+
+async def message_exists(*, source: str, msgid: str) -> bool:
+    return await models.Message.filter(source=source, msgid=msgid).exists()
+
+
+async def event_exists(*, event_key: str) -> bool:
+    return await models.Event.filter(event_key=event_key).exists()
+
+
+async def insert_event(*, conn: BaseDBAsyncClient, **values: Any) -> models.Event | None:
+    try:
+        return await models.Event.create(using_db=conn, **values)
+    except IntegrityError:
+        return None
+
+
+async def upsert_group_chat(
+    *, conn: BaseDBAsyncClient, chat_id: str, status: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> models.GroupChat:
+    chat = await models.GroupChat.get_or_none(chat_id=chat_id, using_db=conn)
+    if chat is None:
+        chat = models.GroupChat(chat_id=chat_id)
+    if status:
+        chat.status = status
+    if detail:
+        chat.name = str(detail.get("name", chat.name) or "")[:255]
+        chat.owner_userid = str(detail.get("owner", chat.owner_userid) or "")
+        members = detail.get("member_list")
+        if isinstance(members, list):
+            chat.member_count = len(members)
+    await chat.save(using_db=conn)
+    return chat
+
+
+async def open_review_case(
+    *, conn: BaseDBAsyncClient, message: models.Message, advisor_userid: str,
+    categories: list[str], severity: str,
+) -> models.ReviewCase | None:
+    try:
+        return await models.ReviewCase.create(
+            message=message, advisor_userid=advisor_userid, categories=categories,
+            severity=severity, using_db=conn,
+        )
+    except IntegrityError:
+        return None
+
+
+async def raise_alert(
+    *, conn: BaseDBAsyncClient, idem_key: str, kind: str, recipient_userid: str | None,
+    advisor_userid: str | None = None, external_userid: str | None = None,
+    msgid: str | None = None, detail: dict[str, Any] | None = None,
+) -> models.Alert | None:
+    try:
+        return await models.Alert.create(
+            idem_key=idem_key, kind=kind, recipient_userid=recipient_userid,
+            advisor_userid=advisor_userid, external_userid=external_userid, msgid=msgid,
+            detail=detail or {}, using_db=conn,
+        )
+    except IntegrityError:
+        return None
+
+
+async def enqueue_outbox(
+    *, conn: BaseDBAsyncClient, idem_key: str, api: str, payload: dict[str, Any],
+    secret_kind: str = "app", not_before: datetime | None = None,
+) -> models.OutboxItem | None:
+    """Add a WeCom write to the outbox once per business key."""
+    try:
+        return await models.OutboxItem.create(
+            idem_key=idem_key, api=api, payload=payload, secret_kind=secret_kind,
+            next_attempt_at=not_before or now(), using_db=conn,
+        )
+    except IntegrityError:
+        return None
+
+
+async def due_outbox_ids(*, at: datetime, limit: int) -> list[int]:
+    pending = await models.OutboxItem.filter(
+        state=OutboxState.PENDING, next_attempt_at__lte=at
+    ).order_by("next_attempt_at").limit(limit).values_list("id", flat=True)
+    stale = await models.OutboxItem.filter(
+        state=OutboxState.SENDING, lease_until__lt=at
+    ).limit(limit).values_list("id", flat=True)
+    return [int(i) for i in [*pending, *stale]]
+
+
+async def claim_outbox(*, item_id: int, at: datetime, lease: timedelta) -> models.OutboxItem | None:
+    """Claim a due row with a conditional UPDATE: exactly one dispatcher wins.
+
+    Works the same on SQLite and PostgreSQL; a dispatcher that dies mid-call
+    leaves a lease that expires, and the row is claimed again.
+    """
+    from tortoise.expressions import F, Q
+
+    updated = await models.OutboxItem.filter(
+        Q(id=item_id)
+        & (
+            Q(state=OutboxState.PENDING, next_attempt_at__lte=at)
+            | Q(state=OutboxState.SENDING, lease_until__lt=at)
+        )
+    ).update(state=OutboxState.SENDING, lease_until=at + lease, attempts=F("attempts") + 1)
+    if not updated:
+        return None
+    return await models.OutboxItem.get(id=item_id)
+
+
+async def finish_outbox(
+    *, item: models.OutboxItem, state: OutboxState, result: dict[str, Any] | None = None,
+    errcode: int | None = None, error: str = "", retry_at: datetime | None = None,
+) -> None:
+    item.state = state
+    item.lease_until = None
+    if result is not None:
+        item.result = result
+    item.last_errcode = errcode
+    item.last_error = error[:512]
+    if state == OutboxState.DONE:
+        item.done_at = now()
+    if retry_at is not None:
+        item.next_attempt_at = retry_at
+    await item.save()
+
+
+async def outbox_counts() -> dict[str, int]:
+    from tortoise.functions import Count
+
+    rows = await models.OutboxItem.annotate(n=Count("id")).group_by("state").values("state", "n")
+    return {str(r["state"]): int(r["n"]) for r in rows}
+
+
+async def add_dead_letter(
+    *, stream_id: str, source: str, dedup_key: str, payload_sealed: str, error: str,
+    deliveries: int,
+) -> None:
+    try:
+        await models.DeadLetter.create(
+            stream_id=stream_id, source=source, dedup_key=dedup_key,
+            payload_sealed=payload_sealed, error=error[:1024], deliveries=deliveries,
+        )
+    except IntegrityError:
+        pass
+
+
+async def open_dead_letters() -> int:
+    return await models.DeadLetter.filter(status="open").count()
+
+
+async def archive_cursor(*, name: str) -> int:
+    cur = await models.ArchiveCursor.get_or_none(name=name)
+    return int(cur.seq) if cur else 0
+
+
+async def advance_archive_cursor(*, name: str, seq: int) -> None:
+    cur = await models.ArchiveCursor.get_or_none(name=name)
+    if cur is None:
+        await models.ArchiveCursor.create(name=name, seq=seq)
+    elif seq > cur.seq:
+        cur.seq = seq
+        await cur.save()
+
+
+async def customers_needing_sync(*, limit: int) -> list[str]:
+    rows = await models.Customer.filter(needs_sync=True).limit(limit).values_list(
+        "external_userid", flat=True
+    )
+    return [str(r) for r in rows]
+
+
+async def messages_since(*, since: datetime | None, batch: int = 500,
+                         after_id: int = 0) -> list[models.Message]:
+    q = models.Message.filter(id__gt=after_id)
+    if since is not None:
+        q = q.filter(msgtime__gte=since)
+    return await q.order_by("id").limit(batch)

@@ -1,0 +1,137 @@
+"""The inbound Redis Stream: dedup and append in one atomic step.
+
+The dedup marker and the stream entry are written by one Lua script, so there
+is no moment where a key is marked seen but its entry is missing: if Redis
+fails mid-way neither exists and WeCom's retry (after our 503) queues it.
+Payloads are sealed with the field key: nothing from a chat sits in Redis in
+clear before it has been analysed and masked.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import redis.asyncio as aioredis
+
+from bot.schemas import QueuedItem, Source
+from core.crypto import Keyring
+
+ENQUEUE_LUA = """
+if ARGV[1] == '1' then
+  local prev = redis.call('GET', KEYS[1])
+  if prev and prev ~= ARGV[2] then return 'replay' end
+  if not prev then redis.call('SET', KEYS[1], ARGV[2], 'EX', tonumber(ARGV[3])) end
+end
+if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', tonumber(ARGV[4])) then
+  return 'duplicate'
+end
+return redis.call('XADD', KEYS[3], '*', unpack(ARGV, 5))
+"""
+
+EnqueueOutcome = Literal["queued", "duplicate", "replay"]
+
+
+@dataclass(frozen=True)
+class EnqueueResult:
+    outcome: EnqueueOutcome
+    stream_id: str | None = None
+
+
+def payload_aad(dedup_key: str) -> str:
+    return f"stream:{dedup_key}"
+
+
+class InboundStream:
+    """Namespaced access to the inbound stream (injected client, arq/aiogram style)."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keyring: Keyring,
+        *,
+        stream: str = "siyu:inbound",
+        group: str = "siyu-workers",
+        namespace: str = "siyu",
+        dedup_ttl_s: int = 3 * 24 * 3600,
+    ) -> None:
+        self.redis = redis
+        self.keyring = keyring
+        self.stream = stream
+        self.group = group
+        self.ns = namespace
+        self.dedup_ttl_s = dedup_ttl_s
+        self._script = redis.register_script(ENQUEUE_LUA)
+
+    def dedup_redis_key(self, dedup_key: str) -> str:
+        return f"{self.ns}:dedup:{dedup_key}"
+
+    async def enqueue(
+        self,
+        *,
+        source: Source,
+        dedup_key: str,
+        payload: dict[str, Any],
+        nonce: tuple[str, str, int] | None = None,
+    ) -> EnqueueResult:
+        """Queue one item unless already seen.  ``nonce`` = (nonce, signature, ttl).
+
+        Raises ``redis.RedisError`` when Redis is unavailable: the caller answers
+        503 so WeCom retries, never "success" for something not queued.
+        """
+        sealed = self.keyring.seal_text(
+            json.dumps(payload, ensure_ascii=False, separators=(",", ":")),
+            aad=payload_aad(dedup_key),
+        )
+        nonce_key = f"{self.ns}:nonce:{nonce[0]}" if nonce else f"{self.ns}:nonce:-"
+        args: list[Any] = [
+            "1" if nonce else "0",
+            nonce[1] if nonce else "",
+            nonce[2] if nonce else 0,
+            self.dedup_ttl_s,
+            "src", source.value,
+            "key", dedup_key,
+            "p", sealed,
+            "t", str(int(time.time() * 1000)),
+        ]  # fmt: skip
+        res = await self._script(keys=[nonce_key, self.dedup_redis_key(dedup_key), self.stream],
+                                 args=args)
+        text = res.decode() if isinstance(res, bytes) else str(res)
+        if text in ("duplicate", "replay"):
+            return EnqueueResult(outcome=text)  # type: ignore[arg-type]
+        return EnqueueResult(outcome="queued", stream_id=text)
+
+    async def ensure_group(self) -> None:
+        try:
+            await self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except aioredis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def decode(self, stream_id: bytes | str, fields: dict[bytes, bytes], deliveries: int = 1
+               ) -> QueuedItem:
+        sid = stream_id.decode() if isinstance(stream_id, bytes) else stream_id
+        f = {k.decode(): v.decode() for k, v in fields.items()}
+        key = f["key"]
+        payload = json.loads(self.keyring.open_text(f["p"], aad=payload_aad(key)))
+        return QueuedItem(
+            stream_id=sid,
+            source=Source(f["src"]),
+            dedup_key=key,
+            payload=payload,
+            received_at=datetime.fromtimestamp(int(f["t"]) / 1000, tz=UTC),
+            deliveries=deliveries,
+        )
+
+    async def depth(self) -> tuple[int, int]:
+        """(entries in the stream, entries delivered but not yet acknowledged)."""
+        length = await self.redis.xlen(self.stream)
+        try:
+            pending = await self.redis.xpending(self.stream, self.group)
+            n_pending = int(pending["pending"])
+        except aioredis.ResponseError:
+            n_pending = 0
+        return int(length), n_pending

@@ -1,0 +1,100 @@
+"""HTTP adapters of the edge's API: parse → call one flow → shape the answer."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from bot.archive import ingest_records
+from bot.keys import ANALYZER, SETTINGS, STREAM
+
+MAX_INGEST_RECORDS = 10_000
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+@web.middleware
+async def api_auth(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Machine callers present ``Authorization: Bearer <SIYU_API__TOKEN>``."""
+    if not request.path.startswith("/api/"):
+        return await handler(request)  # type: ignore[no-any-return]
+    expected = request.app[SETTINGS].api.token.get_secret_value()
+    if not expected:
+        return _error(503, "api_disabled", "the API is disabled: SIYU_API__TOKEN is not set")
+    got = request.headers.get("Authorization", "")
+    if not got.startswith("Bearer ") or not hmac.compare_digest(
+        got[7:].encode(), expected.encode()
+    ):
+        return _error(401, "unauthorized", "missing or wrong bearer token")
+    return await handler(request)  # type: ignore[no-any-return]
+
+
+async def _json_or_jsonl(request: web.Request) -> list[Any]:
+    raw = await request.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise web.HTTPBadRequest(text="body is not UTF-8") from None
+    ctype = request.content_type
+    if ctype in ("application/x-ndjson", "application/jsonl", "application/x-jsonlines"):
+        records: list[Any] = []
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except ValueError as exc:
+                raise web.HTTPBadRequest(text=f"line {lineno}: invalid JSON ({exc.msg})") from None
+        return records
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text=f"invalid JSON: {exc.msg}") from None
+    if isinstance(data, dict) and isinstance(data.get("records"), list):
+        return list(data["records"])
+    if isinstance(data, list):
+        return data
+    raise web.HTTPBadRequest(text='expected a JSON array, {"records": [...]}, or JSON lines')
+
+
+async def ingest_archive(request: web.Request) -> web.Response:
+    """``POST /api/v1/archive/messages``: decrypted 会话存档 records in."""
+    try:
+        records = await _json_or_jsonl(request)
+    except web.HTTPBadRequest as exc:
+        return _error(400, "bad_request", exc.text or "bad request")
+    if len(records) > MAX_INGEST_RECORDS:
+        return _error(413, "too_many_records", f"at most {MAX_INGEST_RECORDS} records per call")
+    try:
+        report = await ingest_records(request.app[STREAM], records)
+    except (aioredis.RedisError, OSError):
+        return _error(503, "queue_unavailable", "queue unavailable; retry (records are idempotent)")
+    return web.json_response(report.as_dict())
+
+
+async def compliance_check(request: web.Request) -> web.Response:
+    """``POST /api/v1/compliance/check`` ``{text, role}``: the advisor's pre-send check."""
+    try:
+        body = await request.json()
+    except ValueError:
+        return _error(400, "bad_request", "body must be JSON {text, role}")
+    if not isinstance(body, dict) or not isinstance(body.get("text"), str):
+        return _error(400, "bad_request", "field 'text' must be a string")
+    role = body.get("role", "advisor")
+    if role not in ("advisor", "customer"):
+        return _error(400, "bad_request", "field 'role' must be 'advisor' or 'customer'")
+    if len(body["text"]) > 100_000:
+        return _error(413, "too_long", "text longer than 100,000 characters")
+    results = await request.app[ANALYZER].analyze_many([(body["text"], role)])
+    return web.json_response(results[0].to_dict())
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/api/v1/archive/messages", ingest_archive)
+    app.router.add_post("/api/v1/compliance/check", compliance_check)

@@ -1,0 +1,111 @@
+"""Field encryption: AES-256-GCM under a key id, so keys can rotate.
+
+A sealed value reads ``v1.<key id>.<base64url(nonce ‖ ciphertext ‖ tag)>``.
+The associated data binds a ciphertext to its row (e.g. ``message:<msgid>``),
+so an original cannot be copied onto another row and still decrypt.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from core.settings import Settings, SettingsError
+
+KEY_FILE = "field-keys.json"
+
+
+class DecryptionError(Exception):
+    """A sealed value could not be opened (unknown key id, tampering, wrong row)."""
+
+
+@dataclass(frozen=True)
+class Keyring:
+    keys: dict[str, bytes]
+    active_key_id: str
+
+    def __post_init__(self) -> None:
+        if self.active_key_id not in self.keys:
+            raise SettingsError(
+                f"SIYU_CRYPTO__ACTIVE_KEY_ID {self.active_key_id!r} is not among SIYU_CRYPTO__KEYS"
+            )
+        for kid, key in self.keys.items():
+            if len(key) != 32:
+                raise SettingsError(f"SIYU_CRYPTO__KEYS[{kid!r}] must be 32 bytes (base64)")
+            if "." in kid:
+                raise SettingsError(f"SIYU_CRYPTO__KEYS: key id {kid!r} must not contain '.'")
+
+    def seal(self, plaintext: bytes, *, aad: str) -> str:
+        nonce = os.urandom(12)
+        ct = AESGCM(self.keys[self.active_key_id]).encrypt(nonce, plaintext, aad.encode())
+        blob = base64.urlsafe_b64encode(nonce + ct).decode().rstrip("=")
+        return f"v1.{self.active_key_id}.{blob}"
+
+    def open(self, sealed: str, *, aad: str) -> bytes:
+        try:
+            version, kid, blob = sealed.split(".", 2)
+        except ValueError as exc:
+            raise DecryptionError("not a sealed value") from exc
+        if version != "v1":
+            raise DecryptionError(f"unknown sealed format {version!r}")
+        key = self.keys.get(kid)
+        if key is None:
+            raise DecryptionError(f"unknown key id {kid!r}")
+        raw = base64.urlsafe_b64decode(blob + "=" * (-len(blob) % 4))
+        try:
+            return AESGCM(key).decrypt(raw[:12], raw[12:], aad.encode())
+        except InvalidTag as exc:
+            raise DecryptionError("authentication failed") from exc
+
+    def seal_text(self, text: str, *, aad: str) -> str:
+        return self.seal(text.encode("utf-8"), aad=aad)
+
+    def open_text(self, sealed: str, *, aad: str) -> str:
+        return self.open(sealed, aad=aad).decode("utf-8")
+
+
+def new_key() -> str:
+    return base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def load_keyring(settings: Settings, *, create: bool = True) -> Keyring:
+    """Keys from settings; in embedded mode, a key file under the data dir.
+
+    The key file is created once (mode 0600) so ``make run`` works on a fresh
+    machine; a deployment on PostgreSQL must configure SIYU_CRYPTO__KEYS.
+    """
+    if settings.crypto.keys:
+        keys = {
+            kid: base64.b64decode(v.get_secret_value()) for kid, v in settings.crypto.keys.items()
+        }
+        active = settings.crypto.active_key_id or sorted(keys)[-1]
+        return Keyring(keys=keys, active_key_id=active)
+    if not settings.database_url.startswith("sqlite"):
+        raise SettingsError(
+            "missing required setting: SIYU_CRYPTO__KEYS (a JSON object of key id → base64 "
+            "32-byte key) and SIYU_CRYPTO__ACTIVE_KEY_ID, needed with a shared database"
+        )
+    path = Path(settings.data_dir) / KEY_FILE
+    if not path.exists():
+        if not create:
+            raise SettingsError(f"no field keys: set SIYU_CRYPTO__KEYS or create {path}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process of this deployment won the race
+            pass
+        else:
+            with os.fdopen(fd, "w") as fh:
+                json.dump({"active": "k1", "keys": {"k1": new_key()}}, fh)
+    data = json.loads(path.read_text())
+    return Keyring(
+        keys={kid: base64.b64decode(v) for kid, v in data["keys"].items()},
+        active_key_id=data["active"],
+    )
