@@ -115,7 +115,8 @@ class Worker:
             log.warning(
                 "pipeline failed",
                 extra={"stream_id": item.stream_id, "key": item.dedup_key,
-                       "deliveries": item.deliveries, "error": type(result).__name__},
+                       "deliveries": item.deliveries,
+                       "error": f"{type(result).__name__}: {str(result)[:200]}"},
             )  # fmt: skip
             self.metrics.processed.labels("failed").inc()
             if item.deliveries >= self.settings.max_deliveries:

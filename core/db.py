@@ -124,6 +124,11 @@ async def migrate(conn: BaseDBAsyncClient, dialect: str) -> list[MigrationFile]:
 async def init_db(settings: Settings) -> None:
     if settings.database_url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # Tortoise caches insert statements per connection *name*; a process that
+    # re-initialises against another dialect (tests do) must not reuse them.
+    from tortoise.backends.base import executor as _executor
+
+    _executor.EXECUTOR_CACHE.clear()
     # Global fallback: aiohttp runs handlers in tasks that do not inherit the
     # context the app was started in.
     await Tortoise.init(config=tortoise_config(settings.database_url), _enable_global_fallback=True)

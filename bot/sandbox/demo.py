@@ -1,0 +1,109 @@
+"""``siyu demo``: siyu with embedded defaults, the fake WeCom API, the simulator.
+
+Everything the demo needs is generated under its data dir at first start
+(callback token and EncodingAESKey, app secret of the sandbox corp, archive
+RSA key, API token) — none of it is a secret of any real corp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import random
+import secrets
+import signal
+from pathlib import Path
+from typing import Any
+
+from bot.sandbox.archive import SandboxArchive, add_archive_routes
+from bot.sandbox.fake_api import SandboxState, build_fake_wecom_app
+from bot.sandbox.simulator import Simulator
+from bot.wecom.crypto import CallbackCrypto
+from core.server import start_site
+from core.settings import Settings
+
+
+def _demo_secrets(data_dir: Path) -> dict[str, Any]:
+    path = data_dir / "demo-secrets.json"
+    if path.exists():
+        return dict(json.loads(path.read_text()))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    values = {
+        "corp_id": "wwsandbox0000000001",
+        "token": secrets.token_urlsafe(16),
+        "encoding_aes_key": base64.b64encode(secrets.token_bytes(32)).decode()[:43],
+        "app_secret": "sandbox-app-" + secrets.token_urlsafe(16),
+        "contact_secret": "sandbox-contact-" + secrets.token_urlsafe(16),
+        "api_token": secrets.token_urlsafe(24),
+    }
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(values, fh)
+    return values
+
+
+async def run_demo(*, data_dir: Path, port: int = 8080, rate: float = 2.0,
+                   duration_s: float = 0.0, stop: asyncio.Event | None = None) -> None:
+    from bot.app import build_app
+
+    data_dir = data_dir.resolve()
+    demo = _demo_secrets(data_dir)
+    state = SandboxState(corp_id=demo["corp_id"],
+                         secrets={"app": demo["app_secret"], "contact": demo["contact_secret"]})
+    state.seed_demo(random.Random(42))
+    archive = SandboxArchive()
+    key_path = archive.write_private_key(data_dir / "sandbox" / "archive_v1.pem")
+
+    fake_app = build_fake_wecom_app(state)
+    add_archive_routes(fake_app, archive)
+    fake_runner, fake_port = await start_site(fake_app, "127.0.0.1", 0)
+    fake_url = f"http://127.0.0.1:{fake_port}"
+
+    settings = Settings(
+        data_dir=data_dir,
+        http={"host": "127.0.0.1", "port": port},
+        wecom={
+            "corp_id": demo["corp_id"], "token": demo["token"],
+            "encoding_aes_key": demo["encoding_aes_key"], "api_base_url": fake_url,
+            "agent_id": state.agent_id, "app_secret": demo["app_secret"],
+            "contact_secret": demo["contact_secret"],
+        },
+        archive={"sdk": "sandbox", "private_keys": {"1": str(key_path)}, "poll_interval_s": 30},
+        api={"token": demo["api_token"]},
+    )  # type: ignore[arg-type]
+    app = build_app(settings, auto_migrate=True)
+    runner, bound = await start_site(app, settings.http.host, settings.http.port)
+    base = f"http://127.0.0.1:{bound}"
+    print(f"""
+siyu demo is running (data under {data_dir})
+
+  WeCom callback URL   {base}/wecom/callback   (sandbox corp {demo['corp_id']})
+  Metrics              {base}/metrics
+  Health               {base}/healthz  {base}/readyz
+  Fake WeCom API       {fake_url}/sandbox/app_messages   (app messages siyu sent advisors)
+  API token            (in {data_dir / 'demo-secrets.json'}, key "api_token")
+  Stored messages      SIYU_DATA_DIR={data_dir} siyu messages export
+
+Simulated advisors and customers start now ({rate}/s). Ctrl-C stops.
+""", flush=True)
+    crypto = CallbackCrypto(token=demo["token"], encoding_aes_key=demo["encoding_aes_key"],
+                            receive_id=demo["corp_id"])
+    sim = Simulator(state=state, archive=archive, crypto=crypto,
+                    callback_url=f"{base}/wecom/callback", rng=random.Random())
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    if duration_s:
+        loop.call_later(duration_s, stop.set)
+    try:
+        await sim.run(stop, rate=rate)
+    finally:
+        await runner.cleanup()
+        await fake_runner.cleanup()
+        print(f"demo stopped; simulated: {sim.sent}", flush=True)

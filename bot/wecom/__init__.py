@@ -1,0 +1,1 @@
+"""WeCom adapters: callback crypto and parsing, and the async outbound API client."""
