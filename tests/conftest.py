@@ -150,3 +150,15 @@ async def db(settings: Settings) -> AsyncIterator[None]:
             await conn.execute_script(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
     yield
     await core_db.close_db()
+
+
+@pytest.fixture
+def redis_client_sync(redis_url: str) -> Iterator[None]:
+    """Flush the shared test Redis for a synchronous (CLI) test."""
+    import redis as sync_redis
+
+    client = sync_redis.Redis.from_url(redis_url)
+    client.flushdb()
+    yield
+    client.flushdb()
+    client.close()

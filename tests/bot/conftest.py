@@ -32,8 +32,9 @@ def analyzer() -> InThreadAnalyzer:
 
 
 @pytest.fixture
-async def edge(settings: Settings, analyzer: InThreadAnalyzer, redis_client: Any
+async def edge(settings: Settings, analyzer: InThreadAnalyzer, redis_client: Any, db: None
                ) -> AsyncIterator[Edge]:
+    # db: a migrated, emptied database (PostgreSQL is shared by the session).
     # redis_client: the shared test Redis, flushed for this test.
     e, closers = await start_edge(settings, analyzer=analyzer)
     try:

@@ -87,8 +87,9 @@ class Edge:
         return int((await self.app[STREAM].depth())[0])
 
 
-async def start_edge(settings: Settings, *, analyzer: Any, hooks: HookRegistry | None = None
-                     ) -> tuple[Edge, list[Any]]:
+async def start_edge(settings: Settings, *, analyzer: Any, hooks: HookRegistry | None = None,
+                     migrate_only: bool = False) -> tuple[Edge, list[Any]]:
+    """Start the edge; ``migrate_only`` skips touching Redis at start (it may be down)."""
     state = SandboxState(corp_id=settings.wecom.corp_id)
     state.seed_demo(random.Random(1))
     archive = SandboxArchive()
@@ -113,7 +114,8 @@ async def start_edge(settings: Settings, *, analyzer: Any, hooks: HookRegistry |
     )
     worker = Worker(stream=app[STREAM], pipeline=pipeline, settings=settings.pipeline,
                     metrics=app[METRICS], consumer="test-worker")
-    await app[STREAM].ensure_group()
+    if not migrate_only:
+        await app[STREAM].ensure_group()
     session = aiohttp.ClientSession()
     crypto = CallbackCrypto(token=settings.wecom.token.get_secret_value(),
                             encoding_aes_key=settings.wecom.encoding_aes_key.get_secret_value(),
