@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import ctypes
 import json
 import logging
@@ -223,7 +224,5 @@ class ArchivePuller:
             report.cursor = seq
             return report
         finally:
-            try:
+            with contextlib.suppress(Exception):  # lock expired meanwhile: harmless
                 await lock.release()
-            except Exception:  # noqa: BLE001 - lock expired; harmless
-                pass

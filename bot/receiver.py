@@ -42,7 +42,8 @@ def _signed_params(request: web.Request) -> tuple[str, str, str]:
     q = request.query
     missing = [k for k in ("msg_signature", "timestamp", "nonce") if not q.get(k)]
     if missing:
-        raise CallbackError(400, "missing_params", f"missing query parameter(s): {', '.join(missing)}")  # type: ignore[arg-type]
+        names = ", ".join(missing)
+        raise CallbackError(400, "missing_params", f"missing query parameter(s): {names}")  # type: ignore[arg-type]
     return q["msg_signature"], q["timestamp"], q["nonce"]
 
 
@@ -88,7 +89,8 @@ async def receive_callback(request: web.Request) -> web.Response:
         return _plain(413, "body too large")
     except CallbackError as exc:
         deps.metrics.callbacks.labels(f"rejected_{exc.reason}").inc()
-        log.warning("callback refused", extra={"reason": exc.reason, "nonce": request.query.get("nonce")})
+        log.warning("callback refused",
+                    extra={"reason": exc.reason, "nonce": request.query.get("nonce")})
         return _plain(exc.status, exc.reason)
 
     # A nonce seen before with a different signature is a replayed nonce on a

@@ -183,7 +183,8 @@ async def raise_alert(
 
 async def enqueue_outbox(
     *, conn: BaseDBAsyncClient, idem_key: str, api: str, payload: dict[str, Any],
-    secret_kind: str = "app", not_before: datetime | None = None,
+    secret_kind: str = "app",  # noqa: S107 - a kind name, not a secret
+    not_before: datetime | None = None,
 ) -> models.OutboxItem | None:
     """Add a WeCom write to the outbox once per business key."""
     try:

@@ -90,7 +90,7 @@ async def _ensure_migrations_table(conn: BaseDBAsyncClient) -> None:
 
 async def applied_versions(conn: BaseDBAsyncClient) -> set[int]:
     await _ensure_migrations_table(conn)
-    _, rows = await conn.execute_query(f"SELECT version FROM {MIGRATIONS_TABLE}")
+    _, rows = await conn.execute_query(f"SELECT version FROM {MIGRATIONS_TABLE}")  # noqa: S608
     return {int(r["version"]) for r in rows}
 
 
@@ -110,10 +110,10 @@ async def migrate(conn: BaseDBAsyncClient, dialect: str) -> list[MigrationFile]:
         async with in_transaction(conn.connection_name) as tx:
             for stmt in _split_statements(mig.sql):
                 await tx.execute_script(stmt)
+            placeholders = "$1, $2, $3" if dialect == "postgres" else "?, ?, ?"
             await tx.execute_query(
-                f"INSERT INTO {MIGRATIONS_TABLE} (version, name, applied_at) VALUES ("
-                + ("$1, $2, $3" if dialect == "postgres" else "?, ?, ?")
-                + ")",
+                f"INSERT INTO {MIGRATIONS_TABLE} (version, name, applied_at) "  # noqa: S608
+                f"VALUES ({placeholders})",
                 [mig.version, mig.name, datetime.now(UTC).isoformat()],
             )
         log.info("migration applied", extra={"version": mig.version, "migration": mig.name})

@@ -48,7 +48,7 @@ async def run_demo(*, data_dir: Path, port: int = 8080, rate: float = 2.0,
                    duration_s: float = 0.0, stop: asyncio.Event | None = None) -> None:
     from bot.app import build_app
 
-    data_dir = data_dir.resolve()
+    data_dir = await asyncio.to_thread(data_dir.resolve)
     demo = _demo_secrets(data_dir)
     state = SandboxState(corp_id=demo["corp_id"],
                          secrets={"app": demo["app_secret"], "contact": demo["contact_secret"]})
