@@ -1,0 +1,143 @@
+"""compliance_nlp throughput, with baselines measured in the same run.
+
+    .venv/bin/python bench/nlp.py [--lines 20000]
+
+Lines are realistic chat messages (10–80 characters) from the project's corpus, advisor
+and customer mixed as in the data. Printed: messages/second for rules only and for
+rules+model, in one process (one core: torch and jieba pinned to one thread) and in the
+2-process pool; a bare ``jieba.lcut`` pass and a bare forward pass of the same models over
+the same lines, and the ratios against them; worker RSS with the models loaded.
+Targets (issue 3): rules >= 20,000 msg/s on one core; full >= 1,000 msg/s with the pool
+on 2 cores; worker memory < 500 MB. Figures are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def load_lines(n: int) -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]] = []
+    for name in ("train.jsonl", "heldout.jsonl"):
+        for line in (
+            (ROOT / "compliance_nlp" / "data" / name).read_text(encoding="utf-8").splitlines()
+        ):
+            row = json.loads(line)
+            if 10 <= len(row["text"]) <= 80:
+                rows.append((row["text"], row["role"]))
+    rng = random.Random(1)
+    return [rng.choice(rows) for _ in range(n)]
+
+
+def rate(n: int, seconds: float) -> float:
+    return n / seconds if seconds > 0 else float("inf")
+
+
+def timed(fn, *args) -> float:  # type: ignore[no-untyped-def]
+    start = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--lines", type=int, default=20000)
+    parser.add_argument("--model-lines", type=int, default=6000)
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(1)
+    from compliance_nlp import AnalyzerConfig
+    from compliance_nlp.analyze import Analyzer
+    from compliance_nlp.normalize import normalize
+    from compliance_nlp.pool import AnalyzerPool
+    from compliance_nlp.segment import tokenizer
+
+    lines = load_lines(args.lines)
+    model_lines = lines[: args.model_lines]
+    avg = sum(len(t) for t, _ in lines) / len(lines)
+    print(f"{len(lines)} lines, average {avg:.1f} characters; {os.cpu_count()} CPUs")
+
+    # --- baselines -----------------------------------------------------------------
+    jieba_tok = tokenizer()
+    jieba_tok.lcut("预热")
+    t_jieba = timed(lambda: [jieba_tok.lcut(t) for t, _ in lines])
+    jieba_rate = rate(len(lines), t_jieba)
+
+    rules = Analyzer(AnalyzerConfig(use_model=False))
+    rules.warm()
+
+    def run_batches(analyzer: Analyzer, items: list[tuple[str, str]]) -> None:
+        for i in range(0, len(items), 256):
+            analyzer.analyze_many(items[i : i + 256])
+
+    t_rules = timed(run_batches, rules, lines)
+    rules_rate = rate(len(lines), t_rules)
+
+    full = Analyzer(AnalyzerConfig(torch_threads=1))
+    full.warm()
+    t_full = timed(run_batches, full, model_lines)
+    full_rate = rate(len(model_lines), t_full)
+
+    # Bare forward pass: the same models over the same lines, as analyze splits them.
+    customer = [normalize(t).text for t, r in model_lines if r == "customer"]
+    advisor = [normalize(t).text for t, r in model_lines if r == "advisor"]
+
+    def forward() -> None:
+        for model, texts in ((full.intent_model, customer), (full.violation_model, advisor)):
+            assert model is not None
+            ordered = sorted(texts, key=len)
+            for i in range(0, len(ordered), 64):
+                model.logits(ordered[i : i + 64])
+
+    t_forward = timed(forward)
+    forward_rate = rate(len(model_lines), t_forward)
+
+    print("\nsingle process (one core)")
+    print(f"  bare jieba.lcut           {jieba_rate:10,.0f} msg/s")
+    print(
+        f"  rules only (full analyze) {rules_rate:10,.0f} msg/s   ratio to jieba.lcut: {rules_rate / jieba_rate:.2f}x   (target >= 20,000)"
+    )
+    print(f"  bare model forward        {forward_rate:10,.0f} msg/s")
+    print(
+        f"  rules + model             {full_rate:10,.0f} msg/s   ratio to bare forward: {full_rate / forward_rate:.2f}x"
+    )
+
+    async def pooled(
+        config: AnalyzerConfig, items: list[tuple[str, str]]
+    ) -> tuple[float, list[int]]:
+        pool = AnalyzerPool(config, processes=2, batch_size=128)
+        await pool.start()
+        try:
+            await pool.analyze_many(items[:512])
+            start = time.perf_counter()
+            await pool.analyze_many(items)
+            elapsed = time.perf_counter() - start
+            return rate(len(items), elapsed), await pool.worker_rss()
+        finally:
+            await pool.close()
+
+    pool_rules_rate, _ = asyncio.run(pooled(AnalyzerConfig(use_model=False), lines))
+    pool_full_rate, rss = asyncio.run(pooled(AnalyzerConfig(), model_lines))
+    print("\npool, 2 worker processes")
+    print(f"  rules only                {pool_rules_rate:10,.0f} msg/s")
+    print(f"  rules + model             {pool_full_rate:10,.0f} msg/s   (target >= 1,000)")
+    print(
+        f"  worker RSS with models    {', '.join(f'{r / 2**20:.0f} MB' for r in rss)}   (target < 500 MB)"
+    )
+
+
+if __name__ == "__main__":
+    main()

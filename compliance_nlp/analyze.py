@@ -1,0 +1,205 @@
+"""The one entry point: text + role in, ``Analysis`` out.
+
+Order of work, and why:
+1. validate (clear ``AnalysisError`` instead of a crash in the worker);
+2. width/script folding, then PII on the 1:1 folded text, so PII offsets are exact;
+3. advisor messages: rules on the evasion-normalised text, then the violation model;
+   customer messages: intent (model, or keywords) — compliance categories describe
+   what a *seller* may not say, so they are not applied to customers;
+4. sentiment from the lexicon (complaints with no sentiment words count as negative).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Sequence
+
+from compliance_nlp import segment
+from compliance_nlp.lexicon import KeywordIntent, SentimentLexicon
+from compliance_nlp.matcher import RuleMatcher
+from compliance_nlp.model import SequenceClassifier, shipped_model_dir
+from compliance_nlp.normalize import normalize, translate_chars
+from compliance_nlp.pii import MASK_STYLES, find_pii, mask_pii
+from compliance_nlp.rules import CATEGORIES, load_ruleset
+from compliance_nlp.types import (
+    Analysis,
+    AnalyzerConfig,
+    Finding,
+    InvalidInputError,
+    ModelLoadError,
+    Role,
+)
+
+__all__ = ["Analyzer", "analyze", "get_analyzer", "validate_input"]
+
+ROLES: tuple[str, ...] = ("advisor", "customer")
+_SURROGATES = re.compile("[\ud800-\udfff]")
+_MODEL_EVIDENCE_CHARS = 200
+
+
+def validate_input(text: object, role: object, *, max_chars: int = 200_000) -> tuple[str, Role]:
+    """Check one input; returns the text with lone surrogates replaced (1:1, offsets kept).
+
+    Lone surrogates arrive from JSON ``"\\ud800"`` escapes; they cannot be encoded as
+    UTF-8, so left in place they would crash the writer of the masked text.
+    """
+    if not isinstance(text, str):
+        raise InvalidInputError(f"text must be a string, got {type(text).__name__}")
+    if role not in ROLES:
+        raise InvalidInputError(f"role must be 'advisor' or 'customer', got {role!r}")
+    if len(text) > max_chars:
+        raise InvalidInputError(f"text too long: {len(text)} characters (limit {max_chars})")
+    if _SURROGATES.search(text):
+        text = _SURROGATES.sub("\ufffd", text)
+    return text, role  # type: ignore[return-value]
+
+
+class Analyzer:
+    """Rules, lexicons and models for one ``AnalyzerConfig``; thread-safe once built."""
+
+    def __init__(self, config: AnalyzerConfig | None = None) -> None:
+        self.config = config or AnalyzerConfig()
+        if self.config.mask_style != "tag" and self.config.mask_style not in MASK_STYLES:
+            raise InvalidInputError(f"unknown mask_style {self.config.mask_style!r}")
+        self.ruleset = load_ruleset(self.config.rules_dir)
+        self.matcher = RuleMatcher(self.ruleset)
+        self.sentiment = SentimentLexicon(self.config.rules_dir)
+        self.keyword_intent = KeywordIntent(self.config.rules_dir)
+        self.intent_model: SequenceClassifier | None = None
+        self.violation_model: SequenceClassifier | None = None
+        if self.config.use_model:
+            self.intent_model = self._load(self.config.intent_model_dir, "intent")
+            self.violation_model = self._load(self.config.violation_model_dir, "violation")
+        parts = [self.ruleset.version]
+        for label, model in (("intent", self.intent_model), ("violation", self.violation_model)):
+            if model is not None:
+                parts.append(f"{label} {model.name}@{model.version}")
+        self.model_version = "; ".join(parts)
+
+    def _load(self, directory: str, kind: str) -> SequenceClassifier | None:
+        if directory:
+            return SequenceClassifier(directory, threads=self.config.torch_threads)
+        shipped = shipped_model_dir(kind)
+        if not (shipped / "config.json").is_file():
+            return None  # not trained yet: fall back to keywords/rules only
+        return SequenceClassifier(shipped, threads=self.config.torch_threads)
+
+    def warm(self) -> None:
+        """Load everything lazy (jieba, first forward pass) before traffic arrives."""
+        segment.warm()
+        self.analyze_many([("您好，这款产品保本吗？", "customer"), ("确保本人操作", "advisor")])
+
+    def analyze(self, text: str, role: Role) -> Analysis:
+        return self.analyze_many([(text, role)])[0]
+
+    def analyze_many(self, items: Sequence[tuple[str, str]]) -> list[Analysis]:
+        """Analyse a batch; model calls are batched across the whole list."""
+        checked = [validate_input(t, r, max_chars=self.config.max_chars) for t, r in items]
+        folded = [translate_chars(t) for t, _ in checked]
+        norms = [normalize(t) for t, _ in checked]
+        customer_idx = [i for i, (_, r) in enumerate(checked) if r == "customer"]
+        advisor_idx = [i for i, (_, r) in enumerate(checked) if r == "advisor"]
+
+        intents: dict[int, tuple[str, float]] = {}
+        if self.intent_model is not None and customer_idx:
+            preds = self.intent_model.predict([norms[i].text for i in customer_idx])
+            floor = self.config.intent_keyword_fallback_below
+            for i, p in zip(customer_idx, preds, strict=True):
+                intents[i] = (p.label, round(p.score, 4))
+                if p.score < floor:
+                    keyword, score = self.keyword_intent.classify(norms[i].text)
+                    if keyword != "chitchat":
+                        intents[i] = (keyword, score)
+        else:
+            for i in customer_idx:
+                intents[i] = self.keyword_intent.classify(norms[i].text)
+
+        model_findings: dict[int, list[Finding]] = {}
+        if self.violation_model is not None and advisor_idx:
+            model_findings = self._model_findings(
+                [norms[i].text for i in advisor_idx],
+                [checked[i][0] for i in advisor_idx],
+                advisor_idx,
+            )
+
+        results: list[Analysis] = []
+        for i, (text, role) in enumerate(checked):
+            pii = find_pii(folded[i])
+            findings: list[Finding] = []
+            if role == "advisor":
+                findings = self.matcher.find(norms[i])
+                seen = {f.category for f in findings}
+                findings.extend(f for f in model_findings.get(i, []) if f.category not in seen)
+            intent, score = intents.get(i, (None, None))  # type: ignore[arg-type]
+            sentiment = self.sentiment.score(norms[i].text, text)
+            if intent == "complaint" and sentiment == "neutral":
+                sentiment = "negative"
+            results.append(
+                Analysis(
+                    role=role,
+                    intent=intent,
+                    intent_score=score,
+                    sentiment=sentiment,
+                    violations=tuple(findings),
+                    pii=tuple(pii),
+                    masked_text=mask_pii(text, pii, self.config.mask_style),
+                    model_version=self.model_version,
+                )
+            )
+        return results
+
+    def _model_findings(
+        self, model_texts: list[str], texts: list[str], indices: list[int]
+    ) -> dict[int, list[Finding]]:
+        assert self.violation_model is not None
+        out: dict[int, list[Finding]] = {}
+        cfg = self.config
+        model = self.violation_model
+        for i, text, pred in zip(indices, texts, model.predict(model_texts), strict=True):
+            # Labels outside the taxonomy (none/clean/O/LABEL_0) mean "nothing found".
+            if pred.label not in CATEGORIES or pred.score < cfg.model_review_threshold:
+                continue
+            severity = "violation" if pred.score >= cfg.model_violation_threshold else "review"
+            stripped = text.strip()
+            start = text.find(stripped) if stripped else 0
+            end = start + len(stripped)
+            out[i] = [
+                Finding(
+                    category=pred.label,
+                    severity=severity,
+                    start=start,
+                    end=min(end, start + _MODEL_EVIDENCE_CHARS),
+                    evidence=text[start : min(end, start + _MODEL_EVIDENCE_CHARS)],
+                    rule_id=f"model:{model.name}@{model.version}",
+                    source="model",
+                    basis=self.ruleset.category_basis(pred.label),
+                    score=round(pred.score, 4),
+                )
+            ]
+        return out
+
+
+_cache: dict[AnalyzerConfig, Analyzer] = {}
+_cache_lock = threading.Lock()
+
+
+def get_analyzer(config: AnalyzerConfig | None = None) -> Analyzer:
+    """One analyzer per distinct config per process (models load once)."""
+    key = config or AnalyzerConfig()
+    analyzer = _cache.get(key)
+    if analyzer is None:
+        with _cache_lock:
+            analyzer = _cache.get(key)
+            if analyzer is None:
+                analyzer = Analyzer(key)
+                _cache[key] = analyzer
+    return analyzer
+
+
+def analyze(text: str, role: Role, config: AnalyzerConfig | None = None) -> Analysis:
+    """Analyse one message. Raises ``AnalysisError`` for input it refuses."""
+    return get_analyzer(config).analyze(text, role)
+
+
+__all__ += ["ModelLoadError"]

@@ -1,0 +1,88 @@
+"""Lexicon sentiment and the keyword intent fallback (customer messages)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ahocorasick
+
+from compliance_nlp.rules import load_json
+
+__all__ = ["KeywordIntent", "SentimentLexicon"]
+
+
+class SentimentLexicon:
+    """Counts positive/negative words (longest match wins, a negator flips the polarity).
+
+    Good enough to route churn alerts; the label is advisory, not a compliance finding.
+    """
+
+    def __init__(self, directory: str = "") -> None:
+        from pathlib import Path
+
+        data = load_json("sentiment.json", Path(directory) if directory else None)
+        self.version = str(data["version"])
+        automaton: Any = ahocorasick.Automaton()
+        for word in data["positive"]:
+            automaton.add_word(word, (1, len(word)))
+        for word in data["negative"]:
+            automaton.add_word(word, (-1, len(word)))
+        automaton.make_automaton()
+        self._automaton = automaton
+        self._pos_emoji = tuple(data["positive_emoji"])
+        self._neg_emoji = tuple(data["negative_emoji"])
+        self._negators = tuple(sorted(data["negators"], key=len, reverse=True))
+
+    def score(self, norm_text: str, original: str) -> str:
+        matches: list[tuple[int, int, int]] = []
+        for end_index, (polarity, length) in self._automaton.iter(norm_text):
+            matches.append((end_index - length + 1, end_index + 1, polarity))
+        total = 0
+        if matches:
+            matches.sort(key=lambda m: (m[0], m[0] - m[1]))
+            last_end = -1
+            for start, end, polarity in matches:
+                if start < last_end:
+                    continue
+                last_end = end
+                before = norm_text[max(0, start - 2) : start]
+                if polarity > 0 and any(before.endswith(n) for n in self._negators):
+                    polarity = -polarity
+                total += polarity
+        if any(e in original for e in self._pos_emoji):
+            total += 1
+        if any(e in original for e in self._neg_emoji):
+            total -= 1
+        if total > 0:
+            return "positive"
+        if total < 0:
+            return "negative"
+        return "neutral"
+
+
+class KeywordIntent:
+    """Fallback intent when no model is configured: first intent whose keyword occurs."""
+
+    def __init__(self, directory: str = "") -> None:
+        from pathlib import Path
+
+        data = load_json("intents.json", Path(directory) if directory else None)
+        self.version = str(data["version"])
+        self._order: list[str] = list(data["order"])
+        automaton: Any = ahocorasick.Automaton()
+        rank = {name: i for i, name in enumerate(self._order)}
+        for name, words in data["keywords"].items():
+            for word in words:
+                current = automaton.get(word, None)
+                if current is None or rank[name] < current:
+                    automaton.add_word(word, rank[name])
+        automaton.make_automaton()
+        self._automaton = automaton
+
+    def classify(self, norm_text: str) -> tuple[str, float]:
+        best = len(self._order)
+        for _, rank in self._automaton.iter(norm_text):
+            best = min(best, rank)
+        if best < len(self._order):
+            return self._order[best], 0.5
+        return "chitchat", 0.5

@@ -1,0 +1,209 @@
+"""Rule layer for advisor messages: one Aho-Corasick pass, then clause-scoped checks.
+
+A compliance officer must trust what is let through as much as what is flagged, so
+every candidate match is checked in its clause for negation (「本产品不保证本金和收益」),
+refutation (「保本是不可能的」), quotation of someone else's claim
+(「别信那些“包赚不赔”的宣传」) and questions (「您是想要保本的产品吗？」), and for
+legitimate facts declared in the rule data (deposit insurance, a contract's guaranteed
+rate stated with the dividend called uncertain).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import ahocorasick
+
+from compliance_nlp import segment
+from compliance_nlp.normalize import Normalized
+from compliance_nlp.rules import Rule, RuleSet
+from compliance_nlp.types import Finding, Severity
+
+__all__ = ["RuleMatcher"]
+
+_TERM = 0
+_TRIGGER = 1
+# A clause never needs more context than this; bounding it keeps a 100 KB message with
+# no punctuation linear instead of quadratic.
+_CLAUSE_REACH = 120
+# A reviewer needs the evidence once, not 25,000 times (「保本保息」 pasted in a loop).
+_MAX_HITS_PER_RULE = 5
+
+
+@dataclass(frozen=True, slots=True)
+class _Hit:
+    start: int
+    end: int
+    rule: Rule
+    term: str | None
+
+
+class RuleMatcher:
+    """Compiled rule set. Build once per process; ``find`` is pure and thread-safe."""
+
+    def __init__(self, ruleset: RuleSet) -> None:
+        self.ruleset = ruleset
+        self._cues = ruleset.cues
+        automaton: Any = ahocorasick.Automaton()
+        entries: dict[str, list[tuple[int, int, int]]] = {}
+        for index, rule in enumerate(ruleset.rules):
+            for term in rule.terms:
+                entries.setdefault(term, []).append((_TERM, index, len(term)))
+            for trigger in rule.triggers:
+                entries.setdefault(trigger, []).append((_TRIGGER, index, len(trigger)))
+        for key, value in entries.items():
+            automaton.add_word(key, tuple(value))
+        automaton.make_automaton()
+        self._automaton = automaton
+        self._breaks = self._cues.clause_breaks
+
+    # -- candidate generation -------------------------------------------------------
+    def _candidates(self, text: str) -> list[_Hit]:
+        hits: list[_Hit] = []
+        triggered: set[int] = set()
+        rules = self.ruleset.rules
+        for end_index, values in self._automaton.iter(text):
+            for kind, rule_index, length in values:
+                if kind == _TERM:
+                    start = end_index - length + 1
+                    hits.append(
+                        _Hit(start, end_index + 1, rules[rule_index], text[start : end_index + 1])
+                    )
+                else:
+                    triggered.add(rule_index)
+        for rule_index in triggered:
+            rule = rules[rule_index]
+            for pattern in rule.patterns:
+                for m in pattern.finditer(text):
+                    if m.end() > m.start():
+                        hits.append(_Hit(m.start(), m.end(), rule, None))
+        return hits
+
+    # -- clause-scoped checks -------------------------------------------------------
+    def _clause(self, text: str, start: int, end: int) -> tuple[int, int]:
+        cs = start
+        floor = max(0, start - _CLAUSE_REACH)
+        while cs > floor and text[cs - 1] not in self._breaks:
+            cs -= 1
+        ce = end
+        ceiling = min(len(text), end + _CLAUSE_REACH)
+        while ce < ceiling and text[ce] not in self._breaks:
+            ce += 1
+        return cs, ce
+
+    def _negated(self, text: str, cs: int, ce: int, start: int, end: int) -> bool:
+        cues = self._cues
+        prefix = text[max(cs, start - cues.prefix_window) : start]
+        if prefix:
+            for phrase in cues.not_negation:
+                if phrase in prefix:
+                    prefix = prefix.replace(phrase, "|")
+            if any(n in prefix for n in cues.negators) or "所谓" in prefix:
+                return True
+        suffix = text[end : min(ce, end + cues.suffix_window)]
+        return bool(suffix) and any(r in suffix for r in cues.refutations)
+
+    def _quoted(self, text: str, start: int, end: int) -> bool:
+        for open_q, close_q in self._cues.quote_pairs:
+            if open_q == close_q:
+                if text.count(open_q, 0, start) % 2 == 1 and close_q in text[end:]:
+                    return True
+                continue
+            opened = text.rfind(open_q, 0, start + 1)
+            if opened < 0:
+                continue
+            closed_before = text.find(close_q, opened + 1, start)
+            if closed_before < 0 and text.find(close_q, end - 1) >= 0:
+                return True
+        return False
+
+    def _question(self, text: str, cs: int, ce: int) -> bool:
+        cues = self._cues
+        if ce < len(text) and text[ce] in cues.question_marks:
+            return True
+        tail = text[cs:ce].rstrip(" 呀啊呢的")
+        return bool(tail) and tail[-1] in cues.question_particles
+
+    def _word_aligned(self, text: str, cs: int, ce: int, start: int, end: int) -> bool:
+        """jieba decides whether 保本 in 确保本人 is really the word 保本."""
+        bounds = segment.boundaries(text[cs:ce])
+        return (start - cs) in bounds and (end - cs) in bounds
+
+    def _exempt(self, rule: Rule, text: str) -> bool:
+        if any(p.search(text) for p in rule.exempt_context):
+            return True
+        return any(all(p.search(text) for p in group) for group in rule.exempt_all)
+
+    # -- public ---------------------------------------------------------------------
+    def find(self, norm: Normalized) -> list[Finding]:
+        """Findings for one advisor message, spans mapped back to the original text."""
+        text = norm.text
+        hits = self._candidates(text)
+        if not hits:
+            return []
+        # Longest match wins within a category: 保本保息 hides the 保本 inside it.
+        hits.sort(key=lambda h: (h.start, -(h.end - h.start)))
+        kept: list[_Hit] = []
+        reach: dict[str, int] = {}  # category -> furthest end among kept hits
+        per_rule: dict[str, int] = {}
+        for hit in hits:
+            category = hit.rule.category
+            if reach.get(category, -1) >= hit.end:
+                continue  # inside a longer hit of the same category
+            if per_rule.get(hit.rule.id, 0) >= _MAX_HITS_PER_RULE:
+                continue
+            reach[category] = max(reach.get(category, -1), hit.end)
+            per_rule[hit.rule.id] = per_rule.get(hit.rule.id, 0) + 1
+            kept.append(hit)
+        findings: list[Finding] = []
+        report_context: bool | None = None
+        exempt_cache: dict[str, bool] = {}
+        for hit in kept:
+            rule = hit.rule
+            if rule.id not in exempt_cache:
+                exempt_cache[rule.id] = self._exempt(rule, text)
+            if exempt_cache[rule.id]:
+                continue
+            cs, ce = self._clause(text, hit.start, hit.end)
+            if hit.term is not None and hit.term in rule.boundary_terms:
+                if not self._word_aligned(text, cs, ce, hit.start, hit.end):
+                    continue
+            if rule.negatable and self._negated(text, cs, ce, hit.start, hit.end):
+                continue
+            if rule.question_exempt and self._question(text, cs, ce):
+                continue
+            severity: Severity = "violation" if rule.severity == "violation" else "review"
+            if rule.evasion_severity == "violation" and norm.overlaps_evasion(hit.start, hit.end):
+                severity = "violation"
+            if self._quoted(text, hit.start, hit.end):
+                if report_context is None:
+                    report_context = any(c in text for c in self._cues.report_cues)
+                if report_context:
+                    continue
+                severity = "review"
+            start, end = norm.to_original(hit.start, hit.end)
+            findings.append(
+                Finding(
+                    category=rule.category,
+                    severity=severity,
+                    start=start,
+                    end=end,
+                    evidence=norm.original[start:end],
+                    rule_id=rule.id,
+                    source="rule",
+                    basis=self.ruleset.basis_text(rule.basis),
+                )
+            )
+        return _dedupe(findings)
+
+
+def _dedupe(findings: list[Finding]) -> list[Finding]:
+    """One finding per category and overlapping span; the stronger severity wins."""
+    out: list[Finding] = []
+    for f in sorted(findings, key=lambda f: (f.severity != "violation", f.start - f.end)):
+        if any(o.category == f.category and o.start < f.end and f.start < o.end for o in out):
+            continue
+        out.append(f)
+    out.sort(key=lambda f: (f.start, f.end))
+    return out

@@ -1,0 +1,180 @@
+"""Versioned rule data: lexicon, regulatory bases, cues, sentiment and intent keywords.
+
+Rules live in JSON next to this file so compliance can review and version them without
+reading Python; a bank can point ``load_ruleset`` at its own copy. Loading validates the
+shape eagerly: a typo in a data file must fail at start-up, not on the first message.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "CATEGORIES",
+    "SEVERITIES",
+    "RULES_DIR",
+    "Cues",
+    "Rule",
+    "RuleSet",
+    "load_json",
+    "load_ruleset",
+]
+
+RULES_DIR = Path(__file__).resolve().parent
+
+CATEGORIES: tuple[str, ...] = (
+    "guaranteed_return",
+    "misleading_promotion",
+    "off_book_dealing",
+    "improper_inducement",
+    "suitability_evasion",
+    "account_custody",
+    "insider_tip",
+    "disparagement",
+)
+SEVERITIES: tuple[str, ...] = ("violation", "review")
+
+
+class RuleDataError(ValueError):
+    """A rule data file is malformed; raised at load time."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    id: str
+    category: str
+    severity: str
+    basis: str
+    description: str
+    terms: tuple[str, ...]
+    patterns: tuple[re.Pattern[str], ...]
+    triggers: tuple[str, ...]
+    boundary_terms: frozenset[str]
+    exempt_context: tuple[re.Pattern[str], ...]
+    exempt_all: tuple[tuple[re.Pattern[str], ...], ...]
+    question_exempt: bool
+    negatable: bool
+    evasion_severity: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Cues:
+    prefix_window: int
+    suffix_window: int
+    negators: tuple[str, ...]
+    not_negation: tuple[str, ...]
+    refutations: tuple[str, ...]
+    quote_pairs: tuple[tuple[str, str], ...]
+    report_cues: tuple[str, ...]
+    question_marks: frozenset[str]
+    question_particles: frozenset[str]
+    clause_breaks: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    version: str
+    rules: tuple[Rule, ...]
+    cues: Cues
+    bases: dict[str, str] = field(default_factory=dict)
+    category_bases: dict[str, str] = field(default_factory=dict)
+
+    def basis_text(self, key: str) -> str:
+        return self.bases.get(key, key)
+
+    def category_basis(self, category: str) -> str:
+        return self.basis_text(self.category_bases.get(category, ""))
+
+
+def load_json(name: str, directory: Path | None = None) -> dict[str, Any]:
+    path = (directory or RULES_DIR) / name
+    with path.open(encoding="utf-8") as fh:
+        data = json.load(fh)
+    if not isinstance(data, dict):
+        raise RuleDataError(f"{path}: top level must be an object")
+    return data
+
+
+def _compile(patterns: list[str], where: str) -> tuple[re.Pattern[str], ...]:
+    try:
+        return tuple(re.compile(p) for p in patterns)
+    except re.error as exc:
+        raise RuleDataError(f"{where}: bad pattern: {exc}") from exc
+
+
+def _rule(raw: dict[str, Any], bases: dict[str, str]) -> Rule:
+    rid = str(raw["id"])
+    category = str(raw["category"])
+    severity = str(raw.get("severity", "violation"))
+    if category not in CATEGORIES:
+        raise RuleDataError(f"rule {rid}: unknown category {category!r}")
+    if severity not in SEVERITIES:
+        raise RuleDataError(f"rule {rid}: unknown severity {severity!r}")
+    basis = str(raw["basis"])
+    if basis not in bases:
+        raise RuleDataError(f"rule {rid}: unknown basis key {basis!r}")
+    patterns = _compile(list(raw.get("patterns", [])), rid)
+    triggers = tuple(raw.get("triggers", []))
+    if patterns and not triggers:
+        raise RuleDataError(f"rule {rid}: patterns need triggers (keeps the hot path fast)")
+    evasion = raw.get("evasion_severity")
+    return Rule(
+        id=rid,
+        category=category,
+        severity=severity,
+        basis=basis,
+        description=str(raw.get("description", "")),
+        terms=tuple(str(t) for t in raw.get("terms", [])),
+        patterns=patterns,
+        triggers=triggers,
+        boundary_terms=frozenset(raw.get("boundary_terms", [])),
+        exempt_context=_compile(list(raw.get("exempt_context", [])), rid),
+        exempt_all=tuple(_compile(list(group), rid) for group in raw.get("exempt_all", [])),
+        question_exempt=bool(raw.get("question_exempt", True)),
+        negatable=bool(raw.get("negatable", True)),
+        evasion_severity=str(evasion) if evasion else None,
+    )
+
+
+def _cues(raw: dict[str, Any]) -> Cues:
+    return Cues(
+        prefix_window=int(raw["prefix_window"]),
+        suffix_window=int(raw["suffix_window"]),
+        negators=tuple(raw["negators"]),
+        # Longest first, so 不用担心 is removed before 不用 could be.
+        not_negation=tuple(sorted(raw["not_negation"], key=len, reverse=True)),
+        refutations=tuple(raw["refutations"]),
+        quote_pairs=tuple((p[0], p[-1]) for p in raw["quote_pairs"]),
+        report_cues=tuple(raw["report_cues"]),
+        question_marks=frozenset(raw["question_marks"]),
+        question_particles=frozenset(raw["question_particles"]),
+        clause_breaks=frozenset(raw["clause_breaks"]),
+    )
+
+
+@lru_cache(maxsize=8)
+def load_ruleset(directory: str = "") -> RuleSet:
+    """Load and validate the rule files from ``directory`` (default: the shipped ones)."""
+    where = Path(directory) if directory else RULES_DIR
+    bases_doc = load_json("bases.json", where)
+    bases = {str(k): str(v) for k, v in bases_doc["bases"].items()}
+    lexicon = load_json("lexicon.json", where)
+    cues = _cues(load_json("cues.json", where))
+    rules = tuple(_rule(r, bases) for r in lexicon["rules"])
+    seen: set[str] = set()
+    for rule in rules:
+        if rule.id in seen:
+            raise RuleDataError(f"duplicate rule id {rule.id}")
+        seen.add(rule.id)
+    return RuleSet(
+        version=f"lexicon {lexicon['version']} / bases {bases_doc['version']}",
+        rules=rules,
+        cues=cues,
+        bases=bases,
+        category_bases={str(k): str(v) for k, v in bases_doc["category_bases"].items()},
+    )

@@ -1,0 +1,214 @@
+"""``siyu nlp train``: train the shipped character-level BERT classifiers from scratch.
+
+No pretrained download exists on an institution's air-gapped host, so the shipped
+models are small BERTs (2 layers, hidden 128) over a character vocabulary built from
+the project's own corpus, trained on CPU in about a minute. Seeded and deterministic:
+the same corpus and seed give the same weights. Held-out data is only *scored* here,
+never read for training. A bank with a better Chinese model fine-tunes it elsewhere and
+points ``intent_model_dir``/``violation_model_dir`` at it; nothing here is then needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from compliance_nlp.evaluate import read_jsonl
+from compliance_nlp.model import MAX_TOKENS
+from compliance_nlp.normalize import normalize
+from compliance_nlp.rules import CATEGORIES
+
+__all__ = ["TrainOptions", "train_all", "train_classifier"]
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+INTENTS = (
+    "product_inquiry",
+    "purchase_intent",
+    "redemption_intent",
+    "complaint",
+    "account_service",
+    "claim_service",
+    "risk_assessment",
+    "chitchat",
+)
+NO_VIOLATION = "none"
+_SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    train_file: Path = DATA_DIR / "train.jsonl"
+    heldout_file: Path | None = DATA_DIR / "heldout.jsonl"
+    output_dir: Path = Path(__file__).resolve().parent / "models"
+    seed: int = 13
+    epochs: int = 12
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    hidden_size: int = 128
+    layers: int = 2
+    heads: int = 4
+    max_steps: int = 0  # >0 caps optimisation steps (smoke tests)
+    kinds: tuple[str, ...] = ("intent", "violation")
+
+
+def model_text(text: str) -> str:
+    """What the model sees: the evasion-normalised text (穩賺→稳赚, ＶＸ→微信)."""
+    return normalize(text).text
+
+
+def _examples(rows: Sequence[dict[str, Any]], kind: str) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for row in rows:
+        if kind == "intent" and row["role"] == "customer" and row.get("intent"):
+            out.append((model_text(row["text"]), str(row["intent"])))
+        elif kind == "violation" and row["role"] == "advisor":
+            cats = [v["category"] for v in row.get("violations") or []]
+            out.append((model_text(row["text"]), cats[0] if cats else NO_VIOLATION))
+    return out
+
+
+def _build_vocab(texts: Sequence[str]) -> dict[str, int]:
+    chars = Counter(ch for t in texts for ch in t if not ch.isspace())
+    ascii_extra = [chr(c) for c in range(33, 127)]
+    vocab = list(_SPECIAL)
+    seen = set(vocab)
+    for ch in sorted(set(chars) | set(ascii_extra)):
+        for tok in (ch, "##" + ch) if ch.isascii() else (ch,):
+            if tok not in seen:
+                seen.add(tok)
+                vocab.append(tok)
+    return {tok: i for i, tok in enumerate(vocab)}
+
+
+def _seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def train_classifier(
+    examples: Sequence[tuple[str, str]],
+    labels: Sequence[str],
+    out_dir: Path,
+    *,
+    name: str,
+    options: TrainOptions,
+    corpus_digest: str,
+) -> dict[str, float]:
+    """Train one sequence classifier and save it (safetensors) to ``out_dir``."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    _seed_everything(options.seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # transformers 5 takes the vocabulary itself; save_pretrained writes tokenizer.json.
+    tokenizer = BertTokenizerFast(
+        vocab=_build_vocab([t for t, _ in examples]),
+        do_lower_case=True,
+        tokenize_chinese_chars=True,
+    )
+    label2id = {lab: i for i, lab in enumerate(labels)}
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=options.hidden_size,
+        num_hidden_layers=options.layers,
+        num_attention_heads=options.heads,
+        intermediate_size=options.hidden_size * 2,
+        max_position_embeddings=MAX_TOKENS + 32,
+        num_labels=len(labels),
+        id2label={i: lab for lab, i in label2id.items()},
+        label2id=label2id,
+        hidden_dropout_prob=0.1,
+        attention_probs_dropout_prob=0.1,
+    )
+    config.siyu_model_name = name
+    config.siyu_model_version = f"{corpus_digest[:8]}-s{options.seed}"
+    model = BertForSequenceClassification(config)
+    data = [(t, label2id[y]) for t, y in examples if y in label2id]
+    rng = random.Random(options.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=options.learning_rate, weight_decay=0.01)
+    steps_per_epoch = (len(data) + options.batch_size - 1) // options.batch_size
+    total = steps_per_epoch * options.epochs
+    if options.max_steps:
+        total = min(total, options.max_steps)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=options.learning_rate, total_steps=max(total, 1), pct_start=0.1
+    )
+    model.train()
+    step = 0
+    for _epoch in range(options.epochs):
+        rng.shuffle(data)
+        for i in range(0, len(data), options.batch_size):
+            if step >= total:
+                break
+            batch = data[i : i + options.batch_size]
+            enc = tokenizer(
+                [t for t, _ in batch],
+                padding=True,
+                truncation=True,
+                max_length=MAX_TOKENS,
+                return_tensors="pt",
+            )
+            out = model(**enc, labels=torch.tensor([y for _, y in batch]))
+            out.loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            step += 1
+    model.eval()
+    model.save_pretrained(str(out_dir), safe_serialization=True)
+    tokenizer.save_pretrained(str(out_dir))
+    correct = 0
+    with torch.inference_mode():
+        for i in range(0, len(data), 128):
+            batch = data[i : i + 128]
+            enc = tokenizer(
+                [t for t, _ in batch],
+                padding=True,
+                truncation=True,
+                max_length=MAX_TOKENS,
+                return_tensors="pt",
+            )
+            pred = model(**enc).logits.argmax(-1).tolist()
+            correct += sum(int(p == y) for p, (_, y) in zip(pred, batch, strict=True))
+    return {"train_accuracy": correct / max(len(data), 1), "steps": float(step)}
+
+
+def train_all(options: TrainOptions) -> dict[str, dict[str, float]]:
+    """Train the intent and violation models from ``options.train_file``."""
+    import torch
+
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    raw = options.train_file.read_bytes()
+    digest = hashlib.sha256(raw).hexdigest()
+    rows = list(read_jsonl(options.train_file))
+    results: dict[str, dict[str, float]] = {}
+    if "intent" in options.kinds:
+        results["intent"] = train_classifier(
+            _examples(rows, "intent"),
+            INTENTS,
+            options.output_dir / "intent",
+            name="siyu-intent-charbert",
+            options=options,
+            corpus_digest=digest,
+        )
+    if "violation" in options.kinds:
+        results["violation"] = train_classifier(
+            _examples(rows, "violation"),
+            (NO_VIOLATION, *CATEGORIES),
+            options.output_dir / "violation",
+            name="siyu-violation-charbert",
+            options=options,
+            corpus_digest=digest,
+        )
+    return results

@@ -1,0 +1,124 @@
+"""Public value types: what goes in (config) and what comes out (Analysis, Finding)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from compliance_nlp.pii import PiiMatch
+
+__all__ = [
+    "Analysis",
+    "AnalysisError",
+    "AnalyzerConfig",
+    "Finding",
+    "InvalidInputError",
+    "ModelLoadError",
+    "Role",
+    "Severity",
+    "Source",
+]
+
+Role = Literal["advisor", "customer"]
+Severity = Literal["violation", "review"]
+Source = Literal["rule", "model"]
+
+
+class AnalysisError(ValueError):
+    """Input the analyzer refuses with a clear reason (never a crash of the worker)."""
+
+
+class InvalidInputError(AnalysisError):
+    """Text is not a str, is too long, or the role is unknown."""
+
+
+class ModelLoadError(AnalysisError):
+    """A configured model directory is missing or not a sequence-classification model."""
+
+
+@dataclass(frozen=True, slots=True)
+class AnalyzerConfig:
+    """How to build an analyzer. Hashable: one cached analyzer per distinct config.
+
+    ``intent_model_dir``/``violation_model_dir`` empty means the shipped models; a bank
+    points them at its own fine-tuned directory (labels come from ``config.id2label``).
+    """
+
+    intent_model_dir: str = ""
+    violation_model_dir: str = ""
+    use_model: bool = True
+    mask_style: str = "default"
+    rules_dir: str = ""
+    # Model-only findings (no rule agreed): at or above ``model_review_threshold`` they
+    # queue for human review; at or above ``model_violation_threshold`` they count as a
+    # violation. The default (> 1) means the small shipped model never asserts a
+    # violation alone — on the dev split it flagged hard negatives (「国债由国家信用担保」)
+    # that the clause-scoped rules correctly let through. A bank with a stronger model
+    # can lower it.
+    model_violation_threshold: float = 1.01
+    model_review_threshold: float = 0.9
+    # Below this model confidence a customer message takes the keyword intent instead
+    # (when a keyword matches): the char model is unsure on phrasings it never saw.
+    intent_keyword_fallback_below: float = 0.8
+    torch_threads: int = 0  # 0 = leave torch's default; pool workers use 1 each
+    max_chars: int = 200_000
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One thing a rule or the model found, with the span a reviewer sees highlighted."""
+
+    category: str
+    severity: Severity
+    start: int
+    end: int
+    evidence: str
+    rule_id: str
+    source: Source
+    basis: str
+    score: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "category": self.category,
+            "severity": self.severity,
+            "start": self.start,
+            "end": self.end,
+            "evidence": self.evidence,
+            "rule_id": self.rule_id,
+            "source": self.source,
+            "basis": self.basis,
+            "score": self.score,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    """The result for one message. ``to_dict`` is the ``siyu nlp analyze`` line shape.
+
+    ``intent``/``intent_score`` are ``None`` for advisor messages: the intent taxonomy
+    describes what a customer wants.
+    """
+
+    role: Role
+    intent: str | None
+    intent_score: float | None
+    sentiment: str
+    violations: tuple[Finding, ...]
+    pii: tuple[PiiMatch, ...]
+    masked_text: str
+    model_version: str = ""
+
+    @property
+    def has_violation(self) -> bool:
+        return any(f.severity == "violation" for f in self.violations)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "intent": self.intent,
+            "intent_score": self.intent_score,
+            "sentiment": self.sentiment,
+            "violations": [f.to_dict() for f in self.violations],
+            "pii": [p.to_dict() for p in self.pii],
+            "masked_text": self.masked_text,
+        }

@@ -1,0 +1,100 @@
+"""Intent/sentiment on examples, model loading from a configured dir, smoke training."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from compliance_nlp import INTENTS, Analyzer, AnalyzerConfig, ModelLoadError, analyze
+from compliance_nlp.model import shipped_model_dir
+from compliance_nlp.train import TrainOptions, train_all
+
+INTENT_EXAMPLES = {
+    "我想把这款理财赎回": "redemption_intent",
+    "这个保险我想退保": "redemption_intent",
+    "我要投诉你们的客户经理，态度太差了": "complaint",
+    "我住院了，怎么申请理赔": "claim_service",
+    "手机银行登不上了怎么办": "account_service",
+    "风险测评在哪里做": "risk_assessment",
+    "我想买10万这款理财": "purchase_intent",
+    "这只基金收益怎么样？": "product_inquiry",
+    "好的谢谢": "chitchat",
+}
+
+
+@pytest.mark.parametrize(("text", "intent"), sorted(INTENT_EXAMPLES.items()))
+def test_intent_examples(analyzer: Analyzer, text: str, intent: str) -> None:
+    result = analyzer.analyze(text, "customer")
+    assert result.intent == intent
+    assert result.intent_score is not None and 0 < result.intent_score <= 1
+
+
+def test_sentiment_examples(analyzer: Analyzer) -> None:
+    assert analyzer.analyze("太感谢了，你们服务真贴心", "customer").sentiment == "positive"
+    assert analyzer.analyze("乱扣我手续费，我要投诉", "customer").sentiment == "negative"
+    assert analyzer.analyze("我的风险等级是什么", "customer").sentiment == "neutral"
+    assert analyzer.analyze("我不满意", "customer").sentiment == "negative"
+
+
+def test_advisor_messages_have_no_intent(analyzer: Analyzer) -> None:
+    result = analyzer.analyze("您好，产品说明书已发您", "advisor")
+    assert result.intent is None and result.intent_score is None
+
+
+def test_shipped_model_labels_are_the_taxonomy(analyzer: Analyzer) -> None:
+    assert analyzer.intent_model is not None
+    assert sorted(analyzer.intent_model.labels) == sorted(INTENTS)
+    assert "intent" in analyzer.model_version
+
+
+def test_model_loads_from_configured_dir_with_its_own_labels(tmp_path: Path) -> None:
+    """A bank's model dir is used as is; label names come from its config.id2label."""
+    target = tmp_path / "bank-intent"
+    shutil.copytree(shipped_model_dir("intent"), target)
+    config = json.loads((target / "config.json").read_text(encoding="utf-8"))
+    config["id2label"] = {k: f"bank_{v}" for k, v in config["id2label"].items()}
+    config["label2id"] = {f"bank_{k}": v for k, v in config["label2id"].items()}
+    (target / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    result = analyze("我想把这款理财赎回", "customer", AnalyzerConfig(intent_model_dir=str(target)))
+    assert result.intent == "bank_redemption_intent"
+
+
+def test_missing_model_dir_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError):
+        Analyzer(AnalyzerConfig(intent_model_dir=str(tmp_path / "nope")))
+
+
+def test_model_findings_say_they_are_from_the_model(analyzer: Analyzer) -> None:
+    for f in analyzer.analyze("收益我给您兜着，绝对稳", "advisor").violations:
+        assert (f.source == "model") == f.rule_id.startswith("model:")
+
+
+def test_smoke_train_into_tmp_dir(tmp_path: Path) -> None:
+    rows = [
+        {"text": "我想赎回", "role": "customer", "intent": "redemption_intent"},
+        {"text": "我要投诉", "role": "customer", "intent": "complaint"},
+        {"text": "保本保息", "role": "advisor", "violations": [{"category": "guaranteed_return"}]},
+        {"text": "理财有风险", "role": "advisor", "violations": []},
+    ]
+    train_file = tmp_path / "train.jsonl"
+    train_file.write_text(
+        "\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8"
+    )
+    out = tmp_path / "models"
+    train_all(
+        TrainOptions(
+            train_file=train_file, heldout_file=None, output_dir=out, epochs=1, max_steps=2
+        )
+    )
+    assert (out / "intent" / "model.safetensors").is_file()
+    result = analyze(
+        "我想赎回",
+        "customer",
+        AnalyzerConfig(
+            intent_model_dir=str(out / "intent"), violation_model_dir=str(out / "violation")
+        ),
+    )
+    assert result.intent in INTENTS

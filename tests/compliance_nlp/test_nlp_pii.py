@@ -1,0 +1,81 @@
+"""PII masking: every ID/card/phone masked, no business number touched."""
+
+from __future__ import annotations
+
+import pytest
+
+from compliance_nlp import AnalyzerConfig, analyze
+from compliance_nlp.pii import _luhn_ok
+
+
+def _card(prefix: str = "622202020000123456") -> str:
+    return next(prefix + str(d) for d in range(10) if _luhn_ok(prefix + str(d)))
+
+
+def _id_number(body: str = "11010119900307451") -> str:
+    weights = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+    return body + "10X98765432"[sum(int(d) * w for d, w in zip(body, weights)) % 11]
+
+
+CARD = _card()
+ID = _id_number()
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "masked"),
+    [
+        ("我手机13812345678", "phone", "我手机138****5678"),
+        ("+86 138-1234-5678 找我", "phone", "+86 138-****-5678 找我"),
+        ("电话１３８１２３４５６７８", "phone", "电话１３８****５６７８"),
+        (f"身份证{ID}", "id_card", f"身份证{ID[:6]}********{ID[-4:]}"),
+        (f"卡号{CARD}", "bank_card", f"卡号{CARD[:3]}{'*' * (len(CARD) - 7)}{CARD[-4:]}"),
+        ("邮箱zhangsan@example.com", "email", "邮箱z*******@example.com"),
+    ],
+)
+def test_pii_is_masked_default_style(text: str, kind: str, masked: str) -> None:
+    result = analyze(text, "customer")
+    assert [p.type for p in result.pii] == [kind]
+    assert result.masked_text == masked
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "订单号6228480402564890018已提交",
+        "合同编号HT-2024-0088123，金额1380000元",
+        "保单号P440112202403150018已生效",
+        "客服95588，信用卡中心400-820-8888",
+        "买了600519和510300，2024年3月15日到期",
+        "转账13812345678元",
+        "流水号6222020200001234567",
+        "工单编号13812345678901",
+        "净值1.0523，规模32.6亿元",
+    ],
+)
+def test_non_pii_numbers_are_untouched(text: str) -> None:
+    result = analyze(text, "advisor")
+    assert result.pii == ()
+    assert result.masked_text == text
+
+
+def test_invalid_checksum_id_is_not_masked() -> None:
+    bad = ID[:-1] + ("0" if ID[-1] != "0" else "1")
+    assert analyze(f"编号{bad}", "customer").pii == ()
+
+
+@pytest.mark.parametrize(
+    ("style", "expected"),
+    [("full", "电话***********"), ("tag", "电话[手机号]"), ("strict", "电话*******5678")],
+)
+def test_mask_styles(style: str, expected: str) -> None:
+    result = analyze(
+        "电话13812345678", "customer", AnalyzerConfig(use_model=False, mask_style=style)
+    )
+    assert result.masked_text == expected
+
+
+def test_pii_offsets_point_at_original() -> None:
+    text = f"我的卡{CARD}和手机13900001111"
+    result = analyze(text, "customer")
+    spans = {p.type: text[p.start : p.end] for p in result.pii}
+    assert spans == {"bank_card": CARD, "phone": "13900001111"}

@@ -1,0 +1,120 @@
+"""The pool keeps the loop free; the CLI streams JSONL and evaluates labelled files."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from compliance_nlp import AnalyzerConfig
+from compliance_nlp.cli import _cmd_analyze, register
+from compliance_nlp.pool import AnalyzerPool
+
+DATA = Path(__file__).resolve().parents[2] / "compliance_nlp" / "data"
+
+
+async def _ticks_while(coro: object) -> tuple[object, int]:
+    ticks = 0
+    done = False
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not done:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
+    try:
+        result = await coro  # type: ignore[misc]
+    finally:
+        done = True
+        await task
+    return result, ticks
+
+
+async def test_thread_pool_does_not_block_the_loop() -> None:
+    pool = AnalyzerPool(AnalyzerConfig(), processes=0)
+    await pool.start()
+    try:
+        items = [("这款产品保本保息", "advisor"), ("我想赎回", "customer")] * 200
+        results, ticks = await _ticks_while(pool.analyze_many(items))
+        assert len(results) == 400  # type: ignore[arg-type]
+        assert results[0].has_violation and results[1].intent == "redemption_intent"  # type: ignore[index]
+        assert ticks > 1  # the loop kept running while the batch was analysed
+        single = await pool.analyze("电话13812345678", "customer")
+        assert single.masked_text == "电话138****5678"
+    finally:
+        await pool.close()
+
+
+async def test_process_pool_warms_and_analyses() -> None:
+    pool = AnalyzerPool(AnalyzerConfig(), processes=1)
+    await pool.start()
+    try:
+        rss = await pool.worker_rss()
+        assert len(rss) == 1 and rss[0] > 0
+        results = await pool.analyze_many([("加我VX详聊", "advisor"), ("我要投诉", "customer")])
+        assert results[0].violations[0].category == "off_book_dealing"
+        assert results[1].intent == "complaint"
+    finally:
+        await pool.close()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="siyu")
+    register(parser.add_subparsers(dest="cmd", required=True), lambda: AnalyzerConfig())
+    return parser
+
+
+def test_cli_analyze_streams_jsonl_and_reports_bad_lines() -> None:
+    lines = [
+        json.dumps({"id": 1, "text": "这款产品保本保息", "role": "advisor"}, ensure_ascii=False),
+        "not json",
+        json.dumps({"id": 3, "text": "电话13812345678", "role": "customer"}, ensure_ascii=False),
+        json.dumps({"id": 4, "text": "hi", "role": "robot"}),
+        json.dumps([1, 2]),
+        json.dumps({"id": 6, "text": None, "role": "advisor"}),
+    ]
+    args = _parser().parse_args(["nlp", "analyze", "--no-progress"])
+    out = io.StringIO()
+    rc = _cmd_analyze(args, AnalyzerConfig, io.StringIO("\n".join(lines) + "\n"), out)
+    assert rc == 0
+    rows = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert len(rows) == 6
+    assert rows[0]["id"] == 1 and rows[0]["violations"][0]["category"] == "guaranteed_return"
+    assert set(rows[0]) == {
+        "id",
+        "intent",
+        "intent_score",
+        "sentiment",
+        "violations",
+        "pii",
+        "masked_text",
+    }
+    assert "error" in rows[1] and rows[1]["line"] == 2
+    assert rows[2]["masked_text"] == "电话138****5678"
+    assert rows[3]["id"] == 4 and "role" in rows[3]["error"]
+    assert "error" in rows[4] and "error" in rows[5]
+
+
+def test_cli_eval_prints_metrics(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    sample = tmp_path / "sample.jsonl"
+    rows = [
+        json.loads(line)
+        for line in (DATA / "heldout.jsonl").read_text(encoding="utf-8").splitlines()[:40]
+    ]
+    sample.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
+    args = _parser().parse_args(["nlp", "eval", str(sample)])
+    rc = args.func(args)
+    out = capsys.readouterr().out
+    assert rc in (0, 1)
+    assert "violation_recall" in out and "guaranteed_return" in out and "targets:" in out
+
+
+def test_cli_eval_missing_file_is_exit_2(tmp_path: Path) -> None:
+    args = _parser().parse_args(["nlp", "eval", str(tmp_path / "missing.jsonl")])
+    assert args.func(args) == 2

@@ -1,0 +1,128 @@
+"""Sales-rule findings on advisor messages: hard negatives, evasion, every category."""
+
+from __future__ import annotations
+
+import pytest
+
+from compliance_nlp import CATEGORIES, Analyzer, analyze
+
+HARD_NEGATIVES = [
+    "本产品不保证本金和收益",
+    "我没法跟您打包票说不会亏",
+    "这是一款非保本产品",
+    "别信那些“包赚不赔”的宣传",
+    "低风险不等于没有风险",
+    "存款保险对每位存款人在同一家银行的存款本息最高偿付50万元，存款是保本的",
+    "这款年金险合同约定保证利率1.75%，分红部分不确定，以实际为准",
+    "您好，请确保本人操作",
+    "您是想要保本的产品吗？",
+    "请不要把验证码告诉任何人，包括我",
+    "资管新规以后理财都打破刚兑了，没有保本这一说",
+    "我们不评价其他机构的产品",
+]
+
+CATEGORY_EXAMPLES = {
+    "guaranteed_return": "这款产品保本保息，年化保证4.5%",
+    "misleading_promotion": "这个理财跟存款一样，就是利息高点",
+    "off_book_dealing": "钱先转到我个人账户，我帮你买",
+    "improper_inducement": "买这个我私下返你1个点",
+    "suitability_evasion": "双录的时候就说你了解风险",
+    "account_custody": "把验证码发我一下，我帮您操作",
+    "insider_tip": "内部消息，这只票下周有重组",
+    "disparagement": "那家银行快倒闭了，钱赶紧转我们这",
+}
+
+EVASIONS = {
+    "穩賺不賠": "guaranteed_return",
+    "保.本保息哦": "guaranteed_return",
+    "稳 赚 不 赔": "guaranteed_return",
+    "稳😀赚，放心": "guaranteed_return",
+    "ｂａｏ本？不，稳赚！！！": "guaranteed_return",
+    "加我VX详聊": "off_book_dealing",
+    "加我薇信，这边不好说": "off_book_dealing",
+    "加v聊": "off_book_dealing",
+    "保——本保息！！！！": "guaranteed_return",
+}
+
+
+@pytest.mark.parametrize("text", HARD_NEGATIVES)
+def test_hard_negatives_are_not_violations(rules_only: Analyzer, text: str) -> None:
+    assert rules_only.analyze(text, "advisor").violations == ()
+
+
+@pytest.mark.parametrize("text", HARD_NEGATIVES)
+def test_hard_negatives_with_model_are_not_violations(analyzer: Analyzer, text: str) -> None:
+    assert not analyzer.analyze(text, "advisor").has_violation
+
+
+def test_every_category_has_an_example() -> None:
+    assert set(CATEGORY_EXAMPLES) == set(CATEGORIES)
+
+
+@pytest.mark.parametrize(("category", "text"), sorted(CATEGORY_EXAMPLES.items()))
+def test_each_category_is_found_with_basis(rules_only: Analyzer, category: str, text: str) -> None:
+    result = rules_only.analyze(text, "advisor")
+    found = [f for f in result.violations if f.category == category]
+    assert found, result.violations
+    finding = found[0]
+    assert finding.severity == "violation"
+    assert finding.source == "rule"
+    assert finding.rule_id
+    assert "《" in finding.basis  # names a regulation
+    assert text[finding.start : finding.end] == finding.evidence
+
+
+@pytest.mark.parametrize(("text", "category"), sorted(EVASIONS.items()))
+def test_evasion_spellings_are_caught(rules_only: Analyzer, text: str, category: str) -> None:
+    result = rules_only.analyze(text, "advisor")
+    assert category in {f.category for f in result.violations if f.severity == "violation"}
+    for f in result.violations:
+        # offsets point into the original text, evasion characters included
+        assert text[f.start : f.end] == f.evidence
+        assert f.evidence
+
+
+def test_offsets_cover_the_evidence_in_original_text(rules_only: Analyzer) -> None:
+    text = "王姐您好！这款😊產品 保.本 保息，放心买"
+    result = rules_only.analyze(text, "advisor")
+    (finding,) = [f for f in result.violations if f.category == "guaranteed_return"]
+    assert text[finding.start : finding.end] == "保.本 保息"
+
+
+def test_plain_add_wechat_is_review_but_variant_spelling_is_violation(rules_only: Analyzer) -> None:
+    plain = rules_only.analyze("有空加我微信", "advisor")
+    assert [f.severity for f in plain.violations] == ["review"]
+    evaded = rules_only.analyze("有空加我ＶＸ", "advisor")
+    assert [f.severity for f in evaded.violations] == ["violation"]
+
+
+def test_quoted_claim_without_warning_is_downgraded_to_review(rules_only: Analyzer) -> None:
+    result = rules_only.analyze("这款产品“保本保息”", "advisor")
+    assert [f.severity for f in result.violations] == ["review"]
+
+
+def test_customer_messages_get_no_compliance_findings() -> None:
+    result = analyze("收益有保证吗？是不是稳赚不赔？", "customer")
+    assert result.violations == ()
+    assert result.intent is not None
+
+
+def test_request_rules_still_fire_on_questions(rules_only: Analyzer) -> None:
+    result = rules_only.analyze("能把验证码发我吗？", "advisor")
+    assert {f.category for f in result.violations} == {"account_custody"}
+
+
+def test_to_dict_shape() -> None:
+    d = analyze("这款产品保本保息，电话13812345678", "advisor").to_dict()
+    assert set(d) == {"intent", "intent_score", "sentiment", "violations", "pii", "masked_text"}
+    assert set(d["violations"][0]) >= {
+        "category",
+        "severity",
+        "start",
+        "end",
+        "evidence",
+        "rule_id",
+        "source",
+        "basis",
+    }
+    assert d["pii"] == [{"type": "phone", "start": 11, "end": 22}]
