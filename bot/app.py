@@ -253,7 +253,7 @@ async def _reconcile_loop(client: WeComClient, stop: asyncio.Event) -> None:
         except Exception:  # noqa: BLE001
             log.exception("contact reconcile failed")
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=300)
+            await asyncio.wait_for(stop.wait(), timeout=60)
 
 
 async def healthz(request: web.Request) -> web.Response:

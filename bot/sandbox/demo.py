@@ -25,6 +25,32 @@ from core.server import start_site
 from core.settings import Settings
 
 
+async def demo_counts() -> dict[str, int]:
+    from bot import models
+
+    return {
+        "customers": await models.Customer.all().count(),
+        "messages": await models.Message.all().count(),
+        "violations": await models.Message.filter(has_violation=True).count(),
+        "alerts": await models.Alert.all().count(),
+        "app_messages_sent": await models.OutboxItem.filter(state="done").count(),
+    }
+
+
+async def _print_status(stop: asyncio.Event, state: SandboxState, every_s: float = 10.0) -> None:
+    """One line every few seconds, so a newcomer sees the loop turning."""
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=every_s)
+        except TimeoutError:
+            pass
+        try:
+            c = await demo_counts()
+        except Exception:  # noqa: BLE001 - the DB is closing at shutdown
+            return
+        print("  ".join(f"{k}={v}" for k, v in c.items()), flush=True)
+
+
 def _demo_secrets(data_dir: Path) -> dict[str, Any]:
     path = data_dir / "demo-secrets.json"
     if path.exists():
@@ -101,9 +127,11 @@ Simulated advisors and customers start now ({rate}/s). Ctrl-C stops.
             pass
     if duration_s:
         loop.call_later(duration_s, stop.set)
+    status = asyncio.create_task(_print_status(stop, state))
     try:
         await sim.run(stop, rate=rate)
     finally:
+        await status
         await runner.cleanup()
         await fake_runner.cleanup()
         print(f"demo stopped; simulated: {sim.sent}", flush=True)
