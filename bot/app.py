@@ -238,8 +238,8 @@ def _archive_waker(app: web.Application) -> Callable[[], Any]:
 
     async def wake() -> None:
         key = f"{app[STREAM].ns}:{ArchivePuller.WAKE_KEY}"
-        await app[REDIS].lpush(key, "1")
-        await app[REDIS].ltrim(key, 0, 0)
+        await app[REDIS].lpush(key, "1")  # type: ignore[misc]
+        await app[REDIS].ltrim(key, 0, 0)  # type: ignore[misc]
 
     return wake
 
@@ -264,7 +264,7 @@ def _readyz_for(needs_db: bool) -> Callable[[web.Request], Any]:
     async def readyz(request: web.Request) -> web.Response:
         checks: dict[str, str] = {}
         try:
-            await request.app[REDIS].ping()
+            await request.app[REDIS].ping()  # type: ignore[misc]
             checks["redis"] = "ok"
         except Exception as exc:  # noqa: BLE001
             checks["redis"] = f"error: {type(exc).__name__}"

@@ -145,8 +145,8 @@ class ArchivePuller:
 
     async def wake(self) -> None:
         """Called after a ``msgaudit_notify`` event is stored: pull now."""
-        await self.redis.lpush(self._k(self.WAKE_KEY), "1")
-        await self.redis.ltrim(self._k(self.WAKE_KEY), 0, 0)
+        await self.redis.lpush(self._k(self.WAKE_KEY), "1")  # type: ignore[misc]
+        await self.redis.ltrim(self._k(self.WAKE_KEY), 0, 0)  # type: ignore[misc]
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -155,7 +155,9 @@ class ArchivePuller:
             except Exception:  # noqa: BLE001 - keep pulling; the cursor did not move
                 log.exception("archive pull failed")
             try:
-                await self.redis.blpop([self._k(self.WAKE_KEY)], timeout=self.poll_interval_s)
+                await self.redis.blpop(  # type: ignore[misc]
+                    [self._k(self.WAKE_KEY)], timeout=self.poll_interval_s
+                )
             except (aioredis.RedisError, OSError):
                 await asyncio.sleep(1.0)
 

@@ -6,6 +6,7 @@ Only ``bot.service`` queries these tables; other domains go through it.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 from tortoise import fields
 from tortoise.models import Model
@@ -47,7 +48,7 @@ class Customer(Timestamped):
     corp_name = fields.CharField(max_length=255, default="")
     gender = fields.SmallIntField(default=0)
     # Institution attributes (risk level, AUM band, maturities) imported by API.
-    attributes = fields.JSONField(default=dict)
+    attributes: Any = fields.JSONField(default=dict)
     # Set when externalcontact/get failed; the reconcile job fetches it later.
     needs_sync = fields.BooleanField(default=False)
     synced_at = fields.DatetimeField(null=True)
@@ -109,7 +110,7 @@ class Message(Timestamped):
     direction = fields.CharField(max_length=32)  # see bot.schemas.Direction
     sender_id = fields.CharField(max_length=64, db_index=True)
     sender_role = fields.CharField(max_length=16)  # advisor | customer | member | unknown
-    receiver_ids = fields.JSONField(default=list)
+    receiver_ids: Any = fields.JSONField(default=list)
     roomid = fields.CharField(max_length=64, null=True, db_index=True)
     msgtime = fields.DatetimeField(db_index=True)
     msgtype = fields.CharField(max_length=32)
@@ -119,7 +120,7 @@ class Message(Timestamped):
     intent = fields.CharField(max_length=32, null=True, db_index=True)
     sentiment = fields.CharField(max_length=16, null=True)
     has_violation = fields.BooleanField(default=False, db_index=True)
-    analysis = fields.JSONField(null=True)
+    analysis: Any = fields.JSONField(null=True)
     customer: fields.ForeignKeyNullableRelation[Customer] = fields.ForeignKeyField(
         "models.Customer", related_name="messages", null=True, on_delete=fields.SET_NULL
     )
@@ -143,7 +144,7 @@ class Event(Timestamped):
     occurred_at = fields.DatetimeField()
     # Event fields hold ids, not chat content; unknown payloads are sealed whole
     # because we cannot tell what they carry.
-    fields_json = fields.JSONField(default=dict)
+    fields_json: Any = fields.JSONField(default=dict)
     raw_sealed = fields.TextField(null=True)
 
     class Meta:
@@ -158,7 +159,7 @@ class ReviewCase(Timestamped):
         "models.Message", related_name="review_case", on_delete=fields.CASCADE
     )
     advisor_userid = fields.CharField(max_length=64, db_index=True)
-    categories = fields.JSONField(default=list)
+    categories: Any = fields.JSONField(default=list)
     severity = fields.CharField(max_length=16)
     status = fields.CharField(max_length=16, default="open", db_index=True)
 
@@ -177,7 +178,7 @@ class Alert(Timestamped):
     advisor_userid = fields.CharField(max_length=64, null=True)
     external_userid = fields.CharField(max_length=64, null=True)
     msgid = fields.CharField(max_length=128, null=True)
-    detail = fields.JSONField(default=dict)
+    detail: Any = fields.JSONField(default=dict)
     status = fields.CharField(max_length=16, default="open")
 
     class Meta:
@@ -198,14 +199,14 @@ class OutboxItem(Timestamped):
     idem_key = fields.CharField(max_length=160, unique=True)
     api = fields.CharField(max_length=96)
     secret_kind = fields.CharField(max_length=16, default="app")
-    payload = fields.JSONField()
+    payload: Any = fields.JSONField()
     state = fields.CharEnumField(OutboxState, default=OutboxState.PENDING, max_length=16)
     attempts = fields.IntField(default=0)
     next_attempt_at = fields.DatetimeField(db_index=True)
     lease_until = fields.DatetimeField(null=True)
     last_errcode = fields.IntField(null=True)
     last_error = fields.CharField(max_length=512, default="")
-    result = fields.JSONField(null=True)
+    result: Any = fields.JSONField(null=True)
     done_at = fields.DatetimeField(null=True)
 
     class Meta:

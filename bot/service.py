@@ -203,7 +203,7 @@ async def due_outbox_ids(*, at: datetime, limit: int) -> list[int]:
     stale = await models.OutboxItem.filter(
         state=OutboxState.SENDING, lease_until__lt=at
     ).limit(limit).values_list("id", flat=True)
-    return [int(i) for i in [*pending, *stale]]
+    return [int(str(i)) for i in [*pending, *stale]]
 
 
 async def claim_outbox(*, item_id: int, at: datetime, lease: timedelta) -> models.OutboxItem | None:

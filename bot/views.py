@@ -49,12 +49,12 @@ async def _json_or_jsonl(request: web.Request) -> list[Any]:
                 continue
             try:
                 records.append(json.loads(line))
-            except ValueError as exc:
+            except json.JSONDecodeError as exc:
                 raise web.HTTPBadRequest(text=f"line {lineno}: invalid JSON ({exc.msg})") from None
         return records
     try:
         data = json.loads(text)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise web.HTTPBadRequest(text=f"invalid JSON: {exc.msg}") from None
     if isinstance(data, dict) and isinstance(data.get("records"), list):
         return list(data["records"])

@@ -84,7 +84,7 @@ def cmd_archive_import(args: argparse.Namespace) -> int:
                 continue
             try:
                 records.append(json.loads(line))
-            except ValueError as exc:
+            except json.JSONDecodeError as exc:
                 bad_lines.append({"line": lineno, "error": f"invalid JSON: {exc.msg}"})
 
     async def run() -> dict[str, Any]:
@@ -250,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     decrypt_cli.register(sub)
     try:
         from compliance_nlp import AnalyzerConfig
-        from compliance_nlp import cli as nlp_cli
+        from compliance_nlp import cli as nlp_cli  # type: ignore[attr-defined,unused-ignore]
     except ImportError:  # pragma: no cover - the library ships with siyu
         pass
     else:

@@ -87,18 +87,21 @@ async def run_demo(*, data_dir: Path, port: int = 8080, rate: float = 2.0,
     fake_runner, fake_port = await start_site(fake_app, "127.0.0.1", 0)
     fake_url = f"http://127.0.0.1:{fake_port}"
 
-    settings = Settings(
-        data_dir=data_dir,
-        http={"host": "127.0.0.1", "port": port},
-        wecom={
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "http": {"host": "127.0.0.1", "port": port},
+        "wecom": {
             "corp_id": demo["corp_id"], "token": demo["token"],
             "encoding_aes_key": demo["encoding_aes_key"], "api_base_url": fake_url,
             "agent_id": state.agent_id, "app_secret": demo["app_secret"],
             "contact_secret": demo["contact_secret"],
         },
-        archive={"sdk": "sandbox", "private_keys": {"1": str(key_path)}, "poll_interval_s": 30},
-        api={"token": demo["api_token"]},
-    )  # type: ignore[arg-type]
+        "archive": {"sdk": "sandbox", "private_keys": {"1": str(key_path)},
+                    "poll_interval_s": 30},
+        "api": {"token": demo["api_token"]},
+    }
+    # Through __init__, so SIYU_* environment variables still apply on top.
+    settings = Settings(**values)
     app = build_app(settings, auto_migrate=True)
     runner, bound = await start_site(app, settings.http.host, settings.http.port)
     base = f"http://127.0.0.1:{bound}"
