@@ -154,12 +154,25 @@ class ArchivePuller:
                 await self.pull_once()
             except Exception:  # noqa: BLE001 - keep pulling; the cursor did not move
                 log.exception("archive pull failed")
+            await self._wait_for_wake(stop)
+
+    async def _wait_for_wake(self, stop: asyncio.Event) -> None:
+        """Until woken by msgaudit_notify or the poll interval passes.
+
+        Short BLPOPs: each stays under the client's socket timeout.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.poll_interval_s
+        while not stop.is_set() and loop.time() < deadline:
             try:
-                await self.redis.blpop(  # type: ignore[misc]
-                    [self._k(self.WAKE_KEY)], timeout=self.poll_interval_s
+                woke = await self.redis.blpop(  # type: ignore[misc]
+                    [self._k(self.WAKE_KEY)], timeout=1
                 )
             except (aioredis.RedisError, OSError):
                 await asyncio.sleep(1.0)
+                continue
+            if woke:
+                return
 
     def _decrypt(self, item: dict[str, Any]) -> dict[str, Any]:
         ver = str(item.get("publickey_ver"))

@@ -6,13 +6,12 @@ fails mid-way neither exists and WeCom's retry (after our 503) queues it.
 Payloads are sealed with the field key: nothing from a chat sits in Redis in
 clear before it has been analysed and masked.
 
-Concurrent enqueues share a round trip: callers that arrive while one is being
-prepared go out together in one pipeline (``bench/callback.py`` measures it).
-redis-py spends ~100 µs of CPU per command on packing, a socket write and a
-read; pipelined it is ~25 µs an item, which is most of what keeps one receiver
-process at half the throughput of a bare verify+decrypt handler.  At low load
-a batch is one item and waits for nothing but the next turn of the event loop.
-Each caller still gets its own result, or the batch's Redis error (→ 503).
+Concurrent enqueues share a round trip: callers that arrive while a batch is
+in flight go out together in the next pipeline.  redis-py spends ~100 µs of CPU
+per command (pack, socket write, read, parse), a third of the receiver's whole
+cost per callback; pipelined it is ~20-30 µs an item (``bench/callback.py``).
+At low load a batch is one item and waits only for the next turn of the event
+loop.  Each caller still gets its own result, or the batch's Redis error (→ 503).
 """
 
 from __future__ import annotations

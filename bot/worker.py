@@ -49,22 +49,53 @@ class Worker:
         self.consumer = consumer or consumer_name()
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self.stream.ensure_group()
+        # Nothing may end this loop but ``stop``: the task would die unobserved
+        # while the process still answers /healthz, and intake would silently
+        # stop.  A failed round leaves its entries pending; they are reclaimed
+        # (XAUTOCLAIM) and retried, and dead-lettered after ``max_deliveries``.
         log.info("worker started", extra={"consumer": self.consumer})
+        group_ready = False
         while not stop.is_set():
             try:
+                if not group_ready:
+                    await self.stream.ensure_group()
+                    await self.forget_dead_consumers()
+                    group_ready = True
                 did = await self.run_once(block_ms=1000)
             except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
-                log.warning("redis unavailable; worker waiting", extra={"error": str(exc)})
+                log.warning("redis or database unreachable; worker waiting",
+                            extra={"error": f"{type(exc).__name__}: {str(exc)[:200]}"})
                 await asyncio.sleep(1.0)
                 continue
             except aioredis.ResponseError as exc:
                 if "NOGROUP" in str(exc):  # Redis lost its data (restart without AOF)
-                    await self.stream.ensure_group()
+                    group_ready = False
                     continue
-                raise
+                log.error("redis refused a command; worker waiting",
+                          extra={"error": str(exc)[:200]})
+                await asyncio.sleep(1.0)
+                continue
+            except Exception as exc:  # noqa: BLE001 - e.g. the database is down
+                log.error("worker round failed; retrying",
+                          extra={"error": f"{type(exc).__name__}: {str(exc)[:200]}"})
+                await asyncio.sleep(1.0)
+                continue
             if not did:
                 await asyncio.sleep(0)
+
+    async def forget_dead_consumers(self, *, idle_ms: int = 3_600_000) -> int:
+        """Drop consumers (dead processes) that hold nothing and were idle an hour.
+
+        Consumer names carry the pid, so every restart adds one; those that
+        still hold pending entries stay until XAUTOCLAIM has taken them over.
+        """
+        removed = 0
+        for c in await self.redis.xinfo_consumers(self.stream.stream, self.stream.group):
+            name = c["name"].decode() if isinstance(c["name"], bytes) else str(c["name"])
+            if name != self.consumer and int(c["pending"]) == 0 and int(c["idle"]) > idle_ms:
+                await self.redis.xgroup_delconsumer(self.stream.stream, self.stream.group, name)
+                removed += 1
+        return removed
 
     async def run_once(self, *, block_ms: int | None = None) -> int:
         """Reclaim stale entries, then read new ones; return how many were handled."""

@@ -73,7 +73,15 @@ def resolve_url(settings: Settings) -> tuple[str, EmbeddedRedis | None]:
     return embedded.url, embedded
 
 
+# A Redis that hangs must not hang callbacks: WeCom gives up after 5 s, and
+# an answer of 503 in time makes it retry.  Blocking reads stay below this.
+SOCKET_TIMEOUT_S = 3.0
+CONNECT_TIMEOUT_S = 1.0
+
+
 def client_for(url: str, **kwargs: Any) -> aioredis.Redis:
+    kwargs.setdefault("socket_timeout", SOCKET_TIMEOUT_S)
+    kwargs.setdefault("socket_connect_timeout", CONNECT_TIMEOUT_S)
     return aioredis.Redis.from_url(url, **kwargs)
 
 

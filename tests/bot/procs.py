@@ -1,13 +1,14 @@
 """Real OS processes for the reliability tests: siyu roles and a redis-server.
 
-Each process runs in its own session (process group), so a SIGKILL takes its
-children (e.g. the compliance_nlp pool) with it and nothing outlives a test.
+Each process runs in its own session (process group), so ``stop()`` can take
+its children (the compliance_nlp pool) with it and nothing outlives a test.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import os
 import shutil
@@ -32,18 +33,20 @@ def free_port() -> int:
 
 
 async def wait_for(
-    probe: Callable[[], Awaitable[T]], *, timeout: float, what: str, interval: float = 0.05,
-    diagnose: Callable[[], str] | None = None,
+    probe: Callable[[], T | Awaitable[T]], *, deadline_s: float, what: str,
+    interval: float = 0.05, diagnose: Callable[[], str] | None = None,
 ) -> T:
-    """Poll ``probe`` until it returns something truthy; fail naming ``what``."""
-    deadline = time.monotonic() + timeout
+    """Poll ``probe`` (sync or async) until it returns something truthy; fail naming ``what``."""
+    deadline = time.monotonic() + deadline_s
     while True:
-        got = await probe()
+        got = probe()
+        if inspect.isawaitable(got):
+            got = await got
         if got:
-            return got
+            return got  # type: ignore[return-value]
         if time.monotonic() > deadline:
             extra = f"\n{diagnose()}" if diagnose else ""
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{extra}")
+            raise AssertionError(f"timed out after {deadline_s:.0f} s waiting for {what}{extra}")
         await asyncio.sleep(interval)
 
 
@@ -112,23 +115,30 @@ class Proc:
             os.killpg(self.popen.pid, sig)
 
     def kill(self) -> None:
-        """SIGKILL the whole group and reap it: no cleanup runs, as in a crash or OOM kill."""
+        """``kill -9`` the main process and reap it: no cleanup runs, as in an OOM kill.
+
+        Its children (the NLP pool) are left as they would be in production;
+        ``stop()`` removes them with the rest of the group.
+        """
         if self.popen is None:
             return
-        self._signal_group(signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            self.popen.send_signal(signal.SIGKILL)
         self.popen.wait(timeout=10)
 
     def stop(self, timeout: float = 15.0) -> None:
-        """Graceful stop (SIGTERM), falling back to SIGKILL; safe to call twice."""
+        """Graceful stop, as an orchestrator does; safe to call twice.
+
+        SIGTERM goes to the main process only (it shuts its own pool down);
+        whatever is left of the group afterwards is killed.
+        """
         if self.popen is None:
             return
         if self.popen.poll() is None:
-            self._signal_group(signal.SIGTERM)
-            try:
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                pass
-        # Whatever is left of the group (pool children) goes too.
         self._signal_group(signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout=10)
@@ -147,13 +157,6 @@ def siyu_worker(settings: Settings, *, name: str, **env: str) -> Proc:
     return Proc(
         [*_siyu_command(), "serve", "--role", "worker"],
         env=siyu_env(settings, **env), cwd=workdir, log_path=settings.data_dir / f"{name}.log",
-    )  # fmt: skip
-
-
-def run_siyu(settings: Settings, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*_siyu_command(), *args], env=siyu_env(settings), cwd=settings.data_dir,
-        capture_output=True, text=True, timeout=timeout, check=False,
     )  # fmt: skip
 
 

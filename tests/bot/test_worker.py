@@ -64,3 +64,15 @@ async def test_poison_entry_goes_to_dead_letter_then_requeues(flaky_edge) -> Non
     await edge.process_all()
     assert await models.Message.filter(msgid="8100000000000000002").count() == 1
     assert (await models.DeadLetter.get(id=dl.id)).status == "requeued"
+
+
+async def test_dead_idle_consumers_are_forgotten_busy_ones_kept(flaky_edge) -> None:  # type: ignore[no-untyped-def]
+    edge, _calls = flaky_edge
+    stream = edge.app[STREAM]
+    await edge.post_callback(text_msg("8100000000000000003", "你好"))
+    # "ghost-busy" reads the entry and dies holding it; "ghost-idle" holds nothing.
+    await stream.redis.xreadgroup(stream.group, "ghost-busy", {stream.stream: ">"}, count=1)
+    await stream.redis.xreadgroup(stream.group, "ghost-idle", {stream.stream: ">"}, count=1)
+    assert await edge.worker.forget_dead_consumers(idle_ms=-1) == 1
+    names = {c["name"] for c in await stream.redis.xinfo_consumers(stream.stream, stream.group)}
+    assert b"ghost-busy" in names and b"ghost-idle" not in names
