@@ -72,7 +72,7 @@ async def test_dead_idle_consumers_are_forgotten_busy_ones_kept(flaky_edge) -> N
     await edge.post_callback(text_msg("8100000000000000003", "你好"))
     # "ghost-busy" reads the entry and dies holding it; "ghost-idle" holds nothing.
     await stream.redis.xreadgroup(stream.group, "ghost-busy", {stream.stream: ">"}, count=1)
-    await stream.redis.xreadgroup(stream.group, "ghost-idle", {stream.stream: ">"}, count=1)
+    await stream.redis.xgroup_createconsumer(stream.stream, stream.group, "ghost-idle")
     assert await edge.worker.forget_dead_consumers(idle_ms=-1) == 1
     names = {c["name"] for c in await stream.redis.xinfo_consumers(stream.stream, stream.group)}
     assert b"ghost-busy" in names and b"ghost-idle" not in names
