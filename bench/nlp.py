@@ -29,7 +29,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def load_lines(n: int) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
-    for name in ("train.jsonl", "heldout.jsonl"):
+    for name in ("train.jsonl", "dev2.jsonl"):
         for line in (
             (ROOT / "compliance_nlp" / "data" / name).read_text(encoding="utf-8").splitlines()
         ):

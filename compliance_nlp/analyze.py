@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 
 from compliance_nlp import segment
 from compliance_nlp.lexicon import KeywordIntent, SentimentLexicon
@@ -128,9 +129,9 @@ class Analyzer:
             pii = find_pii(folded[i])
             findings: list[Finding] = []
             if role == "advisor":
-                findings = self.matcher.find(norms[i])
-                seen = {f.category for f in findings}
-                findings.extend(f for f in model_findings.get(i, []) if f.category not in seen)
+                findings = self._combine(
+                    self.matcher.find(norms[i]), model_findings.get(i, []), norms[i].text
+                )
             intent, score = intents.get(i, (None, None))  # type: ignore[arg-type]
             sentiment = self.sentiment.score(norms[i].text, text)
             if intent == "complaint" and sentiment == "neutral":
@@ -148,6 +149,45 @@ class Analyzer:
                 )
             )
         return results
+
+    def _combine(
+        self, rule_findings: list[Finding], model: list[Finding], text: str
+    ) -> list[Finding]:
+        """Merge what the rules and the model found; each finding keeps its source.
+
+        - The model agreeing with a rule's *review* finding (same category, at or above
+          ``model_agree_threshold``) corroborates it: the rule finding becomes a violation.
+        - A model finding in a category no rule found is added. It is a violation only
+          when no rule fired at all, the model is at or above
+          ``model_violation_threshold``, and the text has no negation, question or
+          quotation cue — the frames the clause-scoped rules exist to read, and where a
+          small model is most often confidently wrong (「这是一款非保本产品」).
+        """
+        findings = list(rule_findings)
+        cfg = self.config
+        for m in model:
+            same = [f for f in findings if f.category == m.category]
+            if same:
+                if m.score is not None and m.score >= cfg.model_agree_threshold:
+                    findings = [
+                        replace(f, severity="violation") if f in same and f.source == "rule" else f
+                        for f in findings
+                    ]
+                continue
+            if m.severity == "violation" and (rule_findings or self._has_frame_cue(text)):
+                m = replace(m, severity="review")
+            findings.append(m)
+        return findings
+
+    def _has_frame_cue(self, text: str) -> bool:
+        cues = self.ruleset.cues
+        stripped = text
+        for phrase in cues.not_negation:
+            if phrase in stripped:
+                stripped = stripped.replace(phrase, "|")
+        if any(n in stripped for n in cues.negators) or any(q in text for q in cues.question_marks):
+            return True
+        return any(o in text for o, _ in cues.quote_pairs)
 
     def _model_findings(
         self, model_texts: list[str], texts: list[str], indices: list[int]

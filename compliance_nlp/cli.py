@@ -38,9 +38,14 @@ def register(subparsers: Any, config_factory: Callable[[], AnalyzerConfig]) -> N
         "--output-dir", type=Path, default=None, help="default: the shipped models dir"
     )
     p_tr.add_argument("--train-file", type=Path, default=None)
-    p_tr.add_argument("--heldout-file", type=Path, default=None)
+    p_tr.add_argument(
+        "--heldout-file",
+        type=Path,
+        default=None,
+        help="labelled set scored after training, never read by it (default: dev2.jsonl)",
+    )
     p_tr.add_argument("--seed", type=int, default=13)
-    p_tr.add_argument("--epochs", type=int, default=12)
+    p_tr.add_argument("--epochs", type=int, default=6)
     p_tr.add_argument(
         "--max-steps", type=int, default=0, help="cap optimisation steps (smoke runs)"
     )
@@ -48,7 +53,7 @@ def register(subparsers: Any, config_factory: Callable[[], AnalyzerConfig]) -> N
 
     p_ev = sub.add_parser("eval", help="precision/recall per category, intent accuracy, PII check")
     p_ev.add_argument(
-        "file", type=Path, help="labelled JSONL (e.g. compliance_nlp/data/heldout.jsonl)"
+        "file", type=Path, help="labelled JSONL (e.g. compliance_nlp/data/dev2.jsonl)"
     )
     p_ev.add_argument("--no-model", action="store_true")
     p_ev.add_argument("--show-misses", action="store_true")
@@ -164,7 +169,7 @@ def _cmd_train(args: argparse.Namespace, factory: Callable[[], AnalyzerConfig]) 
             violation_model_dir=str(options.output_dir / "violation"),
         )
         report = evaluate(read_jsonl(options.heldout_file), Analyzer(config))
-        print(f"held-out metrics ({options.heldout_file}, never used for training):")
+        print(f"development-set metrics ({options.heldout_file}, never used for training):")
         print(report.render())
     return 0
 

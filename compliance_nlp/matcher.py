@@ -99,6 +99,12 @@ class RuleMatcher:
             for phrase in cues.not_negation:
                 if phrase in prefix:
                     prefix = prefix.replace(phrase, "|")
+            # A negator before a concession/contrast word negates another verb:
+            # 「翻不了倍也至少赚个20%」 still promises 20%.
+            for barrier in cues.negation_barriers:
+                cut = prefix.rfind(barrier)
+                if cut >= 0:
+                    prefix = prefix[cut + len(barrier) :]
             if any(n in prefix for n in cues.negators) or "所谓" in prefix:
                 return True
         suffix = text[end : min(ce, end + cues.suffix_window)]

@@ -2,8 +2,9 @@
 
 No pretrained download exists on an institution's air-gapped host, so the shipped
 models are small BERTs (2 layers, hidden 128) over a character vocabulary built from
-the project's own corpus, trained on CPU in about a minute. Seeded and deterministic:
-the same corpus and seed give the same weights. Held-out data is only *scored* here,
+the project's own corpus (``data/build_corpus.py``: ~16k generated lines), trained on
+CPU in a few minutes on two cores. Seeded and deterministic: the same corpus and seed
+give the same weights. Labelled evaluation sets (dev, dev2, blind) are only *scored*,
 never read for training. A bank with a better Chinese model fine-tunes it elsewhere and
 points ``intent_model_dir``/``violation_model_dir`` at it; nothing here is then needed.
 """
@@ -43,10 +44,11 @@ _SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 @dataclass(frozen=True)
 class TrainOptions:
     train_file: Path = DATA_DIR / "train.jsonl"
-    heldout_file: Path | None = DATA_DIR / "heldout.jsonl"
+    # Scored after training (a development set, never read for training).
+    heldout_file: Path | None = DATA_DIR / "dev2.jsonl"
     output_dir: Path = Path(__file__).resolve().parent / "models"
     seed: int = 13
-    epochs: int = 12
+    epochs: int = 6
     batch_size: int = 32
     learning_rate: float = 1e-3
     hidden_size: int = 128
@@ -169,9 +171,11 @@ def train_classifier(
     model.save_pretrained(str(out_dir), safe_serialization=True)
     tokenizer.save_pretrained(str(out_dir))
     correct = 0
+    # A seeded sample is enough to show the fit; scoring all rows doubled training time.
+    sample = rng.sample(data, min(len(data), 2000))
     with torch.inference_mode():
-        for i in range(0, len(data), 128):
-            batch = data[i : i + 128]
+        for i in range(0, len(sample), 128):
+            batch = sample[i : i + 128]
             enc = tokenizer(
                 [t for t, _ in batch],
                 padding=True,
@@ -181,7 +185,7 @@ def train_classifier(
             )
             pred = model(**enc).logits.argmax(-1).tolist()
             correct += sum(int(p == y) for p, (_, y) in zip(pred, batch, strict=True))
-    return {"train_accuracy": correct / max(len(data), 1), "steps": float(step)}
+    return {"train_accuracy": correct / max(len(sample), 1), "steps": float(step)}
 
 
 def train_all(options: TrainOptions) -> dict[str, dict[str, float]]:

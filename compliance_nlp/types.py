@@ -49,14 +49,17 @@ class AnalyzerConfig:
     use_model: bool = True
     mask_style: str = "default"
     rules_dir: str = ""
-    # Model-only findings (no rule agreed): at or above ``model_review_threshold`` they
-    # queue for human review; at or above ``model_violation_threshold`` they count as a
-    # violation. The default (> 1) means the small shipped model never asserts a
-    # violation alone — on the dev split it flagged hard negatives (「国债由国家信用担保」)
-    # that the clause-scoped rules correctly let through. A bank with a stronger model
-    # can lower it.
+    # Model findings. At or above ``model_review_threshold`` a model finding in a
+    # category no rule found queues for human review; at or above
+    # ``model_violation_threshold`` it counts as a violation on its own, but only when
+    # no rule fired and the text has no negation/question/quotation frame (see
+    # ``Analyzer._combine``; measured on the dev sets to keep clean lines unflagged).
+    # At or above ``model_agree_threshold`` the model agreeing with a rule's review
+    # finding of the same category makes it a violation. A bank with a stronger model
+    # can lower these.
     model_violation_threshold: float = 1.01
     model_review_threshold: float = 0.9
+    model_agree_threshold: float = 0.9
     # Below this model confidence a customer message takes the keyword intent instead
     # (when a keyword matches): the char model is unsure on phrasings it never saw.
     intent_keyword_fallback_below: float = 0.8

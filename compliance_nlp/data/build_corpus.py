@@ -2,9 +2,15 @@
 
     .venv/bin/python -m compliance_nlp.data.build_corpus
 
-Deterministic (seed 20240601). The held-out set (heldout.jsonl) is NOT produced here:
-it was written by hand, with different phrasings and vocabulary, and is never read by
-training — that is what makes its figures honest.
+Deterministic (seed 20240601). The development sets (dev.jsonl, dev2.jsonl) and the
+blind set (blind.jsonl) are NOT produced here: they were written by hand, with different
+phrasings and vocabulary, and are never read by training — that is what makes their
+figures honest.
+
+Two layers: the original templates (``T``, ``CLEAN_ADVISOR``, ``CUSTOMER``), and the
+concept phrasebook (``phrasebook.py``) wrapped in openers, closers, a neutral sentence on
+either side and evasion spellings, with categories balanced and hard negatives in
+proportion, so the model learns the concept rather than the template.
 
 Record shape (the ``siyu nlp analyze`` shape plus labels):
 ``{"id", "text", "role", "intent", "sentiment", "violations": [{"category"}], "pii": [{"type","start","end"}]}``
@@ -16,6 +22,18 @@ import json
 import random
 from pathlib import Path
 from typing import Any
+
+from compliance_nlp.data.phrasebook import (
+    CLEAN_CORES,
+    CLOSERS,
+    CUSTOMER_CORES,
+    NEGATING_FRAMES,
+    NEUTRAL_SENTENCES,
+    OPENERS,
+    RELATIVES,
+    VIOLATION_CORES,
+    WECHAT_IDS,
+)
 
 SEED = 20240601
 OUT = Path(__file__).resolve().parent / "train.jsonl"
@@ -209,7 +227,7 @@ T: dict[str, list[str]] = {
 
 CLEAN_ADVISOR = [
     "{name}您好，{p}业绩比较基准{pct}，不代表未来收益，请您知悉",
-    "理财非存款，产品有风险，投资须谨慎",
+    "理财非存款，产品有风险，投资须谨慎。",
     "本产品不保证本金和收益，过往业绩不代表未来表现",
     "{p}是非保本浮动收益型产品，风险等级R2",
     "我没法跟您保证不会亏，市场有波动",
@@ -362,7 +380,7 @@ CUSTOMER: dict[str, list[str]] = {
         "辛苦了",
         "今天天气真好",
         "嗯嗯",
-        "周末愉快",
+        "周末愉快呀",
         "吃饭了吗",
         "晚安",
         "好的，知道了",
@@ -561,6 +579,9 @@ def _evasion(text: str, rng: random.Random) -> str:
 
 def _fill(tpl: str, rng: random.Random) -> str:
     return tpl.format(
+        rel=rng.choice(RELATIVES),
+        wx=rng.choice(WECHAT_IDS),
+        amt2=rng.choice(["500块", "2000元", "一千", "三百", "5000"]),
         p=rng.choice(PRODUCTS),
         name=rng.choice(NAMES),
         b=rng.choice(BANKS),
@@ -634,6 +655,46 @@ def _pii_line(rng: random.Random) -> tuple[str, list[dict[str, Any]]]:
     return text, [{"type": kind, "start": start, "end": start + len(value)}]
 
 
+# Per-category target for the phrasebook layer: categories with fewer concepts get more
+# samples per core, so no category is learned as "rare".
+_PER_CATEGORY = 520
+_CLEAN_TOTAL = 3600
+_NEGATED_TOTAL = 1200
+_CUSTOMER_PER_INTENT = 420
+
+
+def _wrap(core: str, rng: random.Random) -> str:
+    """Opener/closer, sometimes a neutral sentence before or after the core."""
+    text = _fill(rng.choice(OPENERS), rng) + core + rng.choice(CLOSERS)
+    roll = rng.random()
+    if roll < 0.15:
+        text = _fill(rng.choice(NEUTRAL_SENTENCES), rng) + "，" + text
+    elif roll < 0.25:
+        text = text.rstrip("。！~") + "。" + _fill(rng.choice(NEUTRAL_SENTENCES), rng)
+    return text
+
+
+def _concept_rows(rng: random.Random, add: Any) -> None:
+    for category, cores in VIOLATION_CORES.items():
+        for k in range(_PER_CATEGORY):
+            text = _wrap(_fill(cores[k % len(cores)], rng), rng)
+            if rng.random() < 0.25:
+                text = _evasion(text, rng)
+            add(text, "advisor", violations=[{"category": category}])
+    for k in range(_CLEAN_TOTAL):
+        add(_wrap(_fill(CLEAN_CORES[k % len(CLEAN_CORES)], rng), rng), "advisor")
+    all_cores = [c for cores in VIOLATION_CORES.values() for c in cores]
+    for _ in range(_NEGATED_TOTAL):
+        core = _fill(rng.choice(all_cores), rng).rstrip("。！")
+        add(rng.choice(NEGATING_FRAMES).format(core=core), "advisor")
+    for intent, cores in CUSTOMER_CORES.items():
+        for k in range(_CUSTOMER_PER_INTENT):
+            text = _fill(cores[k % len(cores)], rng)
+            if intent != "chitchat" or rng.random() < 0.3:
+                text = rng.choice(PREFIXES) + text.rstrip("？?") + rng.choice(SUFFIXES)
+            add(text, "customer", intent=intent, sentiment=SENT.get(intent))
+
+
 def build(seed: int = SEED) -> list[dict[str, Any]]:
     rng = random.Random(seed)
     rows: list[dict[str, Any]] = []
@@ -668,6 +729,7 @@ def build(seed: int = SEED) -> list[dict[str, Any]]:
                 if intent != "chitchat" or rng.random() < 0.3:
                     text = rng.choice(PREFIXES) + text.rstrip("？?") + rng.choice(SUFFIXES)
                 add(text, "customer", intent=intent, sentiment=SENT.get(intent))
+    _concept_rows(rng, add)
     for _ in range(120):
         text, pii = _pii_line(rng)
         add(text, "customer", intent="account_service", pii=pii)

@@ -68,6 +68,7 @@ class Cues:
     suffix_window: int
     negators: tuple[str, ...]
     not_negation: tuple[str, ...]
+    negation_barriers: tuple[str, ...]
     refutations: tuple[str, ...]
     quote_pairs: tuple[tuple[str, str], ...]
     report_cues: tuple[str, ...]
@@ -148,6 +149,7 @@ def _cues(raw: dict[str, Any]) -> Cues:
         negators=tuple(raw["negators"]),
         # Longest first, so 不用担心 is removed before 不用 could be.
         not_negation=tuple(sorted(raw["not_negation"], key=len, reverse=True)),
+        negation_barriers=tuple(raw.get("negation_barriers", [])),
         refutations=tuple(raw["refutations"]),
         quote_pairs=tuple((p[0], p[-1]) for p in raw["quote_pairs"]),
         report_cues=tuple(raw["report_cues"]),

@@ -105,7 +105,7 @@ def test_cli_eval_prints_metrics(capsys: pytest.CaptureFixture[str], tmp_path: P
     sample = tmp_path / "sample.jsonl"
     rows = [
         json.loads(line)
-        for line in (DATA / "heldout.jsonl").read_text(encoding="utf-8").splitlines()[:40]
+        for line in (DATA / "dev2.jsonl").read_text(encoding="utf-8").splitlines()[:40]
     ]
     sample.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
     args = _parser().parse_args(["nlp", "eval", str(sample)])

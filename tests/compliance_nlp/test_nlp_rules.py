@@ -126,3 +126,19 @@ def test_to_dict_shape() -> None:
         "basis",
     }
     assert d["pii"] == [{"type": "phone", "start": 11, "end": 22}]
+
+
+def test_negation_does_not_reach_past_a_concession(rules_only: Analyzer) -> None:
+    """「不涨也至少…」 negates 涨, not the promise after 也."""
+    promise = rules_only.analyze("就算行情不好也至少能拿5%", "advisor")
+    assert "guaranteed_return" in {
+        f.category for f in promise.violations if f.severity == "violation"
+    }
+    assert not rules_only.analyze("我们不承诺至少能拿5%", "advisor").has_violation
+
+
+def test_model_alone_never_asserts_a_violation_by_default(analyzer: Analyzer) -> None:
+    """Measured on the dev sets: the small model alone flags factual lines (国债, 合同号)."""
+    for text in ("合同号HT20250301-0042，金额80000元", "国债按期付息，到期还本"):
+        result = analyzer.analyze(text, "advisor")
+        assert all(f.severity == "review" for f in result.violations if f.source == "model")
