@@ -24,7 +24,7 @@ test: $(STAMP)
 	$(BIN)/pytest -q -p no:cacheprovider
 
 lint: $(STAMP)
-	$(BIN)/ruff check core bot compliance_nlp tagging sop admin
+	$(BIN)/ruff check core bot compliance_nlp tagging sop admin tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
