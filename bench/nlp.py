@@ -108,11 +108,13 @@ def main() -> None:
     print("\nsingle process (one core)")
     print(f"  bare jieba.lcut           {jieba_rate:10,.0f} msg/s")
     print(
-        f"  rules only (full analyze) {rules_rate:10,.0f} msg/s   ratio to jieba.lcut: {rules_rate / jieba_rate:.2f}x   (target >= 20,000)"
+        f"  rules only (full analyze) {rules_rate:10,.0f} msg/s   "
+        f"ratio to jieba.lcut: {rules_rate / jieba_rate:.2f}x   (target >= 20,000)"
     )
     print(f"  bare model forward        {forward_rate:10,.0f} msg/s")
     print(
-        f"  rules + model             {full_rate:10,.0f} msg/s   ratio to bare forward: {full_rate / forward_rate:.2f}x"
+        f"  rules + model             {full_rate:10,.0f} msg/s   "
+        f"ratio to bare forward: {full_rate / forward_rate:.2f}x"
     )
 
     async def pooled(
@@ -135,7 +137,8 @@ def main() -> None:
     print(f"  rules only                {pool_rules_rate:10,.0f} msg/s")
     print(f"  rules + model             {pool_full_rate:10,.0f} msg/s   (target >= 1,000)")
     print(
-        f"  worker RSS with models    {', '.join(f'{r / 2**20:.0f} MB' for r in rss)}   (target < 500 MB)"
+        "  worker RSS with models    "
+        f"{', '.join(f'{r / 2**20:.0f} MB' for r in rss)}   (target < 500 MB)"
     )
 
 

@@ -21,7 +21,7 @@ from compliance_nlp.lexicon import KeywordIntent, SentimentLexicon
 from compliance_nlp.matcher import RuleMatcher
 from compliance_nlp.model import SequenceClassifier, shipped_model_dir
 from compliance_nlp.normalize import normalize, translate_chars
-from compliance_nlp.pii import MASK_STYLES, find_pii, mask_pii
+from compliance_nlp.pii import MASK_STYLES, PiiMatch, find_pii, mask_pii
 from compliance_nlp.rules import CATEGORIES, load_ruleset
 from compliance_nlp.types import (
     Analysis,
@@ -30,6 +30,7 @@ from compliance_nlp.types import (
     InvalidInputError,
     ModelLoadError,
     Role,
+    Severity,
 )
 
 __all__ = ["Analyzer", "analyze", "get_analyzer", "validate_input"]
@@ -99,12 +100,18 @@ class Analyzer:
         checked = [validate_input(t, r, max_chars=self.config.max_chars) for t, r in items]
         folded = [translate_chars(t) for t, _ in checked]
         norms = [normalize(t) for t, _ in checked]
+        piis = [find_pii(f) for f in folded]
         customer_idx = [i for i, (_, r) in enumerate(checked) if r == "customer"]
         advisor_idx = [i for i, (_, r) in enumerate(checked) if r == "advisor"]
 
         intents: dict[int, tuple[str, float]] = {}
         if self.intent_model is not None and customer_idx:
-            preds = self.intent_model.predict([norms[i].text for i in customer_idx])
+            # The model reads the message without its phone/card/ID digits: they carry no
+            # intent, and a long digit run drowned the words of short messages (「我电话
+            # 139…你存一下，改天请你喝茶」 read as account_service).
+            preds = self.intent_model.predict(
+                [_without_pii(checked[i][0], piis[i]) for i in customer_idx]
+            )
             floor = self.config.intent_keyword_fallback_below
             for i, p in zip(customer_idx, preds, strict=True):
                 intents[i] = (p.label, round(p.score, 4))
@@ -126,13 +133,16 @@ class Analyzer:
 
         results: list[Analysis] = []
         for i, (text, role) in enumerate(checked):
-            pii = find_pii(folded[i])
+            pii = piis[i]
             findings: list[Finding] = []
             if role == "advisor":
                 findings = self._combine(
                     self.matcher.find(norms[i]), model_findings.get(i, []), norms[i].text
                 )
-            intent, score = intents.get(i, (None, None))  # type: ignore[arg-type]
+            intent: str | None = None
+            intent_score: float | None = None
+            if i in intents:
+                intent, intent_score = intents[i]
             sentiment = self.sentiment.score(norms[i].text, text)
             if intent == "complaint" and sentiment == "neutral":
                 sentiment = "negative"
@@ -140,7 +150,7 @@ class Analyzer:
                 Analysis(
                     role=role,
                     intent=intent,
-                    intent_score=score,
+                    intent_score=intent_score,
                     sentiment=sentiment,
                     violations=tuple(findings),
                     pii=tuple(pii),
@@ -200,7 +210,9 @@ class Analyzer:
             # Labels outside the taxonomy (none/clean/O/LABEL_0) mean "nothing found".
             if pred.label not in CATEGORIES or pred.score < cfg.model_review_threshold:
                 continue
-            severity = "violation" if pred.score >= cfg.model_violation_threshold else "review"
+            severity: Severity = (
+                "violation" if pred.score >= cfg.model_violation_threshold else "review"
+            )
             stripped = text.strip()
             start = text.find(stripped) if stripped else 0
             end = start + len(stripped)
@@ -218,6 +230,18 @@ class Analyzer:
                 )
             ]
         return out
+
+
+def _without_pii(text: str, pii: Sequence[PiiMatch]) -> str:
+    if not pii:
+        return normalize(text).text
+    parts: list[str] = []
+    last = 0
+    for match in sorted(pii, key=lambda m: m.start):
+        parts.append(text[last : match.start])
+        last = max(last, match.end)
+    parts.append(text[last:])
+    return normalize("".join(parts)).text
 
 
 _cache: dict[AnalyzerConfig, Analyzer] = {}

@@ -157,7 +157,8 @@ def _cmd_train(args: argparse.Namespace, factory: Callable[[], AnalyzerConfig]) 
     results = train_all(options)
     for kind, figures in results.items():
         print(
-            f"{kind}: train accuracy {figures['train_accuracy']:.3f} after {int(figures['steps'])} steps"
+            f"{kind}: train accuracy {figures['train_accuracy']:.3f} "
+            f"after {int(figures['steps'])} steps"
             f" -> {options.output_dir / kind}"
         )
     print(f"trained in {time.monotonic() - started:.0f}s (seed {options.seed})")

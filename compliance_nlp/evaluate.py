@@ -87,7 +87,8 @@ class EvalReport:
     def render(self) -> str:
         m = self.metrics()
         lines = [
-            f"messages: {self.n}  violating advisor: {self.violating}  clean advisor: {self.clean}  "
+            f"messages: {self.n}  violating advisor: {self.violating}  "
+            f"clean advisor: {self.clean}  "
             f"labelled customer intents: {self.intent_total}"
         ]
         for name, value in m.items():

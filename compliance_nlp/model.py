@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from compliance_nlp.types import ModelLoadError
 
@@ -45,7 +46,10 @@ class SequenceClassifier:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
-        hf_logging.set_verbosity_error()
+        # Loading prints "Loading weights" progress bars and init warnings to stderr;
+        # they would interleave with `siyu demo` and `siyu nlp analyze` output.
+        hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
         if threads > 0:
             torch.set_num_threads(threads)
         try:
@@ -63,7 +67,7 @@ class SequenceClassifier:
         self.path = path
         self._torch = torch
 
-    def logits(self, texts: list[str]) -> object:
+    def logits(self, texts: list[str]) -> Any:
         """Bare forward pass (used by the benchmark as the model baseline)."""
         enc = self.tokenizer(
             texts, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt"
@@ -81,7 +85,7 @@ class SequenceClassifier:
         for i in range(0, len(order), BATCH_SIZE):
             chunk = order[i : i + BATCH_SIZE]
             logits = self.logits([texts[j] or " " for j in chunk])
-            soft = self._torch.softmax(logits, dim=-1).tolist()  # type: ignore[attr-defined]
+            soft = self._torch.softmax(logits, dim=-1).tolist()
             for j, row in zip(chunk, soft, strict=True):
                 probs[j] = row
         return [probs[i] for i in range(len(texts))]

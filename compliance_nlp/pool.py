@@ -9,8 +9,12 @@ load. Workers use one torch thread each: N processes on N cores beats N×N threa
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
+import threading
 from collections.abc import Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 
@@ -21,9 +25,42 @@ __all__ = ["AnalyzerPool"]
 
 _worker_analyzer: Analyzer | None = None
 
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_ORPHAN_POLL_SECONDS = 1.0
+
+
+def _die_with_parent() -> None:
+    """Make this worker exit when the process that started the pool dies.
+
+    A SIGKILLed parent runs no cleanup, and ProcessPoolExecutor workers block on their
+    call queue forever: each would keep its ~440 MB of model memory until the host
+    reboots. On Linux the kernel sends SIGTERM on the parent's death (PR_SET_PDEATHSIG;
+    it tracks the *thread* that spawned us, which is why ``start()`` spawns every worker
+    from the event-loop thread). A watchdog thread covers other platforms and the race
+    where the parent died before ``prctl`` ran: once re-parented, ``getppid`` changes.
+    """
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # no prctl (unusual libc): the watchdog below still works
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent:
+                os._exit(1)  # no cleanup to run: the pool's owner is gone
+            threading.Event().wait(_ORPHAN_POLL_SECONDS)
+
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=watch, name="siyu-nlp-orphan-watch", daemon=True).start()
+
 
 def _init_worker(config: AnalyzerConfig) -> None:
     global _worker_analyzer
+    _die_with_parent()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     _worker_analyzer = get_analyzer(config)
     _worker_analyzer.warm()

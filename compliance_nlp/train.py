@@ -4,7 +4,7 @@ No pretrained download exists on an institution's air-gapped host, so the shippe
 models are small BERTs (2 layers, hidden 128) over a character vocabulary built from
 the project's own corpus (``data/build_corpus.py``: ~16k generated lines), trained on
 CPU in a few minutes on two cores. Seeded and deterministic: the same corpus and seed
-give the same weights. Labelled evaluation sets (dev, dev2, blind) are only *scored*,
+give the same weights. Labelled evaluation sets (dev, dev2, dev3, blind2) are only *scored*,
 never read for training. A bank with a better Chinese model fine-tunes it elsewhere and
 points ``intent_model_dir``/``violation_model_dir`` at it; nothing here is then needed.
 """
@@ -108,7 +108,11 @@ def train_classifier(
 ) -> dict[str, float]:
     """Train one sequence classifier and save it (safetensors) to ``out_dir``."""
     import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+    from transformers import (  # type: ignore[attr-defined]  # lazy export in transformers 5
+        BertConfig,
+        BertForSequenceClassification,
+        BertTokenizerFast,
+    )
 
     _seed_everything(options.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -126,7 +130,7 @@ def train_classifier(
         num_attention_heads=options.heads,
         intermediate_size=options.hidden_size * 2,
         max_position_embeddings=MAX_TOKENS + 32,
-        num_labels=len(labels),
+        num_labels=len(labels),  # type: ignore[call-arg]  # a PretrainedConfig kwarg
         id2label={i: lab for lab, i in label2id.items()},
         label2id=label2id,
         hidden_dropout_prob=0.1,
@@ -167,7 +171,7 @@ def train_classifier(
             scheduler.step()
             optimizer.zero_grad()
             step += 1
-    model.eval()
+    model.eval()  # type: ignore[no-untyped-call]
     model.save_pretrained(str(out_dir), safe_serialization=True)
     tokenizer.save_pretrained(str(out_dir))
     correct = 0

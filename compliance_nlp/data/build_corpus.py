@@ -2,10 +2,10 @@
 
     .venv/bin/python -m compliance_nlp.data.build_corpus
 
-Deterministic (seed 20240601). The development sets (dev.jsonl, dev2.jsonl) and the
-blind set (blind.jsonl) are NOT produced here: they were written by hand, with different
-phrasings and vocabulary, and are never read by training — that is what makes their
-figures honest.
+Deterministic (seed 20240601). The labelled sets (dev.jsonl, dev2.jsonl, dev3.jsonl —
+the first blind set — and the held-out blind2.jsonl) are NOT produced here: they were
+written by hand, with different phrasings and vocabulary, and are never read by
+training. dev3's misses were studied as *families* (concepts), never copied as lines.
 
 Two layers: the original templates (``T``, ``CLEAN_ADVISOR``, ``CUSTOMER``), and the
 concept phrasebook (``phrasebook.py``) wrapped in openers, closers, a neutral sentence on
@@ -13,7 +13,8 @@ either side and evasion spellings, with categories balanced and hard negatives i
 proportion, so the model learns the concept rather than the template.
 
 Record shape (the ``siyu nlp analyze`` shape plus labels):
-``{"id", "text", "role", "intent", "sentiment", "violations": [{"category"}], "pii": [{"type","start","end"}]}``
+``{"id", "text", "role", "intent", "sentiment", "violations": [{"category"}],
+"pii": [{"type","start","end"}]}``
 """
 
 from __future__ import annotations
@@ -558,7 +559,7 @@ def _evasion(text: str, rng: random.Random) -> str:
 
     choice = rng.randrange(5)
     if choice == 0:
-        return opencc.OpenCC("s2t").convert(text)
+        return str(opencc.OpenCC("s2t").convert(text))
     if choice == 1:
         return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in text)
     if choice == 2:
@@ -621,9 +622,10 @@ def _id_number(rng: random.Random) -> str:
     weights = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
     body = (
         rng.choice(["110101", "310104", "440106", "330102", "510107"])
-        + f"{rng.randint(1955, 2003)}{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}{rng.randint(0, 999):03d}"
+        + f"{rng.randint(1955, 2003)}{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}"
+        + f"{rng.randint(0, 999):03d}"
     )
-    return body + "10X98765432"[sum(int(d) * w for d, w in zip(body, weights)) % 11]
+    return body + "10X98765432"[sum(int(d) * w for d, w in zip(body, weights, strict=True)) % 11]
 
 
 def _pii_line(rng: random.Random) -> tuple[str, list[dict[str, Any]]]:

@@ -60,6 +60,9 @@ class Rule:
     question_exempt: bool
     negatable: bool
     evasion_severity: str | None
+    # A term right after one of these is another word: 企业微信 is the archived channel
+    # the rule wants advisors to stay on, not the personal WeChat it warns about.
+    not_after: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +111,51 @@ def _compile(patterns: list[str], where: str) -> tuple[re.Pattern[str], ...]:
         raise RuleDataError(f"{where}: bad pattern: {exc}") from exc
 
 
+_CLAUSE_GAP = "[^，。！？；,!?;\\n]"
+_SENTENCE_GAP = "[^。！？；!?;\\n]"
+
+
+def _concept_patterns(raw: list[dict[str, Any]], where: str) -> tuple[list[str], list[str]]:
+    """Compile concept co-occurrence families into patterns and their triggers.
+
+    A flat lexicon knows sentences; a concept family knows *ways of saying a thing*: any
+    word of each set, in order, within ``gap`` characters of the same clause (or of the
+    same sentence with ``"scope": "sentence"``). 问卷/测评 × 选/勾/填 × 激进/最高 covers
+    「问卷第5题选D就能到积极型」 and 「测评那几道题都勾最高的」 with one entry.
+    ``"gap_excludes_negation": true`` refuses a negator between the sets.
+    ``"ordered": false`` also accepts the sets in reverse order (two sets only).
+    The first set's words are the triggers, so the hot path stays one automaton pass.
+    """
+    patterns: list[str] = []
+    triggers: list[str] = []
+    for i, concept in enumerate(raw):
+        sets = concept.get("all")
+        if not isinstance(sets, list) or len(sets) < 2 or not all(sets):
+            raise RuleDataError(f"{where}: concept {i} needs 'all' with two or more word sets")
+        gap = int(concept.get("gap", 8))
+        scope = str(concept.get("scope", "clause"))
+        if scope not in ("clause", "sentence"):
+            raise RuleDataError(f"{where}: concept {i}: scope must be clause or sentence")
+        filler = _CLAUSE_GAP if scope == "clause" else _SENTENCE_GAP
+        if concept.get("gap_excludes_negation", False):
+            # 「业绩比较基准不等于到手收益」: a negator between the sets reverses the claim.
+            filler = filler[:-1] + "不没非别无未]"
+        filler += f"{{0,{gap}}}"
+        alts = [
+            "(?:" + "|".join(re.escape(w) for w in sorted(map(str, ws), key=len, reverse=True))
+            + ")"
+            for ws in sets
+        ]
+        patterns.append(filler.join(alts))
+        if not concept.get("ordered", True):
+            if len(alts) != 2:
+                raise RuleDataError(f"{where}: concept {i}: unordered needs exactly two sets")
+            patterns.append(filler.join(reversed(alts)))
+            triggers.extend(str(w) for w in sets[1])
+        triggers.extend(str(w) for w in sets[0])
+    return patterns, triggers
+
+
 def _rule(raw: dict[str, Any], bases: dict[str, str]) -> Rule:
     rid = str(raw["id"])
     category = str(raw["category"])
@@ -119,8 +167,9 @@ def _rule(raw: dict[str, Any], bases: dict[str, str]) -> Rule:
     basis = str(raw["basis"])
     if basis not in bases:
         raise RuleDataError(f"rule {rid}: unknown basis key {basis!r}")
-    patterns = _compile(list(raw.get("patterns", [])), rid)
-    triggers = tuple(raw.get("triggers", []))
+    concept_patterns, concept_triggers = _concept_patterns(list(raw.get("concepts", [])), rid)
+    patterns = _compile(list(raw.get("patterns", [])) + concept_patterns, rid)
+    triggers = tuple(dict.fromkeys([*raw.get("triggers", []), *concept_triggers]))
     if patterns and not triggers:
         raise RuleDataError(f"rule {rid}: patterns need triggers (keeps the hot path fast)")
     evasion = raw.get("evasion_severity")
@@ -139,6 +188,7 @@ def _rule(raw: dict[str, Any], bases: dict[str, str]) -> Rule:
         question_exempt=bool(raw.get("question_exempt", True)),
         negatable=bool(raw.get("negatable", True)),
         evasion_severity=str(evasion) if evasion else None,
+        not_after=tuple(str(w) for w in raw.get("not_after", [])),
     )
 
 

@@ -14,7 +14,7 @@ def _card(prefix: str = "622202020000123456") -> str:
 
 def _id_number(body: str = "11010119900307451") -> str:
     weights = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-    return body + "10X98765432"[sum(int(d) * w for d, w in zip(body, weights)) % 11]
+    return body + "10X98765432"[sum(int(d) * w for d, w in zip(body, weights, strict=True)) % 11]
 
 
 CARD = _card()

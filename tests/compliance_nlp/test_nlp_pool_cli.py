@@ -118,3 +118,60 @@ def test_cli_eval_prints_metrics(capsys: pytest.CaptureFixture[str], tmp_path: P
 def test_cli_eval_missing_file_is_exit_2(tmp_path: Path) -> None:
     args = _parser().parse_args(["nlp", "eval", str(tmp_path / "missing.jsonl")])
     assert args.func(args) == 2
+
+
+_ORPHAN_PARENT = """
+import asyncio, sys
+from compliance_nlp import AnalyzerConfig
+from compliance_nlp.pool import AnalyzerPool, _worker_ready
+
+async def main():
+    pool = AnalyzerPool(AnalyzerConfig(use_model=False), processes=1)
+    await pool.start()
+    pid = await asyncio.get_running_loop().run_in_executor(pool._require(), _worker_ready)
+    print(pid, flush=True)
+    await asyncio.sleep(120)
+
+asyncio.run(main())
+"""
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs; a zombie (dead, not yet reaped by init) counts as gone."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+            return not any(line.startswith("State:") and "Z" in line for line in fh)
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_pool_workers_die_when_the_parent_is_killed() -> None:
+    """A SIGKILLed owner runs no cleanup; its workers must not linger holding the model."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = Path(__file__).resolve().parents[2]
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _ORPHAN_PARENT], cwd=root, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert parent.stdout is not None
+        worker = int(parent.stdout.readline())
+        assert _alive(worker)
+        parent.kill()
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(worker), "pool worker outlived its killed parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        try:
+            os.kill(worker, signal.SIGKILL)
+        except (ProcessLookupError, UnboundLocalError):
+            pass

@@ -1,14 +1,17 @@
 """Quality on labelled data, computed with the shipped rules and models.
 
-Three labelled files, three roles:
+Four labelled files, two roles:
 
-- ``dev.jsonl`` and ``dev2.jsonl`` are *development* sets: their misses were studied
-  while the lexicon and corpus were broadened, so their figures are optimistic. They are
-  checked here as regression guards (the targets must keep holding on them), not as
-  evidence of generalisation.
-- ``blind.jsonl`` is the held-out set, written by an independent annotator who never saw
-  the rules, corpus or models. It is the only honest measure of the issue-3 targets;
-  when it is present, every target is asserted on it, computed, never hard-coded.
+- ``dev.jsonl``, ``dev2.jsonl`` and ``dev3.jsonl`` are *development* sets: their misses
+  were studied while the lexicon and corpus were broadened, so their figures are
+  optimistic. ``dev3.jsonl`` was the first blind set (an independent annotator); once it
+  had been measured and its misses studied it stopped being held out. They are checked
+  here as regression guards (the targets must keep holding on them), not as evidence of
+  generalisation.
+- ``blind2.jsonl`` is the held-out set, written by a second independent annotator who
+  never saw the rules, corpus or models, and never read while they were developed. It is
+  the only honest measure of the issue-3 targets; when it is present, every target is
+  asserted on it, computed, never hard-coded.
 
 No split is ever read for training (``build_corpus`` generates ``train.jsonl`` from the
 phrasebook and templates only); the disjointness tests below keep that true.
@@ -24,8 +27,8 @@ from compliance_nlp import Analyzer
 from compliance_nlp.evaluate import TARGETS, EvalReport, evaluate, read_jsonl
 
 DATA = Path(__file__).resolve().parents[2] / "compliance_nlp" / "data"
-BLIND = DATA / "blind.jsonl"
-DEV_SETS = ("dev.jsonl", "dev2.jsonl")
+BLIND = DATA / "blind2.jsonl"
+DEV_SETS = ("dev.jsonl", "dev2.jsonl", "dev3.jsonl")
 
 
 def _texts(name: str) -> set[str]:
@@ -51,13 +54,13 @@ def test_dev_set_target(dev_reports: dict[str, EvalReport], name: str, target: s
 
 
 needs_blind = pytest.mark.skipif(
-    not BLIND.is_file(), reason="blind.jsonl not delivered yet (independent annotator)"
+    not BLIND.is_file(), reason="blind2.jsonl not delivered yet (independent annotator)"
 )
 
 
 @needs_blind
 def test_blind_is_disjoint_from_training() -> None:
-    assert not _texts("train.jsonl") & _texts("blind.jsonl")
+    assert not _texts("train.jsonl") & _texts(BLIND.name)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +81,7 @@ KNOWN_GAPS = {"violation_recall", "category_hit", "intent_accuracy"}
     if t in KNOWN_GAPS else t
     for t in TARGETS
 ])
-def test_heldout_target(blind_report: EvalReport, target: str) -> None:
+def test_blind_heldout_target(blind_report: EvalReport, target: str) -> None:
     """The issue-3 targets on the blind held-out set."""
     op, bound = TARGETS[target]
     value = blind_report.metrics()[target]

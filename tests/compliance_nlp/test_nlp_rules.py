@@ -142,3 +142,56 @@ def test_model_alone_never_asserts_a_violation_by_default(analyzer: Analyzer) ->
     for text in ("合同号HT20250301-0042，金额80000元", "国债按期付息，到期还本"):
         result = analyzer.analyze(text, "advisor")
         assert all(f.severity == "review" for f in result.violations if f.source == "model")
+
+
+# Concept families (rules/lexicon.json ``concepts``): new surface forms of one concept,
+# none of them a line of any labelled set, each caught by a word-set co-occurrence.
+CONCEPT_FAMILIES = [
+    ("guaranteed_return", "这个您放心，亏不了的，就当存钱了"),
+    ("guaranteed_return", "每季度利息照发，一分不会少"),
+    ("guaranteed_return", "我跟您保证，明年这时候能拿回12万"),
+    ("guaranteed_return", "要是亏了，差额我个人给您补齐"),
+    ("misleading_promotion", "这个就跟存定期一样，只是利息高点"),
+    ("misleading_promotion", "回撤您不用看，长期拿着就行"),
+    ("misleading_promotion", "只剩最后3个名额了，赶紧"),
+    ("misleading_promotion", "近三年每年都赚8%，明年也会一样"),
+    ("off_book_dealing", "您直接转到我支付宝，我帮您下单"),
+    ("off_book_dealing", "这单不走系统，我私下给您办"),
+    ("off_book_dealing", "钱打我老婆卡上就行"),
+    ("improper_inducement", "您今天签了我额外送您一张500的京东卡"),
+    ("improper_inducement", "推荐朋友来买，每成交一单返您300"),
+    ("suitability_evasion", "风险问卷每题都选最激进的那个"),
+    ("suitability_evasion", "资产那栏写高点，不然买不了"),
+    ("suitability_evasion", "双录时您就照着念，别多说"),
+    ("suitability_evasion", "等级不够没关系，我帮您想办法"),
+    ("account_custody", "密码告诉我，我帮您输"),
+    ("insider_tip", "这只票下周肯定涨，消息可靠"),
+    ("disparagement", "他们家产品都是坑人的"),
+    ("disparagement", "那家银行快倒闭了，赶紧把钱取出来"),
+]
+
+CONCEPT_HARD_NEGATIVES = [
+    "这款产品有亏损风险，不能保证不会亏",
+    "请通过本行渠道认购，款项不要转给个人",
+    "风险测评请您按实际情况选择，我不能替您做",
+    "双录时请如实回答，不明白可以问工作人员",
+    "他们家的产品我不了解，不方便评价",
+    "这款跟存款不一样，是净值型产品，会有波动",
+    "业绩比较基准不代表实际收益",
+    "认购期到周五截止，您有需要可以提前准备",
+    "我给您发一下操作指引，您自己在APP里点",
+    "有事在企业微信找我就行",
+    "回撤数据在说明书第8页，您可以看一下",
+]
+
+
+@pytest.mark.parametrize(("category", "text"), CONCEPT_FAMILIES)
+def test_concept_family_is_caught(rules_only: Analyzer, category: str, text: str) -> None:
+    found = {f.category for f in rules_only.analyze(text, "advisor").violations
+             if f.severity == "violation"}
+    assert category in found, (text, found)
+
+
+@pytest.mark.parametrize("text", CONCEPT_HARD_NEGATIVES)
+def test_concept_family_hard_negative(rules_only: Analyzer, text: str) -> None:
+    assert rules_only.analyze(text, "advisor").violations == (), text
