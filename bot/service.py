@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
+from tortoise.models import Model
+from tortoise.transactions import in_transaction
 
 from bot import models
 from bot.models import OutboxState, RelationStatus
@@ -16,15 +18,30 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+M = TypeVar("M", bound=Model)
+
+
+async def _create_once(model: type[M], *, conn: BaseDBAsyncClient, **values: Any) -> M | None:
+    """Insert a row, or None when a concurrent worker inserted the same key first.
+
+    The insert runs in a savepoint: on PostgreSQL a unique violation aborts the
+    whole transaction otherwise, and the message would fail and be redelivered.
+    """
+    try:
+        async with in_transaction(conn.connection_name) as savepoint:
+            return await model.create(using_db=savepoint, **values)
+    except IntegrityError:
+        return None
+
+
 async def upsert_advisor(
     *, conn: BaseDBAsyncClient, userid: str, profile: dict[str, Any] | None = None
 ) -> models.Advisor:
     advisor = await models.Advisor.get_or_none(userid=userid, using_db=conn)
     if advisor is None:
-        try:
-            advisor = await models.Advisor.create(userid=userid, using_db=conn)
-        except IntegrityError:  # another worker created it first
-            advisor = await models.Advisor.get(userid=userid, using_db=conn)
+        advisor = await _create_once(models.Advisor, conn=conn, userid=userid) or (
+            await models.Advisor.get(userid=userid, using_db=conn)  # another worker won
+        )
     if profile:
         advisor.name = str(profile.get("name", advisor.name))[:128]
         dept = profile.get("department")
@@ -44,12 +61,9 @@ async def upsert_customer(
 ) -> models.Customer:
     customer = await models.Customer.get_or_none(external_userid=external_userid, using_db=conn)
     if customer is None:
-        try:
-            customer = await models.Customer.create(
-                external_userid=external_userid, needs_sync=needs_sync, using_db=conn
-            )
-        except IntegrityError:
-            customer = await models.Customer.get(external_userid=external_userid, using_db=conn)
+        customer = await _create_once(
+            models.Customer, conn=conn, external_userid=external_userid, needs_sync=needs_sync
+        ) or await models.Customer.get(external_userid=external_userid, using_db=conn)
     if contact:
         customer.name = str(contact.get("name", customer.name))[:128]
         customer.unionid = contact.get("unionid") or customer.unionid
@@ -113,10 +127,7 @@ async def get_advisor(*, conn: BaseDBAsyncClient, userid: str) -> models.Advisor
 
 async def insert_message(*, conn: BaseDBAsyncClient, **values: Any) -> models.Message | None:
     """Insert once: None if this (source, msgid) is already stored."""
-    try:
-        return await models.Message.create(using_db=conn, **values)
-    except IntegrityError:
-        return None
+    return await _create_once(models.Message, conn=conn, **values)
 
 
 async def message_exists(*, source: str, msgid: str) -> bool:
@@ -128,10 +139,7 @@ async def event_exists(*, event_key: str) -> bool:
 
 
 async def insert_event(*, conn: BaseDBAsyncClient, **values: Any) -> models.Event | None:
-    try:
-        return await models.Event.create(using_db=conn, **values)
-    except IntegrityError:
-        return None
+    return await _create_once(models.Event, conn=conn, **values)
 
 
 async def upsert_group_chat(
@@ -157,13 +165,10 @@ async def open_review_case(
     *, conn: BaseDBAsyncClient, message: models.Message, advisor_userid: str,
     categories: list[str], severity: str,
 ) -> models.ReviewCase | None:
-    try:
-        return await models.ReviewCase.create(
-            message=message, advisor_userid=advisor_userid, categories=categories,
-            severity=severity, using_db=conn,
-        )
-    except IntegrityError:
-        return None
+    return await _create_once(
+        models.ReviewCase, conn=conn, message=message, advisor_userid=advisor_userid,
+        categories=categories, severity=severity,
+    )  # fmt: skip
 
 
 async def raise_alert(
@@ -171,14 +176,11 @@ async def raise_alert(
     advisor_userid: str | None = None, external_userid: str | None = None,
     msgid: str | None = None, detail: dict[str, Any] | None = None,
 ) -> models.Alert | None:
-    try:
-        return await models.Alert.create(
-            idem_key=idem_key, kind=kind, recipient_userid=recipient_userid,
-            advisor_userid=advisor_userid, external_userid=external_userid, msgid=msgid,
-            detail=detail or {}, using_db=conn,
-        )
-    except IntegrityError:
-        return None
+    return await _create_once(
+        models.Alert, conn=conn, idem_key=idem_key, kind=kind,
+        recipient_userid=recipient_userid, advisor_userid=advisor_userid,
+        external_userid=external_userid, msgid=msgid, detail=detail or {},
+    )  # fmt: skip
 
 
 async def enqueue_outbox(
@@ -187,13 +189,10 @@ async def enqueue_outbox(
     not_before: datetime | None = None,
 ) -> models.OutboxItem | None:
     """Add a WeCom write to the outbox once per business key."""
-    try:
-        return await models.OutboxItem.create(
-            idem_key=idem_key, api=api, payload=payload, secret_kind=secret_kind,
-            next_attempt_at=not_before or now(), using_db=conn,
-        )
-    except IntegrityError:
-        return None
+    return await _create_once(
+        models.OutboxItem, conn=conn, idem_key=idem_key, api=api, payload=payload,
+        secret_kind=secret_kind, next_attempt_at=not_before or now(),
+    )  # fmt: skip
 
 
 async def due_outbox_ids(*, at: datetime, limit: int) -> list[int]:

@@ -47,6 +47,9 @@ class Worker:
         self.settings = settings
         self.metrics = metrics
         self.consumer = consumer or consumer_name()
+        # Entries this worker failed, retried soon by itself with backoff rather
+        # than after claim_idle_ms (which exists for *dead* workers).
+        self._retry_at: dict[str, float] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         # Nothing may end this loop but ``stop``: the task would die unobserved
@@ -100,6 +103,19 @@ class Worker:
     async def run_once(self, *, block_ms: int | None = None) -> int:
         """Reclaim stale entries, then read new ones; return how many were handled."""
         handled = 0
+        loop_time = asyncio.get_running_loop().time()
+        due = [sid for sid, at in self._retry_at.items() if at <= loop_time]
+        if due:
+            for sid in due:
+                del self._retry_at[sid]
+            # XCLAIM to ourselves counts a delivery, so max_deliveries still holds.
+            mine = await self.redis.xclaim(
+                self.stream.stream, self.stream.group, self.consumer, min_idle_time=0,
+                message_ids=due,
+            )  # fmt: skip
+            entries_due = [(sid, fields) for sid, fields in mine if fields]
+            if entries_due:
+                handled += await self._handle(entries_due, reclaimed=True)
         claimed = await self.redis.xautoclaim(
             self.stream.stream, self.stream.group, self.consumer,
             min_idle_time=self.settings.claim_idle_ms, start_id="0-0",
@@ -153,6 +169,10 @@ class Worker:
             if item.deliveries >= self.settings.max_deliveries:
                 await self._dead_letter(item.stream_id, raw[item.stream_id], repr(result),
                                         item.deliveries)
+            else:
+                backoff = min(0.25 * 2 ** (item.deliveries - 1), 10.0)
+                now = asyncio.get_running_loop().time()
+                self._retry_at[item.stream_id] = now + backoff
         if done:
             await self._ack(done)
         return len(entries)

@@ -49,9 +49,27 @@ def dialect_of(url: str) -> str:
     raise ValueError(f"unsupported SIYU_DATABASE_URL scheme: {url.split(':', 1)[0]!r}")
 
 
-def tortoise_config(database_url: str) -> dict[str, Any]:
+def _sqlite_connection(database_url: str) -> dict[str, Any]:
+    path = database_url.split("://", 1)[1].split("?", 1)[0]
     return {
-        "connections": {"default": database_url},
+        "engine": "core.sqlite_engine",
+        "credentials": {
+            "file_path": path,
+            # WAL lets readers work while a worker writes; busy_timeout lets
+            # several worker processes share one file (see core.sqlite_engine).
+            "journal_mode": "WAL",
+            "busy_timeout": 10000,
+            "synchronous": "NORMAL",
+        },
+    }
+
+
+def tortoise_config(database_url: str) -> dict[str, Any]:
+    connection: Any = database_url
+    if dialect_of(database_url) == "sqlite":
+        connection = _sqlite_connection(database_url)
+    return {
+        "connections": {"default": connection},
         "apps": {"models": {"models": MODEL_MODULES, "default_connection": "default"}},
         "use_tz": True,
         "timezone": "UTC",
@@ -132,13 +150,6 @@ async def init_db(settings: Settings) -> None:
     # Global fallback: aiohttp runs handlers in tasks that do not inherit the
     # context the app was started in.
     await Tortoise.init(config=tortoise_config(settings.database_url), _enable_global_fallback=True)
-    if dialect_of(settings.database_url) == "sqlite":
-        conn = Tortoise.get_connection("default")
-        # WAL lets the console read while a worker writes; busy_timeout lets
-        # several worker processes share one SQLite file without "database is locked".
-        await conn.execute_script("PRAGMA journal_mode=WAL")
-        await conn.execute_script("PRAGMA busy_timeout=10000")
-        await conn.execute_script("PRAGMA synchronous=NORMAL")
 
 
 async def close_db() -> None:
