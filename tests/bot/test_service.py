@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
+import asyncio
 import sys
 
 import pytest
@@ -31,7 +31,7 @@ async def test_sqlite_writer_waits_for_another_process_instead_of_failing(
     if not settings.database_url.startswith("sqlite"):
         pytest.skip("SQLite locking only")
     path = settings.database_url.split("://", 1)[1]
-    holder = subprocess.Popen([sys.executable, "-c", f"""
+    holder = await asyncio.create_subprocess_exec(sys.executable, "-c", f"""
 import sqlite3, sys, time
 c = sqlite3.connect({path!r}, isolation_level=None)
 c.execute("BEGIN IMMEDIATE")
@@ -40,15 +40,16 @@ c.execute("INSERT INTO bot_advisor (created_at, updated_at, userid, name, depart
 print("locked", flush=True)
 time.sleep(1.5)
 c.execute("COMMIT")
-"""], stdout=subprocess.PIPE, text=True)
+""", stdout=asyncio.subprocess.PIPE)
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        assert holder.stdout is not None
+        assert (await holder.stdout.readline()).strip() == b"locked"
         async with in_transaction() as conn:
             # Read, then write: the pattern that fails under a plain BEGIN.
             await bot_service.get_advisor(conn=conn, userid="me")
             await bot_service.upsert_advisor(conn=conn, userid="me")
     finally:
-        holder.wait(timeout=10)
+        await asyncio.wait_for(holder.wait(), timeout=10)
     rows = await models.Advisor.filter(userid__in=["me", "other-process"]).order_by("id")
     # Ours committed after the other process's: it waited for the lock, not failed.
     assert [r.userid for r in rows] == ["other-process", "me"]
