@@ -125,15 +125,17 @@ class Pipeline:
                     drafts.append(exc)
 
         with self._timed("skip_stored"):
-            fresh: list[bool] = []
-            for d in drafts:
-                if isinstance(d, MessageDraft):
-                    fresh.append(not await bot_service.message_exists(
-                        source=d.source.value, msgid=d.msgid))
-                elif isinstance(d, EventDraft):
-                    fresh.append(not await bot_service.event_exists(event_key=d.event_key))
-                else:
-                    fresh.append(False)
+            # Two queries per batch, not one per item.
+            stored_msgs = await bot_service.stored_message_keys(keys=[
+                (d.source.value, d.msgid) for d in drafts if isinstance(d, MessageDraft)])
+            stored_events = await bot_service.stored_event_keys(keys=[
+                d.event_key for d in drafts if isinstance(d, EventDraft)])
+            fresh = [
+                (d.source.value, d.msgid) not in stored_msgs if isinstance(d, MessageDraft)
+                else d.event_key not in stored_events if isinstance(d, EventDraft)
+                else False
+                for d in drafts
+            ]
 
         to_analyse = [
             i for i, d in enumerate(drafts)

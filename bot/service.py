@@ -130,6 +130,23 @@ async def insert_message(*, conn: BaseDBAsyncClient, **values: Any) -> models.Me
     return await _create_once(models.Message, conn=conn, **values)
 
 
+async def stored_message_keys(*, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which (source, msgid) pairs are already stored."""
+    if not keys:
+        return set()
+    rows = await models.Message.filter(msgid__in=[m for _, m in keys]).values_list(
+        "source", "msgid"
+    )
+    return {(str(s), str(m)) for s, m in rows} & set(keys)
+
+
+async def stored_event_keys(*, keys: list[str]) -> set[str]:
+    if not keys:
+        return set()
+    rows = await models.Event.filter(event_key__in=keys).values_list("event_key", flat=True)
+    return {str(k) for k in rows}
+
+
 async def message_exists(*, source: str, msgid: str) -> bool:
     return await models.Message.filter(source=source, msgid=msgid).exists()
 
