@@ -111,7 +111,7 @@ class Worker:
             # XCLAIM to ourselves counts a delivery, so max_deliveries still holds.
             mine = await self.redis.xclaim(
                 self.stream.stream, self.stream.group, self.consumer, min_idle_time=0,
-                message_ids=due,
+                message_ids=list[Any](due),
             )  # fmt: skip
             entries_due = [(sid, fields) for sid, fields in mine if fields]
             if entries_due:
