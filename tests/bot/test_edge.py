@@ -123,3 +123,20 @@ async def test_metrics_and_health(edge: Edge) -> None:
     async with edge.session.get(f"{edge.base}/readyz") as resp:
         assert resp.status == 200
         assert (await resp.json())["checks"] == {"redis": "ok", "database": "ok"}
+
+
+async def test_logs_carry_ids_not_bodies(edge: Edge, caplog) -> None:  # type: ignore[no-untyped-def]
+    import logging
+
+    from core.logs import JsonFormatter
+
+    caplog.set_level(logging.DEBUG)
+    secret_text = "身份证110101199003074514，电话13812345678"
+    await edge.post_callback(text_msg("7300000000000000077", secret_text))
+    await edge.post_callback(text_msg("7300000000000000077", secret_text) + "<bad")  # refused
+    await edge.process_all()
+    fmt = JsonFormatter()
+    lines = [fmt.format(r) for r in caplog.records]
+    assert lines, "expected some log lines"
+    for line in lines:
+        assert "13812345678" not in line and "110101199003074514" not in line
