@@ -124,8 +124,9 @@ class Analyzer:
                 intents[i] = self.keyword_intent.classify(norms[i].text)
 
         model_findings: dict[int, list[Finding]] = {}
+        clean_probs: dict[int, float] = {}
         if self.violation_model is not None and advisor_idx:
-            model_findings = self._model_findings(
+            model_findings, clean_probs = self._model_findings(
                 [norms[i].text for i in advisor_idx],
                 [checked[i][0] for i in advisor_idx],
                 advisor_idx,
@@ -137,7 +138,10 @@ class Analyzer:
             findings: list[Finding] = []
             if role == "advisor":
                 findings = self._combine(
-                    self.matcher.find(norms[i]), model_findings.get(i, []), norms[i].text
+                    self.matcher.find(norms[i]),
+                    model_findings.get(i, []),
+                    norms[i].text,
+                    clean_probs.get(i, 0.0),
                 )
             intent: str | None = None
             intent_score: float | None = None
@@ -161,32 +165,59 @@ class Analyzer:
         return results
 
     def _combine(
-        self, rule_findings: list[Finding], model: list[Finding], text: str
+        self, rule_findings: list[Finding], model: list[Finding], text: str, clean_prob: float
     ) -> list[Finding]:
         """Merge what the rules and the model found; each finding keeps its source.
 
-        - The model agreeing with a rule's *review* finding (same category, at or above
-          ``model_agree_threshold``) corroborates it: the rule finding becomes a violation.
-        - A model finding in a category no rule found is added. It is a violation only
-          when no rule fired at all, the model is at or above
-          ``model_violation_threshold``, and the text has no negation, question or
+        Thresholds are calibrated on the development sets (``AnalyzerConfig``), so that
+        model-made violations keep clean lines flagged at most ~3% there:
+
+        - The model agreeing with a rule finding (same category, at or above
+          ``model_agree_threshold``) corroborates it: a rule *review* becomes a violation.
+        - The model naming another category than the rules, at or above
+          ``model_agree_threshold`` while a rule already made the line a violation, adds
+          its category as a violation: the line is flagged either way, and the model's
+          per-category head is more often right about *which* rule was broken than a
+          keyword that happens to be present (「转我私卡，系统那边我来搞定」 is off-book,
+          not suitability evasion).
+        - A model finding on a line no rule flagged is a violation at or above
+          ``model_violation_threshold`` when the text has no negation, question or
           quotation cue — the frames the clause-scoped rules exist to read, and where a
-          small model is most often confidently wrong (「这是一款非保本产品」).
+          small model is most often confidently wrong (「这是一款非保本产品」) — or at or
+          above ``model_framed_threshold`` when it has one; otherwise it queues for
+          review.
+        - The model sure the line is clean (``clean_prob`` at or above
+          ``model_veto_threshold``) turns rule violations on a line that warns the
+          customer (a ``report_cues`` word: 报警, 警惕, 别信 …) into review findings:
+          「如果有人让您加私人微信转账，请直接报警」 names the act to warn against it.
         """
-        findings = list(rule_findings)
         cfg = self.config
+        findings = list(rule_findings)
+        rule_violation = any(f.severity == "violation" for f in findings)
+        framed = self._has_frame_cue(text)
+        warns = any(c in text for c in self.ruleset.cues.report_cues)
+        if rule_violation and not model and warns and clean_prob >= cfg.model_veto_threshold:
+            findings = [replace(f, severity="review") for f in findings]
+            rule_violation = False
         for m in model:
+            score = m.score or 0.0
             same = [f for f in findings if f.category == m.category]
             if same:
-                if m.score is not None and m.score >= cfg.model_agree_threshold:
+                if score >= cfg.model_agree_threshold:
                     findings = [
                         replace(f, severity="violation") if f in same and f.source == "rule" else f
                         for f in findings
                     ]
                 continue
-            if m.severity == "violation" and (rule_findings or self._has_frame_cue(text)):
-                m = replace(m, severity="review")
-            findings.append(m)
+            if rule_violation and score >= cfg.model_agree_threshold:
+                severity: Severity = "violation"
+            elif not rule_violation and score >= (
+                cfg.model_framed_threshold if framed else cfg.model_violation_threshold
+            ):
+                severity = "violation"
+            else:
+                severity = "review"
+            findings.append(replace(m, severity=severity))
         return findings
 
     def _has_frame_cue(self, text: str) -> bool:
@@ -201,18 +232,22 @@ class Analyzer:
 
     def _model_findings(
         self, model_texts: list[str], texts: list[str], indices: list[int]
-    ) -> dict[int, list[Finding]]:
+    ) -> tuple[dict[int, list[Finding]], dict[int, float]]:
+        """The model's finding per advisor line, and how sure it is the line is clean."""
         assert self.violation_model is not None
         out: dict[int, list[Finding]] = {}
+        clean: dict[int, float] = {}
         cfg = self.config
         model = self.violation_model
         for i, text, pred in zip(indices, texts, model.predict(model_texts), strict=True):
             # Labels outside the taxonomy (none/clean/O/LABEL_0) mean "nothing found".
-            if pred.label not in CATEGORIES or pred.score < cfg.model_review_threshold:
+            if pred.label not in CATEGORIES:
+                clean[i] = pred.score
                 continue
-            severity: Severity = (
-                "violation" if pred.score >= cfg.model_violation_threshold else "review"
-            )
+            if pred.score < cfg.model_review_threshold:
+                continue
+            # Severity is decided in ``_combine``, where the rules' view is known.
+            severity: Severity = "review"
             stripped = text.strip()
             start = text.find(stripped) if stripped else 0
             end = start + len(stripped)
@@ -229,7 +264,7 @@ class Analyzer:
                     score=round(pred.score, 4),
                 )
             ]
-        return out
+        return out, clean
 
 
 def _without_pii(text: str, pii: Sequence[PiiMatch]) -> str:

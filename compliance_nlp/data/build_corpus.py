@@ -2,13 +2,16 @@
 
     .venv/bin/python -m compliance_nlp.data.build_corpus
 
-Deterministic (seed 20240601). The labelled sets (dev.jsonl, dev2.jsonl, dev3.jsonl —
-the first blind set — and the held-out blind2.jsonl) are NOT produced here: they were
-written by hand, with different phrasings and vocabulary, and are never read by
-training. dev3's misses were studied as *families* (concepts), never copied as lines.
+Deterministic (seed 20240601). The labelled sets (dev.jsonl, dev2.jsonl, and dev3.jsonl
+and dev4.jsonl — the first and second blind sets — and the held-out blind3.jsonl) are
+NOT produced here: they were written by hand, with different phrasings and vocabulary,
+and are never read by training. dev3's and dev4's misses were studied as *families*
+(concepts), never copied as lines.
 
-Two layers: the original templates (``T``, ``CLEAN_ADVISOR``, ``CUSTOMER``), and the
-concept phrasebook (``phrasebook.py``) wrapped in openers, closers, a neutral sentence on
+Three layers: the original templates (``T``, ``CLEAN_ADVISOR``, ``CUSTOMER``), the
+slot grammar (``grammar.py``: concept paraphrases, their negated twins, service chat),
+and the concept phrasebook (``phrasebook.py``) wrapped in openers, closers, a neutral
+sentence on
 either side and evasion spellings, with categories balanced and hard negatives in
 proportion, so the model learns the concept rather than the template.
 
@@ -24,6 +27,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from compliance_nlp.data import grammar
 from compliance_nlp.data.phrasebook import (
     CLEAN_CORES,
     CLOSERS,
@@ -697,6 +701,24 @@ def _concept_rows(rng: random.Random, add: Any) -> None:
             add(text, "customer", intent=intent, sentiment=SENT.get(intent))
 
 
+# Third pass (``grammar.py``): slot-composed paraphrases per concept, their negated
+# twins, and ordinary service chat as the bulk of the clean class. Its own RNG, so the
+# earlier layers generate exactly what they did before.
+_GRAMMAR_PER_CATEGORY = 600
+_GRAMMAR_SERVICE = 4000
+_GRAMMAR_NEGATED = 1600
+_GRAMMAR_PER_INTENT = 260
+
+
+def _grammar_rows(rng: random.Random, add: Any) -> None:
+    for text, category in grammar.violation_lines(rng, _GRAMMAR_PER_CATEGORY):
+        add(text, "advisor", violations=[{"category": category}])
+    for text in grammar.clean_lines(rng, _GRAMMAR_SERVICE, _GRAMMAR_NEGATED):
+        add(text, "advisor")
+    for text, intent in grammar.customer_lines(rng, _GRAMMAR_PER_INTENT):
+        add(text, "customer", intent=intent, sentiment=SENT.get(intent))
+
+
 def build(seed: int = SEED) -> list[dict[str, Any]]:
     rng = random.Random(seed)
     rows: list[dict[str, Any]] = []
@@ -738,6 +760,7 @@ def build(seed: int = SEED) -> list[dict[str, Any]]:
     for tpl in NON_PII:
         for _ in range(4):
             add(_fill(tpl, rng), rng.choice(["advisor", "customer"]))
+    _grammar_rows(random.Random(seed + 1), add)
     rng.shuffle(rows)
     return rows
 

@@ -98,3 +98,36 @@ def test_smoke_train_into_tmp_dir(tmp_path: Path) -> None:
         ),
     )
     assert result.intent in INTENTS
+
+
+def test_warning_against_an_act_is_not_a_violation(analyzer: Analyzer) -> None:
+    """Naming an off-book act to warn the customer away from it: review at most."""
+    result = analyzer.analyze("要是有人让您把钱转到私人微信，请马上报警", "advisor")
+    assert not result.has_violation
+
+
+@pytest.mark.parametrize(
+    ("text", "category", "not_category"),
+    [
+        # A certain price move is an insider tip / 确定性涨跌判断, not a return promise.
+        ("这只票肯定反弹，板上钉钉", "insider_tip", "guaranteed_return"),
+        # A gift left out of the contract is an inducement, not a hidden guarantee.
+        ("签约就送您两瓶茅台，合同上不写", "improper_inducement", "guaranteed_return"),
+    ],
+)
+def test_category_follows_the_concept(
+    analyzer: Analyzer, text: str, category: str, not_category: str
+) -> None:
+    found = {
+        f.category
+        for f in analyzer.analyze(text, "advisor").violations
+        if f.severity == "violation"
+    }
+    assert category in found and not_category not in found
+
+
+def test_model_category_is_added_to_a_flagged_line(analyzer: Analyzer) -> None:
+    """Findings from rules and model each keep their source; the line stays flagged."""
+    result = analyzer.analyze("钱转到我老婆卡上，我帮您买，比走系统快", "advisor")
+    assert result.has_violation
+    assert "off_book_dealing" in {f.category for f in result.violations}

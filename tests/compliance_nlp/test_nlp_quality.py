@@ -1,14 +1,15 @@
 """Quality on labelled data, computed with the shipped rules and models.
 
-Four labelled files, two roles:
+Five labelled files, two roles:
 
-- ``dev.jsonl``, ``dev2.jsonl`` and ``dev3.jsonl`` are *development* sets: their misses
-  were studied while the lexicon and corpus were broadened, so their figures are
-  optimistic. ``dev3.jsonl`` was the first blind set (an independent annotator); once it
-  had been measured and its misses studied it stopped being held out. They are checked
+- ``dev.jsonl``, ``dev2.jsonl``, ``dev3.jsonl`` and ``dev4.jsonl`` are *development*
+  sets: their misses were studied while the lexicon, corpus and models were broadened,
+  and the model thresholds are calibrated on them, so their figures are optimistic.
+  ``dev3.jsonl`` and ``dev4.jsonl`` were the first and second blind sets (independent
+  annotators); once measured and studied they stopped being held out. They are checked
   here as regression guards (the targets must keep holding on them), not as evidence of
   generalisation.
-- ``blind2.jsonl`` is the held-out set, written by a second independent annotator who
+- ``blind3.jsonl`` is the held-out set, written by a third independent annotator who
   never saw the rules, corpus or models, and never read while they were developed. It is
   the only honest measure of the issue-3 targets; when it is present, every target is
   asserted on it, computed, never hard-coded.
@@ -27,8 +28,8 @@ from compliance_nlp import Analyzer
 from compliance_nlp.evaluate import TARGETS, EvalReport, evaluate, read_jsonl
 
 DATA = Path(__file__).resolve().parents[2] / "compliance_nlp" / "data"
-BLIND = DATA / "blind2.jsonl"
-DEV_SETS = ("dev.jsonl", "dev2.jsonl", "dev3.jsonl")
+BLIND = DATA / "blind3.jsonl"
+DEV_SETS = ("dev.jsonl", "dev2.jsonl", "dev3.jsonl", "dev4.jsonl")
 
 
 def _texts(name: str) -> set[str]:
@@ -45,16 +46,29 @@ def dev_reports(analyzer: Analyzer) -> dict[str, EvalReport]:
     return {name: evaluate(read_jsonl(DATA / name), analyzer) for name in DEV_SETS}
 
 
+# dev4 (the second blind set) is not yet met on every target even after its misses
+# were studied: the learned model generalises only part of the way and its threshold is
+# held where clean lines stay flagged <= 3%. Strict, so reaching one fails until it is
+# removed here.
+DEV_GAPS = {("dev4.jsonl", "violation_recall")}
+
+
 @pytest.mark.parametrize("name", DEV_SETS)
 @pytest.mark.parametrize("target", list(TARGETS))
-def test_dev_set_target(dev_reports: dict[str, EvalReport], name: str, target: str) -> None:
+def test_dev_set_target(
+    request: pytest.FixtureRequest, dev_reports: dict[str, EvalReport], name: str, target: str
+) -> None:
+    if (name, target) in DEV_GAPS:
+        request.applymarker(
+            pytest.mark.xfail(strict=True, reason="issue 3: dev4 target not met yet")
+        )
     op, bound = TARGETS[target]
     value = dev_reports[name].metrics()[target]
     assert (value >= bound) if op == ">=" else (value <= bound), f"{name}: {target}={value:.3f}"
 
 
 needs_blind = pytest.mark.skipif(
-    not BLIND.is_file(), reason="blind2.jsonl not delivered yet (independent annotator)"
+    not BLIND.is_file(), reason="blind3.jsonl not delivered yet (independent annotator)"
 )
 
 
