@@ -6,12 +6,14 @@ fails mid-way neither exists and WeCom's retry (after our 503) queues it.
 Payloads are sealed with the field key: nothing from a chat sits in Redis in
 clear before it has been analysed and masked.
 
-Concurrent enqueues share a round trip: callers that arrive while a batch is
-in flight go out together in the next pipeline.  redis-py spends ~100 µs of CPU
-per command (pack, socket write, read, parse), a third of the receiver's whole
-cost per callback; pipelined it is ~20-30 µs an item (``bench/callback.py``).
+Concurrent enqueues share one command: callers that arrive while a batch is
+in flight go out together as one EVALSHA that handles every item.  redis-py
+spends ~100 µs of CPU per command and a few µs per argument in pure-Python
+packing, a third of the receiver's whole cost per callback if sent one by
+one (``bench/callback.py``); so the script takes the fewest arguments per item.
 At low load a batch is one item and waits only for the next turn of the event
 loop.  Each caller still gets its own result, or the batch's Redis error (→ 503).
+Items of a batch are independent: each is deduplicated and appended on its own.
 """
 
 from __future__ import annotations
@@ -29,24 +31,53 @@ from redis.exceptions import NoScriptError
 from bot.schemas import QueuedItem, Source
 from core.crypto import Keyring
 
+# KEYS[1] the stream; per item i (0-based): KEYS[2+2i] its nonce key,
+# KEYS[3+2i] its dedup key.  ARGV[1] nonce TTL, ARGV[2] dedup TTL, ARGV[3]
+# the receive time (ms); per item ARGV[4+4i..7+4i]: signature ('' = no nonce
+# check), source, dedup key, sealed payload.
 ENQUEUE_LUA = """
-if ARGV[1] == '1' then
-  local prev = redis.call('GET', KEYS[1])
-  if prev and prev ~= ARGV[2] then return 'replay' end
-  if not prev then redis.call('SET', KEYS[1], ARGV[2], 'EX', tonumber(ARGV[3])) end
+local out = {}
+local n = (#KEYS - 1) / 2
+for i = 0, n - 1 do
+  local nonce_key, dedup_key = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
+  local a = 4 + 4 * i
+  local sig, res = ARGV[a], nil
+  if sig ~= '' then
+    local prev = redis.call('GET', nonce_key)
+    if prev and prev ~= sig then res = 'replay' end
+    if not prev then redis.call('SET', nonce_key, sig, 'EX', tonumber(ARGV[1])) end
+  end
+  if not res then
+    if not redis.call('SET', dedup_key, '1', 'NX', 'EX', tonumber(ARGV[2])) then
+      res = 'duplicate'
+    else
+      res = redis.call('XADD', KEYS[1], '*', 'src', ARGV[a + 1], 'key', ARGV[a + 2],
+                       'p', ARGV[a + 3], 't', ARGV[3])
+    end
+  end
+  out[#out + 1] = res
 end
-if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', tonumber(ARGV[4])) then
-  return 'duplicate'
-end
-return redis.call('XADD', KEYS[3], '*', unpack(ARGV, 5))
+return out
 """
 
 EnqueueOutcome = Literal["queued", "duplicate", "replay"]
 
-#: Most enqueue scripts sent in one pipeline; more wait for the next round trip.
+#: Most items in one script call; more wait for the next round trip.
 MAX_ENQUEUE_BATCH = 128
 
-_Pending = tuple[list[str], list[Any], "asyncio.Future[Any]"]
+
+@dataclass(frozen=True)
+class _Item:
+    nonce_key: bytes
+    dedup_key: bytes
+    signature: bytes
+    nonce_ttl: int
+    source: bytes
+    key: bytes
+    sealed: bytes
+
+
+_Pending = tuple[_Item, "asyncio.Future[Any]"]
 
 
 @dataclass(frozen=True)
@@ -102,30 +133,26 @@ class InboundStream:
             json.dumps(payload, ensure_ascii=False, separators=(",", ":")),
             aad=payload_aad(dedup_key),
         )
-        nonce_key = f"{self.ns}:nonce:{nonce[0]}" if nonce else f"{self.ns}:nonce:-"
-        args: list[Any] = [
-            "1" if nonce else "0",
-            nonce[1] if nonce else "",
-            nonce[2] if nonce else 0,
-            self.dedup_ttl_s,
-            "src", source.value,
-            "key", dedup_key,
-            "p", sealed,
-            "t", str(int(time.time() * 1000)),
-        ]  # fmt: skip
-        res = await self._run_enqueue(
-            [nonce_key, self.dedup_redis_key(dedup_key), self.stream], args
+        item = _Item(
+            nonce_key=f"{self.ns}:nonce:{nonce[0] if nonce else '-'}".encode(),
+            dedup_key=self.dedup_redis_key(dedup_key).encode(),
+            signature=(nonce[1] if nonce else "").encode(),
+            nonce_ttl=nonce[2] if nonce else 0,
+            source=source.value.encode(),
+            key=dedup_key.encode(),
+            sealed=sealed.encode(),
         )
+        res = await self._run_enqueue(item)
         text = res.decode() if isinstance(res, bytes) else str(res)
         if text in ("duplicate", "replay"):
             return EnqueueResult(outcome=text)  # type: ignore[arg-type]
         return EnqueueResult(outcome="queued", stream_id=text)
 
-    async def _run_enqueue(self, keys: list[str], args: list[Any]) -> Any:
+    async def _run_enqueue(self, item: _Item) -> Any:
         """Run the enqueue script for one item, coalesced with concurrent callers."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
-        self._pending.append((keys, args, fut))
+        self._pending.append((item, fut))
         flusher = self._flusher
         if flusher is None or flusher.done() or flusher.get_loop() is not loop:
             self._flusher = loop.create_task(self._flush(), name="inbound-enqueue")
@@ -140,15 +167,15 @@ class InboundStream:
             try:
                 results = await self._execute(batch)
             except asyncio.CancelledError:
-                for _keys, _args, fut in batch:
+                for _item, fut in batch:
                     fut.cancel()
                 raise
             except Exception as exc:  # noqa: BLE001 - Redis down: every caller answers 503
-                for _keys, _args, fut in batch:
+                for _item, fut in batch:
                     if not fut.done():
                         fut.set_exception(exc)
                 continue
-            for (_keys, _args, fut), res in zip(batch, results, strict=True):
+            for (_item, fut), res in zip(batch, results, strict=True):
                 if fut.done():
                     continue
                 if isinstance(res, Exception):
@@ -157,20 +184,21 @@ class InboundStream:
                     fut.set_result(res)
 
     async def _execute(self, batch: list[_Pending]) -> list[Any]:
-        results = await self._pipeline(batch)
-        redo = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
-        if redo:  # Redis restarted or SCRIPT FLUSH: load the script once, run those again
+        keys: list[bytes] = [self.stream.encode()]
+        args: list[Any] = [
+            max(max(item.nonce_ttl for item, _ in batch), 1),
+            self.dedup_ttl_s,
+            str(int(time.time() * 1000)).encode(),
+        ]
+        for item, _fut in batch:
+            keys += (item.nonce_key, item.dedup_key)
+            args += (item.signature, item.source, item.key, item.sealed)
+        try:
+            out = await self.redis.evalsha(self._script.sha, len(keys), *keys, *args)  # type: ignore[misc]
+        except NoScriptError:  # Redis restarted or SCRIPT FLUSH: load it, run again
             await self.redis.script_load(ENQUEUE_LUA)
-            for i, res in zip(redo, await self._pipeline([batch[i] for i in redo]),
-                              strict=True):
-                results[i] = res
-        return results
-
-    async def _pipeline(self, batch: list[_Pending]) -> list[Any]:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for keys, args, _fut in batch:
-                pipe.evalsha(self._script.sha, len(keys), *keys, *args)
-            return list(await pipe.execute(raise_on_error=False))
+            out = await self.redis.evalsha(self._script.sha, len(keys), *keys, *args)  # type: ignore[misc]
+        return list(out)
 
     async def ensure_group(self) -> None:
         try:

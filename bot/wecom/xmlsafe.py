@@ -58,6 +58,16 @@ def parse_root(data: str | bytes) -> ET.Element:
     """Parse ``data`` into an element tree root, refusing DTDs and entities."""
     if not data.strip():
         raise XmlError("malformed_xml", "empty XML document")
+    if isinstance(data, str) and "<!DOCTYPE" not in data and "<!ENTITY" not in data:
+        # Decrypted text (already a str, so no encoding trick can hide a
+        # declaration from this check) without a DOCTYPE cannot declare an
+        # entity or reach an external resource: expat knows only the five
+        # predefined entities then.  The C parser reads it ~3x faster than
+        # defusedxml's pure-Python one; anything with a declaration goes there.
+        try:
+            return ET.fromstring(data)  # noqa: S314 - DTD-free by the check above
+        except ET.ParseError as exc:
+            raise XmlError("malformed_xml", f"malformed XML: {exc}") from exc
     try:
         root: ET.Element = SafeET.fromstring(
             data, forbid_dtd=True, forbid_entities=True, forbid_external=True

@@ -94,3 +94,20 @@ def test_hostile_nesting_in_envelope_does_not_crash_the_signature_check() -> Non
     with pytest.raises(CallbackError) as exc_info:
         crypto.decrypt_body(msg_signature="x", timestamp="1", nonce="n", body=body)
     assert (exc_info.value.status, exc_info.value.reason) == (403, "bad_signature")
+
+
+def test_decrypted_text_with_a_doctype_still_refused() -> None:
+    """The fast path for decrypted str input never sees a declaration."""
+    import pytest as _pytest
+
+    from bot.wecom.xmlsafe import XmlError, parse_xml
+
+    for doc in ('<!DOCTYPE xml [<!ENTITY e "x">]><xml><A>&e;</A></xml>',
+                '<?xml version="1.0"?>\n<!DOCTYPE xml SYSTEM "file:///etc/passwd"><xml/>'):
+        with _pytest.raises(XmlError) as err:
+            parse_xml(doc)
+        assert err.value.reason == "xml_entities"
+    with _pytest.raises(XmlError) as err:
+        parse_xml("<xml><A>&undeclared;</A></xml>")
+    assert err.value.reason == "malformed_xml"
+    assert parse_xml("<xml><A>a &amp; b &#20320;</A></xml>") == {"A": "a & b 你"}
