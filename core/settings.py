@@ -113,6 +113,10 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./var")
     database_url: str = ""
     redis_url: str = ""
+    # Embedded Redis only: "always" = a callback answered "success" is on disk;
+    # "everysec" trades up to a second of acknowledged callbacks on power loss
+    # for throughput bounded by CPU instead of the disk's fsync latency.
+    redis_fsync: Literal["always", "everysec"] = "always"
     log_level: str = "INFO"
     http: HttpSettings = Field(default_factory=HttpSettings)
     wecom: WeComSettings = Field(default_factory=WeComSettings)
