@@ -169,8 +169,9 @@ class Analyzer:
     ) -> list[Finding]:
         """Merge what the rules and the model found; each finding keeps its source.
 
-        Thresholds are calibrated on the development sets (``AnalyzerConfig``), so that
-        model-made violations keep clean lines flagged at most ~3% there:
+        Thresholds are calibrated by cross-validation over the development pool
+        (``AnalyzerConfig``, ``compliance_nlp.crossval``), so that model-made violations
+        keep held-fold clean lines flagged at most ~3%:
 
         - The model agreeing with a rule finding (same category, at or above
           ``model_agree_threshold``) corroborates it: a rule *review* becomes a violation.

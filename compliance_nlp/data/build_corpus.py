@@ -2,11 +2,11 @@
 
     .venv/bin/python -m compliance_nlp.data.build_corpus
 
-Deterministic (seed 20240601). The labelled sets (dev.jsonl, dev2.jsonl, and dev3.jsonl
-and dev4.jsonl — the first and second blind sets — and the held-out blind3.jsonl) are
-NOT produced here: they were written by hand, with different phrasings and vocabulary,
-and are never read by training. dev3's and dev4's misses were studied as *families*
-(concepts), never copied as lines.
+Deterministic (seed 20240601). The labelled sets (dev.jsonl, dev2.jsonl, and dev3.jsonl,
+dev4.jsonl and dev5.jsonl — the first three blind sets — and the held-out blind4.jsonl)
+are NOT produced here: they were written by hand, with different phrasings and
+vocabulary. ``train.py`` adds the dev pool to this corpus at training time (never a
+blind set); nothing of them is copied into train.jsonl.
 
 Three layers: the original templates (``T``, ``CLEAN_ADVISOR``, ``CUSTOMER``), the
 slot grammar (``grammar.py``: concept paraphrases, their negated twins, service chat),

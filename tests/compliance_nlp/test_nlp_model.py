@@ -83,13 +83,32 @@ def test_smoke_train_into_tmp_dir(tmp_path: Path) -> None:
     train_file.write_text(
         "\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8"
     )
+    dev_file = tmp_path / "dev.jsonl"
+    dev_rows = [
+        {"text": "鑫鑫稳赚", "role": "advisor", "violations": [{"category": "guaranteed_return"}]},
+        {"text": "犇犇理财", "role": "advisor", "violations": []},
+    ]
+    dev_file.write_text(
+        "\n".join(json.dumps(r, ensure_ascii=False) for r in dev_rows), encoding="utf-8"
+    )
     out = tmp_path / "models"
     train_all(
         TrainOptions(
-            train_file=train_file, heldout_file=None, output_dir=out, epochs=1, max_steps=2
+            train_file=train_file,
+            heldout_file=None,
+            output_dir=out,
+            epochs=1,
+            max_steps=2,
+            dev_files=(dev_file,),
+            dev_exclude=frozenset({"犇犇理财"}),
         )
     )
     assert (out / "intent" / "model.safetensors").is_file()
+    # The dev pool is trained on (its characters are in the vocabulary); the held-out
+    # fold of cross-validation is not.
+    vocab = json.loads((out / "violation" / "tokenizer.json").read_text(encoding="utf-8"))
+    tokens = vocab["model"]["vocab"]
+    assert "鑫" in tokens and "犇" not in tokens
     result = analyze(
         "我想赎回",
         "customer",
