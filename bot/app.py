@@ -34,7 +34,7 @@ from bot.receiver import RECEIVER, ReceiverDeps
 from bot.stream import InboundStream
 from bot.wecom.client import WeComClient
 from bot.wecom.crypto import CallbackCrypto
-from bot.worker import Worker
+from bot.worker import Worker, consumer_name
 from core import db as core_db
 from core import redis as core_redis
 from core.crypto import load_keyring
@@ -145,7 +145,7 @@ def build_app(
             for i in range(max(1, settings.pipeline.concurrency)):
                 worker = Worker(
                     stream=app[STREAM], pipeline=pipeline, settings=settings.pipeline,
-                    metrics=app[METRICS], consumer=f"{_consumer_base()}-{i}",
+                    metrics=app[METRICS], consumer=f"{consumer_name()}-{i}",
                 )  # fmt: skip
                 tasks.append(asyncio.create_task(worker.run(stop), name=f"worker-{i}"))
         if "scheduler" in roles and client is not None:
@@ -190,12 +190,6 @@ def build_app(
     return app
 
 
-def _consumer_base() -> str:
-    from bot.worker import consumer_name
-
-    return consumer_name()
-
-
 async def _receiver_ctx(app: web.Application) -> AsyncIterator[None]:
     # Right after the Redis context: the receiver needs the stream, nothing else.
     settings = app[SETTINGS]
@@ -234,12 +228,10 @@ def _archive_puller(app: web.Application) -> Any:
 
 
 def _archive_waker(app: web.Application) -> Callable[[], Any]:
-    from bot.archive_puller import ArchivePuller
+    from bot.archive_puller import wake_archive_puller
 
     async def wake() -> None:
-        key = f"{app[STREAM].ns}:{ArchivePuller.WAKE_KEY}"
-        await app[REDIS].lpush(key, "1")  # type: ignore[misc]
-        await app[REDIS].ltrim(key, 0, 0)  # type: ignore[misc]
+        await wake_archive_puller(app[STREAM])
 
     return wake
 

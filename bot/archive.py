@@ -8,6 +8,7 @@ WeCom's archive JSON shape; they enter the same stream as callbacks.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -79,8 +80,6 @@ def _record_text(rec: dict[str, Any]) -> str:
             if isinstance(item, dict) and item.get("type") == "text":
                 content = item.get("content", "")
                 if isinstance(content, str) and content.startswith("{"):
-                    import json
-
                     try:
                         content = json.loads(content).get("content", "")
                     except ValueError:

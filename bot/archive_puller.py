@@ -111,6 +111,19 @@ def load_private_keys(paths: dict[str, str]) -> dict[str, rsa.RSAPrivateKey]:
     return keys
 
 
+WAKE_KEY = "archive:wake"
+
+
+async def wake_archive_puller(stream: InboundStream) -> None:
+    """Called after a ``msgaudit_notify`` event is stored: pull now.
+
+    A one-element list: many notifications before the puller looks are one pull.
+    """
+    key = f"{stream.ns}:{WAKE_KEY}"
+    await stream.redis.lpush(key, "1")  # type: ignore[misc]
+    await stream.redis.ltrim(key, 0, 0)  # type: ignore[misc]
+
+
 @dataclass
 class PullReport:
     batches: int = 0
@@ -123,7 +136,7 @@ class PullReport:
 
 
 class ArchivePuller:
-    WAKE_KEY = "archive:wake"
+    WAKE_KEY = WAKE_KEY
     LOCK_KEY = "archive:lock"
 
     def __init__(
@@ -144,9 +157,7 @@ class ArchivePuller:
         return f"{self.stream.ns}:{name}"
 
     async def wake(self) -> None:
-        """Called after a ``msgaudit_notify`` event is stored: pull now."""
-        await self.redis.lpush(self._k(self.WAKE_KEY), "1")  # type: ignore[misc]
-        await self.redis.ltrim(self._k(self.WAKE_KEY), 0, 0)  # type: ignore[misc]
+        await wake_archive_puller(self.stream)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

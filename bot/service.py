@@ -147,14 +147,6 @@ async def stored_event_keys(*, keys: list[str]) -> set[str]:
     return {str(k) for k in rows}
 
 
-async def message_exists(*, source: str, msgid: str) -> bool:
-    return await models.Message.filter(source=source, msgid=msgid).exists()
-
-
-async def event_exists(*, event_key: str) -> bool:
-    return await models.Event.filter(event_key=event_key).exists()
-
-
 async def insert_event(*, conn: BaseDBAsyncClient, **values: Any) -> models.Event | None:
     return await _create_once(models.Event, conn=conn, **values)
 
@@ -277,6 +269,26 @@ async def add_dead_letter(
         )
     except IntegrityError:
         pass
+
+
+async def dead_letters(*, status: str = "open") -> list[models.DeadLetter]:
+    return await models.DeadLetter.filter(status=status).order_by("id")
+
+
+async def get_dead_letter(*, dead_letter_id: int) -> models.DeadLetter:
+    return await models.DeadLetter.get(id=dead_letter_id)
+
+
+async def mark_dead_letter(*, dead_letter: models.DeadLetter, status: str) -> None:
+    dead_letter.status = status
+    await dead_letter.save(update_fields=["status", "updated_at"])
+
+
+async def recent_outbox(*, state: str | None, limit: int) -> list[models.OutboxItem]:
+    q = models.OutboxItem.all().order_by("-id").limit(limit)
+    if state:
+        q = q.filter(state=state)
+    return await q
 
 
 async def open_dead_letters() -> int:

@@ -199,14 +199,11 @@ class Worker:
 
 async def requeue_dead_letter(stream: InboundStream, dead_letter_id: int) -> str:
     """Put a dead letter back on the stream (after the cause is fixed)."""
-    from bot import models
-
-    dl = await models.DeadLetter.get(id=dead_letter_id)
+    dl = await bot_service.get_dead_letter(dead_letter_id=dead_letter_id)
     new_id = await stream.redis.xadd(
         stream.stream,
         {"src": dl.source, "key": dl.dedup_key, "p": dl.payload_sealed,
          "t": str(int(dl.created_at.timestamp() * 1000))},
     )  # fmt: skip
-    dl.status = "requeued"
-    await dl.save()
+    await bot_service.mark_dead_letter(dead_letter=dl, status="requeued")
     return new_id.decode() if isinstance(new_id, bytes) else str(new_id)

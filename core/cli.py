@@ -149,7 +149,7 @@ def cmd_messages_export(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------ dead letters / outbox
 
 def cmd_deadletter(args: argparse.Namespace) -> int:
-    from bot import models
+    from bot import service as bot_service
     from bot.stream import InboundStream
     from bot.worker import requeue_dead_letter
     from core import db as core_db
@@ -161,7 +161,7 @@ def cmd_deadletter(args: argparse.Namespace) -> int:
     async def run() -> int:
         async with core_db.db_lifespan(settings):
             if args.action == "list":
-                for dl in await models.DeadLetter.filter(status="open").order_by("id"):
+                for dl in await bot_service.dead_letters(status="open"):
                     print(json.dumps({"id": dl.id, "source": dl.source, "key": dl.dedup_key,
                                       "deliveries": dl.deliveries, "error": dl.error,
                                       "at": dl.created_at.isoformat()}, ensure_ascii=False))
@@ -176,17 +176,14 @@ def cmd_deadletter(args: argparse.Namespace) -> int:
 
 
 def cmd_outbox(args: argparse.Namespace) -> int:
-    from bot import models
+    from bot import service as bot_service
     from core import db as core_db
 
     settings = _settings()
 
     async def run() -> int:
         async with core_db.db_lifespan(settings):
-            q = models.OutboxItem.all().order_by("-id").limit(args.limit)
-            if args.state:
-                q = q.filter(state=args.state)
-            for it in await q:
+            for it in await bot_service.recent_outbox(state=args.state, limit=args.limit):
                 print(json.dumps({"id": it.id, "api": it.api, "state": it.state.value,
                                   "attempts": it.attempts, "errcode": it.last_errcode,
                                   "error": it.last_error, "key": it.idem_key},
