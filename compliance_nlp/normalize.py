@@ -16,6 +16,7 @@ Two stages:
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -49,6 +50,22 @@ _EDIT_RE = re.compile(
         ]
     )
 )
+_RULES_DIR = Path(__file__).resolve().parent / "rules"
+
+
+@lru_cache(maxsize=1)
+def _pinyin_words() -> dict[str, str]:
+    data = json.loads((_RULES_DIR / "pinyin.json").read_text(encoding="utf-8"))
+    return {str(k).lower(): str(v) for k, v in data["words"].items()}
+
+
+@lru_cache(maxsize=1)
+def _pinyin_re() -> re.Pattern[str]:
+    """A whole Latin run that is a listed pinyin word and touches a Chinese character."""
+    words = "|".join(sorted(map(re.escape, _pinyin_words()), key=len, reverse=True))
+    return re.compile(
+        rf"(?<![a-z])(?:(?<=[{_CJK}])(?:{words})|(?:{words})(?=[{_CJK}]))(?![a-z])"
+    )
 
 _WIDTH_PUNCT = {
     0x3000: " ",  # ideographic space
@@ -103,6 +120,37 @@ def translate_chars(text: str) -> str:
     return text.translate(_translation_table())
 
 
+def _edits(stage1: str) -> list[tuple[int, int, str, str]]:
+    """Stage-2 edits as ``(start, end, kind, replacement)``, in order, never overlapping."""
+    found: list[tuple[int, int, str, str]] = []
+    for match in _EDIT_RE.finditer(stage1):
+        kind = match.lastgroup or ""
+        if kind == "addv":
+            replacement = "加微信"
+        elif kind == "wechat":
+            replacement = "微信"
+        elif kind == "punct":
+            replacement = match.group(0)[0]
+        else:  # separators and emoji are dropped
+            replacement = ""
+        found.append((match.start(), match.end(), kind, replacement))
+    if stage1.isascii():
+        return found
+    words = _pinyin_words()
+    pinyin = [
+        (m.start(), m.end(), "pinyin", words[m.group(0)])
+        for m in _pinyin_re().finditer(stage1)
+    ]
+    if not pinyin:
+        return found
+    merged: list[tuple[int, int, str, str]] = []
+    for edit in sorted(found + pinyin):
+        if merged and edit[0] < merged[-1][1]:
+            continue
+        merged.append(edit)
+    return merged
+
+
 @dataclass(frozen=True, slots=True)
 class Normalized:
     """Normalised text plus, for each character, the original span it came from.
@@ -134,30 +182,20 @@ class Normalized:
 def normalize(text: str) -> Normalized:
     """Normalise ``text`` for matching; see the module docstring for what and why."""
     stage1 = translate_chars(text)
-    if _EDIT_RE.search(stage1) is None:
+    edits = _edits(stage1)
+    if not edits:
         return Normalized(text, stage1)
     out: list[str] = []
     starts: list[int] = []
     ends: list[int] = []
     evasions: list[tuple[int, int]] = []
     pos = 0
-    for match in _EDIT_RE.finditer(stage1):
-        a, b = match.span()
+    for a, b, kind, replacement in edits:
         if a > pos:
             out.append(stage1[pos:a])
             starts.extend(range(pos, a))
             ends.extend(range(pos + 1, a + 1))
-        kind = match.lastgroup
-        replacement: str
-        if kind == "addv":
-            replacement = "加微信"
-        elif kind == "wechat":
-            replacement = "微信"
-        elif kind == "punct":
-            replacement = match.group(0)[0]
-        else:  # separators and emoji are dropped
-            replacement = ""
-        if kind in ("addv", "wechat") or (kind == "sep"):
+        if kind in ("addv", "wechat", "sep", "pinyin"):
             evasions.append((len(starts), len(starts) + len(replacement)))
         if replacement:
             out.append(replacement)

@@ -42,6 +42,11 @@ EVASIONS = {
     "加我薇信，这边不好说": "off_book_dealing",
     "加v聊": "off_book_dealing",
     "保——本保息！！！！": "guaranteed_return",
+    # pinyin in place of the characters (compliance_nlp/rules/pinyin.json)
+    "钱直接zhuan我卡上，我帮您走内部通道": "off_book_dealing",
+    "提cheng分你四成，够意思了吧": "improper_inducement",
+    "wenzhuan的，放心买": "guaranteed_return",
+    "fengce我帮您代做了，直接下单就行": "suitability_evasion",
 }
 
 
@@ -87,6 +92,18 @@ def test_offsets_cover_the_evidence_in_original_text(rules_only: Analyzer) -> No
     result = rules_only.analyze(text, "advisor")
     (finding,) = [f for f in result.violations if f.category == "guaranteed_return"]
     assert text[finding.start : finding.end] == "保.本 保息"
+
+
+def test_pinyin_is_read_only_where_it_touches_chinese() -> None:
+    from compliance_nlp.normalize import normalize
+
+    evaded = normalize("钱直接zhuan我卡上")
+    assert evaded.text == "钱直接转我卡上"
+    start = evaded.text.index("转")
+    assert evaded.to_original(start, start + 1) == (3, 8)
+    # A listed word alone, inside a longer Latin run, or apart from Chinese stays as written.
+    for text in ("zhuan", "zhuanjia报告", "登录 huikou.com 查看", "代码 mima 123"):
+        assert normalize(text).text == text.lower()
 
 
 def test_plain_add_wechat_is_review_but_variant_spelling_is_violation(rules_only: Analyzer) -> None:
