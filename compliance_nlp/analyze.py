@@ -19,7 +19,7 @@ from dataclasses import replace
 from compliance_nlp import segment
 from compliance_nlp.lexicon import KeywordIntent, SentimentLexicon
 from compliance_nlp.matcher import RuleMatcher
-from compliance_nlp.model import SequenceClassifier, shipped_model_dir
+from compliance_nlp.model import SequenceClassifier, is_model_dir, shipped_model_dir
 from compliance_nlp.normalize import normalize, translate_chars
 from compliance_nlp.pii import MASK_STYLES, PiiMatch, find_pii, mask_pii
 from compliance_nlp.rules import CATEGORIES, load_ruleset
@@ -83,7 +83,7 @@ class Analyzer:
         if directory:
             return SequenceClassifier(directory, threads=self.config.torch_threads)
         shipped = shipped_model_dir(kind)
-        if not (shipped / "config.json").is_file():
+        if not is_model_dir(shipped):
             return None  # not trained yet: fall back to keywords/rules only
         return SequenceClassifier(shipped, threads=self.config.torch_threads)
 

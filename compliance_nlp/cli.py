@@ -23,6 +23,8 @@ _BATCH = 256
 
 def register(subparsers: Any, config_factory: Callable[[], AnalyzerConfig]) -> None:
     """Add ``nlp`` with its sub-commands to an argparse ``subparsers`` object."""
+    from compliance_nlp.train import TrainOptions  # defaults shown in --help
+
     nlp = subparsers.add_parser("nlp", help="compliance NLP: analyze, train, eval")
     sub = nlp.add_subparsers(dest="nlp_command", required=True)
 
@@ -45,7 +47,14 @@ def register(subparsers: Any, config_factory: Callable[[], AnalyzerConfig]) -> N
         help="labelled set scored after training (the dev pool is trained on; default: none)",
     )
     p_tr.add_argument("--seed", type=int, default=13)
-    p_tr.add_argument("--epochs", type=int, default=6)
+    p_tr.add_argument("--epochs", type=int, default=TrainOptions.epochs)
+    p_tr.add_argument(
+        "--ensemble",
+        type=int,
+        default=TrainOptions.ensemble,
+        help="members per model (seeds seed, seed+1, …; probabilities averaged)",
+    )
+    p_tr.add_argument("--dev-weight", type=int, default=TrainOptions.dev_weight)
     p_tr.add_argument(
         "--max-steps", type=int, default=0, help="cap optimisation steps (smoke runs)"
     )
@@ -146,7 +155,13 @@ def _cmd_train(args: argparse.Namespace, factory: Callable[[], AnalyzerConfig]) 
     from compliance_nlp.evaluate import evaluate, read_jsonl
     from compliance_nlp.train import TrainOptions, train_all
 
-    options = TrainOptions(seed=args.seed, epochs=args.epochs, max_steps=args.max_steps)
+    options = TrainOptions(
+        seed=args.seed,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        ensemble=args.ensemble,
+        dev_weight=args.dev_weight,
+    )
     if args.output_dir is not None:
         options = replace(options, output_dir=args.output_dir)
     if args.train_file is not None:

@@ -94,6 +94,9 @@ class RuleMatcher:
 
     def _negated(self, text: str, cs: int, ce: int, start: int, end: int) -> bool:
         cues = self._cues
+        span = text[start:end]
+        if any(r in span for r in cues.span_refutations):
+            return True
         prefix = text[max(cs, start - cues.prefix_window) : start]
         if prefix:
             for phrase in cues.not_negation:

@@ -4,10 +4,16 @@ Any directory ``AutoModelForSequenceClassification`` can load works: the shipped
 character-level BERTs, or a bank's own fine-tuned Chinese model. Label names come from
 ``config.id2label``, so swapping the model needs no code change. ``local_files_only``
 makes a missing file an error instead of a silent download (no network at run time).
+
+A directory may instead hold an ``ensemble.json`` naming member directories (the shipped
+models are a few seeds of the same small model): their probabilities are averaged.
+Small models trained from scratch disagree most on exactly the lines they have not seen
+the like of; the average is steadier there than any one seed.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,15 +21,46 @@ from typing import Any
 
 from compliance_nlp.types import ModelLoadError
 
-__all__ = ["MODELS_DIR", "Prediction", "SequenceClassifier", "shipped_model_dir"]
+__all__ = [
+    "ENSEMBLE_FILE",
+    "MODELS_DIR",
+    "Prediction",
+    "SequenceClassifier",
+    "is_model_dir",
+    "shipped_model_dir",
+]
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 MAX_TOKENS = 96
 BATCH_SIZE = 64
+ENSEMBLE_FILE = "ensemble.json"
 
 
 def shipped_model_dir(kind: str) -> Path:
     return MODELS_DIR / kind
+
+
+def is_model_dir(path: Path) -> bool:
+    return (path / "config.json").is_file() or (path / ENSEMBLE_FILE).is_file()
+
+
+def _member_dirs(path: Path) -> list[Path]:
+    manifest = path / ENSEMBLE_FILE
+    if not manifest.is_file():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"no model at {path} (config.json missing)")
+        return [path]
+    try:
+        members = json.loads(manifest.read_text(encoding="utf-8"))["members"]
+        dirs = [path / str(m) for m in members]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelLoadError(f"bad {manifest}: {exc}") from exc
+    if not dirs:
+        raise ModelLoadError(f"{manifest} names no members")
+    for d in dirs:
+        if not (d / "config.json").is_file():
+            raise ModelLoadError(f"ensemble member {d} has no config.json")
+    return dirs
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,8 +77,7 @@ class SequenceClassifier:
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         path = Path(directory)
-        if not (path / "config.json").is_file():
-            raise ModelLoadError(f"no model at {path} (config.json missing)")
+        members = _member_dirs(path)
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -52,28 +88,44 @@ class SequenceClassifier:
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
         if threads > 0:
             torch.set_num_threads(threads)
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-            self.model = AutoModelForSequenceClassification.from_pretrained(
-                str(path), local_files_only=True
-            )
-        except (OSError, ValueError, KeyError) as exc:
-            raise ModelLoadError(f"cannot load model from {path}: {exc}") from exc
-        self.model.eval()
-        id2label = self.model.config.id2label or {}
+        self._members: list[tuple[Any, Any]] = []
+        for member in members:
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(str(member), local_files_only=True)
+                model = AutoModelForSequenceClassification.from_pretrained(
+                    str(member), local_files_only=True
+                )
+            except (OSError, ValueError, KeyError) as exc:
+                raise ModelLoadError(f"cannot load model from {member}: {exc}") from exc
+            model.eval()
+            self._members.append((tokenizer, model))
+        first = self._members[0][1].config
+        id2label = first.id2label or {}
         self.labels: list[str] = [str(id2label[i]) for i in range(len(id2label))]
-        self.name = str(getattr(self.model.config, "siyu_model_name", "") or path.name)
-        self.version = str(getattr(self.model.config, "siyu_model_version", "") or "unversioned")
+        for _, model in self._members[1:]:
+            other = model.config.id2label or {}
+            if [str(other.get(i)) for i in range(len(other))] != self.labels:
+                raise ModelLoadError(f"ensemble members at {path} disagree on their labels")
+        self.name = str(getattr(first, "siyu_model_name", "") or path.name)
+        version = str(getattr(first, "siyu_model_version", "") or "unversioned")
+        if len(self._members) > 1:
+            version += f"x{len(self._members)}"
+        self.version = version
         self.path = path
         self._torch = torch
+        # The first member, for callers that want one (tokenizer vocabulary, config).
+        self.tokenizer, self.model = self._members[0]
 
     def logits(self, texts: list[str]) -> Any:
-        """Bare forward pass (used by the benchmark as the model baseline)."""
-        enc = self.tokenizer(
+        """Bare forward pass of every member (the benchmark's model baseline)."""
+        return [self._member_logits(tok, model, texts) for tok, model in self._members]
+
+    def _member_logits(self, tokenizer: Any, model: Any, texts: list[str]) -> Any:
+        enc = tokenizer(
             texts, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt"
         )
         with self._torch.inference_mode():
-            return self.model(**enc).logits
+            return model(**enc).logits
 
     def predict_proba(self, texts: list[str]) -> list[list[float]]:
         out: list[list[float]] = []
@@ -84,8 +136,13 @@ class SequenceClassifier:
         probs: dict[int, list[float]] = {}
         for i in range(0, len(order), BATCH_SIZE):
             chunk = order[i : i + BATCH_SIZE]
-            logits = self.logits([texts[j] or " " for j in chunk])
-            soft = self._torch.softmax(logits, dim=-1).tolist()
+            batch = [texts[j] or " " for j in chunk]
+            soft_sum = None
+            for tokenizer, model in self._members:
+                part = self._torch.softmax(self._member_logits(tokenizer, model, batch), dim=-1)
+                soft_sum = part if soft_sum is None else soft_sum + part
+            assert soft_sum is not None
+            soft = (soft_sum / len(self._members)).tolist()
             for j, row in zip(chunk, soft, strict=True):
                 probs[j] = row
         return [probs[i] for i in range(len(texts))]

@@ -4,11 +4,11 @@ No pretrained download exists on an institution's air-gapped host, so the shippe
 models are small BERTs (2 layers, hidden 128) over a character vocabulary built from
 the project's own corpus (``data/build_corpus.py``: ~28k generated lines), trained on
 CPU in a few minutes on two cores. Seeded and deterministic: the same corpus and seed
-give the same weights. The development pool (dev … dev5, ~1,050 hand-written lines by
-people other than the corpus generator) is trained on as well, each line repeated
-``dev_weight`` times; the thresholds in ``AnalyzerConfig`` are calibrated by k-fold
-cross-validation over that pool (``compliance_nlp.crossval``), never on lines the scoring
-model saw. A blind set (``blind*.jsonl``) is never read here. A bank with a better
+give the same weights. The development pool (dev … dev16, ~5,800 hand-written lines by
+sixteen annotators other than the corpus generator) is trained on as well, each line
+repeated ``dev_weight`` times; the thresholds in ``AnalyzerConfig`` are calibrated by
+cross-validation over that pool holding out whole annotators' files
+(``compliance_nlp.crossval``), never on lines the scoring model saw. A blind set (``blind*.jsonl``) is never read here. A bank with a better
 Chinese model fine-tunes it elsewhere and points ``intent_model_dir``/``violation_model_dir``
 at it; nothing here is then needed.
 """
@@ -16,7 +16,10 @@ at it; nothing here is then needed.
 from __future__ import annotations
 
 import hashlib
+import json
 import random
+import shutil
+from dataclasses import replace
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from compliance_nlp.evaluate import read_jsonl
-from compliance_nlp.model import MAX_TOKENS
+from compliance_nlp.model import ENSEMBLE_FILE, MAX_TOKENS
 from compliance_nlp.normalize import normalize
 from compliance_nlp.rules import CATEGORIES
 
@@ -43,7 +46,7 @@ INTENTS = (
 )
 NO_VIOLATION = "none"
 # The hand-written development pool; blind sets are deliberately not listed.
-DEV_POOL = ("dev.jsonl", "dev2.jsonl", "dev3.jsonl", "dev4.jsonl", "dev5.jsonl")
+DEV_POOL = tuple(f"dev{n}.jsonl" for n in ("", *range(2, 17)))
 _SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
@@ -56,6 +59,9 @@ class TrainOptions:
     # ``dev_exclude`` holds texts left out (the held fold of cross-validation).
     dev_files: tuple[Path, ...] = tuple(DATA_DIR / name for name in DEV_POOL)
     dev_weight: int = 4
+    # Share of the generated corpus trained on (seeded sample): with eleven annotators in
+    # the dev pool, how much of the template corpus still helps is a measured choice.
+    corpus_fraction: float = 1.0
     dev_exclude: frozenset[str] = frozenset()
     output_dir: Path = Path(__file__).resolve().parent / "models"
     seed: int = 13
@@ -70,6 +76,9 @@ class TrainOptions:
     # recognises (dev4: 「好的收到，我下午给您回个电话」 read as off-book at 0.99).
     label_smoothing: float = 0.1
     kinds: tuple[str, ...] = ("intent", "violation")
+    # Members per model: seeds ``seed``, ``seed + 1`` …, probabilities averaged at
+    # inference (``model.ENSEMBLE_FILE``). 1 = a single model directory.
+    ensemble: int = 1
 
 
 def model_text(text: str) -> str:
@@ -231,6 +240,9 @@ def train_all(options: TrainOptions, *, threads: int = 2) -> dict[str, dict[str,
     raw = options.train_file.read_bytes()
     digest = hashlib.sha256(raw).hexdigest()
     rows = list(read_jsonl(options.train_file))
+    if options.corpus_fraction < 1.0:
+        keep = max(1, round(len(rows) * max(options.corpus_fraction, 0.0)))
+        rows = random.Random(options.seed).sample(rows, keep)
     dev_rows = [
         row
         for path in options.dev_files
@@ -239,24 +251,52 @@ def train_all(options: TrainOptions, *, threads: int = 2) -> dict[str, dict[str,
     ]
     for path in options.dev_files:
         digest = hashlib.sha256(digest.encode() + path.read_bytes()).hexdigest()
+    recipe = f"corpus {options.corpus_fraction} dev x{options.dev_weight}"
+    digest = hashlib.sha256(digest.encode() + recipe.encode()).hexdigest()
     rows += dev_rows * max(options.dev_weight, 0)
     results: dict[str, dict[str, float]] = {}
-    if "intent" in options.kinds:
-        results["intent"] = train_classifier(
-            _examples(rows, "intent"),
-            INTENTS,
-            options.output_dir / "intent",
-            name="siyu-intent-charbert",
-            options=options,
-            corpus_digest=digest,
-        )
-    if "violation" in options.kinds:
-        results["violation"] = train_classifier(
-            _examples(rows, "violation"),
-            (NO_VIOLATION, *CATEGORIES),
-            options.output_dir / "violation",
-            name="siyu-violation-charbert",
-            options=options,
-            corpus_digest=digest,
+    specs = {
+        "intent": (INTENTS, "siyu-intent-charbert"),
+        "violation": ((NO_VIOLATION, *CATEGORIES), "siyu-violation-charbert"),
+    }
+    for kind in options.kinds:
+        labels, name = specs[kind]
+        examples = _examples(rows, kind)
+        target = options.output_dir / kind
+        _clear_model_dir(target)
+        if options.ensemble <= 1:
+            results[kind] = train_classifier(
+                examples, labels, target, name=name, options=options, corpus_digest=digest
+            )
+            continue
+        members = []
+        for offset in range(options.ensemble):
+            seed = options.seed + offset
+            member = f"seed-{seed}"
+            results[f"{kind}/{member}"] = train_classifier(
+                examples,
+                labels,
+                target / member,
+                name=name,
+                options=replace(options, seed=seed),
+                corpus_digest=digest,
+            )
+            members.append(member)
+        (target / ENSEMBLE_FILE).write_text(
+            json.dumps({"members": members}, indent=1) + "\n", encoding="utf-8"
         )
     return results
+
+
+def _clear_model_dir(target: Path) -> None:
+    """Remove what an earlier training left, so a single model never loads a stale ensemble."""
+    if not target.is_dir():
+        return
+    for child in target.iterdir():
+        if child.is_dir() and child.name.startswith("seed-"):
+            shutil.rmtree(child)
+        elif child.name in (
+            ENSEMBLE_FILE, "config.json", "model.safetensors", "tokenizer.json",
+            "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+        ):
+            child.unlink()

@@ -73,6 +73,9 @@ class Cues:
     not_negation: tuple[str, ...]
     negation_barriers: tuple[str, ...]
     refutations: tuple[str, ...]
+    # Found inside a matched span, these reverse it: a pattern reaching across
+    # 「去年年化8%，但不代表以后也能」 matched the disclaimer itself.
+    span_refutations: tuple[str, ...]
     quote_pairs: tuple[tuple[str, str], ...]
     report_cues: tuple[str, ...]
     question_marks: frozenset[str]
@@ -201,6 +204,7 @@ def _cues(raw: dict[str, Any]) -> Cues:
         not_negation=tuple(sorted(raw["not_negation"], key=len, reverse=True)),
         negation_barriers=tuple(raw.get("negation_barriers", [])),
         refutations=tuple(raw["refutations"]),
+        span_refutations=tuple(raw.get("span_refutations", [])),
         quote_pairs=tuple((p[0], p[-1]) for p in raw["quote_pairs"]),
         report_cues=tuple(raw["report_cues"]),
         question_marks=frozenset(raw["question_marks"]),

@@ -150,3 +150,55 @@ def test_model_category_is_added_to_a_flagged_line(analyzer: Analyzer) -> None:
     result = analyzer.analyze("钱转到我老婆卡上，我帮您买，比走系统快", "advisor")
     assert result.has_violation
     assert "off_book_dealing" in {f.category for f in result.violations}
+
+
+def _tiny_corpus(tmp_path: Path) -> Path:
+    rows = [
+        {"text": "我想赎回", "role": "customer", "intent": "redemption_intent"},
+        {"text": "我要投诉", "role": "customer", "intent": "complaint"},
+        {"text": "保本保息", "role": "advisor", "violations": [{"category": "guaranteed_return"}]},
+        {"text": "理财有风险", "role": "advisor", "violations": []},
+    ]
+    train_file = tmp_path / "train.jsonl"
+    train_file.write_text(
+        "\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8"
+    )
+    return train_file
+
+
+def test_ensemble_averages_its_members_and_retraining_single_replaces_it(
+    tmp_path: Path,
+) -> None:
+    from compliance_nlp.model import ENSEMBLE_FILE, SequenceClassifier
+
+    out = tmp_path / "models"
+    options = TrainOptions(
+        train_file=_tiny_corpus(tmp_path), output_dir=out, epochs=1, max_steps=2,
+        dev_files=(), kinds=("violation",), ensemble=2,
+    )
+    train_all(options)
+    target = out / "violation"
+    assert json.loads((target / ENSEMBLE_FILE).read_text())["members"] == ["seed-13", "seed-14"]
+    texts = ["保本保息", "理财有风险"]
+    both = SequenceClassifier(target).predict_proba(texts)
+    members = [SequenceClassifier(target / m).predict_proba(texts) for m in ("seed-13", "seed-14")]
+    for i in range(len(texts)):
+        expected = [(a + b) / 2 for a, b in zip(members[0][i], members[1][i], strict=True)]
+        assert both[i] == pytest.approx(expected, abs=1e-6)
+    assert members[0] != members[1]  # different seeds, different members
+    assert SequenceClassifier(target).version.endswith("x2")
+
+    train_all(TrainOptions(**{**options.__dict__, "ensemble": 1}))
+    assert not (target / ENSEMBLE_FILE).exists() and not (target / "seed-13").exists()
+    assert SequenceClassifier(target).labels[0] == "none"
+
+
+def test_broken_ensemble_manifest_is_a_clear_error(tmp_path: Path) -> None:
+    from compliance_nlp.model import ENSEMBLE_FILE
+
+    (tmp_path / ENSEMBLE_FILE).write_text('{"members": ["seed-1"]}')
+    with pytest.raises(ModelLoadError, match="seed-1"):
+        Analyzer(AnalyzerConfig(violation_model_dir=str(tmp_path)))
+    (tmp_path / ENSEMBLE_FILE).write_text("not json")
+    with pytest.raises(ModelLoadError, match="bad"):
+        Analyzer(AnalyzerConfig(violation_model_dir=str(tmp_path)))

@@ -1,16 +1,16 @@
 """Quality on labelled data, computed with the shipped rules and models.
 
-Six labelled files, two roles:
+The labelled files (``compliance_nlp/data/README.md`` says who wrote each), two roles:
 
-- ``dev.jsonl`` … ``dev5.jsonl`` are the *development pool*: hand-written lines by
-  people other than the corpus generator. ``dev3``, ``dev4`` and ``dev5`` were the
-  first, second and third blind sets (independent annotators); once measured and
-  studied they stopped being held out. Since issue 3's fourth round the models are
-  trained on the pool too (``train.TrainOptions.dev_files``, each line up-weighted) and
-  the thresholds are calibrated by k-fold cross-validation over it
-  (``compliance_nlp.crossval``), so the dev figures here are fitted, not estimates: they
-  are regression guards only. The honest estimate is the cross-validated one.
-- ``blind4.jsonl`` is the held-out set, written by a fourth independent annotator who
+- ``dev.jsonl`` … ``dev16.jsonl`` are the *development pool*: hand-written lines by
+  people other than the corpus generator, one annotator per file. ``dev3`` … ``dev6``
+  were the first four blind sets; once measured and studied they stopped being held
+  out. ``dev7`` … ``dev16`` were written for training, each with its own focus. The
+  models are trained on the pool (``train.TrainOptions.dev_files``, each line
+  up-weighted) and the thresholds are calibrated by cross-validation that holds out
+  whole files (``compliance_nlp.crossval``), so the dev figures here are fitted, not
+  estimates: they are regression guards only.
+- ``blind5.jsonl`` is the held-out set, written by a fifth independent annotator who
   never saw the rules, corpus or models, and never read while they were developed. It is
   the only honest measure of the issue-3 targets; when it is present, every target is
   asserted on it, computed, never hard-coded.
@@ -21,6 +21,7 @@ stays disjoint from every labelled split; training never lists a blind set (test
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -30,8 +31,8 @@ from compliance_nlp import Analyzer
 from compliance_nlp.evaluate import TARGETS, EvalReport, evaluate, read_jsonl
 
 DATA = Path(__file__).resolve().parents[2] / "compliance_nlp" / "data"
-BLIND = DATA / "blind4.jsonl"
-DEV_SETS = ("dev.jsonl", "dev2.jsonl", "dev3.jsonl", "dev4.jsonl", "dev5.jsonl")
+BLIND = DATA / "blind5.jsonl"
+DEV_SETS = tuple(f"dev{n}.jsonl" for n in ("", *range(2, 17)))
 
 
 def _texts(name: str) -> set[str]:
@@ -76,7 +77,7 @@ def test_training_never_reads_a_blind_set() -> None:
 
 
 needs_blind = pytest.mark.skipif(
-    not BLIND.is_file(), reason="blind4.jsonl not delivered yet (independent annotator)"
+    not BLIND.is_file(), reason="blind5.jsonl not delivered yet (independent annotator)"
 )
 
 
@@ -110,16 +111,80 @@ def test_blind_heldout_target(blind_report: EvalReport, target: str) -> None:
     assert (value >= bound) if op == ">=" else (value <= bound), f"blind: {target}={value:.3f}"
 
 
-def test_crossval_folds_are_stable_and_reports_merge() -> None:
-    from compliance_nlp.crossval import fold_of, merge_reports
+def test_crossval_holds_out_whole_files_and_reports_merge() -> None:
+    from compliance_nlp.crossval import file_folds, merge_reports
 
-    rows = list(read_jsonl(DATA / "dev2.jsonl"))
-    folds = [fold_of(r["text"], 4) for r in rows]
-    assert folds == [fold_of(r["text"], 4) for r in rows]
-    assert set(folds) == {0, 1, 2, 3}
+    sizes = {name: sum(1 for _ in read_jsonl(DATA / name)) for name in DEV_SETS}
+    folds = file_folds(sizes, 4)
+    assert folds == file_folds(dict(reversed(sizes.items())), 4)  # order-independent
+    assert set(folds.values()) == {0, 1, 2, 3}
+    loads = [sum(n for name, n in sizes.items() if folds[name] == f) for f in range(4)]
+    assert max(loads) - min(loads) <= max(sizes.values())  # balanced, whole files
     a, b = EvalReport(n=2, violating=1), EvalReport(n=3, clean=2)
     a.per_category["insider_tip"] = Counter(tp=1)
     b.per_category["insider_tip"] = Counter(fn=1)
     merged = merge_reports([a, b])
     assert (merged.n, merged.violating, merged.clean) == (5, 1, 2)
     assert merged.per_category["insider_tip"] == Counter(tp=1, fn=1)
+
+
+LABELLED = sorted(p.name for p in DATA.glob("*.jsonl"))
+
+
+@pytest.mark.parametrize("name", LABELLED)
+def test_labelled_files_are_well_formed(name: str) -> None:
+    """Every shipped label names the taxonomy and every PII span is a valid number."""
+    from compliance_nlp.labels import check_labels
+
+    errors, counts = check_labels(DATA / name, unique=name != "train.jsonl")
+    assert errors == [], errors[:5]
+    assert counts["advisor:violating"] and counts["advisor:clean"]
+
+
+def test_label_check_refuses_bad_labels(tmp_path: Path) -> None:
+    from compliance_nlp.labels import check_labels
+
+    bad = tmp_path / "bad.jsonl"
+    rows = [
+        {"id": "x1", "text": "身份证110101199003071234", "role": "customer", "intent": "chitchat",
+         "sentiment": "neutral", "violations": [], "pii": [{"type": "id_card", "start": 3, "end": 21}]},
+        {"id": "x1", "text": "稳赚", "role": "advisor", "intent": None, "sentiment": None,
+         "violations": [{"category": "promise"}], "pii": []},
+        {"id": "x3", "text": "稳赚", "role": "customer", "intent": "buy", "sentiment": "neutral",
+         "violations": [{"category": "guaranteed_return"}], "pii": []},
+    ]
+    bad.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n{oops\n")
+    errors, _ = check_labels(bad)
+    text = "\n".join(errors)
+    for expected in ("not a valid id_card", "duplicate id", "unknown category 'promise'",
+                     "duplicate text", "unknown intent 'buy'", "customer line with violations",
+                     "line 4: not JSON"):
+        assert expected in text
+
+
+def _key(text: str) -> str:
+    from compliance_nlp.normalize import normalize
+
+    return normalize(text).text.replace(" ", "")
+
+
+def test_no_hand_written_line_is_in_two_files() -> None:
+    """Cross-validation holds out whole files and a blind set measures unseen lines: a
+    line in two files would be trained on where it is measured (compared after
+    normalisation: 穩賺 and 稳赚 are one line to the model)."""
+    owner: dict[str, str] = {}
+    shared: list[tuple[str, str, str]] = []
+    for name in LABELLED:
+        if name == "train.jsonl":
+            continue
+        for row in read_jsonl(DATA / name):
+            key = _key(row["text"])
+            if owner.setdefault(key, name) != name:
+                shared.append((owner[key], name, row["text"]))
+    assert shared == []
+
+
+@needs_blind
+def test_blind_shares_no_normalised_line_with_the_corpus() -> None:
+    train = {_key(r["text"]) for r in read_jsonl(DATA / "train.jsonl")}
+    assert [r["text"] for r in read_jsonl(BLIND) if _key(r["text"]) in train] == []
