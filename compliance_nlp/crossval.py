@@ -162,7 +162,9 @@ def _overrides(pairs: list[str]) -> dict[str, Any]:
     for pair in pairs:
         name, sep, raw = pair.partition("=")
         if not sep or name not in known:
-            raise SystemExit(f"--set {pair!r}: expected FIELD=VALUE with FIELD one of {sorted(known)}")
+            raise SystemExit(
+                f"--set {pair!r}: expected FIELD=VALUE with FIELD one of {sorted(known)}"
+            )
         out[name] = json.loads(raw)
     return out
 

@@ -8,9 +8,10 @@ give the same weights. The development pool (dev … dev16, ~5,800 hand-written 
 sixteen annotators other than the corpus generator) is trained on as well, each line
 repeated ``dev_weight`` times; the thresholds in ``AnalyzerConfig`` are calibrated by
 cross-validation over that pool holding out whole annotators' files
-(``compliance_nlp.crossval``), never on lines the scoring model saw. A blind set (``blind*.jsonl``) is never read here. A bank with a better
-Chinese model fine-tunes it elsewhere and points ``intent_model_dir``/``violation_model_dir``
-at it; nothing here is then needed.
+(``compliance_nlp.crossval``), never on lines the scoring model saw. A blind set
+(``blind*.jsonl``) is never read here. A bank with a better Chinese model fine-tunes it
+elsewhere and points ``intent_model_dir``/``violation_model_dir`` at it; nothing here is
+then needed.
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ import hashlib
 import json
 import random
 import shutil
-from dataclasses import replace
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 

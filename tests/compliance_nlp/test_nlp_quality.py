@@ -147,7 +147,8 @@ def test_label_check_refuses_bad_labels(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     rows = [
         {"id": "x1", "text": "身份证110101199003071234", "role": "customer", "intent": "chitchat",
-         "sentiment": "neutral", "violations": [], "pii": [{"type": "id_card", "start": 3, "end": 21}]},
+         "sentiment": "neutral", "violations": [],
+         "pii": [{"type": "id_card", "start": 3, "end": 21}]},
         {"id": "x1", "text": "稳赚", "role": "advisor", "intent": None, "sentiment": None,
          "violations": [{"category": "promise"}], "pii": []},
         {"id": "x3", "text": "稳赚", "role": "customer", "intent": "buy", "sentiment": "neutral",
