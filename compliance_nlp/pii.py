@@ -26,8 +26,12 @@ _ID_RE = re.compile(
 )
 # Digits possibly grouped by spaces or dashes, as people type card numbers.
 _CARD_RE = re.compile(r"(?<![0-9a-z\-])[3-6]\d{3}(?:[ \-]?\d){12,15}(?![0-9a-z])", re.I)
+# A Latin letter before the digits usually makes them a code (HT13800…); a lone WeChat
+# or phone marker does not: 「加我V13521619354」 is a phone number used as a WeChat id.
 _PHONE_RE = re.compile(
-    r"(?<![0-9a-z+\-])(?:(?:\+|00)?86[ \-]?)?1[3-9]\d(?:[ \-]?\d{4}){2}(?![0-9])", re.I
+    r"(?:(?<![0-9a-z+\-])|(?<=(?<![a-z])[vw])|(?<=(?<![a-z])[vw]x)|(?<=(?<![a-z])tel))"
+    r"(?:(?:\+|00)?86[ \-]?)?1[3-9]\d(?:[ \-]?\d{4}){2}(?![0-9])",
+    re.I,
 )
 _EMAIL_RE = re.compile(
     r"[a-z0-9][a-z0-9._%+\-]{0,63}@[a-z0-9\-]+(?:\.[a-z0-9\-]+)*\.[a-z]{2,}", re.I

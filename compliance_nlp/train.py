@@ -58,14 +58,17 @@ class TrainOptions:
     # Hand-written lines trained on with the corpus, each repeated ``dev_weight`` times;
     # ``dev_exclude`` holds texts left out (the held fold of cross-validation).
     dev_files: tuple[Path, ...] = tuple(DATA_DIR / name for name in DEV_POOL)
-    dev_weight: int = 4
-    # Share of the generated corpus trained on (seeded sample): with eleven annotators in
+    # Cross-validation with whole annotators held out (issue 3, round five, on dev …
+    # dev11): dev_weight 8 beat 4 on every figure.
+    dev_weight: int = 8
+    # Share of the generated corpus trained on (seeded sample): with sixteen annotators in
     # the dev pool, how much of the template corpus still helps is a measured choice.
     corpus_fraction: float = 1.0
     dev_exclude: frozenset[str] = frozenset()
     output_dir: Path = Path(__file__).resolve().parent / "models"
     seed: int = 13
-    epochs: int = 6
+    # What ships is the recipe cross-validation measured and calibrated (3 epochs).
+    epochs: int = 3
     batch_size: int = 32
     learning_rate: float = 1e-3
     hidden_size: int = 128

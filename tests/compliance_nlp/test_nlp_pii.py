@@ -30,6 +30,8 @@ ID = _id_number()
         (f"身份证{ID}", "id_card", f"身份证{ID[:6]}********{ID[-4:]}"),
         (f"卡号{CARD}", "bank_card", f"卡号{CARD[:3]}{'*' * (len(CARD) - 7)}{CARD[-4:]}"),
         ("邮箱zhangsan@example.com", "email", "邮箱z*******@example.com"),
+        # a phone number given as a WeChat id, glued to the V
+        ("加我私人V13521619354聊", "phone", "加我私人V135****9354聊"),
     ],
 )
 def test_pii_is_masked_default_style(text: str, kind: str, masked: str) -> None:
@@ -50,6 +52,7 @@ def test_pii_is_masked_default_style(text: str, kind: str, masked: str) -> None:
         "流水号6222020200001234567",
         "工单编号13812345678901",
         "净值1.0523，规模32.6亿元",
+        "批文HT13812345678已下发",
     ],
 )
 def test_non_pii_numbers_are_untouched(text: str) -> None:
