@@ -51,6 +51,7 @@ _EDIT_RE = re.compile(
     )
 )
 _RULES_DIR = Path(__file__).resolve().parent / "rules"
+_LATIN_RE = re.compile("[a-z]")
 
 
 @lru_cache(maxsize=1)
@@ -134,7 +135,8 @@ def _edits(stage1: str) -> list[tuple[int, int, str, str]]:
         else:  # separators and emoji are dropped
             replacement = ""
         found.append((match.start(), match.end(), kind, replacement))
-    if stage1.isascii():
+    # Pinyin needs a Latin run beside a Chinese character; most lines have neither.
+    if stage1.isascii() or _LATIN_RE.search(stage1) is None:
         return found
     words = _pinyin_words()
     pinyin = [
