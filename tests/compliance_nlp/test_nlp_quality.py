@@ -159,8 +159,8 @@ def _key(text: str) -> str:
 
 def test_no_hand_written_line_is_in_two_files() -> None:
     """Cross-validation holds out whole files and a blind set measures unseen lines: a
-    line in a training file and another file would be trained on where it is measured (compared after
-    normalisation: 穩賺 and 稳赚 are one line to the model)."""
+    line in a training file and another file would be trained on where it is measured
+    (compared after normalisation: 穩賺 and 稳赚 are one line to the model)."""
     owner: dict[str, str] = {}
     shared: list[tuple[str, str, str]] = []
     for name in LABELLED:

@@ -19,7 +19,28 @@ HARD_NEGATIVES = [
     "请不要把验证码告诉任何人，包括我",
     "资管新规以后理财都打破刚兑了，没有保本这一说",
     "我们不评价其他机构的产品",
+    # a disclaimer inside the span a pattern reaches across
+    "这只基金过去三年年化8% 但不代表以后也能这样",
+    # refuted after the term, reported claims, the client's own preference
+    "刚性兑付早就打破了，信托到期也可能延期",
+    "您把密码发我是不行的哦，赶紧改一下",
+    "返现、返点这些我们都不能做，费用按公示的标准收",
+    "如果有人承诺返现让您买保险，那是违规的",
+    "您是想要保本的那种 还是能接受一点点波动",
+    # legitimate facts and terms of art
+    "两融维持担保比例低于130%会追保，跌多了会被强平",
+    "私募产品得先做合格投资者认定，金融资产不低于300万",
+    "万能险保证利率是2%，现在结算利率3.5%，但结算利率会变",
+    "这周我休假，有急事可以打我同事小周的电话",
 ]
+
+# Lines the cues above must not swallow: 还是 after a term is advice, not a question.
+STILL_VIOLATIONS = {
+    "民生银行听说快撑不住了，您的钱还是放我们这稳妥": "disparagement",
+    "交易量上去了我私下给您返手续费，比官方活动还多": "improper_inducement",
+    "认购款先打到项目负责人私户，手续财务那边后补": "off_book_dealing",
+    "钱打到我同事卡上就行": "off_book_dealing",
+}
 
 CATEGORY_EXAMPLES = {
     "guaranteed_return": "这款产品保本保息，年化保证4.5%",
@@ -55,9 +76,25 @@ def test_hard_negatives_are_not_violations(rules_only: Analyzer, text: str) -> N
     assert rules_only.analyze(text, "advisor").violations == ()
 
 
-@pytest.mark.parametrize("text", HARD_NEGATIVES)
+# The shipped model still flags this one (account_custody, above the framed threshold):
+# it reads 密码发我 and not the refusal after it. Strict, so a model that gets it right
+# has to take it off this list.
+MODEL_KNOWN_FALSE_POSITIVES = {"您把密码发我是不行的哦，赶紧改一下"}
+
+
+@pytest.mark.parametrize("text", [
+    pytest.param(t, marks=pytest.mark.xfail(strict=True, reason="known model false positive"))
+    if t in MODEL_KNOWN_FALSE_POSITIVES else t
+    for t in HARD_NEGATIVES
+])
 def test_hard_negatives_with_model_are_not_violations(analyzer: Analyzer, text: str) -> None:
     assert not analyzer.analyze(text, "advisor").has_violation
+
+
+@pytest.mark.parametrize(("text", "category"), sorted(STILL_VIOLATIONS.items()))
+def test_cues_do_not_swallow_violations(rules_only: Analyzer, text: str, category: str) -> None:
+    found = rules_only.analyze(text, "advisor").violations
+    assert category in {f.category for f in found if f.severity == "violation"}
 
 
 def test_every_category_has_an_example() -> None:
