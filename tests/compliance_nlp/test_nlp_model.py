@@ -72,7 +72,7 @@ def test_model_findings_say_they_are_from_the_model(analyzer: Analyzer) -> None:
         assert (f.source == "model") == f.rule_id.startswith("model:")
 
 
-def test_smoke_train_into_tmp_dir(tmp_path: Path) -> None:
+def _tiny_corpus(tmp_path: Path) -> Path:
     rows = [
         {"text": "我想赎回", "role": "customer", "intent": "redemption_intent"},
         {"text": "我要投诉", "role": "customer", "intent": "complaint"},
@@ -83,6 +83,11 @@ def test_smoke_train_into_tmp_dir(tmp_path: Path) -> None:
     train_file.write_text(
         "\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8"
     )
+    return train_file
+
+
+def test_smoke_train_into_tmp_dir(tmp_path: Path) -> None:
+    train_file = _tiny_corpus(tmp_path)
     dev_file = tmp_path / "dev.jsonl"
     dev_rows = [
         {"text": "鑫鑫稳赚", "role": "advisor", "violations": [{"category": "guaranteed_return"}]},
@@ -150,20 +155,6 @@ def test_model_category_is_added_to_a_flagged_line(analyzer: Analyzer) -> None:
     result = analyzer.analyze("钱转到我老婆卡上，我帮您买，比走系统快", "advisor")
     assert result.has_violation
     assert "off_book_dealing" in {f.category for f in result.violations}
-
-
-def _tiny_corpus(tmp_path: Path) -> Path:
-    rows = [
-        {"text": "我想赎回", "role": "customer", "intent": "redemption_intent"},
-        {"text": "我要投诉", "role": "customer", "intent": "complaint"},
-        {"text": "保本保息", "role": "advisor", "violations": [{"category": "guaranteed_return"}]},
-        {"text": "理财有风险", "role": "advisor", "violations": []},
-    ]
-    train_file = tmp_path / "train.jsonl"
-    train_file.write_text(
-        "\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8"
-    )
-    return train_file
 
 
 def test_ensemble_averages_its_members_and_retraining_single_replaces_it(
