@@ -193,3 +193,26 @@ def test_broken_ensemble_manifest_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / ENSEMBLE_FILE).write_text("not json")
     with pytest.raises(ModelLoadError, match="bad"):
         Analyzer(AnalyzerConfig(violation_model_dir=str(tmp_path)))
+
+
+def test_interrupted_training_leaves_the_model_that_was_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import compliance_nlp.train as train_module
+
+    out = tmp_path / "models"
+    options = TrainOptions(
+        train_file=_tiny_corpus(tmp_path), output_dir=out, epochs=1, max_steps=2,
+        dev_files=(), kinds=("violation",),
+    )
+    train_all(options)
+    before = (out / "violation" / "model.safetensors").read_bytes()
+
+    def crash(*args: object, **kwargs: object) -> dict[str, float]:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "train_classifier", crash)
+    with pytest.raises(KeyboardInterrupt):
+        train_all(TrainOptions(**{**options.__dict__, "seed": 99}))
+    assert (out / "violation" / "model.safetensors").read_bytes() == before
+    Analyzer(AnalyzerConfig(violation_model_dir=str(out / "violation")))  # still loads
