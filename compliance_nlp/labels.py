@@ -60,26 +60,29 @@ def check_labels(path: str | Path, *, unique: bool = True) -> tuple[list[str], C
             except json.JSONDecodeError as exc:
                 errors.append(f"line {n}: not JSON ({exc})")
                 continue
-            if not unique:
-                texts.clear()
-                ids.clear()
-            errors.extend(f"line {n}: {e}" for e in _row_errors(row, texts, ids, counts))
+            counts["lines"] += 1
+            seen = (texts, ids) if unique else None
+            errors.extend(f"line {n}: {e}" for e in _row_errors(row, seen, counts))
     return errors, counts
 
 
 def _row_errors(
-    row: dict[str, object], texts: set[str], ids: set[object], counts: Counter[str]
+    row: dict[str, object],
+    seen: tuple[set[str], set[object]] | None,
+    counts: Counter[str],
 ) -> list[str]:
     out: list[str] = []
     text = row.get("text")
     if not isinstance(text, str) or not text.strip():
         return ["empty or missing text"]
-    if text in texts:
-        out.append("duplicate text")
-    texts.add(text)
-    if row.get("id") in ids:
-        out.append(f"duplicate id {row.get('id')!r}")
-    ids.add(row.get("id"))
+    if seen is not None:
+        texts, ids = seen
+        if text in texts:
+            out.append("duplicate text")
+        texts.add(text)
+        if row.get("id") in ids:
+            out.append(f"duplicate id {row.get('id')!r}")
+        ids.add(row.get("id"))
     violations = row.get("violations")
     pii = row.get("pii")
     if not isinstance(violations, list) or not isinstance(pii, list):
@@ -125,8 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     for name in args:
         errors, counts = check_labels(name)
-        print(f"{name}: {sum(v for k, v in counts.items() if k.startswith(('advisor', 'intent')))}"
-              f" lines, {len(errors)} errors")
+        print(f"{name}: {counts['lines']} lines, {len(errors)} errors")
         for key in sorted(counts):
             print(f"  {key:32s} {counts[key]}")
         for error in errors:
