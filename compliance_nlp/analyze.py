@@ -21,7 +21,7 @@ from compliance_nlp.lexicon import KeywordIntent, SentimentLexicon
 from compliance_nlp.matcher import RuleMatcher
 from compliance_nlp.model import SequenceClassifier, is_model_dir, shipped_model_dir
 from compliance_nlp.normalize import normalize, translate_chars
-from compliance_nlp.pii import MASK_STYLES, PiiMatch, find_pii, mask_pii
+from compliance_nlp.pii import MASK_STYLES, PiiMatch, find_pii, mask_pii, mask_span
 from compliance_nlp.rules import CATEGORIES, load_ruleset
 from compliance_nlp.types import (
     Analysis,
@@ -143,6 +143,15 @@ class Analyzer:
                     norms[i].text,
                     clean_probs.get(i, 0.0),
                 )
+            if pii:
+                # Evidence is stored and exported in clear beside the masked text: it must
+                # never carry a number the masked text hides. Offsets stay those of the
+                # original, for a reviewer entitled to open the sealed copy.
+                style = self.config.mask_style
+                findings = [
+                    replace(f, evidence=mask_span(text, pii, f.start, f.end, style))
+                    for f in findings
+                ]
             intent: str | None = None
             intent_score: float | None = None
             if i in intents:

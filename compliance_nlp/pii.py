@@ -10,10 +10,11 @@ or a stock code destroys what a compliance reviewer needs to read.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["PiiMatch", "PiiType", "MASK_STYLES", "find_pii", "mask_pii"]
+__all__ = ["PiiMatch", "PiiType", "MASK_STYLES", "find_pii", "mask_pii", "mask_span"]
 
 PiiType = Literal["id_card", "bank_card", "phone", "email"]
 
@@ -175,3 +176,21 @@ def mask_pii(text: str, matches: list[PiiMatch], style: str = "default") -> str:
         pos = m.end
     out.append(text[pos:])
     return "".join(out)
+
+
+def mask_span(
+    text: str, matches: Sequence[PiiMatch], start: int, end: int, style: str = "default"
+) -> str:
+    """``text[start:end]`` as a reviewer may see it at rest: personal data masked.
+
+    Evidence is cut from a message's original text, and a rule's span often reaches into
+    a number (「身份证110101…发我」). The span is widened to every match it touches so a
+    number is masked whole — a masked half would still leave digits in clear.
+    """
+    touching = [m for m in matches if m.start < end and start < m.end]
+    if not touching:
+        return text[start:end]
+    lo = min(start, *(m.start for m in touching))
+    hi = max(end, *(m.end for m in touching))
+    shifted = [PiiMatch(m.type, m.start - lo, m.end - lo) for m in touching]
+    return mask_pii(text[lo:hi], sorted(shifted, key=lambda m: m.start), style)

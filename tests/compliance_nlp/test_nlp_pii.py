@@ -82,3 +82,20 @@ def test_pii_offsets_point_at_original() -> None:
     result = analyze(text, "customer")
     spans = {p.type: text[p.start : p.end] for p in result.pii}
     assert spans == {"bank_card": CARD, "phone": "13900001111"}
+
+
+def test_evidence_never_carries_a_number_the_masked_text_hides() -> None:
+    from compliance_nlp import analyze
+    from compliance_nlp.pii import find_pii, mask_span
+
+    text = "身份证110101199003074514发我，我帮你代买，保证收益10%"
+    result = analyze(text, "advisor")
+    assert result.violations
+    for f in result.violations:
+        assert "110101199003074514" not in f.evidence
+        assert "074514" not in f.evidence or "********" in f.evidence
+    # A span that ends inside a number is widened: the number is masked whole.
+    pii = find_pii(text)
+    cut = mask_span(text, pii, 0, 10)
+    assert cut == "身份证110101********4514"
+    assert mask_span(text, pii, 22, 30) == text[22:30]  # no number touched: unchanged
