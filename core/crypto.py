@@ -8,10 +8,12 @@ so an original cannot be copied onto another row and still decrypt.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import secrets
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -28,8 +30,13 @@ class DecryptionError(Exception):
 
 @dataclass(frozen=True)
 class Keyring:
-    keys: dict[str, bytes]
+    # Never in a repr: a keyring sits inside dataclasses that end up in logs.
+    keys: dict[str, bytes] = field(repr=False)
     active_key_id: str
+
+    def __repr__(self) -> str:
+        prints = ", ".join(f"{kid}:{key_fingerprint(k)}" for kid, k in sorted(self.keys.items()))
+        return f"Keyring(active={self.active_key_id!r}, keys=[{prints}])"
 
     def __post_init__(self) -> None:
         if self.active_key_id not in self.keys:
@@ -75,6 +82,40 @@ def new_key() -> str:
     return base64.b64encode(secrets.token_bytes(32)).decode()
 
 
+def new_key_id() -> str:
+    """A key id no other key of any deployment shares (a recreated file cannot reuse it)."""
+    return "k" + secrets.token_hex(6)
+
+
+def key_fingerprint(key: bytes) -> str:
+    """A short public name for a key: safe to log and to store beside the data."""
+    return hashlib.sha256(b"siyu-field-key:" + key).hexdigest()[:16]
+
+
+def _create_key_file(path: Path) -> None:
+    """Write a new key file atomically; the first of several racing processes wins.
+
+    The file is written and fsynced under a temporary name, then hard-linked into place:
+    a process that finds ``path`` always finds it whole (reading a half-written file was
+    how two roles started together crashed one of them).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kid = new_key_id()
+    fd, tmp = tempfile.mkstemp(prefix=".field-keys.", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"active": kid, "keys": {kid: new_key()}}, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:  # another process of this deployment won the race
+            pass
+    finally:
+        os.unlink(tmp)
+
+
 def load_keyring(settings: Settings, *, create: bool = True) -> Keyring:
     """Keys from settings; in embedded mode, a key file under the data dir.
 
@@ -96,14 +137,7 @@ def load_keyring(settings: Settings, *, create: bool = True) -> Keyring:
     if not path.exists():
         if not create:
             raise SettingsError(f"no field keys: set SIYU_CRYPTO__KEYS or create {path}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process of this deployment won the race
-            pass
-        else:
-            with os.fdopen(fd, "w") as fh:
-                json.dump({"active": "k1", "keys": {"k1": new_key()}}, fh)
+        _create_key_file(path)
     data = json.loads(path.read_text())
     return Keyring(
         keys={kid: base64.b64decode(v) for kid, v in data["keys"].items()},
