@@ -8,6 +8,7 @@ after commit and before XACK does no harm.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -78,6 +79,34 @@ async def _notify(
 
 def _local_time(draft: MessageDraft) -> str:
     return draft.msgtime.astimezone(SHANGHAI).strftime("%m-%d %H:%M")
+
+
+EXCERPT_CHARS = 24
+
+
+def _message_ref(draft: MessageDraft) -> str:
+    """A short, stable reference to one message, printed in every alert about it.
+
+    It makes each alert's text distinct: WeCom's ``enable_duplicate_check`` silently
+    drops an identical text within its window, which would lose the second of two
+    alerts about different messages; a resend of the same outbox row stays identical.
+    """
+    return hashlib.sha256(f"{draft.source}:{draft.msgid}".encode()).hexdigest()[:8]
+
+
+def _excerpt(analysis: dict[str, Any] | None) -> str:
+    """The start of the message as stored: masked, never the original."""
+    text = " ".join(str((analysis or {}).get("masked_text", "")).split())
+    return text if len(text) <= EXCERPT_CHARS else text[:EXCERPT_CHARS] + "…"
+
+
+def customer_label(name: str | None, external_userid: str | None) -> str:
+    """How an advisor or reviewer reads a customer: the name, else a readable stand-in."""
+    if name:
+        return f"客户「{name}」"
+    if external_userid:
+        return f"未登记姓名的客户（ID 尾号 {external_userid[-6:]}）"
+    return "未知客户"
 
 
 async def do_store_message(
@@ -152,12 +181,20 @@ async def do_store_message(
                     detail={"categories": categories, "rule_id": first.get("rule_id"),
                             "basis": basis},
                 )  # fmt: skip
+                who = (
+                    "群聊中" if draft.roomid and not draft.external_userid
+                    else "发给" + customer_label(
+                        customer.name if customer else None, draft.external_userid
+                    )
+                )  # fmt: skip
                 await _notify(
                     conn=conn, deps=deps, idem_key=key, touser=draft.advisor_userid,
                     content=(
-                        f"【合规提醒】您 {_local_time(draft)} 发出的一条消息触发「{label}」"
+                        f"【合规提醒】您 {_local_time(draft)} {who}的消息"
+                        f"「{_excerpt(analysis)}」触发「{label}」"
                         f"（依据：{basis}；规则 {first.get('rule_id') or first.get('source')}），"
                         "已提交合规复核。请勿承诺收益、混同存款或代客操作。"
+                        f"（消息编号 {_message_ref(draft)}）"
                     ),
                 )
                 alerts.append(key)
@@ -176,12 +213,13 @@ async def do_store_message(
                     advisor_userid=userid, external_userid=draft.external_userid,
                     msgid=draft.msgid, detail={"sentiment": (analysis or {}).get("sentiment")},
                 )  # fmt: skip
-                name = customer.name if customer and customer.name else draft.external_userid
+                who = customer_label(customer.name if customer else None, draft.external_userid)
                 await _notify(
                     conn=conn, deps=deps, idem_key=key, touser=userid,
                     content=(
-                        f"【客户提醒】客户「{name}」{_local_time(draft)} 的消息显示"
-                        f"{ALERT_INTENTS[str(intent)]}，请及时跟进。"
+                        f"【客户提醒】{who} {_local_time(draft)} 的消息"
+                        f"「{_excerpt(analysis)}」显示{ALERT_INTENTS[str(intent)]}，请及时跟进。"
+                        f"（消息编号 {_message_ref(draft)}）"
                     ),
                 )
                 alerts.append(key)
