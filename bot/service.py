@@ -134,10 +134,23 @@ async def stored_message_keys(*, keys: list[tuple[str, str]]) -> set[tuple[str, 
     """Which (source, msgid) pairs are already stored."""
     if not keys:
         return set()
-    rows = await models.Message.filter(msgid__in=[m for _, m in keys]).values_list(
-        "source", "msgid"
-    )
-    return {(str(s), str(m)) for s, m in rows} & set(keys)
+    by_source: dict[str, list[str]] = {}
+    for source, msgid in keys:
+        by_source.setdefault(source, []).append(msgid)
+    found: set[tuple[str, str]] = set()
+    for source, msgids in by_source.items():
+        rows = await stored_message_query(source, msgids).values_list("source", "msgid")
+        found.update((str(s), str(m)) for s, m in rows)
+    return found & set(keys)
+
+
+def stored_message_query(source: str, msgids: list[str]) -> Any:
+    """The pre-check for one source: ``source = ? AND msgid IN (…)``.
+
+    Filtering on the pair lets the database answer from the unique (source, msgid)
+    index; ``msgid IN (…)`` alone cannot use it (source is its leading column).
+    """
+    return models.Message.filter(source=source, msgid__in=msgids)
 
 
 async def stored_event_keys(*, keys: list[str]) -> set[str]:
