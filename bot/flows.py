@@ -162,7 +162,9 @@ async def do_store_message(
         speaks_to_customers = draft.direction in (
             Direction.ADVISOR_TO_CUSTOMER, Direction.GROUP
         ) and draft.sender_role == "advisor"  # fmt: skip
+        case_opened = False
         if violations and speaks_to_customers and draft.advisor_userid:
+            case_opened = True
             categories = sorted({str(v["category"]) for v in violations})
             severity = "violation" if has_violation else "review"
             await bot_service.open_review_case(
@@ -223,7 +225,10 @@ async def do_store_message(
                     ),
                 )
                 alerts.append(key)
-        return StoreResult(stored=True, record_id=message.id, alerts=tuple(alerts))
+        return StoreResult(
+            stored=True, record_id=message.id, alerts=tuple(alerts), review_case=case_opened,
+            findings=tuple((str(v["category"]), str(v["severity"])) for v in violations),
+        )
 
 
 @dataclass(frozen=True)

@@ -168,8 +168,18 @@ class Pipeline:
                 out.append(exc)
                 continue
             self.metrics.processed.labels("stored" if result.stored else "duplicate").inc()
+            self._count_compliance(result)
             out.append(result)
         return out
+
+    def _count_compliance(self, result: StoreResult) -> None:
+        for category, severity in result.findings:
+            self.metrics.findings.labels(category, severity).inc()
+        if result.review_case:
+            self.metrics.review_cases.inc()
+        for key in result.alerts:
+            # Alert keys start with their kind (violation:…, churn:…, complaint:…).
+            self.metrics.alerts.labels(key.split(":", 1)[0]).inc()
 
     async def _store(
         self, item: QueuedItem, draft: Draft, analysis: dict[str, Any] | BaseException | None

@@ -83,3 +83,5 @@ class StoreResult:
     stored: bool  # False: already stored earlier (a redelivery)
     record_id: int | None = None
     alerts: tuple[str, ...] = ()
+    review_case: bool = False  # a review case was opened for this message
+    findings: tuple[tuple[str, str], ...] = ()  # (category, severity) of each finding stored

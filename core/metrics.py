@@ -35,3 +35,12 @@ class Metrics:
             "siyu_outbox_calls_total", "Outbox dispatch attempts", ["api", "result"], registry=r
         )
         self.dead_letters = Gauge("siyu_dead_letters_open", "Open dead letters", registry=r)
+        # Compliance, counted once per stored message (a redelivery counts nothing).
+        self.findings = Counter(
+            "siyu_compliance_findings_total", "Findings stored, by category and severity",
+            ["category", "severity"], registry=r,
+        )  # fmt: skip
+        self.review_cases = Counter(
+            "siyu_review_cases_opened_total", "Compliance review cases opened", registry=r
+        )
+        self.alerts = Counter("siyu_alerts_total", "Alerts raised, by kind", ["kind"], registry=r)
