@@ -103,29 +103,58 @@ def cmd_archive_import(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------ messages
 
+EXPORT_TZ = "Asia/Shanghai"
+
+
+def parse_export_time(flag: str, text: str) -> datetime:
+    """An ISO date/time as an aware UTC datetime; no offset means Asia/Shanghai.
+
+    Comparing aware UTC values through the ORM keeps SQLite (ISO text in UTC) and
+    PostgreSQL (timestamptz) in agreement whatever the process's local time zone.
+    """
+    from datetime import UTC
+    from zoneinfo import ZoneInfo
+
+    try:
+        at = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"{flag}: not an ISO date/time: {text!r}") from None
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=ZoneInfo(EXPORT_TZ))
+    return at.astimezone(UTC)
+
+
 def cmd_messages_export(args: argparse.Namespace) -> int:
-    from bot import service as bot_service
+    from bot import models
     from core import db as core_db
 
     settings = _settings()
-    since = None
-    if args.since:
-        try:
-            since = datetime.fromisoformat(args.since)
-        except ValueError:
-            print(f"--since: not an ISO date/time: {args.since!r}", file=sys.stderr)
-            return 2
-        if since.tzinfo is None:
-            from zoneinfo import ZoneInfo
-
-            since = since.replace(tzinfo=ZoneInfo("Asia/Shanghai"))
+    try:
+        since = parse_export_time("--since", args.since) if args.since else None
+        until = parse_export_time("--until", args.until) if args.until else None
+    except ValueError as exc:
+        print(f"siyu: {exc}", file=sys.stderr)
+        return 2
+    if since is not None and until is not None and until <= since:
+        print(f"siyu: --until ({args.until}) must be later than --since ({args.since})",
+              file=sys.stderr)
+        return 2
 
     async def run() -> int:
         n = 0
         async with core_db.db_lifespan(settings):
+            q = models.Message.all()
+            if since is not None:
+                q = q.filter(msgtime__gte=since)
+            if until is not None:
+                q = q.filter(msgtime__lt=until)
+            if args.violations_only:
+                q = q.filter(has_violation=True)
+            if args.advisor:
+                q = q.filter(advisor__userid=args.advisor)
             after = 0
             while True:
-                batch = await bot_service.messages_since(since=since, after_id=after)
+                batch = await q.filter(id__gt=after).order_by("id").limit(500)
                 if not batch:
                     break
                 for m in batch:
@@ -226,7 +255,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("messages", help="stored messages")
     msub = sp.add_subparsers(dest="messages_command", required=True)
     mp = msub.add_parser("export", help="print stored messages as JSON lines")
-    mp.add_argument("--since", default="", help="ISO date/time (Asia/Shanghai if no offset)")
+    mp.add_argument("--since", default="", metavar="WHEN",
+                    help="only messages sent at or after WHEN, an ISO date or date/time "
+                         "(2026-11-01, 2026-11-01T08:30, 2026-11-01T00:00+00:00); "
+                         "no offset means Asia/Shanghai")
+    mp.add_argument("--until", default="", metavar="WHEN",
+                    help="only messages sent before WHEN (exclusive), same format as "
+                         "--since; no offset means Asia/Shanghai")
+    mp.add_argument("--violations-only", action="store_true",
+                    help="only messages flagged with a compliance violation")
+    mp.add_argument("--advisor", default="", metavar="USERID",
+                    help="only messages of the advisor with this WeCom userid")
     mp.add_argument("--format", default="jsonl", choices=["jsonl"])
     mp.set_defaults(func=cmd_messages_export)
 
