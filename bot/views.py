@@ -28,8 +28,12 @@ async def api_auth(request: web.Request, handler: Any) -> web.StreamResponse:
     if not expected:
         return _error(503, "api_disabled", "the API is disabled: SIYU_API__TOKEN is not set")
     got = request.headers.get("Authorization", "")
-    if not got.startswith("Bearer ") or not hmac.compare_digest(
-        got[7:].encode(), expected.encode()
+    try:
+        presented = got[7:].encode()
+    except UnicodeEncodeError:  # non-UTF-8 header bytes (kept as surrogate escapes)
+        presented = b""
+    if not got.startswith("Bearer ") or not presented or not hmac.compare_digest(
+        presented, expected.encode()
     ):
         return _error(401, "unauthorized", "missing or wrong bearer token")
     return await handler(request)  # type: ignore[no-any-return]
@@ -44,7 +48,10 @@ async def _json_or_jsonl(request: web.Request) -> list[Any]:
     ctype = request.content_type
     if ctype in ("application/x-ndjson", "application/jsonl", "application/x-jsonlines"):
         records: list[Any] = []
-        for lineno, line in enumerate(text.splitlines(), 1):
+        # "\n" only: str.splitlines() would also split on U+2028/U+2029/U+0085,
+        # which are legal inside a JSON string.
+        for lineno, line in enumerate(text.split("\n"), 1):
+            line = line.removesuffix("\r")
             if not line.strip():
                 continue
             try:
