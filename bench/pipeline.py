@@ -124,7 +124,7 @@ def _siyu_command() -> list[str]:
     if script.exists():
         return [str(script)]
     found = shutil.which("siyu")
-    return [found] if found else [sys.executable, "-m", "core.cli"]
+    return [found] if found else [sys.executable, "-m", "siyu.cli"]
 
 
 @dataclass

@@ -111,15 +111,12 @@ def load_private_keys(paths: dict[str, str]) -> dict[str, rsa.RSAPrivateKey]:
     return keys
 
 
-WAKE_KEY = "archive:wake"
-
-
 async def wake_archive_puller(stream: InboundStream) -> None:
     """Called after a ``msgaudit_notify`` event is stored: pull now.
 
     A one-element list: many notifications before the puller looks are one pull.
     """
-    key = f"{stream.ns}:{WAKE_KEY}"
+    key = stream.keys.key("archive", "wake")
     await stream.redis.lpush(key, "1")  # type: ignore[misc]
     await stream.redis.ltrim(key, 0, 0)  # type: ignore[misc]
 
@@ -136,8 +133,7 @@ class PullReport:
 
 
 class ArchivePuller:
-    WAKE_KEY = WAKE_KEY
-    LOCK_KEY = "archive:lock"
+    """Pulls 会话存档 batches after the stored cursor (run by ``core.jobs`` as a job)."""
 
     def __init__(
         self, *, sdk: FinanceSdk, private_keys: dict[str, rsa.RSAPrivateKey],
@@ -153,37 +149,23 @@ class ArchivePuller:
         self.cursor_name = cursor_name
         self.poll_interval_s = poll_interval_s
 
-    def _k(self, name: str) -> str:
-        return f"{self.stream.ns}:{name}"
-
-    async def wake(self) -> None:
-        await wake_archive_puller(self.stream)
-
-    async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self.pull_once()
-            except Exception:  # noqa: BLE001 - keep pulling; the cursor did not move
-                log.exception("archive pull failed")
-            await self._wait_for_wake(stop)
-
-    async def _wait_for_wake(self, stop: asyncio.Event) -> None:
-        """Until woken by msgaudit_notify or the poll interval passes.
+    async def wait_for_wake(self, timeout_s: float) -> bool:
+        """True when woken by msgaudit_notify within ``timeout_s``, else False.
 
         Short BLPOPs: each stays under the client's socket timeout.
         """
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.poll_interval_s
-        while not stop.is_set() and loop.time() < deadline:
+        deadline = loop.time() + timeout_s
+        key = self.stream.keys.key("archive", "wake")
+        while loop.time() < deadline:
             try:
-                woke = await self.redis.blpop(  # type: ignore[misc]
-                    [self._k(self.WAKE_KEY)], timeout=1
-                )
+                woke = await self.redis.blpop([key], timeout=1)  # type: ignore[misc]
             except (aioredis.RedisError, OSError):
                 await asyncio.sleep(1.0)
                 continue
             if woke:
-                return
+                return True
+        return False
 
     def _decrypt(self, item: dict[str, Any]) -> dict[str, Any]:
         ver = str(item.get("publickey_ver"))
@@ -201,7 +183,9 @@ class ArchivePuller:
     async def pull_once(self) -> PullReport:
         """Pull batches until caught up.  One puller at a time across processes."""
         report = PullReport()
-        lock = self.redis.lock(self._k(self.LOCK_KEY), timeout=300, blocking=False)
+        lock = self.redis.lock(
+            self.stream.keys.key("archive", "lock"), timeout=300, blocking=False
+        )
         if not await lock.acquire():
             return report
         try:

@@ -18,10 +18,12 @@ from zoneinfo import ZoneInfo
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
+from bot import outbox
 from bot import service as bot_service
-from bot.hooks import HookRegistry
+from bot.hooks import Hooks, StoredEvent, StoredMessage, frozen_fields
 from bot.models import RelationStatus
 from bot.schemas import Direction, EventDraft, MessageDraft, StoreResult
+from compliance_nlp import Analysis
 from core.crypto import Keyring
 
 log = logging.getLogger(__name__)
@@ -47,7 +49,7 @@ ALERT_INTENTS = {"redemption_intent": "赎回/退保/转出意向", "complaint":
 @dataclass(frozen=True)
 class StoreDeps:
     keyring: Keyring
-    hooks: HookRegistry
+    hooks: Hooks
     agent_id: int
 
 
@@ -55,25 +57,12 @@ def message_aad(source: str, msgid: str) -> str:
     return f"message:{source}:{msgid}"
 
 
-def _app_text(*, agent_id: int, touser: str, content: str) -> dict[str, Any]:
-    # enable_duplicate_check makes a resend of the same outbox row (after a
-    # crash between WeCom's answer and our commit) a no-op on WeCom's side.
-    return {
-        "touser": touser,
-        "msgtype": "text",
-        "agentid": agent_id,
-        "text": {"content": content},
-        "enable_duplicate_check": 1,
-        "duplicate_check_interval": 1800,
-    }
-
-
 async def _notify(
     *, conn: BaseDBAsyncClient, deps: StoreDeps, idem_key: str, touser: str, content: str
 ) -> None:
-    await bot_service.enqueue_outbox(
-        conn=conn, idem_key=f"notify:{idem_key}", api="message/send",
-        payload=_app_text(agent_id=deps.agent_id, touser=touser, content=content),
+    await outbox.enqueue(
+        conn, idem_key=f"notify:{idem_key}", origin=f"bot.alert:{idem_key}"[:96],
+        write=outbox.app_text(agent_id=deps.agent_id, touser=touser, content=content),
     )  # fmt: skip
 
 
@@ -94,9 +83,9 @@ def _message_ref(draft: MessageDraft) -> str:
     return hashlib.sha256(f"{draft.source}:{draft.msgid}".encode()).hexdigest()[:8]
 
 
-def _excerpt(analysis: dict[str, Any] | None) -> str:
+def _excerpt(analysis: Analysis | None) -> str:
     """The start of the message as stored: masked, never the original."""
-    text = " ".join(str((analysis or {}).get("masked_text", "")).split())
+    text = " ".join((analysis.masked_text if analysis else "").split())
     return text if len(text) <= EXCERPT_CHARS else text[:EXCERPT_CHARS] + "…"
 
 
@@ -110,12 +99,14 @@ def customer_label(name: str | None, external_userid: str | None) -> str:
 
 
 async def do_store_message(
-    *, draft: MessageDraft, analysis: dict[str, Any] | None, original: dict[str, Any],
+    *, draft: MessageDraft, analysis: Analysis | None, original: dict[str, Any],
     deps: StoreDeps,
 ) -> StoreResult:
     """Store an analysed message once, then run hooks and raise alerts."""
-    violations = [v for v in (analysis or {}).get("violations", [])]
-    has_violation = any(v.get("severity") == "violation" for v in violations)
+    violations = analysis.violations if analysis else ()
+    has_violation = analysis.has_violation if analysis else False
+    intent = analysis.intent if analysis and draft.sender_role == "customer" else None
+    masked = analysis.masked_text if analysis and draft.text else ""
     alerts: list[str] = []
     async with in_transaction() as conn:
         advisor = (
@@ -143,21 +134,31 @@ async def do_store_message(
             msgtime=draft.msgtime,
             msgtype=draft.msgtype,
             action=draft.action,
-            masked_text=(analysis or {}).get("masked_text", "") if draft.text else "",
+            masked_text=masked,
             original_sealed=sealed,
-            intent=(analysis or {}).get("intent") if draft.sender_role == "customer" else None,
-            sentiment=(analysis or {}).get("sentiment"),
+            intent=intent,
+            sentiment=analysis.sentiment if analysis else None,
             has_violation=has_violation,
-            analysis=analysis,
+            analysis=analysis.to_dict() if analysis else None,
             customer=customer,
             advisor=advisor,
         )
         if message is None:
             return StoreResult(stored=False)
 
-        # Other domains' hooks see the stored row inside this transaction.
-        for mhook in (*deps.hooks.tagging_message, *deps.hooks.sop_message):
-            await mhook(message, conn)
+        record = StoredMessage(
+            id=message.id, source=draft.source.value, msgid=draft.msgid,
+            direction=draft.direction, sender_role=draft.sender_role,
+            customer=draft.external_userid, advisor=draft.advisor_userid, roomid=draft.roomid,
+            msgtime=draft.msgtime, msgtype=draft.msgtype, text_masked=masked, intent=intent,
+            intent_score=analysis.intent_score if analysis and intent else None,
+            sentiment=analysis.sentiment if analysis else None,
+            violation_categories=tuple(sorted({v.category for v in violations})),
+            has_violation=has_violation,
+        )  # fmt: skip
+        # Other domains' hooks see what was stored, inside this transaction.
+        for hook in deps.hooks.on_message:
+            await hook.fn(record, conn)
 
         speaks_to_customers = draft.direction in (
             Direction.ADVISOR_TO_CUSTOMER, Direction.GROUP
@@ -165,22 +166,22 @@ async def do_store_message(
         case_opened = False
         if violations and speaks_to_customers and draft.advisor_userid:
             case_opened = True
-            categories = sorted({str(v["category"]) for v in violations})
+            categories = sorted({v.category for v in violations})
             severity = "violation" if has_violation else "review"
             await bot_service.open_review_case(
                 conn=conn, message=message, advisor_userid=draft.advisor_userid,
                 categories=categories, severity=severity,
             )  # fmt: skip
             if has_violation:
-                first = next(v for v in violations if v.get("severity") == "violation")
-                label = CATEGORY_LABELS.get(str(first["category"]), str(first["category"]))
-                basis = first.get("basis") or "机构销售行为管理规定"
+                first = next(v for v in violations if v.severity == "violation")
+                label = CATEGORY_LABELS.get(first.category, first.category)
+                basis = first.basis or "机构销售行为管理规定"
                 key = f"violation:{draft.source}:{draft.msgid}"
                 await bot_service.raise_alert(
                     conn=conn, idem_key=key, kind="violation",
                     recipient_userid=draft.advisor_userid, advisor_userid=draft.advisor_userid,
                     external_userid=draft.external_userid, msgid=draft.msgid,
-                    detail={"categories": categories, "rule_id": first.get("rule_id"),
+                    detail={"categories": categories, "rule_id": first.rule_id,
                             "basis": basis},
                 )  # fmt: skip
                 who = (
@@ -194,15 +195,14 @@ async def do_store_message(
                     content=(
                         f"【合规提醒】您 {_local_time(draft)} {who}的消息"
                         f"「{_excerpt(analysis)}」触发「{label}」"
-                        f"（依据：{basis}；规则 {first.get('rule_id') or first.get('source')}），"
+                        f"（依据：{basis}；规则 {first.rule_id or first.source}），"
                         "已提交合规复核。请勿承诺收益、混同存款或代客操作。"
                         f"（消息编号 {_message_ref(draft)}）"
                     ),
                 )
                 alerts.append(key)
 
-        intent = (analysis or {}).get("intent")
-        if draft.sender_role == "customer" and intent in ALERT_INTENTS and draft.external_userid:
+        if intent in ALERT_INTENTS and draft.external_userid:
             targets = [draft.advisor_userid] if draft.advisor_userid else await (
                 bot_service.advisors_following(conn=conn, external_userid=draft.external_userid)
             )  # fmt: skip
@@ -213,21 +213,21 @@ async def do_store_message(
                 await bot_service.raise_alert(
                     conn=conn, idem_key=key, kind=str(intent), recipient_userid=userid,
                     advisor_userid=userid, external_userid=draft.external_userid,
-                    msgid=draft.msgid, detail={"sentiment": (analysis or {}).get("sentiment")},
+                    msgid=draft.msgid, detail={"sentiment": record.sentiment},
                 )  # fmt: skip
                 who = customer_label(customer.name if customer else None, draft.external_userid)
                 await _notify(
                     conn=conn, deps=deps, idem_key=key, touser=userid,
                     content=(
                         f"【客户提醒】{who} {_local_time(draft)} 的消息"
-                        f"「{_excerpt(analysis)}」显示{ALERT_INTENTS[str(intent)]}，请及时跟进。"
+                        f"「{_excerpt(analysis)}」显示{ALERT_INTENTS[intent]}，请及时跟进。"
                         f"（消息编号 {_message_ref(draft)}）"
                     ),
                 )
                 alerts.append(key)
         return StoreResult(
             stored=True, record_id=message.id, alerts=tuple(alerts), review_case=case_opened,
-            findings=tuple((str(v["category"]), str(v["severity"])) for v in violations),
+            findings=tuple((v.category, v.severity) for v in violations), record=record,
         )
 
 
@@ -277,9 +277,20 @@ async def do_store_event(
                     conn=conn, chat_id=chat_id, status=status, detail=detail
                 )
 
-        for ehook in (*deps.hooks.tagging_event, *deps.hooks.sop_event):
-            await ehook(event, conn)
-        return StoreResult(stored=True, record_id=event.id, alerts=tuple(alerts))
+        record = StoredEvent(
+            id=event.id, event_key=draft.event_key, kind=draft.kind, event=draft.event,
+            change_type=draft.change_type, occurred_at=draft.occurred_at,
+            fields=frozen_fields(f), customer=_text_or_none(f.get("ExternalUserID")),
+            advisor=_text_or_none(f.get("UserID")), state=_text_or_none(f.get("State")),
+            welcome_code=_text_or_none(f.get("WelcomeCode")),
+        )  # fmt: skip
+        for hook in deps.hooks.on_event:
+            await hook.fn(record, conn)
+        return StoreResult(stored=True, record_id=event.id, alerts=tuple(alerts), record=record)
+
+
+def _text_or_none(value: Any) -> str | None:
+    return str(value) if value not in (None, "") else None
 
 
 async def _external_contact_changed(

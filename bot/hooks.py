@@ -1,29 +1,136 @@
-"""Extension points the pipeline calls inside the storing transaction.
+"""Extension points the pipeline calls around the storing transaction.
 
-Tagging (auto-tag rules) and SOP (triggers, exit conditions) register here at
-start-up; the pipeline does not import them, so ``bot`` stays below those
-domains in the dependency order.  A hook runs in the same transaction as the
-stored row: if it fails, the message is not acknowledged and is redelivered,
-and because the row insert rolls back too, the redelivery runs the hook again
-exactly once.
+Other domains (tagging's auto-tag rules, SOP's triggers and exit conditions)
+register hooks in their domain record; the root (``siyu.domains``) orders them.
+The pipeline does not import those domains, so ``bot`` stays below them.
+
+Three points, each an ordered, named list:
+
+- ``on_message(record, conn)`` / ``on_event(record, conn)`` run **inside** the
+  transaction that stored the row, with that transaction's connection.  If a hook
+  raises, the row rolls back, the stream entry is not acknowledged and its
+  redelivery runs every hook again — so each hook's effect happens exactly once.
+  **No network calls inside a hook**: a WeCom write is an outbox row
+  (``bot.outbox.enqueue(conn, …)``), sent after commit by the dispatcher.
+- ``after_commit(record)`` runs once the row is durable, outside the transaction.
+  It is best effort (a crash between commit and the hook skips it, and a
+  redelivery of a stored row runs nothing), so durable work belongs in
+  ``on_*`` + the outbox; use it for wake-ups and caches.
+
+Hooks receive a frozen record of what was stored, never the ORM row: a hook can
+not change the message behind the pipeline's back, and the record's fields are
+the contract other domains build on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any, Generic, TypeVar
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from bot import models
+from bot.schemas import Direction
+from core.domain import Domain
 
-MessageHook = Callable[[models.Message, BaseDBAsyncClient], Awaitable[None]]
-EventHook = Callable[[models.Event, BaseDBAsyncClient], Awaitable[None]]
+log = logging.getLogger(__name__)
 
 
-@dataclass
-class HookRegistry:
-    tagging_message: list[MessageHook] = field(default_factory=list)
-    tagging_event: list[EventHook] = field(default_factory=list)
-    sop_message: list[MessageHook] = field(default_factory=list)
-    sop_event: list[EventHook] = field(default_factory=list)
+@dataclass(frozen=True)
+class StoredMessage:
+    """A message as stored: masked text only (the original stays sealed)."""
+
+    id: int
+    source: str
+    msgid: str
+    direction: Direction
+    sender_role: str
+    customer: str | None  # external_userid
+    advisor: str | None  # userid of the member in the conversation
+    roomid: str | None
+    msgtime: datetime
+    msgtype: str
+    text_masked: str
+    intent: str | None
+    intent_score: float | None
+    sentiment: str | None
+    violation_categories: tuple[str, ...]
+    has_violation: bool
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """A 客户联系 or other event as stored; ``fields`` is read-only."""
+
+    id: int
+    event_key: str
+    kind: str
+    event: str
+    change_type: str
+    occurred_at: datetime
+    fields: Mapping[str, Any]
+    customer: str | None  # ExternalUserID
+    advisor: str | None  # UserID
+    state: str | None  # 渠道活码 State of add_external_contact
+    welcome_code: str | None  # valid 20 s, once (send_welcome_msg)
+
+
+MessageHook = Callable[[StoredMessage, BaseDBAsyncClient], Awaitable[None]]
+EventHook = Callable[[StoredEvent, BaseDBAsyncClient], Awaitable[None]]
+AfterCommitHook = Callable[[StoredMessage | StoredEvent], Awaitable[None]]
+
+F = TypeVar("F")
+
+
+@dataclass(frozen=True)
+class NamedHook(Generic[F]):
+    name: str  # "<domain>.<point>", in logs and errors
+    fn: F
+
+
+@dataclass(frozen=True)
+class Hooks:
+    on_message: tuple[NamedHook[MessageHook], ...] = ()
+    on_event: tuple[NamedHook[EventHook], ...] = ()
+    after_commit: tuple[NamedHook[AfterCommitHook], ...] = ()
+
+    @classmethod
+    def from_domains(cls, domains: Iterable[Domain]) -> Hooks:
+        """The hooks of ``domains``, in the order given (the root's list)."""
+        on_message: list[NamedHook[MessageHook]] = []
+        on_event: list[NamedHook[EventHook]] = []
+        after_commit: list[NamedHook[AfterCommitHook]] = []
+        for d in domains:
+            if fn := d.hooks.get("on_message"):
+                on_message.append(NamedHook(f"{d.name}.on_message", fn))
+            if fn := d.hooks.get("on_event"):
+                on_event.append(NamedHook(f"{d.name}.on_event", fn))
+            if fn := d.hooks.get("after_commit"):
+                after_commit.append(NamedHook(f"{d.name}.after_commit", fn))
+        return cls(tuple(on_message), tuple(on_event), tuple(after_commit))
+
+    @property
+    def names(self) -> dict[str, list[str]]:
+        return {
+            "on_message": [h.name for h in self.on_message],
+            "on_event": [h.name for h in self.on_event],
+            "after_commit": [h.name for h in self.after_commit],
+        }
+
+    async def run_after_commit(self, record: StoredMessage | StoredEvent) -> None:
+        for hook in self.after_commit:
+            try:
+                await hook.fn(record)
+            except Exception:
+                # The row is durable; an after-commit hook must not fail the delivery.
+                log.exception("after_commit hook failed", extra={"hook": hook.name})
+
+
+def frozen_fields(fields: Mapping[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(dict(fields))
+
+
+NO_HOOKS = Hooks()

@@ -190,6 +190,7 @@ class OutboxState(StrEnum):
     SENDING = "sending"
     DONE = "done"
     FAILED = "failed"
+    CANCELLED = "cancelled"  # a before-send check said no (reason in last_error)
 
 
 class OutboxItem(Timestamped):
@@ -208,9 +209,16 @@ class OutboxItem(Timestamped):
     last_error = fields.CharField(max_length=512, default="")
     result: Any = fields.JSONField(null=True)
     done_at = fields.DatetimeField(null=True)
+    # Who asked and for what (bot.alert:…, sop.touch:42): selects the before-send
+    # check and the on-settled callback (bot.outbox).
+    origin = fields.CharField(max_length=96, default="", db_index=True)
+    settled_at = fields.DatetimeField(null=True)
+    # The on-settled callback has yet to succeed; the dispatcher retries it.
+    notify_pending = fields.BooleanField(default=False, db_index=True)
 
     class Meta:
         table = "bot_outbox"
+        indexes = (("state", "lease_until"),)
 
 
 class DeadLetter(Timestamped):
@@ -224,7 +232,9 @@ class DeadLetter(Timestamped):
     payload_sealed = fields.TextField()
     error = fields.CharField(max_length=1024, default="")
     deliveries = fields.IntField(default=0)
-    status = fields.CharField(max_length=16, default="open")  # open | requeued | discarded
+    status = fields.CharField(
+        max_length=16, default="open", db_index=True
+    )  # open | requeued | discarded
 
     class Meta:
         table = "bot_dead_letter"

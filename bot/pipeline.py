@@ -12,10 +12,12 @@ A batch read from the stream goes through:
    tolerated: the customer is marked for the reconcile job.
 4. ``analyse``    — compliance_nlp runs on every text before anything is
    stored (PIPL: only masked text is kept in clear).  Batched per read.
-5. ``store``      — one transaction: row, hooks of tagging and SOP, review
-   case, alerts, outbox rows (``bot.flows``).
-6. ``after_commit`` — side effects that must follow a durable write (waking
-   the archive puller on ``msgaudit_notify``).
+5. ``store``      — one transaction: row, the ``on_message``/``on_event`` hooks
+   of other domains (in the root's order), review case, alerts, outbox rows
+   (``bot.flows``).
+6. ``after_commit`` — side effects that must follow a durable write: waking
+   the archive puller on ``msgaudit_notify``, then the domains' ``after_commit``
+   hooks.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from bot.schemas import (
     StoreResult,
 )
 from bot.wecom.parse import Inbound, parse_inbound
+from compliance_nlp import Analysis
+from compliance_nlp.types import Role as AnalysisRole
 from core.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -46,7 +50,9 @@ Draft = MessageDraft | EventDraft
 
 
 class Analyzer(Protocol):
-    async def analyze_many(self, items: list[tuple[str, str]]) -> list[Any]: ...
+    """``compliance_nlp.pool.AnalyzerPool`` in production; order of results = of items."""
+
+    async def analyze_many(self, items: Sequence[tuple[str, AnalysisRole]]) -> list[Analysis]: ...
 
 
 class ContactFetcher(Protocol):
@@ -110,11 +116,13 @@ class Pipeline:
     fetcher: ContactFetcher | None = None
     on_archive_notify: Callable[[], Awaitable[None]] | None = None
 
-    async def process_batch(self, items: Sequence[QueuedItem]) -> list[StoreResult]:
+    async def process_batch(
+        self, items: Sequence[QueuedItem]
+    ) -> list[StoreResult | BaseException]:
         """Run every stage for a batch; one failing item does not fail the others.
 
-        Returns one result per item, or raises nothing: failures come back as
-        exceptions in the list for the worker to retry or dead-letter.
+        Returns one entry per item, in order, and raises nothing: an item that
+        failed comes back as its exception, for the worker to retry or dead-letter.
         """
         drafts: list[Draft | BaseException] = []
         with self._timed("normalise"):
@@ -141,19 +149,23 @@ class Pipeline:
             i for i, d in enumerate(drafts)
             if fresh[i] and isinstance(d, MessageDraft) and d.text
         ]  # fmt: skip
-        analyses: dict[int, dict[str, Any] | BaseException] = {}
+        analyses: dict[int, Analysis | BaseException] = {}
         if to_analyse:
             with self._timed("analyse"):
-                batch = [(drafts[i].text, drafts[i].analysis_role) for i in to_analyse]  # type: ignore[union-attr]
+                batch: list[tuple[str, AnalysisRole]] = []
+                for i in to_analyse:
+                    d = drafts[i]
+                    assert isinstance(d, MessageDraft)
+                    batch.append((d.text, d.analysis_role))
                 try:
                     results = await self.analyzer.analyze_many(batch)
                     for i, res in zip(to_analyse, results, strict=True):
-                        analyses[i] = res.to_dict() if hasattr(res, "to_dict") else dict(res)
-                except Exception as exc:  # noqa: BLE001
+                        analyses[i] = res
+                except Exception as exc:  # noqa: BLE001 - every item of the batch carries it
                     for i in to_analyse:
                         analyses[i] = exc
 
-        out: list[Any] = []
+        out: list[StoreResult | BaseException] = []
         for i, (item, d) in enumerate(zip(items, drafts, strict=True)):
             if isinstance(d, BaseException):
                 out.append(d)
@@ -169,6 +181,8 @@ class Pipeline:
                 continue
             self.metrics.processed.labels("stored" if result.stored else "duplicate").inc()
             self._count_compliance(result)
+            if result.stored and result.record is not None:
+                await self.deps.hooks.run_after_commit(result.record)
             out.append(result)
         return out
 
@@ -182,7 +196,7 @@ class Pipeline:
             self.metrics.alerts.labels(key.split(":", 1)[0]).inc()
 
     async def _store(
-        self, item: QueuedItem, draft: Draft, analysis: dict[str, Any] | BaseException | None
+        self, item: QueuedItem, draft: Draft, analysis: Analysis | BaseException | None
     ) -> StoreResult:
         if isinstance(analysis, BaseException):
             raise analysis

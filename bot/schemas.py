@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 
 class Source(StrEnum):
@@ -63,7 +63,8 @@ class MessageDraft:
     external_userid: str | None = None
 
     @property
-    def analysis_role(self) -> str:
+    def analysis_role(self) -> Literal["advisor", "customer"]:
+        # Members writing to the app are staff: they are held to the advisor rules.
         return "customer" if self.sender_role == "customer" else "advisor"
 
 
@@ -85,3 +86,5 @@ class StoreResult:
     alerts: tuple[str, ...] = ()
     review_case: bool = False  # a review case was opened for this message
     findings: tuple[tuple[str, str], ...] = ()  # (category, severity) of each finding stored
+    # What hooks saw (bot.hooks.StoredMessage | StoredEvent), for after_commit hooks.
+    record: Any = None

@@ -208,12 +208,12 @@ async def raise_alert(
 async def enqueue_outbox(
     *, conn: BaseDBAsyncClient, idem_key: str, api: str, payload: dict[str, Any],
     secret_kind: str = "app",  # noqa: S107 - a kind name, not a secret
-    not_before: datetime | None = None,
+    not_before: datetime | None = None, origin: str,
 ) -> models.OutboxItem | None:
-    """Add a WeCom write to the outbox once per business key."""
+    """Add a WeCom write to the outbox once per business key (``bot.outbox.enqueue``)."""
     return await _create_once(
         models.OutboxItem, conn=conn, idem_key=idem_key, api=api, payload=payload,
-        secret_kind=secret_kind, next_attempt_at=not_before or now(),
+        secret_kind=secret_kind, next_attempt_at=not_before or now(), origin=origin,
     )  # fmt: skip
 
 
@@ -247,10 +247,15 @@ async def claim_outbox(*, item_id: int, at: datetime, lease: timedelta) -> model
     return await models.OutboxItem.get(id=item_id)
 
 
+TERMINAL_OUTBOX_STATES = (OutboxState.DONE, OutboxState.FAILED, OutboxState.CANCELLED)
+
+
 async def finish_outbox(
     *, item: models.OutboxItem, state: OutboxState, result: dict[str, Any] | None = None,
     errcode: int | None = None, error: str = "", retry_at: datetime | None = None,
+    notify: bool = False,
 ) -> None:
+    """Record an attempt's outcome; ``notify``: an on-settled callback is still owed."""
     item.state = state
     item.lease_until = None
     if result is not None:
@@ -259,9 +264,24 @@ async def finish_outbox(
     item.last_error = error[:512]
     if state == OutboxState.DONE:
         item.done_at = now()
+    if state in TERMINAL_OUTBOX_STATES:
+        item.settled_at = now()
+        item.notify_pending = notify
     if retry_at is not None:
         item.next_attempt_at = retry_at
     await item.save()
+
+
+async def outbox_needing_notify(*, limit: int) -> list[models.OutboxItem]:
+    return await models.OutboxItem.filter(notify_pending=True).order_by("id").limit(limit)
+
+
+async def mark_outbox_notified(*, conn: BaseDBAsyncClient, item_id: int) -> bool:
+    """Clear ``notify_pending`` once; False when another dispatcher already did."""
+    n = await models.OutboxItem.filter(id=item_id, notify_pending=True).using_db(conn).update(
+        notify_pending=False
+    )
+    return bool(n)
 
 
 async def outbox_counts() -> dict[str, int]:
@@ -327,11 +347,3 @@ async def customers_needing_sync(*, limit: int) -> list[str]:
         "external_userid", flat=True
     )
     return [str(r) for r in rows]
-
-
-async def messages_since(*, since: datetime | None, batch: int = 500,
-                         after_id: int = 0) -> list[models.Message]:
-    q = models.Message.filter(id__gt=after_id)
-    if since is not None:
-        q = q.filter(msgtime__gte=since)
-    return await q.order_by("id").limit(batch)

@@ -30,6 +30,7 @@ from redis.exceptions import NoScriptError
 
 from bot.schemas import QueuedItem, Source
 from core.crypto import Keyring
+from core.redis import Keyspace
 
 # KEYS[1] the stream; per item i (0-based): KEYS[2+2i] its nonce key,
 # KEYS[3+2i] its dedup key.  ARGV[1] nonce TTL, ARGV[2] dedup TTL, ARGV[3]
@@ -108,13 +109,14 @@ class InboundStream:
         self.stream = stream
         self.group = group
         self.ns = namespace
+        self.keys = Keyspace(namespace)
         self.dedup_ttl_s = dedup_ttl_s
         self._script = redis.register_script(ENQUEUE_LUA)
         self._pending: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
 
     def dedup_redis_key(self, dedup_key: str) -> str:
-        return f"{self.ns}:dedup:{dedup_key}"
+        return self.keys.key("dedup", dedup_key)
 
     async def enqueue(
         self,
@@ -134,7 +136,7 @@ class InboundStream:
             aad=payload_aad(dedup_key),
         )
         item = _Item(
-            nonce_key=f"{self.ns}:nonce:{nonce[0] if nonce else '-'}".encode(),
+            nonce_key=self.keys.key("nonce", nonce[0] if nonce else "-").encode(),
             dedup_key=self.dedup_redis_key(dedup_key).encode(),
             signature=(nonce[1] if nonce else "").encode(),
             nonce_ttl=nonce[2] if nonce else 0,

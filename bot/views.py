@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import json
 from typing import Any
 
@@ -10,33 +9,13 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from bot.archive import ingest_records
-from bot.keys import ANALYZER, SETTINGS, STREAM
+from bot.keys import ANALYZER, STREAM
 
 MAX_INGEST_RECORDS = 10_000
 
 
 def _error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
-
-
-@web.middleware
-async def api_auth(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Machine callers present ``Authorization: Bearer <SIYU_API__TOKEN>``."""
-    if not request.path.startswith("/api/"):
-        return await handler(request)  # type: ignore[no-any-return]
-    expected = request.app[SETTINGS].api.token.get_secret_value()
-    if not expected:
-        return _error(503, "api_disabled", "the API is disabled: SIYU_API__TOKEN is not set")
-    got = request.headers.get("Authorization", "")
-    try:
-        presented = got[7:].encode()
-    except UnicodeEncodeError:  # non-UTF-8 header bytes (kept as surrogate escapes)
-        presented = b""
-    if not got.startswith("Bearer ") or not presented or not hmac.compare_digest(
-        presented, expected.encode()
-    ):
-        return _error(401, "unauthorized", "missing or wrong bearer token")
-    return await handler(request)  # type: ignore[no-any-return]
 
 
 async def _json_or_jsonl(request: web.Request) -> list[Any]:

@@ -44,3 +44,11 @@ class Metrics:
             "siyu_review_cases_opened_total", "Compliance review cases opened", registry=r
         )
         self.alerts = Counter("siyu_alerts_total", "Alerts raised, by kind", ["kind"], registry=r)
+        # Every periodic job (core.jobs.PeriodicJob): outcome busy | idle | error.
+        self.job_runs = Counter(
+            "siyu_job_runs_total", "Periodic job runs by outcome", ["job", "outcome"], registry=r
+        )
+        self.job_seconds = Histogram(
+            "siyu_job_seconds", "Periodic job run time", ["job"], registry=r,
+            buckets=(0.001, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0),
+        )  # fmt: skip

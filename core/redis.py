@@ -100,3 +100,20 @@ async def redis_lifespan(settings: Settings) -> AsyncIterator[aioredis.Redis]:
         if embedded is not None and embedded.server is not None:
             embedded.shutdown()
             (settings.data_dir / SOCKET_POINTER).unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class Keyspace:
+    """Every Redis key siyu writes, under one namespace (``siyu:…``).
+
+    One builder instead of strings assembled in several modules, so a shared Redis
+    can host several deployments (namespace per corp) and an operator can find all
+    of siyu's keys with one pattern.
+    """
+
+    namespace: str = "siyu"
+
+    def key(self, *parts: str) -> str:
+        if not parts or any(not p for p in parts):
+            raise ValueError("a Redis key needs non-empty parts")
+        return ":".join((self.namespace, *parts))

@@ -1,15 +1,12 @@
-"""Run an app until SIGINT/SIGTERM."""
+"""Run an application until SIGINT/SIGTERM."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
-from collections.abc import Iterable
 
 from aiohttp import web
-
-from core.settings import Role, Settings
 
 log = logging.getLogger(__name__)
 
@@ -25,13 +22,11 @@ async def start_site(app: web.Application, host: str, port: int) -> tuple[web.Ap
     return runner, int(bound)
 
 
-async def serve(settings: Settings, roles: Iterable[Role], *, auto_migrate: bool = False,
-                stop: asyncio.Event | None = None) -> None:
-    from bot.app import build_app
-
-    app = build_app(settings, roles, auto_migrate=auto_migrate)
-    runner, port = await start_site(app, settings.http.host, settings.http.port)
-    log.info("siyu serving", extra={"roles": ",".join(roles), "port": port})
+async def serve(app: web.Application, host: str, port: int, *,
+                stop: asyncio.Event | None = None, label: str = "") -> None:
+    """Serve ``app`` (built by the root) until a signal or ``stop`` is set."""
+    runner, bound = await start_site(app, host, port)
+    log.info("siyu serving", extra={"roles": label, "port": bound})
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -43,6 +43,11 @@ import secrets as _secrets  # noqa: E402
 import uuid  # noqa: E402
 
 from core.settings import Settings  # noqa: E402
+from siyu.app import schema_of  # noqa: E402
+from siyu.domains import DOMAINS  # noqa: E402
+
+# Every domain's models and migrations, as the root composes them.
+SCHEMA = schema_of(DOMAINS)
 
 PG_ADMIN_URL = os.environ.get("SIYU_TEST_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 
@@ -138,12 +143,13 @@ async def db(settings: Settings) -> AsyncIterator[None]:
 
     from core import db as core_db
 
-    await core_db.init_db(settings)
+    await core_db.init_db(settings, SCHEMA)
     conn = Tortoise.get_connection("default")
-    await core_db.migrate(conn, core_db.dialect_of(settings.database_url))
+    await core_db.migrate(conn, SCHEMA, core_db.dialect_of(settings.database_url))
     if core_db.dialect_of(settings.database_url) == "postgres":
         _, rows = await conn.execute_query(
-            "SELECT tablename FROM pg_tables WHERE schemaname='public' AND tablename LIKE 'bot_%'"
+            "SELECT tablename FROM pg_tables WHERE schemaname='public' "
+            f"AND tablename <> '{core_db.MIGRATIONS_TABLE}'"
         )
         if rows:
             names = ", ".join(f'"{r["tablename"]}"' for r in rows)
@@ -162,3 +168,34 @@ def redis_client_sync(redis_url: str) -> Iterator[None]:
     yield
     client.flushdb()
     client.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def fresh_database_url(request: pytest.FixtureRequest, tmp_path: Path,
+                       pg_database: str | None) -> Iterator[str]:
+    """An empty database of its own for one test (migration tests start from nothing)."""
+    import asyncio
+
+    if request.param == "sqlite":
+        yield f"sqlite://{tmp_path / 'fresh.sqlite3'}"
+        return
+    if pg_database is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL must be reachable in CI")
+        pytest.skip("PostgreSQL not reachable")
+    name = f"siyu_fresh_{uuid.uuid4().hex[:10]}"
+
+    async def admin(sql: str) -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(PG_ADMIN_URL.replace("postgres://", "postgresql://"))
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -49,6 +49,8 @@ from typing import Any, Final
 import aiohttp
 import redis.asyncio as aioredis
 
+from core.redis import Keyspace
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -247,7 +249,7 @@ class WeComClient:
         self.agent_id = agent_id
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._timeout_s = timeout_s
-        self._prefix = f"{namespace}:wecom:{corp_id}"
+        self._prefix = Keyspace(namespace).key("wecom", corp_id)
         self._rate_limits = dict(rate_limits or {})
         self._default_rate_limit = default_rate_limit
         # Waiting longer than a request may take is worse than handing the row back to

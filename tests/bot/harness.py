@@ -6,23 +6,24 @@ import asyncio
 import random
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
-from bot.app import HOOKS, WECOM_CLIENT, build_app
-from bot.flows import StoreDeps
-from bot.hooks import HookRegistry
-from bot.keys import ANALYZER, KEYRING, METRICS, STREAM
-from bot.pipeline import Pipeline
+from bot.app import build_pipeline
+from bot.keys import METRICS, STREAM
 from bot.sandbox.archive import SandboxArchive, add_archive_routes
 from bot.sandbox.fake_api import SandboxState, build_fake_wecom_app
 from bot.wecom.crypto import CallbackCrypto
 from bot.worker import Worker
+from core.domain import Domain
 from core.server import start_site
 from core.settings import Settings
+from siyu.app import create_app
+from siyu.domains import DOMAINS
 
 
 def xml(fields: dict[str, Any]) -> str:
@@ -87,7 +88,8 @@ class Edge:
         return int((await self.app[STREAM].depth())[0])
 
 
-async def start_edge(settings: Settings, *, analyzer: Any, hooks: HookRegistry | None = None,
+async def start_edge(settings: Settings, *, analyzer: Any,
+                     domains: Sequence[Domain] = DOMAINS,
                      migrate_only: bool = False) -> tuple[Edge, list[Any]]:
     """Start the edge; ``migrate_only`` skips touching Redis at start (it may be down)."""
     state = SandboxState(corp_id=settings.wecom.corp_id)
@@ -104,14 +106,10 @@ async def start_edge(settings: Settings, *, analyzer: Any, hooks: HookRegistry |
     settings.wecom.contact_secret = SecretStr(state.secrets["contact"])
     settings.wecom.agent_id = state.agent_id
     # Receiver and API in the app; the worker is driven by the test, step by step.
-    app = build_app(settings, ("receiver", "admin"), auto_migrate=True, hooks=hooks,
-                    analyzer=analyzer)
+    app = create_app(settings, ("receiver", "admin"), domains=domains, auto_migrate=True,
+                     analyzer=analyzer)
     runner, port = await start_site(app, "127.0.0.1", 0)
-    pipeline = Pipeline(
-        analyzer=app[ANALYZER],
-        deps=StoreDeps(keyring=app[KEYRING], hooks=app[HOOKS], agent_id=state.agent_id),
-        metrics=app[METRICS], fetcher=app[WECOM_CLIENT],
-    )
+    pipeline = build_pipeline(app)
     worker = Worker(stream=app[STREAM], pipeline=pipeline, settings=settings.pipeline,
                     metrics=app[METRICS], consumer="test-worker")
     if not migrate_only:

@@ -52,7 +52,7 @@ async def wait_for(
 
 def _siyu_command() -> list[str]:
     script = Path(sys.executable).with_name("siyu")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "core.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "siyu.cli"]
 
 
 def siyu_env(settings: Settings, **overrides: str) -> dict[str, str]:

@@ -142,7 +142,7 @@ async def test_puller_dead_letters_records_it_cannot_decrypt(edge: Edge) -> None
 
 
 async def test_msgaudit_notify_wakes_the_puller(edge: Edge) -> None:
-    from bot.app import REDIS
+    from bot.keys import REDIS
     from bot.pipeline import Pipeline
 
     woken: list[bool] = []
@@ -176,7 +176,7 @@ def test_cli_import_then_export(cli_env, settings, tmp_path: Path, capsys, redis
                                 ) -> None:  # type: ignore[no-untyped-def]
     import asyncio
 
-    from core.cli import main
+    from siyu.cli import main
     from tests.bot.conftest import InThreadAnalyzer
     from tests.bot.harness import start_edge
 

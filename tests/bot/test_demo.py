@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.sandbox.demo import run_demo
+from siyu.demo import run_demo
 
 
 @pytest.mark.slow
@@ -20,7 +20,7 @@ async def test_demo_loop_turns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     counts: dict[str, int] = {}
 
     async def watch() -> None:
-        from bot.sandbox.demo import demo_counts
+        from siyu.demo import demo_counts
 
         for _ in range(240):  # up to ~120 s; stops as soon as the loop has turned
             await asyncio.sleep(0.5)

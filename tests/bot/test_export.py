@@ -17,6 +17,7 @@ import pytest
 
 from core.settings import Settings
 from tests.bot.test_archive import cli_env  # noqa: F401  (the CLI environment fixture)
+from tests.conftest import SCHEMA
 
 # msgid -> (UTC instant, sender, advisor userid, has_violation)
 ROWS: dict[str, tuple[datetime, str, str | None, bool]] = {
@@ -49,12 +50,12 @@ def process_tz(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 def stored(cli_env: None, settings: Settings) -> None:  # noqa: F811 (the fixture)
     from bot import models
     from core import db as core_db
-    from core.cli import main
+    from siyu.cli import main
 
     assert main(["migrate"]) == 0
 
     async def seed() -> None:
-        async with core_db.db_lifespan(settings):
+        async with core_db.db_lifespan(settings, SCHEMA):
             if core_db.dialect_of(settings.database_url) == "postgres":
                 # The session's PostgreSQL database is shared: start from empty tables.
                 from tortoise import Tortoise
@@ -75,7 +76,7 @@ def stored(cli_env: None, settings: Settings) -> None:  # noqa: F811 (the fixtur
 
 
 def export(capsys: pytest.CaptureFixture[str], *argv: str) -> list[str]:
-    from core.cli import main
+    from siyu.cli import main
 
     capsys.readouterr()
     assert main(["messages", "export", *argv]) == 0
@@ -126,7 +127,7 @@ def test_violations_only_and_advisor(capsys: pytest.CaptureFixture[str]) -> None
     ["--since", "2026-11-02", "--until", "2026-11-01"],
 ])
 def test_bad_dates_fail_cleanly(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
-    from core.cli import main
+    from siyu.cli import main
 
     capsys.readouterr()
     assert main(["messages", "export", *argv]) == 2
@@ -137,7 +138,7 @@ def test_bad_dates_fail_cleanly(capsys: pytest.CaptureFixture[str], argv: list[s
 
 
 def test_help_describes_filters(capsys: pytest.CaptureFixture[str]) -> None:
-    from core.cli import main
+    from siyu.cli import main
 
     with pytest.raises(SystemExit):
         main(["messages", "export", "--help"])

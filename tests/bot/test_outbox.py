@@ -8,9 +8,8 @@ from tortoise.transactions import in_transaction
 
 from bot import models
 from bot import service as bot_service
-from bot.app import WECOM_CLIENT
 from bot.jobs import OutboxDispatcher
-from bot.keys import METRICS
+from bot.keys import METRICS, WECOM_CLIENT
 from tests.bot.harness import Edge
 
 
@@ -21,7 +20,8 @@ def app_text(touser: str, content: str) -> dict:
 
 async def enqueue(key: str, payload: dict, api: str = "message/send") -> None:
     async with in_transaction() as conn:
-        await bot_service.enqueue_outbox(conn=conn, idem_key=key, api=api, payload=payload)
+        await bot_service.enqueue_outbox(conn=conn, idem_key=key, api=api, payload=payload,
+                                         origin="test")
 
 
 def dispatcher(edge: Edge) -> OutboxDispatcher:

@@ -37,7 +37,7 @@ def _record(i: int, sender: str, to: str, text: str) -> dict[str, object]:
 def test_no_raw_number_anywhere_at_rest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                         capsys: pytest.CaptureFixture[str],
                                         caplog: pytest.LogCaptureFixture) -> None:
-    from core.cli import main
+    from siyu.cli import main
     from tests.bot.conftest import InThreadAnalyzer
     from tests.bot.harness import start_edge
 

@@ -7,10 +7,12 @@ from typing import Any
 import pytest
 
 from bot import models
-from bot.hooks import HookRegistry
+from bot.hooks import StoredMessage
 from bot.keys import STREAM
 from bot.worker import requeue_dead_letter
+from core.domain import Domain
 from core.settings import Settings
+from siyu.domains import DOMAINS
 from tests.bot.harness import start_edge
 from tests.bot.test_edge import text_msg
 
@@ -19,15 +21,15 @@ from tests.bot.test_edge import text_msg
 async def flaky_edge(settings: Settings, analyzer: Any, redis_client: Any, db: None):  # type: ignore[no-untyped-def]
     calls: dict[str, int] = {"n": 0, "fail": 0}
 
-    async def flaky_tagging_hook(message: models.Message, conn: Any) -> None:
+    async def flaky_tagging_hook(message: StoredMessage, conn: Any) -> None:
         calls["n"] += 1
         if calls["fail"] > 0:
             calls["fail"] -= 1
             raise RuntimeError("tagging service hiccup")
 
     settings.pipeline.max_deliveries = 3
-    hooks = HookRegistry(tagging_message=[flaky_tagging_hook])
-    edge, closers = await start_edge(settings, analyzer=analyzer, hooks=hooks)
+    flaky = Domain(name="flaky", hooks={"on_message": flaky_tagging_hook})
+    edge, closers = await start_edge(settings, analyzer=analyzer, domains=(*DOMAINS, flaky))
     try:
         yield edge, calls
     finally:

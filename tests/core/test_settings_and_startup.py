@@ -9,18 +9,19 @@ import pytest
 
 from core.crypto import DecryptionError, Keyring, load_keyring
 from core.settings import Settings, SettingsError
+from tests.conftest import SCHEMA
 
 
 def test_missing_callback_secrets_are_named(tmp_path: Path) -> None:
-    from bot.app import build_app
+    from siyu.app import create_app
 
     s = Settings(_env_file=None, data_dir=tmp_path, wecom={"corp_id": "ww1"})  # type: ignore[arg-type]
     with pytest.raises(SettingsError) as err:
-        build_app(s, ("receiver",))
+        create_app(s, ("receiver",))
     assert "SIYU_WECOM__TOKEN" in str(err.value)
     assert "SIYU_WECOM__ENCODING_AES_KEY" in str(err.value)
     with pytest.raises(SettingsError, match="SIYU_WECOM__APP_SECRET"):
-        build_app(s, ("scheduler",))
+        create_app(s, ("scheduler",))
 
 
 def test_env_nested_settings(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -62,7 +63,7 @@ def test_shared_database_requires_configured_keys(tmp_path: Path) -> None:
 def test_serve_refuses_unmigrated_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                            capsys: pytest.CaptureFixture[str],
                                            redis_url: str) -> None:
-    from core.cli import main
+    from siyu.cli import main
 
     monkeypatch.setenv("SIYU_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("SIYU_REDIS_URL", redis_url)
@@ -85,10 +86,10 @@ async def test_migrated_schema_matches_models(tmp_path: Path) -> None:
     from core import db as core_db
 
     s = Settings(_env_file=None, data_dir=tmp_path)
-    await core_db.init_db(s)
+    await core_db.init_db(s, SCHEMA)
     try:
         conn = Tortoise.get_connection("default")
-        await core_db.migrate(conn, "sqlite")
+        await core_db.migrate(conn, SCHEMA, "sqlite")
         for model in Tortoise.apps["models"].values():
             table = model._meta.db_table
             _, rows = await conn.execute_query(f'PRAGMA table_info("{table}")')

@@ -1,4 +1,4 @@
-"""``siyu demo``: siyu with embedded defaults, the fake WeCom API, the simulator.
+"""``siyu demo``: every domain with embedded defaults, the fake WeCom API, the simulator.
 
 Everything the demo needs is generated under its data dir at first start
 (callback token and EncodingAESKey, app secret of the sandbox corp, archive
@@ -72,7 +72,7 @@ def _demo_secrets(data_dir: Path) -> dict[str, Any]:
 
 async def run_demo(*, data_dir: Path, port: int = 8080, rate: float = 2.0,
                    duration_s: float = 0.0, stop: asyncio.Event | None = None) -> None:
-    from bot.app import build_app
+    from siyu.app import create_app
 
     data_dir = await asyncio.to_thread(data_dir.resolve)
     demo = _demo_secrets(data_dir)
@@ -102,7 +102,7 @@ async def run_demo(*, data_dir: Path, port: int = 8080, rate: float = 2.0,
     }
     # Through __init__, so SIYU_* environment variables still apply on top.
     settings = Settings(**values)
-    app = build_app(settings, auto_migrate=True)
+    app = create_app(settings, auto_migrate=True)
     runner, bound = await start_site(app, settings.http.host, settings.http.port)
     base = f"http://127.0.0.1:{bound}"
     print(f"""

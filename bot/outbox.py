@@ -1,0 +1,275 @@
+"""The public way to write to WeCom: a durable outbox row, sent after commit.
+
+Any domain enqueues inside its own transaction::
+
+    await outbox.enqueue(conn, idem_key=f"sop.touch:{touch.id}",
+                         write=outbox.app_text(agent_id=…, touser=…, content=…),
+                         origin=f"sop.touch:{touch.id}")
+
+and the dispatcher (``bot.jobs.OutboxDispatcher``) sends it later, with WeCom's
+rate limits, retries and token refresh.  Two extension points per ``origin``
+prefix, registered in the domain record:
+
+- a **before-send check** (``async (PendingWrite) -> str | None``) runs when the row
+  is claimed, right before the call: it re-reads whatever the write depends on
+  (the customer still follows the advisor, the campaign is still running, the
+  content still approved) and returns a reason to cancel, or None to send — the
+  pattern of Zulip's scheduled messages, which re-check permission at send time.
+- an **on-settled callback** (``async (Settled, conn) -> None``) learns how the row
+  ended — sent (with WeCom's answer, e.g. the ``msgid`` of a mass-send task),
+  failed, or cancelled — in a transaction of its own after the row's state is
+  committed.  It runs at least once: a callback that fails is retried by the
+  dispatcher (``notify_pending``), so it must be idempotent by outbox id.
+
+``idem_key`` is the business key under a unique constraint: enqueueing twice is
+a no-op, so a redelivered message never sends its alert twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+from bot import models
+from bot import service as bot_service
+from core.domain import Domain
+
+log = logging.getLogger(__name__)
+
+# Whose access token calls the API: the self-built app, or the legacy 客户联系 secret
+# (used for externalcontact/* only when configured; see bot.wecom.client).
+Via = Literal["app", "contact"]
+Outcome = Literal["sent", "failed", "cancelled"]
+ORIGIN_MAX = 96
+
+
+@dataclass(frozen=True)
+class Write:
+    """One WeCom API call: path under ``/cgi-bin/``, JSON body, whose token calls it."""
+
+    api: str
+    payload: Mapping[str, Any]
+    via: Via = "app"
+
+
+# ---------------------------------------------------------------- builders
+
+
+def app_text(*, agent_id: int, touser: str, content: str, dedup_window_s: int = 1800) -> Write:
+    """``message/send`` text from the app to one member (at most 30/min, 1,000/h each).
+
+    ``enable_duplicate_check`` makes a resend of the same row (after a crash between
+    WeCom's answer and our commit) a no-op on WeCom's side; the text must therefore
+    differ between two different alerts (see ``bot.flows``).
+    """
+    return Write(
+        "message/send",
+        {
+            "touser": touser,
+            "msgtype": "text",
+            "agentid": agent_id,
+            "text": {"content": content},
+            "enable_duplicate_check": 1,
+            "duplicate_check_interval": dedup_window_s,
+        },
+    )
+
+
+def mark_tag(
+    *, userid: str, external_userid: str, add_tag: Sequence[str] = (),
+    remove_tag: Sequence[str] = (),
+) -> Write:  # fmt: skip
+    """``externalcontact/mark_tag``: API changes produce no ``change_external_tag`` callback."""
+    if not add_tag and not remove_tag:
+        raise ValueError("mark_tag needs add_tag or remove_tag")
+    return Write(
+        "externalcontact/mark_tag",
+        {"userid": userid, "external_userid": external_userid, "add_tag": list(add_tag),
+         "remove_tag": list(remove_tag)},
+        via="contact",
+    )  # fmt: skip
+
+
+def add_msg_template(
+    *, sender: str, text: str | None = None, external_userid: Sequence[str] = (),
+    chat_type: Literal["single", "group"] = "single", chat_id_list: Sequence[str] = (),
+    attachments: Sequence[Mapping[str, Any]] = (), allow_select: bool = False,
+) -> Write:  # fmt: skip
+    """``externalcontact/add_msg_template``: creates a mass-send *task* the advisor confirms.
+
+    WeCom answers with the task's ``msgid`` (read it in the on-settled callback to
+    poll ``get_groupmsg_send_result``); each customer receives at most one mass send
+    a day.  Media ids in ``attachments`` live 3 days: upload close to send time.
+    """
+    if text is None and not attachments:
+        raise ValueError("add_msg_template needs text or attachments")
+    body: dict[str, Any] = {"chat_type": chat_type, "sender": sender, "allow_select": allow_select}
+    if external_userid:
+        body["external_userid"] = list(external_userid)
+    if chat_id_list:
+        body["chat_id_list"] = list(chat_id_list)
+    if text is not None:
+        body["text"] = {"content": text}
+    if attachments:
+        body["attachments"] = [dict(a) for a in attachments]
+    return Write("externalcontact/add_msg_template", body, via="contact")
+
+
+def send_welcome_msg(
+    *, welcome_code: str, text: str | None = None, attachments: Sequence[Mapping[str, Any]] = ()
+) -> Write:
+    """``externalcontact/send_welcome_msg``: the WelcomeCode is valid 20 s, once (41051 after)."""
+    body: dict[str, Any] = {"welcome_code": welcome_code}
+    if text is not None:
+        body["text"] = {"content": text}
+    if attachments:
+        body["attachments"] = [dict(a) for a in attachments]
+    return Write("externalcontact/send_welcome_msg", body, via="contact")
+
+
+def add_corp_tag(
+    *, tags: Sequence[Mapping[str, Any]], group_id: str | None = None,
+    group_name: str | None = None, order: int | None = None,
+) -> Write:  # fmt: skip
+    """``externalcontact/add_corp_tag``: tags into a group (by id) or a new group (by name)."""
+    if not tags:
+        raise ValueError("add_corp_tag needs at least one tag")
+    body: dict[str, Any] = {"tag": [dict(t) for t in tags]}
+    if group_id is not None:
+        body["group_id"] = group_id
+    if group_name is not None:
+        body["group_name"] = group_name
+    if order is not None:
+        body["order"] = order
+    return Write("externalcontact/add_corp_tag", body, via="contact")
+
+
+def edit_corp_tag(*, id: str, name: str | None = None, order: int | None = None) -> Write:
+    """``externalcontact/edit_corp_tag``: rename or reorder a tag or a group."""
+    body: dict[str, Any] = {"id": id}
+    if name is not None:
+        body["name"] = name
+    if order is not None:
+        body["order"] = order
+    return Write("externalcontact/edit_corp_tag", body, via="contact")
+
+
+def del_corp_tag(*, tag_id: Sequence[str] = (), group_id: Sequence[str] = ()) -> Write:
+    """``externalcontact/del_corp_tag``: deleting a group deletes its tags."""
+    if not tag_id and not group_id:
+        raise ValueError("del_corp_tag needs tag_id or group_id")
+    return Write(
+        "externalcontact/del_corp_tag",
+        {"tag_id": list(tag_id), "group_id": list(group_id)},
+        via="contact",
+    )
+
+
+def remind_groupmsg_send(*, msgid: str) -> Write:
+    """``externalcontact/remind_groupmsg_send``: at most 3 reminders per task per 24 h."""
+    return Write("externalcontact/remind_groupmsg_send", {"msgid": msgid}, via="contact")
+
+
+# ---------------------------------------------------------------- enqueue
+
+
+async def enqueue(
+    conn: BaseDBAsyncClient, *, idem_key: str, write: Write, origin: str,
+    not_before: datetime | None = None,
+) -> models.OutboxItem | None:  # fmt: skip
+    """Add ``write`` once per ``idem_key``, in the caller's transaction.
+
+    ``origin`` names who asked and for what (``bot.alert:…``, ``sop.touch:42``): it
+    selects the before-send check and the on-settled callback, and shows an
+    operator where a row came from.  Returns None when the key was already queued.
+    """
+    if not origin or len(origin) > ORIGIN_MAX:
+        raise ValueError(f"origin must be 1..{ORIGIN_MAX} characters")
+    if not idem_key or len(idem_key) > 160:
+        raise ValueError("idem_key must be 1..160 characters")
+    return await bot_service.enqueue_outbox(
+        conn=conn, idem_key=idem_key, api=write.api, payload=dict(write.payload),
+        secret_kind=write.via, not_before=not_before, origin=origin,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------- policies
+
+
+@dataclass(frozen=True)
+class PendingWrite:
+    """What a before-send check sees: the row as claimed, read-only."""
+
+    id: int
+    idem_key: str
+    origin: str
+    api: str
+    payload: Mapping[str, Any]
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Settled:
+    """How an outbox row ended."""
+
+    id: int
+    idem_key: str
+    origin: str
+    api: str
+    outcome: Outcome
+    result: Mapping[str, Any] | None  # WeCom's answer when sent (e.g. {"msgid": …})
+    errcode: int | None
+    reason: str  # WeCom's errmsg, or the check's reason to cancel
+
+
+BeforeSend = Callable[[PendingWrite], Awaitable[str | None]]
+OnSettled = Callable[[Settled, BaseDBAsyncClient], Awaitable[None]]
+
+
+def _matches(origin: str, prefix: str) -> bool:
+    return origin == prefix or origin.startswith((f"{prefix}:", f"{prefix}."))
+
+
+def _longest(origin: str, table: Sequence[tuple[str, Any]]) -> Any:
+    best: tuple[str, Any] | None = None
+    for prefix, fn in table:
+        if _matches(origin, prefix) and (best is None or len(prefix) > len(best[0])):
+            best = (prefix, fn)
+    return best[1] if best else None
+
+
+@dataclass(frozen=True)
+class OutboxPolicies:
+    """Before-send checks and on-settled callbacks by origin prefix (longest wins)."""
+
+    checks: tuple[tuple[str, BeforeSend], ...] = ()
+    settled: tuple[tuple[str, OnSettled], ...] = ()
+
+    @classmethod
+    def from_domains(cls, domains: Iterable[Domain]) -> OutboxPolicies:
+        checks: list[tuple[str, BeforeSend]] = []
+        settled: list[tuple[str, OnSettled]] = []
+        for d in domains:
+            checks += list(d.outbox_checks.items())
+            settled += list(d.outbox_settled.items())
+        prefixes = [p for p, _ in checks]
+        if len(set(prefixes)) != len(prefixes):
+            raise ValueError("two before-send checks for one origin prefix")
+        return cls(tuple(checks), tuple(settled))
+
+    def check_for(self, origin: str) -> BeforeSend | None:
+        fn: BeforeSend | None = _longest(origin, self.checks)
+        return fn
+
+    def settled_for(self, origin: str) -> OnSettled | None:
+        fn: OnSettled | None = _longest(origin, self.settled)
+        return fn
+
+
+NO_POLICIES = OutboxPolicies()
+

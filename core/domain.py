@@ -1,0 +1,148 @@
+"""The domain record: everything one domain hands the composition root.
+
+A domain (``bot``, ``tagging``, ``sop``, ``admin``) exports one ``Domain`` from its
+package; ``siyu.domains`` lists them in hook order and ``siyu.app`` /
+``siyu.cli`` read nothing else.  So a new domain adds its own files and one line
+at the root — it edits neither ``bot`` nor ``core``.
+
+The record is deliberately plain data.  ``core`` knows no domain, so the hook
+and outbox callables are typed loosely here; the domain that calls them (``bot``
+for pipeline hooks and outbox checks) states their exact signatures and checks
+the names it is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from aiohttp import web
+
+from core.db import Schema
+from core.settings import Role, Settings
+
+CleanupContext = Callable[[web.Application], AsyncIterator[None]]
+"""One resource's lifetime (aiohttp ``cleanup_ctx``): set up, ``yield``, tear down."""
+
+RouteSetup = Callable[[web.Application], None]
+"""Adds a domain's routes (or console pages) to the application."""
+
+HookPoint = Literal["on_message", "on_event", "after_commit"]
+HOOK_POINTS: tuple[HookPoint, ...] = ("on_message", "on_event", "after_commit")
+
+
+@dataclass(frozen=True)
+class CliContext:
+    """What a domain's CLI commands get from the root: settings built once, lazily.
+
+    Lazily, because ``siyu --help`` and argument errors must work without a
+    valid configuration; the first command that needs settings builds them.
+    """
+
+    settings_factory: Callable[[], Settings]
+    # Every domain's models and migrations: commands open the database as serve does.
+    schema: Schema
+    _cache: dict[str, Settings] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def settings(self) -> Settings:
+        if "s" not in self._cache:
+            self._cache["s"] = self.settings_factory()
+        return self._cache["s"]
+
+
+CliRegister = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]", CliContext], None]
+"""Adds a domain's ``siyu`` subcommands; each sets ``func(args) -> int``."""
+
+JobTick = Callable[[], Awaitable[int | None]]
+"""One run of a periodic job; returns how much work it did (more waiting → 0/None)."""
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A periodic job a domain runs in some roles (see ``core.jobs.PeriodicJob``).
+
+    ``build`` makes the tick from the running application's resources, after every
+    cleanup context is up; returning None means the job is off in this
+    configuration (e.g. no WeCom secret, so no outbox dispatcher).
+    """
+
+    name: str
+    roles: frozenset[Role]
+    interval_s: Callable[[Settings], float]
+    build: Callable[[web.Application], JobTick | None]
+    jitter: float = 0.1
+    # A tick that did work runs again at once (drain a backlog), else waits.
+    rerun_when_busy: bool = True
+    # Optional early wake-up (e.g. msgaudit_notify): awaits up to ``timeout`` seconds
+    # and returns True when woken; built from the app like ``build``.
+    wake: Callable[[web.Application], Callable[[float], Awaitable[bool]]] | None = None
+
+
+CustomerExport = Callable[..., Awaitable[dict[str, Any]]]
+"""``export(conn=, external_userid=) -> {table: rows}``: one customer's data (PIPL art. 45)."""
+
+CustomerErase = Callable[..., Awaitable[int]]
+"""``erase(conn=, external_userid=) -> rows changed``: erase or anonymise (PIPL art. 47)."""
+
+
+@dataclass(frozen=True)
+class Domain:
+    name: str
+    # Modules holding this domain's Tortoise models (one owner per table).
+    model_modules: tuple[str, ...] = ()
+    # Package whose files are ``NNNN_name.{sqlite,postgres}.sql``; applied by
+    # ``core.db.migrate`` keyed by (domain name, version).
+    migrations: str | None = None
+    # Refuses to start a role whose settings are missing (names the variable).
+    check_settings: Callable[[Settings, frozenset[Role]], None] | None = None
+    # Resources per role, in order; the root appends them after core's own.  A
+    # context listed for several roles is set up once in a process running them.
+    contexts: Mapping[Role, Sequence[CleanupContext]] = field(default_factory=dict)
+    # HTTP routes per role (the receiver's callback, the admin role's API).
+    routes: Mapping[Role, Sequence[RouteSetup]] = field(default_factory=dict)
+    # Console pages; mounted by the admin domain inside its authenticated shell.
+    pages: Sequence[RouteSetup] = ()
+    jobs: Sequence[JobSpec] = ()
+    cli: CliRegister | None = None
+    # At most one hook per point; the order across domains is the root's list.
+    hooks: Mapping[HookPoint, Callable[..., Awaitable[None]]] = field(default_factory=dict)
+    # Outbox rows whose ``origin`` starts with one of these prefixes: a re-check at
+    # send time (returns a reason to cancel, or None) and a callback once settled.
+    outbox_checks: Mapping[str, Callable[..., Awaitable[str | None]]] = field(
+        default_factory=dict
+    )
+    outbox_settled: Mapping[str, Callable[..., Awaitable[None]]] = field(default_factory=dict)
+    # Refreshes this domain's gauges (queue depth, outbox rows) before /metrics renders.
+    gauges: Callable[[web.Application], Awaitable[None]] | None = None
+    export_customer: CustomerExport | None = None
+    erase_customer: CustomerErase | None = None
+
+    def __post_init__(self) -> None:
+        unknown = set(self.hooks) - set(HOOK_POINTS)
+        if unknown:
+            raise ValueError(f"domain {self.name!r}: unknown hook points {sorted(unknown)}")
+        for prefix in (*self.outbox_checks, *self.outbox_settled):
+            if not prefix.startswith(f"{self.name}.") and prefix != self.name:
+                # Origins are namespaced by their owner, so two domains never
+                # answer for each other's rows.
+                raise ValueError(
+                    f"domain {self.name!r}: outbox origin prefix {prefix!r} "
+                    f"must start with {self.name + '.'!r}"
+                )
+
+
+def check_unique(domains: Sequence[Domain]) -> None:
+    """Names, model modules and migration packages each belong to one domain."""
+    seen: dict[str, str] = {}
+    for d in domains:
+        keys = [f"name:{d.name}", *(f"models:{m}" for m in d.model_modules)]
+        if d.migrations:
+            keys.append(f"migrations:{d.migrations}")
+        for key in keys:
+            if key in seen:
+                what = key.split(":", 1)[1]
+                raise ValueError(f"{what!r} claimed by {seen[key]!r} and {d.name!r}")
+            seen[key] = d.name

@@ -1,0 +1,28 @@
+"""The domains siyu runs, in order.
+
+The order is the order of everything the root composes: migrations (a domain's
+tables may reference only the tables of domains above it), resources of a role,
+routes, jobs, CLI groups and — what matters most — the pipeline hooks: inside
+the storing transaction, each domain's ``on_message``/``on_event`` runs after
+the ones listed before it and sees what they wrote.
+
+A new domain is one line here (and its package); it edits neither ``bot`` nor
+``core``.  Where the coming ones sit, and why:
+
+- ``tagging`` after ``bot``: its auto-tag hooks read the stored message.
+- ``sop`` after ``tagging``: a trigger or exit condition may read a tag this
+  very message just applied; touches go out through ``bot.outbox``.
+- ``admin`` last: it mounts everyone's routes and pages and hooks nothing.
+"""
+
+from __future__ import annotations
+
+import bot
+from core.domain import Domain, check_unique
+
+DOMAINS: tuple[Domain, ...] = (
+    # The edge owns customers, advisors, messages, events and the outbox: the base.
+    bot.DOMAIN,
+)
+
+check_unique(DOMAINS)
