@@ -15,7 +15,7 @@ from functools import partial
 from pathlib import Path
 
 from core import cli as core_cli
-from core.domain import CliContext, CliRegister
+from core.domain import CliContext, CliRegister, Domain
 from core.settings import ALL_ROLES, Settings
 from siyu.app import schema_of
 from siyu.domains import DOMAINS
@@ -113,13 +113,15 @@ def _bound(
     return add
 
 
-def build_parser(ctx: CliContext | None = None) -> argparse.ArgumentParser:
-    ctx = ctx or CliContext(settings_factory=Settings, schema=schema_of(DOMAINS))
+def build_parser(
+    ctx: CliContext | None = None, *, domains: Sequence[Domain] = DOMAINS
+) -> argparse.ArgumentParser:
+    ctx = ctx or CliContext(settings_factory=Settings, schema=schema_of(domains))
     parser, groups = core_cli.new_parser(
         "siyu", "siyu (私域): WeCom engagement platform for financial institutions"
     )
     groups.register("siyu", partial(_register_root, ctx=ctx))
-    for domain in DOMAINS:
+    for domain in domains:
         if domain.cli is not None:
             groups.register(domain.name, _bound(domain.cli, ctx))
     groups.register("compliance_nlp", partial(_register_nlp, ctx=ctx))
@@ -127,11 +129,14 @@ def build_parser(ctx: CliContext | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None, *, ctx: CliContext | None = None,
+    domains: Sequence[Domain] = DOMAINS,
+) -> int:
     from core.logs import setup_logging
 
-    ctx = CliContext(settings_factory=Settings, schema=schema_of(DOMAINS))
-    args = build_parser(ctx).parse_args(argv)
+    ctx = ctx or CliContext(settings_factory=Settings, schema=schema_of(domains))
+    args = build_parser(ctx, domains=domains).parse_args(argv)
 
     def run(a: argparse.Namespace) -> int:
         setup_logging(ctx.settings.log_level)

@@ -199,3 +199,11 @@ def fresh_database_url(request: pytest.FixtureRequest, tmp_path: Path,
         yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
     finally:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def analyzer() -> object:
+    """The real compliance_nlp analysis with the shipped model (tests.bot.conftest)."""
+    from tests.bot.conftest import InThreadAnalyzer
+
+    return InThreadAnalyzer()

@@ -26,11 +26,6 @@ class InThreadAnalyzer:
         )
 
 
-@pytest.fixture(scope="session")
-def analyzer() -> InThreadAnalyzer:
-    return InThreadAnalyzer()
-
-
 @pytest.fixture
 async def edge(settings: Settings, analyzer: InThreadAnalyzer, redis_client: Any, db: None
                ) -> AsyncIterator[Edge]:

@@ -83,7 +83,8 @@ async def test_database_migrated_before_domains_keeps_its_rows(
             'INSERT INTO "bot_outbox" (created_at, updated_at, idem_key, api, secret_kind,'
             " payload, state, attempts, next_attempt_at, last_error) VALUES "
             + ("($1, $1, $2, 'message/send', 'app', '{}', 'done', 1, $1, '')"
-               if dialect == "postgres" else "(?, ?, ?, 'message/send', 'app', '{}', 'done', 1, ?, '')"),
+               if dialect == "postgres"
+               else "(?, ?, ?, 'message/send', 'app', '{}', 'done', 1, ?, '')"),
             [datetime.now(UTC), "notify:old"] if dialect == "postgres"
             else [now, now, "notify:old", now],
         )
