@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bot import app as bot_app
+from bot import service as bot_service
 from bot.cli import register as register_cli
 from core.domain import Domain, JobSpec
 from core.settings import Settings
@@ -52,4 +53,7 @@ DOMAIN = Domain(
     ),
     cli=register_cli,
     gauges=bot_app.refresh_gauges,
+    export_customer=bot_service.export_customer,
+    # erase_customer: not yet — erasure under a legal hold comes with the console's
+    # PIPL workflow (the archive must keep what regulators require).
 )

@@ -43,7 +43,7 @@ def _signed_params(request: web.Request) -> tuple[str, str, str]:
     missing = [k for k in ("msg_signature", "timestamp", "nonce") if not q.get(k)]
     if missing:
         names = ", ".join(missing)
-        raise CallbackError(400, "missing_params", f"missing query parameter(s): {names}")  # type: ignore[arg-type]
+        raise CallbackError(400, "missing_params", f"missing query parameter(s): {names}")
     return q["msg_signature"], q["timestamp"], q["nonce"]
 
 
@@ -51,9 +51,9 @@ def _check_fresh(timestamp: str, max_skew_s: int) -> None:
     try:
         ts = int(timestamp)
     except ValueError:
-        raise CallbackError(400, "bad_timestamp", "timestamp is not an integer") from None  # type: ignore[arg-type]
+        raise CallbackError(400, "bad_timestamp", "timestamp is not an integer") from None
     if max_skew_s and abs(time.time() - ts) > max_skew_s:
-        raise CallbackError(403, "stale_timestamp", "timestamp outside the accepted window")  # type: ignore[arg-type]
+        raise CallbackError(403, "stale_timestamp", "timestamp outside the accepted window")
 
 
 async def verify_url(request: web.Request) -> web.Response:
@@ -63,7 +63,7 @@ async def verify_url(request: web.Request) -> web.Response:
         sig, ts, nonce = _signed_params(request)
         echostr = request.query.get("echostr", "")
         if not echostr:
-            raise CallbackError(400, "missing_params", "missing query parameter: echostr")  # type: ignore[arg-type]
+            raise CallbackError(400, "missing_params", "missing query parameter: echostr")
         plain = deps.crypto.verify_url(msg_signature=sig, timestamp=ts, nonce=nonce,
                                        echostr=echostr)
     except CallbackError as exc:

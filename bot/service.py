@@ -347,3 +347,37 @@ async def customers_needing_sync(*, limit: int) -> list[str]:
         "external_userid", flat=True
     )
     return [str(r) for r in rows]
+
+
+async def export_customer(*, conn: BaseDBAsyncClient, external_userid: str) -> dict[str, Any]:
+    """One customer's rows in the edge's tables, for a PIPL access request (art. 45).
+
+    Message text is the masked text as stored; sealed originals stay sealed (an
+    authorised reviewer opens them through the audited console, not an export).
+    """
+    customer = await models.Customer.get_or_none(external_userid=external_userid, using_db=conn)
+    if customer is None:
+        return {}
+    follows = await models.FollowRelation.filter(customer_id=customer.id).using_db(
+        conn).prefetch_related("advisor")
+    messages = await models.Message.filter(customer_id=customer.id).using_db(conn).order_by("id")
+    alerts = await models.Alert.filter(external_userid=external_userid).using_db(conn)
+    return {
+        "customer": [{
+            "external_userid": customer.external_userid, "unionid": customer.unionid,
+            "name": customer.name, "corp_name": customer.corp_name, "gender": customer.gender,
+            "attributes": customer.attributes, "created_at": customer.created_at.isoformat(),
+        }],
+        "follow_relations": [{
+            "advisor": f.advisor.userid, "status": f.status.value, "remark": f.remark,
+            "description": f.description, "state": f.state,
+            "added_at": f.added_at.isoformat() if f.added_at else None,
+        } for f in follows],
+        "messages": [{
+            "msgid": m.msgid, "source": m.source, "direction": m.direction,
+            "msgtime": m.msgtime.isoformat(), "msgtype": m.msgtype,
+            "masked_text": m.masked_text, "intent": m.intent, "sentiment": m.sentiment,
+        } for m in messages],
+        "alerts": [{"kind": a.kind, "advisor": a.advisor_userid,
+                    "created_at": a.created_at.isoformat()} for a in alerts],
+    }  # fmt: skip

@@ -146,8 +146,10 @@ class InboundStream:
         )
         res = await self._run_enqueue(item)
         text = res.decode() if isinstance(res, bytes) else str(res)
-        if text in ("duplicate", "replay"):
-            return EnqueueResult(outcome=text)  # type: ignore[arg-type]
+        if text == "duplicate":
+            return EnqueueResult(outcome="duplicate")
+        if text == "replay":
+            return EnqueueResult(outcome="replay")
         return EnqueueResult(outcome="queued", stream_id=text)
 
     async def _run_enqueue(self, item: _Item) -> Any:

@@ -207,3 +207,19 @@ def analyzer() -> object:
     from tests.bot.conftest import InThreadAnalyzer
 
     return InThreadAnalyzer()
+
+
+@pytest.fixture
+async def edge(settings: Settings, analyzer: object, redis_client: object, db: None
+               ) -> AsyncIterator[object]:
+    """A running edge (tests.bot.harness) with every domain of the root."""
+    # db: a migrated, emptied database (PostgreSQL is shared by the session).
+    # redis_client: the shared test Redis, flushed for this test.
+    from tests.bot.harness import start_edge
+
+    e, closers = await start_edge(settings, analyzer=analyzer)
+    try:
+        yield e
+    finally:
+        for close in closers:
+            await close()

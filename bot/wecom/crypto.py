@@ -58,6 +58,10 @@ CallbackErrorReason = Literal[
     "bad_length",  # 400: the 4-byte length field does not fit the plaintext (-40008)
     "bad_encoding",  # 400: the message is not UTF-8
     "bad_callback",  # 400: the decrypted callback is missing fields or has bad values
+    # Checks of the receiver around the crypto (query parameters, freshness):
+    "missing_params",  # 400: msg_signature/timestamp/nonce (or echostr) missing
+    "bad_timestamp",  # 400: timestamp is not an integer
+    "stale_timestamp",  # 403: timestamp outside SIYU_WECOM__CALLBACK_MAX_SKEW_S
 ]
 
 

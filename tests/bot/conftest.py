@@ -1,13 +1,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
-
-import pytest
-
-from core.settings import Settings
-from tests.bot.harness import Edge, start_edge
 
 
 class InThreadAnalyzer:
@@ -24,16 +18,3 @@ class InThreadAnalyzer:
         return await asyncio.to_thread(
             lambda: [analyze(text, role, self.config) for text, role in items]  # type: ignore[arg-type]
         )
-
-
-@pytest.fixture
-async def edge(settings: Settings, analyzer: InThreadAnalyzer, redis_client: Any, db: None
-               ) -> AsyncIterator[Edge]:
-    # db: a migrated, emptied database (PostgreSQL is shared by the session).
-    # redis_client: the shared test Redis, flushed for this test.
-    e, closers = await start_edge(settings, analyzer=analyzer)
-    try:
-        yield e
-    finally:
-        for close in closers:
-            await close()

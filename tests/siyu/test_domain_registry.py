@@ -149,3 +149,22 @@ def test_domain_record_refuses_foreign_origins_and_unknown_hook_points() -> None
         Domain(name="stub", outbox_checks={"sop.touch": STUB.outbox_checks["stub.note"]})
     with pytest.raises(ValueError, match="unknown hook points"):
         Domain(name="stub", hooks={"before_store": STUB.hooks["on_message"]})  # type: ignore[dict-item]
+
+
+async def test_every_domains_customer_export_names_only_that_customer(edge: Any) -> None:
+    """The record's export function: what a PIPL access request returns, per domain."""
+    from tortoise.transactions import in_transaction
+
+    from tests.bot.test_edge import contact_event
+
+    await edge.post_callback(contact_event("add_external_contact", "zhangwei", "wmEXPORT01"))
+    await edge.post_callback(contact_event("add_external_contact", "zhangwei", "wmOTHER002"))
+    await edge.process_all()
+    exports = {}
+    async with in_transaction() as conn:
+        for d in DOMAINS:
+            if d.export_customer is not None:
+                exports[d.name] = await d.export_customer(conn=conn, external_userid="wmEXPORT01")
+    assert exports["bot"]["customer"][0]["external_userid"] == "wmEXPORT01"
+    assert [f["advisor"] for f in exports["bot"]["follow_relations"]] == ["zhangwei"]
+    assert "wmOTHER002" not in json.dumps(exports, ensure_ascii=False)
