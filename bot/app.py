@@ -120,6 +120,7 @@ async def wecom_ctx(app: web.Application) -> AsyncIterator[None]:
             secrets={"app": settings.wecom.app_secret.get_secret_value(),
                      "contact": settings.wecom.contact_secret.get_secret_value()},
             agent_id=settings.wecom.agent_id, timeout_s=settings.wecom.http_timeout_s,
+            keyring=app[KEYRING],
         )  # fmt: skip
         yield
 
