@@ -49,6 +49,7 @@ from typing import Any, Final
 import aiohttp
 import redis.asyncio as aioredis
 
+from core.crypto import DecryptionError, Keyring
 from core.redis import Keyspace
 
 log = logging.getLogger(__name__)
@@ -235,6 +236,7 @@ class WeComClient:
         token_margin_s: int = 300,
         clock: Clock = time.time,
         sleep: Sleep = asyncio.sleep,
+        keyring: Keyring | None = None,
     ) -> None:
         if not secrets.get("app"):
             raise ValueError("secrets['app'] (the self-built app's secret) is required")
@@ -263,6 +265,10 @@ class WeComClient:
         # A refresh lock outlives one gettoken round trip, so a crashed holder frees it soon.
         self._lock_ttl_ms = int((timeout_s + 5) * 1000)
         self._local_locks: dict[str, asyncio.Lock] = {}
+        # Access tokens are shared through Redis (and its AOF): sealed with the field
+        # key there, so a copy of Redis's files does not hand out API access.
+        self._keyring = keyring
+        self._stored_form: dict[str, tuple[str, str]] = {}  # kind -> (token, as stored)
         self._bucket = redis.register_script(_BUCKET_LUA)
         self._compare_and_delete = redis.register_script(_COMPARE_AND_DELETE_LUA)
 
@@ -396,11 +402,24 @@ class WeComClient:
         async with lock:
             return await self._refresh_token(kind)
 
+    def _token_aad(self, kind: str) -> str:
+        return f"wecom-token:{self.corp_id}:{kind}"
+
     async def _cached_token(self, kind: str) -> str | None:
         raw = await self._redis.get(self._token_key(kind))
         if raw is None:
             return None
-        return raw.decode() if isinstance(raw, bytes) else str(raw)
+        stored = raw.decode() if isinstance(raw, bytes) else str(raw)
+        if self._keyring is None:
+            return stored
+        try:
+            token = self._keyring.open_text(stored, aad=self._token_aad(kind))
+        except (DecryptionError, ValueError):
+            # Stored by a process without the key (or in clear by an older version):
+            # treat as missing, so a refresh replaces it with a sealed token.
+            return None
+        self._stored_form[kind] = (token, stored)
+        return token
 
     async def _refresh_token(self, kind: str) -> str:
         lock_key = f"{self._prefix}:token-lock:{kind}"
@@ -446,12 +465,19 @@ class WeComClient:
             raise WeComTransportError(api="gettoken", errmsg="answer has no access_token")
         expires_in = int(body.get("expires_in", 7200))
         ttl = max(1, expires_in - min(self._token_margin_s, expires_in // 2))
-        await self._redis.set(self._token_key(kind), token, ex=ttl)
+        stored = (
+            self._keyring.seal_text(token, aad=self._token_aad(kind)) if self._keyring else token
+        )
+        self._stored_form[kind] = (token, stored)
+        await self._redis.set(self._token_key(kind), stored, ex=ttl)
         log.info("wecom access token refreshed", extra={"kind": kind, "ttl_s": ttl})
         return token
 
     async def _invalidate_token(self, kind: str, failed_token: str) -> None:
-        await self._compare_and_delete(keys=[self._token_key(kind)], args=[failed_token])
+        # Compare what Redis holds: the sealed form of the token that failed.
+        token, stored = self._stored_form.get(kind, ("", ""))
+        value = stored if token == failed_token and stored else failed_token
+        await self._compare_and_delete(keys=[self._token_key(kind)], args=[value])
 
     # ---------------------------------------------------------- rate limits
 

@@ -422,3 +422,27 @@ async def test_secrets_and_tokens_never_reach_logs_or_errors(
         rendered += repr(record.__dict__)
     for value in sensitive:
         assert value not in rendered
+
+
+async def test_access_token_is_sealed_in_redis_and_still_shared(env: Env) -> None:
+    """PIPL/ops: a copy of Redis (or its AOF) must not hand out API access."""
+    import secrets as pysecrets
+
+    from core.crypto import Keyring
+
+    keyring = Keyring(keys={"t1": pysecrets.token_bytes(32)}, active_key_id="t1")
+    first, second = env.client(keyring=keyring), env.client(keyring=keyring)
+    await first.get_user("zhangwei")
+    await second.get_user("wangfang")
+    assert env.state.calls["gettoken"] == 1  # still one token for every process
+
+    key = f"siyu:wecom:{env.state.corp_id}:token:app"
+    stored = (await env.redis.get(key)).decode()
+    issued = set(env.state.tokens)
+    assert issued and not any(t in stored for t in issued)
+
+    # 40014 invalidates the sealed entry it read, then fetches a new one.
+    env.state.invalidate_tokens()
+    await first.get_user("zhangwei")
+    assert env.state.calls["gettoken"] == 2
+    assert (await env.redis.get(key)).decode() != stored
