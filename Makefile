@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test venv lint typecheck bench clean
+.PHONY: run test venv lint format typecheck bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,13 @@ test: $(STAMP)
 	$(BIN)/pytest -q -p no:cacheprovider
 
 lint: $(STAMP)
-	$(BIN)/ruff check core bot compliance_nlp tagging sop admin tests bench
+	$(BIN)/ruff check siyu core bot compliance_nlp tagging sop admin tests bench
+	$(BIN)/ruff format --check siyu core bot compliance_nlp tagging sop admin tests bench
+	$(BIN)/lint-imports --no-cache
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix siyu core bot compliance_nlp tagging sop admin tests bench
+	$(BIN)/ruff format siyu core bot compliance_nlp tagging sop admin tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

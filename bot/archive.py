@@ -101,11 +101,19 @@ def record_to_draft(rec: dict[str, Any]) -> MessageDraft:
     if action == "switch":
         user = rec["user"]
         return MessageDraft(
-            msgid=rec["msgid"], source=Source.ARCHIVE, direction=Direction.INTERNAL,
-            sender_id=user, sender_role="member", receiver_ids=(), roomid=None,
-            msgtime=datetime.fromtimestamp(rec["time"] / 1000, tz=UTC), msgtype="switch",
-            action="switch", text="", advisor_userid=user,
-        )  # fmt: skip
+            msgid=rec["msgid"],
+            source=Source.ARCHIVE,
+            direction=Direction.INTERNAL,
+            sender_id=user,
+            sender_role="member",
+            receiver_ids=(),
+            roomid=None,
+            msgtime=datetime.fromtimestamp(rec["time"] / 1000, tz=UTC),
+            msgtype="switch",
+            action="switch",
+            text="",
+            advisor_userid=user,
+        )
     sender = rec["from"]
     tolist = tuple(rec.get("tolist") or ())
     roomid = rec.get("roomid") or None
@@ -126,9 +134,23 @@ def record_to_draft(rec: dict[str, Any]) -> MessageDraft:
         if external is None:
             external = next((t for t in tolist if is_external_id(t)), None)
     msgtype = rec["msgtype"]
-    content = {k: v for k, v in (rec.get(msgtype) or {}).items() if k in (
-        "md5sum", "filesize", "sdkfileid", "fileext", "pre_msgid", "play_length",
-    )} if isinstance(rec.get(msgtype), dict) else {}  # fmt: skip
+    content = (
+        {
+            k: v
+            for k, v in (rec.get(msgtype) or {}).items()
+            if k
+            in (
+                "md5sum",
+                "filesize",
+                "sdkfileid",
+                "fileext",
+                "pre_msgid",
+                "play_length",
+            )
+        }
+        if isinstance(rec.get(msgtype), dict)
+        else {}
+    )
     return MessageDraft(
         msgid=rec["msgid"],
         source=Source.ARCHIVE,
@@ -181,9 +203,10 @@ async def ingest_records(stream: InboundStream, records: list[Any]) -> IngestRep
             report.rejected.append({"index": index, "msgid": msgid, "error": str(exc)})
             continue
         result = await stream.enqueue(
-            source=Source.ARCHIVE, dedup_key=archive_dedup_key(rec["msgid"]),
+            source=Source.ARCHIVE,
+            dedup_key=archive_dedup_key(rec["msgid"]),
             payload={"record": rec},
-        )  # fmt: skip
+        )
         if result.outcome == "queued":
             report.accepted += 1
         else:

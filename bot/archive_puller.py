@@ -59,9 +59,14 @@ class NativeFinanceSdk:
         lib.GetSliceLen.argtypes = [ctypes.c_void_p]
         lib.GetSliceLen.restype = ctypes.c_int
         lib.GetChatData.argtypes = [
-            ctypes.c_void_p, ctypes.c_ulonglong, ctypes.c_uint, ctypes.c_char_p,
-            ctypes.c_char_p, ctypes.c_int, ctypes.c_void_p,
-        ]  # fmt: skip
+            ctypes.c_void_p,
+            ctypes.c_ulonglong,
+            ctypes.c_uint,
+            ctypes.c_char_p,
+            ctypes.c_char_p,
+            ctypes.c_int,
+            ctypes.c_void_p,
+        ]
         lib.DecryptData.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p]
         lib.DestroySdk.argtypes = [ctypes.c_void_p]
         self._lib = lib
@@ -136,10 +141,16 @@ class ArchivePuller:
     """Pulls 会话存档 batches after the stored cursor (run by ``core.jobs`` as a job)."""
 
     def __init__(
-        self, *, sdk: FinanceSdk, private_keys: dict[str, rsa.RSAPrivateKey],
-        stream: InboundStream, metrics: Metrics, batch_size: int = 1000,
-        cursor_name: str = "default", poll_interval_s: float = 60.0,
-    ) -> None:  # fmt: skip
+        self,
+        *,
+        sdk: FinanceSdk,
+        private_keys: dict[str, rsa.RSAPrivateKey],
+        stream: InboundStream,
+        metrics: Metrics,
+        batch_size: int = 1000,
+        cursor_name: str = "default",
+        poll_interval_s: float = 60.0,
+    ) -> None:
         self.sdk = sdk
         self.private_keys = private_keys
         self.stream = stream
@@ -183,9 +194,7 @@ class ArchivePuller:
     async def pull_once(self) -> PullReport:
         """Pull batches until caught up.  One puller at a time across processes."""
         report = PullReport()
-        lock = self.redis.lock(
-            self.stream.keys.key("archive", "lock"), timeout=300, blocking=False
-        )
+        lock = self.redis.lock(self.stream.keys.key("archive", "lock"), timeout=300, blocking=False)
         if not await lock.acquire():
             return report
         try:
@@ -202,11 +211,13 @@ class ArchivePuller:
                     except Exception as exc:  # noqa: BLE001 - kept for an operator
                         await bot_service.add_dead_letter(
                             # Still under WeCom's encryption: not requeueable as is.
-                            stream_id=f"archive-seq-{item.get('seq')}", source="archive_raw",
+                            stream_id=f"archive-seq-{item.get('seq')}",
+                            source="archive_raw",
                             dedup_key=f"arc:{item.get('msgid')}",
-                            payload_sealed=json.dumps(item), error=f"decrypt: {exc}",
+                            payload_sealed=json.dumps(item),
+                            error=f"decrypt: {exc}",
                             deliveries=1,
-                        )  # fmt: skip
+                        )
                         report.dead_lettered += 1
                 ingest = await ingest_records(self.stream, records)
                 for err in ingest.rejected:
@@ -216,10 +227,13 @@ class ArchivePuller:
                         aad=payload_aad(key),
                     )
                     await bot_service.add_dead_letter(
-                        stream_id=f"archive-msg-{err.get('msgid')}-{seq}", source="archive",
-                        dedup_key=key, payload_sealed=sealed,
-                        error=f"invalid record: {err['error']}", deliveries=1,
-                    )  # fmt: skip
+                        stream_id=f"archive-msg-{err.get('msgid')}-{seq}",
+                        source="archive",
+                        dedup_key=key,
+                        payload_sealed=sealed,
+                        error=f"invalid record: {err['error']}",
+                        deliveries=1,
+                    )
                     report.dead_lettered += 1
                 report.records += len(items)
                 report.accepted += ingest.accepted

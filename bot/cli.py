@@ -20,6 +20,7 @@ from core.domain import CliContext
 
 # ------------------------------------------------------------------ archive
 
+
 def cmd_archive_import(args: argparse.Namespace, ctx: CliContext) -> int:
     from bot.archive import ingest_records
     from bot.stream import InboundStream
@@ -40,8 +41,12 @@ def cmd_archive_import(args: argparse.Namespace, ctx: CliContext) -> int:
 
     async def run() -> dict[str, Any]:
         async with core_redis.redis_lifespan(settings) as client:
-            stream = InboundStream(client, load_keyring(settings),
-                                   stream=settings.pipeline.stream, group=settings.pipeline.group)
+            stream = InboundStream(
+                client,
+                load_keyring(settings),
+                stream=settings.pipeline.stream,
+                group=settings.pipeline.group,
+            )
             report = await ingest_records(stream, records)
             return report.as_dict()
 
@@ -87,8 +92,10 @@ def cmd_messages_export(args: argparse.Namespace, ctx: CliContext) -> int:
         print(f"siyu: {exc}", file=sys.stderr)
         return 2
     if since is not None and until is not None and until <= since:
-        print(f"siyu: --until ({args.until}) must be later than --since ({args.since})",
-              file=sys.stderr)
+        print(
+            f"siyu: --until ({args.until}) must be later than --since ({args.since})",
+            file=sys.stderr,
+        )
         return 2
 
     async def run() -> int:
@@ -110,12 +117,17 @@ def cmd_messages_export(args: argparse.Namespace, ctx: CliContext) -> int:
                     break
                 for m in batch:
                     row = {
-                        "msgid": m.msgid, "source": m.source, "from": m.sender_id,
-                        "to": m.receiver_ids, "roomid": m.roomid,
-                        "msgtime": m.msgtime.isoformat(), "msgtype": m.msgtype,
-                        "direction": m.direction, "masked_text": m.masked_text,
+                        "msgid": m.msgid,
+                        "source": m.source,
+                        "from": m.sender_id,
+                        "to": m.receiver_ids,
+                        "roomid": m.roomid,
+                        "msgtime": m.msgtime.isoformat(),
+                        "msgtype": m.msgtype,
+                        "direction": m.direction,
+                        "masked_text": m.masked_text,
                         "analysis": m.analysis,
-                    }  # fmt: skip
+                    }
                     sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
                     n += 1
                 after = batch[-1].id
@@ -127,6 +139,7 @@ def cmd_messages_export(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 # ------------------------------------------------------------------ dead letters / outbox
+
 
 def cmd_deadletter(args: argparse.Namespace, ctx: CliContext) -> int:
     from bot import service as bot_service
@@ -142,13 +155,24 @@ def cmd_deadletter(args: argparse.Namespace, ctx: CliContext) -> int:
         async with core_db.db_lifespan(settings, ctx.schema):
             if args.action == "list":
                 for dl in await bot_service.dead_letters(status="open"):
-                    print(json.dumps({"id": dl.id, "source": dl.source, "key": dl.dedup_key,
-                                      "deliveries": dl.deliveries, "error": dl.error,
-                                      "at": dl.created_at.isoformat()}, ensure_ascii=False))
+                    print(
+                        json.dumps(
+                            {
+                                "id": dl.id,
+                                "source": dl.source,
+                                "key": dl.dedup_key,
+                                "deliveries": dl.deliveries,
+                                "error": dl.error,
+                                "at": dl.created_at.isoformat(),
+                            },
+                            ensure_ascii=False,
+                        )
+                    )
                 return 0
             async with core_redis.redis_lifespan(settings) as client:
-                stream = InboundStream(client, load_keyring(settings),
-                                       stream=settings.pipeline.stream)
+                stream = InboundStream(
+                    client, load_keyring(settings), stream=settings.pipeline.stream
+                )
                 print(await requeue_dead_letter(stream, args.id))
             return 0
 
@@ -164,10 +188,21 @@ def cmd_outbox(args: argparse.Namespace, ctx: CliContext) -> int:
     async def run() -> int:
         async with core_db.db_lifespan(settings, ctx.schema):
             for it in await bot_service.recent_outbox(state=args.state, limit=args.limit):
-                print(json.dumps({"id": it.id, "api": it.api, "state": it.state.value,
-                                  "attempts": it.attempts, "errcode": it.last_errcode,
-                                  "error": it.last_error, "key": it.idem_key,
-                                  "origin": it.origin}, ensure_ascii=False))
+                print(
+                    json.dumps(
+                        {
+                            "id": it.id,
+                            "api": it.api,
+                            "state": it.state.value,
+                            "attempts": it.attempts,
+                            "errcode": it.last_errcode,
+                            "error": it.last_error,
+                            "key": it.idem_key,
+                            "origin": it.origin,
+                        },
+                        ensure_ascii=False,
+                    )
+                )
         return 0
 
     return asyncio.run(run())
@@ -186,17 +221,32 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], ctx: CliC
     sp = sub.add_parser("messages", help="stored messages")
     msub = sp.add_subparsers(dest="messages_command", required=True)
     mp = msub.add_parser("export", help="print stored messages as JSON lines")
-    mp.add_argument("--since", default="", metavar="WHEN",
-                    help="only messages sent at or after WHEN, an ISO date or date/time "
-                         "(2026-11-01, 2026-11-01T08:30, 2026-11-01T00:00+00:00); "
-                         "no offset means Asia/Shanghai")
-    mp.add_argument("--until", default="", metavar="WHEN",
-                    help="only messages sent before WHEN (exclusive), same format as "
-                         "--since; no offset means Asia/Shanghai")
-    mp.add_argument("--violations-only", action="store_true",
-                    help="only messages flagged with a compliance violation")
-    mp.add_argument("--advisor", default="", metavar="USERID",
-                    help="only messages of the advisor with this WeCom userid")
+    mp.add_argument(
+        "--since",
+        default="",
+        metavar="WHEN",
+        help="only messages sent at or after WHEN, an ISO date or date/time "
+        "(2026-11-01, 2026-11-01T08:30, 2026-11-01T00:00+00:00); "
+        "no offset means Asia/Shanghai",
+    )
+    mp.add_argument(
+        "--until",
+        default="",
+        metavar="WHEN",
+        help="only messages sent before WHEN (exclusive), same format as "
+        "--since; no offset means Asia/Shanghai",
+    )
+    mp.add_argument(
+        "--violations-only",
+        action="store_true",
+        help="only messages flagged with a compliance violation",
+    )
+    mp.add_argument(
+        "--advisor",
+        default="",
+        metavar="USERID",
+        help="only messages of the advisor with this WeCom userid",
+    )
     mp.set_defaults(func=partial(cmd_messages_export, ctx=ctx))
 
     sp = sub.add_parser("deadletter", help="entries that kept failing")

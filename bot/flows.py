@@ -61,9 +61,11 @@ async def _notify(
     *, conn: BaseDBAsyncClient, deps: StoreDeps, idem_key: str, touser: str, content: str
 ) -> None:
     await outbox.enqueue(
-        conn, idem_key=f"notify:{idem_key}", origin=f"bot.alert:{idem_key}"[:96],
+        conn,
+        idem_key=f"notify:{idem_key}",
+        origin=f"bot.alert:{idem_key}"[:96],
         write=outbox.app_text(agent_id=deps.agent_id, touser=touser, content=content),
-    )  # fmt: skip
+    )
 
 
 def _local_time(draft: MessageDraft) -> str:
@@ -99,7 +101,10 @@ def customer_label(name: str | None, external_userid: str | None) -> str:
 
 
 async def do_store_message(
-    *, draft: MessageDraft, analysis: Analysis | None, original: dict[str, Any],
+    *,
+    draft: MessageDraft,
+    analysis: Analysis | None,
+    original: dict[str, Any],
     deps: StoreDeps,
 ) -> StoreResult:
     """Store an analysed message once, then run hooks and raise alerts."""
@@ -111,14 +116,16 @@ async def do_store_message(
     async with in_transaction() as conn:
         advisor = (
             await bot_service.upsert_advisor(conn=conn, userid=draft.advisor_userid)
-            if draft.advisor_userid else None
-        )  # fmt: skip
+            if draft.advisor_userid
+            else None
+        )
         customer = (
             await bot_service.upsert_customer(
                 conn=conn, external_userid=draft.external_userid, needs_sync=True
             )
-            if draft.external_userid else None
-        )  # fmt: skip
+            if draft.external_userid
+            else None
+        )
         sealed = deps.keyring.seal_text(
             json.dumps(original, ensure_ascii=False), aad=message_aad(draft.source, draft.msgid)
         )
@@ -147,51 +154,69 @@ async def do_store_message(
             return StoreResult(stored=False)
 
         record = StoredMessage(
-            id=message.id, source=draft.source.value, msgid=draft.msgid,
-            direction=draft.direction, sender_role=draft.sender_role,
-            customer=draft.external_userid, advisor=draft.advisor_userid, roomid=draft.roomid,
-            msgtime=draft.msgtime, msgtype=draft.msgtype, text_masked=masked, intent=intent,
+            id=message.id,
+            source=draft.source.value,
+            msgid=draft.msgid,
+            direction=draft.direction,
+            sender_role=draft.sender_role,
+            customer=draft.external_userid,
+            advisor=draft.advisor_userid,
+            roomid=draft.roomid,
+            msgtime=draft.msgtime,
+            msgtype=draft.msgtype,
+            text_masked=masked,
+            intent=intent,
             intent_score=analysis.intent_score if analysis and intent else None,
             sentiment=analysis.sentiment if analysis else None,
             violation_categories=tuple(sorted({v.category for v in violations})),
             has_violation=has_violation,
-        )  # fmt: skip
+        )
         # Other domains' hooks see what was stored, inside this transaction.
         for hook in deps.hooks.on_message:
             await hook.fn(record, conn)
 
-        speaks_to_customers = draft.direction in (
-            Direction.ADVISOR_TO_CUSTOMER, Direction.GROUP
-        ) and draft.sender_role == "advisor"  # fmt: skip
+        speaks_to_customers = (
+            draft.direction in (Direction.ADVISOR_TO_CUSTOMER, Direction.GROUP)
+            and draft.sender_role == "advisor"
+        )
         case_opened = False
         if violations and speaks_to_customers and draft.advisor_userid:
             case_opened = True
             categories = sorted({v.category for v in violations})
             severity = "violation" if has_violation else "review"
             await bot_service.open_review_case(
-                conn=conn, message=message, advisor_userid=draft.advisor_userid,
-                categories=categories, severity=severity,
-            )  # fmt: skip
+                conn=conn,
+                message=message,
+                advisor_userid=draft.advisor_userid,
+                categories=categories,
+                severity=severity,
+            )
             if has_violation:
                 first = next(v for v in violations if v.severity == "violation")
                 label = CATEGORY_LABELS.get(first.category, first.category)
                 basis = first.basis or "机构销售行为管理规定"
                 key = f"violation:{draft.source}:{draft.msgid}"
                 await bot_service.raise_alert(
-                    conn=conn, idem_key=key, kind="violation",
-                    recipient_userid=draft.advisor_userid, advisor_userid=draft.advisor_userid,
-                    external_userid=draft.external_userid, msgid=draft.msgid,
-                    detail={"categories": categories, "rule_id": first.rule_id,
-                            "basis": basis},
-                )  # fmt: skip
+                    conn=conn,
+                    idem_key=key,
+                    kind="violation",
+                    recipient_userid=draft.advisor_userid,
+                    advisor_userid=draft.advisor_userid,
+                    external_userid=draft.external_userid,
+                    msgid=draft.msgid,
+                    detail={"categories": categories, "rule_id": first.rule_id, "basis": basis},
+                )
                 who = (
-                    "群聊中" if draft.roomid and not draft.external_userid
-                    else "发给" + customer_label(
-                        customer.name if customer else None, draft.external_userid
-                    )
-                )  # fmt: skip
+                    "群聊中"
+                    if draft.roomid and not draft.external_userid
+                    else "发给"
+                    + customer_label(customer.name if customer else None, draft.external_userid)
+                )
                 await _notify(
-                    conn=conn, deps=deps, idem_key=key, touser=draft.advisor_userid,
+                    conn=conn,
+                    deps=deps,
+                    idem_key=key,
+                    touser=draft.advisor_userid,
                     content=(
                         f"【合规提醒】您 {_local_time(draft)} {who}的消息"
                         f"「{_excerpt(analysis)}」触发「{label}」"
@@ -203,21 +228,33 @@ async def do_store_message(
                 alerts.append(key)
 
         if intent in ALERT_INTENTS and draft.external_userid:
-            targets = [draft.advisor_userid] if draft.advisor_userid else await (
-                bot_service.advisors_following(conn=conn, external_userid=draft.external_userid)
-            )  # fmt: skip
+            targets = (
+                [draft.advisor_userid]
+                if draft.advisor_userid
+                else await bot_service.advisors_following(
+                    conn=conn, external_userid=draft.external_userid
+                )
+            )
             for userid in targets:
                 if not userid:
                     continue
                 key = f"{intent}:{draft.source}:{draft.msgid}:{userid}"
                 await bot_service.raise_alert(
-                    conn=conn, idem_key=key, kind=str(intent), recipient_userid=userid,
-                    advisor_userid=userid, external_userid=draft.external_userid,
-                    msgid=draft.msgid, detail={"sentiment": record.sentiment},
-                )  # fmt: skip
+                    conn=conn,
+                    idem_key=key,
+                    kind=str(intent),
+                    recipient_userid=userid,
+                    advisor_userid=userid,
+                    external_userid=draft.external_userid,
+                    msgid=draft.msgid,
+                    detail={"sentiment": record.sentiment},
+                )
                 who = customer_label(customer.name if customer else None, draft.external_userid)
                 await _notify(
-                    conn=conn, deps=deps, idem_key=key, touser=userid,
+                    conn=conn,
+                    deps=deps,
+                    idem_key=key,
+                    touser=userid,
                     content=(
                         f"【客户提醒】{who} {_local_time(draft)} 的消息"
                         f"「{_excerpt(analysis)}」显示{ALERT_INTENTS[intent]}，请及时跟进。"
@@ -226,8 +263,12 @@ async def do_store_message(
                 )
                 alerts.append(key)
         return StoreResult(
-            stored=True, record_id=message.id, alerts=tuple(alerts), review_case=case_opened,
-            findings=tuple((v.category, v.severity) for v in violations), record=record,
+            stored=True,
+            record_id=message.id,
+            alerts=tuple(alerts),
+            review_case=case_opened,
+            findings=tuple((v.category, v.severity) for v in violations),
+            record=record,
         )
 
 
@@ -247,22 +288,25 @@ def _follow_entry(contact: dict[str, Any] | None, userid: str) -> dict[str, Any]
     return None
 
 
-async def do_store_event(
-    *, draft: EventDraft, ctx: EventContext, deps: StoreDeps
-) -> StoreResult:
+async def do_store_event(*, draft: EventDraft, ctx: EventContext, deps: StoreDeps) -> StoreResult:
     f = draft.fields
     alerts: list[str] = []
     async with in_transaction() as conn:
         raw_sealed = (
             deps.keyring.seal_text(draft.raw_xml, aad=f"event:{draft.event_key}")
-            if draft.kind == "unknown" else None
-        )  # fmt: skip
+            if draft.kind == "unknown"
+            else None
+        )
         event = await bot_service.insert_event(
-            conn=conn, event_key=draft.event_key, kind=draft.kind, event=draft.event,
-            change_type=draft.change_type, occurred_at=draft.occurred_at,
+            conn=conn,
+            event_key=draft.event_key,
+            kind=draft.kind,
+            event=draft.event,
+            change_type=draft.change_type,
+            occurred_at=draft.occurred_at,
             fields_json=f if draft.kind != "unknown" else {"MsgType": f.get("MsgType")},
             raw_sealed=raw_sealed,
-        )  # fmt: skip
+        )
         if event is None:
             return StoreResult(stored=False)
 
@@ -278,12 +322,18 @@ async def do_store_event(
                 )
 
         record = StoredEvent(
-            id=event.id, event_key=draft.event_key, kind=draft.kind, event=draft.event,
-            change_type=draft.change_type, occurred_at=draft.occurred_at,
-            fields=frozen_fields(f), customer=_text_or_none(f.get("ExternalUserID")),
-            advisor=_text_or_none(f.get("UserID")), state=_text_or_none(f.get("State")),
+            id=event.id,
+            event_key=draft.event_key,
+            kind=draft.kind,
+            event=draft.event,
+            change_type=draft.change_type,
+            occurred_at=draft.occurred_at,
+            fields=frozen_fields(f),
+            customer=_text_or_none(f.get("ExternalUserID")),
+            advisor=_text_or_none(f.get("UserID")),
+            state=_text_or_none(f.get("State")),
             welcome_code=_text_or_none(f.get("WelcomeCode")),
-        )  # fmt: skip
+        )
         for hook in deps.hooks.on_event:
             await hook.fn(record, conn)
         return StoreResult(stored=True, record_id=event.id, alerts=tuple(alerts), record=record)
@@ -304,9 +354,11 @@ async def _external_contact_changed(
     contact_info = (ctx.contact or {}).get("external_contact")
     advisor = await bot_service.upsert_advisor(conn=conn, userid=userid, profile=ctx.member)
     customer = await bot_service.upsert_customer(
-        conn=conn, external_userid=external, contact=contact_info,
+        conn=conn,
+        external_userid=external,
+        contact=contact_info,
         needs_sync=contact_info is None,
-    )  # fmt: skip
+    )
     follow = _follow_entry(ctx.contact, userid)
     at = draft.occurred_at
     change = draft.change_type
@@ -315,14 +367,22 @@ async def _external_contact_changed(
         if f.get("State") and not follow.get("state"):
             follow["state"] = f["State"]
         await bot_service.upsert_follow(
-            conn=conn, customer=customer, advisor=advisor, status=RelationStatus.ACTIVE,
-            at=at, follow=follow,
-        )  # fmt: skip
+            conn=conn,
+            customer=customer,
+            advisor=advisor,
+            status=RelationStatus.ACTIVE,
+            at=at,
+            follow=follow,
+        )
     elif change == "edit_external_contact":
         await bot_service.upsert_follow(
-            conn=conn, customer=customer, advisor=advisor, status=RelationStatus.ACTIVE,
-            at=at, follow=follow,
-        )  # fmt: skip
+            conn=conn,
+            customer=customer,
+            advisor=advisor,
+            status=RelationStatus.ACTIVE,
+            at=at,
+            follow=follow,
+        )
     elif change == "del_external_contact":
         await bot_service.upsert_follow(
             conn=conn, customer=customer, advisor=advisor, status=RelationStatus.REMOVED, at=at
@@ -336,14 +396,21 @@ async def _external_contact_changed(
         manager = advisor.manager_userid
         key = f"churn:{draft.event_key}"
         await bot_service.raise_alert(
-            conn=conn, idem_key=key, kind="churn", recipient_userid=manager or userid,
-            advisor_userid=userid, external_userid=external,
+            conn=conn,
+            idem_key=key,
+            kind="churn",
+            recipient_userid=manager or userid,
+            advisor_userid=userid,
+            external_userid=external,
             detail={"manager_known": manager is not None},
-        )  # fmt: skip
+        )
         name = customer.name or external
         when = at.astimezone(SHANGHAI).strftime("%m-%d %H:%M")
         await _notify(
-            conn=conn, deps=deps, idem_key=key, touser=manager or userid,
+            conn=conn,
+            deps=deps,
+            idem_key=key,
+            touser=manager or userid,
             content=(
                 f"【流失预警】客户「{name}」于 {when} 删除了客户经理 {advisor.name or userid}，"
                 "请尽快安排挽回。"
@@ -353,9 +420,13 @@ async def _external_contact_changed(
     elif change == "transfer_fail":
         key = f"transfer_fail:{draft.event_key}"
         await bot_service.raise_alert(
-            conn=conn, idem_key=key, kind="transfer_fail", recipient_userid=userid,
-            advisor_userid=userid, external_userid=external,
+            conn=conn,
+            idem_key=key,
+            kind="transfer_fail",
+            recipient_userid=userid,
+            advisor_userid=userid,
+            external_userid=external,
             detail={"fail_reason": f.get("FailReason")},
-        )  # fmt: skip
+        )
         return [key]
     return []

@@ -59,24 +59,32 @@ class OutboxDispatcher:
         except WeComRateLimited as exc:
             # 45009/45033: WeCom asks for at least a minute; not counted as a failure.
             await bot_service.finish_outbox(
-                item=item, state=OutboxState.PENDING, errcode=exc.errcode, error=str(exc),
+                item=item,
+                state=OutboxState.PENDING,
+                errcode=exc.errcode,
+                error=str(exc),
                 retry_at=bot_service.now() + timedelta(seconds=max(exc.retry_after_s, 60)),
-            )  # fmt: skip
+            )
             self.metrics.outbox_calls.labels(item.api, "rate_limited").inc()
             return
         except WeComError as exc:
             if exc.retryable and item.attempts < self.settings.max_attempts:
-                delay = min(2 ** item.attempts, MAX_BACKOFF_S)
+                delay = min(2**item.attempts, MAX_BACKOFF_S)
                 await bot_service.finish_outbox(
-                    item=item, state=OutboxState.PENDING, errcode=exc.errcode, error=str(exc),
+                    item=item,
+                    state=OutboxState.PENDING,
+                    errcode=exc.errcode,
+                    error=str(exc),
                     retry_at=bot_service.now() + timedelta(seconds=delay),
-                )  # fmt: skip
+                )
                 self.metrics.outbox_calls.labels(item.api, "retry").inc()
             else:
                 await self._settle(item, OutboxState.FAILED, errcode=exc.errcode, error=str(exc))
                 self.metrics.outbox_calls.labels(item.api, "failed").inc()
-                log.error("outbox item failed", extra={"outbox_id": item.id, "api": item.api,
-                                                       "errcode": exc.errcode})
+                log.error(
+                    "outbox item failed",
+                    extra={"outbox_id": item.id, "api": item.api, "errcode": exc.errcode},
+                )
             return
         await self._settle(item, OutboxState.DONE, result=result)
         self.metrics.outbox_calls.labels(item.api, "done").inc()
@@ -88,17 +96,26 @@ class OutboxDispatcher:
             return False
         try:
             reason = await check(
-                PendingWrite(id=item.id, idem_key=item.idem_key, origin=item.origin,
-                             api=item.api, payload=item.payload, attempts=item.attempts)
-            )  # fmt: skip
-        except Exception as exc:  # noqa: BLE001 - a failing check must not send unchecked
-            log.exception("before-send check failed", extra={"outbox_id": item.id,
-                                                            "origin": item.origin})
-            delay = min(2 ** item.attempts, MAX_BACKOFF_S)
+                PendingWrite(
+                    id=item.id,
+                    idem_key=item.idem_key,
+                    origin=item.origin,
+                    api=item.api,
+                    payload=item.payload,
+                    attempts=item.attempts,
+                )
+            )
+        except Exception as exc:
+            log.exception(
+                "before-send check failed", extra={"outbox_id": item.id, "origin": item.origin}
+            )
+            delay = min(2**item.attempts, MAX_BACKOFF_S)
             await bot_service.finish_outbox(
-                item=item, state=OutboxState.PENDING, error=f"before-send check: {exc!r}",
+                item=item,
+                state=OutboxState.PENDING,
+                error=f"before-send check: {exc!r}",
                 retry_at=bot_service.now() + timedelta(seconds=delay),
-            )  # fmt: skip
+            )
             return True
         if reason is None:
             return False
@@ -108,16 +125,25 @@ class OutboxDispatcher:
         return True
 
     async def _settle(
-        self, item: OutboxItem, state: OutboxState, *, result: dict[str, Any] | None = None,
-        errcode: int | None = None, error: str = "",
-    ) -> None:  # fmt: skip
+        self,
+        item: OutboxItem,
+        state: OutboxState,
+        *,
+        result: dict[str, Any] | None = None,
+        errcode: int | None = None,
+        error: str = "",
+    ) -> None:
         # The state commits first; the callback follows in its own transaction and is
         # retried until it succeeds, so an outcome is never lost to a failing callback.
         callback = self.policies.settled_for(item.origin)
         await bot_service.finish_outbox(
-            item=item, state=state, result=result, errcode=errcode, error=error,
+            item=item,
+            state=state,
+            result=result,
+            errcode=errcode,
+            error=error,
             notify=callback is not None,
-        )  # fmt: skip
+        )
         if callback is not None:
             await self._notify(item)
 
@@ -134,18 +160,24 @@ class OutboxDispatcher:
             return False
         outcome: Outcome = _OUTCOMES[OutboxState(item.state)]
         settled = Settled(
-            id=item.id, idem_key=item.idem_key, origin=item.origin, api=item.api,
-            outcome=outcome, result=item.result, errcode=item.last_errcode,
+            id=item.id,
+            idem_key=item.idem_key,
+            origin=item.origin,
+            api=item.api,
+            outcome=outcome,
+            result=item.result,
+            errcode=item.last_errcode,
             reason=item.last_error,
-        )  # fmt: skip
+        )
         try:
             async with in_transaction() as conn:
                 if not await bot_service.mark_outbox_notified(conn=conn, item_id=item.id):
                     return False  # another dispatcher delivered it
                 await callback(settled, conn)
-        except Exception:  # noqa: BLE001 - stays notify_pending; retried next tick
-            log.exception("on-settled callback failed", extra={"outbox_id": item.id,
-                                                              "origin": item.origin})
+        except Exception:
+            log.exception(
+                "on-settled callback failed", extra={"outbox_id": item.id, "origin": item.origin}
+            )
             return False
         return True
 
@@ -168,13 +200,16 @@ async def reconcile_contacts(client: WeComClient, *, limit: int = 100) -> int:
         try:
             contact = await client.get_external_contact(external_userid)
         except WeComError as exc:
-            log.info("reconcile fetch failed", extra={"external_userid": external_userid,
-                                                      "errcode": exc.errcode})
+            log.info(
+                "reconcile fetch failed",
+                extra={"external_userid": external_userid, "errcode": exc.errcode},
+            )
             continue
         async with in_transaction() as conn:
             await bot_service.upsert_customer(
-                conn=conn, external_userid=external_userid,
+                conn=conn,
+                external_userid=external_userid,
                 contact=contact.get("external_contact"),
-            )  # fmt: skip
+            )
         fixed += 1
     return fixed

@@ -81,25 +81,37 @@ def app_text(*, agent_id: int, touser: str, content: str, dedup_window_s: int = 
 
 
 def mark_tag(
-    *, userid: str, external_userid: str, add_tag: Sequence[str] = (),
+    *,
+    userid: str,
+    external_userid: str,
+    add_tag: Sequence[str] = (),
     remove_tag: Sequence[str] = (),
-) -> Write:  # fmt: skip
+) -> Write:
     """``externalcontact/mark_tag``: API changes produce no ``change_external_tag`` callback."""
     if not add_tag and not remove_tag:
         raise ValueError("mark_tag needs add_tag or remove_tag")
     return Write(
         "externalcontact/mark_tag",
-        {"userid": userid, "external_userid": external_userid, "add_tag": list(add_tag),
-         "remove_tag": list(remove_tag)},
+        {
+            "userid": userid,
+            "external_userid": external_userid,
+            "add_tag": list(add_tag),
+            "remove_tag": list(remove_tag),
+        },
         via="contact",
-    )  # fmt: skip
+    )
 
 
 def add_msg_template(
-    *, sender: str, text: str | None = None, external_userid: Sequence[str] = (),
-    chat_type: Literal["single", "group"] = "single", chat_id_list: Sequence[str] = (),
-    attachments: Sequence[Mapping[str, Any]] = (), allow_select: bool = False,
-) -> Write:  # fmt: skip
+    *,
+    sender: str,
+    text: str | None = None,
+    external_userid: Sequence[str] = (),
+    chat_type: Literal["single", "group"] = "single",
+    chat_id_list: Sequence[str] = (),
+    attachments: Sequence[Mapping[str, Any]] = (),
+    allow_select: bool = False,
+) -> Write:
     """``externalcontact/add_msg_template``: creates a mass-send *task* the advisor confirms.
 
     WeCom answers with the task's ``msgid`` (read it in the on-settled callback to
@@ -133,9 +145,12 @@ def send_welcome_msg(
 
 
 def add_corp_tag(
-    *, tags: Sequence[Mapping[str, Any]], group_id: str | None = None,
-    group_name: str | None = None, order: int | None = None,
-) -> Write:  # fmt: skip
+    *,
+    tags: Sequence[Mapping[str, Any]],
+    group_id: str | None = None,
+    group_name: str | None = None,
+    order: int | None = None,
+) -> Write:
     """``externalcontact/add_corp_tag``: tags into a group (by id) or a new group (by name)."""
     if not tags:
         raise ValueError("add_corp_tag needs at least one tag")
@@ -179,9 +194,13 @@ def remind_groupmsg_send(*, msgid: str) -> Write:
 
 
 async def enqueue(
-    conn: BaseDBAsyncClient, *, idem_key: str, write: Write, origin: str,
+    conn: BaseDBAsyncClient,
+    *,
+    idem_key: str,
+    write: Write,
+    origin: str,
     not_before: datetime | None = None,
-) -> models.OutboxItem | None:  # fmt: skip
+) -> models.OutboxItem | None:
     """Add ``write`` once per ``idem_key``, in the caller's transaction.
 
     ``origin`` names who asked and for what (``bot.alert:…``, ``sop.touch:42``): it
@@ -193,9 +212,14 @@ async def enqueue(
     if not idem_key or len(idem_key) > 160:
         raise ValueError("idem_key must be 1..160 characters")
     return await bot_service.enqueue_outbox(
-        conn=conn, idem_key=idem_key, api=write.api, payload=dict(write.payload),
-        secret_kind=write.via, not_before=not_before, origin=origin,
-    )  # fmt: skip
+        conn=conn,
+        idem_key=idem_key,
+        api=write.api,
+        payload=dict(write.payload),
+        secret_kind=write.via,
+        not_before=not_before,
+        origin=origin,
+    )
 
 
 # ---------------------------------------------------------------- policies
@@ -272,4 +296,3 @@ class OutboxPolicies:
 
 
 NO_POLICIES = OutboxPolicies()
-

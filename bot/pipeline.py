@@ -89,10 +89,13 @@ def normalise(item: QueuedItem) -> Draft:
             msgtype=inbound.msg_type,
             action="send",
             text=_text_of_callback(inbound),
-            content={k: v for k, v in inbound.fields.items()
-                     if k in ("MediaId", "PicUrl", "Format", "Url")},
+            content={
+                k: v
+                for k, v in inbound.fields.items()
+                if k in ("MediaId", "PicUrl", "Format", "Url")
+            },
             advisor_userid=inbound.from_user,
-        )  # fmt: skip
+        )
     return EventDraft(
         event_key=inbound.dedup_key,
         kind=inbound.kind,
@@ -116,9 +119,7 @@ class Pipeline:
     fetcher: ContactFetcher | None = None
     on_archive_notify: Callable[[], Awaitable[None]] | None = None
 
-    async def process_batch(
-        self, items: Sequence[QueuedItem]
-    ) -> list[StoreResult | BaseException]:
+    async def process_batch(self, items: Sequence[QueuedItem]) -> list[StoreResult | BaseException]:
         """Run every stage for a batch; one failing item does not fail the others.
 
         Returns one entry per item, in order, and raises nothing: an item that
@@ -134,21 +135,24 @@ class Pipeline:
 
         with self._timed("skip_stored"):
             # Two queries per batch, not one per item.
-            stored_msgs = await bot_service.stored_message_keys(keys=[
-                (d.source.value, d.msgid) for d in drafts if isinstance(d, MessageDraft)])
-            stored_events = await bot_service.stored_event_keys(keys=[
-                d.event_key for d in drafts if isinstance(d, EventDraft)])
+            stored_msgs = await bot_service.stored_message_keys(
+                keys=[(d.source.value, d.msgid) for d in drafts if isinstance(d, MessageDraft)]
+            )
+            stored_events = await bot_service.stored_event_keys(
+                keys=[d.event_key for d in drafts if isinstance(d, EventDraft)]
+            )
             fresh = [
-                (d.source.value, d.msgid) not in stored_msgs if isinstance(d, MessageDraft)
-                else d.event_key not in stored_events if isinstance(d, EventDraft)
+                (d.source.value, d.msgid) not in stored_msgs
+                if isinstance(d, MessageDraft)
+                else d.event_key not in stored_events
+                if isinstance(d, EventDraft)
                 else False
                 for d in drafts
             ]
 
         to_analyse = [
-            i for i, d in enumerate(drafts)
-            if fresh[i] and isinstance(d, MessageDraft) and d.text
-        ]  # fmt: skip
+            i for i, d in enumerate(drafts) if fresh[i] and isinstance(d, MessageDraft) and d.text
+        ]
         analyses: dict[int, Analysis | BaseException] = {}
         if to_analyse:
             with self._timed("analyse"):
@@ -176,7 +180,7 @@ class Pipeline:
                 continue
             try:
                 result = await self._store(item, d, analyses.get(i))
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001 - reported per item: one bad item must not fail its batch
                 out.append(exc)
                 continue
             self.metrics.processed.labels("stored" if result.stored else "duplicate").inc()
@@ -220,8 +224,10 @@ class Pipeline:
         contact = member = chat = None
         try:
             if draft.event == "change_external_contact" and draft.change_type in (
-                "add_external_contact", "add_half_external_contact", "edit_external_contact",
-            ):  # fmt: skip
+                "add_external_contact",
+                "add_half_external_contact",
+                "edit_external_contact",
+            ):
                 if f.get("ExternalUserID"):
                     contact = await self.fetcher.get_external_contact(str(f["ExternalUserID"]))
                 if f.get("UserID"):
@@ -232,8 +238,10 @@ class Pipeline:
                 if f.get("ChatId"):
                     chat = await self.fetcher.get_group_chat(str(f["ChatId"]))
         except Exception as exc:  # noqa: BLE001 - WeCom down must not stop intake
-            log.warning("enrich failed; customer marked for reconcile",
-                        extra={"event_key": draft.event_key, "error": type(exc).__name__})
+            log.warning(
+                "enrich failed; customer marked for reconcile",
+                extra={"event_key": draft.event_key, "error": type(exc).__name__},
+            )
         return EventContext(contact=contact, member=member, group_chat=chat)
 
     def _timed(self, stage: str) -> _Timer:

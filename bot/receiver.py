@@ -64,8 +64,9 @@ async def verify_url(request: web.Request) -> web.Response:
         echostr = request.query.get("echostr", "")
         if not echostr:
             raise CallbackError(400, "missing_params", "missing query parameter: echostr")
-        plain = deps.crypto.verify_url(msg_signature=sig, timestamp=ts, nonce=nonce,
-                                       echostr=echostr)
+        plain = deps.crypto.verify_url(
+            msg_signature=sig, timestamp=ts, nonce=nonce, echostr=echostr
+        )
     except CallbackError as exc:
         deps.metrics.callbacks.labels(f"rejected_{exc.reason}").inc()
         log.warning("url verification refused", extra={"reason": exc.reason})
@@ -81,16 +82,18 @@ async def receive_callback(request: web.Request) -> web.Response:
         sig, ts, nonce = _signed_params(request)
         _check_fresh(ts, deps.max_skew_s)
         body = await request.read()
-        plaintext = deps.crypto.decrypt_body(msg_signature=sig, timestamp=ts, nonce=nonce,
-                                             body=body)
+        plaintext = deps.crypto.decrypt_body(
+            msg_signature=sig, timestamp=ts, nonce=nonce, body=body
+        )
         inbound = parse_inbound(plaintext)
     except web.HTTPRequestEntityTooLarge:
         deps.metrics.callbacks.labels("rejected_too_large").inc()
         return _plain(413, "body too large")
     except CallbackError as exc:
         deps.metrics.callbacks.labels(f"rejected_{exc.reason}").inc()
-        log.warning("callback refused",
-                    extra={"reason": exc.reason, "nonce": request.query.get("nonce")})
+        log.warning(
+            "callback refused", extra={"reason": exc.reason, "nonce": request.query.get("nonce")}
+        )
         return _plain(exc.status, exc.reason)
 
     # A nonce seen before with a different signature is a replayed nonce on a
@@ -99,9 +102,11 @@ async def receive_callback(request: web.Request) -> web.Response:
     ttl = max(2 * deps.max_skew_s, 600)
     try:
         result = await deps.stream.enqueue(
-            source=Source.CALLBACK, dedup_key=inbound.dedup_key, payload={"xml": plaintext},
+            source=Source.CALLBACK,
+            dedup_key=inbound.dedup_key,
+            payload={"xml": plaintext},
             nonce=(nonce, sig, ttl),
-        )  # fmt: skip
+        )
     except (aioredis.RedisError, OSError) as exc:
         deps.metrics.callbacks.labels("unavailable").inc()
         log.error("queue unavailable; answering 503", extra={"error": type(exc).__name__})

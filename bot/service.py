@@ -56,7 +56,10 @@ async def upsert_advisor(
 
 
 async def upsert_customer(
-    *, conn: BaseDBAsyncClient, external_userid: str, contact: dict[str, Any] | None = None,
+    *,
+    conn: BaseDBAsyncClient,
+    external_userid: str,
+    contact: dict[str, Any] | None = None,
     needs_sync: bool = False,
 ) -> models.Customer:
     customer = await models.Customer.get_or_none(external_userid=external_userid, using_db=conn)
@@ -80,8 +83,13 @@ async def upsert_customer(
 
 
 async def upsert_follow(
-    *, conn: BaseDBAsyncClient, customer: models.Customer, advisor: models.Advisor,
-    status: RelationStatus, at: datetime, follow: dict[str, Any] | None = None,
+    *,
+    conn: BaseDBAsyncClient,
+    customer: models.Customer,
+    advisor: models.Advisor,
+    status: RelationStatus,
+    at: datetime,
+    follow: dict[str, Any] | None = None,
 ) -> models.FollowRelation:
     rel = await models.FollowRelation.get_or_none(
         customer_id=customer.id, advisor_id=advisor.id, using_db=conn
@@ -115,9 +123,13 @@ async def follow_relation(
 
 
 async def advisors_following(*, conn: BaseDBAsyncClient, external_userid: str) -> list[str]:
-    rels = await models.FollowRelation.filter(
-        customer__external_userid=external_userid, status=RelationStatus.ACTIVE
-    ).using_db(conn).prefetch_related("advisor")
+    rels = (
+        await models.FollowRelation.filter(
+            customer__external_userid=external_userid, status=RelationStatus.ACTIVE
+        )
+        .using_db(conn)
+        .prefetch_related("advisor")
+    )
     return [r.advisor.userid for r in rels]
 
 
@@ -165,7 +177,10 @@ async def insert_event(*, conn: BaseDBAsyncClient, **values: Any) -> models.Even
 
 
 async def upsert_group_chat(
-    *, conn: BaseDBAsyncClient, chat_id: str, status: str | None = None,
+    *,
+    conn: BaseDBAsyncClient,
+    chat_id: str,
+    status: str | None = None,
     detail: dict[str, Any] | None = None,
 ) -> models.GroupChat:
     chat = await models.GroupChat.get_or_none(chat_id=chat_id, using_db=conn)
@@ -184,46 +199,82 @@ async def upsert_group_chat(
 
 
 async def open_review_case(
-    *, conn: BaseDBAsyncClient, message: models.Message, advisor_userid: str,
-    categories: list[str], severity: str,
+    *,
+    conn: BaseDBAsyncClient,
+    message: models.Message,
+    advisor_userid: str,
+    categories: list[str],
+    severity: str,
 ) -> models.ReviewCase | None:
     return await _create_once(
-        models.ReviewCase, conn=conn, message=message, advisor_userid=advisor_userid,
-        categories=categories, severity=severity,
-    )  # fmt: skip
+        models.ReviewCase,
+        conn=conn,
+        message=message,
+        advisor_userid=advisor_userid,
+        categories=categories,
+        severity=severity,
+    )
 
 
 async def raise_alert(
-    *, conn: BaseDBAsyncClient, idem_key: str, kind: str, recipient_userid: str | None,
-    advisor_userid: str | None = None, external_userid: str | None = None,
-    msgid: str | None = None, detail: dict[str, Any] | None = None,
+    *,
+    conn: BaseDBAsyncClient,
+    idem_key: str,
+    kind: str,
+    recipient_userid: str | None,
+    advisor_userid: str | None = None,
+    external_userid: str | None = None,
+    msgid: str | None = None,
+    detail: dict[str, Any] | None = None,
 ) -> models.Alert | None:
     return await _create_once(
-        models.Alert, conn=conn, idem_key=idem_key, kind=kind,
-        recipient_userid=recipient_userid, advisor_userid=advisor_userid,
-        external_userid=external_userid, msgid=msgid, detail=detail or {},
-    )  # fmt: skip
+        models.Alert,
+        conn=conn,
+        idem_key=idem_key,
+        kind=kind,
+        recipient_userid=recipient_userid,
+        advisor_userid=advisor_userid,
+        external_userid=external_userid,
+        msgid=msgid,
+        detail=detail or {},
+    )
 
 
 async def enqueue_outbox(
-    *, conn: BaseDBAsyncClient, idem_key: str, api: str, payload: dict[str, Any],
+    *,
+    conn: BaseDBAsyncClient,
+    idem_key: str,
+    api: str,
+    payload: dict[str, Any],
     secret_kind: str = "app",  # noqa: S107 - a kind name, not a secret
-    not_before: datetime | None = None, origin: str,
+    not_before: datetime | None = None,
+    origin: str,
 ) -> models.OutboxItem | None:
     """Add a WeCom write to the outbox once per business key (``bot.outbox.enqueue``)."""
     return await _create_once(
-        models.OutboxItem, conn=conn, idem_key=idem_key, api=api, payload=payload,
-        secret_kind=secret_kind, next_attempt_at=not_before or now(), origin=origin,
-    )  # fmt: skip
+        models.OutboxItem,
+        conn=conn,
+        idem_key=idem_key,
+        api=api,
+        payload=payload,
+        secret_kind=secret_kind,
+        next_attempt_at=not_before or now(),
+        origin=origin,
+    )
 
 
 async def due_outbox_ids(*, at: datetime, limit: int) -> list[int]:
-    pending = await models.OutboxItem.filter(
-        state=OutboxState.PENDING, next_attempt_at__lte=at
-    ).order_by("next_attempt_at").limit(limit).values_list("id", flat=True)
-    stale = await models.OutboxItem.filter(
-        state=OutboxState.SENDING, lease_until__lt=at
-    ).limit(limit).values_list("id", flat=True)
+    pending = (
+        await models.OutboxItem.filter(state=OutboxState.PENDING, next_attempt_at__lte=at)
+        .order_by("next_attempt_at")
+        .limit(limit)
+        .values_list("id", flat=True)
+    )
+    stale = (
+        await models.OutboxItem.filter(state=OutboxState.SENDING, lease_until__lt=at)
+        .limit(limit)
+        .values_list("id", flat=True)
+    )
     return [int(str(i)) for i in [*pending, *stale]]
 
 
@@ -251,8 +302,13 @@ TERMINAL_OUTBOX_STATES = (OutboxState.DONE, OutboxState.FAILED, OutboxState.CANC
 
 
 async def finish_outbox(
-    *, item: models.OutboxItem, state: OutboxState, result: dict[str, Any] | None = None,
-    errcode: int | None = None, error: str = "", retry_at: datetime | None = None,
+    *,
+    item: models.OutboxItem,
+    state: OutboxState,
+    result: dict[str, Any] | None = None,
+    errcode: int | None = None,
+    error: str = "",
+    retry_at: datetime | None = None,
     notify: bool = False,
 ) -> None:
     """Record an attempt's outcome; ``notify``: an on-settled callback is still owed."""
@@ -278,8 +334,10 @@ async def outbox_needing_notify(*, limit: int) -> list[models.OutboxItem]:
 
 async def mark_outbox_notified(*, conn: BaseDBAsyncClient, item_id: int) -> bool:
     """Clear ``notify_pending`` once; False when another dispatcher already did."""
-    n = await models.OutboxItem.filter(id=item_id, notify_pending=True).using_db(conn).update(
-        notify_pending=False
+    n = (
+        await models.OutboxItem.filter(id=item_id, notify_pending=True)
+        .using_db(conn)
+        .update(notify_pending=False)
     )
     return bool(n)
 
@@ -292,13 +350,22 @@ async def outbox_counts() -> dict[str, int]:
 
 
 async def add_dead_letter(
-    *, stream_id: str, source: str, dedup_key: str, payload_sealed: str, error: str,
+    *,
+    stream_id: str,
+    source: str,
+    dedup_key: str,
+    payload_sealed: str,
+    error: str,
     deliveries: int,
 ) -> None:
     try:
         await models.DeadLetter.create(
-            stream_id=stream_id, source=source, dedup_key=dedup_key,
-            payload_sealed=payload_sealed, error=error[:1024], deliveries=deliveries,
+            stream_id=stream_id,
+            source=source,
+            dedup_key=dedup_key,
+            payload_sealed=payload_sealed,
+            error=error[:1024],
+            deliveries=deliveries,
         )
     except IntegrityError:
         pass
@@ -343,8 +410,10 @@ async def advance_archive_cursor(*, name: str, seq: int) -> None:
 
 
 async def customers_needing_sync(*, limit: int) -> list[str]:
-    rows = await models.Customer.filter(needs_sync=True).limit(limit).values_list(
-        "external_userid", flat=True
+    rows = (
+        await models.Customer.filter(needs_sync=True)
+        .limit(limit)
+        .values_list("external_userid", flat=True)
     )
     return [str(r) for r in rows]
 
@@ -358,26 +427,51 @@ async def export_customer(*, conn: BaseDBAsyncClient, external_userid: str) -> d
     customer = await models.Customer.get_or_none(external_userid=external_userid, using_db=conn)
     if customer is None:
         return {}
-    follows = await models.FollowRelation.filter(customer_id=customer.id).using_db(
-        conn).prefetch_related("advisor")
+    follows = (
+        await models.FollowRelation.filter(customer_id=customer.id)
+        .using_db(conn)
+        .prefetch_related("advisor")
+    )
     messages = await models.Message.filter(customer_id=customer.id).using_db(conn).order_by("id")
     alerts = await models.Alert.filter(external_userid=external_userid).using_db(conn)
     return {
-        "customer": [{
-            "external_userid": customer.external_userid, "unionid": customer.unionid,
-            "name": customer.name, "corp_name": customer.corp_name, "gender": customer.gender,
-            "attributes": customer.attributes, "created_at": customer.created_at.isoformat(),
-        }],
-        "follow_relations": [{
-            "advisor": f.advisor.userid, "status": f.status.value, "remark": f.remark,
-            "description": f.description, "state": f.state,
-            "added_at": f.added_at.isoformat() if f.added_at else None,
-        } for f in follows],
-        "messages": [{
-            "msgid": m.msgid, "source": m.source, "direction": m.direction,
-            "msgtime": m.msgtime.isoformat(), "msgtype": m.msgtype,
-            "masked_text": m.masked_text, "intent": m.intent, "sentiment": m.sentiment,
-        } for m in messages],
-        "alerts": [{"kind": a.kind, "advisor": a.advisor_userid,
-                    "created_at": a.created_at.isoformat()} for a in alerts],
-    }  # fmt: skip
+        "customer": [
+            {
+                "external_userid": customer.external_userid,
+                "unionid": customer.unionid,
+                "name": customer.name,
+                "corp_name": customer.corp_name,
+                "gender": customer.gender,
+                "attributes": customer.attributes,
+                "created_at": customer.created_at.isoformat(),
+            }
+        ],
+        "follow_relations": [
+            {
+                "advisor": f.advisor.userid,
+                "status": f.status.value,
+                "remark": f.remark,
+                "description": f.description,
+                "state": f.state,
+                "added_at": f.added_at.isoformat() if f.added_at else None,
+            }
+            for f in follows
+        ],
+        "messages": [
+            {
+                "msgid": m.msgid,
+                "source": m.source,
+                "direction": m.direction,
+                "msgtime": m.msgtime.isoformat(),
+                "msgtype": m.msgtype,
+                "masked_text": m.masked_text,
+                "intent": m.intent,
+                "sentiment": m.sentiment,
+            }
+            for m in messages
+        ],
+        "alerts": [
+            {"kind": a.kind, "advisor": a.advisor_userid, "created_at": a.created_at.isoformat()}
+            for a in alerts
+        ],
+    }

@@ -211,8 +211,9 @@ class InboundStream:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    def decode(self, stream_id: bytes | str, fields: dict[bytes, bytes], deliveries: int = 1
-               ) -> QueuedItem:
+    def decode(
+        self, stream_id: bytes | str, fields: dict[bytes, bytes], deliveries: int = 1
+    ) -> QueuedItem:
         sid = stream_id.decode() if isinstance(stream_id, bytes) else stream_id
         f = {k.decode(): v.decode() for k, v in fields.items()}
         key = f["key"]

@@ -66,21 +66,26 @@ class Worker:
                     group_ready = True
                 did = await self.run_once(block_ms=1000)
             except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
-                log.warning("redis or database unreachable; worker waiting",
-                            extra={"error": f"{type(exc).__name__}: {str(exc)[:200]}"})
+                log.warning(
+                    "redis or database unreachable; worker waiting",
+                    extra={"error": f"{type(exc).__name__}: {str(exc)[:200]}"},
+                )
                 await asyncio.sleep(1.0)
                 continue
             except aioredis.ResponseError as exc:
                 if "NOGROUP" in str(exc):  # Redis lost its data (restart without AOF)
                     group_ready = False
                     continue
-                log.error("redis refused a command; worker waiting",
-                          extra={"error": str(exc)[:200]})
+                log.error(
+                    "redis refused a command; worker waiting", extra={"error": str(exc)[:200]}
+                )
                 await asyncio.sleep(1.0)
                 continue
             except Exception as exc:  # noqa: BLE001 - e.g. the database is down
-                log.error("worker round failed; retrying",
-                          extra={"error": f"{type(exc).__name__}: {str(exc)[:200]}"})
+                log.error(
+                    "worker round failed; retrying",
+                    extra={"error": f"{type(exc).__name__}: {str(exc)[:200]}"},
+                )
                 await asyncio.sleep(1.0)
                 continue
             if not did:
@@ -110,24 +115,33 @@ class Worker:
                 del self._retry_at[sid]
             # XCLAIM to ourselves counts a delivery, so max_deliveries still holds.
             mine = await self.redis.xclaim(
-                self.stream.stream, self.stream.group, self.consumer, min_idle_time=0,
+                self.stream.stream,
+                self.stream.group,
+                self.consumer,
+                min_idle_time=0,
                 message_ids=list[Any](due),
-            )  # fmt: skip
+            )
             entries_due = [(sid, fields) for sid, fields in mine if fields]
             if entries_due:
                 handled += await self._handle(entries_due, reclaimed=True)
         claimed = await self.redis.xautoclaim(
-            self.stream.stream, self.stream.group, self.consumer,
-            min_idle_time=self.settings.claim_idle_ms, start_id="0-0",
+            self.stream.stream,
+            self.stream.group,
+            self.consumer,
+            min_idle_time=self.settings.claim_idle_ms,
+            start_id="0-0",
             count=self.settings.batch_size,
-        )  # fmt: skip
+        )
         entries = [(sid, fields) for sid, fields in claimed[1] if fields]
         if entries:
             handled += await self._handle(entries, reclaimed=True)
         resp = await self.redis.xreadgroup(
-            self.stream.group, self.consumer, {self.stream.stream: ">"},
-            count=self.settings.batch_size, block=block_ms,
-        )  # fmt: skip
+            self.stream.group,
+            self.consumer,
+            {self.stream.stream: ">"},
+            count=self.settings.batch_size,
+            block=block_ms,
+        )
         for _stream, batch in resp or []:
             if batch:
                 handled += await self._handle(batch, reclaimed=False)
@@ -139,8 +153,9 @@ class Worker:
         )
         return int(rows[0]["times_delivered"]) if rows else 1
 
-    async def _handle(self, entries: list[tuple[Any, dict[bytes, bytes]]], *, reclaimed: bool
-                      ) -> int:
+    async def _handle(
+        self, entries: list[tuple[Any, dict[bytes, bytes]]], *, reclaimed: bool
+    ) -> int:
         items: list[QueuedItem] = []
         raw: dict[str, dict[bytes, bytes]] = {}
         for sid, fields in entries:
@@ -161,14 +176,18 @@ class Worker:
                 continue
             log.warning(
                 "pipeline failed",
-                extra={"stream_id": item.stream_id, "key": item.dedup_key,
-                       "deliveries": item.deliveries,
-                       "error": f"{type(result).__name__}: {str(result)[:200]}"},
-            )  # fmt: skip
+                extra={
+                    "stream_id": item.stream_id,
+                    "key": item.dedup_key,
+                    "deliveries": item.deliveries,
+                    "error": f"{type(result).__name__}: {str(result)[:200]}",
+                },
+            )
             self.metrics.processed.labels("failed").inc()
             if item.deliveries >= self.settings.max_deliveries:
-                await self._dead_letter(item.stream_id, raw[item.stream_id], repr(result),
-                                        item.deliveries)
+                await self._dead_letter(
+                    item.stream_id, raw[item.stream_id], repr(result), item.deliveries
+                )
             else:
                 backoff = min(0.25 * 2 ** (item.deliveries - 1), 10.0)
                 now = asyncio.get_running_loop().time()
@@ -183,15 +202,20 @@ class Worker:
             p.xdel(self.stream.stream, *ids)
             await p.execute()
 
-    async def _dead_letter(self, stream_id: str, fields: dict[bytes, bytes], error: str,
-                           deliveries: int) -> None:
+    async def _dead_letter(
+        self, stream_id: str, fields: dict[bytes, bytes], error: str, deliveries: int
+    ) -> None:
         f = {k.decode(): v.decode() for k, v in fields.items()}
         # Written to the DB before the ack: if this write fails the entry stays
         # pending and is tried again, so nothing is lost.
         await bot_service.add_dead_letter(
-            stream_id=stream_id, source=f.get("src", "?"), dedup_key=f.get("key", "?"),
-            payload_sealed=f.get("p", ""), error=error, deliveries=deliveries,
-        )  # fmt: skip
+            stream_id=stream_id,
+            source=f.get("src", "?"),
+            dedup_key=f.get("key", "?"),
+            payload_sealed=f.get("p", ""),
+            error=error,
+            deliveries=deliveries,
+        )
         await self._ack([stream_id])
         self.metrics.processed.labels("dead_letter").inc()
         log.error("dead-lettered", extra={"stream_id": stream_id, "key": f.get("key")})
@@ -202,8 +226,12 @@ async def requeue_dead_letter(stream: InboundStream, dead_letter_id: int) -> str
     dl = await bot_service.get_dead_letter(dead_letter_id=dead_letter_id)
     new_id = await stream.redis.xadd(
         stream.stream,
-        {"src": dl.source, "key": dl.dedup_key, "p": dl.payload_sealed,
-         "t": str(int(dl.created_at.timestamp() * 1000))},
-    )  # fmt: skip
+        {
+            "src": dl.source,
+            "key": dl.dedup_key,
+            "p": dl.payload_sealed,
+            "t": str(int(dl.created_at.timestamp() * 1000)),
+        },
+    )
     await bot_service.mark_dead_letter(dead_letter=dl, status="requeued")
     return new_id.decode() if isinstance(new_id, bytes) else str(new_id)

@@ -137,9 +137,7 @@ def cross_validate(
     ctx = get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         parts = list(
-            pool.map(
-                _run_fold, range(k), [k] * k, [epochs] * k, [seed] * k, [overrides or {}] * k
-            )
+            pool.map(_run_fold, range(k), [k] * k, [epochs] * k, [seed] * k, [overrides or {}] * k)
         )
     return {key: merge_reports([p[key] for p in parts]) for key in parts[0]}
 
@@ -184,9 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         help="a TrainOptions field for every fold, e.g. dev_weight=8 (repeatable)",
     )
     args = parser.parse_args(argv)
-    reports = cross_validate(
-        args.folds, args.epochs, args.seed, args.workers, _overrides(args.set)
-    )
+    reports = cross_validate(args.folds, args.epochs, args.seed, args.workers, _overrides(args.set))
     summary = {key: _summary(rep) for key, rep in reports.items()}
     for key, s in summary.items():
         print(

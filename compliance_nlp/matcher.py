@@ -174,9 +174,7 @@ class RuleMatcher:
                 exempt_cache[rule.id] = self._exempt(rule, text)
             if exempt_cache[rule.id]:
                 continue
-            if rule.not_after and any(
-                text.endswith(w, 0, hit.start) for w in rule.not_after
-            ):
+            if rule.not_after and any(text.endswith(w, 0, hit.start) for w in rule.not_after):
                 continue
             cs, ce = self._clause(text, hit.start, hit.end)
             if hit.term is not None and hit.term in rule.boundary_terms:

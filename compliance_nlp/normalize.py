@@ -64,9 +64,8 @@ def _pinyin_words() -> dict[str, str]:
 def _pinyin_re() -> re.Pattern[str]:
     """A whole Latin run that is a listed pinyin word and touches a Chinese character."""
     words = "|".join(sorted(map(re.escape, _pinyin_words()), key=len, reverse=True))
-    return re.compile(
-        rf"(?<![a-z])(?:(?<=[{_CJK}])(?:{words})|(?:{words})(?=[{_CJK}]))(?![a-z])"
-    )
+    return re.compile(rf"(?<![a-z])(?:(?<=[{_CJK}])(?:{words})|(?:{words})(?=[{_CJK}]))(?![a-z])")
+
 
 _WIDTH_PUNCT = {
     0x3000: " ",  # ideographic space
@@ -140,8 +139,7 @@ def _edits(stage1: str) -> list[tuple[int, int, str, str]]:
         return found
     words = _pinyin_words()
     pinyin = [
-        (m.start(), m.end(), "pinyin", words[m.group(0)])
-        for m in _pinyin_re().finditer(stage1)
+        (m.start(), m.end(), "pinyin", words[m.group(0)]) for m in _pinyin_re().finditer(stage1)
     ]
     if not pinyin:
         return found

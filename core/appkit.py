@@ -77,10 +77,14 @@ def jobs_context(specs: Sequence[JobSpec], roles: frozenset[Role]) -> CleanupCon
                 log.info("job off in this configuration", extra={"job": spec.name})
                 continue
             job = PeriodicJob(
-                name=spec.name, tick=tick, interval_s=spec.interval_s(settings),
-                metrics=app[METRICS], jitter=spec.jitter, rerun_when_busy=spec.rerun_when_busy,
+                name=spec.name,
+                tick=tick,
+                interval_s=spec.interval_s(settings),
+                metrics=app[METRICS],
+                jitter=spec.jitter,
+                rerun_when_busy=spec.rerun_when_busy,
                 wake=spec.wake(app) if spec.wake else None,
-            )  # fmt: skip
+            )
             app[TASKS].append(asyncio.create_task(job.run(app[STOP]), name=f"job:{spec.name}"))
         yield
 
@@ -122,8 +126,10 @@ async def api_auth(request: web.Request, handler: Any) -> web.StreamResponse:
         presented = got[7:].encode()
     except UnicodeEncodeError:  # non-UTF-8 header bytes (kept as surrogate escapes)
         presented = b""
-    if not got.startswith("Bearer ") or not presented or not hmac.compare_digest(
-        presented, expected.encode()
+    if (
+        not got.startswith("Bearer ")
+        or not presented
+        or not hmac.compare_digest(presented, expected.encode())
     ):
         return _error(401, "unauthorized", "missing or wrong bearer token")
     return await handler(request)  # type: ignore[no-any-return]
@@ -158,7 +164,7 @@ async def metrics_view(request: web.Request) -> web.Response:
     for refresh in request.app[GAUGES]:
         try:
             await refresh(request.app)
-        except Exception:  # noqa: BLE001 - stale gauges beat a failing scrape
+        except Exception:
             log.warning("gauge refresh failed", exc_info=True)
     return web.Response(
         body=generate_latest(request.app[METRICS].registry),

@@ -15,7 +15,7 @@ from typing import Any
 from core.db import SchemaNotMigrated
 from core.settings import SettingsError
 
-Subparsers = argparse._SubParsersAction  # noqa: SLF001 - argparse names it privately
+Subparsers = argparse._SubParsersAction
 
 
 class CommandGroups:
@@ -25,15 +25,16 @@ class CommandGroups:
         self.sub = sub
         self.groups: list[tuple[str, list[str]]] = []
 
-    def register(self, group: str, add: Callable[[Subparsers[argparse.ArgumentParser]], None]
-                 ) -> None:
+    def register(
+        self, group: str, add: Callable[[Subparsers[argparse.ArgumentParser]], None]
+    ) -> None:
         before = set(self.sub.choices)
         add(self.sub)
         added = [name for name in self.sub.choices if name not in before]
         self.groups.append((group, added))
 
     def epilog(self) -> str:
-        helps = {a.dest: a.help or "" for a in self.sub._choices_actions}  # noqa: SLF001
+        helps = {a.dest: a.help or "" for a in self.sub._choices_actions}
         lines = ["commands, by the part of siyu that owns them:"]
         for group, names in self.groups:
             if not names:
@@ -69,4 +70,4 @@ def run_command(func: Callable[[argparse.Namespace], Any], args: argparse.Namesp
 def finish_help(parser: argparse.ArgumentParser, groups: CommandGroups) -> None:
     """List the commands once, grouped, instead of argparse's flat list."""
     parser.epilog = groups.epilog()
-    groups.sub._choices_actions.clear()  # noqa: SLF001 - the grouped epilog replaces it
+    groups.sub._choices_actions.clear()

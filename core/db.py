@@ -159,7 +159,7 @@ async def _ensure_migrations_table(conn: BaseDBAsyncClient, dialect: str) -> Non
         return
     async with in_transaction(conn.connection_name) as tx:
         await tx.execute_query(
-            f"INSERT INTO {MIGRATIONS_TABLE} (domain, version, name, applied_at) "  # noqa: S608
+            f"INSERT INTO {MIGRATIONS_TABLE} (domain, version, name, applied_at) "  # noqa: S608 - a constant table name, values bound
             f"SELECT '{LEGACY_OWNER}', version, name, applied_at FROM {LEGACY_MIGRATIONS_TABLE} "
             f"WHERE version NOT IN (SELECT version FROM {MIGRATIONS_TABLE} "
             f"WHERE domain = '{LEGACY_OWNER}')"
@@ -171,7 +171,7 @@ async def _ensure_migrations_table(conn: BaseDBAsyncClient, dialect: str) -> Non
 async def applied_versions(conn: BaseDBAsyncClient, dialect: str) -> set[tuple[str, int]]:
     await _ensure_migrations_table(conn, dialect)
     _, rows = await conn.execute_query(
-        f"SELECT domain, version FROM {MIGRATIONS_TABLE}"  # noqa: S608
+        f"SELECT domain, version FROM {MIGRATIONS_TABLE}"  # noqa: S608 - a constant table name, values bound
     )
     return {(str(r["domain"]), int(r["version"])) for r in rows}
 
@@ -196,12 +196,14 @@ async def migrate(conn: BaseDBAsyncClient, schema: Schema, dialect: str) -> list
                 await tx.execute_script(stmt)
             placeholders = "$1, $2, $3, $4" if dialect == "postgres" else "?, ?, ?, ?"
             await tx.execute_query(
-                f"INSERT INTO {MIGRATIONS_TABLE} (domain, version, name, applied_at) "  # noqa: S608
+                f"INSERT INTO {MIGRATIONS_TABLE} (domain, version, name, applied_at) "  # noqa: S608 - a constant table name, values bound
                 f"VALUES ({placeholders})",
                 [mig.domain, mig.version, mig.name, datetime.now(UTC).isoformat()],
             )
-        log.info("migration applied", extra={"domain": mig.domain, "version": mig.version,
-                                             "migration": mig.name})
+        log.info(
+            "migration applied",
+            extra={"domain": mig.domain, "version": mig.version, "migration": mig.name},
+        )
         ran.append(mig)
     return ran
 

@@ -82,8 +82,9 @@ class PeriodicJob:
         stopper = asyncio.ensure_future(stop.wait())
         waker = asyncio.ensure_future(self.wake(timeout))
         try:
-            await asyncio.wait({stopper, waker}, timeout=timeout + 1,
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {stopper, waker}, timeout=timeout + 1, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             for t in (stopper, waker):
                 if not t.done():

@@ -13,16 +13,21 @@ class Metrics:
             "siyu_callbacks_total", "WeCom callbacks by outcome", ["outcome"], registry=r
         )
         self.callback_seconds = Histogram(
-            "siyu_callback_seconds", "Time to acknowledge a callback", registry=r,
+            "siyu_callback_seconds",
+            "Time to acknowledge a callback",
+            registry=r,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
-        )  # fmt: skip
+        )
         self.archive_records = Counter(
             "siyu_archive_records_total", "Archive records by outcome", ["outcome"], registry=r
         )
         self.stage_seconds = Histogram(
-            "siyu_pipeline_stage_seconds", "Pipeline stage latency", ["stage"], registry=r,
+            "siyu_pipeline_stage_seconds",
+            "Pipeline stage latency",
+            ["stage"],
+            registry=r,
             buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0),
-        )  # fmt: skip
+        )
         self.processed = Counter(
             "siyu_pipeline_items_total", "Stream items by result", ["result"], registry=r
         )
@@ -37,9 +42,11 @@ class Metrics:
         self.dead_letters = Gauge("siyu_dead_letters_open", "Open dead letters", registry=r)
         # Compliance, counted once per stored message (a redelivery counts nothing).
         self.findings = Counter(
-            "siyu_compliance_findings_total", "Findings stored, by category and severity",
-            ["category", "severity"], registry=r,
-        )  # fmt: skip
+            "siyu_compliance_findings_total",
+            "Findings stored, by category and severity",
+            ["category", "severity"],
+            registry=r,
+        )
         self.review_cases = Counter(
             "siyu_review_cases_opened_total", "Compliance review cases opened", registry=r
         )
@@ -49,6 +56,9 @@ class Metrics:
             "siyu_job_runs_total", "Periodic job runs by outcome", ["job", "outcome"], registry=r
         )
         self.job_seconds = Histogram(
-            "siyu_job_seconds", "Periodic job run time", ["job"], registry=r,
+            "siyu_job_seconds",
+            "Periodic job run time",
+            ["job"],
+            registry=r,
             buckets=(0.001, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0),
-        )  # fmt: skip
+        )

@@ -22,8 +22,14 @@ async def start_site(app: web.Application, host: str, port: int) -> tuple[web.Ap
     return runner, int(bound)
 
 
-async def serve(app: web.Application, host: str, port: int, *,
-                stop: asyncio.Event | None = None, label: str = "") -> None:
+async def serve(
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    stop: asyncio.Event | None = None,
+    label: str = "",
+) -> None:
     """Serve ``app`` (built by the root) until a signal or ``stop`` is set."""
     runner, bound = await start_site(app, host, port)
     log.info("siyu serving", extra={"roles": label, "port": bound})

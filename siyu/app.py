@@ -47,9 +47,10 @@ def finance_sdk_for(settings: Settings) -> Callable[[], FinanceSdk] | None:
 
         def open_native() -> NativeFinanceSdk:
             return NativeFinanceSdk(
-                settings.archive.sdk_lib_path, settings.wecom.corp_id,
+                settings.archive.sdk_lib_path,
+                settings.wecom.corp_id,
                 settings.archive.secret.get_secret_value(),
-            )  # fmt: skip
+            )
 
         return open_native
     from bot.sandbox.archive import SandboxFinanceSdk

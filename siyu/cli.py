@@ -32,9 +32,10 @@ def cmd_migrate(args: argparse.Namespace, ctx: CliContext) -> int:
         await core_db.init_db(settings, ctx.schema)
         try:
             return await core_db.migrate(
-                Tortoise.get_connection("default"), ctx.schema,
+                Tortoise.get_connection("default"),
+                ctx.schema,
                 core_db.dialect_of(settings.database_url),
-            )  # fmt: skip
+            )
         finally:
             await core_db.close_db()
 
@@ -64,15 +65,22 @@ def cmd_serve(args: argparse.Namespace, ctx: CliContext) -> int:
 def cmd_demo(args: argparse.Namespace, ctx: CliContext) -> int:
     from siyu.demo import run_demo
 
-    asyncio.run(run_demo(data_dir=Path(args.data_dir), port=args.port, rate=args.rate,
-                         duration_s=args.duration))
+    asyncio.run(
+        run_demo(
+            data_dir=Path(args.data_dir), port=args.port, rate=args.rate, duration_s=args.duration
+        )
+    )
     return 0
 
 
 def _register_root(sub: core_cli.Subparsers[argparse.ArgumentParser], ctx: CliContext) -> None:
     sp = sub.add_parser("serve", help="run receiver, workers, scheduler and API")
-    sp.add_argument("--role", action="append", choices=ALL_ROLES,
-                    help="run only this role (repeatable); default: all")
+    sp.add_argument(
+        "--role",
+        action="append",
+        choices=ALL_ROLES,
+        help="run only this role (repeatable); default: all",
+    )
     sp.add_argument("--migrate", action="store_true", help="apply pending migrations first")
     sp.add_argument("--host", default="")
     sp.add_argument("--port", type=int, default=0)
@@ -97,9 +105,12 @@ def _register_nlp(sub: core_cli.Subparsers[argparse.ArgumentParser], ctx: CliCon
 
     def nlp_config() -> AnalyzerConfig:
         s = ctx.settings.nlp
-        return AnalyzerConfig(intent_model_dir=s.intent_model_dir,
-                              violation_model_dir=s.violation_model_dir,
-                              use_model=s.use_model, mask_style=s.mask_style)
+        return AnalyzerConfig(
+            intent_model_dir=s.intent_model_dir,
+            violation_model_dir=s.violation_model_dir,
+            use_model=s.use_model,
+            mask_style=s.mask_style,
+        )
 
     nlp_cli.register(sub, nlp_config)
 
@@ -130,7 +141,9 @@ def build_parser(
 
 
 def main(
-    argv: Sequence[str] | None = None, *, ctx: CliContext | None = None,
+    argv: Sequence[str] | None = None,
+    *,
+    ctx: CliContext | None = None,
     domains: Sequence[Domain] = DOMAINS,
 ) -> int:
     from core.logs import setup_logging

@@ -70,14 +70,22 @@ def _demo_secrets(data_dir: Path) -> dict[str, Any]:
     return values
 
 
-async def run_demo(*, data_dir: Path, port: int = 8080, rate: float = 2.0,
-                   duration_s: float = 0.0, stop: asyncio.Event | None = None) -> None:
+async def run_demo(
+    *,
+    data_dir: Path,
+    port: int = 8080,
+    rate: float = 2.0,
+    duration_s: float = 0.0,
+    stop: asyncio.Event | None = None,
+) -> None:
     from siyu.app import create_app
 
     data_dir = await asyncio.to_thread(data_dir.resolve)
     demo = _demo_secrets(data_dir)
-    state = SandboxState(corp_id=demo["corp_id"],
-                         secrets={"app": demo["app_secret"], "contact": demo["contact_secret"]})
+    state = SandboxState(
+        corp_id=demo["corp_id"],
+        secrets={"app": demo["app_secret"], "contact": demo["contact_secret"]},
+    )
     state.seed_demo(random.Random(42))
     archive = SandboxArchive()
     key_path = archive.write_private_key(data_dir / "sandbox" / "archive_v1.pem")
@@ -91,13 +99,15 @@ async def run_demo(*, data_dir: Path, port: int = 8080, rate: float = 2.0,
         "data_dir": data_dir,
         "http": {"host": "127.0.0.1", "port": port},
         "wecom": {
-            "corp_id": demo["corp_id"], "token": demo["token"],
-            "encoding_aes_key": demo["encoding_aes_key"], "api_base_url": fake_url,
-            "agent_id": state.agent_id, "app_secret": demo["app_secret"],
+            "corp_id": demo["corp_id"],
+            "token": demo["token"],
+            "encoding_aes_key": demo["encoding_aes_key"],
+            "api_base_url": fake_url,
+            "agent_id": state.agent_id,
+            "app_secret": demo["app_secret"],
             "contact_secret": demo["contact_secret"],
         },
-        "archive": {"sdk": "sandbox", "private_keys": {"1": str(key_path)},
-                    "poll_interval_s": 30},
+        "archive": {"sdk": "sandbox", "private_keys": {"1": str(key_path)}, "poll_interval_s": 30},
         "api": {"token": demo["api_token"]},
     }
     # Through __init__, so SIYU_* environment variables still apply on top.
@@ -105,22 +115,31 @@ async def run_demo(*, data_dir: Path, port: int = 8080, rate: float = 2.0,
     app = create_app(settings, auto_migrate=True)
     runner, bound = await start_site(app, settings.http.host, settings.http.port)
     base = f"http://127.0.0.1:{bound}"
-    print(f"""
+    print(
+        f"""
 siyu demo is running (data under {data_dir})
 
-  WeCom callback URL   {base}/wecom/callback   (sandbox corp {demo['corp_id']})
+  WeCom callback URL   {base}/wecom/callback   (sandbox corp {demo["corp_id"]})
   Metrics              {base}/metrics
   Health               {base}/healthz  {base}/readyz
   Fake WeCom API       {fake_url}/sandbox/app_messages   (app messages siyu sent advisors)
-  API token            (in {data_dir / 'demo-secrets.json'}, key "api_token")
+  API token            (in {data_dir / "demo-secrets.json"}, key "api_token")
   Stored messages      SIYU_DATA_DIR={data_dir} siyu messages export
 
 Simulated advisors and customers start now ({rate}/s). Ctrl-C stops.
-""", flush=True)
-    crypto = CallbackCrypto(token=demo["token"], encoding_aes_key=demo["encoding_aes_key"],
-                            receive_id=demo["corp_id"])
-    sim = Simulator(state=state, archive=archive, crypto=crypto,
-                    callback_url=f"{base}/wecom/callback", rng=random.Random())
+""",
+        flush=True,
+    )
+    crypto = CallbackCrypto(
+        token=demo["token"], encoding_aes_key=demo["encoding_aes_key"], receive_id=demo["corp_id"]
+    )
+    sim = Simulator(
+        state=state,
+        archive=archive,
+        crypto=crypto,
+        callback_url=f"{base}/wecom/callback",
+        rng=random.Random(),
+    )
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import os
+import secrets as _secrets
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -10,6 +13,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from core import redis as core_redis
+from core.settings import Settings
+from siyu.app import schema_of
+from siyu.domains import DOMAINS
 
 
 def _external_redis_url() -> str:
@@ -38,13 +44,6 @@ async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 
 # ---------------------------------------------------------------- settings & DB
 
-import base64  # noqa: E402
-import secrets as _secrets  # noqa: E402
-import uuid  # noqa: E402
-
-from core.settings import Settings  # noqa: E402
-from siyu.app import schema_of  # noqa: E402
-from siyu.domains import DOMAINS  # noqa: E402
 
 # Every domain's models and migrations, as the root composes them.
 SCHEMA = schema_of(DOMAINS)
@@ -59,9 +58,10 @@ def _pg_reachable() -> bool:
         import asyncpg
 
         try:
-            conn = await asyncpg.connect(PG_ADMIN_URL.replace("postgres://", "postgresql://"),
-                                         timeout=2)
-        except Exception:
+            conn = await asyncpg.connect(
+                PG_ADMIN_URL.replace("postgres://", "postgresql://"), timeout=2
+            )
+        except Exception:  # noqa: BLE001 - any failure means "not reachable": skip PostgreSQL
             return False
         await conn.close()
         return True
@@ -105,8 +105,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, pg_database: st
     return pg_database
 
 
-def make_settings(tmp_path: Path, *, database_url: str, redis_url: str, **overrides: object
-                  ) -> Settings:
+def make_settings(
+    tmp_path: Path, *, database_url: str, redis_url: str, **overrides: object
+) -> Settings:
     env = {
         "data_dir": tmp_path,
         "database_url": database_url,
@@ -118,8 +119,10 @@ def make_settings(tmp_path: Path, *, database_url: str, redis_url: str, **overri
             "agent_id": 1000002,
             "app_secret": "",
         },
-        "crypto": {"keys": {"t1": base64.b64encode(_secrets.token_bytes(32)).decode()},
-                   "active_key_id": "t1"},
+        "crypto": {
+            "keys": {"t1": base64.b64encode(_secrets.token_bytes(32)).decode()},
+            "active_key_id": "t1",
+        },
         "api": {"token": _secrets.token_urlsafe(24)},
         "pipeline": {"stream": f"siyu:test:{uuid.uuid4().hex[:8]}", "claim_idle_ms": 200},
     }
@@ -171,8 +174,9 @@ def redis_client_sync(redis_url: str) -> Iterator[None]:
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def fresh_database_url(request: pytest.FixtureRequest, tmp_path: Path,
-                       pg_database: str | None) -> Iterator[str]:
+def fresh_database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, pg_database: str | None
+) -> Iterator[str]:
     """An empty database of its own for one test (migration tests start from nothing)."""
     import asyncio
 
@@ -210,8 +214,9 @@ def analyzer() -> object:
 
 
 @pytest.fixture
-async def edge(settings: Settings, analyzer: object, redis_client: object, db: None
-               ) -> AsyncIterator[object]:
+async def edge(
+    settings: Settings, analyzer: object, redis_client: object, db: None
+) -> AsyncIterator[object]:
     """A running edge (tests.bot.harness) with every domain of the root."""
     # db: a migrated, emptied database (PostgreSQL is shared by the session).
     # redis_client: the shared test Redis, flushed for this test.

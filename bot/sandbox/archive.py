@@ -47,9 +47,10 @@ class SandboxArchive:
         """Hand the private key to siyu's settings, as an institution would."""
         path.parent.mkdir(parents=True, exist_ok=True)
         pem = self._key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
-        )  # fmt: skip
+        )
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as fh:
             fh.write(pem)
@@ -65,13 +66,15 @@ class SandboxArchive:
         )
         with self._lock:
             seq = len(self._records) + 1
-            self._records.append({
-                "seq": seq,
-                "msgid": record["msgid"],
-                "publickey_ver": self.publickey_ver,
-                "encrypt_random_key": base64.b64encode(enc_key).decode(),
-                "encrypt_chat_msg": base64.b64encode(nonce + body).decode(),
-            })
+            self._records.append(
+                {
+                    "seq": seq,
+                    "msgid": record["msgid"],
+                    "publickey_ver": self.publickey_ver,
+                    "encrypt_random_key": base64.b64encode(enc_key).decode(),
+                    "encrypt_chat_msg": base64.b64encode(nonce + body).decode(),
+                }
+            )
         return seq
 
     def chat_data(self, seq: int, limit: int) -> list[dict[str, Any]]:

@@ -26,8 +26,32 @@ from bot.wecom.crypto import CallbackCrypto
 log = logging.getLogger(__name__)
 
 SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何林罗高郑梁谢宋唐"
-GIVEN = ["伟", "芳", "敏", "静", "丽", "强", "磊", "洋", "艳", "勇", "军", "杰", "娟", "涛", "明",
-         "超", "秀英", "华", "慧", "建国", "晓燕", "志强", "海燕", "雪梅"]
+GIVEN = [
+    "伟",
+    "芳",
+    "敏",
+    "静",
+    "丽",
+    "强",
+    "磊",
+    "洋",
+    "艳",
+    "勇",
+    "军",
+    "杰",
+    "娟",
+    "涛",
+    "明",
+    "超",
+    "秀英",
+    "华",
+    "慧",
+    "建国",
+    "晓燕",
+    "志强",
+    "海燕",
+    "雪梅",
+]
 CHANNELS = ["branch_qr_01", "wealth_salon", "app_banner", "mgm_referral", "phone_visit"]
 
 CUSTOMER_LINES = {
@@ -105,9 +129,12 @@ class Simulator:
         nonce = secrets.token_hex(8)
         ts = str(int(time.time()))
         body, sig = self.crypto.build_callback_body(
-            plaintext, nonce=nonce, timestamp=ts, to_user_name=self.state.corp_id,
+            plaintext,
+            nonce=nonce,
+            timestamp=ts,
+            to_user_name=self.state.corp_id,
             agent_id=str(self.state.agent_id),
-        )  # fmt: skip
+        )
         params = {"msg_signature": sig, "timestamp": ts, "nonce": nonce}
         # WeCom retries three more times when it gets no "success".
         for attempt in range(4):
@@ -122,11 +149,17 @@ class Simulator:
         return 0
 
     def _event(self, event: str, change_type: str, **extra: str | int) -> str:
-        return _xml({
-            "ToUserName": self.state.corp_id, "FromUserName": "sys",
-            "CreateTime": int(time.time()), "MsgType": "event", "Event": event,
-            "ChangeType": change_type, **extra,
-        })  # fmt: skip
+        return _xml(
+            {
+                "ToUserName": self.state.corp_id,
+                "FromUserName": "sys",
+                "CreateTime": int(time.time()),
+                "MsgType": "event",
+                "Event": event,
+                "ChangeType": change_type,
+                **extra,
+            }
+        )
 
     def _advisors(self) -> list[str]:
         return [u for u, m in self.state.members.items() if m.manager]
@@ -137,16 +170,31 @@ class Simulator:
         name = self.rng.choice(SURNAMES) + self.rng.choice(GIVEN)
         channel = self.rng.choice(CHANNELS)
         self.state.add_contact(
-            ExternalContact(ext, name, type=1, gender=self.rng.choice([1, 2]),
-                            unionid=self.state.new_id("o", 27)),
-            {advisor: FollowInfo(createtime=int(time.time()), state=channel,
-                                 remark=f"{name}-{channel}")},
-        )  # fmt: skip
+            ExternalContact(
+                ext,
+                name,
+                type=1,
+                gender=self.rng.choice([1, 2]),
+                unionid=self.state.new_id("o", 27),
+            ),
+            {
+                advisor: FollowInfo(
+                    createtime=int(time.time()), state=channel, remark=f"{name}-{channel}"
+                )
+            },
+        )
         code = self.state.issue_welcome_code(userid=advisor, external_userid=ext)
-        await self.post_callback(session, self._event(
-            "change_external_contact", "add_external_contact", UserID=advisor,
-            ExternalUserID=ext, State=channel, WelcomeCode=code,
-        ))  # fmt: skip
+        await self.post_callback(
+            session,
+            self._event(
+                "change_external_contact",
+                "add_external_contact",
+                UserID=advisor,
+                ExternalUserID=ext,
+                State=channel,
+                WelcomeCode=code,
+            ),
+        )
         self._count("add_contact")
         return ext
 
@@ -162,10 +210,15 @@ class Simulator:
         tags = [t.id for g in self.state.tag_groups.values() for t in g.tags]
         if tags:
             info.tags = sorted(set(info.tags) | {self.rng.choice(tags)})
-        await self.post_callback(session, self._event(
-            "change_external_contact", "edit_external_contact", UserID=advisor,
-            ExternalUserID=ext,
-        ))  # fmt: skip
+        await self.post_callback(
+            session,
+            self._event(
+                "change_external_contact",
+                "edit_external_contact",
+                UserID=advisor,
+                ExternalUserID=ext,
+            ),
+        )
         self._count("edit_contact")
 
     async def churn(self, session: aiohttp.ClientSession) -> None:
@@ -174,9 +227,15 @@ class Simulator:
             return
         advisor, ext = self.rng.choice(rels)
         del self.state.follows[advisor][ext]
-        await self.post_callback(session, self._event(
-            "change_external_contact", "del_follow_user", UserID=advisor, ExternalUserID=ext,
-        ))  # fmt: skip
+        await self.post_callback(
+            session,
+            self._event(
+                "change_external_contact",
+                "del_follow_user",
+                UserID=advisor,
+                ExternalUserID=ext,
+            ),
+        )
         self._count("churn")
 
     async def chat(self, session: aiohttp.ClientSession, *, notify: bool = True) -> int:
@@ -193,28 +252,53 @@ class Simulator:
         lines.append((advisor, ext, reply))
         now_ms = int(time.time() * 1000)
         for i, (sender, receiver, text) in enumerate(lines):
-            self.archive.append({
-                "msgid": f"{secrets.token_hex(10)}_external", "action": "send",
-                "from": sender, "tolist": [receiver], "roomid": "",
-                "msgtime": now_ms + i * 1500, "msgtype": "text", "text": {"content": text},
-            })  # fmt: skip
+            self.archive.append(
+                {
+                    "msgid": f"{secrets.token_hex(10)}_external",
+                    "action": "send",
+                    "from": sender,
+                    "tolist": [receiver],
+                    "roomid": "",
+                    "msgtime": now_ms + i * 1500,
+                    "msgtype": "text",
+                    "text": {"content": text},
+                }
+            )
         if notify:
-            await self.post_callback(session, _xml({
-                "ToUserName": self.state.corp_id, "FromUserName": "sys",
-                "CreateTime": int(time.time()), "MsgType": "event",
-                "Event": "msgaudit_notify", "AgentID": self.state.agent_id,
-            }))  # fmt: skip
+            await self.post_callback(
+                session,
+                _xml(
+                    {
+                        "ToUserName": self.state.corp_id,
+                        "FromUserName": "sys",
+                        "CreateTime": int(time.time()),
+                        "MsgType": "event",
+                        "Event": "msgaudit_notify",
+                        "AgentID": self.state.agent_id,
+                    }
+                ),
+            )
         self._count("chat")
         return len(lines)
 
     async def app_message(self, session: aiohttp.ClientSession) -> None:
         advisor = self.rng.choice(self._advisors())
-        await self.post_callback(session, _xml({
-            "ToUserName": self.state.corp_id, "FromUserName": advisor,
-            "CreateTime": int(time.time()), "MsgType": "text",
-            "Content": self.rng.choice(["今天的SOP任务在哪里看？", "帮我查下客户王芳的持仓"]),
-            "MsgId": str(self.rng.randrange(10**18, 10**19)), "AgentID": self.state.agent_id,
-        }))  # fmt: skip
+        await self.post_callback(
+            session,
+            _xml(
+                {
+                    "ToUserName": self.state.corp_id,
+                    "FromUserName": advisor,
+                    "CreateTime": int(time.time()),
+                    "MsgType": "text",
+                    "Content": self.rng.choice(
+                        ["今天的SOP任务在哪里看？", "帮我查下客户王芳的持仓"]
+                    ),
+                    "MsgId": str(self.rng.randrange(10**18, 10**19)),
+                    "AgentID": self.state.agent_id,
+                }
+            ),
+        )
         self._count("app_message")
 
     def _count(self, what: str) -> None:
@@ -241,7 +325,7 @@ class Simulator:
             while not stop.is_set():
                 try:
                     await self.step(session)
-                except Exception:  # noqa: BLE001 - a demo keeps going
+                except Exception:
                     log.exception("simulator step failed")
                 try:
                     await asyncio.wait_for(stop.wait(), timeout=1.0 / max(rate, 0.01))

@@ -145,7 +145,8 @@ def _concept_patterns(raw: list[dict[str, Any]], where: str) -> tuple[list[str],
             filler = filler[:-1] + "不没非别无未]"
         filler += f"{{0,{gap}}}"
         alts = [
-            "(?:" + "|".join(re.escape(w) for w in sorted(map(str, ws), key=len, reverse=True))
+            "(?:"
+            + "|".join(re.escape(w) for w in sorted(map(str, ws), key=len, reverse=True))
             + ")"
             for ws in sets
         ]

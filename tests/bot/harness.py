@@ -44,13 +44,18 @@ class Edge:
     fake_base: str
     worker: Worker
 
-    def signed(self, plaintext: str, *, timestamp: str | None = None, nonce: str | None = None
-               ) -> tuple[bytes, dict[str, str]]:
+    def signed(
+        self, plaintext: str, *, timestamp: str | None = None, nonce: str | None = None
+    ) -> tuple[bytes, dict[str, str]]:
         ts = timestamp or str(int(time.time()))
         nonce = nonce or secrets.token_hex(8)
         body, sig = self.crypto.build_callback_body(
-            plaintext, nonce=nonce, timestamp=ts, to_user_name=self.settings.wecom.corp_id,
-            agent_id=str(self.settings.wecom.agent_id))
+            plaintext,
+            nonce=nonce,
+            timestamp=ts,
+            to_user_name=self.settings.wecom.corp_id,
+            agent_id=str(self.settings.wecom.agent_id),
+        )
         return body, {"msg_signature": sig, "timestamp": ts, "nonce": nonce}
 
     async def post_callback(self, plaintext: str, **kw: Any) -> tuple[int, str]:
@@ -58,18 +63,21 @@ class Edge:
         return await self.post_raw(body, params)
 
     async def post_raw(self, body: bytes, params: dict[str, str]) -> tuple[int, str]:
-        async with self.session.post(f"{self.base}/wecom/callback", params=params,
-                                     data=body) as resp:
+        async with self.session.post(
+            f"{self.base}/wecom/callback", params=params, data=body
+        ) as resp:
             return resp.status, await resp.text()
 
     async def api(self, method: str, path: str, **kw: Any) -> tuple[int, Any]:
         headers = {"Authorization": f"Bearer {self.settings.api.token.get_secret_value()}"}
         headers.update(kw.pop("headers", {}))
-        async with self.session.request(method, f"{self.base}{path}", headers=headers,
-                                        **kw) as resp:
+        async with self.session.request(
+            method, f"{self.base}{path}", headers=headers, **kw
+        ) as resp:
             ctype = resp.content_type
-            return resp.status, (await resp.json() if ctype == "application/json"
-                                 else await resp.text())
+            return resp.status, (
+                await resp.json() if ctype == "application/json" else await resp.text()
+            )
 
     async def process_all(self, *, rounds: int = 50) -> int:
         """Run the worker until the stream has nothing left for it."""
@@ -88,9 +96,13 @@ class Edge:
         return int((await self.app[STREAM].depth())[0])
 
 
-async def start_edge(settings: Settings, *, analyzer: Any,
-                     domains: Sequence[Domain] = DOMAINS,
-                     migrate_only: bool = False) -> tuple[Edge, list[Any]]:
+async def start_edge(
+    settings: Settings,
+    *,
+    analyzer: Any,
+    domains: Sequence[Domain] = DOMAINS,
+    migrate_only: bool = False,
+) -> tuple[Edge, list[Any]]:
     """Start the edge; ``migrate_only`` skips touching Redis at start (it may be down)."""
     state = SandboxState(corp_id=settings.wecom.corp_id)
     state.seed_demo(random.Random(1))
@@ -106,18 +118,35 @@ async def start_edge(settings: Settings, *, analyzer: Any,
     settings.wecom.contact_secret = SecretStr(state.secrets["contact"])
     settings.wecom.agent_id = state.agent_id
     # Receiver and API in the app; the worker is driven by the test, step by step.
-    app = create_app(settings, ("receiver", "admin"), domains=domains, auto_migrate=True,
-                     analyzer=analyzer)
+    app = create_app(
+        settings, ("receiver", "admin"), domains=domains, auto_migrate=True, analyzer=analyzer
+    )
     runner, port = await start_site(app, "127.0.0.1", 0)
     pipeline = build_pipeline(app)
-    worker = Worker(stream=app[STREAM], pipeline=pipeline, settings=settings.pipeline,
-                    metrics=app[METRICS], consumer="test-worker")
+    worker = Worker(
+        stream=app[STREAM],
+        pipeline=pipeline,
+        settings=settings.pipeline,
+        metrics=app[METRICS],
+        consumer="test-worker",
+    )
     if not migrate_only:
         await app[STREAM].ensure_group()
     session = aiohttp.ClientSession()
-    crypto = CallbackCrypto(token=settings.wecom.token.get_secret_value(),
-                            encoding_aes_key=settings.wecom.encoding_aes_key.get_secret_value(),
-                            receive_id=settings.wecom.corp_id)
-    edge = Edge(settings=settings, app=app, base=f"http://127.0.0.1:{port}", session=session,
-                crypto=crypto, state=state, archive=archive, fake_base=fake_base, worker=worker)
+    crypto = CallbackCrypto(
+        token=settings.wecom.token.get_secret_value(),
+        encoding_aes_key=settings.wecom.encoding_aes_key.get_secret_value(),
+        receive_id=settings.wecom.corp_id,
+    )
+    edge = Edge(
+        settings=settings,
+        app=app,
+        base=f"http://127.0.0.1:{port}",
+        session=session,
+        crypto=crypto,
+        state=state,
+        archive=archive,
+        fake_base=fake_base,
+        worker=worker,
+    )
     return edge, [session.close, runner.cleanup, fake_runner.cleanup]

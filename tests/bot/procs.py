@@ -33,8 +33,12 @@ def free_port() -> int:
 
 
 async def wait_for(
-    probe: Callable[[], T | Awaitable[T]], *, deadline_s: float, what: str,
-    interval: float = 0.05, diagnose: Callable[[], str] | None = None,
+    probe: Callable[[], T | Awaitable[T]],
+    *,
+    deadline_s: float,
+    what: str,
+    interval: float = 0.05,
+    diagnose: Callable[[], str] | None = None,
 ) -> T:
     """Poll ``probe`` (sync or async) until it returns something truthy; fail naming ``what``."""
     deadline = time.monotonic() + deadline_s
@@ -59,22 +63,24 @@ def siyu_env(settings: Settings, **overrides: str) -> dict[str, str]:
     """The environment a separate siyu process needs to share this test's Redis, DB and keys."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIYU_")}
     keys = {k: v.get_secret_value() for k, v in settings.crypto.keys.items()}
-    env.update({
-        "SIYU_DATA_DIR": str(settings.data_dir / "proc"),
-        "SIYU_DATABASE_URL": settings.database_url,
-        "SIYU_REDIS_URL": settings.redis_url,
-        "SIYU_CRYPTO__KEYS": json.dumps(keys),
-        "SIYU_CRYPTO__ACTIVE_KEY_ID": settings.crypto.active_key_id,
-        "SIYU_PIPELINE__STREAM": settings.pipeline.stream,
-        "SIYU_PIPELINE__GROUP": settings.pipeline.group,
-        "SIYU_PIPELINE__CLAIM_IDLE_MS": str(settings.pipeline.claim_idle_ms),
-        "SIYU_PIPELINE__BATCH_SIZE": str(settings.pipeline.batch_size),
-        "SIYU_PIPELINE__MAX_DELIVERIES": str(settings.pipeline.max_deliveries),
-        "SIYU_NLP__POOL_SIZE": "1",
-        "SIYU_HTTP__HOST": "127.0.0.1",
-        "SIYU_HTTP__PORT": "0",
-        "SIYU_LOG_LEVEL": "INFO",
-    })  # fmt: skip
+    env.update(
+        {
+            "SIYU_DATA_DIR": str(settings.data_dir / "proc"),
+            "SIYU_DATABASE_URL": settings.database_url,
+            "SIYU_REDIS_URL": settings.redis_url,
+            "SIYU_CRYPTO__KEYS": json.dumps(keys),
+            "SIYU_CRYPTO__ACTIVE_KEY_ID": settings.crypto.active_key_id,
+            "SIYU_PIPELINE__STREAM": settings.pipeline.stream,
+            "SIYU_PIPELINE__GROUP": settings.pipeline.group,
+            "SIYU_PIPELINE__CLAIM_IDLE_MS": str(settings.pipeline.claim_idle_ms),
+            "SIYU_PIPELINE__BATCH_SIZE": str(settings.pipeline.batch_size),
+            "SIYU_PIPELINE__MAX_DELIVERIES": str(settings.pipeline.max_deliveries),
+            "SIYU_NLP__POOL_SIZE": "1",
+            "SIYU_HTTP__HOST": "127.0.0.1",
+            "SIYU_HTTP__PORT": "0",
+            "SIYU_LOG_LEVEL": "INFO",
+        }
+    )
     env.update(overrides)
     return env
 
@@ -82,8 +88,9 @@ def siyu_env(settings: Settings, **overrides: str) -> dict[str, str]:
 class Proc:
     """One child process group with its output in a log file."""
 
-    def __init__(self, argv: list[str], *, env: Mapping[str, str] | None, cwd: Path,
-                 log_path: Path) -> None:
+    def __init__(
+        self, argv: list[str], *, env: Mapping[str, str] | None, cwd: Path, log_path: Path
+    ) -> None:
         self.argv = argv
         self.env = dict(env) if env is not None else None
         self.cwd = cwd
@@ -94,9 +101,14 @@ class Proc:
         self.cwd.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.popen = subprocess.Popen(
-                self.argv, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
-            )  # fmt: skip
+                self.argv,
+                env=self.env,
+                cwd=self.cwd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         return self
 
     @property
@@ -156,8 +168,10 @@ def siyu_worker(settings: Settings, *, name: str, **env: str) -> Proc:
     workdir = settings.data_dir / name
     return Proc(
         [*_siyu_command(), "serve", "--role", "worker"],
-        env=siyu_env(settings, **env), cwd=workdir, log_path=settings.data_dir / f"{name}.log",
-    )  # fmt: skip
+        env=siyu_env(settings, **env),
+        cwd=workdir,
+        log_path=settings.data_dir / f"{name}.log",
+    )
 
 
 def redis_server_binary() -> str | None:
@@ -200,11 +214,29 @@ class RedisServer:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.starts += 1
         self.proc = Proc(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", "",
-             "--daemonize", "no", "--protected-mode", "no"],
-            env=None, cwd=self.dir, log_path=self.dir / f"redis-{self.starts}.log",
-        ).start()  # fmt: skip
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.dir),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+                "--daemonize",
+                "no",
+                "--protected-mode",
+                "no",
+            ],
+            env=None,
+            cwd=self.dir,
+            log_path=self.dir / f"redis-{self.starts}.log",
+        ).start()
         deadline = time.monotonic() + timeout
         client = sync_redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
         try:

@@ -11,8 +11,10 @@ async def test_violation_alerts_are_distinct_and_name_customer_and_message(edge:
     userid, ext = a_relation(edge)
     at = 1_790_000_000_000  # both in the same minute
     text = "这个产品保本保收益，放心买，我身份证号110101199003074514"
-    records = [record("d1", userid, ext, text, at_ms=at),
-               record("d2", userid, ext, text, at_ms=at + 1000)]
+    records = [
+        record("d1", userid, ext, text, at_ms=at),
+        record("d2", userid, ext, text, at_ms=at + 1000),
+    ]
     status, _ = await edge.api("POST", "/api/v1/archive/messages", json=records)
     assert status == 200
     await edge.process_all()
@@ -35,13 +37,17 @@ async def test_violation_alerts_are_distinct_and_name_customer_and_message(edge:
 async def test_customer_alert_without_a_name_uses_a_readable_label(edge: Edge) -> None:
     userid, _ = a_relation(edge)
     ext = "wmUNKNOWNcustomer0000000000042"  # not known to WeCom: no name to fetch
-    status, _ = await edge.api("POST", "/api/v1/archive/messages",
-                               json=[record("r1", ext, userid, "我要投诉你们，马上把理财全部赎回")])
+    status, _ = await edge.api(
+        "POST",
+        "/api/v1/archive/messages",
+        json=[record("r1", ext, userid, "我要投诉你们，马上把理财全部赎回")],
+    )
     assert status == 200
     await edge.process_all()
     alerts = await models.Alert.filter(external_userid=ext)
     assert alerts
     for a in alerts:
         c = (await models.OutboxItem.get(idem_key=f"notify:{a.idem_key}")).payload["text"][
-            "content"]
+            "content"
+        ]
         assert ext not in c and "000042" in c and "投诉" in c

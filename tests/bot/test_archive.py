@@ -13,9 +13,16 @@ from tests.bot.harness import Edge, xml
 
 
 def record(msgid: str, sender: str, to: str, text: str, *, at_ms: int | None = None) -> dict:
-    return {"msgid": msgid, "action": "send", "from": sender, "tolist": [to], "roomid": "",
-            "msgtime": at_ms or int(time.time() * 1000), "msgtype": "text",
-            "text": {"content": text}}
+    return {
+        "msgid": msgid,
+        "action": "send",
+        "from": sender,
+        "tolist": [to],
+        "roomid": "",
+        "msgtime": at_ms or int(time.time() * 1000),
+        "msgtype": "text",
+        "text": {"content": text},
+    }
 
 
 def a_relation(edge: Edge) -> tuple[str, str]:
@@ -27,8 +34,15 @@ async def test_ingest_reports_accepted_duplicate_rejected(edge: Edge) -> None:
     records = [
         record("m1", ext, userid, "你们那款理财现在收益多少？"),
         record("m2", userid, ext, "年化3.1%左右，过往业绩不代表未来表现。"),
-        {"msgid": "m3", "action": "send", "from": ext, "tolist": "notalist",
-         "msgtime": 1, "msgtype": "text", "text": {"content": "x"}},
+        {
+            "msgid": "m3",
+            "action": "send",
+            "from": ext,
+            "tolist": "notalist",
+            "msgtime": 1,
+            "msgtype": "text",
+            "text": {"content": "x"},
+        },
         "not an object",
     ]
     status, body = await edge.api("POST", "/api/v1/archive/messages", json=records)
@@ -48,31 +62,46 @@ async def test_ingest_reports_accepted_duplicate_rejected(edge: Edge) -> None:
 async def test_ingest_jsonl_body(edge: Edge) -> None:
     userid, ext = a_relation(edge)
     lines = "\n".join(json.dumps(record(f"j{i}", ext, userid, "你好")) for i in range(3))
-    status, body = await edge.api("POST", "/api/v1/archive/messages", data=lines.encode(),
-                                  headers={"Content-Type": "application/x-ndjson"})
+    status, body = await edge.api(
+        "POST",
+        "/api/v1/archive/messages",
+        data=lines.encode(),
+        headers={"Content-Type": "application/x-ndjson"},
+    )
     assert status == 200 and body["accepted"] == 3
 
 
 async def test_ingest_bad_body_changes_nothing(edge: Edge) -> None:
-    status, body = await edge.api("POST", "/api/v1/archive/messages", data=b"{not json",
-                                  headers={"Content-Type": "application/json"})
+    status, body = await edge.api(
+        "POST",
+        "/api/v1/archive/messages",
+        data=b"{not json",
+        headers={"Content-Type": "application/json"},
+    )
     assert status == 400 and body["error"]["code"] == "bad_request"
-    status, body = await edge.api("POST", "/api/v1/archive/messages", data=b'{"a": 1}',
-                                  headers={"Content-Type": "application/json"})
+    status, body = await edge.api(
+        "POST",
+        "/api/v1/archive/messages",
+        data=b'{"a": 1}',
+        headers={"Content-Type": "application/json"},
+    )
     assert status == 400
     assert await edge.queued() == 0
 
 
 async def test_ingest_needs_the_bearer_token(edge: Edge) -> None:
-    status, body = await edge.api("POST", "/api/v1/archive/messages", json=[],
-                                  headers={"Authorization": "Bearer wrong"})
+    status, body = await edge.api(
+        "POST", "/api/v1/archive/messages", json=[], headers={"Authorization": "Bearer wrong"}
+    )
     assert status == 401
 
 
 async def test_advisor_violation_opens_case_and_warns_advisor(edge: Edge) -> None:
     userid, ext = a_relation(edge)
-    records = [record("v1", userid, ext, "这个产品保本保收益，年化肯定不低于5%，放心买"),
-               record("v2", userid, ext, "本产品不保证本金和收益，请您谨慎选择。")]
+    records = [
+        record("v1", userid, ext, "这个产品保本保收益，年化肯定不低于5%，放心买"),
+        record("v2", userid, ext, "本产品不保证本金和收益，请您谨慎选择。"),
+    ]
     await edge.api("POST", "/api/v1/archive/messages", json=records)
     await edge.process_all()
     v1 = await models.Message.get(msgid="v1")
@@ -92,8 +121,11 @@ async def test_advisor_violation_opens_case_and_warns_advisor(edge: Edge) -> Non
 
 async def test_customer_redemption_alerts_advisor(edge: Edge) -> None:
     userid, ext = a_relation(edge)
-    await edge.api("POST", "/api/v1/archive/messages",
-                   json=[record("r1", ext, userid, "我想把那个理财赎回了，最近要用钱")])
+    await edge.api(
+        "POST",
+        "/api/v1/archive/messages",
+        json=[record("r1", ext, userid, "我想把那个理财赎回了，最近要用钱")],
+    )
     await edge.process_all()
     alert = await models.Alert.get(kind="redemption_intent")
     assert alert.recipient_userid == userid and alert.external_userid == ext
@@ -106,12 +138,17 @@ async def test_puller_pulls_after_cursor_and_survives_repeats(edge: Edge) -> Non
 
     userid, ext = a_relation(edge)
     for i in range(25):
-        edge.archive.append(record(f"p{i}", ext if i % 2 else userid, userid if i % 2 else ext,
-                                   f"第{i}条消息"))
+        edge.archive.append(
+            record(f"p{i}", ext if i % 2 else userid, userid if i % 2 else ext, f"第{i}条消息")
+        )
     key = edge.archive.write_private_key(Path(edge.settings.data_dir) / "k.pem")
-    puller = ArchivePuller(sdk=SandboxFinanceSdk(edge.fake_base),
-                           private_keys=load_private_keys({"1": str(key)}),
-                           stream=edge.app[STREAM], metrics=edge.app[METRICS], batch_size=10)
+    puller = ArchivePuller(
+        sdk=SandboxFinanceSdk(edge.fake_base),
+        private_keys=load_private_keys({"1": str(key)}),
+        stream=edge.app[STREAM],
+        metrics=edge.app[METRICS],
+        batch_size=10,
+    )
     report = await puller.pull_once()
     assert (report.batches, report.records, report.accepted, report.cursor) == (3, 25, 25, 25)
     assert await edge.queued() == 25
@@ -133,8 +170,12 @@ async def test_puller_dead_letters_records_it_cannot_decrypt(edge: Edge) -> None
     userid, ext = a_relation(edge)
     edge.archive.append(record("x1", ext, userid, "hi"))
     wrong = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    puller = ArchivePuller(sdk=SandboxFinanceSdk(edge.fake_base), private_keys={"1": wrong},
-                           stream=edge.app[STREAM], metrics=edge.app[METRICS])
+    puller = ArchivePuller(
+        sdk=SandboxFinanceSdk(edge.fake_base),
+        private_keys={"1": wrong},
+        stream=edge.app[STREAM],
+        metrics=edge.app[METRICS],
+    )
     report = await puller.pull_once()
     assert report.dead_lettered == 1 and report.cursor == 1
     dl = await models.DeadLetter.get()
@@ -150,12 +191,24 @@ async def test_msgaudit_notify_wakes_the_puller(edge: Edge) -> None:
     async def wake() -> None:
         woken.append(True)
 
-    edge.worker.pipeline = Pipeline(analyzer=edge.worker.pipeline.analyzer,
-                                    deps=edge.worker.pipeline.deps,
-                                    metrics=edge.worker.pipeline.metrics, on_archive_notify=wake)
-    await edge.post_callback(xml({"ToUserName": "wwtestcorp0000001", "FromUserName": "sys",
-                                  "CreateTime": int(time.time()), "MsgType": "event",
-                                  "Event": "msgaudit_notify", "AgentID": 1000002}))
+    edge.worker.pipeline = Pipeline(
+        analyzer=edge.worker.pipeline.analyzer,
+        deps=edge.worker.pipeline.deps,
+        metrics=edge.worker.pipeline.metrics,
+        on_archive_notify=wake,
+    )
+    await edge.post_callback(
+        xml(
+            {
+                "ToUserName": "wwtestcorp0000001",
+                "FromUserName": "sys",
+                "CreateTime": int(time.time()),
+                "MsgType": "event",
+                "Event": "msgaudit_notify",
+                "AgentID": 1000002,
+            }
+        )
+    )
     await edge.process_all()
     assert woken == [True]
     assert REDIS  # the real waker pushes to Redis; covered by the demo test
@@ -172,8 +225,9 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, settings) -> None:  # type: ignore[
     monkeypatch.setenv("SIYU_CRYPTO__ACTIVE_KEY_ID", settings.crypto.active_key_id)
 
 
-def test_cli_import_then_export(cli_env, settings, tmp_path: Path, capsys, redis_client_sync
-                                ) -> None:  # type: ignore[no-untyped-def]
+def test_cli_import_then_export(
+    cli_env, settings, tmp_path: Path, capsys, redis_client_sync
+) -> None:  # type: ignore[no-untyped-def]
     import asyncio
 
     from siyu.cli import main
@@ -182,8 +236,12 @@ def test_cli_import_then_export(cli_env, settings, tmp_path: Path, capsys, redis
 
     assert main(["migrate"]) == 0
     f = tmp_path / "archive.jsonl"
-    lines = [json.dumps(record(f"c{i}", "wmCUST0001", "zhangwei",
-                               f"我的卡号6222020200112233446，第{i}次")) for i in range(3)]
+    lines = [
+        json.dumps(
+            record(f"c{i}", "wmCUST0001", "zhangwei", f"我的卡号6222020200112233446，第{i}次")
+        )
+        for i in range(3)
+    ]
     f.write_text("\n".join(lines + ["{broken json"]) + "\n", encoding="utf-8")
     capsys.readouterr()
     assert main(["archive", "import", str(f)]) == 1  # one bad line reported

@@ -36,14 +36,18 @@ async def test_stale_timestamp_403(edge: Edge) -> None:
 async def test_wrong_receive_id_403(edge: Edge) -> None:
     from bot.wecom.crypto import CallbackCrypto
 
-    other = CallbackCrypto(token=edge.settings.wecom.token.get_secret_value(),
-                           encoding_aes_key=edge.settings.wecom.encoding_aes_key.get_secret_value(),
-                           receive_id="wwSOMEOTHERCORP")
+    other = CallbackCrypto(
+        token=edge.settings.wecom.token.get_secret_value(),
+        encoding_aes_key=edge.settings.wecom.encoding_aes_key.get_secret_value(),
+        receive_id="wwSOMEOTHERCORP",
+    )
     ts, nonce = str(int(time.time())), "abc"
-    body, sig = other.build_callback_body(text_msg("3", "hi"), nonce=nonce, timestamp=ts,
-                                          to_user_name="x", agent_id="1")
-    status, reason = await edge.post_raw(body, {"msg_signature": sig, "timestamp": ts,
-                                                "nonce": nonce})
+    body, sig = other.build_callback_body(
+        text_msg("3", "hi"), nonce=nonce, timestamp=ts, to_user_name="x", agent_id="1"
+    )
+    status, reason = await edge.post_raw(
+        body, {"msg_signature": sig, "timestamp": ts, "nonce": nonce}
+    )
     assert (status, reason) == (403, "bad_receive_id")
     await _nothing_happened(edge)
 
@@ -71,11 +75,14 @@ async def test_bad_padding_400(edge: Edge) -> None:
     await _nothing_happened(edge)
 
 
-@pytest.mark.parametrize("body", [
-    b"<xml><Encrypt>unterminated",
-    b"not xml at all",
-    b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]><xml><Encrypt>&a;</Encrypt></xml>',
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<xml><Encrypt>unterminated",
+        b"not xml at all",
+        b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]><xml><Encrypt>&a;</Encrypt></xml>',
+    ],
+)
 async def test_malformed_or_entity_xml_400(edge: Edge, body: bytes) -> None:
     params = {"msg_signature": "a" * 40, "timestamp": str(int(time.time())), "nonce": "n"}
     assert (await edge.post_raw(body, params))[0] == 400
@@ -83,7 +90,9 @@ async def test_malformed_or_entity_xml_400(edge: Edge, body: bytes) -> None:
 
 
 async def test_inner_doctype_refused(edge: Edge) -> None:
-    inner = '<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><xml><MsgType>text</MsgType></xml>'
+    inner = (
+        '<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><xml><MsgType>text</MsgType></xml>'
+    )
     status, _ = await edge.post_callback(inner)
     assert status == 400
     await _nothing_happened(edge)
@@ -91,8 +100,7 @@ async def test_inner_doctype_refused(edge: Edge) -> None:
 
 async def test_oversize_body_413(edge: Edge) -> None:
     params = {"msg_signature": "a" * 40, "timestamp": str(int(time.time())), "nonce": "n"}
-    assert (await edge.post_raw(b"<xml>" + b"a" * (1024 * 1024 + 10) + b"</xml>", params)
-            )[0] == 413
+    assert (await edge.post_raw(b"<xml>" + b"a" * (1024 * 1024 + 10) + b"</xml>", params))[0] == 413
     await _nothing_happened(edge)
 
 

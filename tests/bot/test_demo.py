@@ -11,8 +11,9 @@ from siyu.demo import run_demo
 
 
 @pytest.mark.slow
-async def test_demo_loop_turns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                               capsys: pytest.CaptureFixture[str]) -> None:
+async def test_demo_loop_turns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     for var in ("SIYU_REDIS_URL", "SIYU_DATABASE_URL"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("SIYU_OUTBOX__POLL_INTERVAL_S", "0.2")
@@ -28,8 +29,11 @@ async def test_demo_loop_turns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                 counts.update(await demo_counts())
             except Exception:  # noqa: BLE001 - DB not initialised yet
                 continue
-            if counts["messages"] >= 10 and counts["app_messages_sent"] >= 1 \
-                    and counts["customers"] >= 3:
+            if (
+                counts["messages"] >= 10
+                and counts["app_messages_sent"] >= 1
+                and counts["customers"] >= 3
+            ):
                 break
         stop.set()
 

@@ -9,27 +9,48 @@ from tests.bot.harness import Edge, xml
 
 
 def text_msg(msg_id: str, content: str, sender: str = "zhangwei") -> str:
-    return xml({"ToUserName": "wwtestcorp0000001", "FromUserName": sender,
-                "CreateTime": int(time.time()), "MsgType": "text", "Content": content,
-                "MsgId": msg_id, "AgentID": 1000002})
+    return xml(
+        {
+            "ToUserName": "wwtestcorp0000001",
+            "FromUserName": sender,
+            "CreateTime": int(time.time()),
+            "MsgType": "text",
+            "Content": content,
+            "MsgId": msg_id,
+            "AgentID": 1000002,
+        }
+    )
 
 
 def contact_event(change: str, userid: str, external: str, **extra: str) -> str:
-    return xml({"ToUserName": "wwtestcorp0000001", "FromUserName": "sys",
-                "CreateTime": int(time.time()), "MsgType": "event",
-                "Event": "change_external_contact", "ChangeType": change,
-                "UserID": userid, "ExternalUserID": external, **extra})
+    return xml(
+        {
+            "ToUserName": "wwtestcorp0000001",
+            "FromUserName": "sys",
+            "CreateTime": int(time.time()),
+            "MsgType": "event",
+            "Event": "change_external_contact",
+            "ChangeType": change,
+            "UserID": userid,
+            "ExternalUserID": external,
+            **extra,
+        }
+    )
 
 
 async def test_url_verification_answers_echostr(edge: Edge) -> None:
     ts, nonce = str(int(time.time())), "n0nce1"
     echostr, sig = edge.crypto.encrypt("echo-1234567", nonce=nonce, timestamp=ts)
-    async with edge.session.get(f"{edge.base}/wecom/callback", params={
-        "msg_signature": sig, "timestamp": ts, "nonce": nonce, "echostr": echostr}) as resp:
+    async with edge.session.get(
+        f"{edge.base}/wecom/callback",
+        params={"msg_signature": sig, "timestamp": ts, "nonce": nonce, "echostr": echostr},
+    ) as resp:
         assert resp.status == 200
         assert await resp.text() == "echo-1234567"
-    async with edge.session.get(f"{edge.base}/wecom/callback", params={
-        "msg_signature": "0" * 40, "timestamp": ts, "nonce": nonce, "echostr": echostr}) as resp:
+    async with edge.session.get(
+        f"{edge.base}/wecom/callback",
+        params={"msg_signature": "0" * 40, "timestamp": ts, "nonce": nonce, "echostr": echostr},
+    ) as resp:
         assert resp.status == 403
 
 
@@ -58,8 +79,10 @@ async def test_message_delivered_three_times_is_stored_once(edge: Edge) -> None:
 async def test_add_contact_fetches_profile_and_keeps_channel(edge: Edge) -> None:
     userid, ext = next((u, e) for u, fs in edge.state.follows.items() for e in fs)
     status, _ = await edge.post_callback(
-        contact_event("add_external_contact", userid, ext, State="wealth_salon",
-                      WelcomeCode="WELCOMECODE"))
+        contact_event(
+            "add_external_contact", userid, ext, State="wealth_salon", WelcomeCode="WELCOMECODE"
+        )
+    )
     assert status == 200
     await edge.process_all()
     customer = await models.Customer.get(external_userid=ext)
@@ -79,10 +102,18 @@ async def test_two_customers_added_in_the_same_second_are_both_kept(edge: Edge) 
     assert len(exts) == 2
     now = int(time.time())
     for ext in exts:
-        plain = xml({"ToUserName": "wwtestcorp0000001", "FromUserName": "sys",
-                     "CreateTime": now, "MsgType": "event", "Event": "change_external_contact",
-                     "ChangeType": "add_external_contact", "UserID": userid,
-                     "ExternalUserID": ext})
+        plain = xml(
+            {
+                "ToUserName": "wwtestcorp0000001",
+                "FromUserName": "sys",
+                "CreateTime": now,
+                "MsgType": "event",
+                "Event": "change_external_contact",
+                "ChangeType": "add_external_contact",
+                "UserID": userid,
+                "ExternalUserID": ext,
+            }
+        )
         assert (await edge.post_callback(plain))[0] == 200
     await edge.process_all()
     assert await models.Event.filter(change_type="add_external_contact").count() == 2
@@ -105,9 +136,16 @@ async def test_del_follow_user_marks_lost_and_alerts_manager(edge: Edge) -> None
 
 
 async def test_unknown_payload_is_kept_not_dropped(edge: Edge) -> None:
-    plain = xml({"ToUserName": "wwtestcorp0000001", "FromUserName": "sys",
-                 "CreateTime": int(time.time()), "MsgType": "event",
-                 "Event": "some_future_event", "Foo": "bar"})
+    plain = xml(
+        {
+            "ToUserName": "wwtestcorp0000001",
+            "FromUserName": "sys",
+            "CreateTime": int(time.time()),
+            "MsgType": "event",
+            "Event": "some_future_event",
+            "Foo": "bar",
+        }
+    )
     assert (await edge.post_callback(plain))[0] == 200
     await edge.process_all()
     ev = await models.Event.get(event="some_future_event")

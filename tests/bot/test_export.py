@@ -37,8 +37,7 @@ ROWS: dict[str, tuple[datetime, str, str | None, bool]] = {
 
 
 @pytest.fixture(params=["UTC", "Asia/Shanghai"])
-def process_tz(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
-               ) -> Iterator[str]:
+def process_tz(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.setenv("TZ", request.param)
     time.tzset()
     yield request.param
@@ -61,13 +60,20 @@ def stored(cli_env: None, settings: Settings) -> None:  # noqa: F811 (the fixtur
                 from tortoise import Tortoise
 
                 await Tortoise.get_connection("default").execute_script(
-                    'TRUNCATE "bot_message", "bot_advisor" RESTART IDENTITY CASCADE')
+                    'TRUNCATE "bot_message", "bot_advisor" RESTART IDENTITY CASCADE'
+                )
             advisors = {u: await models.Advisor.create(userid=u) for u in ("zhangwei", "lina")}
             for msgid, (at, sender, advisor, violation) in ROWS.items():
                 await models.Message.create(
-                    msgid=msgid, source="archive", direction="advisor_to_customer",
-                    sender_id=sender, sender_role="advisor", receiver_ids=["wmCUST0001"],
-                    msgtime=at, msgtype="text", masked_text=f"text {msgid}",
+                    msgid=msgid,
+                    source="archive",
+                    direction="advisor_to_customer",
+                    sender_id=sender,
+                    sender_role="advisor",
+                    receiver_ids=["wmCUST0001"],
+                    msgtime=at,
+                    msgtype="text",
+                    masked_text=f"text {msgid}",
                     has_violation=violation,
                     advisor=advisors[advisor] if advisor else None,
                 )
@@ -89,15 +95,28 @@ def export(capsys: pytest.CaptureFixture[str], *argv: str) -> list[str]:
 @pytest.mark.usefixtures("stored", "process_tz")
 def test_since_midnight_beijing_keeps_00_to_08(capsys: pytest.CaptureFixture[str]) -> None:
     assert export(capsys, "--since", "2026-11-01") == [
-        "midnight", "early", "before-eight", "eight", "noon"]
+        "midnight",
+        "early",
+        "before-eight",
+        "eight",
+        "noon",
+    ]
     assert export(capsys, "--since", "2026-11-01T00:00:00") == [
-        "midnight", "early", "before-eight", "eight", "noon"]
+        "midnight",
+        "early",
+        "before-eight",
+        "eight",
+        "noon",
+    ]
 
 
 @pytest.mark.usefixtures("stored", "process_tz")
 def test_until_is_exclusive(capsys: pytest.CaptureFixture[str]) -> None:
     assert export(capsys, "--since", "2026-11-01", "--until", "2026-11-01T08:00") == [
-        "midnight", "early", "before-eight"]
+        "midnight",
+        "early",
+        "before-eight",
+    ]
     assert export(capsys, "--until", "2026-11-01") == ["before-midnight"]
 
 
@@ -106,26 +125,34 @@ def test_explicit_offsets(capsys: pytest.CaptureFixture[str]) -> None:
     # 00:00 UTC is 08:00 Beijing.
     assert export(capsys, "--since", "2026-11-01T00:00:00+00:00") == ["eight", "noon"]
     assert export(capsys, "--since", "2026-11-01T00:00:00Z") == ["eight", "noon"]
-    assert export(capsys, "--since", "2026-10-31T16:00:00+00:00",
-                  "--until", "2026-11-01T03:00:00+08:00") == ["midnight"]
+    assert export(
+        capsys, "--since", "2026-10-31T16:00:00+00:00", "--until", "2026-11-01T03:00:00+08:00"
+    ) == ["midnight"]
 
 
 @pytest.mark.usefixtures("stored", "process_tz")
 def test_violations_only_and_advisor(capsys: pytest.CaptureFixture[str]) -> None:
     assert export(capsys, "--violations-only") == ["midnight", "early", "noon"]
     assert export(capsys, "--advisor", "zhangwei") == [
-        "before-midnight", "midnight", "before-eight"]
-    assert export(capsys, "--advisor", "lina", "--violations-only",
-                  "--since", "2026-11-01") == ["early"]
+        "before-midnight",
+        "midnight",
+        "before-eight",
+    ]
+    assert export(capsys, "--advisor", "lina", "--violations-only", "--since", "2026-11-01") == [
+        "early"
+    ]
     assert export(capsys, "--advisor", "nobody") == []
 
 
 @pytest.mark.usefixtures("stored")
-@pytest.mark.parametrize("argv", [
-    ["--since", "not-a-date"],
-    ["--until", "2026-13-01"],
-    ["--since", "2026-11-02", "--until", "2026-11-01"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--since", "not-a-date"],
+        ["--until", "2026-13-01"],
+        ["--since", "2026-11-02", "--until", "2026-11-01"],
+    ],
+)
 def test_bad_dates_fail_cleanly(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
     from siyu.cli import main
 

@@ -14,19 +14,20 @@ from tests.bot.harness import Edge
 
 
 def app_text(touser: str, content: str) -> dict:
-    return {"touser": touser, "msgtype": "text", "agentid": 1000002,
-            "text": {"content": content}}
+    return {"touser": touser, "msgtype": "text", "agentid": 1000002, "text": {"content": content}}
 
 
 async def enqueue(key: str, payload: dict, api: str = "message/send") -> None:
     async with in_transaction() as conn:
-        await bot_service.enqueue_outbox(conn=conn, idem_key=key, api=api, payload=payload,
-                                         origin="test")
+        await bot_service.enqueue_outbox(
+            conn=conn, idem_key=key, api=api, payload=payload, origin="test"
+        )
 
 
 def dispatcher(edge: Edge) -> OutboxDispatcher:
-    return OutboxDispatcher(client=edge.app[WECOM_CLIENT], settings=edge.settings.outbox,
-                            metrics=edge.app[METRICS])
+    return OutboxDispatcher(
+        client=edge.app[WECOM_CLIENT], settings=edge.settings.outbox, metrics=edge.app[METRICS]
+    )
 
 
 async def test_row_is_sent_once_and_marked_done(edge: Edge) -> None:
@@ -79,20 +80,26 @@ async def test_crashed_dispatcher_lease_is_taken_over(edge: Edge) -> None:
     claimed = await bot_service.claim_outbox(item_id=item.id, at=now, lease=timedelta(seconds=5))
     assert claimed is not None
     # A second dispatcher cannot take a leased row ...
-    assert await bot_service.claim_outbox(item_id=item.id, at=now,
-                                          lease=timedelta(seconds=5)) is None
+    assert (
+        await bot_service.claim_outbox(item_id=item.id, at=now, lease=timedelta(seconds=5)) is None
+    )
     # ... until the lease has run out (the first one died mid-call).
     later = now + timedelta(seconds=6)
-    assert await bot_service.claim_outbox(item_id=item.id, at=later,
-                                          lease=timedelta(seconds=5)) is not None
+    assert (
+        await bot_service.claim_outbox(item_id=item.id, at=later, lease=timedelta(seconds=5))
+        is not None
+    )
 
 
 async def test_alert_reaches_the_advisor_through_the_outbox(edge: Edge) -> None:
     from tests.bot.test_archive import a_relation, record
 
     userid, ext = a_relation(edge)
-    await edge.api("POST", "/api/v1/archive/messages",
-                   json=[record("o1", userid, ext, "把手机银行密码和验证码发我，我替您下单")])
+    await edge.api(
+        "POST",
+        "/api/v1/archive/messages",
+        json=[record("o1", userid, ext, "把手机银行密码和验证码发我，我替您下单")],
+    )
     await edge.process_all()
     await dispatcher(edge).dispatch_due()
     texts = [m.content["content"] for m in edge.state.delivered_app_messages(userid)]

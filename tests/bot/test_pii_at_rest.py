@@ -30,13 +30,24 @@ LINES = [
 
 
 def _record(i: int, sender: str, to: str, text: str) -> dict[str, object]:
-    return {"msgid": f"pii{i}", "action": "send", "from": sender, "tolist": [to], "roomid": "",
-            "msgtime": int(time.time() * 1000), "msgtype": "text", "text": {"content": text}}
+    return {
+        "msgid": f"pii{i}",
+        "action": "send",
+        "from": sender,
+        "tolist": [to],
+        "roomid": "",
+        "msgtime": int(time.time() * 1000),
+        "msgtype": "text",
+        "text": {"content": text},
+    }
 
 
-def test_no_raw_number_anywhere_at_rest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                        capsys: pytest.CaptureFixture[str],
-                                        caplog: pytest.LogCaptureFixture) -> None:
+def test_no_raw_number_anywhere_at_rest(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     from siyu.cli import main
     from tests.bot.conftest import InThreadAnalyzer
     from tests.bot.harness import start_edge
@@ -45,8 +56,9 @@ def test_no_raw_number_anywhere_at_rest(tmp_path: Path, monkeypatch: pytest.Monk
     data = tmp_path / "data"
     embedded = core_redis.start_embedded(data / "redis")
     try:
-        settings = make_settings(data, database_url=f"sqlite://{data / 'siyu.sqlite3'}",
-                                 redis_url=embedded.url)
+        settings = make_settings(
+            data, database_url=f"sqlite://{data / 'siyu.sqlite3'}", redis_url=embedded.url
+        )
         monkeypatch.setenv("SIYU_DATA_DIR", str(data))
         monkeypatch.setenv("SIYU_DATABASE_URL", settings.database_url)
         monkeypatch.setenv("SIYU_REDIS_URL", embedded.url)
@@ -57,8 +69,13 @@ def test_no_raw_number_anywhere_at_rest(tmp_path: Path, monkeypatch: pytest.Monk
 
         assert main(["migrate"]) == 0
         f = tmp_path / "in.jsonl"
-        f.write_text("\n".join(json.dumps(_record(i, *line), ensure_ascii=False)
-                               for i, line in enumerate(LINES)) + "\n", encoding="utf-8")
+        f.write_text(
+            "\n".join(
+                json.dumps(_record(i, *line), ensure_ascii=False) for i, line in enumerate(LINES)
+            )
+            + "\n",
+            encoding="utf-8",
+        )
         assert main(["archive", "import", str(f)]) == 0
         f.unlink()  # the input file is the operator's, not siyu's data at rest
 

@@ -11,8 +11,11 @@ from core.settings import Settings
 
 async def test_precheck_plan_uses_the_unique_index(settings: Settings, db: None) -> None:
     conn = Tortoise.get_connection("default")
-    sql = bot_service.stored_message_query("archive", ["m1", "m2", "m3"]).values_list(
-        "source", "msgid").sql(params_inline=True)
+    sql = (
+        bot_service.stored_message_query("archive", ["m1", "m2", "m3"])
+        .values_list("source", "msgid")
+        .sql(params_inline=True)
+    )
     if core_db.dialect_of(settings.database_url) == "sqlite":
         _, rows = await conn.execute_query(f"EXPLAIN QUERY PLAN {sql}")
         plan = " ".join(str(r[-1]) for r in rows)

@@ -49,29 +49,46 @@ DRAIN_TIMEOUT_S = 60.0
 
 
 def callback_text(msg_id: str, content: str, *, corp_id: str, agent_id: int) -> str:
-    return xml({"ToUserName": corp_id, "FromUserName": "zhangwei",
-                "CreateTime": int(time.time()), "MsgType": "text", "Content": content,
-                "MsgId": msg_id, "AgentID": agent_id})  # fmt: skip
+    return xml(
+        {
+            "ToUserName": corp_id,
+            "FromUserName": "zhangwei",
+            "CreateTime": int(time.time()),
+            "MsgType": "text",
+            "Content": content,
+            "MsgId": msg_id,
+            "AgentID": agent_id,
+        }
+    )
 
 
 def archive_record(msgid: str, sender: str, to: str, text: str) -> dict[str, Any]:
-    return {"msgid": msgid, "action": "send", "from": sender, "tolist": [to], "roomid": "",
-            "msgtime": int(time.time() * 1000), "msgtype": "text", "text": {"content": text}}
+    return {
+        "msgid": msgid,
+        "action": "send",
+        "from": sender,
+        "tolist": [to],
+        "roomid": "",
+        "msgtime": int(time.time() * 1000),
+        "msgtype": "text",
+        "text": {"content": text},
+    }
 
 
 async def stored_rows(msgids: list[str]) -> list[tuple[str, str]]:
     """(source, msgid) of every stored row among ``msgids``: duplicates would show twice."""
     rows: list[tuple[str, str]] = []
     for i in range(0, len(msgids), 500):
-        rows += await models.Message.filter(msgid__in=msgids[i:i + 500]).values_list(
-            "source", "msgid")  # type: ignore[arg-type]
+        rows += await models.Message.filter(msgid__in=msgids[i : i + 500]).values_list(
+            "source", "msgid"
+        )  # type: ignore[arg-type]
     return rows
 
 
 async def stored_count(msgids: list[str]) -> int:
     n = 0
     for i in range(0, len(msgids), 500):
-        n += await models.Message.filter(msgid__in=msgids[i:i + 500]).count()
+        n += await models.Message.filter(msgid__in=msgids[i : i + 500]).count()
     return n
 
 
@@ -95,11 +112,13 @@ def worker_consumer(proc: Proc) -> str:
 
 
 async def dead_letters(keys: list[str]) -> list[str]:
-    return list(await models.DeadLetter.filter(dedup_key__in=keys).values_list(
-        "dedup_key", flat=True))  # type: ignore[arg-type]
+    return list(
+        await models.DeadLetter.filter(dedup_key__in=keys).values_list("dedup_key", flat=True)
+    )  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------ SIGKILL mid-batch
+
 
 async def test_worker_killed_mid_batch_loses_nothing(
     edge: Edge, redis_client: aioredis.Redis
@@ -115,22 +134,33 @@ async def test_worker_killed_mid_batch_loses_nothing(
     callback_ids = [f"7{run}{i:05d}" for i in range(200)]
     results = []
     for chunk in range(0, len(callback_ids), 25):
-        results += await asyncio.gather(*(
-            edge.post_callback(callback_text(
-                mid, CUSTOMER_TEXTS[i % len(CUSTOMER_TEXTS)] + f"（{i}）",
-                corp_id=settings.wecom.corp_id, agent_id=settings.wecom.agent_id))
-            for i, mid in enumerate(callback_ids[chunk:chunk + 25], start=chunk)
-        ))  # fmt: skip
+        results += await asyncio.gather(
+            *(
+                edge.post_callback(
+                    callback_text(
+                        mid,
+                        CUSTOMER_TEXTS[i % len(CUSTOMER_TEXTS)] + f"（{i}）",
+                        corp_id=settings.wecom.corp_id,
+                        agent_id=settings.wecom.agent_id,
+                    )
+                )
+                for i, mid in enumerate(callback_ids[chunk : chunk + 25], start=chunk)
+            )
+        )
     assert results == [(200, "success")] * len(callback_ids)
     records = [
-        archive_record(f"arc{run}_{i}", *((userid, ext) if i % 2 else (ext, userid)),
-                       (ADVISOR_TEXTS if i % 2 else CUSTOMER_TEXTS)[(i // 2) % 4] + f"（{i}）")
+        archive_record(
+            f"arc{run}_{i}",
+            *((userid, ext) if i % 2 else (ext, userid)),
+            (ADVISOR_TEXTS if i % 2 else CUSTOMER_TEXTS)[(i // 2) % 4] + f"（{i}）",
+        )
         for i in range(100)
-    ]  # fmt: skip
+    ]
     status, report = await edge.api("POST", "/api/v1/archive/messages", json=records)
     assert status == 200 and report["accepted"] == len(records), report
-    expected = sorted([("callback", m) for m in callback_ids]
-                      + [("archive", r["msgid"]) for r in records])
+    expected = sorted(
+        [("callback", m) for m in callback_ids] + [("archive", r["msgid"]) for r in records]
+    )
     msgids = [m for _, m in expected]
     n = len(expected)
     assert await edge.queued() == n
@@ -157,24 +187,35 @@ async def test_worker_killed_mid_batch_loses_nothing(
             owned = {c["name"].decode(): int(c["pending"]) for c in summary["consumers"] or []}
             return owned.get(dead_consumer, 0) > 0
 
-        await wait_for(mid_batch, deadline_s=DRAIN_TIMEOUT_S, interval=0.005, diagnose=logs,
-                       what="the first worker to be part-way through the stream")
+        await wait_for(
+            mid_batch,
+            deadline_s=DRAIN_TIMEOUT_S,
+            interval=0.005,
+            diagnose=logs,
+            what="the first worker to be part-way through the stream",
+        )
         first.kill()
         stored_at_kill = await stored_count(msgids)
         assert stored_at_kill < n, "the first worker finished before the kill landed"
         orphaned = await redis_client.xpending_range(
-            stream, group, min="-", max="+", count=n, consumername=dead_consumer)
+            stream, group, min="-", max="+", count=n, consumername=dead_consumer
+        )
         assert orphaned, "the killed worker should have left delivered-but-unacked entries"
 
         second.start()
 
         async def drained() -> bool:
             assert second.alive, f"second worker exited\n{second.log_tail()}"
-            return (await stored_count(msgids) == n
-                    and await stream_depth(redis_client, settings) == (0, 0))
+            return await stored_count(msgids) == n and await stream_depth(
+                redis_client, settings
+            ) == (0, 0)
 
-        await wait_for(drained, deadline_s=DRAIN_TIMEOUT_S, diagnose=logs,
-                       what=f"the second worker to drain the stream ({n} messages)")
+        await wait_for(
+            drained,
+            deadline_s=DRAIN_TIMEOUT_S,
+            diagnose=logs,
+            what=f"the second worker to drain the stream ({n} messages)",
+        )
         second.stop()
         assert second.popen is not None and second.popen.returncode == 0, second.log_tail()
     finally:
@@ -186,8 +227,12 @@ async def test_worker_killed_mid_batch_loses_nothing(
     assert sorted(rows) == expected
     assert len(set(rows)) == len(rows) == n
     # The dead consumer's pending entries were taken over, not abandoned.
-    assert await redis_client.xpending_range(
-        stream, group, min="-", max="+", count=n, consumername=dead_consumer) == []
+    assert (
+        await redis_client.xpending_range(
+            stream, group, min="-", max="+", count=n, consumername=dead_consumer
+        )
+        == []
+    )
     keys = [f"msg:{m}" for m in callback_ids] + [f"arc:{r['msgid']}" for r in records]
     assert await dead_letters(keys) == []
     # Nothing was stored unanalysed, and the violations found opened review cases.
@@ -223,8 +268,9 @@ class Traffic:
         msg_id = f"8{self.run}{self.counter:05d}"
         s = self.edge.settings
         text = CUSTOMER_TEXTS[self.counter % len(CUSTOMER_TEXTS)] + f"（{self.counter}）"
-        return msg_id, callback_text(msg_id, text, corp_id=s.wecom.corp_id,
-                                     agent_id=s.wecom.agent_id)
+        return msg_id, callback_text(
+            msg_id, text, corp_id=s.wecom.corp_id, agent_id=s.wecom.agent_id
+        )
 
     async def send_one(self) -> int:
         msg_id, plain = self.next_message()
@@ -274,32 +320,47 @@ async def test_redis_restart_answers_503_and_loses_nothing_acknowledged(
         # One callback through to the DB first: the worker is up, its model loaded.
         await traffic.send_one()
         assert traffic.sent[0].status == 200
-        await wait_for(lambda: is_stored(traffic.sent[0].msg_id), deadline_s=DRAIN_TIMEOUT_S,
-                       diagnose=worker.log_tail, what="the worker to store a first callback")
+        await wait_for(
+            lambda: is_stored(traffic.sent[0].msg_id),
+            deadline_s=DRAIN_TIMEOUT_S,
+            diagnose=worker.log_tail,
+            what="the worker to store a first callback",
+        )
         senders = [asyncio.create_task(traffic.sender()) for _ in range(4)]
-        await wait_for(lambda: traffic.ok_after(0) >= 50, deadline_s=30,
-                       what="callbacks accepted before the outage")
+        await wait_for(
+            lambda: traffic.ok_after(0) >= 50,
+            deadline_s=30,
+            what="callbacks accepted before the outage",
+        )
 
         owned_redis.kill()
         down_at = time.monotonic()
         # Longer than the worker's blocking read (1 s), so the worker's own
         # connection breaks too and it has to ride the outage out.
-        await wait_for(lambda: traffic.done_after(down_at) >= 40
-                       and time.monotonic() - down_at > 2.5, deadline_s=60,
-                       what="callbacks answered during the outage")
+        await wait_for(
+            lambda: traffic.done_after(down_at) >= 40 and time.monotonic() - down_at > 2.5,
+            deadline_s=60,
+            what="callbacks answered during the outage",
+        )
         restart_at = time.monotonic()
         await asyncio.to_thread(owned_redis.start)  # the receiver keeps answering meanwhile
         up_at = time.monotonic()
-        await wait_for(lambda: traffic.ok_after(up_at) >= 50, deadline_s=60,
-                       what="callbacks accepted again after the restart")
+        await wait_for(
+            lambda: traffic.ok_after(up_at) >= 50,
+            deadline_s=60,
+            what="callbacks accepted again after the restart",
+        )
         traffic.stop.set()
         await asyncio.gather(*senders)
 
         sent = traffic.sent
         assert len({s.msg_id for s in sent}) == len(sent)
         # Only two answers exist: "success" (durably queued) or 503 (WeCom retries).
-        odd = [(s.status, s.body) for s in sent
-               if (s.status, s.body) not in ((200, "success"), (503, "queue unavailable"))]
+        odd = [
+            (s.status, s.body)
+            for s in sent
+            if (s.status, s.body) not in ((200, "success"), (503, "queue unavailable"))
+        ]
         assert odd == []
         during = [s for s in sent if s.started > down_at and s.finished < restart_at]
         assert len(during) >= 30
@@ -310,11 +371,16 @@ async def test_redis_restart_answers_503_and_loses_nothing_acknowledged(
 
         async def acknowledged_stored() -> bool:
             assert worker.alive, f"worker exited\n{worker.log_tail()}"
-            return (set(ok) <= {m for _, m in await stored_rows(all_ids)}
-                    and await stream_depth(probe, settings) == (0, 0))
+            return set(ok) <= {m for _, m in await stored_rows(all_ids)} and await stream_depth(
+                probe, settings
+            ) == (0, 0)
 
-        await wait_for(acknowledged_stored, deadline_s=DRAIN_TIMEOUT_S, diagnose=worker.log_tail,
-                       what="the worker to store every acknowledged callback")
+        await wait_for(
+            acknowledged_stored,
+            deadline_s=DRAIN_TIMEOUT_S,
+            diagnose=worker.log_tail,
+            what="the worker to store every acknowledged callback",
+        )
         rows = await stored_rows(all_ids)
         stored = [m for _, m in rows]
         assert len(stored) == len(set(stored)), "a message was stored twice"
@@ -328,11 +394,16 @@ async def test_redis_restart_answers_503_and_loses_nothing_acknowledged(
 
         async def all_stored() -> bool:
             assert worker.alive, f"worker exited\n{worker.log_tail()}"
-            return (await stored_count(all_ids) == len(all_ids)
-                    and await stream_depth(probe, settings) == (0, 0))
+            return await stored_count(all_ids) == len(all_ids) and await stream_depth(
+                probe, settings
+            ) == (0, 0)
 
-        await wait_for(all_stored, deadline_s=DRAIN_TIMEOUT_S, diagnose=worker.log_tail,
-                       what="the worker to store the retried callbacks")
+        await wait_for(
+            all_stored,
+            deadline_s=DRAIN_TIMEOUT_S,
+            diagnose=worker.log_tail,
+            what="the worker to store the retried callbacks",
+        )
         rows = await stored_rows(all_ids)
         assert sorted(rows) == [("callback", m) for m in all_ids]
         assert await dead_letters([f"msg:{m}" for m in all_ids]) == []
@@ -347,7 +418,6 @@ async def test_redis_restart_answers_503_and_loses_nothing_acknowledged(
         await probe.aclose()
         for close in closers:
             await close()
-
 
 
 # ------------------------------------------------------------------ database outage
@@ -374,14 +444,20 @@ async def test_worker_rides_out_a_database_outage(
     try:
         worker.start()
         assert await traffic.send_one() == 200
-        await wait_for(lambda: is_stored(traffic.sent[0].msg_id), deadline_s=DRAIN_TIMEOUT_S,
-                       diagnose=worker.log_tail, what="the worker to store a first callback")
+        await wait_for(
+            lambda: is_stored(traffic.sent[0].msg_id),
+            deadline_s=DRAIN_TIMEOUT_S,
+            diagnose=worker.log_tail,
+            what="the worker to store a first callback",
+        )
 
         # The database goes away: open connections cut, new ones refused.
         await admin.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS false')
         await admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE datname = $1 AND pid <> pg_backend_pid()", dbname)
+            " WHERE datname = $1 AND pid <> pg_backend_pid()",
+            dbname,
+        )
         # Intake needs only Redis: WeCom still hears "success".
         for _ in range(20):
             assert await traffic.send_one() == 200
@@ -392,19 +468,28 @@ async def test_worker_rides_out_a_database_outage(
             rows = await redis_client.xpending_range(stream, group, min="-", max="+", count=100)
             return any(int(r["times_delivered"]) >= 2 for r in rows)
 
-        await wait_for(retried_during_outage, deadline_s=30, diagnose=worker.log_tail,
-                       what="the worker to retry its entries while the database is down")
+        await wait_for(
+            retried_during_outage,
+            deadline_s=30,
+            diagnose=worker.log_tail,
+            what="the worker to retry its entries while the database is down",
+        )
         await admin.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS true')
 
         all_ids = sorted(s.msg_id for s in traffic.sent)
 
         async def all_stored() -> bool:
             assert worker.alive, f"worker exited\n{worker.log_tail()}"
-            return (await stored_count(all_ids) == len(all_ids)
-                    and await stream_depth(redis_client, settings) == (0, 0))
+            return await stored_count(all_ids) == len(all_ids) and await stream_depth(
+                redis_client, settings
+            ) == (0, 0)
 
-        await wait_for(all_stored, deadline_s=DRAIN_TIMEOUT_S, diagnose=worker.log_tail,
-                       what="the worker to resume once the database is back")
+        await wait_for(
+            all_stored,
+            deadline_s=DRAIN_TIMEOUT_S,
+            diagnose=worker.log_tail,
+            what="the worker to resume once the database is back",
+        )
         assert sorted(await stored_rows(all_ids)) == [("callback", m) for m in all_ids]
         assert await dead_letters([f"msg:{m}" for m in all_ids]) == []
     finally:

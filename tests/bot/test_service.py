@@ -27,11 +27,15 @@ async def test_lost_insert_race_leaves_the_transaction_usable(db: None) -> None:
 
 
 async def test_sqlite_writer_waits_for_another_process_instead_of_failing(
-        db: None, settings: Settings) -> None:
+    db: None, settings: Settings
+) -> None:
     if not settings.database_url.startswith("sqlite"):
         pytest.skip("SQLite locking only")
     path = settings.database_url.split("://", 1)[1]
-    holder = await asyncio.create_subprocess_exec(sys.executable, "-c", f"""
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        f"""
 import sqlite3, sys, time
 c = sqlite3.connect({path!r}, isolation_level=None)
 c.execute("BEGIN IMMEDIATE")
@@ -40,7 +44,9 @@ c.execute("INSERT INTO bot_advisor (created_at, updated_at, userid, name, depart
 print("locked", flush=True)
 time.sleep(1.5)
 c.execute("COMMIT")
-""", stdout=asyncio.subprocess.PIPE)
+""",
+        stdout=asyncio.subprocess.PIPE,
+    )
     try:
         assert holder.stdout is not None
         assert (await holder.stdout.readline()).strip() == b"locked"

@@ -164,8 +164,13 @@ def test_ensemble_averages_its_members_and_retraining_single_replaces_it(
 
     out = tmp_path / "models"
     options = TrainOptions(
-        train_file=_tiny_corpus(tmp_path), output_dir=out, epochs=1, max_steps=2,
-        dev_files=(), kinds=("violation",), ensemble=2,
+        train_file=_tiny_corpus(tmp_path),
+        output_dir=out,
+        epochs=1,
+        max_steps=2,
+        dev_files=(),
+        kinds=("violation",),
+        ensemble=2,
     )
     train_all(options)
     target = out / "violation"
@@ -202,8 +207,12 @@ def test_interrupted_training_leaves_the_model_that_was_there(
 
     out = tmp_path / "models"
     options = TrainOptions(
-        train_file=_tiny_corpus(tmp_path), output_dir=out, epochs=1, max_steps=2,
-        dev_files=(), kinds=("violation",),
+        train_file=_tiny_corpus(tmp_path),
+        output_dir=out,
+        epochs=1,
+        max_steps=2,
+        dev_files=(),
+        kinds=("violation",),
     )
     train_all(options)
     before = (out / "violation" / "model.safetensors").read_bytes()

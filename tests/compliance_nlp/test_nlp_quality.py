@@ -90,9 +90,7 @@ def blind_reports(analyzer: Analyzer) -> dict[str, EvalReport]:
 
 @pytest.mark.parametrize("name", BLINDS)
 @pytest.mark.parametrize("target", list(TARGETS))
-def test_blind_heldout_target(
-    blind_reports: dict[str, EvalReport], name: str, target: str
-) -> None:
+def test_blind_heldout_target(blind_reports: dict[str, EvalReport], name: str, target: str) -> None:
     """The issue-3 targets on each blind held-out set, computed from the shipped analysis."""
     op, bound = TARGETS[target]
     value = blind_reports[name].metrics()[target]
@@ -134,20 +132,46 @@ def test_label_check_refuses_bad_labels(tmp_path: Path) -> None:
 
     bad = tmp_path / "bad.jsonl"
     rows = [
-        {"id": "x1", "text": "身份证110101199003071234", "role": "customer", "intent": "chitchat",
-         "sentiment": "neutral", "violations": [],
-         "pii": [{"type": "id_card", "start": 3, "end": 21}]},
-        {"id": "x1", "text": "稳赚", "role": "advisor", "intent": None, "sentiment": None,
-         "violations": [{"category": "promise"}], "pii": []},
-        {"id": "x3", "text": "稳赚", "role": "customer", "intent": "buy", "sentiment": "neutral",
-         "violations": [{"category": "guaranteed_return"}], "pii": []},
+        {
+            "id": "x1",
+            "text": "身份证110101199003071234",
+            "role": "customer",
+            "intent": "chitchat",
+            "sentiment": "neutral",
+            "violations": [],
+            "pii": [{"type": "id_card", "start": 3, "end": 21}],
+        },
+        {
+            "id": "x1",
+            "text": "稳赚",
+            "role": "advisor",
+            "intent": None,
+            "sentiment": None,
+            "violations": [{"category": "promise"}],
+            "pii": [],
+        },
+        {
+            "id": "x3",
+            "text": "稳赚",
+            "role": "customer",
+            "intent": "buy",
+            "sentiment": "neutral",
+            "violations": [{"category": "guaranteed_return"}],
+            "pii": [],
+        },
     ]
     bad.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n{oops\n")
     errors, _ = check_labels(bad)
     text = "\n".join(errors)
-    for expected in ("not a valid id_card", "duplicate id", "unknown category 'promise'",
-                     "duplicate text", "unknown intent 'buy'", "customer line with violations",
-                     "line 4: not JSON"):
+    for expected in (
+        "not a valid id_card",
+        "duplicate id",
+        "unknown category 'promise'",
+        "duplicate text",
+        "unknown intent 'buy'",
+        "customer line with violations",
+        "line 4: not JSON",
+    ):
         assert expected in text
 
 

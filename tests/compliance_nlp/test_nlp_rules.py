@@ -82,11 +82,15 @@ def test_hard_negatives_are_not_violations(rules_only: Analyzer, text: str) -> N
 MODEL_KNOWN_FALSE_POSITIVES = {"您把密码发我是不行的哦，赶紧改一下"}
 
 
-@pytest.mark.parametrize("text", [
-    pytest.param(t, marks=pytest.mark.xfail(strict=True, reason="known model false positive"))
-    if t in MODEL_KNOWN_FALSE_POSITIVES else t
-    for t in HARD_NEGATIVES
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param(t, marks=pytest.mark.xfail(strict=True, reason="known model false positive"))
+        if t in MODEL_KNOWN_FALSE_POSITIVES
+        else t
+        for t in HARD_NEGATIVES
+    ],
+)
 def test_hard_negatives_with_model_are_not_violations(analyzer: Analyzer, text: str) -> None:
     assert not analyzer.analyze(text, "advisor").has_violation
 
@@ -241,8 +245,11 @@ CONCEPT_HARD_NEGATIVES = [
 
 @pytest.mark.parametrize(("category", "text"), CONCEPT_FAMILIES)
 def test_concept_family_is_caught(rules_only: Analyzer, category: str, text: str) -> None:
-    found = {f.category for f in rules_only.analyze(text, "advisor").violations
-             if f.severity == "violation"}
+    found = {
+        f.category
+        for f in rules_only.analyze(text, "advisor").violations
+        if f.severity == "violation"
+    }
     assert category in found, (text, found)
 
 

@@ -82,10 +82,13 @@ async def test_database_migrated_before_domains_keeps_its_rows(
         await conn.execute_query(
             'INSERT INTO "bot_outbox" (created_at, updated_at, idem_key, api, secret_kind,'
             " payload, state, attempts, next_attempt_at, last_error) VALUES "
-            + ("($1, $1, $2, 'message/send', 'app', '{}', 'done', 1, $1, '')"
-               if dialect == "postgres"
-               else "(?, ?, ?, 'message/send', 'app', '{}', 'done', 1, ?, '')"),
-            [datetime.now(UTC), "notify:old"] if dialect == "postgres"
+            + (
+                "($1, $1, $2, 'message/send', 'app', '{}', 'done', 1, $1, '')"
+                if dialect == "postgres"
+                else "(?, ?, ?, 'message/send', 'app', '{}', 'done', 1, ?, '')"
+            ),
+            [datetime.now(UTC), "notify:old"]
+            if dialect == "postgres"
             else [now, now, "notify:old", now],
         )
 
@@ -96,11 +99,14 @@ async def test_database_migrated_before_domains_keeps_its_rows(
             "SELECT domain, version, name FROM siyu_migrations ORDER BY version"
         )
         assert [(r["domain"], r["version"], r["name"]) for r in rows] == [
-            ("bot", 1, "initial"), ("bot", 2, "outbox_origin")]
+            ("bot", 1, "initial"),
+            ("bot", 2, "outbox_origin"),
+        ]
         assert "origin" in await _columns(conn, dialect, "bot_outbox")
         _, kept = await conn.execute_query("SELECT idem_key, state, origin FROM bot_outbox")
         assert [(r["idem_key"], r["state"], r["origin"]) for r in kept] == [
-            ("notify:old", "done", "")]
+            ("notify:old", "done", "")
+        ]
         assert not await core_db._table_exists(conn, dialect, "siyu_schema_migrations")
         assert await core_db.migrate(conn, SCHEMA, dialect) == []
     finally:

@@ -60,17 +60,21 @@ def test_shared_database_requires_configured_keys(tmp_path: Path) -> None:
         load_keyring(s)
 
 
-def test_serve_refuses_unmigrated_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                           capsys: pytest.CaptureFixture[str],
-                                           redis_url: str) -> None:
+def test_serve_refuses_unmigrated_database(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    redis_url: str,
+) -> None:
     from siyu.cli import main
 
     monkeypatch.setenv("SIYU_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("SIYU_REDIS_URL", redis_url)
     monkeypatch.setenv("SIYU_NLP__POOL_SIZE", "0")
     monkeypatch.setenv("SIYU_HTTP__PORT", "0")
-    monkeypatch.setenv("SIYU_CRYPTO__KEYS",
-                       json.dumps({"a": base64.b64encode(secrets.token_bytes(32)).decode()}))
+    monkeypatch.setenv(
+        "SIYU_CRYPTO__KEYS", json.dumps({"a": base64.b64encode(secrets.token_bytes(32)).decode()})
+    )
     assert main(["serve", "--role", "worker"]) == 2
     assert "siyu migrate" in capsys.readouterr().err
     assert main(["migrate"]) == 0

@@ -12,8 +12,9 @@ from tests.conftest import SCHEMA
 
 
 async def test_sqlite_commits_with_synchronous_full(tmp_path: Path) -> None:
-    settings = Settings(_env_file=None, data_dir=tmp_path,
-                        database_url=f"sqlite://{tmp_path / 'siyu.sqlite3'}")
+    settings = Settings(
+        _env_file=None, data_dir=tmp_path, database_url=f"sqlite://{tmp_path / 'siyu.sqlite3'}"
+    )
     await core_db.init_db(settings, SCHEMA)
     try:
         conn = Tortoise.get_connection("default")

@@ -52,16 +52,23 @@ async def test_stub_domain_hook_route_outbox_check_and_settled_callback(
         # the on-settled callback learns both outcomes (and WeCom's answer).
         rows = await bot_models.OutboxItem.filter(origin__startswith="stub.note:").order_by("id")
         assert len(rows) == 2
-        dispatcher = OutboxDispatcher(client=edge.app[WECOM_CLIENT], settings=settings.outbox,
-                                      metrics=edge.app[METRICS],
-                                      policies=edge.app[OUTBOX_POLICIES])
+        dispatcher = OutboxDispatcher(
+            client=edge.app[WECOM_CLIENT],
+            settings=settings.outbox,
+            metrics=edge.app[METRICS],
+            policies=edge.app[OUTBOX_POLICIES],
+        )
         assert await dispatcher.tick() >= 2
         sent, cancelled = await StubNote.all().order_by("message_id")
         assert sent.outcome == "sent" and "invaliduser" in sent.wecom_answer
         assert cancelled.outcome == "cancelled"
         assert cancelled.wecom_answer == {"reason": "备注含「撤回」，不再发送"}
-        states = [r.state for r in await bot_models.OutboxItem.filter(
-            origin__startswith="stub.note:").order_by("id")]
+        states = [
+            r.state
+            for r in await bot_models.OutboxItem.filter(origin__startswith="stub.note:").order_by(
+                "id"
+            )
+        ]
         assert states == ["done", "cancelled"]
         assert not await bot_models.OutboxItem.filter(notify_pending=True).exists()
     finally:
@@ -83,15 +90,23 @@ async def test_failing_settled_callback_is_retried_until_it_succeeds(
             raise RuntimeError("stub store hiccup")
         await on_settled(settled, conn)
 
-    flaky = Domain(name="stub", model_modules=STUB.model_modules, migrations=STUB.migrations,
-                   hooks=STUB.hooks, outbox_settled={"stub.note": flaky_settled})
+    flaky = Domain(
+        name="stub",
+        model_modules=STUB.model_modules,
+        migrations=STUB.migrations,
+        hooks=STUB.hooks,
+        outbox_settled={"stub.note": flaky_settled},
+    )
     edge, closers = await start_edge(settings, analyzer=analyzer, domains=(*DOMAINS, flaky))
     try:
         await edge.post_callback(text_msg("8300000000000000011", "你好"))
         await edge.process_all()
-        dispatcher = OutboxDispatcher(client=edge.app[WECOM_CLIENT], settings=settings.outbox,
-                                      metrics=edge.app[METRICS],
-                                      policies=edge.app[OUTBOX_POLICIES])
+        dispatcher = OutboxDispatcher(
+            client=edge.app[WECOM_CLIENT],
+            settings=settings.outbox,
+            metrics=edge.app[METRICS],
+            policies=edge.app[OUTBOX_POLICIES],
+        )
         await dispatcher.dispatch_due()
         # Sent, and the outcome is recorded even though the callback failed ...
         row = await bot_models.OutboxItem.get(origin__startswith="stub.note:")
@@ -111,14 +126,14 @@ async def test_stub_domain_job_runs_in_its_role(
 ) -> None:
     from core.server import start_site
 
-    app = create_app(settings, ("admin",), domains=WITH_STUB, auto_migrate=True,
-                     analyzer=analyzer)
+    app = create_app(settings, ("admin",), domains=WITH_STUB, auto_migrate=True, analyzer=analyzer)
     runner, _port = await start_site(app, "127.0.0.1", 0)
     try:
         await asyncio.wait_for(app[TICKED].wait(), timeout=30)
         assert app[TICKS][0] == 1
         metrics = app[METRICS].registry.get_sample_value(
-            "siyu_job_runs_total", {"job": "stub-tick", "outcome": "idle"})
+            "siyu_job_runs_total", {"job": "stub-tick", "outcome": "idle"}
+        )
         assert metrics and metrics >= 1
     finally:
         await runner.cleanup()

@@ -29,11 +29,17 @@ async def on_message(record: StoredMessage, conn: BaseDBAsyncClient) -> None:
 
     if record.sender_role != "member":
         return
-    note = await StubNote.create(using_db=conn, message_id=record.id, customer=record.customer,
-                                 text_masked=record.text_masked)
+    note = await StubNote.create(
+        using_db=conn,
+        message_id=record.id,
+        customer=record.customer,
+        text_masked=record.text_masked,
+    )
     # No network inside a hook: the WeCom write is an outbox row.
     await outbox.enqueue(
-        conn, idem_key=f"stub.note:{note.id}", origin=f"stub.note:{note.id}",
+        conn,
+        idem_key=f"stub.note:{note.id}",
+        origin=f"stub.note:{note.id}",
         write=outbox.app_text(agent_id=1000002, touser=record.advisor or "", content="收到"),
     )
 
@@ -48,8 +54,12 @@ async def before_send(pending: outbox.PendingWrite) -> str | None:
 async def on_settled(settled: outbox.Settled, conn: BaseDBAsyncClient) -> None:
     from tests.stubdomain.models import StubNote
 
-    await StubNote.filter(id=int(settled.origin.rsplit(":", 1)[1])).using_db(conn).update(
-        outcome=settled.outcome, wecom_answer=dict(settled.result or {"reason": settled.reason})
+    await (
+        StubNote.filter(id=int(settled.origin.rsplit(":", 1)[1]))
+        .using_db(conn)
+        .update(
+            outcome=settled.outcome, wecom_answer=dict(settled.result or {"reason": settled.reason})
+        )
     )
 
 
@@ -94,9 +104,7 @@ def cmd_count(args: argparse.Namespace, ctx: CliContext) -> int:
 def register_cli(sub: Any, ctx: CliContext) -> None:
     sp = sub.add_parser("stub", help="the test-only stub domain")
     ssub = sp.add_subparsers(dest="stub_command", required=True)
-    ssub.add_parser("count", help="count stub notes").set_defaults(
-        func=lambda a: cmd_count(a, ctx)
-    )
+    ssub.add_parser("count", help="count stub notes").set_defaults(func=lambda a: cmd_count(a, ctx))
 
 
 DOMAIN = Domain(
@@ -105,8 +113,14 @@ DOMAIN = Domain(
     migrations="tests.stubdomain.migrations",
     contexts={"admin": (ticks_ctx,)},
     routes={"admin": (add_routes,)},
-    jobs=(JobSpec(name="stub-tick", roles=frozenset({"admin"}), interval_s=lambda s: 0.05,
-                  build=build_tick),),
+    jobs=(
+        JobSpec(
+            name="stub-tick",
+            roles=frozenset({"admin"}),
+            interval_s=lambda s: 0.05,
+            build=build_tick,
+        ),
+    ),
     cli=register_cli,
     hooks={"on_message": on_message},
     outbox_checks={"stub.note": before_send},

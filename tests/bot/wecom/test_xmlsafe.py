@@ -102,8 +102,10 @@ def test_decrypted_text_with_a_doctype_still_refused() -> None:
 
     from bot.wecom.xmlsafe import XmlError, parse_xml
 
-    for doc in ('<!DOCTYPE xml [<!ENTITY e "x">]><xml><A>&e;</A></xml>',
-                '<?xml version="1.0"?>\n<!DOCTYPE xml SYSTEM "file:///etc/passwd"><xml/>'):
+    for doc in (
+        '<!DOCTYPE xml [<!ENTITY e "x">]><xml><A>&e;</A></xml>',
+        '<?xml version="1.0"?>\n<!DOCTYPE xml SYSTEM "file:///etc/passwd"><xml/>',
+    ):
         with _pytest.raises(XmlError) as err:
             parse_xml(doc)
         assert err.value.reason == "xml_entities"
