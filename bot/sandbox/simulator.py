@@ -21,37 +21,11 @@ import aiohttp
 
 from bot.sandbox.archive import SandboxArchive
 from bot.sandbox.fake_api import ExternalContact, FollowInfo, SandboxState
+from bot.sandbox.fake_api.seed import CUSTOMER_GIVEN_NAMES, CUSTOMER_SURNAMES
 from bot.wecom.crypto import CallbackCrypto
 
 log = logging.getLogger(__name__)
 
-SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何林罗高郑梁谢宋唐"
-GIVEN = [
-    "伟",
-    "芳",
-    "敏",
-    "静",
-    "丽",
-    "强",
-    "磊",
-    "洋",
-    "艳",
-    "勇",
-    "军",
-    "杰",
-    "娟",
-    "涛",
-    "明",
-    "超",
-    "秀英",
-    "华",
-    "慧",
-    "建国",
-    "晓燕",
-    "志强",
-    "海燕",
-    "雪梅",
-]
 CHANNELS = ["branch_qr_01", "wealth_salon", "app_banner", "mgm_referral", "phone_visit"]
 
 CUSTOMER_LINES = {
@@ -167,7 +141,8 @@ class Simulator:
     async def add_contact(self, session: aiohttp.ClientSession) -> str:
         advisor = self.rng.choice(self._advisors())
         ext = self.state.new_id("wm", 30)
-        name = self.rng.choice(SURNAMES) + self.rng.choice(GIVEN)
+        # The same pool as the seeded corp: one source of demo names.
+        name = self.rng.choice(CUSTOMER_SURNAMES) + self.rng.choice(CUSTOMER_GIVEN_NAMES)
         channel = self.rng.choice(CHANNELS)
         self.state.add_contact(
             ExternalContact(
