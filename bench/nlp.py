@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "compliance_nlp" / "training" / "data"
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -30,9 +31,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def load_lines(n: int) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
     for name in ("train.jsonl", "dev2.jsonl"):
-        for line in (
-            (ROOT / "compliance_nlp" / "data" / name).read_text(encoding="utf-8").splitlines()
-        ):
+        for line in (DATA / name).read_text(encoding="utf-8").splitlines():
             row = json.loads(line)
             if 10 <= len(row["text"]) <= 80:
                 rows.append((row["text"], row["role"]))

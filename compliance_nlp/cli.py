@@ -23,7 +23,7 @@ _BATCH = 256
 
 def register(subparsers: Any, config_factory: Callable[[], AnalyzerConfig]) -> None:
     """Add ``nlp`` with its sub-commands to an argparse ``subparsers`` object."""
-    from compliance_nlp.train import TrainOptions  # defaults shown in --help
+    from compliance_nlp.training.train import TrainOptions  # defaults shown in --help
 
     nlp = subparsers.add_parser("nlp", help="compliance NLP: analyze, train, eval")
     sub = nlp.add_subparsers(dest="nlp_command", required=True)
@@ -62,7 +62,7 @@ def register(subparsers: Any, config_factory: Callable[[], AnalyzerConfig]) -> N
 
     p_ev = sub.add_parser("eval", help="precision/recall per category, intent accuracy, PII check")
     p_ev.add_argument(
-        "file", type=Path, help="labelled JSONL (e.g. compliance_nlp/data/dev2.jsonl)"
+        "file", type=Path, help="labelled JSONL (e.g. compliance_nlp/training/data/dev2.jsonl)"
     )
     p_ev.add_argument("--no-model", action="store_true")
     p_ev.add_argument("--show-misses", action="store_true")
@@ -152,8 +152,8 @@ def _cmd_train(args: argparse.Namespace, factory: Callable[[], AnalyzerConfig]) 
     from dataclasses import replace
 
     from compliance_nlp.analyze import Analyzer
-    from compliance_nlp.evaluate import evaluate, read_jsonl
-    from compliance_nlp.train import TrainOptions, train_all
+    from compliance_nlp.training.evaluate import evaluate, read_jsonl
+    from compliance_nlp.training.train import TrainOptions, train_all
 
     options = TrainOptions(
         seed=args.seed,
@@ -192,7 +192,7 @@ def _cmd_train(args: argparse.Namespace, factory: Callable[[], AnalyzerConfig]) 
 
 def _cmd_eval(args: argparse.Namespace, factory: Callable[[], AnalyzerConfig]) -> int:
     from compliance_nlp.analyze import Analyzer
-    from compliance_nlp.evaluate import evaluate, read_jsonl
+    from compliance_nlp.training.evaluate import evaluate, read_jsonl
 
     if not args.file.is_file():
         print(f"no such file: {args.file}", file=sys.stderr)

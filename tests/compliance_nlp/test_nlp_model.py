@@ -10,7 +10,7 @@ import pytest
 
 from compliance_nlp import INTENTS, Analyzer, AnalyzerConfig, ModelLoadError, analyze
 from compliance_nlp.model import shipped_model_dir
-from compliance_nlp.train import TrainOptions, train_all
+from compliance_nlp.training.train import TrainOptions, train_all
 
 INTENT_EXAMPLES = {
     "我想把这款理财赎回": "redemption_intent",
@@ -203,7 +203,7 @@ def test_broken_ensemble_manifest_is_a_clear_error(tmp_path: Path) -> None:
 def test_interrupted_training_leaves_the_model_that_was_there(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import compliance_nlp.train as train_module
+    import compliance_nlp.training.train as train_module
 
     out = tmp_path / "models"
     options = TrainOptions(

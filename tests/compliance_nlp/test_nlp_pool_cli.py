@@ -14,7 +14,7 @@ from compliance_nlp import AnalyzerConfig
 from compliance_nlp.cli import _cmd_analyze, register
 from compliance_nlp.pool import AnalyzerPool
 
-DATA = Path(__file__).resolve().parents[2] / "compliance_nlp" / "data"
+DATA = Path(__file__).resolve().parents[2] / "compliance_nlp" / "training" / "data"
 
 
 async def _ticks_while(coro: object) -> tuple[object, int]:

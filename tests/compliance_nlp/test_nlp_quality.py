@@ -1,6 +1,7 @@
 """Quality on labelled data, computed with the shipped rules and models.
 
-The labelled files (``compliance_nlp/data/README.md`` says who wrote each), two roles:
+The labelled files (``compliance_nlp/training/data/README.md`` says who wrote each),
+two roles:
 
 - ``dev.jsonl`` … ``dev16.jsonl`` are the *development pool*: hand-written lines by
   people other than the corpus generator, one annotator per file. ``dev3`` … ``dev6``
@@ -8,8 +9,8 @@ The labelled files (``compliance_nlp/data/README.md`` says who wrote each), two 
   out. ``dev7`` … ``dev16`` were written for training, each with its own focus. The
   models are trained on the pool (``train.TrainOptions.dev_files``, each line
   up-weighted) and the thresholds are calibrated by cross-validation that holds out
-  whole files (``compliance_nlp.crossval``), so the dev figures here are fitted, not
-  estimates: they are regression guards only.
+  whole files (``compliance_nlp.training.crossval``), so the dev figures here are
+  fitted, not estimates: they are regression guards only.
 - ``blind5.jsonl`` and ``blind6.jsonl`` are the held-out sets, each written by another
   independent annotator who never saw the rules, corpus or models, and never read while
   they were developed; both were measured once, with models and thresholds fixed. They
@@ -29,9 +30,9 @@ from pathlib import Path
 import pytest
 
 from compliance_nlp import Analyzer
-from compliance_nlp.evaluate import TARGETS, EvalReport, evaluate, read_jsonl
+from compliance_nlp.training.evaluate import TARGETS, EvalReport, evaluate, read_jsonl
 
-DATA = Path(__file__).resolve().parents[2] / "compliance_nlp" / "data"
+DATA = Path(__file__).resolve().parents[2] / "compliance_nlp" / "training" / "data"
 # Held out: never trained on, never read while the models and rules were developed.
 BLINDS = ("blind5.jsonl", "blind6.jsonl")
 DEV_SETS = tuple(f"dev{n}.jsonl" for n in ("", *range(2, 17)))
@@ -72,7 +73,7 @@ def test_dev_set_target(
 
 
 def test_training_never_reads_a_blind_set() -> None:
-    from compliance_nlp.train import DEV_POOL, TrainOptions
+    from compliance_nlp.training.train import DEV_POOL, TrainOptions
 
     assert tuple(DEV_POOL) == DEV_SETS
     assert all("blind" not in p.name for p in TrainOptions().dev_files)
@@ -98,7 +99,7 @@ def test_blind_heldout_target(blind_reports: dict[str, EvalReport], name: str, t
 
 
 def test_crossval_holds_out_whole_files_and_reports_merge() -> None:
-    from compliance_nlp.crossval import file_folds, merge_reports
+    from compliance_nlp.training.crossval import file_folds, merge_reports
 
     sizes = {name: sum(1 for _ in read_jsonl(DATA / name)) for name in DEV_SETS}
     folds = file_folds(sizes, 4)
@@ -120,7 +121,7 @@ LABELLED = sorted(p.name for p in DATA.glob("*.jsonl"))
 @pytest.mark.parametrize("name", LABELLED)
 def test_labelled_files_are_well_formed(name: str) -> None:
     """Every shipped label names the taxonomy and every PII span is a valid number."""
-    from compliance_nlp.labels import check_labels
+    from compliance_nlp.training.labels import check_labels
 
     errors, counts = check_labels(DATA / name, unique=name != "train.jsonl")
     assert errors == [], errors[:5]
@@ -128,7 +129,7 @@ def test_labelled_files_are_well_formed(name: str) -> None:
 
 
 def test_label_check_refuses_bad_labels(tmp_path: Path) -> None:
-    from compliance_nlp.labels import check_labels
+    from compliance_nlp.training.labels import check_labels
 
     bad = tmp_path / "bad.jsonl"
     rows = [

@@ -1,6 +1,6 @@
 """Build the *training* corpus (train.jsonl) from seeded templates.
 
-    .venv/bin/python -m compliance_nlp.data.build_corpus
+    .venv/bin/python -m compliance_nlp.training.build_corpus
 
 Deterministic (seed 20240601). The labelled sets (dev.jsonl, dev2.jsonl, and dev3.jsonl,
 dev4.jsonl and dev5.jsonl — the first three blind sets — and the held-out blind4.jsonl)
@@ -27,8 +27,8 @@ import random
 from pathlib import Path
 from typing import Any
 
-from compliance_nlp.data import grammar
-from compliance_nlp.data.phrasebook import (
+from compliance_nlp.training import grammar
+from compliance_nlp.training.phrasebook import (
     CLEAN_CORES,
     CLOSERS,
     CUSTOMER_CORES,
