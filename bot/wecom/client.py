@@ -19,6 +19,16 @@ WeCom through :class:`WeComClient`, so the rules WeCom imposes live in one place
 * **Everything else** (60020 caller IP not trusted, 40001 bad secret, 40003/40058/84061
   bad parameters, ...) raises :class:`WeComError` at once: retrying cannot help.
 * **HTTP failures and timeouts** raise :class:`WeComTransportError`, which is retryable.
+* **WeCom unreachable**: without back-off every outbox row and every lookup would ask
+  for a token and fail, hundreds of ``gettoken`` calls and log lines a second.  So a
+  failed ``gettoken`` is remembered (shared in Redis, by every process) and repeated to
+  callers without calling WeCom for a delay that doubles per consecutive failure; and
+  each API has a circuit breaker (in this process) that opens after a few consecutive
+  transport failures, refuses calls at once while open, and lets one probe through
+  after a delay (doubling while probes fail).  Both refusals raise
+  :class:`WeComUnavailable` — the call was never sent, retry after ``retry_after_s`` —
+  and only the state changes are logged (breaker opened / closed, gettoken failing /
+  recovered), never each refused call.
 * **Rate limits**: WeCom allows about 10,000 calls a minute per API per corp.  A token
   bucket per API lives in Redis (one Lua script, atomic, shared by all processes);
   waiting for a token is an ``asyncio.sleep``, never a blocking call.
@@ -40,10 +50,13 @@ URL with ``access_token=``) are replaced, not chained.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json as jsonlib
 import logging
 import secrets as pysecrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 import aiohttp
@@ -62,6 +75,7 @@ __all__ = [
     "WeComError",
     "WeComRateLimited",
     "WeComTransportError",
+    "WeComUnavailable",
     "is_retryable",
 ]
 
@@ -206,6 +220,32 @@ class WeComTransportError(WeComError):
         return True
 
 
+class WeComUnavailable(WeComRateLimited):
+    """Refused here, never sent: WeCom was just found unreachable (breaker open) or
+    ``gettoken`` failed moments ago.
+
+    A rate-limit refusal in kind — the call did not leave this process, so a
+    non-idempotent write is safe to send later, and the outbox reschedules it after
+    ``retry_after_s`` without counting an attempt.
+    """
+
+    def __init__(self, *, api: str, errmsg: str, retry_after_s: float) -> None:
+        super().__init__(
+            api=api, errcode=ERRCODE_TRANSPORT, errmsg=errmsg, retry_after_s=retry_after_s
+        )
+
+
+@dataclass
+class _Breaker:
+    """One API's circuit: closed (``open_until == 0``), open, or half-open (probing)."""
+
+    failures: int = 0  # consecutive transport failures while closed
+    open_until: float = 0.0  # clock time the next probe may go; 0 = closed
+    openings: int = 0  # consecutive openings: the delay doubles with each
+    opened_at: float = 0.0
+    probing: bool = False
+
+
 class WeComClient:
     """Async client for WeCom's server API, safe to use from many processes at once.
 
@@ -237,6 +277,11 @@ class WeComClient:
         clock: Clock = time.time,
         sleep: Sleep = asyncio.sleep,
         keyring: Keyring | None = None,
+        breaker_threshold: int = 5,
+        breaker_open_s: float = 5.0,
+        breaker_max_open_s: float = 60.0,
+        token_retry_s: float = 1.0,
+        token_max_retry_s: float = 60.0,
     ) -> None:
         if not secrets.get("app"):
             raise ValueError("secrets['app'] (the self-built app's secret) is required")
@@ -271,6 +316,13 @@ class WeComClient:
         self._stored_form: dict[str, tuple[str, str]] = {}  # kind -> (token, as stored)
         self._bucket = redis.register_script(_BUCKET_LUA)
         self._compare_and_delete = redis.register_script(_COMPARE_AND_DELETE_LUA)
+        # Back-off while WeCom is unreachable (see the module docstring).
+        self._breakers: dict[str, _Breaker] = {}
+        self._breaker_threshold = max(1, breaker_threshold)
+        self._breaker_open_s = breaker_open_s
+        self._breaker_max_open_s = max(breaker_open_s, breaker_max_open_s)
+        self._token_retry_s = token_retry_s
+        self._token_max_retry_s = max(token_retry_s, token_max_retry_s)
 
     def __repr__(self) -> str:  # never show secrets
         return f"WeComClient(corp_id={self.corp_id!r}, kinds={sorted(self._secrets)})"
@@ -329,6 +381,8 @@ class WeComClient:
                     await self._invalidate_token(kind, token)
                     continue
                 raise self._error_for(api, errcode, errmsg)
+            except WeComUnavailable:
+                raise  # refused here, never sent: the state change was logged once
             except WeComError as exc:
                 if exc.errcode == ERRCODE_BUSY and busy_attempts < self._busy_retries:
                     delay = self._backoff_base_s * (2**busy_attempts)
@@ -367,25 +421,102 @@ class WeComClient:
         if token is not None:
             query["access_token"] = token
         url = f"{self._base_url}/cgi-bin/{api}"
+        breaker = self._admit(api)
+        reached = False
         try:
             async with self._session.request(
                 method, url, params=query, json=json, timeout=self._timeout
             ) as resp:
+                # A 4xx is WeCom (or its gateway) answering: reachable, if unusable.
+                reached = resp.status < 500 and resp.status != 429
                 if resp.status != 200:
                     raise WeComTransportError(api=api, errmsg=f"HTTP {resp.status}")
                 body = await resp.json(content_type=None)
         except WeComTransportError:
+            self._settle_breaker(api, breaker, reached=reached)
             raise
         except TimeoutError:
+            self._settle_breaker(api, breaker, reached=False)
             raise WeComTransportError(
                 api=api, errmsg=f"timed out after {self._timeout_s}s"
             ) from None
         except (aiohttp.ClientError, ValueError) as exc:
+            self._settle_breaker(api, breaker, reached=False)
             # Replace, never chain: aiohttp's messages can include the URL and its token.
             raise WeComTransportError(api=api, errmsg=type(exc).__name__) from None
+        except BaseException:
+            # Cancelled mid-request: no verdict on WeCom, but free the half-open probe.
+            if breaker is not None:
+                breaker.probing = False
+            raise
         if not isinstance(body, dict):
+            self._settle_breaker(api, breaker, reached=False)
             raise WeComTransportError(api=api, errmsg="answer is not a JSON object")
+        self._settle_breaker(api, breaker, reached=True)
         return body
+
+    # ------------------------------------------------------- circuit breaker
+
+    def _admit(self, api: str) -> _Breaker | None:
+        """Let a request to ``api`` go, or raise :class:`WeComUnavailable` (breaker open).
+
+        Returns the breaker when this request is its half-open probe.
+        """
+        b = self._breakers.get(api)
+        if b is None or not b.open_until:
+            return None
+        now = self._clock()
+        if now < b.open_until:
+            raise WeComUnavailable(
+                api=api,
+                errmsg=f"not sent: WeCom unreachable ({b.failures} transport failures in a "
+                f"row); next probe in {b.open_until - now:.0f}s",
+                retry_after_s=b.open_until - now,
+            )
+        if b.probing:  # one probe at a time; the others wait for its verdict
+            raise WeComUnavailable(
+                api=api,
+                errmsg="not sent: WeCom unreachable; a probe is in flight",
+                retry_after_s=max(1.0, self._breaker_open_s),
+            )
+        b.probing = True
+        return b
+
+    def _settle_breaker(self, api: str, probe: _Breaker | None, *, reached: bool) -> None:
+        """Record a request's verdict: WeCom answered (``reached``) or it did not."""
+        now = self._clock()
+        b = self._breakers.get(api)
+        if reached:
+            if b is not None:
+                del self._breakers[api]
+                if b.open_until:
+                    log.warning(
+                        "wecom circuit closed: WeCom answers again",
+                        extra={"api": api, "open_s": round(now - b.opened_at, 1)},
+                    )
+            return
+        if b is None:
+            b = self._breakers[api] = _Breaker()
+        b.failures += 1
+        if probe is not None and probe is b:
+            # The half-open probe failed: stay open, wait longer (no new log line).
+            b.probing = False
+            b.openings += 1
+            b.open_until = now + self._open_delay(b.openings)
+            return
+        if b.open_until:
+            return  # sent before the breaker opened; already open
+        if b.failures >= self._breaker_threshold:
+            b.openings = 1
+            b.opened_at = now
+            b.open_until = now + self._open_delay(1)
+            log.warning(
+                "wecom circuit opened: calls refused until a probe succeeds",
+                extra={"api": api, "failures": b.failures, "retry_in_s": self._breaker_open_s},
+            )
+
+    def _open_delay(self, openings: int) -> float:
+        return float(min(self._breaker_open_s * 2 ** (openings - 1), self._breaker_max_open_s))
 
     # --------------------------------------------------------- access token
 
@@ -397,6 +528,7 @@ class WeComClient:
         cached = await self._cached_token(kind)
         if cached is not None:
             return cached
+        await self._raise_recent_token_failure(kind)
         # In-process single flight first, so one process sends one poller to Redis.
         lock = self._local_locks.setdefault(kind, asyncio.Lock())
         async with lock:
@@ -429,6 +561,9 @@ class WeComClient:
             cached = await self._cached_token(kind)
             if cached is not None:
                 return cached
+            # The holder we waited for (here or in another process) may have failed:
+            # repeat its failure instead of asking gettoken again.
+            await self._raise_recent_token_failure(kind)
             owner = pysecrets.token_hex(8)
             if await self._redis.set(lock_key, owner, nx=True, px=self._lock_ttl_ms):
                 try:
@@ -436,7 +571,8 @@ class WeComClient:
                     cached = await self._cached_token(kind)
                     if cached is not None:
                         return cached
-                    return await self._fetch_token(kind)
+                    await self._raise_recent_token_failure(kind)
+                    return await self._fetch_token_remembering_failure(kind)
                 finally:
                     await self._compare_and_delete(keys=[lock_key], args=[owner])
             if time.monotonic() > deadline:
@@ -447,6 +583,68 @@ class WeComClient:
             # gettoken (which has its own, much lower, limit).
             await asyncio.sleep(poll_s)
             poll_s = min(poll_s * 2, 0.2)
+
+    def _token_failure_key(self, kind: str) -> str:
+        return f"{self._prefix}:token-fail:{kind}"
+
+    async def _raise_recent_token_failure(self, kind: str) -> None:
+        """Raise the last ``gettoken`` failure while its back-off lasts (negative cache).
+
+        Kept in Redis beside the token, so every process backs off together; judged
+        by this client's clock, so tests drive it.
+        """
+        raw = await self._redis.get(self._token_failure_key(kind))
+        if raw is None:
+            return
+        try:
+            failure = jsonlib.loads(raw)
+            retry_at = float(failure["retry_at"])
+            errcode = int(failure["errcode"])
+            errmsg = str(failure["errmsg"])
+        except (ValueError, KeyError, TypeError):
+            return
+        wait = retry_at - self._clock()
+        if wait <= 0:
+            return
+        if errcode == ERRCODE_TRANSPORT:
+            raise WeComUnavailable(
+                api="gettoken",
+                errmsg=f"not sent: gettoken failed moments ago ({errmsg}); "
+                f"next attempt in {wait:.0f}s",
+                retry_after_s=wait,
+            )
+        # WeCom's own answer (40001 bad secret, -1 busy, ...), repeated as it was.
+        raise self._error_for("gettoken", errcode, errmsg)
+
+    async def _fetch_token_remembering_failure(self, kind: str) -> str:
+        key = self._token_failure_key(kind)
+        try:
+            token = await self._fetch_token(kind)
+        except WeComError as exc:
+            raw = await self._redis.get(key)
+            failures = 1
+            if raw is not None:
+                with contextlib.suppress(ValueError, TypeError, AttributeError):
+                    failures = int(jsonlib.loads(raw).get("failures", 0)) + 1
+            delay = min(self._token_retry_s * 2 ** (failures - 1), self._token_max_retry_s)
+            record = {
+                "retry_at": self._clock() + delay,
+                "errcode": exc.errcode,
+                "errmsg": exc.errmsg[:200],
+                "failures": failures,
+            }
+            # Outlives the back-off so the count keeps doubling across an outage.
+            ttl_s = int(self._token_max_retry_s * 4) + 60
+            await self._redis.set(key, jsonlib.dumps(record), ex=ttl_s)
+            if failures == 1:
+                log.warning(
+                    "wecom gettoken failing; backing off",
+                    extra={"kind": kind, "errcode": exc.errcode, "retry_in_s": delay},
+                )
+            raise
+        if await self._redis.delete(key):
+            log.warning("wecom gettoken recovered", extra={"kind": kind})
+        return token
 
     async def _fetch_token(self, kind: str) -> str:
         body = await self._request(

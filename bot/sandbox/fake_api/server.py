@@ -114,6 +114,8 @@ async def _api(request: web.Request) -> web.StreamResponse:
     if handler is None:
         raise web.HTTPNotFound()
     state.calls[api] += 1
+    if state.outage_status is not None:
+        return web.Response(status=state.outage_status, text="upstream unavailable")
     try:
         body: dict[str, Any] = {}
         if request.can_read_body:
@@ -141,6 +143,13 @@ async def _control_inject(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
+async def _control_outage(request: web.Request) -> web.Response:
+    data = await request.json()
+    status = data.get("status")
+    request.app[STATE_KEY].outage_status = None if status is None else int(status)
+    return web.json_response({"ok": True})
+
+
 async def _control_expire(request: web.Request) -> web.Response:
     request.app[STATE_KEY].expire_tokens()
     return web.json_response({"ok": True})
@@ -161,6 +170,7 @@ def build_fake_wecom_app(state: SandboxState) -> web.Application:
     app[STATE_KEY] = state
     app.router.add_route("*", "/cgi-bin/{api:.+}", _api)
     app.router.add_post("/sandbox/inject", _control_inject)
+    app.router.add_post("/sandbox/outage", _control_outage)
     app.router.add_post("/sandbox/tokens/expire", _control_expire)
     app.router.add_post("/sandbox/tokens/invalidate", _control_invalidate)
     app.router.add_get("/sandbox/calls", _control_calls)

@@ -62,6 +62,9 @@ class SandboxState:
     default_rate_limit: tuple[int, float] | None = (10_000, 60.0)
     #: Members confirm mass sends at once (as if they tapped 发送 in WeCom).
     auto_confirm_mass_send: bool = True
+    #: While set, every ``/cgi-bin`` call (``gettoken`` too) answers this HTTP status with
+    #: no JSON, as a gateway in front of an unreachable WeCom does (502/503/504).
+    outage_status: int | None = None
 
     departments: dict[int, str] = field(default_factory=lambda: {1: "总部"})
     members: dict[str, Member] = field(default_factory=dict)
@@ -86,6 +89,13 @@ class SandboxState:
     def inject(self, api: str, errcode: int, times: int = 1) -> None:
         """The next ``times`` calls of ``api`` (e.g. ``"message/send"``) fail with ``errcode``."""
         self._faults.setdefault(api_name(api), deque()).extend([errcode] * times)
+
+    def start_outage(self, status: int = 503) -> None:
+        """WeCom unreachable: every API answers HTTP ``status`` until :meth:`end_outage`."""
+        self.outage_status = status
+
+    def end_outage(self) -> None:
+        self.outage_status = None
 
     def expire_tokens(self) -> None:
         """Every issued token now answers 42001, as after its 7,200 s."""
