@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -18,9 +18,14 @@ from bot.schemas import Source
 from bot.stream import InboundStream
 from bot.wecom.crypto import CallbackCrypto, CallbackError
 from bot.wecom.parse import parse_inbound
+from core.logs import RateLimitedLog
 from core.metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+
+def _refusal_log() -> RateLimitedLog:
+    return RateLimitedLog(log, "callback refused")
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,9 @@ class ReceiverDeps:
     stream: InboundStream
     metrics: Metrics
     max_skew_s: int
+    # The callback URL faces the internet: refusals are logged by reason, at most one
+    # line per reason per 10 s (a scan must not flood the logs), never with a body.
+    refusals: RateLimitedLog = field(default_factory=_refusal_log)
 
 
 RECEIVER = web.AppKey("receiver", ReceiverDeps)
@@ -56,11 +64,24 @@ def _check_fresh(timestamp: str, max_skew_s: int) -> None:
         raise CallbackError(403, "stale_timestamp", "timestamp outside the accepted window")
 
 
+def _refused(request: web.Request, deps: ReceiverDeps, reason: str, status: int) -> web.Response:
+    deps.metrics.callbacks.labels(f"rejected_{reason}").inc()
+    deps.refusals.note(
+        reason, status=status, method=request.method, remote=request.remote or "", path=request.path
+    )
+    return _plain(status, reason)
+
+
 async def verify_url(request: web.Request) -> web.Response:
-    """WeCom's URL check when the callback is configured: must answer within 1 s."""
+    """WeCom's URL check when the callback is configured: must answer within 1 s.
+
+    Same freshness window as a POST: a captured verification URL replayed later
+    would otherwise keep proving the token to whoever holds it.
+    """
     deps = request.app[RECEIVER]
     try:
         sig, ts, nonce = _signed_params(request)
+        _check_fresh(ts, deps.max_skew_s)
         echostr = request.query.get("echostr", "")
         if not echostr:
             raise CallbackError(400, "missing_params", "missing query parameter: echostr")
@@ -68,9 +89,7 @@ async def verify_url(request: web.Request) -> web.Response:
             msg_signature=sig, timestamp=ts, nonce=nonce, echostr=echostr
         )
     except CallbackError as exc:
-        deps.metrics.callbacks.labels(f"rejected_{exc.reason}").inc()
-        log.warning("url verification refused", extra={"reason": exc.reason})
-        return _plain(exc.status, exc.reason)
+        return _refused(request, deps, exc.reason, exc.status)
     deps.metrics.callbacks.labels("url_verified").inc()
     return _plain(200, plain)
 
@@ -87,14 +106,10 @@ async def receive_callback(request: web.Request) -> web.Response:
         )
         inbound = parse_inbound(plaintext)
     except web.HTTPRequestEntityTooLarge:
-        deps.metrics.callbacks.labels("rejected_too_large").inc()
+        _refused(request, deps, "too_large", 413)
         return _plain(413, "body too large")
     except CallbackError as exc:
-        deps.metrics.callbacks.labels(f"rejected_{exc.reason}").inc()
-        log.warning(
-            "callback refused", extra={"reason": exc.reason, "nonce": request.query.get("nonce")}
-        )
-        return _plain(exc.status, exc.reason)
+        return _refused(request, deps, exc.reason, exc.status)
 
     # A nonce seen before with a different signature is a replayed nonce on a
     # forged or altered request; the same signature is WeCom's own retry and
@@ -112,7 +127,7 @@ async def receive_callback(request: web.Request) -> web.Response:
         log.error("queue unavailable; answering 503", extra={"error": type(exc).__name__})
         return _plain(503, "queue unavailable")
     if result.outcome == "replay":
-        deps.metrics.callbacks.labels("rejected_replay").inc()
+        _refused(request, deps, "replay", 403)
         return _plain(403, "replayed_nonce")
     deps.metrics.callbacks.labels(result.outcome).inc()
     deps.metrics.callback_seconds.observe(time.perf_counter() - t0)

@@ -23,6 +23,7 @@ from core import redis as core_redis
 from core.crypto import Keyring, load_keyring
 from core.domain import CleanupContext, JobSpec
 from core.jobs import PeriodicJob
+from core.logs import RateLimitedLog
 from core.metrics import Metrics
 from core.settings import Role, Settings
 
@@ -41,9 +42,17 @@ SCHEMA = web.AppKey("schema", core_db.Schema)
 HAS_DB = web.AppKey("has_db", bool)
 # Refreshers of domains' gauges, run before /metrics renders.
 GAUGES: web.AppKey[list[Callable[[web.Application], Awaitable[None]]]] = web.AppKey("gauges")
+# Requests refused by core's own checks (API bearer token, ops token), logged by reason.
+REFUSALS = web.AppKey("refusals", RateLimitedLog)
+# Where the internal ops listener bound (host, port), when SIYU_HTTP__OPS_PORT is set.
+OPS_ADDRESS: web.AppKey[tuple[str, int]] = web.AppKey("ops_address")
 
 # The roles that read or write the database; the receiver needs Redis only.
 DB_ROLES: frozenset[Role] = frozenset({"worker", "scheduler", "admin"})
+
+
+def refusal_log() -> RateLimitedLog:
+    return RateLimitedLog(log, "request refused")
 
 
 def redis_context(settings: Settings) -> CleanupContext:
@@ -113,6 +122,33 @@ def _error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
 
 
+def _bearer_matches(request: web.Request, expected: str) -> bool:
+    """``Authorization: Bearer <expected>``, compared in constant time."""
+    got = request.headers.get("Authorization", "")
+    try:
+        presented = got[7:].encode()
+    except UnicodeEncodeError:  # non-UTF-8 header bytes (kept as surrogate escapes)
+        presented = b""
+    return (
+        got.startswith("Bearer ")
+        and bool(presented)
+        and hmac.compare_digest(presented, expected.encode())
+    )
+
+
+def _refused(request: web.Request, reason: str, status: int) -> None:
+    """Log a refusal by reason (rate-limited; ids only, never a header value)."""
+    refusals = request.app.get(REFUSALS)
+    if refusals is not None:
+        refusals.note(
+            reason,
+            status=status,
+            method=request.method,
+            remote=request.remote or "",
+            path=request.path,
+        )
+
+
 @web.middleware
 async def api_auth(request: web.Request, handler: Any) -> web.StreamResponse:
     """Machine callers present ``Authorization: Bearer <SIYU_API__TOKEN>``."""
@@ -120,17 +156,10 @@ async def api_auth(request: web.Request, handler: Any) -> web.StreamResponse:
         return await handler(request)  # type: ignore[no-any-return]
     expected = request.app[SETTINGS].api.token.get_secret_value()
     if not expected:
+        _refused(request, "api_disabled", 503)
         return _error(503, "api_disabled", "the API is disabled: SIYU_API__TOKEN is not set")
-    got = request.headers.get("Authorization", "")
-    try:
-        presented = got[7:].encode()
-    except UnicodeEncodeError:  # non-UTF-8 header bytes (kept as surrogate escapes)
-        presented = b""
-    if (
-        not got.startswith("Bearer ")
-        or not presented
-        or not hmac.compare_digest(presented, expected.encode())
-    ):
+    if not _bearer_matches(request, expected):
+        _refused(request, "unauthorized", 401)
         return _error(401, "unauthorized", "missing or wrong bearer token")
     return await handler(request)  # type: ignore[no-any-return]
 
@@ -173,7 +202,66 @@ async def metrics_view(request: web.Request) -> web.Response:
     )
 
 
+# ------------------------------------------------------------------ ops endpoints
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _ops_guarded(handler: Handler) -> Handler:
+    """``/readyz`` and ``/metrics`` want the ops token when SIYU_HTTP__OPS_TOKEN is set."""
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        expected = request.app[SETTINGS].http.ops_token.get_secret_value()
+        if expected and not _bearer_matches(request, expected):
+            _refused(request, "ops_unauthorized", 401)
+            return _error(401, "unauthorized", "missing or wrong ops token")
+        return await handler(request)
+
+    return guarded
+
+
+def _add_ops_routes(app: web.Application) -> None:
+    app.router.add_get("/readyz", _ops_guarded(readyz))
+    app.router.add_get("/metrics", _ops_guarded(metrics_view))
+
+
 def add_health_routes(app: web.Application) -> None:
+    """``/healthz`` always; ``/readyz`` and ``/metrics`` too unless an ops listener serves them."""
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_view)
+    if app[SETTINGS].http.ops_port is None:
+        _add_ops_routes(app)
+
+
+def ops_listener_context(settings: Settings) -> CleanupContext:
+    """The internal listener for ``/readyz`` and ``/metrics`` (SIYU_HTTP__OPS_PORT).
+
+    A second aiohttp application on its own socket, so the public listener (the
+    callback URL faces the internet) has no route to them at all, and this one has
+    no route to anything else.  It serves the main application's state by reference,
+    copied once every resource before it in the context list is up; so it is listed
+    after the domains' contexts and stops before they close.
+    """
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        port = settings.http.ops_port
+        if port is None:
+            yield
+            return
+        ops = web.Application()
+        for key, value in app.items():
+            ops[key] = value
+        ops.router.add_get("/healthz", healthz)
+        _add_ops_routes(ops)
+        runner = web.AppRunner(ops, access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, settings.http.ops_host, port)
+            await site.start()
+            host, bound = runner.addresses[0][:2]
+            app[OPS_ADDRESS] = (str(host), int(bound))
+            log.info("ops listener serving /readyz and /metrics", extra={"port": int(bound)})
+            yield
+        finally:
+            await runner.cleanup()
+
+    return ctx

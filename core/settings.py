@@ -34,6 +34,16 @@ class HttpSettings(BaseModel):
     port: int = 8080
     # WeCom posts small XML documents; anything larger is refused with 413.
     max_body_bytes: int = 1024 * 1024
+    # /readyz and /metrics tell whoever asks what runs and how busy it is, and each
+    # scrape costs queries: on an internet-facing receiver they belong on an internal
+    # listener.  Unset: served on the public listener, as before.  Set: served only
+    # on ops_host:ops_port (loopback by default; 0 = any free port) and the public
+    # listener keeps /healthz alone.
+    ops_port: int | None = Field(default=None, ge=0, le=65535)
+    ops_host: str = "127.0.0.1"
+    # When set, /readyz and /metrics (wherever served) want "Authorization: Bearer
+    # <token>"; /healthz stays open for liveness probes.
+    ops_token: SecretStr = SecretStr("")
 
 
 class WeComSettings(BaseModel):

@@ -85,6 +85,7 @@ def create_app(
     app[appkit.SCHEMA] = schema
     app[appkit.HAS_DB] = bool(roles & appkit.DB_ROLES)
     app[appkit.GAUGES] = [d.gauges for d in domains if d.gauges is not None]
+    app[appkit.REFUSALS] = appkit.refusal_log()
     app[bot_keys.HOOKS] = Hooks.from_domains(domains)
     app[bot_keys.OUTBOX_POLICIES] = OutboxPolicies.from_domains(domains)
     app[bot_keys.FINANCE_SDK] = finance_sdk_for(settings)
@@ -98,6 +99,8 @@ def create_app(
         for role in ALL_ROLES:  # a stable order, whatever order the roles came in
             if role in roles:
                 contexts += [c for c in d.contexts.get(role, ()) if c not in contexts]
+    # After every resource /readyz and /metrics read; closed before they are.
+    contexts.append(appkit.ops_listener_context(settings))
     contexts.append(appkit.jobs_context([j for d in domains for j in d.jobs], roles))
     contexts.append(appkit.tasks_context)
     app.cleanup_ctx.extend(contexts)
