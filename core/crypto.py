@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -26,6 +27,19 @@ KEY_FILE = "field-keys.json"
 
 class DecryptionError(Exception):
     """A sealed value could not be opened (unknown key id, tampering, wrong row)."""
+
+
+class UnknownKeyIdError(DecryptionError):
+    """The value names a key this process was not given.
+
+    Unlike tampering, this is a configuration state that can change: during a key
+    rotation a receiver may seal with a new key before every worker has it, and an
+    operator who lost a key file can restore it.  Consumers retry, never discard.
+    """
+
+    def __init__(self, key_id: str) -> None:
+        super().__init__(f"unknown key id {key_id!r}")
+        self.key_id = key_id
 
 
 @dataclass(frozen=True)
@@ -64,7 +78,7 @@ class Keyring:
             raise DecryptionError(f"unknown sealed format {version!r}")
         key = self.keys.get(kid)
         if key is None:
-            raise DecryptionError(f"unknown key id {kid!r}")
+            raise UnknownKeyIdError(kid)
         raw = base64.urlsafe_b64decode(blob + "=" * (-len(blob) % 4))
         try:
             return AESGCM(key).decrypt(raw[:12], raw[12:], aad.encode())
@@ -76,6 +90,10 @@ class Keyring:
 
     def open_text(self, sealed: str, *, aad: str) -> str:
         return self.open(sealed, aad=aad).decode("utf-8")
+
+    def key_checks(self) -> dict[str, str]:
+        """``key id → key_check`` for every key: what a database records it was sealed with."""
+        return {kid: key_check(kid, key) for kid, key in self.keys.items()}
 
 
 def new_key() -> str:
@@ -90,6 +108,26 @@ def new_key_id() -> str:
 def key_fingerprint(key: bytes) -> str:
     """A short public name for a key: safe to log and to store beside the data."""
     return hashlib.sha256(b"siyu-field-key:" + key).hexdigest()[:16]
+
+
+KEY_CHECK_LABEL = b"siyu field-key check v1:"
+
+
+def key_check(key_id: str, key: bytes) -> str:
+    """HMAC of a fixed label and the key id under the key: proves which key, reveals none.
+
+    Stored beside the data so a process started with another key under the same id
+    (a recreated key file, a mistyped SIYU_CRYPTO__KEYS) is refused before it writes
+    rows that nobody can open.  A keyed MAC of public input tells nothing about a
+    random 256-bit key, and naming the key id in it makes a check valid for one id only.
+    """
+    return hmac.new(key, KEY_CHECK_LABEL + key_id.encode(), hashlib.sha256).hexdigest()
+
+
+def sealed_key_id(sealed: str) -> str | None:
+    """The key id a sealed value names (None when it is not a sealed value)."""
+    parts = sealed.split(".", 2)
+    return parts[1] if len(parts) == 3 and parts[0] == "v1" else None
 
 
 def _create_key_file(path: Path) -> None:
