@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from tortoise.transactions import in_transaction
 
 from bot import service as bot_service
 from bot.models import OutboxItem, OutboxState
-from bot.outbox import NO_POLICIES, OutboxPolicies, Outcome, PendingWrite, Settled
-from bot.wecom.client import WeComClient, WeComError, WeComRateLimited
+from bot.outbox import (
+    NO_POLICIES,
+    OutboxPolicies,
+    Outcome,
+    PendingWrite,
+    Settled,
+    resend_is_safe,
+)
+from bot.wecom.client import WeComClient, WeComError, WeComRateLimited, WeComTransportError
 from core.metrics import Metrics
 from core.settings import OutboxSettings
 
@@ -21,73 +30,244 @@ log = logging.getLogger(__name__)
 MAX_BACKOFF_S = 15 * 60
 
 
+def _api_path(api: str) -> str:
+    return api.strip("/").removeprefix("cgi-bin/")
+
+
 @dataclass
 class OutboxDispatcher:
     """Drains the outbox: each row is claimed by one dispatcher, checked, sent, settled.
 
-    A row is idempotent on WeCom's side where WeCom allows it (app messages use
-    ``enable_duplicate_check``), and on ours by its unique business key.  Run by
-    ``core.jobs.PeriodicJob``: a tick that sent something runs again at once.
+    Several dispatchers (one per scheduler process) may drain one outbox; each row
+    is sent once:
+
+    - a claim is a conditional UPDATE that writes a fresh claim token and a lease
+      counted from that claim (never from the start of the round);
+    - while a row is being checked and sent, its lease is renewed every third of
+      ``lease_s``, so a call slower than the lease (the client's busy retries, a
+      token refresh, a slow before-send check) keeps its row.  Renewal rather than
+      one lease longer than any call: the longest call is not bounded by anything
+      we own (a before-send check belongs to another domain), and a short lease
+      lets a dead scheduler's rows go on within ``lease_s``;
+    - every write after the claim is fenced by the token; the last one before the
+      network records that a request may now reach WeCom (``request_at``), so a row
+      whose lease lapsed is known to be "maybe sent" or "surely not sent";
+    - a request that may have reached WeCom without an answer (timeout, cut
+      connection) is sent again only when WeCom would ignore a repeat
+      (``bot.outbox.resend_is_safe``); otherwise the row waits in ``unknown`` for an
+      operator.
+
+    On our side a row is unique by its business key.  Run by ``core.jobs.PeriodicJob``:
+    a tick that sent something runs again at once.
     """
 
     client: WeComClient
     settings: OutboxSettings
     metrics: Metrics
     policies: OutboxPolicies = NO_POLICIES
+    # How the lease keeper waits between renewals (a test steps it instead of sleeping).
+    lease_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+    @property
+    def lease(self) -> timedelta:
+        return timedelta(seconds=self.settings.lease_s)
 
     async def tick(self) -> int:
         return await self.dispatch_due() + await self.notify_settled()
 
     async def dispatch_due(self, *, limit: int = 50) -> int:
-        at = bot_service.now()
         sent = 0
-        for item_id in await bot_service.due_outbox_ids(at=at, limit=limit):
-            item = await bot_service.claim_outbox(
-                item_id=item_id, at=at, lease=timedelta(seconds=self.settings.lease_s)
-            )
+        for item_id in await bot_service.due_outbox_ids(at=bot_service.now(), limit=limit):
+            item = await self._claim(item_id)
             if item is None:
-                continue  # another dispatcher took it
+                continue  # another dispatcher took it, or it waits for an operator
             await self.send(item)
             sent += 1
         return sent
 
+    async def _claim(self, item_id: int) -> OutboxItem | None:
+        # Now, not the round's start: rows claimed late in a long round get a whole lease.
+        at = bot_service.now()
+        item = await bot_service.claim_outbox(item_id=item_id, at=at, lease=self.lease)
+        if item is not None:
+            return item
+        stale = await bot_service.stale_outbox_in_doubt(item_id=item_id, at=at)
+        if stale is None or stale.request_at is None:
+            return None
+        # Its dispatcher stopped renewing after its request may have left: dead, or
+        # stalled longer than a lease.
+        if resend_is_safe(stale.api, stale.payload, in_doubt_since=stale.request_at, at=at):
+            return await bot_service.take_over_outbox(stale=stale, lease=self.lease, at=at)
+        if await bot_service.mark_outbox_in_doubt(stale=stale, at=at):
+            self.metrics.outbox_calls.labels(stale.api, "unknown").inc()
+            log.error(
+                "outbox outcome unknown",
+                extra={"outbox_id": stale.id, "api": stale.api, "cause": "lease lapsed"},
+            )
+        return None
+
     async def send(self, item: OutboxItem) -> None:
+        keeper = asyncio.create_task(self._keep_lease(item), name=f"outbox-lease-{item.id}")
+        try:
+            await self._check_and_send(item)
+        finally:
+            keeper.cancel()
+            try:
+                await keeper
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # we are being cancelled ourselves: pass it on
+
+    async def _keep_lease(self, item: OutboxItem) -> None:
+        while True:
+            await self.lease_sleep(self.settings.lease_s / 3)
+            try:
+                kept = await bot_service.renew_outbox_lease(item=item, lease=self.lease)
+            except Exception:
+                # The database may be back before the lease runs out; if not, the row
+                # is taken over (or left for an operator), never sent twice blindly.
+                log.warning(
+                    "outbox lease renewal failed", extra={"outbox_id": item.id}, exc_info=True
+                )
+                continue
+            if not kept:
+                # Taken over or left for an operator; our answer, if it comes, is
+                # recorded only if the claim is still ours (bot.service.finish_outbox).
+                log.warning("outbox lease lost", extra={"outbox_id": item.id, "api": item.api})
+                return
+
+    async def _check_and_send(self, item: OutboxItem) -> None:
         if await self._cancelled_by_check(item):
             return
+        in_doubt_before = item.request_at  # a previous attempt that may have been delivered
+        if not await bot_service.mark_outbox_request(item=item, lease=self.lease):
+            log.warning(
+                "outbox row lost before sending", extra={"outbox_id": item.id, "api": item.api}
+            )
+            return
         try:
-            result = await self.client.call(item.api, json=item.payload, secret=item.secret_kind)
+            result = await self.client.call(
+                item.api,
+                json=item.payload,
+                secret=item.secret_kind,
+            )
         except WeComRateLimited as exc:
-            # 45009/45033: WeCom asks for at least a minute; not counted as a failure.
-            await bot_service.finish_outbox(
-                item=item,
-                state=OutboxState.PENDING,
+            # 45009/45033 (or refused before sending): WeCom asks for at least a
+            # minute; not counted as a failure, and this request did nothing.
+            await self._finish(
+                item,
+                OutboxState.PENDING,
                 errcode=exc.errcode,
                 error=str(exc),
                 retry_at=bot_service.now() + timedelta(seconds=max(exc.retry_after_s, 60)),
+                request_at=in_doubt_before,
             )
             self.metrics.outbox_calls.labels(item.api, "rate_limited").inc()
             return
+        except WeComTransportError as exc:
+            if exc.request_sent and _api_path(exc.api) == _api_path(item.api):
+                await self._answer_lost(item, exc)
+                return
+            await self._failed_attempt(item, exc, request_at=in_doubt_before)
+            return
         except WeComError as exc:
-            if exc.retryable and item.attempts < self.settings.max_attempts:
-                delay = min(2**item.attempts, MAX_BACKOFF_S)
-                await bot_service.finish_outbox(
-                    item=item,
-                    state=OutboxState.PENDING,
-                    errcode=exc.errcode,
-                    error=str(exc),
-                    retry_at=bot_service.now() + timedelta(seconds=delay),
-                )
-                self.metrics.outbox_calls.labels(item.api, "retry").inc()
-            else:
-                await self._settle(item, OutboxState.FAILED, errcode=exc.errcode, error=str(exc))
-                self.metrics.outbox_calls.labels(item.api, "failed").inc()
-                log.error(
-                    "outbox item failed",
-                    extra={"outbox_id": item.id, "api": item.api, "errcode": exc.errcode},
-                )
+            # WeCom answered: this request did nothing (an earlier one may have).
+            await self._failed_attempt(item, exc, request_at=in_doubt_before)
             return
         await self._settle(item, OutboxState.DONE, result=result)
         self.metrics.outbox_calls.labels(item.api, "done").inc()
+
+    async def _failed_attempt(
+        self, item: OutboxItem, exc: WeComError, *, request_at: datetime | None
+    ) -> None:
+        if exc.retryable and item.attempts < self.settings.max_attempts:
+            delay = min(2**item.attempts, MAX_BACKOFF_S)
+            await self._finish(
+                item,
+                OutboxState.PENDING,
+                errcode=exc.errcode,
+                error=str(exc),
+                retry_at=bot_service.now() + timedelta(seconds=delay),
+                request_at=request_at,
+            )
+            self.metrics.outbox_calls.labels(item.api, "retry").inc()
+            return
+        if request_at is not None:
+            # Failing now says nothing about the earlier request that may have landed.
+            await self._left_in_doubt(item, exc)
+            return
+        await self._settle(item, OutboxState.FAILED, errcode=exc.errcode, error=str(exc))
+        self.metrics.outbox_calls.labels(item.api, "failed").inc()
+        log.error(
+            "outbox item failed",
+            extra={"outbox_id": item.id, "api": item.api, "errcode": exc.errcode},
+        )
+
+    async def _answer_lost(self, item: OutboxItem, exc: WeComTransportError) -> None:
+        """The request may have reached WeCom and no answer came back."""
+        since = item.request_at or bot_service.now()
+        delay = min(2**item.attempts, MAX_BACKOFF_S)
+        retry_at = bot_service.now() + timedelta(seconds=delay)
+        if item.attempts < self.settings.max_attempts and resend_is_safe(
+            item.api, item.payload, in_doubt_since=since, at=retry_at
+        ):
+            await self._finish(
+                item,
+                OutboxState.PENDING,
+                errcode=exc.errcode,
+                error=str(exc),
+                retry_at=retry_at,
+                request_at=since,
+            )
+            self.metrics.outbox_calls.labels(item.api, "retry").inc()
+            return
+        await self._left_in_doubt(item, exc)
+
+    async def _left_in_doubt(self, item: OutboxItem, exc: WeComError) -> None:
+        if await self._finish(
+            item,
+            OutboxState.UNKNOWN,
+            errcode=exc.errcode,
+            error=f"outcome unknown (check WeCom, then retry or discard): {exc}",
+            request_at=item.request_at,
+        ):
+            self.metrics.outbox_calls.labels(item.api, "unknown").inc()
+            log.error(
+                "outbox outcome unknown",
+                extra={"outbox_id": item.id, "api": item.api, "errcode": exc.errcode},
+            )
+
+    async def _finish(
+        self,
+        item: OutboxItem,
+        state: OutboxState,
+        *,
+        result: dict[str, Any] | None = None,
+        errcode: int | None = None,
+        error: str = "",
+        retry_at: datetime | None = None,
+        notify: bool = False,
+        request_at: datetime | None = None,
+    ) -> bool:
+        done = await bot_service.finish_outbox(
+            item=item,
+            state=state,
+            result=result,
+            errcode=errcode,
+            error=error,
+            retry_at=retry_at,
+            notify=notify,
+            request_at=request_at,
+        )
+        if not done:
+            # Another dispatcher took the row over after our lease lapsed, or an
+            # operator retried or discarded it: what we learnt is not recorded.
+            log.warning(
+                "outbox finish lost its claim",
+                extra={"outbox_id": item.id, "api": item.api, "outcome": state.value},
+            )
+        return done
 
     async def _cancelled_by_check(self, item: OutboxItem) -> bool:
         """Re-check at send time; True when the row was cancelled (or put back)."""
@@ -110,11 +290,12 @@ class OutboxDispatcher:
                 "before-send check failed", extra={"outbox_id": item.id, "origin": item.origin}
             )
             delay = min(2**item.attempts, MAX_BACKOFF_S)
-            await bot_service.finish_outbox(
-                item=item,
-                state=OutboxState.PENDING,
+            await self._finish(
+                item,
+                OutboxState.PENDING,
                 error=f"before-send check: {exc!r}",
                 retry_at=bot_service.now() + timedelta(seconds=delay),
+                request_at=item.request_at,
             )
             return True
         if reason is None:
@@ -135,16 +316,19 @@ class OutboxDispatcher:
     ) -> None:
         # The state commits first; the callback follows in its own transaction and is
         # retried until it succeeds, so an outcome is never lost to a failing callback.
+        # A dispatcher that lost its claim records nothing and calls back nothing: the
+        # row's owner settles it and its callback runs once.
         callback = self.policies.settled_for(item.origin)
-        await bot_service.finish_outbox(
-            item=item,
-            state=state,
+        settled = await self._finish(
+            item,
+            state,
             result=result,
             errcode=errcode,
             error=error,
             notify=callback is not None,
+            request_at=None if state == OutboxState.DONE else item.request_at,
         )
-        if callback is not None:
+        if settled and callback is not None:
             await self._notify(item)
 
     async def notify_settled(self, *, limit: int = 50) -> int:
@@ -156,9 +340,13 @@ class OutboxDispatcher:
 
     async def _notify(self, item: OutboxItem) -> bool:
         callback = self.policies.settled_for(item.origin)
-        if callback is None:
+        outcome = _OUTCOMES.get(OutboxState(item.state))
+        if callback is None or outcome is None:
+            # Flagged without a callback to run (an operator's discard flags every
+            # row): clear the flag, or such rows would fill every notify round.
+            async with in_transaction() as conn:
+                await bot_service.mark_outbox_notified(conn=conn, item_id=item.id)
             return False
-        outcome: Outcome = _OUTCOMES[OutboxState(item.state)]
         settled = Settled(
             id=item.id,
             idem_key=item.idem_key,

@@ -190,7 +190,11 @@ class OutboxState(StrEnum):
     SENDING = "sending"
     DONE = "done"
     FAILED = "failed"
-    CANCELLED = "cancelled"  # a before-send check said no (reason in last_error)
+    CANCELLED = "cancelled"  # a before-send check or an operator said no (reason in last_error)
+    # The request may have reached WeCom and no answer came back (a timeout or a cut
+    # connection after it left), for a write that must not be repeated blindly
+    # (bot.outbox.resend_is_safe): an operator checks WeCom and retries or discards.
+    UNKNOWN = "unknown"
 
 
 class OutboxItem(Timestamped):
@@ -205,6 +209,14 @@ class OutboxItem(Timestamped):
     attempts = fields.IntField(default=0)
     next_attempt_at = fields.DatetimeField(db_index=True)
     lease_until = fields.DatetimeField(null=True)
+    # The claim token of the dispatcher that owns the row: every finish and lease
+    # renewal is ``WHERE id = ? AND claim = ?``, so a dispatcher whose lease ran out
+    # and was taken over changes nothing.
+    claim = fields.CharField(max_length=32, null=True)
+    # Since when a request for this row may have reached WeCom without an answer
+    # (set just before a request leaves, cleared on any answer): decides whether a
+    # stale or failed attempt may be sent again (bot.outbox.resend_is_safe).
+    request_at = fields.DatetimeField(null=True)
     last_errcode = fields.IntField(null=True)
     last_error = fields.CharField(max_length=512, default="")
     result: Any = fields.JSONField(null=True)
@@ -218,7 +230,9 @@ class OutboxItem(Timestamped):
 
     class Meta:
         table = "bot_outbox"
-        indexes = (("state", "lease_until"),)
+        # (state, next_attempt_at): the dispatcher's due-row query; (state, lease_until):
+        # its stale-lease scan and the per-state gauge.
+        indexes = (("state", "lease_until"), ("state", "next_attempt_at"))
 
 
 class DeadLetter(Timestamped):

@@ -23,6 +23,15 @@ prefix, registered in the domain record:
 
 ``idem_key`` is the business key under a unique constraint: enqueueing twice is
 a no-op, so a redelivered message never sends its alert twice.
+
+Sent once, even with several schedulers: a row is claimed with a token, and every
+later write of the dispatcher (lease renewal, "the request leaves now", the
+outcome) is ``WHERE id = ? AND claim = ?`` — a dispatcher whose lease ran out and
+whose row was taken over changes nothing.  When a request may have reached WeCom
+and no answer came back (a timeout, a cut connection), only a write that WeCom
+applies once however often it arrives (:func:`resend_is_safe`) is sent again; any
+other is left in state ``unknown`` for an operator (``siyu outbox --state unknown``,
+then ``siyu outbox retry`` or ``siyu outbox discard``), never resent blindly.
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -188,6 +197,78 @@ def del_corp_tag(*, tag_id: Sequence[str] = (), group_id: Sequence[str] = ()) ->
 def remind_groupmsg_send(*, msgid: str) -> Write:
     """``externalcontact/remind_groupmsg_send``: at most 3 reminders per task per 24 h."""
     return Write("externalcontact/remind_groupmsg_send", {"msgid": msgid}, via="contact")
+
+
+# ---------------------------------------------------------------- resending
+
+#: Keep this far inside WeCom's duplicate-check window: the clocks of siyu and
+#: WeCom differ a little, and a resend must land while WeCom still remembers.
+DUPLICATE_CHECK_MARGIN_S = 60
+
+
+def resend_is_safe(
+    api: str, payload: Mapping[str, Any], *, in_doubt_since: datetime, at: datetime
+) -> bool:
+    """May a request that possibly reached WeCom (at ``in_doubt_since``) be sent again?
+
+    Only ``message/send`` with ``enable_duplicate_check`` is: WeCom drops an identical
+    message to the same member within ``duplicate_check_interval`` (default 1,800 s,
+    at most 4 h), so a resend inside that window cannot deliver twice.  Every other
+    write can happen twice and someone would notice:
+
+    - ``add_msg_template`` creates a second mass-send task the advisor must confirm,
+      and each customer receives at most one mass send a day, so the duplicate also
+      crowds out the next campaign;
+    - ``send_welcome_msg`` answers 41051 to a second try (the WelcomeCode works once),
+      which would mark as failed a welcome that was delivered;
+    - ``mark_tag`` (like the corp-tag edits) sets state that a later write or the
+      advisor in WeCom may have changed since: a late repeat reverts it;
+    - ``remind_groupmsg_send`` is limited to 3 per task per 24 h, each one a push.
+
+    So for those the row waits in ``unknown`` until an operator has looked in WeCom.
+    """
+    if api == "message/send" and payload.get("enable_duplicate_check"):
+        window_s = int(payload.get("duplicate_check_interval") or 1800)
+        return at < in_doubt_since + timedelta(seconds=window_s - DUPLICATE_CHECK_MARGIN_S)
+    return False
+
+
+# ---------------------------------------------------------------- recipients
+
+
+def mask_external_userid(external_userid: str) -> str:
+    """A customer's id as an operator may see it: enough to match, not to copy."""
+    if len(external_userid) <= 10:
+        return "…"
+    return f"{external_userid[:4]}…{external_userid[-4:]}"
+
+
+def recipient_of(api: str, payload: Mapping[str, Any]) -> str:
+    """Who a write reaches, for an operator's listing: members by userid, customers masked."""
+    parts: list[str] = []
+    if api == "message/send":
+        parts.append(f"member:{payload.get('touser', '')}")
+    elif api == "externalcontact/mark_tag":
+        parts.append(f"member:{payload.get('userid', '')}")
+        parts.append(f"customer:{mask_external_userid(str(payload.get('external_userid', '')))}")
+    elif api == "externalcontact/add_msg_template":
+        if payload.get("sender"):
+            parts.append(f"member:{payload['sender']}")
+        customers = [str(e) for e in payload.get("external_userid") or []]
+        if customers:
+            shown = ",".join(mask_external_userid(e) for e in customers[:3])
+            more = f",+{len(customers) - 3}" if len(customers) > 3 else ""
+            parts.append(f"customers:{shown}{more}")
+        chats = payload.get("chat_id_list") or []
+        if chats:
+            parts.append(f"chats:{len(chats)}")
+    elif api == "externalcontact/send_welcome_msg":
+        parts.append("new contact (by welcome code)")
+    elif api == "externalcontact/remind_groupmsg_send":
+        parts.append(f"mass-send task:{payload.get('msgid', '')}")
+    elif api.startswith("externalcontact/") and api.endswith("_corp_tag"):
+        parts.append("corp tag library")
+    return " ".join(parts)
 
 
 # ---------------------------------------------------------------- enqueue

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import secrets
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
+from tortoise.expressions import F, Q
 from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
@@ -264,6 +268,11 @@ async def enqueue_outbox(
 
 
 async def due_outbox_ids(*, at: datetime, limit: int) -> list[int]:
+    """Rows to try now: pending and due (oldest first), then sending with a lapsed lease.
+
+    Both filters lead with ``state`` so the (state, next_attempt_at) and (state,
+    lease_until) indexes answer them without reading settled rows.
+    """
     pending = (
         await models.OutboxItem.filter(state=OutboxState.PENDING, next_attempt_at__lte=at)
         .order_by("next_attempt_at")
@@ -278,24 +287,124 @@ async def due_outbox_ids(*, at: datetime, limit: int) -> list[int]:
     return [int(str(i)) for i in [*pending, *stale]]
 
 
-async def claim_outbox(*, item_id: int, at: datetime, lease: timedelta) -> models.OutboxItem | None:
+def new_claim_token() -> str:
+    return secrets.token_hex(16)
+
+
+async def claim_outbox(
+    *, item_id: int, lease: timedelta, at: datetime | None = None
+) -> models.OutboxItem | None:
     """Claim a due row with a conditional UPDATE: exactly one dispatcher wins.
 
-    Works the same on SQLite and PostgreSQL; a dispatcher that dies mid-call
-    leaves a lease that expires, and the row is claimed again.
-    """
-    from tortoise.expressions import F, Q
+    The lease runs from the moment of the claim (``at``, now by default), never from
+    an earlier time such as the start of the dispatcher's round: a row claimed late
+    in a long round would otherwise start with a lapsed lease, and a second
+    dispatcher would claim and send it as well.
 
+    A row whose lease lapsed is claimed again only when no request of it may have
+    reached WeCom (``request_at`` unset: its dispatcher died before sending); one
+    that may have is for :func:`take_over_outbox` or :func:`mark_outbox_in_doubt`.
+    """
+    at = at or now()
+    token = new_claim_token()
     updated = await models.OutboxItem.filter(
         Q(id=item_id)
         & (
             Q(state=OutboxState.PENDING, next_attempt_at__lte=at)
-            | Q(state=OutboxState.SENDING, lease_until__lt=at)
+            | Q(state=OutboxState.SENDING, lease_until__lt=at, request_at__isnull=True)
         )
-    ).update(state=OutboxState.SENDING, lease_until=at + lease, attempts=F("attempts") + 1)
+    ).update(
+        state=OutboxState.SENDING,
+        lease_until=at + lease,
+        claim=token,
+        attempts=F("attempts") + 1,
+        updated_at=at,
+    )
     if not updated:
         return None
-    return await models.OutboxItem.get(id=item_id)
+    return await models.OutboxItem.get_or_none(id=item_id, claim=token)
+
+
+async def stale_outbox_in_doubt(*, item_id: int, at: datetime) -> models.OutboxItem | None:
+    """The row, if its lease lapsed while a request of it may have reached WeCom."""
+    return await models.OutboxItem.get_or_none(
+        id=item_id, state=OutboxState.SENDING, lease_until__lt=at, request_at__isnull=False
+    )
+
+
+def _same_claim(claim: str | None) -> Q:
+    return Q(claim=claim) if claim is not None else Q(claim__isnull=True)
+
+
+async def take_over_outbox(
+    *, stale: models.OutboxItem, lease: timedelta, at: datetime | None = None
+) -> models.OutboxItem | None:
+    """Claim a lapsed row whose request may have reached WeCom, the caller having
+    judged a resend safe (``bot.outbox.resend_is_safe``).
+
+    Conditional on the claim the caller read, so the judgement holds for the row as
+    it still is; ``request_at`` is kept (the resend's window counts from the first).
+    """
+    at = at or now()
+    token = new_claim_token()
+    updated = await models.OutboxItem.filter(
+        Q(id=stale.id, state=OutboxState.SENDING, lease_until__lt=at) & _same_claim(stale.claim)
+    ).update(lease_until=at + lease, claim=token, attempts=F("attempts") + 1, updated_at=at)
+    if not updated:
+        return None
+    return await models.OutboxItem.get_or_none(id=stale.id, claim=token)
+
+
+async def mark_outbox_in_doubt(*, stale: models.OutboxItem, at: datetime | None = None) -> bool:
+    """Leave a lapsed row that may have been sent, and must not be resent, for an operator.
+
+    The claim is kept: if its dispatcher was only slow, its answer still settles
+    the row (nobody else sent it); an operator's retry or discard clears it.
+    """
+    at = at or now()
+    n = await models.OutboxItem.filter(
+        Q(id=stale.id, state=OutboxState.SENDING, lease_until__lt=at) & _same_claim(stale.claim)
+    ).update(
+        state=OutboxState.UNKNOWN,
+        lease_until=None,
+        last_errcode=None,
+        last_error="lease lapsed while a request may have reached WeCom: check WeCom, "
+        "then retry or discard",
+        updated_at=at,
+    )
+    return bool(n)
+
+
+async def renew_outbox_lease(
+    *, item: models.OutboxItem, lease: timedelta, at: datetime | None = None
+) -> bool:
+    """Extend the lease of a row still owned; False when it was taken over or settled."""
+    at = at or now()
+    until = at + lease
+    n = await models.OutboxItem.filter(
+        id=item.id, claim=item.claim, state=OutboxState.SENDING
+    ).update(lease_until=until, updated_at=at)
+    if n:
+        item.lease_until = until
+    return bool(n)
+
+
+async def mark_outbox_request(
+    *, item: models.OutboxItem, lease: timedelta, at: datetime | None = None
+) -> bool:
+    """Record, just before the request leaves, that it may reach WeCom (and renew the lease).
+
+    The last fence before the network: False means another dispatcher owns the row
+    now, and the request must not be sent.
+    """
+    at = at or now()
+    request_at = item.request_at or at
+    n = await models.OutboxItem.filter(
+        id=item.id, claim=item.claim, state=OutboxState.SENDING
+    ).update(request_at=request_at, lease_until=at + lease, updated_at=at)
+    if n:
+        item.request_at = request_at
+    return bool(n)
 
 
 TERMINAL_OUTBOX_STATES = (OutboxState.DONE, OutboxState.FAILED, OutboxState.CANCELLED)
@@ -310,22 +419,44 @@ async def finish_outbox(
     error: str = "",
     retry_at: datetime | None = None,
     notify: bool = False,
-) -> None:
-    """Record an attempt's outcome; ``notify``: an on-settled callback is still owed."""
-    item.state = state
-    item.lease_until = None
+    request_at: datetime | None = None,
+) -> bool:
+    """Record an attempt's outcome, only while ``item.claim`` still owns the row.
+
+    ``UPDATE … WHERE id = ? AND claim = ?``: a dispatcher whose lease lapsed and whose
+    row another dispatcher took over (or an operator retried) changes nothing and
+    gets False.  ``notify``: an on-settled callback is still owed.  ``request_at``:
+    since when a request may have reached WeCom unanswered, None once WeCom answered.
+    """
+    at = now()
+    values: dict[str, Any] = {
+        "state": state,
+        "lease_until": None,
+        "claim": None,
+        "request_at": request_at,
+        "last_errcode": errcode,
+        "last_error": error[:512],
+        "updated_at": at,
+    }
     if result is not None:
-        item.result = result
-    item.last_errcode = errcode
-    item.last_error = error[:512]
+        values["result"] = result
     if state == OutboxState.DONE:
-        item.done_at = now()
+        values["done_at"] = at
     if state in TERMINAL_OUTBOX_STATES:
-        item.settled_at = now()
-        item.notify_pending = notify
+        values["settled_at"] = at
+        values["notify_pending"] = notify
     if retry_at is not None:
-        item.next_attempt_at = retry_at
-    await item.save()
+        values["next_attempt_at"] = retry_at
+    n = await models.OutboxItem.filter(
+        id=item.id,
+        claim=item.claim,
+        state__in=(OutboxState.SENDING, OutboxState.UNKNOWN),
+    ).update(**values)
+    if not n:
+        return False
+    for name, value in values.items():
+        setattr(item, name, value)
+    return True
 
 
 async def outbox_needing_notify(*, limit: int) -> list[models.OutboxItem]:
@@ -389,6 +520,66 @@ async def recent_outbox(*, state: str | None, limit: int) -> list[models.OutboxI
     if state:
         q = q.filter(state=state)
     return await q
+
+
+async def count_outbox(*, state: str | None) -> int:
+    q = models.OutboxItem.all()
+    if state:
+        q = q.filter(state=state)
+    return await q.count()
+
+
+async def outbox_items(*, ids: list[int]) -> dict[int, models.OutboxItem]:
+    rows = await models.OutboxItem.filter(id__in=ids)
+    return {int(r.id): r for r in rows}
+
+
+# What an operator may do with a row in each state.  A row in flight (sending) is
+# left to its dispatcher; a sent one is never sent again from here.
+OPERATOR_RETRYABLE = (OutboxState.FAILED, OutboxState.UNKNOWN)
+OPERATOR_DISCARDABLE = (OutboxState.PENDING, OutboxState.FAILED, OutboxState.UNKNOWN)
+
+
+async def retry_outbox(*, item_id: int, at: datetime | None = None) -> bool:
+    """Queue a failed or in-doubt row again, now, with a fresh attempt budget.
+
+    Conditional on the state, so retrying twice (or while a dispatcher already took
+    the row) queues it once.  The claim is cleared: a dispatcher still waiting for
+    an old answer changes nothing when it comes.  An on-settled callback still owed
+    for the old outcome is dropped: the row will settle again and be notified then.
+    """
+    at = at or now()
+    n = await models.OutboxItem.filter(id=item_id, state__in=OPERATOR_RETRYABLE).update(
+        state=OutboxState.PENDING,
+        next_attempt_at=at,
+        attempts=0,
+        claim=None,
+        lease_until=None,
+        request_at=None,
+        settled_at=None,
+        notify_pending=False,
+        updated_at=at,
+    )
+    return bool(n)
+
+
+async def discard_outbox(*, item_id: int, reason: str, at: datetime | None = None) -> bool:
+    """Cancel a row that is not in flight or sent, keeping it with the operator's reason.
+
+    The on-settled callback learns "cancelled" (the dispatcher clears the flag
+    where no callback is registered for the row's origin).
+    """
+    at = at or now()
+    n = await models.OutboxItem.filter(id=item_id, state__in=OPERATOR_DISCARDABLE).update(
+        state=OutboxState.CANCELLED,
+        claim=None,
+        lease_until=None,
+        last_error=reason[:512],
+        settled_at=at,
+        notify_pending=True,
+        updated_at=at,
+    )
+    return bool(n)
 
 
 async def open_dead_letters() -> int:

@@ -210,10 +210,16 @@ class WeComRateLimited(WeComError):
 
 
 class WeComTransportError(WeComError):
-    """No usable answer: connection error, timeout, HTTP error status, non-JSON body."""
+    """No usable answer: connection error, timeout, HTTP error status, non-JSON body.
 
-    def __init__(self, *, api: str, errmsg: str) -> None:
+    ``request_sent`` is False only when no connection was made (the request never
+    left); otherwise WeCom may have acted on it, and a write that must not happen
+    twice is not simply sent again (``bot.outbox.resend_is_safe``).
+    """
+
+    def __init__(self, *, api: str, errmsg: str, request_sent: bool = True) -> None:
         super().__init__(api=api, errcode=ERRCODE_TRANSPORT, errmsg=errmsg)
+        self.request_sent = request_sent
 
     @property
     def retryable(self) -> bool:
@@ -435,15 +441,21 @@ class WeComClient:
         except WeComTransportError:
             self._settle_breaker(api, breaker, reached=reached)
             raise
-        except TimeoutError:
+        except TimeoutError as exc:
             self._settle_breaker(api, breaker, reached=False)
             raise WeComTransportError(
-                api=api, errmsg=f"timed out after {self._timeout_s}s"
+                api=api,
+                errmsg=f"timed out after {self._timeout_s}s",
+                request_sent=not isinstance(exc, aiohttp.ConnectionTimeoutError),
             ) from None
         except (aiohttp.ClientError, ValueError) as exc:
             self._settle_breaker(api, breaker, reached=False)
             # Replace, never chain: aiohttp's messages can include the URL and its token.
-            raise WeComTransportError(api=api, errmsg=type(exc).__name__) from None
+            raise WeComTransportError(
+                api=api,
+                errmsg=type(exc).__name__,
+                request_sent=not isinstance(exc, aiohttp.ClientConnectorError),
+            ) from None
         except BaseException:
             # Cancelled mid-request: no verdict on WeCom, but free the half-open probe.
             if breaker is not None:
