@@ -8,6 +8,8 @@ from compliance_nlp.analyze import Analyzer, analyze, get_analyzer
 from compliance_nlp.pii import PiiMatch
 from compliance_nlp.rules import CATEGORIES
 from compliance_nlp.types import (
+    INTENTS,
+    SENTIMENTS,
     Analysis,
     AnalysisError,
     AnalyzerConfig,
@@ -15,18 +17,6 @@ from compliance_nlp.types import (
     InvalidInputError,
     ModelLoadError,
 )
-
-INTENTS: tuple[str, ...] = (
-    "product_inquiry",
-    "purchase_intent",
-    "redemption_intent",
-    "complaint",
-    "account_service",
-    "claim_service",
-    "risk_assessment",
-    "chitchat",
-)
-SENTIMENTS: tuple[str, ...] = ("negative", "neutral", "positive")
 
 __all__ = [
     "CATEGORIES",

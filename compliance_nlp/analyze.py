@@ -15,13 +15,14 @@ import re
 import threading
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import TypeGuard, get_args
 
 from compliance_nlp import segment
 from compliance_nlp.lexicon import KeywordIntent, SentimentLexicon
 from compliance_nlp.matcher import RuleMatcher
-from compliance_nlp.model import SequenceClassifier, is_model_dir, shipped_model_dir
+from compliance_nlp.model import SequenceClassifier, is_model_dir, model_text, shipped_model_dir
 from compliance_nlp.normalize import normalize, translate_chars
-from compliance_nlp.pii import MASK_STYLES, PiiMatch, find_pii, mask_pii, mask_span
+from compliance_nlp.pii import MASK_STYLES, find_pii, load_pii_words, mask_pii, mask_span
 from compliance_nlp.rules import CATEGORIES, load_ruleset
 from compliance_nlp.types import (
     Analysis,
@@ -35,9 +36,13 @@ from compliance_nlp.types import (
 
 __all__ = ["Analyzer", "analyze", "get_analyzer", "validate_input"]
 
-ROLES: tuple[str, ...] = ("advisor", "customer")
+ROLES: tuple[Role, ...] = get_args(Role)
 _SURROGATES = re.compile("[\ud800-\udfff]")
 _MODEL_EVIDENCE_CHARS = 200
+
+
+def _is_role(role: object) -> TypeGuard[Role]:
+    return role in ROLES
 
 
 def validate_input(text: object, role: object, *, max_chars: int = 200_000) -> tuple[str, Role]:
@@ -48,13 +53,13 @@ def validate_input(text: object, role: object, *, max_chars: int = 200_000) -> t
     """
     if not isinstance(text, str):
         raise InvalidInputError(f"text must be a string, got {type(text).__name__}")
-    if role not in ROLES:
+    if not _is_role(role):
         raise InvalidInputError(f"role must be 'advisor' or 'customer', got {role!r}")
     if len(text) > max_chars:
         raise InvalidInputError(f"text too long: {len(text)} characters (limit {max_chars})")
     if _SURROGATES.search(text):
         text = _SURROGATES.sub("\ufffd", text)
-    return text, role  # type: ignore[return-value]
+    return text, role
 
 
 class Analyzer:
@@ -65,6 +70,7 @@ class Analyzer:
         if self.config.mask_style != "tag" and self.config.mask_style not in MASK_STYLES:
             raise InvalidInputError(f"unknown mask_style {self.config.mask_style!r}")
         self.ruleset = load_ruleset(self.config.rules_dir)
+        load_pii_words()  # a malformed rules/pii.json fails here, not on the first number
         self.matcher = RuleMatcher(self.ruleset)
         self.sentiment = SentimentLexicon(self.config.rules_dir)
         self.keyword_intent = KeywordIntent(self.config.rules_dir)
@@ -108,9 +114,10 @@ class Analyzer:
         if self.intent_model is not None and customer_idx:
             # The model reads the message without its phone/card/ID digits: they carry no
             # intent, and a long digit run drowned the words of short messages (「我电话
-            # 139…你存一下，改天请你喝茶」 read as account_service).
+            # 139…你存一下，改天请你喝茶」 read as account_service). ``model_text`` is the
+            # function training builds its examples with, so the two cannot drift apart.
             preds = self.intent_model.predict(
-                [_without_pii(checked[i][0], piis[i]) for i in customer_idx]
+                [model_text(checked[i][0], piis[i]) for i in customer_idx]
             )
             floor = self.config.intent_keyword_fallback_below
             for i, p in zip(customer_idx, preds, strict=True):
@@ -127,7 +134,7 @@ class Analyzer:
         clean_probs: dict[int, float] = {}
         if self.violation_model is not None and advisor_idx:
             model_findings, clean_probs = self._model_findings(
-                [norms[i].text for i in advisor_idx],
+                [model_text(checked[i][0]) for i in advisor_idx],
                 [checked[i][0] for i in advisor_idx],
                 advisor_idx,
             )
@@ -275,18 +282,6 @@ class Analyzer:
                 )
             ]
         return out, clean
-
-
-def _without_pii(text: str, pii: Sequence[PiiMatch]) -> str:
-    if not pii:
-        return normalize(text).text
-    parts: list[str] = []
-    last = 0
-    for match in sorted(pii, key=lambda m: m.start):
-        parts.append(text[last : match.start])
-        last = max(last, match.end)
-    parts.append(text[last:])
-    return normalize("".join(parts)).text
 
 
 _cache: dict[AnalyzerConfig, Analyzer] = {}

@@ -7,6 +7,7 @@ from typing import Any
 import ahocorasick
 
 from compliance_nlp.rules import load_json
+from compliance_nlp.types import Sentiment
 
 __all__ = ["KeywordIntent", "SentimentLexicon"]
 
@@ -33,7 +34,7 @@ class SentimentLexicon:
         self._neg_emoji = tuple(data["negative_emoji"])
         self._negators = tuple(sorted(data["negators"], key=len, reverse=True))
 
-    def score(self, norm_text: str, original: str) -> str:
+    def score(self, norm_text: str, original: str) -> Sentiment:
         matches: list[tuple[int, int, int]] = []
         for end_index, (polarity, length) in self._automaton.iter(norm_text):
             matches.append((end_index - length + 1, end_index + 1, polarity))

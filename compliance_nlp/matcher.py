@@ -108,7 +108,7 @@ class RuleMatcher:
                 cut = prefix.rfind(barrier)
                 if cut >= 0:
                     prefix = prefix[cut + len(barrier) :]
-            if any(n in prefix for n in cues.negators) or "所谓" in prefix:
+            if any(n in prefix for n in cues.negators):
                 return True
         suffix = text[end : min(ce, end + cues.suffix_window)]
         return bool(suffix) and any(r in suffix for r in cues.refutations)
@@ -131,7 +131,7 @@ class RuleMatcher:
         cues = self._cues
         if ce < len(text) and text[ce] in cues.question_marks:
             return True
-        tail = text[cs:ce].rstrip(" 呀啊呢的")
+        tail = text[cs:ce].rstrip(cues.question_fillers)
         return bool(tail) and tail[-1] in cues.question_particles
 
     def _word_aligned(self, text: str, cs: int, ce: int, start: int, end: int) -> bool:

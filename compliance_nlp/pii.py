@@ -4,17 +4,31 @@
 information, and 第五十一条 requires de-identification where it serves the purpose: the
 clear-text copy of every message keeps only the masked form. Detection is deliberately
 strict (checksums, BIN prefixes, label context) because masking an amount, a policy number
-or a stock code destroys what a compliance reviewer needs to read.
+or a stock code destroys what a compliance reviewer needs to read. The context words (labels
+of business numbers and cards, units of amounts, mask tags) are data: ``rules/pii.json``.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from functools import lru_cache
+from typing import Literal, get_args
 
-__all__ = ["PiiMatch", "PiiType", "MASK_STYLES", "find_pii", "mask_pii", "mask_span"]
+from compliance_nlp.rules import RuleDataError, load_json
+
+__all__ = [
+    "MASK_STYLES",
+    "PiiMatch",
+    "PiiType",
+    "PiiWords",
+    "find_pii",
+    "load_pii_words",
+    "mask_pii",
+    "mask_span",
+    "without_pii",
+]
 
 PiiType = Literal["id_card", "bank_card", "phone", "email"]
 
@@ -38,14 +52,41 @@ _EMAIL_RE = re.compile(
     r"[a-z0-9][a-z0-9._%+\-]{0,63}@[a-z0-9\-]+(?:\.[a-z0-9\-]+)*\.[a-z]{2,}", re.I
 )
 _QUICK_RE = re.compile(r"\d{3}[ \-]?\d{4}|@")
-# A number introduced by one of these labels is a business reference, never a person's.
-_NON_PII_LABEL_RE = re.compile(
-    r"(?:订单|合同|保单|投保单|流水|交易|业务|申请|工单|受理|批次|产品|快递|运单|凭证|发票|编号|单号|编码|代码|序列|"
-    r"no|ref|id)[号码：:\s#.]*$",
-    re.I,
-)
-_AMOUNT_SUFFIX_RE = re.compile(r"\s*(?:元|块|万|亿|股|份|%|个点|笔|次|天|年)")
-_CARD_LABEL_RE = re.compile(r"(?:卡号|银行卡|账号|帐号|借记卡|信用卡|储蓄卡|卡)[号码是为：:\s]*$")
+
+
+def _alternation(words: object, key: str) -> str:
+    if not isinstance(words, list) or not words or not all(isinstance(w, str) and w for w in words):
+        raise RuleDataError(f"pii.json: {key!r} must be a non-empty list of words")
+    return "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+
+
+@dataclass(frozen=True, slots=True)
+class PiiWords:
+    """The context words of ``rules/pii.json``, compiled (see its note for each)."""
+
+    business_label: re.Pattern[str]
+    amount_suffix: re.Pattern[str]
+    card_label: re.Pattern[str]
+    mask_tags: dict[str, str]
+
+
+@lru_cache(maxsize=1)
+def load_pii_words() -> PiiWords:
+    """Compile ``rules/pii.json``; ``Analyzer`` calls it at start-up so a typo fails there."""
+    data = load_json("pii.json")
+    tags = data.get("mask_tags")
+    if not isinstance(tags, dict) or set(tags) != set(get_args(PiiType)):
+        raise RuleDataError(f"pii.json: 'mask_tags' must name exactly {get_args(PiiType)}")
+    business = _alternation(data.get("business_number_labels"), "business_number_labels")
+    units = _alternation(data.get("amount_units"), "amount_units")
+    cards = _alternation(data.get("card_labels"), "card_labels")
+    return PiiWords(
+        # Anchored at the end of the 8 characters before the number: the label introduces it.
+        business_label=re.compile(rf"(?:{business})[号码：:\s#.]*$", re.I),
+        amount_suffix=re.compile(rf"\s*(?:{units})"),
+        card_label=re.compile(rf"(?:{cards})[号码是为：:\s]*$"),
+        mask_tags={str(k): str(v) for k, v in tags.items()},
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +119,8 @@ def _luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
-def _labelled_business_number(text: str, start: int) -> bool:
-    return _NON_PII_LABEL_RE.search(text[max(0, start - 8) : start]) is not None
+def _labelled_business_number(words: PiiWords, text: str, start: int) -> bool:
+    return words.business_label.search(text[max(0, start - 8) : start]) is not None
 
 
 def find_pii(text: str) -> list[PiiMatch]:
@@ -90,6 +131,7 @@ def find_pii(text: str) -> list[PiiMatch]:
     """
     if _QUICK_RE.search(text) is None:
         return []
+    words = load_pii_words()
     found: list[PiiMatch] = []
     taken: list[tuple[int, int]] = []
 
@@ -107,8 +149,8 @@ def find_pii(text: str) -> list[PiiMatch]:
         digits = re.sub(r"\D", "", m.group(0))
         if not (16 <= len(digits) <= 19) or not free(*m.span()):
             continue
-        labelled_card = _CARD_LABEL_RE.search(text[max(0, m.start() - 8) : m.start()]) is not None
-        if not labelled_card and _labelled_business_number(text, m.start()):
+        labelled_card = words.card_label.search(text[max(0, m.start() - 8) : m.start()]) is not None
+        if not labelled_card and _labelled_business_number(words, text, m.start()):
             continue
         # UnionPay (62), Visa (4), Mastercard (5), Amex/JCB (3) and domestic debit (6xxx).
         if _luhn_ok(digits) and (labelled_card or digits[0] in "3456"):
@@ -117,7 +159,9 @@ def find_pii(text: str) -> list[PiiMatch]:
     for m in _PHONE_RE.finditer(text):
         if not free(*m.span()):
             continue
-        if _AMOUNT_SUFFIX_RE.match(text, m.end()) or _labelled_business_number(text, m.start()):
+        if words.amount_suffix.match(text, m.end()) or _labelled_business_number(
+            words, text, m.start()
+        ):
             continue
         found.append(PiiMatch("phone", m.start(), m.end()))
         taken.append(m.span())
@@ -130,12 +174,6 @@ MASK_STYLES: dict[str, dict[str, tuple[int, int]]] = {
     "default": {"phone": (3, 4), "bank_card": (3, 4), "id_card": (6, 4), "email": (1, 0)},
     "strict": {"phone": (0, 4), "bank_card": (0, 4), "id_card": (0, 4), "email": (0, 0)},
     "full": {"phone": (0, 0), "bank_card": (0, 0), "id_card": (0, 0), "email": (0, 0)},
-}
-_TAGS: dict[str, str] = {
-    "phone": "[手机号]",
-    "bank_card": "[银行卡号]",
-    "id_card": "[身份证号]",
-    "email": "[邮箱]",
 }
 
 
@@ -166,7 +204,7 @@ def mask_pii(text: str, matches: list[PiiMatch], style: str = "default") -> str:
         out.append(text[pos : m.start])
         span = text[m.start : m.end]
         if style == "tag":
-            out.append(_TAGS[m.type])
+            out.append(load_pii_words().mask_tags[m.type])
         else:
             head, tail = MASK_STYLES[style][m.type]
             if m.type == "email":
@@ -194,3 +232,20 @@ def mask_span(
     hi = max(end, *(m.end for m in touching))
     shifted = [PiiMatch(m.type, m.start - lo, m.end - lo) for m in touching]
     return mask_pii(text[lo:hi], sorted(shifted, key=lambda m: m.start), style)
+
+
+def without_pii(text: str, matches: Iterable[PiiMatch]) -> str:
+    """``text`` with every span of personal data cut out; overlapping spans cut once.
+
+    What the intent model reads, in training (labelled spans) and at inference (found
+    spans) alike, through ``model.model_text``: a phone, card or ID number carries no
+    intent, and a long digit run drowned the words of short messages (「我电话139…你存
+    一下，改天请你喝茶」 read as account_service).
+    """
+    parts: list[str] = []
+    last = 0
+    for match in sorted(matches, key=lambda m: m.start):
+        parts.append(text[last : match.start])
+        last = max(last, match.end)
+    parts.append(text[last:])
+    return "".join(parts)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from compliance_nlp.pii import PiiMatch
 
 __all__ = [
+    "INTENTS",
+    "SENTIMENTS",
     "Analysis",
     "AnalysisError",
     "AnalyzerConfig",
@@ -15,6 +17,7 @@ __all__ = [
     "InvalidInputError",
     "ModelLoadError",
     "Role",
+    "Sentiment",
     "Severity",
     "Source",
 ]
@@ -22,6 +25,21 @@ __all__ = [
 Role = Literal["advisor", "customer"]
 Severity = Literal["violation", "review"]
 Source = Literal["rule", "model"]
+Sentiment = Literal["negative", "neutral", "positive"]
+SENTIMENTS: tuple[Sentiment, ...] = get_args(Sentiment)
+# The shipped intent model's labels. A bank's own model brings its own (``Analysis.intent``
+# is whatever its ``config.id2label`` says), so this is a tuple, not a Literal. The order
+# is the label ids training assigns: reordering it changes what ``siyu nlp train`` makes.
+INTENTS: tuple[str, ...] = (
+    "product_inquiry",
+    "purchase_intent",
+    "redemption_intent",
+    "complaint",
+    "account_service",
+    "claim_service",
+    "risk_assessment",
+    "chitchat",
+)
 
 
 class AnalysisError(ValueError):
@@ -117,7 +135,7 @@ class Analysis:
     role: Role
     intent: str | None
     intent_score: float | None
-    sentiment: str
+    sentiment: Sentiment
     violations: tuple[Finding, ...]
     pii: tuple[PiiMatch, ...]
     masked_text: str

@@ -1,8 +1,10 @@
 """Versioned rule data: lexicon, regulatory bases, cues, sentiment and intent keywords.
 
 Rules live in JSON next to this file so compliance can review and version them without
-reading Python; a bank can point ``load_ruleset`` at its own copy. Loading validates the
-shape eagerly: a typo in a data file must fail at start-up, not on the first message.
+reading Python; a bank can point ``load_ruleset`` at its own copy (``pii.json``, the
+context words of PII detection, and ``pinyin.json``, evasive pinyin, are always read from
+here). Loading validates the shape eagerly: a typo in a data file must fail at start-up,
+not on the first message.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ __all__ = [
     "RULES_DIR",
     "Cues",
     "Rule",
+    "RuleDataError",
     "RuleSet",
     "load_json",
     "load_ruleset",
@@ -81,6 +84,8 @@ class Cues:
     question_marks: frozenset[str]
     question_particles: frozenset[str]
     clause_breaks: frozenset[str]
+    # Stripped from a clause's end before looking for a question particle: 「保本吗呀」.
+    question_fillers: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +216,11 @@ def _cues(raw: dict[str, Any]) -> Cues:
         question_marks=frozenset(raw["question_marks"]),
         question_particles=frozenset(raw["question_particles"]),
         clause_breaks=frozenset(raw["clause_breaks"]),
+        question_fillers="".join(raw["question_fillers"]),
     )
+
+
+_CUES_ADDED_LATER = ("question_fillers",)
 
 
 @lru_cache(maxsize=8)
@@ -221,7 +230,13 @@ def load_ruleset(directory: str = "") -> RuleSet:
     bases_doc = load_json("bases.json", where)
     bases = {str(k): str(v) for k, v in bases_doc["bases"].items()}
     lexicon = load_json("lexicon.json", where)
-    cues = _cues(load_json("cues.json", where))
+    cues_doc = load_json("cues.json", where)
+    for key in _CUES_ADDED_LATER:
+        # A bank's copy of the rules made before a cue moved out of the code into
+        # cues.json reads the shipped value, and so behaves as it did.
+        if key not in cues_doc:
+            cues_doc[key] = load_json("cues.json")[key]
+    cues = _cues(cues_doc)
     rules = tuple(_rule(r, bases) for r in lexicon["rules"])
     seen: set[str] = set()
     for rule in rules:

@@ -17,11 +17,10 @@ from pathlib import Path
 
 from compliance_nlp.pii import _id_checksum_ok, _luhn_ok
 from compliance_nlp.rules import CATEGORIES
-from compliance_nlp.training.train import INTENTS
+from compliance_nlp.types import INTENTS, SENTIMENTS
 
 __all__ = ["check_labels"]
 
-SENTIMENTS = ("negative", "neutral", "positive")
 _PHONE = re.compile(r"(?:\+?86)?1[3-9]\d{9}")
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 

@@ -24,27 +24,19 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-from compliance_nlp.model import ENSEMBLE_FILE, MAX_TOKENS, MODELS_DIR
-from compliance_nlp.normalize import normalize
+from compliance_nlp.model import ENSEMBLE_FILE, MAX_TOKENS, MODELS_DIR, model_text
+from compliance_nlp.pii import PiiMatch, PiiType
 from compliance_nlp.rules import CATEGORIES
 from compliance_nlp.training.evaluate import read_jsonl
+from compliance_nlp.types import INTENTS
 
 __all__ = ["TrainOptions", "train_all", "train_classifier"]
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
-INTENTS = (
-    "product_inquiry",
-    "purchase_intent",
-    "redemption_intent",
-    "complaint",
-    "account_service",
-    "claim_service",
-    "risk_assessment",
-    "chitchat",
-)
 NO_VIOLATION = "none"
+PII_TYPES: tuple[PiiType, ...] = get_args(PiiType)
 # The hand-written development pool; blind sets are deliberately not listed.
 DEV_POOL = tuple(f"dev{n}.jsonl" for n in ("", *range(2, 17)))
 _SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -82,32 +74,33 @@ class TrainOptions:
     ensemble: int = 1
 
 
-def model_text(text: str) -> str:
-    """What the model sees: the evasion-normalised text (穩賺→稳赚, ＶＸ→微信)."""
-    return normalize(text).text
+def labelled_pii(row: dict[str, Any]) -> list[PiiMatch]:
+    """A labelled row's PII spans, as the runtime's ``find_pii`` would report them."""
+    spans: list[PiiMatch] = []
+    for span in row.get("pii") or []:
+        kind = span["type"]
+        if kind not in PII_TYPES:
+            raise ValueError(f"unknown pii type {kind!r} in row {row.get('id')!r}")
+        spans.append(PiiMatch(kind, int(span["start"]), int(span["end"])))
+    return spans
 
 
 def _examples(rows: Sequence[dict[str, Any]], kind: str) -> list[tuple[str, str]]:
+    """(model input, label) pairs; the input is ``model.model_text``, as at inference.
+
+    The intent model learns from the text with its labelled PII cut out, as ``Analyzer``
+    shows it the text with the PII it found cut out: training on the digits while
+    inference stripped them taught the model that a long number means account_service
+    (dev4: a redemption with a phone number in it).
+    """
     out: list[tuple[str, str]] = []
     for row in rows:
         if kind == "intent" and row["role"] == "customer" and row.get("intent"):
-            out.append((model_text(_without_pii(row)), str(row["intent"])))
+            out.append((model_text(str(row["text"]), labelled_pii(row)), str(row["intent"])))
         elif kind == "violation" and row["role"] == "advisor":
             cats = [v["category"] for v in row.get("violations") or []]
-            out.append((model_text(row["text"]), cats[0] if cats else NO_VIOLATION))
+            out.append((model_text(str(row["text"])), cats[0] if cats else NO_VIOLATION))
     return out
-
-
-def _without_pii(row: dict[str, Any]) -> str:
-    """The text with its labelled PII cut out, as ``Analyzer`` shows it to the intent model.
-
-    Training on the digits while inference strips them taught the model that a long
-    number means account_service (dev4: a redemption with a phone number in it).
-    """
-    text = str(row["text"])
-    for span in sorted(row.get("pii") or [], key=lambda p: -int(p["start"])):
-        text = text[: int(span["start"])] + text[int(span["end"]) :]
-    return text
 
 
 def _build_vocab(texts: Sequence[str]) -> dict[str, int]:

@@ -99,3 +99,41 @@ def test_evidence_never_carries_a_number_the_masked_text_hides() -> None:
     cut = mask_span(text, pii, 0, 10)
     assert cut == "身份证110101********4514"
     assert mask_span(text, pii, 22, 30) == text[22:30]  # no number touched: unchanged
+
+
+def test_pii_context_words_are_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Which labels make a number a business reference is read from rules/pii.json."""
+    import json
+
+    from compliance_nlp import pii
+    from compliance_nlp.rules import RULES_DIR
+
+    words = json.loads((RULES_DIR / "pii.json").read_text(encoding="utf-8"))
+    text = "工单13812345678已受理"
+    assert pii.find_pii(text) == []  # 工单 introduces a work-order number
+    words["business_number_labels"].remove("工单")
+    monkeypatch.setattr(pii, "load_json", lambda name: words)
+    pii.load_pii_words.cache_clear()
+    try:
+        assert [m.type for m in pii.find_pii(text)] == ["phone"]
+        assert pii.mask_pii(text, pii.find_pii(text), "tag") == "工单[手机号]已受理"
+    finally:
+        pii.load_pii_words.cache_clear()
+
+
+def test_malformed_pii_words_fail_when_the_analyzer_is_built(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import json
+
+    from compliance_nlp import Analyzer, pii
+    from compliance_nlp.rules import RULES_DIR, RuleDataError
+
+    words = json.loads((RULES_DIR / "pii.json").read_text(encoding="utf-8"))
+    monkeypatch.setattr(pii, "load_json", lambda name: {**words, "mask_tags": {"phone": "[x]"}})
+    pii.load_pii_words.cache_clear()
+    try:
+        with pytest.raises(RuleDataError, match="mask_tags"):
+            Analyzer(AnalyzerConfig(use_model=False))
+    finally:
+        pii.load_pii_words.cache_clear()

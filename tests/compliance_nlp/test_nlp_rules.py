@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 
 from compliance_nlp import CATEGORIES, Analyzer, analyze
@@ -256,3 +261,35 @@ def test_concept_family_is_caught(rules_only: Analyzer, category: str, text: str
 @pytest.mark.parametrize("text", CONCEPT_HARD_NEGATIVES)
 def test_concept_family_hard_negative(rules_only: Analyzer, text: str) -> None:
     assert rules_only.analyze(text, "advisor").violations == (), text
+
+
+def test_so_called_claim_is_not_asserted(rules_only: Analyzer) -> None:
+    """所谓 (so-called) before a claim distances the advisor from it (a cues.json negator)."""
+    assert not rules_only.analyze("那些所谓的稳赚不赔，您听听就好", "advisor").has_violation
+
+
+def test_question_fillers_are_read_from_cues_json(tmp_path: Path) -> None:
+    """「这款保本吗呀」 asks; the fillers after 吗 come from cues.json, and a bank's copy of
+    the rules made before they moved there reads the shipped ones."""
+    from compliance_nlp import AnalyzerConfig
+    from compliance_nlp.rules import RULES_DIR
+
+    text = "这款保本吗呀"
+    assert not analyze(text, "advisor", AnalyzerConfig(use_model=False)).has_violation
+
+    def copy_with(name: str, edit: Callable[[dict[str, object]], None]) -> str:
+        target = tmp_path / name
+        shutil.copytree(RULES_DIR, target)
+        cues = json.loads((target / "cues.json").read_text(encoding="utf-8"))
+        edit(cues)
+        (target / "cues.json").write_text(json.dumps(cues, ensure_ascii=False), encoding="utf-8")
+        return str(target)
+
+    no_fillers = copy_with("none", lambda c: c.update(question_fillers=[]))
+    older_copy = copy_with("older", lambda c: c.pop("question_fillers"))
+    flagged = Analyzer(AnalyzerConfig(use_model=False, rules_dir=no_fillers)).analyze(
+        text, "advisor"
+    )
+    assert flagged.has_violation
+    older = Analyzer(AnalyzerConfig(use_model=False, rules_dir=older_copy)).analyze(text, "advisor")
+    assert not older.has_violation
