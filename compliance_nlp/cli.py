@@ -168,6 +168,17 @@ def _cmd_train(args: argparse.Namespace, factory: Callable[[], AnalyzerConfig]) 
         options = replace(options, train_file=args.train_file)
     if args.heldout_file is not None:
         options = replace(options, heldout_file=args.heldout_file)
+    missing = [str(p) for p in (options.train_file, *options.dev_files) if not p.is_file()]
+    if missing:
+        # An installed siyu carries no training data (pyproject.toml leaves it out):
+        # say so instead of a traceback, before anything is written.
+        print(
+            f"missing training data: {', '.join(missing)}. The corpus and the development "
+            "pool are in a source checkout (compliance_nlp/training/data/); an installed "
+            "package carries neither.",
+            file=sys.stderr,
+        )
+        return 2
     started = time.monotonic()
     results = train_all(options)
     for kind, figures in results.items():

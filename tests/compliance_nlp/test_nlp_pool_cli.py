@@ -175,3 +175,16 @@ def test_pool_workers_die_when_the_parent_is_killed() -> None:
             os.kill(worker, signal.SIGKILL)
         except (ProcessLookupError, UnboundLocalError):
             pass
+
+
+def test_cli_train_without_its_data_is_exit_2_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As from an installed package, which carries no training data."""
+    out = tmp_path / "models"
+    args = _parser().parse_args(
+        ["nlp", "train", "--train-file", str(tmp_path / "nope.jsonl"), "--output-dir", str(out)]
+    )
+    assert args.func(args) == 2
+    assert "missing training data" in capsys.readouterr().err
+    assert not out.exists()
