@@ -112,6 +112,20 @@ async def analyzer_ctx(app: web.Application) -> AsyncIterator[None]:
         await pool.close()
 
 
+async def analyzer_health(app: web.Application) -> dict[str, str]:
+    """``/readyz``: not ready while the analyzer pool is broken and not yet rebuilt.
+
+    A worker whose pool lost a process cannot analyse, so it cannot store anything
+    (analysis comes before storage); the probe also starts the rebuild.  Analyzers
+    without a ``health`` method (injected by tests or the demo) report nothing.
+    """
+    health = getattr(app.get(ANALYZER), "health", None)
+    if health is None:
+        return {}
+    problem = await health()
+    return {"analyzer": "ok" if problem is None else f"error: {problem}"}
+
+
 async def wecom_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     if not settings.wecom.app_secret.get_secret_value():

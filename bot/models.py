@@ -241,7 +241,10 @@ class DeadLetter(Timestamped):
     id = fields.BigIntField(primary_key=True)
     stream_id = fields.CharField(max_length=64, unique=True)
     source = fields.CharField(max_length=16)
-    dedup_key = fields.CharField(max_length=160)
+    # Text, not a bounded string: an entry queued with an over-long key (before ingest
+    # checked ids) must still be dead-lettered, or it would fail forever; the key is
+    # also the AAD of the sealed payload, so it is kept whole, never cut.
+    dedup_key = fields.TextField()
     # The stream entry's sealed payload, as it was queued.
     payload_sealed = fields.TextField()
     error = fields.CharField(max_length=1024, default="")

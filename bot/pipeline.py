@@ -11,7 +11,8 @@ A batch read from the stream goes through:
    transaction, so no DB lock is held across a network call.  Failure is
    tolerated: the customer is marked for the reconcile job.
 4. ``analyse``    — compliance_nlp runs on every text before anything is
-   stored (PIPL: only masked text is kept in clear).  Batched per read.
+   stored (PIPL: only masked text is kept in clear).  Batched per read; a
+   batch that fails is retried text by text, so one bad text fails alone.
 5. ``store``      — one transaction: row, the ``on_message``/``on_event`` hooks
    of other domains (in the root's order), review case, alerts, outbox rows
    (``bot.flows``).
@@ -41,6 +42,7 @@ from bot.schemas import (
 )
 from bot.wecom.parse import Inbound, parse_inbound
 from compliance_nlp import Analysis
+from compliance_nlp.pool import AnalyzerUnavailable
 from compliance_nlp.types import Role as AnalysisRole
 from core.metrics import Metrics
 
@@ -161,13 +163,9 @@ class Pipeline:
                     d = drafts[i]
                     assert isinstance(d, MessageDraft)
                     batch.append((d.text, d.analysis_role))
-                try:
-                    results = await self.analyzer.analyze_many(batch)
-                    for i, res in zip(to_analyse, results, strict=True):
-                        analyses[i] = res
-                except Exception as exc:  # noqa: BLE001 - every item of the batch carries it
-                    for i in to_analyse:
-                        analyses[i] = exc
+                results = await self._analyse(batch)
+                for i, res in zip(to_analyse, results, strict=True):
+                    analyses[i] = res
 
         out: list[StoreResult | BaseException] = []
         for i, (item, d) in enumerate(zip(items, drafts, strict=True)):
@@ -188,6 +186,38 @@ class Pipeline:
             if result.stored and result.record is not None:
                 await self.deps.hooks.run_after_commit(result.record)
             out.append(result)
+        return out
+
+    async def _analyse(
+        self, batch: list[tuple[str, AnalysisRole]]
+    ) -> list[Analysis | BaseException]:
+        """Analyse a read's texts together; if that fails, each alone.
+
+        ``analyze_many`` fails as a whole when any one text is refused (too long) or
+        kills its worker process: retried one by one, only that text carries the
+        error, and the others are stored.  A pool that cannot run at all
+        (``AnalyzerUnavailable``) fails every item alike: no point trying each.
+        """
+        try:
+            return list(await self.analyzer.analyze_many(batch))
+        except AnalyzerUnavailable as exc:
+            return [exc] * len(batch)
+        except Exception as exc:  # noqa: BLE001 - narrowed below, item by item
+            if len(batch) == 1:
+                return [exc]
+            log.warning(
+                "batch analysis failed; analysing its items one by one",
+                extra={"items": len(batch), "error": type(exc).__name__},
+            )
+        out: list[Analysis | BaseException] = []
+        for pos, one in enumerate(batch):
+            try:
+                out.append((await self.analyzer.analyze_many([one]))[0])
+            except AnalyzerUnavailable as exc:
+                out += [exc] * (len(batch) - pos)
+                break
+            except Exception as exc:  # noqa: BLE001 - this item's own failure
+                out.append(exc)
         return out
 
     def _count_compliance(self, result: StoreResult) -> None:

@@ -69,6 +69,7 @@ DOMAIN = Domain(
     ),
     cli=register_cli,
     gauges=bot_app.refresh_gauges,
+    health=bot_app.analyzer_health,
     export_customer=bot_service.export_customer,
     # erase_customer: not yet — erasure under a legal hold comes with the console's
     # PIPL workflow (the archive must keep what regulators require).

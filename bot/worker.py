@@ -2,33 +2,134 @@
 
 Entries may be processed more than once (a worker can die between the DB
 commit and XACK); every stage is idempotent, so that is harmless.  Entries of
-a dead worker are taken over with XAUTOCLAIM once idle for
-``claim_idle_ms``; an entry delivered ``max_deliveries`` times goes to the
-dead-letter table with its sealed payload, never silently dropped.
+a dead worker are taken over with XAUTOCLAIM once idle for ``claim_idle_ms``.
+
+A failed entry is retried after a back-off, and only a failure that is the
+entry's own counts towards the dead-letter table: an infrastructure failure (the
+database or Redis unreachable, a lock timeout, the analyzer pool gone and not
+restartable) says nothing about the entry, so it is retried for as long as it
+takes, backing off up to minutes.  An entry that fails on its own
+``max_deliveries`` times goes to the dead-letter table with its sealed payload,
+alone: the good entries read with it are stored and acknowledged.  Nothing is
+ever silently dropped.
+
+The retry schedule lives in Redis beside the stream, not in one worker's memory:
+a sorted set of stream ids by due time, and a hash of failure counts.  So any
+worker (or a restarted one) honours a back-off, and the counts survive restarts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+import redis.exceptions
+from tortoise.exceptions import DBConnectionError, DoesNotExist
 
+from bot import models
 from bot import service as bot_service
 from bot.pipeline import Pipeline
-from bot.schemas import QueuedItem, StoreResult
-from bot.stream import InboundStream
+from bot.schemas import QueuedItem, Source, StoreResult
+from bot.stream import InboundStream, payload_aad
+from compliance_nlp.pool import AnalyzerUnavailable
+from core.crypto import DecryptionError, UnknownKeyIdError
 from core.metrics import Metrics
 from core.settings import PipelineSettings
 
 log = logging.getLogger(__name__)
 
+# Back-off of an entry that failed on its own: short, it is dead-lettered soon anyway.
+FAILURE_BACKOFF_S = 0.25
+FAILURE_BACKOFF_MAX_S = 10.0
+# Back-off of an entry that failed for an infrastructure reason: a database failover
+# or a pool that cannot start may take minutes, and hammering it helps no one.
+TRANSIENT_BACKOFF_S = 1.0
+TRANSIENT_BACKOFF_MAX_S = 300.0
+# The whole loop pauses too while nothing but infrastructure failures come back.
+ROUND_BACKOFF_MAX_S = 60.0
+
+# Pop the due part of the retry schedule atomically: each due entry goes to one worker.
+_POP_DUE_LUA = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+if #ids > 0 then redis.call('ZREM', KEYS[1], unpack(ids)) end
+return ids
+"""
+
 
 def consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
+
+
+# PostgreSQL SQLSTATE classes that describe the server or the connection, never the
+# row: 08 connection exception, 40 transaction rollback (serialization failure,
+# deadlock), 53 insufficient resources, 55 object not in prerequisite state (lock
+# not available, database not accepting connections), 57 operator intervention
+# (admin shutdown, query cancelled by a statement timeout), 58 system error (I/O).
+_TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "55", "57", "58"})
+# SQLite's own words for the same (sqlite3 gives no error codes through aiosqlite).
+_TRANSIENT_SQLITE = ("locked", "busy", "disk i/o", "unable to open", "disk is full")
+
+
+def _transient_one(exc: BaseException) -> bool:
+    if isinstance(
+        exc,
+        AnalyzerUnavailable
+        | OSError  # ConnectionRefusedError, TimeoutError, a reset socket
+        | redis.exceptions.ConnectionError
+        | redis.exceptions.TimeoutError
+        | DBConnectionError,
+    ):
+        return True
+    if type(exc).__name__ == "ConnectionDoesNotExistError":  # asyncpg: the socket went away
+        return True
+    if isinstance(exc, UnknownKeyIdError):
+        # Sealed under a key this process does not have yet (being rolled out): the
+        # entry is not damaged, retry.  Any other decryption failure is the entry's own.
+        return True
+    if isinstance(exc, sqlite3.OperationalError):
+        return any(s in str(exc).lower() for s in _TRANSIENT_SQLITE)
+    # A PostgreSQL error as asyncpg (or any driver) raises it: its SQLSTATE says whose.
+    sqlstate = getattr(exc, "sqlstate", None)
+    if isinstance(sqlstate, str) and len(sqlstate) == 5:
+        return sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES
+    return False
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when ``exc`` is an infrastructure failure that says nothing about the entry.
+
+    The ORM wraps driver errors, so the chain of causes is searched as well.  An
+    unknown kind of failure counts as the entry's own: dead-lettered after
+    ``max_deliveries`` rather than retried forever.
+    """
+    e: BaseException | None = exc
+    for _ in range(8):
+        if e is None:
+            return False
+        if _transient_one(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+class _Undecodable(Exception):
+    """A stream entry whose seal or JSON cannot be read."""
+
+    def __repr__(self) -> str:
+        return f"undecodable entry: {self.args[0]}"
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
 class Worker:
@@ -40,6 +141,7 @@ class Worker:
         settings: PipelineSettings,
         metrics: Metrics,
         consumer: str | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.stream = stream
         self.redis = stream.redis
@@ -47,15 +149,21 @@ class Worker:
         self.settings = settings
         self.metrics = metrics
         self.consumer = consumer or consumer_name()
-        # Entries this worker failed, retried soon by itself with backoff rather
-        # than after claim_idle_ms (which exists for *dead* workers).
-        self._retry_at: dict[str, float] = {}
+        # Wall-clock seconds: due times are shared by every worker through Redis.
+        self.clock = clock
+        # Stream id → due time (ms): entries backing off after a failure.
+        self.retry_key = stream.keys.key("worker-retry", stream.stream)
+        # "a:<id>" attempts that failed, "d:<id>" of them the entry's own failures.
+        self.failures_key = stream.keys.key("worker-failures", stream.stream)
+        # Consecutive rounds in which only infrastructure failures came back.
+        self.stalled_rounds = 0
+        self._pop_due = self.redis.register_script(_POP_DUE_LUA)
 
     async def run(self, stop: asyncio.Event) -> None:
         # Nothing may end this loop but ``stop``: the task would die unobserved
         # while the process still answers /healthz, and intake would silently
         # stop.  A failed round leaves its entries pending; they are reclaimed
-        # (XAUTOCLAIM) and retried, and dead-lettered after ``max_deliveries``.
+        # (XAUTOCLAIM) and retried.
         log.info("worker started", extra={"consumer": self.consumer})
         group_ready = False
         while not stop.is_set():
@@ -68,9 +176,10 @@ class Worker:
             except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
                 log.warning(
                     "redis or database unreachable; worker waiting",
-                    extra={"error": f"{type(exc).__name__}: {str(exc)[:200]}"},
+                    extra={"error": _error_text(exc)},
                 )
-                await asyncio.sleep(1.0)
+                self.stalled_rounds += 1
+                await self._pause(stop)
                 continue
             except aioredis.ResponseError as exc:
                 if "NOGROUP" in str(exc):  # Redis lost its data (restart without AOF)
@@ -79,17 +188,24 @@ class Worker:
                 log.error(
                     "redis refused a command; worker waiting", extra={"error": str(exc)[:200]}
                 )
-                await asyncio.sleep(1.0)
+                self.stalled_rounds += 1
+                await self._pause(stop)
                 continue
             except Exception as exc:  # noqa: BLE001 - e.g. the database is down
-                log.error(
-                    "worker round failed; retrying",
-                    extra={"error": f"{type(exc).__name__}: {str(exc)[:200]}"},
-                )
-                await asyncio.sleep(1.0)
+                log.error("worker round failed; retrying", extra={"error": _error_text(exc)})
+                self.stalled_rounds += 1
+                await self._pause(stop)
                 continue
-            if not did:
+            if self.stalled_rounds:
+                await self._pause(stop)
+            elif not did:
                 await asyncio.sleep(0)
+
+    async def _pause(self, stop: asyncio.Event) -> None:
+        """Wait 1, 2, 4 … up to ROUND_BACKOFF_MAX_S seconds, or until asked to stop."""
+        delay = min(2.0 ** max(self.stalled_rounds - 1, 0), ROUND_BACKOFF_MAX_S)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
 
     async def forget_dead_consumers(self, *, idle_ms: int = 3_600_000) -> int:
         """Drop consumers (dead processes) that hold nothing and were idle an hour.
@@ -105,15 +221,16 @@ class Worker:
                 removed += 1
         return removed
 
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
     async def run_once(self, *, block_ms: int | None = None) -> int:
-        """Reclaim stale entries, then read new ones; return how many were handled."""
+        """Retry due entries, reclaim stale ones, then read new ones; return how many."""
         handled = 0
-        loop_time = asyncio.get_running_loop().time()
-        due = [sid for sid, at in self._retry_at.items() if at <= loop_time]
+        due = await self._pop_due(
+            keys=[self.retry_key], args=[self._now_ms(), self.settings.batch_size]
+        )
         if due:
-            for sid in due:
-                del self._retry_at[sid]
-            # XCLAIM to ourselves counts a delivery, so max_deliveries still holds.
             mine = await self.redis.xclaim(
                 self.stream.stream,
                 self.stream.group,
@@ -132,7 +249,7 @@ class Worker:
             start_id="0-0",
             count=self.settings.batch_size,
         )
-        entries = [(sid, fields) for sid, fields in claimed[1] if fields]
+        entries = await self._not_backing_off([(sid, f) for sid, f in claimed[1] if f])
         if entries:
             handled += await self._handle(entries, reclaimed=True)
         resp = await self.redis.xreadgroup(
@@ -147,91 +264,238 @@ class Worker:
                 handled += await self._handle(batch, reclaimed=False)
         return handled
 
-    async def _deliveries(self, stream_id: str) -> int:
-        rows = await self.redis.xpending_range(
-            self.stream.stream, self.stream.group, min=stream_id, max=stream_id, count=1
-        )
-        return int(rows[0]["times_delivered"]) if rows else 1
+    async def _not_backing_off(
+        self, entries: list[tuple[Any, dict[bytes, bytes]]]
+    ) -> list[tuple[Any, dict[bytes, bytes]]]:
+        """Drop reclaimed entries whose back-off has not run out (XAUTOCLAIM knows only idle
+        time); whoever pops them from the schedule when due takes them then."""
+        if not entries:
+            return entries
+        scores = await self.redis.zmscore(self.retry_key, [sid for sid, _ in entries])
+        now = self._now_ms()
+        return [e for e, at in zip(entries, scores, strict=True) if at is None or at <= now]
 
     async def _handle(
         self, entries: list[tuple[Any, dict[bytes, bytes]]], *, reclaimed: bool
     ) -> int:
         items: list[QueuedItem] = []
         raw: dict[str, dict[bytes, bytes]] = {}
+        failed: list[tuple[str, BaseException]] = []
         for sid, fields in entries:
             sid_s = sid.decode() if isinstance(sid, bytes) else str(sid)
             raw[sid_s] = fields
-            deliveries = await self._deliveries(sid_s) if reclaimed else 1
             try:
-                items.append(self.stream.decode(sid_s, fields, deliveries))
-            except Exception as exc:  # noqa: BLE001 - cannot ever succeed: dead-letter now
-                await self._dead_letter(sid_s, fields, f"undecodable entry: {exc!r}", deliveries)
-        if not items:
-            return len(entries)
-        results = await self.pipeline.process_batch(items)
+                items.append(self.stream.decode(sid_s, fields))
+            except Exception as exc:  # noqa: BLE001 - judged below like any failure
+                failed.append((sid_s, exc if is_transient(exc) else _Undecodable(repr(exc))))
+        results = await self._process(items) if items else []
         done: list[str] = []
         for item, result in zip(items, results, strict=True):
             if isinstance(result, StoreResult):
                 done.append(item.stream_id)
-                continue
-            log.warning(
-                "pipeline failed",
-                extra={
-                    "stream_id": item.stream_id,
-                    "key": item.dedup_key,
-                    "deliveries": item.deliveries,
-                    "error": f"{type(result).__name__}: {str(result)[:200]}",
-                },
-            )
-            self.metrics.processed.labels("failed").inc()
-            if item.deliveries >= self.settings.max_deliveries:
-                await self._dead_letter(
-                    item.stream_id, raw[item.stream_id], repr(result), item.deliveries
-                )
             else:
-                backoff = min(0.25 * 2 ** (item.deliveries - 1), 10.0)
-                now = asyncio.get_running_loop().time()
-                self._retry_at[item.stream_id] = now + backoff
+                failed.append((item.stream_id, result))
+        # The good entries first: a failure below (dead-letter write) must not hold them.
         if done:
-            await self._ack(done)
+            await self._ack(done, reclaimed=reclaimed)
+        transient = 0
+        for sid, error in failed:
+            transient += await self._failed(sid, raw[sid], error)
+        if done or len(failed) > transient:
+            self.stalled_rounds = 0
+        elif failed:
+            self.stalled_rounds += 1
         return len(entries)
 
-    async def _ack(self, ids: list[str]) -> None:
+    async def _process(self, items: list[QueuedItem]) -> list[StoreResult | BaseException]:
+        """The pipeline's result per item; a batch that fails as a whole is tried item by item.
+
+        ``process_batch`` reports per item, but a failure between its stages (the
+        duplicate pre-check) fails the read.  Unless the database is simply away,
+        each item then runs alone, so one poisonous entry cannot hold its batch.
+        """
+        try:
+            return await self.pipeline.process_batch(items)
+        except Exception as exc:  # noqa: BLE001 - judged and reported per item below
+            if is_transient(exc) or len(items) == 1:
+                return [exc] * len(items)
+            log.warning(
+                "batch failed; running its items one by one",
+                extra={"items": len(items), "error": _error_text(exc)},
+            )
+        out: list[StoreResult | BaseException] = []
+        for item in items:
+            try:
+                out += await self.pipeline.process_batch([item])
+            except Exception as exc:  # noqa: BLE001 - this item's own failure
+                out.append(exc)
+        return out
+
+    async def _failed(self, stream_id: str, fields: dict[bytes, bytes], exc: BaseException) -> int:
+        """Count a failure, then schedule a retry or dead-letter; 1 if it was transient."""
+        transient = is_transient(exc)
+        async with self.redis.pipeline(transaction=True) as p:
+            p.hincrby(self.failures_key, f"a:{stream_id}", 1)
+            p.hincrby(self.failures_key, f"d:{stream_id}", 0 if transient else 1)
+            attempts, own = (int(n) for n in await p.execute())
+        log.warning(
+            "pipeline failed",
+            extra={
+                "stream_id": stream_id,
+                "key": fields.get(b"key", b"?").decode(errors="replace"),
+                "deliveries": attempts,
+                "transient": transient,
+                "error": _error_text(exc),
+            },
+        )
+        self.metrics.processed.labels("failed").inc()
+        # A damaged entry (bad seal, bad JSON) cannot ever succeed: no retries.
+        if not transient and (own >= self.settings.max_deliveries or isinstance(exc, _Undecodable)):
+            try:
+                await self._dead_letter(stream_id, fields, repr(exc), attempts)
+                return 0
+            except Exception as dl_exc:  # noqa: BLE001 - kept pending, retried below
+                log.error(
+                    "dead-letter write failed; entry kept for retry",
+                    extra={"stream_id": stream_id, "error": _error_text(dl_exc)},
+                )
+        if transient:
+            backoff = min(TRANSIENT_BACKOFF_S * 2 ** (attempts - 1), TRANSIENT_BACKOFF_MAX_S)
+        else:
+            backoff = min(FAILURE_BACKOFF_S * 2 ** (own - 1), FAILURE_BACKOFF_MAX_S)
+        await self.redis.zadd(self.retry_key, {stream_id: self._now_ms() + int(backoff * 1000)})
+        return 1 if transient else 0
+
+    async def _ack(self, ids: list[str], *, reclaimed: bool) -> None:
         async with self.redis.pipeline(transaction=True) as p:
             p.xack(self.stream.stream, self.stream.group, *ids)
             p.xdel(self.stream.stream, *ids)
+            if reclaimed:  # only a retried entry can have a schedule and counts to forget
+                p.zrem(self.retry_key, *ids)
+                p.hdel(self.failures_key, *(f"{k}:{i}" for i in ids for k in ("a", "d")))
             await p.execute()
+
+    def _storable(self, key: str, sealed: str) -> tuple[str, str]:
+        """The key as the database can hold it, with the payload sealed to match.
+
+        PostgreSQL text cannot hold U+0000, and an entry queued with one in its key
+        (an archive msgid, before ingest refused them) would otherwise fail its
+        dead-letter write forever.  The key is the payload's AAD, so the payload is
+        resealed under the stored key: the dead letter stays requeueable.
+        """
+        if "\x00" not in key:
+            return key, sealed
+        safe = key.replace("\x00", "\ufffd")
+        keyring = self.stream.keyring
+        try:
+            plain = keyring.open_text(sealed, aad=payload_aad(key))
+        except DecryptionError:
+            return safe, sealed  # kept as it came; an operator can still see it
+        return safe, keyring.seal_text(plain, aad=payload_aad(safe))
 
     async def _dead_letter(
         self, stream_id: str, fields: dict[bytes, bytes], error: str, deliveries: int
     ) -> None:
-        f = {k.decode(): v.decode() for k, v in fields.items()}
+        f = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in fields.items()}
+        key, sealed = self._storable(f.get("key", "?"), f.get("p", ""))
         # Written to the DB before the ack: if this write fails the entry stays
         # pending and is tried again, so nothing is lost.
         await bot_service.add_dead_letter(
             stream_id=stream_id,
             source=f.get("src", "?"),
-            dedup_key=f.get("key", "?"),
-            payload_sealed=f.get("p", ""),
+            dedup_key=key,
+            payload_sealed=sealed,
             error=error,
             deliveries=deliveries,
         )
-        await self._ack([stream_id])
+        await self._ack([stream_id], reclaimed=True)
         self.metrics.processed.labels("dead_letter").inc()
         log.error("dead-lettered", extra={"stream_id": stream_id, "key": f.get("key")})
 
 
-async def requeue_dead_letter(stream: InboundStream, dead_letter_id: int) -> str:
-    """Put a dead letter back on the stream (after the cause is fixed)."""
-    dl = await bot_service.get_dead_letter(dead_letter_id=dead_letter_id)
-    new_id = await stream.redis.xadd(
+# ------------------------------------------------------------------ requeue
+
+# Queue a dead letter's entry again at most once: the marker and the entry are
+# written together, so a requeue that died before marking the row does not queue
+# it a second time when the operator runs it again.
+_REQUEUE_LUA = """
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', tonumber(ARGV[1])) then
+  return redis.call('XADD', KEYS[1], '*', 'src', ARGV[2], 'key', ARGV[3], 'p', ARGV[4],
+                    't', ARGV[5])
+end
+return false
+"""
+# Long enough to outlive any operator's retry of a half-finished requeue; the row's
+# status is the lasting guard.
+REQUEUE_MARKER_TTL_S = 7 * 24 * 3600
+
+REQUEUEABLE_SOURCES = frozenset(s.value for s in Source)
+
+
+class DeadLetterError(Exception):
+    """A dead letter that cannot be requeued; the message says why."""
+
+
+class DeadLetterNotFound(DeadLetterError, LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class Requeued:
+    dead_letter_id: int
+    # The new stream entry; None when an earlier requeue already queued it.
+    stream_id: str | None
+
+
+def check_requeueable(dl: models.DeadLetter) -> None:
+    """Refuse what the stream cannot take back, before anything is written."""
+    if dl.source not in REQUEUEABLE_SOURCES:
+        raise DeadLetterError(
+            f"dead letter {dl.id} holds a {dl.source!r} record the worker cannot read "
+            "(still under WeCom's encryption); it cannot be requeued"
+        )
+
+
+async def requeue_one(stream: InboundStream, dl: models.DeadLetter) -> Requeued:
+    """Put one dead letter back on the stream, at most once (after the cause is fixed)."""
+    check_requeueable(dl)
+    if dl.status == "requeued":
+        return Requeued(dl.id, None)
+    if dl.status != "open":
+        raise DeadLetterError(f"dead letter {dl.id} is {dl.status}; only open ones are requeued")
+    marker = stream.keys.key("requeued", stream.stream, str(dl.id))
+    new_id = await stream.redis.eval(  # type: ignore[misc]
+        _REQUEUE_LUA,
+        2,
         stream.stream,
-        {
-            "src": dl.source,
-            "key": dl.dedup_key,
-            "p": dl.payload_sealed,
-            "t": str(int(dl.created_at.timestamp() * 1000)),
-        },
+        marker,
+        REQUEUE_MARKER_TTL_S,
+        dl.source,
+        dl.dedup_key,
+        dl.payload_sealed,
+        str(int(dl.created_at.timestamp() * 1000)),
     )
     await bot_service.mark_dead_letter(dead_letter=dl, status="requeued")
-    return new_id.decode() if isinstance(new_id, bytes) else str(new_id)
+    if new_id is None:
+        return Requeued(dl.id, None)
+    return Requeued(dl.id, new_id.decode() if isinstance(new_id, bytes) else str(new_id))
+
+
+async def requeue_dead_letter(stream: InboundStream, dead_letter_id: int) -> str | None:
+    """Requeue one dead letter by id; the new stream id, or None if it was requeued before.
+
+    Raises ``DeadLetterNotFound`` for an unknown id, ``DeadLetterError`` for one
+    that cannot be requeued.
+    """
+    try:
+        dl = await bot_service.get_dead_letter(dead_letter_id=dead_letter_id)
+    except DoesNotExist:
+        raise DeadLetterNotFound(f"no dead letter with id {dead_letter_id}") from None
+    return (await requeue_one(stream, dl)).stream_id
+
+
+async def requeue_dead_letters(
+    stream: InboundStream, dead_letters: Sequence[models.DeadLetter]
+) -> list[Requeued]:
+    """Requeue each of ``dead_letters`` (bulk: ``siyu deadletter requeue --all``)."""
+    return [await requeue_one(stream, dl) for dl in dead_letters]

@@ -21,7 +21,7 @@ from aiohttp import web
 from core import db as core_db
 from core import redis as core_redis
 from core.crypto import Keyring, load_keyring
-from core.domain import CleanupContext, JobSpec
+from core.domain import CleanupContext, HealthCheck, JobSpec
 from core.jobs import PeriodicJob
 from core.logs import RateLimitedLog
 from core.metrics import Metrics
@@ -42,6 +42,8 @@ SCHEMA = web.AppKey("schema", core_db.Schema)
 HAS_DB = web.AppKey("has_db", bool)
 # Refreshers of domains' gauges, run before /metrics renders.
 GAUGES: web.AppKey[list[Callable[[web.Application], Awaitable[None]]]] = web.AppKey("gauges")
+# Domains' readiness checks (core.domain.Domain.health), merged into /readyz.
+HEALTH: web.AppKey[list[HealthCheck]] = web.AppKey("health")
 # Requests refused by core's own checks (API bearer token, ops token), logged by reason.
 REFUSALS = web.AppKey("refusals", RateLimitedLog)
 # Where the internal ops listener bound (host, port), when SIYU_HTTP__OPS_PORT is set.
@@ -183,6 +185,11 @@ async def readyz(request: web.Request) -> web.Response:
             checks["database"] = "ok"
         except Exception as exc:  # noqa: BLE001 - reported, not raised: this is the probe
             checks["database"] = f"error: {type(exc).__name__}"
+    for domain_checks in request.app.get(HEALTH, ()):
+        try:
+            checks.update(await domain_checks(request.app))
+        except Exception as exc:  # noqa: BLE001 - reported, not raised: this is the probe
+            checks["domain"] = f"error: {type(exc).__name__}"
     ok = all(v == "ok" for v in checks.values())
     return web.json_response({"ready": ok, "checks": checks}, status=200 if ok else 503)
 

@@ -56,6 +56,9 @@ class CliContext:
 CliRegister = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]", CliContext], None]
 """Adds a domain's ``siyu`` subcommands; each sets ``func(args) -> int``."""
 
+HealthCheck = Callable[[web.Application], Awaitable[Mapping[str, str]]]
+"""A domain's readiness checks for ``/readyz``: ``{name: "ok" or why not}``."""
+
 JobTick = Callable[[], Awaitable[int | None]]
 """One run of a periodic job; returns how much work it did (more waiting → 0/None)."""
 
@@ -115,6 +118,9 @@ class Domain:
     outbox_settled: Mapping[str, Callable[..., Awaitable[None]]] = field(default_factory=dict)
     # Refreshes this domain's gauges (queue depth, outbox rows) before /metrics renders.
     gauges: Callable[[web.Application], Awaitable[None]] | None = None
+    # This domain's own readiness checks, merged into /readyz: {name: "ok" or why not}
+    # (e.g. the edge's analyzer pool); anything but "ok" makes the process not ready.
+    health: HealthCheck | None = None
     export_customer: CustomerExport | None = None
     erase_customer: CustomerErase | None = None
 

@@ -1,0 +1,3 @@
+-- A dead letter keeps its entry's dedup key whole, however long (see the PostgreSQL
+-- twin).  SQLite does not enforce VARCHAR lengths, so the column stays as it is; the
+-- model (bot.models.DeadLetter.dedup_key) no longer checks a length either.
