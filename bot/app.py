@@ -20,8 +20,10 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
+import redis.asyncio as aioredis
 from aiohttp import web
 
+from bot import flows as bot_flows
 from bot import receiver, views
 from bot import service as bot_service
 from bot.archive_puller import ArchivePuller, load_private_keys, wake_archive_puller
@@ -44,7 +46,7 @@ from bot.stream import InboundStream
 from bot.wecom.client import WeComClient
 from bot.wecom.crypto import CallbackCrypto
 from bot.worker import Worker, consumer_name
-from core.appkit import ROLES, STOP, TASKS
+from core.appkit import HAS_DB, ROLES, STOP, TASKS
 from core.domain import JobTick
 from core.settings import Role, Settings
 
@@ -69,6 +71,30 @@ async def stream_ctx(app: web.Application) -> AsyncIterator[None]:
         group=settings.pipeline.group,
         dedup_ttl_s=settings.wecom.dedup_ttl_s,
     )
+    yield
+
+
+async def field_keys_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Refuse to start with field keys other than those the data was sealed with.
+
+    Roles with a database check against it (and record a new key id); the receiver,
+    which has none, checks against the copy the others publish in Redis.
+    """
+    settings, keyring, stream = app[SETTINGS], app[KEYRING], app[STREAM]
+    checks = None
+    if app[HAS_DB]:
+        checks = await bot_flows.check_field_keys(keyring=keyring, settings=settings)
+    try:
+        if checks is not None:
+            await bot_flows.publish_field_keys(stream=stream, checks=checks)
+        else:
+            await bot_flows.check_stream_keys(stream=stream, keyring=keyring, settings=settings)
+    except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
+        # Redis down at start: nothing can be queued either; the receiver answers 503.
+        log.warning(
+            "redis unreachable at start; field keys not compared with Redis",
+            extra={"error": type(exc).__name__},
+        )
     yield
 
 
@@ -220,6 +246,7 @@ def outbox_tick(app: web.Application) -> JobTick | None:
         settings=app[SETTINGS].outbox,
         metrics=app[METRICS],
         policies=app[OUTBOX_POLICIES],
+        keyring=app[KEYRING],
     )
     return dispatcher.tick
 

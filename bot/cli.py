@@ -57,6 +57,106 @@ def cmd_archive_import(args: argparse.Namespace, ctx: CliContext) -> int:
     return 0 if not out["rejected"] else 1
 
 
+ARCHIVE_REDECRYPT_HELP = """\
+Decrypt again the 会话存档 records the archive puller dead-lettered because it
+could not decrypt them (an RSA or DecryptData failure, e.g. a wrong private key
+file for their publickey_ver), after the cause is fixed and the scheduler
+restarted with the right SIYU_ARCHIVE__PRIVATE_KEYS.
+
+The records are kept still under WeCom's encryption, sealed with the field key;
+only the puller holds the finance SDK and the private keys, so this command marks
+them and wakes it; each is then decrypted and queued for the worker (or comes
+back open with the new error).  Records whose key is simply missing are never
+dead-lettered: the puller waits before them and carries on once it has the key.
+
+Prints one JSON object: requested, requeued, still_failing, pending ids.
+Exit 0 when every record was requeued (or --wait 0), 1 when some still fail or
+no puller took them within --wait seconds, 2 for an id that is not such a
+dead letter (nothing is marked then).
+"""
+
+
+def cmd_archive_redecrypt(args: argparse.Namespace, ctx: CliContext) -> int:
+    import time
+
+    import redis
+
+    from bot import service as bot_service
+    from bot.archive_puller import wake_archive_puller
+    from bot.stream import InboundStream
+    from core import db as core_db
+    from core import redis as core_redis
+    from core.crypto import load_keyring
+
+    if bool(args.all) == bool(args.ids):
+        print("siyu: give dead letter ids, or --all (not both)", file=sys.stderr)
+        return 2
+    settings = ctx.settings
+
+    async def run() -> int:
+        async with core_db.db_lifespan(settings, ctx.schema):
+            if args.ids:
+                found = await bot_service.dead_letters_by_id(ids=args.ids)
+                problems = []
+                for i in args.ids:
+                    dl = found.get(i)
+                    if dl is None:
+                        problems.append(f"{i}: no such dead letter")
+                    elif dl.source != bot_service.ARCHIVE_RAW:
+                        problems.append(
+                            f"{i}: not an undecryptable archive record (source {dl.source!r}); "
+                            "use siyu deadletter requeue"
+                        )
+                    elif dl.status != "open":
+                        problems.append(f"{i}: is {dl.status}, not open")
+                if problems:
+                    for p in problems:
+                        print(f"siyu: dead letter {p}", file=sys.stderr)
+                    return 2
+            requested = await bot_service.request_archive_redecrypt(
+                ids=None if args.all else list(args.ids)
+            )
+            if requested:
+                try:
+                    async with core_redis.redis_lifespan(settings) as client:
+                        await wake_archive_puller(
+                            InboundStream(
+                                client, load_keyring(settings), stream=settings.pipeline.stream
+                            )
+                        )
+                except (redis.RedisError, OSError) as exc:
+                    print(
+                        f"siyu: could not wake the archive puller ({type(exc).__name__}); "
+                        "it takes the marked records at its next poll",
+                        file=sys.stderr,
+                    )
+            deadline = time.monotonic() + max(0.0, args.wait)
+            while True:
+                rows = await bot_service.dead_letters_by_id(ids=requested)
+                pending = [i for i in requested if rows[i].status == "redecrypt"]
+                if not pending or time.monotonic() >= deadline:
+                    break
+                await asyncio.sleep(1.0)
+            out = {
+                "requested": requested,
+                "requeued": [i for i in requested if rows[i].status == "requeued"],
+                "still_failing": [
+                    {"id": i, "error": rows[i].error} for i in requested if rows[i].status == "open"
+                ],
+                "pending": pending,
+            }
+            print(json.dumps(out, ensure_ascii=False))
+            if pending and args.wait > 0:
+                print(
+                    "siyu: no archive puller took them yet: is a scheduler with "
+                    "SIYU_ARCHIVE__SDK running? They stay marked for it.",
+                    file=sys.stderr,
+                )
+            return 1 if out["still_failing"] or (pending and args.wait > 0) else 0
+
+    return asyncio.run(run())
+
+
 # ------------------------------------------------------------------ messages
 
 EXPORT_TZ = "Asia/Shanghai"
@@ -217,6 +317,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], ctx: CliC
     ap = asub.add_parser("import", help="queue decrypted archive records from a JSONL file")
     ap.add_argument("file")
     ap.set_defaults(func=partial(cmd_archive_import, ctx=ctx))
+    rp = asub.add_parser(
+        "redecrypt",
+        help="decrypt again the archive records dead-lettered as undecryptable",
+        description=ARCHIVE_REDECRYPT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    rp.add_argument("ids", nargs="*", type=int, metavar="ID", help="dead letter ids")
+    rp.add_argument("--all", action="store_true", help="every open one")
+    rp.add_argument(
+        "--wait",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="wait this long for the puller's outcome (default 60; 0: just mark them)",
+    )
+    rp.set_defaults(func=partial(cmd_archive_redecrypt, ctx=ctx))
+
 
     sp = sub.add_parser("messages", help="stored messages")
     msub = sp.add_subparsers(dest="messages_command", required=True)

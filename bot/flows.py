@@ -9,8 +9,10 @@ after commit and before XACK does no harm.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -18,13 +20,16 @@ from zoneinfo import ZoneInfo
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
-from bot import outbox
+from bot import models, outbox
 from bot import service as bot_service
 from bot.hooks import Hooks, StoredEvent, StoredMessage, frozen_fields
 from bot.models import RelationStatus
 from bot.schemas import Direction, EventDraft, MessageDraft, StoreResult
+from bot.stream import InboundStream
 from compliance_nlp import Analysis
-from core.crypto import Keyring
+from compliance_nlp.pii import find_pii, mask_pii
+from core.crypto import DecryptionError, Keyring, sealed_key_id
+from core.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +62,192 @@ def message_aad(source: str, msgid: str) -> str:
     return f"message:{source}:{msgid}"
 
 
-async def _notify(
-    *, conn: BaseDBAsyncClient, deps: StoreDeps, idem_key: str, touser: str, content: str
-) -> None:
-    await outbox.enqueue(
-        conn,
-        idem_key=f"notify:{idem_key}",
-        origin=f"bot.alert:{idem_key}"[:96],
-        write=outbox.app_text(agent_id=deps.agent_id, touser=touser, content=content),
+def event_fields_aad(event_key: str) -> str:
+    return f"event-fields:{event_key}"
+
+
+def follow_aad(external_userid: str, userid: str, field_name: str) -> str:
+    return f"follow:{external_userid}:{userid}:{field_name}"
+
+
+def outbox_payload_aad(idem_key: str) -> str:
+    return f"outbox:{idem_key}"
+
+
+# ---------------------------------------------------------------- personal data at rest
+
+# Event fields stored in clear: what identifies an event and what the edge and other
+# domains route on — ids, event and change types, times, the 渠道活码 State, WeCom's
+# status codes.  Everything else is sealed (``Event.fields_sealed``), because an event
+# may carry what PIPL art. 28 calls sensitive: a member's Mobile, Email and Address
+# (change_contact), Latitude/Longitude (LOCATION), a scanned code, an approval's content.
+# An allow-list, not a block-list: a field WeCom adds tomorrow is sealed until someone
+# decides it may be read in clear.
+CLEAR_EVENT_FIELDS: frozenset[str] = frozenset(
+    {
+        # envelope
+        "ToUserName",
+        "FromUserName",
+        "CreateTime",
+        "MsgType",
+        "Event",
+        "ChangeType",
+        "AgentID",
+        "AgentId",
+        "AppType",
+        # who and what, by id
+        "UserID",
+        "NewUserID",
+        "OpenUserID",
+        "ExternalUserID",
+        "ChatId",
+        "Id",
+        "TagId",
+        "TagType",
+        "StrategyId",
+        "ParentId",
+        "Order",
+        "Department",
+        "MainDepartment",
+        "IsLeaderInDept",
+        "DirectLeader",
+        "Status",
+        "AddUserItems",
+        "DelUserItems",
+        "AddPartyItems",
+        "DelPartyItems",
+        "MemChangeList",
+        # 客户联系: channel, welcome code (valid 20 s, once), how a change came about
+        "State",
+        "WelcomeCode",
+        "Source",
+        "FailReason",
+        "UpdateDetail",
+        "JoinScene",
+        "QuitScene",
+        "MemChangeCnt",
+        "LastMemVer",
+        "CurMemVer",
+        # app events: menu and card keys, task ids, job results
+        "EventKey",
+        "TaskId",
+        "CardType",
+        "ResponseCode",
+        "BatchJob",
+    }
+)
+
+# Stored in ``fields_json`` beside the clear fields: the names (never the values) of
+# the fields the row keeps sealed, so a reader knows what exists without opening it.
+SEALED_FIELD_NAMES = "_sealed"
+
+
+def split_event_fields(fields: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(fields that may be read in clear, fields that must be sealed)."""
+    clear = {k: v for k, v in fields.items() if k in CLEAR_EVENT_FIELDS}
+    private = {k: v for k, v in fields.items() if k not in CLEAR_EVENT_FIELDS}
+    return clear, private
+
+
+def open_event_fields(event: models.Event, *, keyring: Keyring) -> dict[str, Any]:
+    """Every field of a stored event, the sealed ones opened (for an authorised reader)."""
+    fields = {k: v for k, v in (event.fields_json or {}).items() if k != SEALED_FIELD_NAMES}
+    if event.fields_sealed:
+        fields.update(
+            json.loads(
+                keyring.open_text(event.fields_sealed, aad=event_fields_aad(event.event_key))
+            )
+        )
+    return fields
+
+
+def mask_free_text(text: str) -> str:
+    """Phone, ID, bank-card numbers and e-mail addresses masked (compliance_nlp.pii)."""
+    return mask_pii(text, find_pii(text)) if text else text
+
+
+FOLLOW_FREE_TEXT = ("remark", "description")
+
+
+def _protect_follow(
+    follow: dict[str, Any] | None, *, keyring: Keyring, external_userid: str, userid: str
+) -> tuple[dict[str, Any] | None, dict[str, str | None]]:
+    """(the follow entry with remark/description masked, their originals sealed).
+
+    Advisors type customers' phone and ID numbers into the remark and description of
+    a contact; the clear copy keeps what a colleague needs to read, masked.
+    """
+    if not follow:
+        return follow, {}
+    clear = dict(follow)
+    sealed: dict[str, str | None] = {}
+    for name in FOLLOW_FREE_TEXT:
+        if name not in follow:
+            continue
+        original = str(follow.get(name) or "")
+        clear[name] = mask_free_text(original)
+        sealed[name] = (
+            keyring.seal_text(original, aad=follow_aad(external_userid, userid, name))
+            if original
+            else None
+        )
+    return clear, sealed
+
+
+def open_follow_text(rel: models.FollowRelation, field_name: str, *, keyring: Keyring) -> str:
+    """The original remark or description of a follow relation (for an authorised reader)."""
+    sealed = getattr(rel, f"{field_name}_sealed")
+    if not sealed:
+        return str(getattr(rel, field_name))
+    return keyring.open_text(
+        sealed, aad=follow_aad(rel.customer.external_userid, rel.advisor.userid, field_name)
     )
+
+
+def open_outbox_payload(item: models.OutboxItem, *, keyring: Keyring | None) -> dict[str, Any]:
+    """What the dispatcher sends: the sealed payload opened, else the payload as stored.
+
+    Without a keyring (a dispatcher built without one) the clear copy is sent: it is a
+    complete message, naming the customer by a stand-in instead of their name.
+    """
+    if item.payload_sealed and keyring is not None:
+        opened: dict[str, Any] = json.loads(
+            keyring.open_text(item.payload_sealed, aad=outbox_payload_aad(item.idem_key))
+        )
+        return opened
+    return dict(item.payload)
+
+
+async def _notify(
+    *,
+    conn: BaseDBAsyncClient,
+    deps: StoreDeps,
+    idem_key: str,
+    touser: str,
+    content: str,
+    content_at_rest: str | None = None,
+) -> None:
+    """Queue an app message to a member; ``content_at_rest``: the text the row shows.
+
+    An alert names the customer so the advisor knows whom to call; the row at rest
+    names them by a stand-in (the tail of their id) and the text that is sent stays
+    sealed until the dispatcher opens it.
+    """
+    key = f"notify:{idem_key}"
+    stored = content if content_at_rest is None else content_at_rest
+    write = outbox.app_text(agent_id=deps.agent_id, touser=touser, content=stored)
+    queued = await outbox.enqueue(
+        conn, idem_key=key, origin=f"bot.alert:{idem_key}"[:96], write=write
+    )
+    if queued is not None and stored != content:
+        sent = outbox.app_text(agent_id=deps.agent_id, touser=touser, content=content)
+        await bot_service.seal_outbox_payload(
+            conn=conn,
+            idem_key=key,
+            payload_sealed=deps.keyring.seal_text(
+                json.dumps(dict(sent.payload), ensure_ascii=False), aad=outbox_payload_aad(key)
+            ),
+        )
 
 
 def _local_time(draft: MessageDraft) -> str:
@@ -98,6 +280,13 @@ def customer_label(name: str | None, external_userid: str | None) -> str:
     if external_userid:
         return f"未登记姓名的客户（ID 尾号 {external_userid[-6:]}）"
     return "未知客户"
+
+
+def customer_label_at_rest(name: str | None, external_userid: str | None) -> str:
+    """The customer as a stored alert row names them: never by name (PIPL art. 51)."""
+    if name and external_userid:
+        return f"客户（ID 尾号 {external_userid[-6:]}）"
+    return customer_label(None, external_userid)
 
 
 async def do_store_message(
@@ -206,24 +395,26 @@ async def do_store_message(
                     msgid=draft.msgid,
                     detail={"categories": categories, "rule_id": first.rule_id, "basis": basis},
                 )
-                who = (
-                    "群聊中"
-                    if draft.roomid and not draft.external_userid
-                    else "发给"
-                    + customer_label(customer.name if customer else None, draft.external_userid)
-                )
-                await _notify(
-                    conn=conn,
-                    deps=deps,
-                    idem_key=key,
-                    touser=draft.advisor_userid,
-                    content=(
+                in_group = bool(draft.roomid and not draft.external_userid)
+                name = customer.name if customer else None
+
+                def violation_text(label_of: Any) -> str:
+                    who = "群聊中" if in_group else "发给" + label_of(name, draft.external_userid)
+                    return (
                         f"【合规提醒】您 {_local_time(draft)} {who}的消息"
                         f"「{_excerpt(analysis)}」触发「{label}」"
                         f"（依据：{basis}；规则 {first.rule_id or first.source}），"
                         "已提交合规复核。请勿承诺收益、混同存款或代客操作。"
                         f"（消息编号 {_message_ref(draft)}）"
-                    ),
+                    )
+
+                await _notify(
+                    conn=conn,
+                    deps=deps,
+                    idem_key=key,
+                    touser=draft.advisor_userid,
+                    content=violation_text(customer_label),
+                    content_at_rest=violation_text(customer_label_at_rest),
                 )
                 alerts.append(key)
 
@@ -249,17 +440,23 @@ async def do_store_message(
                     msgid=draft.msgid,
                     detail={"sentiment": record.sentiment},
                 )
-                who = customer_label(customer.name if customer else None, draft.external_userid)
+                name = customer.name if customer else None
+                texts = [
+                    (
+                        f"【客户提醒】{label_of(name, draft.external_userid)} "
+                        f"{_local_time(draft)} 的消息"
+                        f"「{_excerpt(analysis)}」显示{ALERT_INTENTS[intent]}，请及时跟进。"
+                        f"（消息编号 {_message_ref(draft)}）"
+                    )
+                    for label_of in (customer_label, customer_label_at_rest)
+                ]
                 await _notify(
                     conn=conn,
                     deps=deps,
                     idem_key=key,
                     touser=userid,
-                    content=(
-                        f"【客户提醒】{who} {_local_time(draft)} 的消息"
-                        f"「{_excerpt(analysis)}」显示{ALERT_INTENTS[intent]}，请及时跟进。"
-                        f"（消息编号 {_message_ref(draft)}）"
-                    ),
+                    content=texts[0],
+                    content_at_rest=texts[1],
                 )
                 alerts.append(key)
         return StoreResult(
@@ -292,11 +489,19 @@ async def do_store_event(*, draft: EventDraft, ctx: EventContext, deps: StoreDep
     f = draft.fields
     alerts: list[str] = []
     async with in_transaction() as conn:
-        raw_sealed = (
-            deps.keyring.seal_text(draft.raw_xml, aad=f"event:{draft.event_key}")
-            if draft.kind == "unknown"
-            else None
-        )
+        raw_sealed = fields_sealed = None
+        if draft.kind == "unknown":
+            # We cannot tell what an unknown payload carries: all of it sealed.
+            raw_sealed = deps.keyring.seal_text(draft.raw_xml, aad=f"event:{draft.event_key}")
+            fields_json: dict[str, Any] = {"MsgType": f.get("MsgType")}
+        else:
+            fields_json, private = split_event_fields(f)
+            if private:
+                fields_json[SEALED_FIELD_NAMES] = sorted(private)
+                fields_sealed = deps.keyring.seal_text(
+                    json.dumps(private, ensure_ascii=False, sort_keys=True),
+                    aad=event_fields_aad(draft.event_key),
+                )
         event = await bot_service.insert_event(
             conn=conn,
             event_key=draft.event_key,
@@ -304,7 +509,8 @@ async def do_store_event(*, draft: EventDraft, ctx: EventContext, deps: StoreDep
             event=draft.event,
             change_type=draft.change_type,
             occurred_at=draft.occurred_at,
-            fields_json=f if draft.kind != "unknown" else {"MsgType": f.get("MsgType")},
+            fields_json=fields_json,
+            fields_sealed=fields_sealed,
             raw_sealed=raw_sealed,
         )
         if event is None:
@@ -359,7 +565,12 @@ async def _external_contact_changed(
         contact=contact_info,
         needs_sync=contact_info is None,
     )
-    follow = _follow_entry(ctx.contact, userid)
+    follow, follow_sealed = _protect_follow(
+        _follow_entry(ctx.contact, userid),
+        keyring=deps.keyring,
+        external_userid=external,
+        userid=userid,
+    )
     at = draft.occurred_at
     change = draft.change_type
     if change in ("add_external_contact", "add_half_external_contact"):
@@ -373,6 +584,7 @@ async def _external_contact_changed(
             status=RelationStatus.ACTIVE,
             at=at,
             follow=follow,
+            originals_sealed=follow_sealed,
         )
     elif change == "edit_external_contact":
         await bot_service.upsert_follow(
@@ -382,6 +594,7 @@ async def _external_contact_changed(
             status=RelationStatus.ACTIVE,
             at=at,
             follow=follow,
+            originals_sealed=follow_sealed,
         )
     elif change == "del_external_contact":
         await bot_service.upsert_follow(
@@ -404,17 +617,21 @@ async def _external_contact_changed(
             external_userid=external,
             detail={"manager_known": manager is not None},
         )
-        name = customer.name or external
         when = at.astimezone(SHANGHAI).strftime("%m-%d %H:%M")
+        texts = [
+            (
+                f"【流失预警】{label_of(customer.name, external)} 于 {when} "
+                f"删除了客户经理 {advisor.name or userid}，请尽快安排挽回。"
+            )
+            for label_of in (customer_label, customer_label_at_rest)
+        ]
         await _notify(
             conn=conn,
             deps=deps,
             idem_key=key,
             touser=manager or userid,
-            content=(
-                f"【流失预警】客户「{name}」于 {when} 删除了客户经理 {advisor.name or userid}，"
-                "请尽快安排挽回。"
-            ),
+            content=texts[0],
+            content_at_rest=texts[1],
         )
         return [key]
     elif change == "transfer_fail":
@@ -430,3 +647,137 @@ async def _external_contact_changed(
         )
         return [key]
     return []
+
+
+# ---------------------------------------------------------------- field keys
+
+
+class FieldKeyMismatchError(SettingsError):
+    """The configured field keys are not the ones this database's data was sealed with."""
+
+
+def _key_remedy(settings: Settings) -> str:
+    if settings.crypto.keys:
+        return (
+            "set SIYU_CRYPTO__KEYS to the keys the data was written with (to rotate, add a "
+            "new key id beside the old ones and make it SIYU_CRYPTO__ACTIVE_KEY_ID)"
+        )
+    path = settings.data_dir / "field-keys.json"
+    return (
+        f"restore the key file {path} from your backup, or set SIYU_CRYPTO__KEYS to the "
+        "keys the data was written with"
+    )
+
+
+def key_mismatch(
+    *, recorded: Mapping[str, str], configured: Mapping[str, str]
+) -> tuple[list[str], list[str]]:
+    """(recorded key ids not configured, key ids configured with another key)."""
+    missing = sorted(k for k in recorded if k not in configured)
+    differ = sorted(
+        k
+        for k in recorded
+        if k in configured and not hmac.compare_digest(recorded[k], configured[k])
+    )
+    return missing, differ
+
+
+def _mismatch_message(
+    *, missing: list[str], differ: list[str], settings: Settings, where: str
+) -> str:
+    problems = []
+    if missing:
+        problems.append(f"key id(s) {', '.join(missing)} sealed data here but are not configured")
+    if differ:
+        problems.append(
+            f"key id(s) {', '.join(differ)} are configured with a different key than the one "
+            "the data was sealed with"
+        )
+    return (
+        f"the field keys do not match {where}: {'; '.join(problems)}. Nothing was written. "
+        f"To fix: {_key_remedy(settings)}. `siyu keys check` lists what is recorded."
+    )
+
+
+async def check_field_keys(*, keyring: Keyring, settings: Settings) -> dict[str, str]:
+    """Refuse a keyring that differs from the one the database was sealed with.
+
+    Every key id ever used is recorded with its ``key_check`` (an HMAC, never the key).
+    A recorded id missing from the keyring, or present with another key, would make old
+    rows unreadable (they fail as if tampered) and new rows unreadable by the other
+    processes: :class:`FieldKeyMismatchError`, before anything is written.  A new key id
+    (a rotation) is recorded and accepted.  Returns ``key id → key_check`` as recorded now.
+    """
+    configured = keyring.key_checks()
+    recorded = await bot_service.field_key_checks()
+    missing, differ = key_mismatch(recorded=recorded, configured=configured)
+    if not recorded:
+        # A database sealed before keys were recorded: prove the keyring on its newest
+        # sealed message before trusting it (a key file recreated since then is caught).
+        missing, differ = await _check_against_sealed_data(keyring)
+    if missing or differ:
+        raise FieldKeyMismatchError(
+            _mismatch_message(
+                missing=missing, differ=differ, settings=settings, where="the database"
+            )
+        )
+    for kid in sorted(set(configured) - set(recorded)):
+        # Another process may record the same id first; then its check must match ours.
+        stored = await bot_service.record_field_key(key_id=kid, key_check=configured[kid])
+        if not hmac.compare_digest(stored, configured[kid]):
+            raise FieldKeyMismatchError(
+                _mismatch_message(missing=[], differ=[kid], settings=settings, where="the database")
+            )
+        log.info("field key recorded", extra={"key_id": kid})
+    return {**configured, **recorded}
+
+
+async def _check_against_sealed_data(keyring: Keyring) -> tuple[list[str], list[str]]:
+    newest = await bot_service.newest_sealed_message()
+    if newest is None:
+        return [], []
+    source, msgid, sealed = newest
+    kid = sealed_key_id(sealed)
+    if kid is None:
+        return [], []
+    if kid not in keyring.keys:
+        return [kid], []
+    try:
+        keyring.open(sealed, aad=message_aad(source, msgid))
+    except DecryptionError:
+        return [], [kid]
+    return [], []
+
+
+def stream_keys_key(stream: InboundStream) -> str:
+    """Where the key checks of the stream's sealed entries are published in Redis."""
+    return f"{stream.stream}:field-keys"
+
+
+async def publish_field_keys(*, stream: InboundStream, checks: Mapping[str, str]) -> None:
+    """Copy the database's key checks to Redis, for roles that have no database."""
+    if checks:
+        await stream.redis.hset(stream_keys_key(stream), mapping=dict(checks))  # type: ignore[misc]
+
+
+async def check_stream_keys(*, stream: InboundStream, keyring: Keyring, settings: Settings) -> None:
+    """The receiver's check (it has no database): its keys against the published checks.
+
+    A receiver sealing entries under a known key id with another key would queue what
+    no worker can open; a key id the workers do not know yet (a rotation rolling out)
+    is fine — workers leave such entries pending until they have the key.
+    """
+    raw = await stream.redis.hgetall(stream_keys_key(stream))  # type: ignore[misc]
+    recorded = {
+        (k.decode() if isinstance(k, bytes) else str(k)): (
+            v.decode() if isinstance(v, bytes) else str(v)
+        )
+        for k, v in raw.items()
+    }
+    _missing, differ = key_mismatch(recorded=recorded, configured=keyring.key_checks())
+    if differ:
+        raise FieldKeyMismatchError(
+            _mismatch_message(
+                missing=[], differ=differ, settings=settings, where="the workers' (in Redis)"
+            )
+        )

@@ -63,7 +63,13 @@ class StoredMessage:
 
 @dataclass(frozen=True)
 class StoredEvent:
-    """A 客户联系 or other event as stored; ``fields`` is read-only."""
+    """A 客户联系 or other event as stored; ``fields`` is read-only.
+
+    ``fields`` holds every field as received, in memory only: the row keeps the fields
+    of ``bot.flows.CLEAR_EVENT_FIELDS`` in clear and seals the rest (a member's Mobile,
+    Email, Address; Latitude/Longitude — PIPL art. 28).  A hook that stores a field
+    outside that list must seal or mask it too, never copy it into a clear column.
+    """
 
     id: int
     event_key: str

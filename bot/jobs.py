@@ -12,6 +12,7 @@ from typing import Any
 from tortoise.transactions import in_transaction
 
 from bot import service as bot_service
+from bot.flows import open_outbox_payload
 from bot.models import OutboxItem, OutboxState
 from bot.outbox import (
     NO_POLICIES,
@@ -22,6 +23,7 @@ from bot.outbox import (
     resend_is_safe,
 )
 from bot.wecom.client import WeComClient, WeComError, WeComRateLimited, WeComTransportError
+from core.crypto import Keyring
 from core.metrics import Metrics
 from core.settings import OutboxSettings
 
@@ -65,6 +67,8 @@ class OutboxDispatcher:
     settings: OutboxSettings
     metrics: Metrics
     policies: OutboxPolicies = NO_POLICIES
+    # Opens payloads sealed at rest (an alert naming a customer) right before sending.
+    keyring: Keyring | None = None
     # How the lease keeper waits between renewals (a test steps it instead of sleeping).
     lease_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
@@ -149,7 +153,7 @@ class OutboxDispatcher:
         try:
             result = await self.client.call(
                 item.api,
-                json=item.payload,
+                json=open_outbox_payload(item, keyring=self.keyring),
                 secret=item.secret_kind,
             )
         except WeComRateLimited as exc:
@@ -281,7 +285,7 @@ class OutboxDispatcher:
                     idem_key=item.idem_key,
                     origin=item.origin,
                     api=item.api,
-                    payload=item.payload,
+                    payload=open_outbox_payload(item, keyring=self.keyring),
                     attempts=item.attempts,
                 )
             )

@@ -263,6 +263,9 @@ class ArchiveCursor(Timestamped):
     id = fields.BigIntField(primary_key=True)
     name = fields.CharField(max_length=64, unique=True)
     seq = fields.BigIntField(default=0)
+    # Fencing token: incremented by each pull's claim; the cursor moves only under the
+    # latest claim (bot.service.claim_archive_cursor).
+    fence = fields.BigIntField(default=0)
 
     class Meta:
         table = "bot_archive_cursor"

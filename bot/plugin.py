@@ -29,16 +29,28 @@ DOMAIN = Domain(
     migrations="bot.migrations",
     check_settings=bot_app.check_settings,
     contexts={
-        # Order matters within a role: the stream before what reads it.
-        "receiver": (bot_app.stream_ctx, bot_app.receiver_ctx),
+        # Order matters within a role: the stream before what reads it; the field-key
+        # check before anything seals or opens a value.
+        "receiver": (bot_app.stream_ctx, bot_app.field_keys_ctx, bot_app.receiver_ctx),
         "worker": (
             bot_app.stream_ctx,
+            bot_app.field_keys_ctx,
             bot_app.analyzer_ctx,
             bot_app.wecom_ctx,
             bot_app.workers_ctx,
         ),
-        "scheduler": (bot_app.stream_ctx, bot_app.wecom_ctx, bot_app.archive_ctx),
-        "admin": (bot_app.stream_ctx, bot_app.analyzer_ctx, bot_app.wecom_ctx),
+        "scheduler": (
+            bot_app.stream_ctx,
+            bot_app.field_keys_ctx,
+            bot_app.wecom_ctx,
+            bot_app.archive_ctx,
+        ),
+        "admin": (
+            bot_app.stream_ctx,
+            bot_app.field_keys_ctx,
+            bot_app.analyzer_ctx,
+            bot_app.wecom_ctx,
+        ),
     },
     routes={
         "receiver": (bot_app.add_receiver_routes,),

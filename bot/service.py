@@ -591,13 +591,100 @@ async def archive_cursor(*, name: str) -> int:
     return int(cur.seq) if cur else 0
 
 
-async def advance_archive_cursor(*, name: str, seq: int) -> None:
+@dataclass(frozen=True)
+class ArchiveLease:
+    """One pull's hold on the archive cursor: where it stood, and the claim's fence."""
+
+    seq: int
+    fence: int
+
+
+async def claim_archive_cursor(*, name: str) -> ArchiveLease:
+    """Claim the cursor for one pull: increment its fencing token, then read it.
+
+    Compare-and-set on the token, so two pullers (a Redis lock that expired while its
+    holder was still pulling) never hold the same one; the later claim wins, and the
+    earlier holder's next :func:`advance_archive_cursor` is refused.
+    """
+    for _ in range(20):
+        cur = await models.ArchiveCursor.get_or_none(name=name)
+        if cur is None:
+            with contextlib.suppress(IntegrityError):  # a concurrent claim created it
+                await models.ArchiveCursor.create(name=name, seq=0, fence=0)
+            continue
+        claimed = await models.ArchiveCursor.filter(id=cur.id, fence=cur.fence).update(
+            fence=cur.fence + 1, updated_at=now()
+        )
+        if claimed:
+            # Read after claiming: a former holder may have moved it until then.
+            fresh = await models.ArchiveCursor.get(id=cur.id)
+            return ArchiveLease(seq=int(fresh.seq), fence=int(cur.fence) + 1)
+    raise RuntimeError(f"archive cursor {name!r}: could not claim it (contended)")
+
+
+async def advance_archive_cursor(*, name: str, seq: int, fence: int | None = None) -> bool:
+    """Move the cursor forward to ``seq`` — never back — in one conditional UPDATE.
+
+    With ``fence``, only while that claim is the latest: False means another puller
+    claimed the cursor since, and the caller must stop pulling.
+    """
+    q = models.ArchiveCursor.filter(name=name)
+    if fence is not None:
+        q = q.filter(fence=fence)
+    if await q.filter(seq__lt=seq).update(seq=seq, updated_at=now()):
+        return True
     cur = await models.ArchiveCursor.get_or_none(name=name)
     if cur is None:
-        await models.ArchiveCursor.create(name=name, seq=seq)
-    elif seq > cur.seq:
-        cur.seq = seq
-        await cur.save()
+        if fence is not None:
+            return False  # a claim creates the row: without one there is no claim to honour
+        try:
+            await models.ArchiveCursor.create(name=name, seq=seq)
+            return True
+        except IntegrityError:  # created concurrently: move it forward instead
+            return await advance_archive_cursor(name=name, seq=seq)
+    # Already at or past seq: fine under our own claim, refused under a newer one.
+    return fence is None or int(cur.fence) == fence
+
+
+# Dead letters of archive records that could not be decrypted (still under WeCom's
+# encryption, sealed with the field key).  An operator asks for them to be decrypted
+# again once the key is fixed; the puller, which holds the finance SDK and the
+# private keys, does it.  status: open → redecrypt (asked) → requeued | open again.
+ARCHIVE_RAW = "archive_raw"
+
+
+async def request_archive_redecrypt(*, ids: list[int] | None = None) -> list[int]:
+    """Mark open undecryptable-archive dead letters (all, or these ids) for the puller."""
+    q = models.DeadLetter.filter(source=ARCHIVE_RAW, status="open")
+    if ids is not None:
+        q = q.filter(id__in=ids)
+    wanted = [int(dl.id) for dl in await q.order_by("id").only("id")]
+    if wanted:
+        await models.DeadLetter.filter(id__in=wanted, status="open").update(
+            status="redecrypt", updated_at=now()
+        )
+    return wanted
+
+
+async def dead_letters_by_id(*, ids: list[int]) -> dict[int, models.DeadLetter]:
+    return {int(dl.id): dl for dl in await models.DeadLetter.filter(id__in=ids)}
+
+
+async def archive_redecrypt_requests(*, limit: int = 1000) -> list[models.DeadLetter]:
+    return (
+        await models.DeadLetter.filter(source=ARCHIVE_RAW, status="redecrypt")
+        .order_by("id")
+        .limit(limit)
+    )
+
+
+async def settle_archive_redecrypt(*, dead_letter_id: int, ok: bool, error: str = "") -> bool:
+    """Requeued when decrypted and queued; open again (with the new error) when not."""
+    values: dict[str, Any] = {"status": "requeued" if ok else "open", "updated_at": now()}
+    if not ok:
+        values["error"] = error[:1024]
+    n = await models.DeadLetter.filter(id=dead_letter_id, status="redecrypt").update(**values)
+    return bool(n)
 
 
 async def customers_needing_sync(*, limit: int) -> list[str]:

@@ -21,6 +21,14 @@ class Metrics:
         self.archive_records = Counter(
             "siyu_archive_records_total", "Archive records by outcome", ["outcome"], registry=r
         )
+        # 1 while the archive puller waits before a record it cannot decrypt (no private
+        # key for its publickey_ver, or decryption failing): alert on it, records age.
+        self.archive_blocked = Gauge(
+            "siyu_archive_blocked",
+            "Archive puller stopped before an undecryptable record, by reason",
+            ["reason", "publickey_ver"],
+            registry=r,
+        )
         self.stage_seconds = Histogram(
             "siyu_pipeline_stage_seconds",
             "Pipeline stage latency",

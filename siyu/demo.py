@@ -87,7 +87,8 @@ async def run_demo(
         secrets={"app": demo["app_secret"], "contact": demo["contact_secret"]},
     )
     state.seed_demo(random.Random(42))
-    archive = SandboxArchive()
+    # Its seq continues across restarts, like WeCom's: the archive cursor persists too.
+    archive = SandboxArchive(seq_path=data_dir / "sandbox" / "archive_seq")
     key_path = archive.write_private_key(data_dir / "sandbox" / "archive_v1.pem")
 
     fake_app = build_fake_wecom_app(state)

@@ -105,6 +105,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, pg_database: st
     return pg_database
 
 
+# One field key for the whole test session, as one deployment has: tests share the
+# session's PostgreSQL database, which records the keys its rows were sealed with and
+# refuses a process started with another key under the same id (bot.flows).
+_SESSION_FIELD_KEY = base64.b64encode(_secrets.token_bytes(32)).decode()
+
+
 def make_settings(
     tmp_path: Path, *, database_url: str, redis_url: str, **overrides: object
 ) -> Settings:
@@ -120,7 +126,7 @@ def make_settings(
             "app_secret": "",
         },
         "crypto": {
-            "keys": {"t1": base64.b64encode(_secrets.token_bytes(32)).decode()},
+            "keys": {"t1": _SESSION_FIELD_KEY},
             "active_key_id": "t1",
         },
         "api": {"token": _secrets.token_urlsafe(24)},
