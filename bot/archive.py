@@ -9,56 +9,144 @@ WeCom's archive JSON shape; they enter the same stream as callbacks.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from bot.schemas import Direction, MessageDraft, Source, is_external_id
 from bot.stream import InboundStream
+from compliance_nlp import AnalyzerConfig
 
+# A whole record as JSON text; WeCom's largest text message is a few thousand.
 MAX_RECORD_CHARS = 256 * 1024
+# The words one record may give the compliance check (compliance_nlp refuses more,
+# and a text it refuses could never be stored: analysis comes before storage).
+MAX_TEXT_CHARS = AnalyzerConfig().max_chars
+# WeCom's records nest three or four levels (mixed, news); far deeper is not a record.
+MAX_RECORD_DEPTH = 32
+# Columns the ids end up in (bot.models): Message.msgid, Message.sender_id,
+# Message.roomid, Advisor.userid / Customer.external_userid, Message.msgtype.
+MAX_MSGID_CHARS = 128
+MAX_USERID_CHARS = 64
+MAX_MSGTYPE_CHARS = 32
+# Milliseconds; later than year 9999 cannot be a datetime.
+MAX_MS = 253_402_300_799_999
 
 
 class RecordError(ValueError):
     """An archive record that cannot be accepted; the message says which field."""
 
 
-def _req_str(rec: dict[str, Any], name: str) -> str:
+def _req_str(rec: dict[str, Any], name: str, *, max_chars: int) -> str:
     v = rec.get(name)
     if not isinstance(v, str) or not v:
         raise RecordError(f"field {name!r} must be a non-empty string")
+    if len(v) > max_chars:
+        raise RecordError(f"field {name!r} is {len(v)} characters long; at most {max_chars}")
     return v
 
 
+def _check_values(rec: dict[str, Any]) -> None:
+    """Every string encodable (no lone surrogate), storable (no NUL), numbers finite.
+
+    JSON's ``"\\ud800"`` escape gives a string that is not Unicode text: it cannot be
+    sealed or stored, so the record is refused here with the field named, instead of
+    failing the whole call (or the worker) later.  PostgreSQL text and JSON cannot
+    hold U+0000 nor NaN.  Walked without recursion, so no depth can crash it.
+    """
+    stack: list[tuple[str, Any, int]] = [("", rec, 1)]
+    while stack:
+        path, value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth > MAX_RECORD_DEPTH:
+                raise RecordError(f"record nested deeper than {MAX_RECORD_DEPTH} levels")
+            pairs = value.items() if isinstance(value, dict) else enumerate(value)
+            for k, v in pairs:
+                if isinstance(k, str):
+                    sub = f"{path}.{_printable(k)}" if path else _printable(k)
+                    _check_text(sub, k, what="name")
+                else:
+                    sub = f"{path}[{k}]"
+                stack.append((sub, v, depth + 1))
+        elif isinstance(value, str):
+            _check_text(path, value, what="value")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise RecordError(f"field {path!r} is not a finite number")
+
+
+def _printable(name: str) -> str:
+    """A field name fit for an error message: encodable, and short."""
+    name = name.encode("utf-8", "backslashreplace").decode("utf-8")
+    return name if len(name) <= 40 else name[:40] + "…"
+
+
+def _check_text(path: str, text: str, *, what: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RecordError(
+            f"field {path!r} {what} holds a lone surrogate (e.g. \\ud800): not valid Unicode"
+        ) from None
+    if "\x00" in text:
+        raise RecordError(f"field {path!r} {what} holds a NUL character (\\u0000)")
+
+
 def validate_record(rec: Any) -> dict[str, Any]:
-    """Check the shape WeCom's archive gives; return the record unchanged."""
+    """Check the shape WeCom's archive gives; return the record unchanged.
+
+    Everything the worker would fail on for good is refused here, per record:
+    ids longer than the columns they are stored in, text the compliance check
+    refuses, text that cannot be encoded, oversize records.  Accepted records
+    then cannot become entries that fail on every delivery.
+    """
     if not isinstance(rec, dict):
         raise RecordError("record must be a JSON object")
-    _req_str(rec, "msgid")
+    _check_values(rec)
+    size = len(json.dumps(rec, ensure_ascii=False, separators=(",", ":")))
+    if size > MAX_RECORD_CHARS:
+        raise RecordError(f"record is {size} characters as JSON; at most {MAX_RECORD_CHARS}")
+    _req_str(rec, "msgid", max_chars=MAX_MSGID_CHARS)
     action = rec.get("action", "send")
     if action not in ("send", "recall", "switch"):
         raise RecordError("field 'action' must be one of send, recall, switch")
     if action == "switch":
         # 切换企业日志: {msgid, action, time, user}.
-        _req_str(rec, "user")
-        if not isinstance(rec.get("time"), int):
-            raise RecordError("field 'time' must be an integer (ms) for a switch record")
+        _req_str(rec, "user", max_chars=MAX_USERID_CHARS)
+        at = rec.get("time")
+        if not isinstance(at, int) or isinstance(at, bool) or not 0 < at <= MAX_MS:
+            raise RecordError("field 'time' must be a positive integer (ms) for a switch record")
         return rec
-    _req_str(rec, "from")
+    _req_str(rec, "from", max_chars=MAX_USERID_CHARS)
     tolist = rec.get("tolist")
     if not isinstance(tolist, list) or not all(isinstance(t, str) for t in tolist):
         raise RecordError("field 'tolist' must be a list of strings")
+    for i, t in enumerate(tolist):
+        if len(t) > MAX_USERID_CHARS:
+            raise RecordError(
+                f"field 'tolist[{i}]' is {len(t)} characters long; at most {MAX_USERID_CHARS}"
+            )
     msgtime = rec.get("msgtime")
-    if not isinstance(msgtime, int) or isinstance(msgtime, bool) or msgtime <= 0:
+    if not isinstance(msgtime, int) or isinstance(msgtime, bool) or not 0 < msgtime <= MAX_MS:
         raise RecordError("field 'msgtime' must be a positive integer (milliseconds)")
-    msgtype = _req_str(rec, "msgtype")
+    msgtype = _req_str(rec, "msgtype", max_chars=MAX_MSGTYPE_CHARS)
     roomid = rec.get("roomid", "")
     if roomid is not None and not isinstance(roomid, str):
         raise RecordError("field 'roomid' must be a string")
+    if roomid and len(roomid) > MAX_USERID_CHARS:
+        raise RecordError(
+            f"field 'roomid' is {len(roomid)} characters long; at most {MAX_USERID_CHARS}"
+        )
     if msgtype == "text":
         body = rec.get("text")
         if not isinstance(body, dict) or not isinstance(body.get("content"), str):
             raise RecordError("a text record needs 'text.content' as a string")
+    text = _record_text(rec)
+    if len(text) > MAX_TEXT_CHARS:
+        raise RecordError(
+            f"the record's text is {len(text)} characters; the compliance check takes "
+            f"at most {MAX_TEXT_CHARS}"
+        )
     return rec
 
 
@@ -82,7 +170,7 @@ def _record_text(rec: dict[str, Any]) -> str:
                 if isinstance(content, str) and content.startswith("{"):
                     try:
                         content = json.loads(content).get("content", "")
-                    except ValueError:
+                    except (ValueError, RecursionError):  # not JSON after all: the text as is
                         pass
                 parts.append(str(content))
         return "\n".join(parts)
@@ -184,6 +272,15 @@ class IngestReport:
         }
 
 
+def _msgid_for_report(rec: Any) -> str | None:
+    """The record's msgid as it may be echoed: printable, and cut when over-long."""
+    msgid = rec.get("msgid") if isinstance(rec, dict) else None
+    if not isinstance(msgid, str):
+        return None
+    msgid = msgid.encode("utf-8", "replace").decode("utf-8").replace("\x00", "")
+    return msgid if len(msgid) <= MAX_MSGID_CHARS else msgid[:MAX_MSGID_CHARS] + "…"
+
+
 def archive_dedup_key(msgid: str) -> str:
     return f"arc:{msgid}"
 
@@ -198,15 +295,19 @@ async def ingest_records(stream: InboundStream, records: list[Any]) -> IngestRep
     for index, rec in enumerate(records):
         try:
             validate_record(rec)
-        except RecordError as exc:
-            msgid = rec.get("msgid") if isinstance(rec, dict) else None
-            report.rejected.append({"index": index, "msgid": msgid, "error": str(exc)})
+            result = await stream.enqueue(
+                source=Source.ARCHIVE,
+                dedup_key=archive_dedup_key(rec["msgid"]),
+                payload={"record": rec},
+            )
+        except (RecordError, UnicodeError, ValueError, TypeError, RecursionError) as exc:
+            # Per record, never the whole call: the records after a bad one are
+            # queued as well (Redis failures are not among these: they propagate).
+            error = str(exc) if isinstance(exc, RecordError) else f"cannot be queued: {exc}"
+            report.rejected.append(
+                {"index": index, "msgid": _msgid_for_report(rec), "error": error}
+            )
             continue
-        result = await stream.enqueue(
-            source=Source.ARCHIVE,
-            dedup_key=archive_dedup_key(rec["msgid"]),
-            payload={"record": rec},
-        )
         if result.outcome == "queued":
             report.accepted += 1
         else:

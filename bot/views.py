@@ -10,6 +10,7 @@ from aiohttp import web
 
 from bot.archive import ingest_records
 from bot.keys import ANALYZER, STREAM
+from compliance_nlp.pool import AnalyzerUnavailable
 
 MAX_INGEST_RECORDS = 10_000
 
@@ -37,11 +38,17 @@ async def _json_or_jsonl(request: web.Request) -> list[Any]:
                 records.append(json.loads(line))
             except json.JSONDecodeError as exc:
                 raise web.HTTPBadRequest(text=f"line {lineno}: invalid JSON ({exc.msg})") from None
+            except RecursionError:
+                raise web.HTTPBadRequest(text=f"line {lineno}: JSON nested too deeply") from None
         return records
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise web.HTTPBadRequest(text=f"invalid JSON: {exc.msg}") from None
+    except RecursionError:
+        # The parser gives up on nesting deeper than the interpreter's stack: the
+        # body cannot be read at all, so no record of it can be told apart.
+        raise web.HTTPBadRequest(text="invalid JSON: nested too deeply") from None
     if isinstance(data, dict) and isinstance(data.get("records"), list):
         return list(data["records"])
     if isinstance(data, list):
@@ -68,7 +75,7 @@ async def compliance_check(request: web.Request) -> web.Response:
     """``POST /api/v1/compliance/check`` ``{text, role}``: the advisor's pre-send check."""
     try:
         body = await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return _error(400, "bad_request", "body must be JSON {text, role}")
     if not isinstance(body, dict) or not isinstance(body.get("text"), str):
         return _error(400, "bad_request", "field 'text' must be a string")
@@ -77,7 +84,11 @@ async def compliance_check(request: web.Request) -> web.Response:
         return _error(400, "bad_request", "field 'role' must be 'advisor' or 'customer'")
     if len(body["text"]) > 100_000:
         return _error(413, "too_long", "text longer than 100,000 characters")
-    results = await request.app[ANALYZER].analyze_many([(body["text"], role)])
+    try:
+        results = await request.app[ANALYZER].analyze_many([(body["text"], role)])
+    except AnalyzerUnavailable:
+        # The pool's workers died and cannot be restarted yet: the caller may retry.
+        return _error(503, "analyzer_unavailable", "compliance check unavailable; retry later")
     return web.json_response(results[0].to_dict())
 
 
