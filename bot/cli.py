@@ -308,6 +308,57 @@ def cmd_outbox(args: argparse.Namespace, ctx: CliContext) -> int:
     return asyncio.run(run())
 
 
+# ------------------------------------------------------------------ keys
+
+
+def cmd_keys_check(args: argparse.Namespace, ctx: CliContext) -> int:
+    """Compare the configured field keys with those the database records (never the keys)."""
+    from bot import flows as bot_flows
+    from bot import service as bot_service
+    from core import db as core_db
+    from core.crypto import load_keyring
+
+    settings = ctx.settings
+    keyring = load_keyring(settings, create=False)  # a check never creates a key file
+    configured = keyring.key_checks()
+
+    async def run() -> dict[str, str]:
+        async with core_db.db_lifespan(settings, ctx.schema):
+            return await bot_service.field_key_checks()
+
+    recorded = asyncio.run(run())
+    missing, differ = bot_flows.key_mismatch(recorded=recorded, configured=configured)
+    for kid in sorted(set(configured) | set(recorded)):
+        if kid in missing:
+            state = "missing"
+        elif kid in differ:
+            state = "different key"
+        else:
+            state = "ok" if kid in recorded else "new (recorded at the next start)"
+        line = {"key_id": kid, "active": kid == keyring.active_key_id, "state": state}
+        print(json.dumps(line, ensure_ascii=False))
+    if missing or differ:
+        print(
+            "siyu: the configured field keys do not match the database; "
+            "restore the key file or set SIYU_CRYPTO__KEYS to the keys the data was written with",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def register_keys(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], ctx: CliContext
+) -> None:
+    sp = sub.add_parser("keys", help="field keys (AES-GCM) and the database's record of them")
+    ksub = sp.add_subparsers(dest="keys_command", required=True)
+    ksub.add_parser(
+        "check",
+        help="compare the configured keys with the key ids the database was sealed with "
+        "(exit 1 on a mismatch); prints ids and states, never key material",
+    ).set_defaults(func=partial(cmd_keys_check, ctx=ctx))
+
+
 # ------------------------------------------------------------------ parser
 
 
@@ -379,3 +430,4 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], ctx: CliC
     sp.set_defaults(func=partial(cmd_outbox, ctx=ctx))
 
     decrypt_cli.register(sub)
+    register_keys(sub, ctx)

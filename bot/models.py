@@ -73,8 +73,12 @@ class FollowRelation(Timestamped):
     advisor: fields.ForeignKeyRelation[Advisor] = fields.ForeignKeyField(
         "models.Advisor", related_name="follows", on_delete=fields.CASCADE
     )
+    # Advisors type phone numbers and ID numbers into these: the clear copy is masked
+    # (compliance_nlp.pii), the original sealed and bound to the (customer, advisor) pair.
     remark = fields.CharField(max_length=255, default="")
     description = fields.CharField(max_length=512, default="")
+    remark_sealed = fields.TextField(null=True)
+    description_sealed = fields.TextField(null=True)
     added_at = fields.DatetimeField(null=True)
     add_way = fields.IntField(null=True)
     # 渠道: the State of the 联系我 QR code the customer scanned.
@@ -134,7 +138,7 @@ class Message(Timestamped):
 
 
 class Event(Timestamped):
-    """A WeCom event (or a payload we could not classify), kept whole."""
+    """A WeCom event (or a payload we could not classify), kept whole: partly sealed."""
 
     id = fields.BigIntField(primary_key=True)
     event_key = fields.CharField(max_length=128, unique=True)
@@ -142,9 +146,12 @@ class Event(Timestamped):
     event = fields.CharField(max_length=64, default="", db_index=True)
     change_type = fields.CharField(max_length=64, default="")
     occurred_at = fields.DatetimeField()
-    # Event fields hold ids, not chat content; unknown payloads are sealed whole
-    # because we cannot tell what they carry.
+    # Only the fields of bot.flows.CLEAR_EVENT_FIELDS (ids, types, times, State …) are
+    # in clear; the rest (a member's Mobile/Email/Address, Latitude/Longitude — PIPL
+    # art. 28) is sealed in fields_sealed.  Unknown payloads are sealed whole in
+    # raw_sealed because we cannot tell what they carry.
     fields_json: Any = fields.JSONField(default=dict)
+    fields_sealed = fields.TextField(null=True)
     raw_sealed = fields.TextField(null=True)
 
     class Meta:
@@ -204,7 +211,10 @@ class OutboxItem(Timestamped):
     idem_key = fields.CharField(max_length=160, unique=True)
     api = fields.CharField(max_length=96)
     secret_kind = fields.CharField(max_length=16, default="app")
+    # What may be read at rest (the customer named by a stand-in); when set,
+    # payload_sealed holds what is sent, opened by the dispatcher at send time.
     payload: Any = fields.JSONField()
+    payload_sealed = fields.TextField(null=True)
     state = fields.CharEnumField(OutboxState, default=OutboxState.PENDING, max_length=16)
     attempts = fields.IntField(default=0)
     next_attempt_at = fields.DatetimeField(db_index=True)
@@ -269,3 +279,19 @@ class ArchiveCursor(Timestamped):
 
     class Meta:
         table = "bot_archive_cursor"
+
+
+class FieldKey(Timestamped):
+    """A field key data was sealed with: its id and an HMAC proving which key (never the key).
+
+    A process whose configured key differs under a recorded id would write rows that
+    nobody can open later, and fail to open the old ones as if tampered: it is refused
+    at start (bot.flows.check_field_keys).
+    """
+
+    id = fields.BigIntField(primary_key=True)
+    key_id = fields.CharField(max_length=64, unique=True)
+    key_check = fields.CharField(max_length=64)
+
+    class Meta:
+        table = "bot_field_key"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -94,7 +95,9 @@ async def upsert_follow(
     status: RelationStatus,
     at: datetime,
     follow: dict[str, Any] | None = None,
+    originals_sealed: Mapping[str, str | None] | None = None,
 ) -> models.FollowRelation:
+    """``originals_sealed``: sealed originals of the free-text fields ``follow`` holds masked."""
     rel = await models.FollowRelation.get_or_none(
         customer_id=customer.id, advisor_id=advisor.id, using_db=conn
     )
@@ -114,6 +117,9 @@ async def upsert_follow(
             rel.add_way = int(follow["add_way"])
         if follow.get("state"):
             rel.state = str(follow["state"])[:64]
+    for name, sealed in (originals_sealed or {}).items():
+        if name in ("remark", "description"):
+            setattr(rel, f"{name}_sealed", sealed)
     await rel.save(using_db=conn)
     return rel
 
@@ -264,6 +270,17 @@ async def enqueue_outbox(
         secret_kind=secret_kind,
         next_attempt_at=not_before or now(),
         origin=origin,
+    )
+
+
+async def seal_outbox_payload(
+    *, conn: BaseDBAsyncClient, idem_key: str, payload_sealed: str
+) -> None:
+    """Attach the sealed payload to a row just queued (same transaction as the insert)."""
+    await (
+        models.OutboxItem.filter(idem_key=idem_key, payload_sealed__isnull=True)
+        .using_db(conn)
+        .update(payload_sealed=payload_sealed)
     )
 
 
@@ -753,3 +770,32 @@ async def export_customer(*, conn: BaseDBAsyncClient, external_userid: str) -> d
             for a in alerts
         ],
     }
+
+
+async def field_key_checks() -> dict[str, str]:
+    """``key id → key_check`` of every field key the data was sealed with."""
+    rows = await models.FieldKey.all().values_list("key_id", "key_check")
+    return {str(k): str(c) for k, c in rows}
+
+
+async def record_field_key(*, key_id: str, key_check: str) -> str:
+    """Record a key id once; the check stored for it (another process's if it was first)."""
+    async with in_transaction() as conn:
+        row = await _create_once(models.FieldKey, conn=conn, key_id=key_id, key_check=key_check)
+    if row is not None:
+        return key_check
+    return str((await models.FieldKey.get(key_id=key_id)).key_check)
+
+
+async def newest_sealed_message() -> tuple[str, str, str] | None:
+    """(source, msgid, original_sealed) of the newest message with a sealed original."""
+    row = (
+        await models.Message.filter(original_sealed__isnull=False)
+        .order_by("-id")
+        .first()
+        .values_list("source", "msgid", "original_sealed")
+    )
+    if not row:
+        return None
+    source, msgid, sealed = row
+    return str(source), str(msgid), str(sealed)
