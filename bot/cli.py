@@ -385,7 +385,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], ctx: CliC
     )
     rp.set_defaults(func=partial(cmd_archive_redecrypt, ctx=ctx))
 
-
     sp = sub.add_parser("messages", help="stored messages")
     msub = sp.add_subparsers(dest="messages_command", required=True)
     mp = msub.add_parser("export", help="print stored messages as JSON lines")
