@@ -202,6 +202,27 @@ async def test_a_redecrypt_that_still_fails_reopens_the_dead_letter(edge: Edge) 
     assert dl.status == "open" and dl.error.startswith("redecrypt:")
 
 
+async def test_a_dead_letter_kept_in_clear_by_an_older_version_is_redecrypted(edge: Edge) -> None:
+    add_chat(edge, edge.archive, 1, "legacy")
+    item = edge.archive.chat_data(0, 1)[0]
+    await bot_service.add_dead_letter(  # as the puller stored them before: the raw item
+        stream_id=f"archive-seq-{item['seq']}",
+        source="archive_raw",
+        dedup_key=f"arc:{item['msgid']}",
+        payload_sealed=json.dumps(item),
+        error="decrypt: no private key for publickey_ver 1",
+        deliveries=1,
+    )
+    p = puller(edge, edge.archive)
+    await bot_service.advance_archive_cursor(name="default", seq=1)  # it was passed then
+
+    assert await bot_service.request_archive_redecrypt(ids=None)
+    report = await p.pull_once()
+
+    assert (report.redecrypted, report.accepted) == (1, 1)
+    assert (await models.DeadLetter.get()).status == "requeued"
+
+
 # -------------------------------------------------------------------- ids
 
 
