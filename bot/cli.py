@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
 from datetime import datetime
 from functools import partial
@@ -21,23 +22,77 @@ from core.domain import CliContext
 # ------------------------------------------------------------------ archive
 
 
+ARCHIVE_IMPORT_HELP = """\
+Queue decrypted 会话存档 (message archive) records for the worker, which checks
+them for compliance and stores them, exactly like records pulled from WeCom.
+
+input: FILE holds one decrypted record per line (JSON lines, UTF-8; "-" reads
+standard input), in the shape WeCom's finance SDK gives after decryption:
+
+  {"msgid": "CAQQlu…", "action": "send", "from": "zhangwei",
+   "tolist": ["wmCUST0001"], "roomid": "", "msgtime": 1735718400000,
+   "msgtype": "text", "text": {"content": "您好，这是上周说的产品资料。"}}
+
+  msgtime is in milliseconds; action is send (default), recall or switch (a
+  switch record carries "user" and "time" instead of from/tolist/msgtime).
+  Limits: msgid at most 128 characters, user ids and roomid at most 64, a record
+  at most 262,144 characters as JSON and its text at most 200,000.  Blank lines
+  are skipped.
+
+output: one JSON object {"accepted", "duplicate", "rejected", "errors"}; each
+error names its input line.  A record queued before (by an earlier run of this
+import, the API or the puller) counts as a duplicate, so a file can simply be
+imported again.  Exit status: 0 every record accepted or a duplicate, 1 some
+lines rejected (the others are queued), 2 the file or the queue unavailable."""
+
+
+def read_archive_lines(fh: Any) -> tuple[list[Any], list[int], list[dict[str, Any]]]:
+    """Parse JSON lines from a binary file: (records, their line numbers, bad lines).
+
+    Split on "\\n" only, like the ingest API: U+2028/U+2029/U+0085 are legal inside
+    a JSON string.  Each bad line is reported by number; the others still count.
+    """
+    records: list[Any] = []
+    linenos: list[int] = []
+    bad: list[dict[str, Any]] = []
+    for lineno, raw in enumerate(fh, 1):
+        try:
+            line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+        except UnicodeDecodeError:
+            bad.append({"line": lineno, "error": "not UTF-8"})
+            continue
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            bad.append({"line": lineno, "error": f"invalid JSON: {exc.msg}"})
+            continue
+        except RecursionError:
+            bad.append({"line": lineno, "error": "invalid JSON: nested too deeply"})
+            continue
+        linenos.append(lineno)
+    return records, linenos, bad
+
+
 def cmd_archive_import(args: argparse.Namespace, ctx: CliContext) -> int:
+    import redis
+
     from bot.archive import ingest_records
     from bot.stream import InboundStream
     from core import redis as core_redis
     from core.crypto import load_keyring
 
+    try:
+        if args.file == "-":
+            records, linenos, bad_lines = read_archive_lines(sys.stdin.buffer)
+        else:
+            with open(args.file, "rb") as fh:
+                records, linenos, bad_lines = read_archive_lines(fh)
+    except OSError as exc:
+        print(f"siyu: cannot read {args.file}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     settings = ctx.settings
-    records: list[Any] = []
-    bad_lines: list[dict[str, Any]] = []
-    with open(args.file, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                bad_lines.append({"line": lineno, "error": f"invalid JSON: {exc.msg}"})
 
     async def run() -> dict[str, Any]:
         async with core_redis.redis_lifespan(settings) as client:
@@ -50,9 +105,22 @@ def cmd_archive_import(args: argparse.Namespace, ctx: CliContext) -> int:
             report = await ingest_records(stream, records)
             return report.as_dict()
 
-    out = asyncio.run(run())
+    try:
+        out = asyncio.run(run())
+    except (redis.RedisError, OSError) as exc:
+        print(
+            f"siyu: the queue (Redis) is unavailable: {type(exc).__name__}; import again "
+            "once it is back (records already queued are skipped as duplicates)",
+            file=sys.stderr,
+        )
+        return 2
+    # Validation errors come indexed among the parsed records: name their lines.
+    rejected = []
+    for e in out["errors"]:
+        index = e.pop("index")
+        rejected.append({"line": linenos[index], **e})
+    out["errors"] = sorted(bad_lines + rejected, key=lambda e: int(e["line"]))
     out["rejected"] += len(bad_lines)
-    out["errors"] = bad_lines + out["errors"]
     print(json.dumps(out, ensure_ascii=False))
     return 0 if not out["rejected"] else 1
 
@@ -241,20 +309,73 @@ def cmd_messages_export(args: argparse.Namespace, ctx: CliContext) -> int:
 # ------------------------------------------------------------------ dead letters / outbox
 
 
+def like_pattern(pattern: str) -> re.Pattern[str]:
+    """SQL LIKE, matched the same on every database: % any text, _ one character,
+    case-insensitive; the whole error must match (so "%Timeout%" for a part of it)."""
+    parts = [".*" if ch == "%" else "." if ch == "_" else re.escape(ch) for ch in pattern]
+    return re.compile("".join(parts), re.IGNORECASE | re.DOTALL)
+
+
+async def _select_dead_letters(args: argparse.Namespace) -> list[Any]:
+    """Open dead letters matching --since / --error (every open one for --all)."""
+    from bot import service as bot_service
+
+    since = getattr(args, "since_at", None)
+    rows = await bot_service.dead_letters(status="open", since=since)
+    if getattr(args, "error", None):
+        match = like_pattern(args.error)
+        rows = [dl for dl in rows if match.fullmatch(dl.error)]
+    return rows
+
+
+def _check_deadletter_args(args: argparse.Namespace) -> str | None:
+    """Parse --since; for requeue, one id or a selection (--all/--since/--error), not both."""
+    args.since_at = None
+    if getattr(args, "since", ""):
+        try:
+            args.since_at = parse_export_time("--since", args.since)
+        except ValueError as exc:
+            return str(exc)
+    if args.action != "requeue":
+        return None
+    selecting = bool(args.all or args.since or args.error)
+    if args.id is None and not selecting:
+        return "requeue: give a dead letter ID, or --all, --since or --error"
+    if args.id is not None and selecting:
+        return "requeue: give either an ID or --all/--since/--error, not both"
+    if args.all and (args.since or args.error):
+        return "requeue: --all takes every open dead letter; drop --since/--error"
+    return None
+
+
 def cmd_deadletter(args: argparse.Namespace, ctx: CliContext) -> int:
+    import redis
+    from tortoise.exceptions import DoesNotExist
+
     from bot import service as bot_service
     from bot.stream import InboundStream
-    from bot.worker import requeue_dead_letter
+    from bot.worker import (
+        REQUEUEABLE_SOURCES,
+        DeadLetterError,
+        check_requeueable,
+        requeue_one,
+    )
     from core import db as core_db
     from core import redis as core_redis
     from core.crypto import load_keyring
 
+    problem = _check_deadletter_args(args)
+    if problem:
+        print(f"siyu: deadletter {problem}", file=sys.stderr)
+        return 2
     settings = ctx.settings
 
     async def run() -> int:
+        # The database first: an unknown id or an empty selection is answered before
+        # Redis is opened (the embedded one takes seconds to start).
         async with core_db.db_lifespan(settings, ctx.schema):
             if args.action == "list":
-                for dl in await bot_service.dead_letters(status="open"):
+                for dl in await _select_dead_letters(args):
                     print(
                         json.dumps(
                             {
@@ -269,11 +390,70 @@ def cmd_deadletter(args: argparse.Namespace, ctx: CliContext) -> int:
                         )
                     )
                 return 0
-            async with core_redis.redis_lifespan(settings) as client:
-                stream = InboundStream(
-                    client, load_keyring(settings), stream=settings.pipeline.stream
+            if args.id is not None:
+                try:
+                    dl = await bot_service.get_dead_letter(dead_letter_id=args.id)
+                    check_requeueable(dl)
+                except DoesNotExist:
+                    print(
+                        f"siyu: no dead letter with id {args.id} (see `siyu deadletter list`)",
+                        file=sys.stderr,
+                    )
+                    return 2
+                except DeadLetterError as exc:
+                    print(f"siyu: {exc}", file=sys.stderr)
+                    return 2
+                if dl.status == "requeued":
+                    print(
+                        f"siyu: dead letter {dl.id} was requeued before; nothing queued again",
+                        file=sys.stderr,
+                    )
+                    return 0
+                if dl.status != "open":
+                    print(
+                        f"siyu: dead letter {dl.id} is {dl.status}; not requeued", file=sys.stderr
+                    )
+                    return 2
+                selected = [dl]
+            else:
+                matched = await _select_dead_letters(args)
+                selected = [dl for dl in matched if dl.source in REQUEUEABLE_SOURCES]
+                for dl in matched:
+                    if dl.source not in REQUEUEABLE_SOURCES:
+                        print(
+                            f"siyu: skipped dead letter {dl.id}: its {dl.source!r} record "
+                            "cannot be requeued",
+                            file=sys.stderr,
+                        )
+                if not selected:
+                    print("siyu: no open dead letter matches; nothing queued", file=sys.stderr)
+                    return 0
+            queued = 0
+            try:
+                async with core_redis.redis_lifespan(settings) as client:
+                    stream = InboundStream(
+                        client,
+                        load_keyring(settings),
+                        stream=settings.pipeline.stream,
+                        group=settings.pipeline.group,
+                    )
+                    for dl in selected:
+                        done = await requeue_one(stream, dl)
+                        queued += done.stream_id is not None
+                        if args.id is not None:
+                            print(done.stream_id or "already queued by an earlier requeue")
+                        else:
+                            print(json.dumps({"id": dl.id, "stream_id": done.stream_id}))
+            except (redis.RedisError, OSError) as exc:
+                print(
+                    f"siyu: the queue (Redis) is unavailable ({type(exc).__name__}) after "
+                    f"{queued} of {len(selected)}; run the command again once it is back "
+                    "(nothing is queued twice)",
+                    file=sys.stderr,
                 )
-                print(await requeue_dead_letter(stream, args.id))
+                return 2
+            if args.id is None:
+                print(f"requeued {queued} dead letters", file=sys.stderr)
             return 0
 
     return asyncio.run(run())
@@ -363,10 +543,22 @@ def register_keys(
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], ctx: CliContext) -> None:
-    sp = sub.add_parser("archive", help="会话存档 transcripts")
-    asub = sp.add_subparsers(dest="archive_command", required=True)
-    ap = asub.add_parser("import", help="queue decrypted archive records from a JSONL file")
-    ap.add_argument("file")
+    sp = sub.add_parser(
+        "archive",
+        help="会话存档 (message archive) transcripts",
+        description="Advisor–customer chats reach siyu only through WeCom's message "
+        "archive; these commands feed decrypted records to the worker.",
+    )
+    asub = sp.add_subparsers(dest="archive_command", required=True, metavar="{import,redecrypt}")
+    ap = asub.add_parser(
+        "import",
+        help="queue decrypted archive records from a JSON-lines file",
+        description=ARCHIVE_IMPORT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument(
+        "file", metavar="FILE", help='JSON lines, one decrypted record each ("-": stdin)'
+    )
     ap.set_defaults(func=partial(cmd_archive_import, ctx=ctx))
     rp = asub.add_parser(
         "redecrypt",
@@ -416,11 +608,45 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], ctx: CliC
     )
     mp.set_defaults(func=partial(cmd_messages_export, ctx=ctx))
 
-    sp = sub.add_parser("deadletter", help="entries that kept failing")
-    dsub = sp.add_subparsers(dest="action", required=True)
-    dsub.add_parser("list").set_defaults(func=partial(cmd_deadletter, ctx=ctx))
-    dp = dsub.add_parser("requeue")
-    dp.add_argument("id", type=int)
+    sp = sub.add_parser(
+        "deadletter",
+        help="entries that kept failing in the worker: list them, queue them again",
+        description="Entries the worker could not store, kept (sealed) for an operator. "
+        "Only failures of the entry itself are counted towards a dead letter; an "
+        "unreachable database or Redis is waited out.  Fix the cause, then requeue.",
+    )
+    dsub = sp.add_subparsers(dest="action", required=True, metavar="{list,requeue}")
+    since_help = (
+        "only dead letters created at or after WHEN, an ISO date or date/time "
+        "(2026-11-01, 2026-11-01T08:30); no offset means Asia/Shanghai"
+    )
+    error_help = (
+        "only dead letters whose error matches PATTERN, an SQL LIKE pattern "
+        "(%% any text, _ one character; case-insensitive), e.g. '%%ValidationError%%'"
+    )
+    lp = dsub.add_parser(
+        "list",
+        help="print open dead letters as JSON lines (id, source, key, deliveries, error, at)",
+        description="Print the open dead letters as JSON lines, oldest first; with "
+        "--since/--error, those a `requeue` with the same options would take.",
+    )
+    lp.add_argument("--since", default="", metavar="WHEN", help=since_help)
+    lp.add_argument("--error", default="", metavar="PATTERN", help=error_help)
+    lp.set_defaults(func=partial(cmd_deadletter, ctx=ctx))
+    dp = dsub.add_parser(
+        "requeue",
+        help="queue dead letters again (one ID, or --all/--since/--error)",
+        description="Put open dead letters back on the stream, once each: a dead letter "
+        "requeued before is not queued again.  Give one ID, or select open ones with "
+        "--all, or --since and/or --error.  Prints the new stream entry id (one ID) "
+        "or a JSON line per dead letter.",
+    )
+    dp.add_argument(
+        "id", type=int, nargs="?", default=None, help="the dead letter's id, from `list`"
+    )
+    dp.add_argument("--all", action="store_true", help="every open dead letter")
+    dp.add_argument("--since", default="", metavar="WHEN", help=since_help)
+    dp.add_argument("--error", default="", metavar="PATTERN", help=error_help)
     dp.set_defaults(func=partial(cmd_deadletter, ctx=ctx))
 
     sp = sub.add_parser("outbox", help="outbound WeCom writes and their state")

@@ -519,8 +519,13 @@ async def add_dead_letter(
         pass
 
 
-async def dead_letters(*, status: str = "open") -> list[models.DeadLetter]:
-    return await models.DeadLetter.filter(status=status).order_by("id")
+async def dead_letters(
+    *, status: str = "open", since: datetime | None = None
+) -> list[models.DeadLetter]:
+    q = models.DeadLetter.filter(status=status)
+    if since is not None:
+        q = q.filter(created_at__gte=since)
+    return await q.order_by("id")
 
 
 async def get_dead_letter(*, dead_letter_id: int) -> models.DeadLetter:
