@@ -18,9 +18,13 @@ A new domain is one line here (and its package); it edits neither ``bot`` nor
 from __future__ import annotations
 
 import bot
+from core import plugin as core_plugin
 from core.domain import Domain, check_unique
 
 DOMAINS: tuple[Domain, ...] = (
+    # Core's audit log first: every domain's use cases append to it in their own
+    # transactions, so its tables exist before any domain's.
+    core_plugin.DOMAIN,
     # The edge owns customers, advisors, messages, events and the outbox: the base.
     bot.DOMAIN,
 )
