@@ -459,15 +459,44 @@ def cmd_deadletter(args: argparse.Namespace, ctx: CliContext) -> int:
     return asyncio.run(run())
 
 
+def _positive_limit(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 1 <= n <= OUTBOX_LIMIT_MAX:
+        raise argparse.ArgumentTypeError(f"must be 1..{OUTBOX_LIMIT_MAX}")
+    return n
+
+
+OUTBOX_LIMIT_MAX = 10_000
+
+
+def _outbox_actor() -> str:
+    import getpass
+
+    try:
+        return f"{getpass.getuser()} (siyu outbox)"
+    except (KeyError, OSError):  # no login name in a bare container
+        return "an operator (siyu outbox)"
+
+
 def cmd_outbox(args: argparse.Namespace, ctx: CliContext) -> int:
+    action = getattr(args, "outbox_command", None) or "list"
+    if action == "list":
+        return _outbox_list(args, ctx)
+    return _outbox_change(args, ctx, action)
+
+
+def _outbox_list(args: argparse.Namespace, ctx: CliContext) -> int:
     from bot import service as bot_service
+    from bot.outbox import recipient_of
     from core import db as core_db
 
-    settings = ctx.settings
-
     async def run() -> int:
-        async with core_db.db_lifespan(settings, ctx.schema):
-            for it in await bot_service.recent_outbox(state=args.state, limit=args.limit):
+        async with core_db.db_lifespan(ctx.settings, ctx.schema):
+            rows = await bot_service.recent_outbox(state=args.state, limit=args.limit)
+            for it in rows:
                 print(
                     json.dumps(
                         {
@@ -479,11 +508,60 @@ def cmd_outbox(args: argparse.Namespace, ctx: CliContext) -> int:
                             "error": it.last_error,
                             "key": it.idem_key,
                             "origin": it.origin,
+                            "recipient": recipient_of(it.api, it.payload),
+                            "next_attempt_at": it.next_attempt_at.isoformat(),
+                            "updated_at": it.updated_at.isoformat(),
                         },
                         ensure_ascii=False,
                     )
                 )
+            if len(rows) == args.limit:
+                total = await bot_service.count_outbox(state=args.state)
+                if total > len(rows):
+                    which = f"{args.state} rows" if args.state else "rows"
+                    print(
+                        f"siyu: showing the newest {len(rows)} of {total} {which}; "
+                        "raise --limit to see more",
+                        file=sys.stderr,
+                    )
         return 0
+
+    return asyncio.run(run())
+
+
+def _outbox_change(args: argparse.Namespace, ctx: CliContext, action: str) -> int:
+    from bot import outbox
+    from core import db as core_db
+
+    if action == "discard":
+        try:
+            outbox.check_discard_reason(args.reason)
+        except ValueError as exc:
+            print(f"siyu: outbox discard: {exc}", file=sys.stderr)
+            return 2
+
+    async def run() -> int:
+        async with core_db.db_lifespan(ctx.settings, ctx.schema):
+            unknown = await outbox.check_outbox_ids(ids=args.ids)
+            if unknown:
+                # Nothing changes when one id is wrong: the operator retypes the list.
+                names = ", ".join(str(i) for i in unknown)
+                print(
+                    f"siyu: outbox {action}: no outbox row with id {names}; nothing changed "
+                    "(see `siyu outbox --state failed` or `--state unknown` for ids)",
+                    file=sys.stderr,
+                )
+                return 2
+            if action == "retry":
+                results = await outbox.do_retry_outbox(ids=args.ids, actor=_outbox_actor())
+            else:
+                results = await outbox.do_discard_outbox(
+                    ids=args.ids, reason=args.reason, actor=_outbox_actor()
+                )
+        for r in results:
+            line = {"id": r.id, "state": r.state, "result": r.result}
+            print(json.dumps(line, ensure_ascii=False))
+        return 0 if all(r.ok for r in results) else 1
 
     return asyncio.run(run())
 
@@ -649,10 +727,73 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], ctx: CliC
     dp.add_argument("--error", default="", metavar="PATTERN", help=error_help)
     dp.set_defaults(func=partial(cmd_deadletter, ctx=ctx))
 
-    sp = sub.add_parser("outbox", help="outbound WeCom writes and their state")
-    sp.add_argument("--state", choices=[s.value for s in OutboxState])
-    sp.add_argument("--limit", type=int, default=50)
+    from bot.outbox import REASON_MAX
+
+    sp = sub.add_parser(
+        "outbox",
+        help="outbound WeCom writes: list them by state, retry or discard them",
+        description="Every write to WeCom (app messages, mass sends, welcome messages, "
+        "tags) goes through the outbox and is sent once by the scheduler.  A write "
+        "that failed, or whose outcome is unknown (the request may have reached WeCom "
+        "but no answer came back, for a write that must not be sent twice), waits for "
+        "an operator: look in WeCom, then `retry` or `discard` it.  Without a "
+        "subcommand: the same as `list`.",
+    )
+    state_help = "only rows in this state; failed and unknown ones wait for an operator"
+    limit_help = f"print at most N rows, newest first (default 50, at most {OUTBOX_LIMIT_MAX:,}); "
+    limit_help += "a note on stderr says when more rows match"
+    sp.add_argument("--state", choices=[s.value for s in OutboxState], help=state_help)
+    sp.add_argument("--limit", type=_positive_limit, default=50, metavar="N", help=limit_help)
     sp.set_defaults(func=partial(cmd_outbox, ctx=ctx))
+    osub = sp.add_subparsers(dest="outbox_command", required=False, metavar="{list,retry,discard}")
+    lp = osub.add_parser(
+        "list",
+        help="print rows as JSON lines (id, api, state, attempts, error, origin, recipient …)",
+        description="Print outbox rows as JSON lines, newest first.  recipient names "
+        "members by userid and customers by a masked id; origin says which domain "
+        "asked and for what.",
+    )
+    lp.add_argument(
+        "--state",
+        choices=[s.value for s in OutboxState],
+        default=argparse.SUPPRESS,
+        help=state_help,
+    )
+    lp.add_argument(
+        "--limit",
+        type=_positive_limit,
+        default=argparse.SUPPRESS,
+        metavar="N",
+        help=limit_help,
+    )
+    lp.set_defaults(func=partial(cmd_outbox, ctx=ctx))
+    rp = osub.add_parser(
+        "retry",
+        help="send failed or unknown-outcome rows again (each at most once)",
+        description="Queue rows in state failed or unknown again, now, with a fresh "
+        "attempt budget.  For an unknown row, first check in WeCom that the write did "
+        "not happen (e.g. no mass-send task for the advisor).  A row already queued is "
+        "left as it is, so repeating the command sends nothing twice; a sent, cancelled "
+        "or in-flight row is refused.  Unknown ids: exit 2, nothing changes.",
+    )
+    rp.add_argument("ids", type=int, nargs="+", metavar="ID", help="outbox row ids, from list")
+    rp.set_defaults(func=partial(cmd_outbox, ctx=ctx))
+    xp = osub.add_parser(
+        "discard",
+        help="cancel queued, failed or unknown-outcome rows, keeping them with a reason",
+        description="Never send these rows: they stay, in state cancelled, with who "
+        "discarded them and why (personal numbers in the reason are masked); the "
+        "domain that asked learns the outcome.  A sent or in-flight row is refused.  "
+        "Unknown ids: exit 2, nothing changes.",
+    )
+    xp.add_argument("ids", type=int, nargs="+", metavar="ID", help="outbox row ids, from list")
+    xp.add_argument(
+        "--reason",
+        required=True,
+        metavar="TEXT",
+        help=f"why, for the record (at most {REASON_MAX} characters)",
+    )
+    xp.set_defaults(func=partial(cmd_outbox, ctx=ctx))
 
     decrypt_cli.register(sub)
     register_keys(sub, ctx)

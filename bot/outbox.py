@@ -46,6 +46,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 
 from bot import models
 from bot import service as bot_service
+from bot.models import OutboxState
 from core.domain import Domain
 
 log = logging.getLogger(__name__)
@@ -377,3 +378,99 @@ class OutboxPolicies:
 
 
 NO_POLICIES = OutboxPolicies()
+
+
+# ---------------------------------------------------------------- operators
+
+#: How long an operator's reason to discard may be (it is kept in ``last_error``).
+REASON_MAX = 400
+
+
+@dataclass(frozen=True)
+class OperatorOutcome:
+    """What an operator's retry or discard did to one row, in words for the console/CLI."""
+
+    id: int
+    ok: bool  # False: refused, the row is as it was
+    state: str  # the row's state afterwards
+    result: str
+
+
+async def check_outbox_ids(*, ids: Sequence[int]) -> list[int]:
+    """The ids among ``ids`` that name no outbox row (no side effects)."""
+    found = await bot_service.outbox_items(ids=list(ids))
+    return [i for i in dict.fromkeys(ids) if i not in found]
+
+
+def check_discard_reason(reason: str) -> str:
+    """The reason as it will be kept: required, bounded, personal numbers masked.
+
+    Operators paste what they saw in WeCom; a phone or ID number in it must not be
+    stored in clear (PIPL art. 51), so it is masked like stored message text.
+    """
+    from compliance_nlp.pii import find_pii, mask_pii
+
+    text = " ".join(reason.split())
+    if not text:
+        raise ValueError("--reason must say why (it is kept with the row)")
+    if len(text) > REASON_MAX:
+        raise ValueError(f"--reason must be at most {REASON_MAX} characters")
+    return mask_pii(text, find_pii(text))
+
+
+_REFUSED = {
+    OutboxState.SENDING: "in flight: its dispatcher settles it; look again in a minute",
+    OutboxState.DONE: "already sent; never sent again from here",
+}
+
+
+def _refused(state: OutboxState) -> str:
+    # Any other state: the row changed between our update and this read.
+    return _REFUSED.get(state, f"{state.value} just now; look again and repeat if needed")
+
+
+async def do_retry_outbox(*, ids: Sequence[int], actor: str) -> list[OperatorOutcome]:
+    """Queue failed or in-doubt rows again (an operator has checked WeCom).
+
+    Each row is queued at most once however often this runs: the update is
+    conditional on the row still being failed or in doubt.
+    """
+    out: list[OperatorOutcome] = []
+    for item_id in dict.fromkeys(ids):
+        if await bot_service.retry_outbox(item_id=item_id):
+            log.info("outbox row retried", extra={"outbox_id": item_id, "actor": actor})
+            out.append(OperatorOutcome(item_id, True, OutboxState.PENDING.value, "queued"))
+            continue
+        item = (await bot_service.outbox_items(ids=[item_id]))[item_id]
+        state = OutboxState(item.state)
+        if state == OutboxState.PENDING:
+            out.append(OperatorOutcome(item_id, True, state.value, "already queued"))
+        elif state == OutboxState.CANCELLED:
+            out.append(
+                OperatorOutcome(
+                    item_id, False, state.value, "cancelled; enqueue it anew if it must go"
+                )
+            )
+        else:
+            out.append(OperatorOutcome(item_id, False, state.value, _refused(state)))
+    return out
+
+
+async def do_discard_outbox(
+    *, ids: Sequence[int], reason: str, actor: str
+) -> list[OperatorOutcome]:
+    """Cancel rows that are queued, failed or in doubt; they stay, with who and why."""
+    kept = f"discarded by {actor}: {check_discard_reason(reason)}"
+    out: list[OperatorOutcome] = []
+    for item_id in dict.fromkeys(ids):
+        if await bot_service.discard_outbox(item_id=item_id, reason=kept):
+            log.info("outbox row discarded", extra={"outbox_id": item_id, "actor": actor})
+            out.append(OperatorOutcome(item_id, True, OutboxState.CANCELLED.value, "discarded"))
+            continue
+        item = (await bot_service.outbox_items(ids=[item_id]))[item_id]
+        state = OutboxState(item.state)
+        if state == OutboxState.CANCELLED:
+            out.append(OperatorOutcome(item_id, True, state.value, "already cancelled"))
+        else:
+            out.append(OperatorOutcome(item_id, False, state.value, _refused(state)))
+    return out

@@ -37,12 +37,14 @@ DOMAIN = Domain(
             bot_app.field_keys_ctx,
             bot_app.analyzer_ctx,
             bot_app.wecom_ctx,
+            bot_app.table_gauges_ctx,
             bot_app.workers_ctx,
         ),
         "scheduler": (
             bot_app.stream_ctx,
             bot_app.field_keys_ctx,
             bot_app.wecom_ctx,
+            bot_app.table_gauges_ctx,
             bot_app.archive_ctx,
         ),
         "admin": (
@@ -50,6 +52,7 @@ DOMAIN = Domain(
             bot_app.field_keys_ctx,
             bot_app.analyzer_ctx,
             bot_app.wecom_ctx,
+            bot_app.table_gauges_ctx,
         ),
     },
     routes={

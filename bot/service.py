@@ -290,18 +290,30 @@ async def due_outbox_ids(*, at: datetime, limit: int) -> list[int]:
     Both filters lead with ``state`` so the (state, next_attempt_at) and (state,
     lease_until) indexes answer them without reading settled rows.
     """
-    pending = (
-        await models.OutboxItem.filter(state=OutboxState.PENDING, next_attempt_at__lte=at)
+    pending = await due_outbox_query(at=at, limit=limit)
+    stale = await stale_outbox_query(at=at, limit=limit)
+    return [int(str(i)) for i in [*pending, *stale]]
+
+
+def due_outbox_query(*, at: datetime, limit: int) -> Any:
+    return (
+        models.OutboxItem.filter(state=OutboxState.PENDING, next_attempt_at__lte=at)
         .order_by("next_attempt_at")
         .limit(limit)
         .values_list("id", flat=True)
     )
-    stale = (
-        await models.OutboxItem.filter(state=OutboxState.SENDING, lease_until__lt=at)
+
+
+def stale_outbox_query(*, at: datetime, limit: int) -> Any:
+    return (
+        models.OutboxItem.filter(state=OutboxState.SENDING, lease_until__lt=at)
         .limit(limit)
         .values_list("id", flat=True)
     )
-    return [int(str(i)) for i in [*pending, *stale]]
+
+
+def open_dead_letters_query() -> Any:
+    return models.DeadLetter.filter(status="open")
 
 
 def new_claim_token() -> str:
@@ -491,10 +503,11 @@ async def mark_outbox_notified(*, conn: BaseDBAsyncClient, item_id: int) -> bool
 
 
 async def outbox_counts() -> dict[str, int]:
+    """Rows per state, every state named (0 when none): a gauge must fall back to 0."""
     from tortoise.functions import Count
 
     rows = await models.OutboxItem.annotate(n=Count("id")).group_by("state").values("state", "n")
-    return {str(r["state"]): int(r["n"]) for r in rows}
+    return {s.value: 0 for s in OutboxState} | {str(r["state"]): int(r["n"]) for r in rows}
 
 
 async def add_dead_letter(
@@ -605,7 +618,7 @@ async def discard_outbox(*, item_id: int, reason: str, at: datetime | None = Non
 
 
 async def open_dead_letters() -> int:
-    return await models.DeadLetter.filter(status="open").count()
+    return int(await open_dead_letters_query().count())
 
 
 async def archive_cursor(*, name: str) -> int:

@@ -247,3 +247,27 @@ async def test_an_operator_retry_while_an_old_answer_is_on_its_way(
     await round_a
     item = await row(item_id)
     assert item.state == "pending" and item.claim is None and item.attempts == 0
+
+
+async def test_a_discarded_row_tells_its_origin_once_and_others_are_not_rescanned(
+    corp: FakeCorp,
+) -> None:
+    from bot import service as bot_service
+
+    settled: list[Settled] = []
+
+    async def on_settled(s: Settled, conn: object) -> None:
+        settled.append(s)
+
+    policies = OutboxPolicies(settled=(("sop.touch", on_settled),))
+    told = await enqueue("d1", mass_send(corp, "撤回一"), origin="sop.touch:7")
+    silent = await enqueue("d2", mass_send(corp, "撤回二"), origin="bot.alert:9")
+    for item_id in (told, silent):
+        assert await bot_service.discard_outbox(item_id=item_id, reason="discarded by test: x")
+    d = corp.dispatcher(policies=policies)
+    assert await d.tick() == 1
+    assert [(s.id, s.outcome) for s in settled] == [(told, "cancelled")]
+    # No callback for bot.alert: its flag is cleared, not picked up by every round.
+    assert not (await row(silent)).notify_pending
+    assert await d.tick() == 0 and len(settled) == 1
+    assert corp.gate.seen["撤回一"] == corp.gate.seen["撤回二"] == 0

@@ -101,9 +101,13 @@ async def test_database_migrated_before_domains_keeps_its_rows(
             if m.domain == "bot" and m.version > 1
         ]
         assert later[0] == ("bot", 2, "outbox_origin")
-        assert [(m.domain, m.version) for m in ran] == [(d, v) for d, v, _ in later]
+        # (Other domains' first migrations run too: their tables are new.)
+        assert [(m.domain, m.version) for m in ran if m.domain == "bot"] == [
+            (d, v) for d, v, _ in later
+        ]
         _, rows = await conn.execute_query(
-            "SELECT domain, version, name FROM siyu_migrations ORDER BY version"
+            "SELECT domain, version, name FROM siyu_migrations WHERE domain = 'bot' "
+            "ORDER BY version"
         )
         assert [(r["domain"], r["version"], r["name"]) for r in rows] == [
             ("bot", 1, "initial"),
