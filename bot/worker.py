@@ -155,8 +155,10 @@ class Worker:
         self.retry_key = stream.keys.key("worker-retry", stream.stream)
         # "a:<id>" attempts that failed, "d:<id>" of them the entry's own failures.
         self.failures_key = stream.keys.key("worker-failures", stream.stream)
-        # Consecutive rounds in which only infrastructure failures came back.
+        # Consecutive rounds in which only infrastructure failures came back; a round
+        # that stored something, or had nothing to do, ends the streak.
         self.stalled_rounds = 0
+        self._round_progress = self._round_stalled = False
         self._pop_due = self.redis.register_script(_POP_DUE_LUA)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -227,6 +229,7 @@ class Worker:
     async def run_once(self, *, block_ms: int | None = None) -> int:
         """Retry due entries, reclaim stale ones, then read new ones; return how many."""
         handled = 0
+        self._round_progress = self._round_stalled = False
         due = await self._pop_due(
             keys=[self.retry_key], args=[self._now_ms(), self.settings.batch_size]
         )
@@ -262,6 +265,8 @@ class Worker:
         for _stream, batch in resp or []:
             if batch:
                 handled += await self._handle(batch, reclaimed=False)
+        stalled = self._round_stalled and not self._round_progress
+        self.stalled_rounds = self.stalled_rounds + 1 if stalled else 0
         return handled
 
     async def _not_backing_off(
@@ -302,9 +307,9 @@ class Worker:
         for sid, error in failed:
             transient += await self._failed(sid, raw[sid], error)
         if done or len(failed) > transient:
-            self.stalled_rounds = 0
+            self._round_progress = True
         elif failed:
-            self.stalled_rounds += 1
+            self._round_stalled = True
         return len(entries)
 
     async def _process(self, items: list[QueuedItem]) -> list[StoreResult | BaseException]:

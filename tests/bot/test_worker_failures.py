@@ -16,7 +16,7 @@ from bot import models
 from bot.archive import archive_dedup_key
 from bot.keys import STREAM
 from bot.schemas import Source
-from bot.worker import is_transient
+from bot.worker import Worker, is_transient
 from compliance_nlp import InvalidInputError
 from compliance_nlp.pool import AnalyzerUnavailable
 from core.crypto import DecryptionError, UnknownKeyIdError
@@ -129,11 +129,15 @@ class DownAnalyzer:
         self.up = False
         self.calls = 0
 
-    async def analyze_many(self, items: Sequence[tuple[str, str]]) -> list[Any]:
+    async def analyze_many(
+        self, items: Sequence[tuple[str, str]], contexts: Sequence[Any] | None = None
+    ) -> list[Any]:
         self.calls += 1
         if not self.up:
             raise AnalyzerUnavailable("pool broken: rebuild failed (BrokenProcessPool)")
-        return await self.inner.analyze_many(list(items))
+        return await self.inner.analyze_many(
+            list(items), None if contexts is None else list(contexts)
+        )
 
 
 @pytest.fixture
@@ -215,3 +219,83 @@ def test_infrastructure_failures_are_told_from_the_entrys_own(
     exc: BaseException, transient: bool
 ) -> None:
     assert is_transient(exc) is transient
+
+
+class ManualClock:
+    def __init__(self) -> None:
+        self.now = 1_900_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_the_back_off_is_shared_by_every_worker_and_grows_to_minutes(
+    down_edge: tuple[Edge, DownAnalyzer],
+) -> None:
+    """The retry schedule lives in Redis: another worker taking over the pending entry
+    (XAUTOCLAIM) leaves it alone until it is due; each failure doubles the wait, up to
+    five minutes."""
+    edge, analyzer = down_edge
+    userid, ext = a_relation(edge)
+    status, out = await edge.api(
+        "POST", "/api/v1/archive/messages", json=[record("b1", ext, userid, "你好")]
+    )
+    assert status == 200 and out["accepted"] == 1, out
+    clock = ManualClock()
+    a = edge.worker
+    a.clock = clock
+    # A second process whose XAUTOCLAIM takes any pending entry at once.
+    b = Worker(
+        stream=edge.app[STREAM],
+        pipeline=a.pipeline,
+        settings=edge.settings.pipeline.model_copy(update={"claim_idle_ms": 0}),
+        metrics=a.metrics,
+        consumer="other-worker",
+        clock=clock,
+    )
+    stream = edge.app[STREAM]
+    waits = []
+    for attempt in range(1, 12):
+        worker = a if attempt % 2 else b
+        assert await worker.run_once() == 1
+        assert analyzer.calls == attempt
+        ((sid, due_ms),) = await stream.redis.zrange(a.retry_key, 0, -1, withscores=True)
+        waits.append(int(due_ms) - int(clock.now * 1000))
+        # Not due yet: neither worker runs it again, though both can see it pending.
+        assert await a.run_once() == 0 and await b.run_once() == 0
+        assert analyzer.calls == attempt
+        clock.now += waits[-1] / 1000
+    assert waits[:5] == [1000, 2000, 4000, 8000, 16000]
+    assert waits[-2:] == [300_000, 300_000]
+    assert await models.DeadLetter.all().count() == 0
+    analyzer.up = True
+    assert await b.run_once() == 1
+    assert await stored_msgids() == ["b1"]
+    assert await stream.redis.zcard(a.retry_key) == 0
+    assert await stream.redis.hlen(a.failures_key) == 0
+
+
+async def test_the_loop_pauses_only_while_rounds_bring_nothing_but_outages(
+    down_edge: tuple[Edge, DownAnalyzer],
+) -> None:
+    """The run loop waits 1, 2, 4 … s after rounds where only infrastructure failed; a
+    round with nothing to do ends that, so new messages after an outage are not held."""
+    edge, analyzer = down_edge
+    userid, ext = a_relation(edge)
+    worker = edge.worker
+    clock = ManualClock()
+    worker.clock = clock
+    for i in range(3):
+        await edge.api(
+            "POST", "/api/v1/archive/messages", json=[record(f"o{i}", ext, userid, "你好")]
+        )
+        assert await worker.run_once() == 1
+        assert worker.stalled_rounds == i + 1
+    assert await worker.run_once() == 0  # nothing due, nothing new
+    assert worker.stalled_rounds == 0
+    analyzer.up = True
+    clock.now += 3600
+    await edge.api("POST", "/api/v1/archive/messages", json=[record("o3", ext, userid, "在吗")])
+    assert await worker.run_once() == 4
+    assert worker.stalled_rounds == 0
+    assert await stored_msgids() == ["o0", "o1", "o2", "o3"]
