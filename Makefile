@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test venv lint format typecheck bench clean
+.PHONY: run test venv lint format typecheck bench vendor clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ bench: $(STAMP)
 	$(BIN)/python bench/callback.py
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/nlp.py
+
+# Browser assets (htmx, …) from their npm packages, versions and sha256 in
+# admin/static/vendor/vendor.json; nothing is loaded from a CDN.
+vendor: $(STAMP)
+	$(BIN)/python -m admin.vendor
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -621,6 +621,16 @@ async def open_dead_letters() -> int:
     return int(await open_dead_letters_query().count())
 
 
+async def console_counts() -> dict[str, int]:
+    """Stored messages, those with violations, open review cases, open dead letters."""
+    return {
+        "messages": await models.Message.all().count(),
+        "violations": await models.Message.filter(has_violation=True).count(),
+        "open_cases": await models.ReviewCase.filter(status="open").count(),
+        "dead_letters": await open_dead_letters(),
+    }
+
+
 async def archive_cursor(*, name: str) -> int:
     cur = await models.ArchiveCursor.get_or_none(name=name)
     return int(cur.seq) if cur else 0

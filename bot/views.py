@@ -11,6 +11,7 @@ from aiohttp import web
 from bot.archive import ingest_records
 from bot.keys import ANALYZER, STREAM
 from compliance_nlp.pool import AnalyzerUnavailable
+from core.access import requires
 
 MAX_INGEST_RECORDS = 10_000
 
@@ -56,6 +57,7 @@ async def _json_or_jsonl(request: web.Request) -> list[Any]:
     raise web.HTTPBadRequest(text='expected a JSON array, {"records": [...]}, or JSON lines')
 
 
+@requires("archive:write")
 async def ingest_archive(request: web.Request) -> web.Response:
     """``POST /api/v1/archive/messages``: decrypted 会话存档 records in."""
     try:
@@ -71,6 +73,7 @@ async def ingest_archive(request: web.Request) -> web.Response:
     return web.json_response(report.as_dict())
 
 
+@requires("compliance:check")
 async def compliance_check(request: web.Request) -> web.Response:
     """``POST /api/v1/compliance/check`` ``{text, role}``: the advisor's pre-send check."""
     try:

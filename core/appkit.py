@@ -20,6 +20,7 @@ from aiohttp import web
 
 from core import db as core_db
 from core import redis as core_redis
+from core.access import ACCESS_GUARD
 from core.crypto import Keyring, load_keyring
 from core.domain import CleanupContext, HealthCheck, JobSpec
 from core.jobs import PeriodicJob
@@ -44,6 +45,7 @@ HAS_DB = web.AppKey("has_db", bool)
 GAUGES: web.AppKey[list[Callable[[web.Application], Awaitable[None]]]] = web.AppKey("gauges")
 # Domains' readiness checks (core.domain.Domain.health), merged into /readyz.
 HEALTH: web.AppKey[list[HealthCheck]] = web.AppKey("health")
+
 # Requests refused by core's own checks (API bearer token, ops token), logged by reason.
 REFUSALS = web.AppKey("refusals", RateLimitedLog)
 # Where the internal ops listener bound (host, port), when SIYU_HTTP__OPS_PORT is set.
@@ -153,7 +155,14 @@ def _refused(request: web.Request, reason: str, status: int) -> None:
 
 @web.middleware
 async def api_auth(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Machine callers present ``Authorization: Bearer <SIYU_API__TOKEN>``."""
+    """Machine callers present ``Authorization: Bearer <SIYU_API__TOKEN>``.
+
+    When a guard is installed (the admin domain's, ``core.access``), it decides for
+    every request instead: named API keys, console sessions, declared permissions.
+    """
+    guard = request.app.get(ACCESS_GUARD)
+    if guard is not None:
+        return await guard(request, handler)
     if not request.path.startswith("/api/"):
         return await handler(request)  # type: ignore[no-any-return]
     expected = request.app[SETTINGS].api.token.get_secret_value()

@@ -111,6 +111,35 @@ class ApiSettings(BaseModel):
     token: SecretStr = SecretStr("")
 
 
+OperatorRole = Literal["advisor", "team_lead", "marketing", "compliance", "admin"]
+
+
+def _totp_roles() -> list[OperatorRole]:
+    return ["admin", "compliance"]
+
+
+class AdminSettings(BaseModel):
+    """The console and its sign-in (admin domain): cookies, sessions, throttling, TOTP."""
+
+    # Secure cookies are sent over HTTPS only; false for plain-HTTP local use (the demo).
+    cookie_secure: bool = True
+    # A session ends after this long without a request, and in any case after max_s.
+    session_idle_s: int = Field(default=30 * 60, ge=60)
+    session_max_s: int = Field(default=12 * 3600, ge=300)
+    # Failed sign-ins (password or TOTP) per account within window_s before it is
+    # locked for lockout_s; per source address, a higher bar (one office NAT).
+    login_max_failures: int = Field(default=5, ge=1)
+    address_max_failures: int = Field(default=30, ge=1)
+    login_window_s: int = Field(default=15 * 60, ge=1)
+    lockout_s: int = Field(default=15 * 60, ge=1)
+    # Roles that must sign in with a second factor (TOTP); set by the institution's
+    # administrator in configuration, so a stolen console session cannot lower it.
+    totp_required_roles: list[OperatorRole] = Field(default_factory=_totp_roles)
+    # Reverse proxies (CIDRs) whose X-Forwarded-For is believed: the source address
+    # of lockouts, API-key allow-lists and the audit log.
+    trusted_proxies: list[str] = Field(default_factory=list)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SIYU_",
@@ -140,6 +169,7 @@ class Settings(BaseSettings):
     nlp: NlpSettings = Field(default_factory=NlpSettings)
     crypto: CryptoSettings = Field(default_factory=CryptoSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    admin: AdminSettings = Field(default_factory=AdminSettings)
 
     @classmethod
     def settings_customise_sources(

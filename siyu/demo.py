@@ -64,10 +64,51 @@ def _demo_secrets(data_dir: Path) -> dict[str, Any]:
         "contact_secret": "sandbox-contact-" + secrets.token_urlsafe(16),
         "api_token": secrets.token_urlsafe(24),
     }
+    _write_secrets(path, values)
+    return values
+
+
+# One operator per kind of console user, so a newcomer can sign in as each at once.
+DEMO_OPERATORS = (
+    ("admin", "admin", "管理员"),
+    ("compliance", "compliance", "合规审核"),
+    ("marketing", "marketing", "运营"),
+    ("advisor", "advisor", "客户经理"),
+)
+
+
+async def _seed_operators(data_dir: Path, demo: dict[str, Any]) -> str:
+    """Create the demo's operators once; their random passwords live in demo-secrets.json."""
+    from admin import flows
+    from admin import service as admin_service
+    from core.audit import Actor
+
+    passwords: dict[str, str] = dict(demo.get("operators") or {})
+    for name, role, display in DEMO_OPERATORS:
+        if await admin_service.operator_by_name(name=name) is not None:
+            continue
+        passwords[name] = secrets.token_urlsafe(12)
+        await flows.do_create_operator(
+            actor=Actor.system("demo"),
+            source="demo",
+            name=name,
+            role=role,
+            display_name=display,
+            password=passwords[name],
+        )
+    if passwords != demo.get("operators"):
+        demo["operators"] = passwords
+        _write_secrets(data_dir / "demo-secrets.json", demo)
+    return "\n".join(
+        f"    {display:<6}  {name:<11} {passwords.get(name, '(set before; see demo-secrets.json)')}"
+        for name, _role, display in DEMO_OPERATORS
+    )
+
+
+def _write_secrets(path: Path, values: dict[str, Any]) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         json.dump(values, fh)
-    return values
 
 
 async def run_demo(
@@ -110,12 +151,15 @@ async def run_demo(
         },
         "archive": {"sdk": "sandbox", "private_keys": {"1": str(key_path)}, "poll_interval_s": 30},
         "api": {"token": demo["api_token"]},
+        # Plain HTTP on loopback, and no second factor to set up before a first look.
+        "admin": {"cookie_secure": False, "totp_required_roles": []},
     }
     # Through __init__, so SIYU_* environment variables still apply on top.
     settings = Settings(**values)
     app = create_app(settings, auto_migrate=True)
     runner, bound = await start_site(app, settings.http.host, settings.http.port)
     base = f"http://127.0.0.1:{bound}"
+    operators = await _seed_operators(data_dir, demo)
     print(
         f"""
 siyu demo is running (data under {data_dir})
@@ -124,6 +168,8 @@ siyu demo is running (data under {data_dir})
   Metrics              {base}/metrics
   Health               {base}/healthz  {base}/readyz
   Fake WeCom API       {fake_url}/sandbox/app_messages   (app messages siyu sent advisors)
+  Console              {base}/login
+{operators}
   API token            (in {data_dir / "demo-secrets.json"}, key "api_token")
   Stored messages      SIYU_DATA_DIR={data_dir} siyu messages export
 

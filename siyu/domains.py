@@ -17,6 +17,7 @@ A new domain is one line here (and its package); it edits neither ``bot`` nor
 
 from __future__ import annotations
 
+import admin
 import bot
 from core import plugin as core_plugin
 from core.domain import Domain, check_unique
@@ -27,6 +28,8 @@ DOMAINS: tuple[Domain, ...] = (
     core_plugin.DOMAIN,
     # The edge owns customers, advisors, messages, events and the outbox: the base.
     bot.DOMAIN,
+    # The console and API shell last: it mounts and guards everyone's routes.
+    admin.DOMAIN,
 )
 
 check_unique(DOMAINS)

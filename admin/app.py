@@ -1,0 +1,187 @@
+"""The admin domain's part of an application: the console's state, its routes, the guard.
+
+``add_console_routes`` runs when the root builds an app with the ``admin`` role: it
+mounts the pages, the API routes, the static files and the template environment,
+and installs the guard (``admin.auth``) through core's hook, so every route of
+every domain is authorised by it.  ``console_ctx`` builds what the guard and pages
+share once Redis is up.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from importlib import resources
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+from markupsafe import Markup
+
+from admin import pages, views
+from admin.auth import guard
+from admin.keys import CONSOLE, Console, NavItem
+from admin.permissions import load_table
+from admin.sessions import LoginThrottle, SessionStore, TotpReplay
+from core.access import ACCESS_GUARD, access_of, menu_of
+from core.appkit import REDIS, SETTINGS
+
+log = logging.getLogger(__name__)
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+def _cst(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+    """Stored in UTC, shown in Asia/Shanghai (the institution's and the regulator's clock)."""
+    if value is None:
+        return ""
+    return value.astimezone(SHANGHAI).strftime(fmt)
+
+
+# How the console names audit actions; an action not listed shows as written.
+ACTION_LABELS = {
+    "auth.sign_in": "登录",
+    "auth.sign_out": "退出登录",
+    "auth.totp": "两步验证",
+    "auth.totp_enrol": "绑定两步验证",
+    "auth.password_change": "修改密码",
+    "operator.create": "新建用户",
+    "operator.enable": "启用用户",
+    "operator.disable": "停用用户",
+    "operator.role_change": "修改角色",
+    "operator.password_reset": "重置密码",
+    "operator.totp_reset": "重置两步验证",
+    "api_key.create": "新建 API 密钥",
+    "api_key.revoke": "吊销 API 密钥",
+    "api_key.use": "调用 API",
+    "audit.verify": "校验审计日志",
+}
+_RESULTS = {
+    "ok": ("成功", "ok"),
+    "failure": ("失败", "bad"),
+    "locked": ("已锁定", "bad"),
+    "disabled": ("账户已停用", "bad"),
+}
+
+
+def action_label(action: str) -> str:
+    return ACTION_LABELS.get(action, action)
+
+
+def result_tag(result: str) -> Markup:
+    label, tone = _RESULTS.get(result, ("", ""))
+    if not label:
+        if result.startswith("refused:"):
+            label, tone = "拒绝 · " + result.split(":", 1)[1], "bad"
+        elif result.startswith("http_"):
+            label, tone = "HTTP " + result[5:], "warn"
+        elif result.startswith("broken"):
+            label, tone = "链已损坏", "bad"
+        else:
+            label, tone = result, ""
+    return Markup('<span class="tag {}">{}</span>').format(tone, label)
+
+
+def _nav(app: web.Application) -> list[NavItem]:
+    items = []
+    for route in app.router.routes():
+        entry = menu_of(route.handler)
+        if entry is None or route.method != "GET" or not route.name:
+            continue
+        access = access_of(route.handler)
+        permission = access.permission if access and access.kind == "permission" else ""
+        items.append(
+            NavItem(
+                entry=entry,
+                route_name=route.name,
+                path=str(route.url_for()),
+                permission=permission,
+            )
+        )
+    return sorted(items, key=lambda i: (i.entry.order, i.entry.label))
+
+
+def check_declared_permissions(app: web.Application) -> None:
+    """Refuse to start when a route names a permission the table does not have."""
+    table = load_table()
+    for route in app.router.routes():
+        access = access_of(route.handler)
+        if access and access.kind == "permission" and access.permission not in table.permissions:
+            raise ValueError(
+                f"route {route.method} {route.resource.canonical if route.resource else '?'} "
+                f"needs {access.permission!r}, which admin/permissions.json does not define"
+            )
+
+
+async def console_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    table = load_table()
+    app[CONSOLE] = Console(
+        settings=settings.admin,
+        table=table,
+        sessions=SessionStore(app[REDIS], settings=settings.admin),
+        throttle=LoginThrottle(app[REDIS], settings=settings.admin),
+        replay=TotpReplay(app[REDIS]),
+        nav=_nav(app),
+    )
+    check_declared_permissions(app)
+    undeclared = sorted(
+        f"{r.method} {r.resource.canonical}"
+        for r in app.router.routes()
+        if r.resource is not None
+        and r.resource.canonical.startswith("/api/")
+        and access_of(r.handler) is None
+    )
+    if undeclared:
+        log.warning(
+            "API routes without a declared permission: only SIYU_API__TOKEN may call them",
+            extra={"routes": ", ".join(undeclared)},
+        )
+    if settings.api.token.get_secret_value():
+        log.warning(
+            "SIYU_API__TOKEN is deprecated: it acts as a bootstrap key with every scope; "
+            "create named keys (`siyu api-keys create`) and unset it"
+        )
+    yield
+
+
+def _static_url(app: web.Application) -> Any:
+    def url(filename: str) -> str:
+        return str(
+            app.router["admin_static"]
+            .url_for(filename=filename)
+            .with_query({"v": _asset_version(filename)})
+        )
+
+    return url
+
+
+@functools.cache
+def _asset_version(filename: str) -> str:
+    # The file's hash, so a new release never runs with a cached old script.
+    data = resources.files("admin").joinpath("static", *filename.split("/")).read_bytes()
+    return hashlib.sha256(data).hexdigest()[:12]
+
+
+def add_console_routes(app: web.Application) -> None:
+    env = aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.PackageLoader("admin", "templates"),
+        autoescape=jinja2.select_autoescape(["html"], default=True),
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters["cst"] = _cst
+    env.globals["action_label"] = action_label
+    env.globals["result_tag"] = result_tag
+    env.globals["one_second"] = timedelta(seconds=1)
+    env.globals["static"] = _static_url(app)
+    static_dir = resources.files("admin").joinpath("static")
+    app.router.add_static("/static/admin", str(static_dir), name="admin_static")
+    pages.add_pages(app)
+    views.add_routes(app)
+    app[ACCESS_GUARD] = guard
