@@ -605,6 +605,26 @@ def cmd_keys_check(args: argparse.Namespace, ctx: CliContext) -> int:
     return 0
 
 
+def cmd_keys_seal_existing(args: argparse.Namespace, ctx: CliContext) -> int:
+    """Seal personal data that rows stored before sealing existed keep in clear."""
+    from bot import flows as bot_flows
+    from core import db as core_db
+    from core.crypto import load_keyring
+
+    settings = ctx.settings
+    keyring = load_keyring(settings, create=False)
+
+    async def run() -> bot_flows.SealedExisting:
+        async with core_db.db_lifespan(settings, ctx.schema):
+            # The keys that seal must be the ones the database was sealed with.
+            await bot_flows.check_field_keys(keyring=keyring, settings=settings)
+            return await bot_flows.do_seal_existing_rows(keyring=keyring)
+
+    done = asyncio.run(run())
+    print(json.dumps({"events": done.events, "follow_relations": done.follows}))
+    return 0
+
+
 def register_keys(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], ctx: CliContext
 ) -> None:
@@ -615,6 +635,12 @@ def register_keys(
         help="compare the configured keys with the key ids the database was sealed with "
         "(exit 1 on a mismatch); prints ids and states, never key material",
     ).set_defaults(func=partial(cmd_keys_check, ctx=ctx))
+    ksub.add_parser(
+        "seal-existing",
+        help="seal what rows stored before this release keep in clear: event fields "
+        "outside the allow-list, follow-relation remarks and descriptions (masked in "
+        "clear); safe to run twice or beside running workers. Prints the counts",
+    ).set_defaults(func=partial(cmd_keys_seal_existing, ctx=ctx))
 
 
 # ------------------------------------------------------------------ parser

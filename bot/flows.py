@@ -204,6 +204,56 @@ def open_follow_text(rel: models.FollowRelation, field_name: str, *, keyring: Ke
     )
 
 
+@dataclass(frozen=True)
+class SealedExisting:
+    events: int
+    follows: int
+
+
+async def do_seal_existing_rows(*, keyring: Keyring, batch: int = 500) -> SealedExisting:
+    """Seal what rows stored before this release keep in clear (``siyu keys seal-existing``).
+
+    Event fields outside the allow-list move into ``fields_sealed``; a follow relation's
+    remark and description are masked, their originals sealed.  Each row is updated only
+    while it is still unsealed, so running it twice, or beside live workers, is harmless.
+    """
+    events = follows = 0
+    after = 0
+    while rows := await bot_service.events_unsealed(after_id=after, limit=batch):
+        for event in rows:
+            after = event.id
+            stored = {k: v for k, v in (event.fields_json or {}).items() if k != SEALED_FIELD_NAMES}
+            clear, private = split_event_fields(stored)
+            if not private:
+                continue
+            clear[SEALED_FIELD_NAMES] = sorted(private)
+            sealed = keyring.seal_text(
+                json.dumps(private, ensure_ascii=False, sort_keys=True),
+                aad=event_fields_aad(event.event_key),
+            )
+            events += await bot_service.seal_event_fields(
+                event_id=event.id, fields_json=clear, fields_sealed=sealed
+            )
+    after = 0
+    while rels := await bot_service.follows_unsealed(after_id=after, limit=batch):
+        for rel in rels:
+            after = rel.id
+            originals = {name: str(getattr(rel, name) or "") for name in FOLLOW_FREE_TEXT}
+            masked, sealed_originals = _protect_follow(
+                originals,
+                keyring=keyring,
+                external_userid=rel.customer.external_userid,
+                userid=rel.advisor.userid,
+            )
+            assert masked is not None
+            follows += await bot_service.seal_follow_text(
+                relation_id=rel.id,
+                masked={name: str(masked[name]) for name in FOLLOW_FREE_TEXT},
+                originals_sealed=sealed_originals,
+            )
+    return SealedExisting(events=events, follows=follows)
+
+
 def open_outbox_payload(item: models.OutboxItem, *, keyring: Keyring | None) -> dict[str, Any]:
     """What the dispatcher sends: the sealed payload opened, else the payload as stored.
 

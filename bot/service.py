@@ -827,3 +827,59 @@ async def newest_sealed_message() -> tuple[str, str, str] | None:
         return None
     source, msgid, sealed = row
     return str(source), str(msgid), str(sealed)
+
+
+async def events_unsealed(*, after_id: int, limit: int) -> list[models.Event]:
+    """Known events stored before their fields were split (``fields_sealed`` unset)."""
+    return (
+        await models.Event.filter(id__gt=after_id, kind="event", fields_sealed__isnull=True)
+        .order_by("id")
+        .limit(limit)
+    )
+
+
+async def seal_event_fields(
+    *, event_id: int, fields_json: dict[str, Any], fields_sealed: str
+) -> int:
+    """Replace an event's fields by their clear part and the sealed rest, once."""
+    return int(
+        await models.Event.filter(id=event_id, fields_sealed__isnull=True).update(
+            fields_json=fields_json, fields_sealed=fields_sealed, updated_at=now()
+        )
+    )
+
+
+async def follows_unsealed(*, after_id: int, limit: int) -> list[models.FollowRelation]:
+    """Follow relations whose remark or description has text but no sealed original."""
+    from tortoise.expressions import Q
+
+    return (
+        await models.FollowRelation.filter(
+            Q(id__gt=after_id)
+            & (
+                Q(remark_sealed__isnull=True, remark__not="")
+                | Q(description_sealed__isnull=True, description__not="")
+            )
+        )
+        .order_by("id")
+        .limit(limit)
+        .prefetch_related("customer", "advisor")
+    )
+
+
+async def seal_follow_text(
+    *,
+    relation_id: int,
+    masked: Mapping[str, str],
+    originals_sealed: Mapping[str, str | None],
+) -> int:
+    """Store the masked remark/description and their sealed originals, once."""
+    values: dict[str, Any] = {"updated_at": now()}
+    for name in ("remark", "description"):
+        values[name] = masked[name]
+        values[f"{name}_sealed"] = originals_sealed.get(name)
+    return int(
+        await models.FollowRelation.filter(
+            id=relation_id, remark_sealed__isnull=True, description_sealed__isnull=True
+        ).update(**values)
+    )
