@@ -17,6 +17,7 @@ from core.models import AuditEntry
 from core.settings import Settings
 
 ADMIN = Actor("operator", "1", "alice")
+AUDIT_DOC = Path(__file__).resolve().parents[2] / "docs" / "audit.md"
 
 
 async def _append_n(n: int) -> list[audit.AuditRecord]:
@@ -193,3 +194,46 @@ async def test_cli_verify_exit_code_and_first_problem(
     assert code == 1
     assert out["problem"]["kind"] == "altered" and out["problem"]["seq"] == 2
     await core_db.init_db(settings, __import__("tests.conftest").conftest.SCHEMA)
+
+
+async def test_documented_postgres_grants_forbid_rewriting_the_log(
+    settings: Settings, db: None
+) -> None:
+    """The grants of docs/audit.md: the app role appends and reads, never edits."""
+    import re
+    import uuid
+
+    import asyncpg
+
+    if not settings.database_url.startswith("postgres"):
+        pytest.skip("PostgreSQL grants")
+    await _append_n(2)
+    doc = await asyncio.to_thread(AUDIT_DOC.read_text)
+    grants = re.search(r"```sql\n(.*?)```", doc, re.S)
+    assert grants
+    role = f"siyu_app_{uuid.uuid4().hex[:8]}"
+    sql = grants.group(1).replace("siyu_app", role).replace("PASSWORD '…'", "")
+    conn = await asyncpg.connect(settings.database_url.replace("postgres://", "postgresql://"))
+    try:
+        await conn.execute(sql)
+        await conn.execute(f"SET ROLE {role}")
+        assert await conn.fetchval("SELECT count(*) FROM core_audit_log") == 2
+        await conn.execute("UPDATE core_audit_head SET seq = seq WHERE id = 1")
+        for statement in (
+            "UPDATE core_audit_log SET result = 'x' WHERE seq = 1",
+            "DELETE FROM core_audit_log WHERE seq = 2",
+            "TRUNCATE core_audit_log",
+            "DELETE FROM core_audit_head",
+        ):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute(statement)
+        await conn.execute(
+            "INSERT INTO core_audit_log (seq, at, actor_kind, actor_id, action, prev_hash, hash)"
+            " VALUES (99, now(), 'system', 't', 't', 'p', 'h')"
+        )
+    finally:
+        await conn.execute("RESET ROLE")
+        await conn.execute("DELETE FROM core_audit_log WHERE seq = 99")
+        await conn.execute(f"DROP OWNED BY {role}")
+        await conn.execute(f"DROP ROLE {role}")
+        await conn.close()
