@@ -17,6 +17,7 @@ from typing import Any
 
 from bot.models import OutboxState
 from bot.wecom import decrypt_cli
+from core.audit import Actor
 from core.domain import CliContext
 
 # ------------------------------------------------------------------ archive
@@ -472,13 +473,14 @@ def _positive_limit(text: str) -> int:
 OUTBOX_LIMIT_MAX = 10_000
 
 
-def _outbox_actor() -> str:
+def _outbox_actor() -> Actor:
     import getpass
 
     try:
-        return f"{getpass.getuser()} (siyu outbox)"
+        who = getpass.getuser()
     except (KeyError, OSError):  # no login name in a bare container
-        return "an operator (siyu outbox)"
+        who = "unknown"
+    return Actor("system", "cli", f"cli:{who}")
 
 
 def cmd_outbox(args: argparse.Namespace, ctx: CliContext) -> int:

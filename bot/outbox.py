@@ -43,10 +43,13 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.transactions import in_transaction
 
 from bot import models
 from bot import service as bot_service
 from bot.models import OutboxState
+from core import audit
+from core.audit import Actor
 from core.domain import Domain
 
 log = logging.getLogger(__name__)
@@ -429,18 +432,23 @@ def _refused(state: OutboxState) -> str:
     return _REFUSED.get(state, f"{state.value} just now; look again and repeat if needed")
 
 
-async def do_retry_outbox(*, ids: Sequence[int], actor: str) -> list[OperatorOutcome]:
+async def do_retry_outbox(*, ids: Sequence[int], actor: Actor) -> list[OperatorOutcome]:
     """Queue failed or in-doubt rows again (an operator has checked WeCom).
 
     Each row is queued at most once however often this runs: the update is
-    conditional on the row still being failed or in doubt.
+    conditional on the row still being failed or in doubt.  Each change is audited
+    in its own transaction.
     """
     out: list[OperatorOutcome] = []
     for item_id in dict.fromkeys(ids):
-        if await bot_service.retry_outbox(item_id=item_id):
-            log.info("outbox row retried", extra={"outbox_id": item_id, "actor": actor})
-            out.append(OperatorOutcome(item_id, True, OutboxState.PENDING.value, "queued"))
-            continue
+        async with in_transaction() as conn:
+            if await bot_service.retry_outbox(item_id=item_id, conn=conn):
+                await audit.append(
+                    conn=conn, actor=actor, action="outbox.retry", target=f"outbox:{item_id}"
+                )
+                out.append(OperatorOutcome(item_id, True, OutboxState.PENDING.value, "queued"))
+                log.info("outbox row retried", extra={"outbox_id": item_id, "actor": actor.ref})
+                continue
         item = (await bot_service.outbox_items(ids=[item_id]))[item_id]
         state = OutboxState(item.state)
         if state == OutboxState.PENDING:
@@ -457,16 +465,25 @@ async def do_retry_outbox(*, ids: Sequence[int], actor: str) -> list[OperatorOut
 
 
 async def do_discard_outbox(
-    *, ids: Sequence[int], reason: str, actor: str
+    *, ids: Sequence[int], reason: str, actor: Actor
 ) -> list[OperatorOutcome]:
     """Cancel rows that are queued, failed or in doubt; they stay, with who and why."""
-    kept = f"discarded by {actor}: {check_discard_reason(reason)}"
+    why = check_discard_reason(reason)
+    kept = f"discarded by {actor.name or actor.ref}: {why}"
     out: list[OperatorOutcome] = []
     for item_id in dict.fromkeys(ids):
-        if await bot_service.discard_outbox(item_id=item_id, reason=kept):
-            log.info("outbox row discarded", extra={"outbox_id": item_id, "actor": actor})
-            out.append(OperatorOutcome(item_id, True, OutboxState.CANCELLED.value, "discarded"))
-            continue
+        async with in_transaction() as conn:
+            if await bot_service.discard_outbox(item_id=item_id, reason=kept, conn=conn):
+                await audit.append(
+                    conn=conn,
+                    actor=actor,
+                    action="outbox.discard",
+                    target=f"outbox:{item_id}",
+                    detail={"reason": why},
+                )
+                out.append(OperatorOutcome(item_id, True, OutboxState.CANCELLED.value, "discarded"))
+                log.info("outbox row discarded", extra={"outbox_id": item_id, "actor": actor.ref})
+                continue
         item = (await bot_service.outbox_items(ids=[item_id]))[item_id]
         state = OutboxState(item.state)
         if state == OutboxState.CANCELLED:

@@ -575,7 +575,9 @@ OPERATOR_RETRYABLE = (OutboxState.FAILED, OutboxState.UNKNOWN)
 OPERATOR_DISCARDABLE = (OutboxState.PENDING, OutboxState.FAILED, OutboxState.UNKNOWN)
 
 
-async def retry_outbox(*, item_id: int, at: datetime | None = None) -> bool:
+async def retry_outbox(
+    *, item_id: int, at: datetime | None = None, conn: BaseDBAsyncClient | None = None
+) -> bool:
     """Queue a failed or in-doubt row again, now, with a fresh attempt budget.
 
     Conditional on the state, so retrying twice (or while a dispatcher already took
@@ -584,7 +586,8 @@ async def retry_outbox(*, item_id: int, at: datetime | None = None) -> bool:
     for the old outcome is dropped: the row will settle again and be notified then.
     """
     at = at or now()
-    n = await models.OutboxItem.filter(id=item_id, state__in=OPERATOR_RETRYABLE).update(
+    rows = models.OutboxItem.filter(id=item_id, state__in=OPERATOR_RETRYABLE)
+    n = await (rows.using_db(conn) if conn else rows).update(
         state=OutboxState.PENDING,
         next_attempt_at=at,
         attempts=0,
@@ -598,14 +601,21 @@ async def retry_outbox(*, item_id: int, at: datetime | None = None) -> bool:
     return bool(n)
 
 
-async def discard_outbox(*, item_id: int, reason: str, at: datetime | None = None) -> bool:
+async def discard_outbox(
+    *,
+    item_id: int,
+    reason: str,
+    at: datetime | None = None,
+    conn: BaseDBAsyncClient | None = None,
+) -> bool:
     """Cancel a row that is not in flight or sent, keeping it with the operator's reason.
 
     The on-settled callback learns "cancelled" (the dispatcher clears the flag
     where no callback is registered for the row's origin).
     """
     at = at or now()
-    n = await models.OutboxItem.filter(id=item_id, state__in=OPERATOR_DISCARDABLE).update(
+    rows = models.OutboxItem.filter(id=item_id, state__in=OPERATOR_DISCARDABLE)
+    n = await (rows.using_db(conn) if conn else rows).update(
         state=OutboxState.CANCELLED,
         claim=None,
         lease_until=None,

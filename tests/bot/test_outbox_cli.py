@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from bot import service as bot_service
 from bot.models import OutboxState
 from core.settings import Settings
 from tests.bot.test_archive import cli_env  # noqa: F401  (the CLI environment fixture)
@@ -37,12 +38,22 @@ async def _row(item_id: int) -> Any:
     return await models.OutboxItem.get(id=item_id)
 
 
+def audited(since: Any) -> Any:
+    """The outbox entries of the audit log written since ``since`` (newest first)."""
+
+    async def read() -> list[Any]:
+        from core import audit
+
+        return await audit.entries(where=audit.AuditFilter(action="outbox.", since=since))
+
+    return read
+
+
 @pytest.fixture
 def rows(cli_env: None, settings: Settings) -> Iterator[dict[str, int]]:  # noqa: F811
     """60 failed app messages, one mass send in doubt, one sent, one queued."""
     from bot import models
     from bot import outbox as bot_outbox
-    from bot import service as bot_service
     from core import db as core_db
     from siyu.cli import main
 
@@ -127,12 +138,15 @@ def test_retrying_twice_queues_once_and_sends_once(
     rows: dict[str, int], capsys: pytest.CaptureFixture[str], settings: Settings
 ) -> None:
     item_id = rows["unknown"]
+    started = bot_service.now()
     code, out, err = outbox(capsys, "retry", str(item_id))
     assert code == 0 and out == [{"id": item_id, "state": "pending", "result": "queued"}]
     code, out, err = outbox(capsys, "retry", str(item_id), str(item_id))
     assert code == 0 and out == [{"id": item_id, "state": "pending", "result": "already queued"}]
     item = run_db(settings, lambda: _row(item_id))
     assert item.state == "pending" and item.attempts == 0 and item.claim is None
+    entries = run_db(settings, audited(started))
+    assert [(e.action, e.actor_id) for e in entries] == [("outbox.retry", "cli")]
 
     async def dispatch() -> int:
         import redis.asyncio as aioredis
@@ -174,6 +188,7 @@ def test_discard_keeps_the_row_cancelled_with_a_masked_reason(
     rows: dict[str, int], capsys: pytest.CaptureFixture[str], settings: Settings
 ) -> None:
     item_id = rows["unknown"]
+    started = bot_service.now()
     reason = "已在企业微信确认任务存在，客户电话13812345678"
     code, out, err = outbox(capsys, "discard", str(item_id), "--reason", reason)
     assert code == 0 and out == [{"id": item_id, "state": "cancelled", "result": "discarded"}]
@@ -182,6 +197,9 @@ def test_discard_keeps_the_row_cancelled_with_a_masked_reason(
     assert item.last_error.startswith("discarded by ")
     assert "已在企业微信确认任务存在" in item.last_error and "13812345678" not in item.last_error
     assert item.notify_pending  # the domain that asked learns "cancelled"
+    (entry,) = run_db(settings, audited(started))
+    assert (entry.action, entry.target) == ("outbox.discard", f"outbox:{item_id}")
+    assert "13812345678" not in entry.detail
 
     code, out, err = outbox(capsys, "discard", str(rows["done"]), "--reason", "x")
     assert code == 1 and out[0]["result"].startswith("already sent")
