@@ -8,7 +8,9 @@ rules+model, in one process (one core: torch and jieba pinned to one thread) and
 2-process pool; a bare ``jieba.lcut`` pass and a bare forward pass of the same models over
 the same lines, and the ratios against them; worker RSS with the models loaded.
 Targets (issue 3): rules >= 20,000 msg/s on one core; full >= 1,000 msg/s with the pool
-on 2 cores; worker memory < 500 MB. Figures are printed, never asserted.
+on 2 cores; worker memory < 500 MB. Issue 9: the same analysis with an 8-message
+conversation window before every line (both sides, as the pipeline hands it over), in the
+same run: ratio with/without context >= 0.5. Figures are printed, never asserted.
 """
 
 from __future__ import annotations
@@ -90,6 +92,21 @@ def main() -> None:
     t_full = timed(run_batches, full, model_lines)
     full_rate = rate(len(model_lines), t_full)
 
+    # The pipeline's window: the 8 messages before each line, both sides, oldest first.
+    from compliance_nlp.types import Turn
+
+    window = [
+        tuple(Turn(r, t) for t, r in model_lines[max(0, i - 8) : i]) or None
+        for i in range(len(model_lines))
+    ]
+
+    def run_with_context() -> None:
+        for i in range(0, len(model_lines), 256):
+            full.analyze_many(model_lines[i : i + 256], window[i : i + 256])
+
+    t_context = timed(run_with_context)
+    context_rate = rate(len(model_lines), t_context)
+
     # Bare forward pass: the same models over the same lines, as analyze splits them.
     customer = [normalize(t).text for t, r in model_lines if r == "customer"]
     advisor = [normalize(t).text for t, r in model_lines if r == "advisor"]
@@ -114,6 +131,10 @@ def main() -> None:
     print(
         f"  rules + model             {full_rate:10,.0f} msg/s   "
         f"ratio to bare forward: {full_rate / forward_rate:.2f}x"
+    )
+    print(
+        f"  rules + model, 8-turn ctx {context_rate:10,.0f} msg/s   "
+        f"ratio to no context: {context_rate / full_rate:.2f}x   (target >= 0.5)"
     )
 
     async def pooled(

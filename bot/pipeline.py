@@ -11,8 +11,11 @@ A batch read from the stream goes through:
    transaction, so no DB lock is held across a network call.  Failure is
    tolerated: the customer is marked for the reconcile job.
 4. ``analyse``    — compliance_nlp runs on every text before anything is
-   stored (PIPL: only masked text is kept in clear).  Batched per read; a
-   batch that fails is retried text by text, so one bad text fails alone.
+   stored (PIPL: only masked text is kept in clear), each with the messages
+   before it in its conversation (「是的👌」 is a promise after 「本金能拿回来吧？」):
+   the last ``CONTEXT_TURNS`` within ``CONTEXT_WINDOW``, read in one query per
+   batch plus the earlier items of the same batch.  Batched per read; a batch
+   that fails is retried text by text, so one bad text fails alone.
 5. ``store``      — one transaction: row, the ``on_message``/``on_event`` hooks
    of other domains (in the root's order), review case, alerts, outbox rows
    (``bot.flows``).
@@ -27,6 +30,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Protocol
 
 from bot import service as bot_service
@@ -44,17 +48,30 @@ from bot.wecom.parse import Inbound, parse_inbound
 from compliance_nlp import Analysis
 from compliance_nlp.pool import AnalyzerUnavailable
 from compliance_nlp.types import Role as AnalysisRole
+from compliance_nlp.types import Turn
 from core.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 Draft = MessageDraft | EventDraft
+Context = tuple[Turn, ...]
+ConversationKey = tuple[str, str] | str
+
+# What the analyser reads before a line: the analyzer's own window (AnalyzerConfig's
+# context_turns), and a day — an answer the next morning still answers the evening's
+# question, last week's chat does not.
+CONTEXT_TURNS = 8
+CONTEXT_WINDOW = timedelta(hours=24)
 
 
 class Analyzer(Protocol):
     """``compliance_nlp.pool.AnalyzerPool`` in production; order of results = of items."""
 
-    async def analyze_many(self, items: Sequence[tuple[str, AnalysisRole]]) -> list[Analysis]: ...
+    async def analyze_many(
+        self,
+        items: Sequence[tuple[str, AnalysisRole]],
+        contexts: Sequence[Context | None] | None = None,
+    ) -> list[Analysis]: ...
 
 
 class ContactFetcher(Protocol):
@@ -163,7 +180,10 @@ class Pipeline:
                     d = drafts[i]
                     assert isinstance(d, MessageDraft)
                     batch.append((d.text, d.analysis_role))
-                results = await self._analyse(batch)
+                contexts = await conversation_contexts(
+                    [d for i in to_analyse if isinstance(d := drafts[i], MessageDraft)]
+                )
+                results = await self._analyse(batch, contexts)
                 for i, res in zip(to_analyse, results, strict=True):
                     analyses[i] = res
 
@@ -189,7 +209,7 @@ class Pipeline:
         return out
 
     async def _analyse(
-        self, batch: list[tuple[str, AnalysisRole]]
+        self, batch: list[tuple[str, AnalysisRole]], contexts: list[Context | None]
     ) -> list[Analysis | BaseException]:
         """Analyse a read's texts together; if that fails, each alone.
 
@@ -199,7 +219,7 @@ class Pipeline:
         (``AnalyzerUnavailable``) fails every item alike: no point trying each.
         """
         try:
-            return list(await self.analyzer.analyze_many(batch))
+            return list(await self.analyzer.analyze_many(batch, contexts))
         except AnalyzerUnavailable as exc:
             return [exc] * len(batch)
         except Exception as exc:  # noqa: BLE001 - narrowed below, item by item
@@ -212,7 +232,7 @@ class Pipeline:
         out: list[Analysis | BaseException] = []
         for pos, one in enumerate(batch):
             try:
-                out.append((await self.analyzer.analyze_many([one]))[0])
+                out.append((await self.analyzer.analyze_many([one], [contexts[pos]]))[0])
             except AnalyzerUnavailable as exc:
                 out += [exc] * (len(batch) - pos)
                 break
@@ -276,6 +296,65 @@ class Pipeline:
 
     def _timed(self, stage: str) -> _Timer:
         return _Timer(self.metrics, stage)
+
+
+def conversation_key(draft: MessageDraft) -> ConversationKey | None:
+    """A group chat's roomid, or the (advisor, customer) pair of a one-to-one chat."""
+    if draft.roomid:
+        return draft.roomid
+    if draft.advisor_userid and draft.external_userid:
+        return (draft.advisor_userid, draft.external_userid)
+    return None
+
+
+async def conversation_contexts(drafts: Sequence[MessageDraft]) -> list[Context | None]:
+    """For each draft, the turns before it in its conversation (oldest first).
+
+    Stored messages come from one query for the whole batch; earlier items of the same
+    batch (an archive read carries the question and its answer together) are added in
+    memory. Only advisor lines are judged in context; customers get None.
+    """
+    keys = [conversation_key(d) if d.analysis_role == "advisor" else None for d in drafts]
+    wanted = [(k, d) for k, d in zip(keys, drafts, strict=True) if k is not None]
+    if not wanted:
+        return [None] * len(drafts)
+    since = min(d.msgtime for _, d in wanted) - CONTEXT_WINDOW
+    until = max(d.msgtime for _, d in wanted)
+    stored = await bot_service.conversation_turns(
+        rooms={k for k, _ in wanted if isinstance(k, str)},
+        pairs={k for k, _ in wanted if isinstance(k, tuple)},
+        since=since,
+        until=until,
+    )
+    history: dict[ConversationKey, list[tuple[Any, AnalysisRole, str]]] = {}
+    for t in stored:
+        key: ConversationKey | None = t.roomid or (
+            (t.advisor_userid, t.external_userid)
+            if t.advisor_userid and t.external_userid
+            else None
+        )
+        if key is not None:
+            role: AnalysisRole = "customer" if t.sender_role == "customer" else "advisor"
+            history.setdefault(key, []).append((t.msgtime, role, t.masked_text))
+    out: list[Context | None] = []
+    for pos, (key, draft) in enumerate(zip(keys, drafts, strict=True)):
+        if key is None:
+            out.append(None)
+            continue
+        earlier = [
+            (d.msgtime, d.analysis_role, d.text)
+            for d in drafts[:pos]
+            if d.text and conversation_key(d) == key and d.msgtime <= draft.msgtime
+        ]
+        lo = draft.msgtime - CONTEXT_WINDOW
+        turns = [
+            (when, role, text)
+            for when, role, text in [*history.get(key, []), *earlier]
+            if lo <= when <= draft.msgtime
+        ]
+        turns.sort(key=lambda t: t[0])  # stable: batch items after stored ones at a tie
+        out.append(tuple(Turn(role, text) for _, role, text in turns[-CONTEXT_TURNS:]) or None)
+    return out
 
 
 class _Timer:

@@ -11,6 +11,7 @@ from aiohttp import web
 from bot.archive import ingest_records
 from bot.keys import ANALYZER, STREAM
 from compliance_nlp.pool import AnalyzerUnavailable
+from compliance_nlp.types import AnalysisError, Turn
 from core.access import requires
 
 MAX_INGEST_RECORDS = 10_000
@@ -75,11 +76,15 @@ async def ingest_archive(request: web.Request) -> web.Response:
 
 @requires("compliance:check")
 async def compliance_check(request: web.Request) -> web.Response:
-    """``POST /api/v1/compliance/check`` ``{text, role}``: the advisor's pre-send check."""
+    """``POST /api/v1/compliance/check`` ``{text, role, context?}``: the pre-send check.
+
+    ``context`` is the visible thread before the text (``[{role, text}, …]``, oldest
+    first; the sidebar sends it): an answer is judged as the answer to the question.
+    """
     try:
         body = await request.json()
     except (ValueError, RecursionError):
-        return _error(400, "bad_request", "body must be JSON {text, role}")
+        return _error(400, "bad_request", "body must be JSON {text, role, context?}")
     if not isinstance(body, dict) or not isinstance(body.get("text"), str):
         return _error(400, "bad_request", "field 'text' must be a string")
     role = body.get("role", "advisor")
@@ -87,8 +92,21 @@ async def compliance_check(request: web.Request) -> web.Response:
         return _error(400, "bad_request", "field 'role' must be 'advisor' or 'customer'")
     if len(body["text"]) > 100_000:
         return _error(413, "too_long", "text longer than 100,000 characters")
+    raw_context = body.get("context")
+    context: tuple[Turn, ...] | None = None
+    if raw_context is not None:
+        if not isinstance(raw_context, list) or len(raw_context) > 50:
+            return _error(
+                400, "bad_request", "field 'context' must be a list of at most 50 {role, text}"
+            )
+        try:
+            context = tuple(Turn.parse(t) for t in raw_context)
+        except AnalysisError as exc:
+            return _error(400, "bad_request", f"field 'context': {exc}")
+        if sum(len(t.text) for t in context) > 100_000:
+            return _error(413, "too_long", "context longer than 100,000 characters")
     try:
-        results = await request.app[ANALYZER].analyze_many([(body["text"], role)])
+        results = await request.app[ANALYZER].analyze_many([(body["text"], role)], [context])
     except AnalyzerUnavailable:
         # The pool's workers died and cannot be restarted yet: the caller may retry.
         return _error(503, "analyzer_unavailable", "compliance check unavailable; retry later")

@@ -3,7 +3,11 @@
 Order of work, and why:
 1. validate (clear ``AnalysisError`` instead of a crash in the worker);
 2. width/script folding, then PII on the 1:1 folded text, so PII offsets are exact;
-3. advisor messages: rules on the evasion-normalised text, then the violation model;
+3. advisor messages: rules on the evasion-normalised text, then the violation model,
+   both reading the customer turn the line answers when the conversation is given
+   (「是的👌」 promises the principal after 「到期本金能拿回来吧？」, and is service after
+   「明天能到账吗？」); a violation only the model sees needs financial ground in the
+   line or that turn (``DomainAnchors``), so everyday chat never reaches a reviewer;
    customer messages: intent (model, or keywords) — compliance categories describe
    what a *seller* may not say, so they are not applied to customers;
 4. sentiment from the lexicon (complaints with no sentiment words count as negative).
@@ -18,9 +22,16 @@ from dataclasses import replace
 from typing import TypeGuard, get_args
 
 from compliance_nlp import segment
-from compliance_nlp.lexicon import KeywordIntent, SentimentLexicon
+from compliance_nlp.lexicon import DomainAnchors, KeywordIntent, SentimentLexicon
 from compliance_nlp.matcher import RuleMatcher
-from compliance_nlp.model import SequenceClassifier, is_model_dir, model_text, shipped_model_dir
+from compliance_nlp.model import (
+    SequenceClassifier,
+    answered_turn,
+    is_model_dir,
+    model_text,
+    shipped_model_dir,
+    violation_input,
+)
 from compliance_nlp.normalize import normalize, translate_chars
 from compliance_nlp.pii import MASK_STYLES, find_pii, load_pii_words, mask_pii, mask_span
 from compliance_nlp.rules import CATEGORIES, load_ruleset
@@ -32,6 +43,7 @@ from compliance_nlp.types import (
     ModelLoadError,
     Role,
     Severity,
+    Turn,
 )
 
 __all__ = ["Analyzer", "analyze", "get_analyzer", "validate_input"]
@@ -39,6 +51,8 @@ __all__ = ["Analyzer", "analyze", "get_analyzer", "validate_input"]
 ROLES: tuple[Role, ...] = get_args(Role)
 _SURROGATES = re.compile("[\ud800-\udfff]")
 _MODEL_EVIDENCE_CHARS = 200
+_CONTEXT_EVIDENCE_CHARS = 60
+Context = Sequence[Turn]
 
 
 def _is_role(role: object) -> TypeGuard[Role]:
@@ -74,6 +88,7 @@ class Analyzer:
         self.matcher = RuleMatcher(self.ruleset)
         self.sentiment = SentimentLexicon(self.config.rules_dir)
         self.keyword_intent = KeywordIntent(self.config.rules_dir)
+        self.anchors = DomainAnchors(self.config.rules_dir)
         self.intent_model: SequenceClassifier | None = None
         self.violation_model: SequenceClassifier | None = None
         if self.config.use_model:
@@ -98,12 +113,22 @@ class Analyzer:
         segment.warm()
         self.analyze_many([("您好，这款产品保本吗？", "customer"), ("确保本人操作", "advisor")])
 
-    def analyze(self, text: str, role: Role) -> Analysis:
-        return self.analyze_many([(text, role)])[0]
+    def analyze(self, text: str, role: Role, *, context: Context | None = None) -> Analysis:
+        return self.analyze_many([(text, role)], [context])[0]
 
-    def analyze_many(self, items: Sequence[tuple[str, str]]) -> list[Analysis]:
-        """Analyse a batch; model calls are batched across the whole list."""
+    def analyze_many(
+        self,
+        items: Sequence[tuple[str, str]],
+        contexts: Sequence[Context | None] | None = None,
+    ) -> list[Analysis]:
+        """Analyse a batch; model calls are batched across the whole list.
+
+        ``contexts[i]``, when given, is the conversation before ``items[i]`` (both sides,
+        oldest first; masked text is enough); only its last ``config.context_turns``
+        turns are read.
+        """
         checked = [validate_input(t, r, max_chars=self.config.max_chars) for t, r in items]
+        answered = self._answered_turns(contexts, len(checked))
         folded = [translate_chars(t) for t, _ in checked]
         norms = [normalize(t) for t, _ in checked]
         piis = [find_pii(f) for f in folded]
@@ -134,9 +159,7 @@ class Analyzer:
         clean_probs: dict[int, float] = {}
         if self.violation_model is not None and advisor_idx:
             model_findings, clean_probs = self._model_findings(
-                [model_text(checked[i][0]) for i in advisor_idx],
-                [checked[i][0] for i in advisor_idx],
-                advisor_idx,
+                [checked[i][0] for i in advisor_idx], advisor_idx, answered
             )
 
         results: list[Analysis] = []
@@ -144,11 +167,15 @@ class Analyzer:
             pii = piis[i]
             findings: list[Finding] = []
             if role == "advisor":
+                turn = answered.get(i)
+                answered_norm = normalize(turn[1]).text if turn else ""
                 findings = self._combine(
-                    self.matcher.find(norms[i]),
+                    self.matcher.find(norms[i], answered=answered_norm),
                     model_findings.get(i, []),
                     norms[i].text,
                     clean_probs.get(i, 0.0),
+                    anchored=self.anchors.anchored(norms[i].text)
+                    or (bool(answered_norm) and self.anchors.anchored(answered_norm)),
                 )
             if pii:
                 # Evidence is stored and exported in clear beside the masked text: it must
@@ -180,8 +207,38 @@ class Analyzer:
             )
         return results
 
+    def _answered_turns(
+        self, contexts: Sequence[Context | None] | None, count: int
+    ) -> dict[int, tuple[int, str]]:
+        """Per item with context, the customer turn it answers (``model.answered_turn``)."""
+        if contexts is None:
+            return {}
+        if len(contexts) != count:
+            raise InvalidInputError(f"{len(contexts)} contexts for {count} messages")
+        out: dict[int, tuple[int, str]] = {}
+        for i, context in enumerate(contexts):
+            if not context:
+                continue
+            turns = []
+            for t in context:
+                turn = t if isinstance(t, Turn) else Turn.parse(t)
+                text, _ = validate_input(turn.text, turn.role, max_chars=self.config.max_chars)
+                turns.append(Turn(turn.role, text))
+            found = answered_turn(
+                turns, window=self.config.context_turns, mask_style=self.config.mask_style
+            )
+            if found is not None:
+                out[i] = found
+        return out
+
     def _combine(
-        self, rule_findings: list[Finding], model: list[Finding], text: str, clean_prob: float
+        self,
+        rule_findings: list[Finding],
+        model: list[Finding],
+        text: str,
+        clean_prob: float,
+        *,
+        anchored: bool = True,
     ) -> list[Finding]:
         """Merge what the rules and the model found; each finding keeps its source.
 
@@ -203,6 +260,10 @@ class Analyzer:
           small model is most often confidently wrong (「这是一款非保本产品」) — or at or
           above ``model_framed_threshold`` when it has one; otherwise it queues for
           review.
+        - A model finding on a line no rule touched at all is dropped unless the line, or
+          the customer turn it answers, stands on financial ground (``anchored``): the
+          model's score saturates on lines unlike its training data, so without such
+          evidence it is no evidence.
         - The model sure the line is clean (``clean_prob`` at or above
           ``model_veto_threshold``) turns rule violations on a line that warns the
           customer (a ``report_cues`` word: 报警, 警惕, 别信 …) into review findings:
@@ -210,6 +271,8 @@ class Analyzer:
         """
         cfg = self.config
         findings = list(rule_findings)
+        if not findings and not anchored:
+            return []
         rule_violation = any(f.severity == "violation" for f in findings)
         framed = self._has_frame_cue(text)
         warns = any(c in text for c in self.ruleset.cues.report_cues)
@@ -248,21 +311,50 @@ class Analyzer:
         return any(o in text for o, _ in cues.quote_pairs)
 
     def _model_findings(
-        self, model_texts: list[str], texts: list[str], indices: list[int]
+        self, texts: list[str], indices: list[int], answered: dict[int, tuple[int, str]]
     ) -> tuple[dict[int, list[Finding]], dict[int, float]]:
-        """The model's finding per advisor line, and how sure it is the line is clean."""
+        """The model's finding per advisor line, and how sure it is the line is clean.
+
+        A line with context is read together with the customer turn it answers. When
+        that pair is flagged, the line is read alone as well (a second pass over the few
+        flagged lines only): if the line alone does not say it, the customer turn gave
+        the line its meaning and the finding names it.
+        """
         assert self.violation_model is not None
         out: dict[int, list[Finding]] = {}
         clean: dict[int, float] = {}
         cfg = self.config
         model = self.violation_model
-        for i, text, pred in zip(indices, texts, model.predict(model_texts), strict=True):
+        inputs = [
+            violation_input(text, answered[i][1] if i in answered else None)
+            for i, text in zip(indices, texts, strict=True)
+        ]
+        preds = model.predict(inputs)
+        recheck = [
+            k
+            for k, (i, pred) in enumerate(zip(indices, preds, strict=True))
+            if i in answered
+            and pred.label in CATEGORIES
+            and pred.score >= cfg.model_review_threshold
+        ]
+        alone = dict(
+            zip(recheck, model.predict([violation_input(texts[k]) for k in recheck]), strict=True)
+        )
+        for k, (i, text, pred) in enumerate(zip(indices, texts, preds, strict=True)):
             # Labels outside the taxonomy (none/clean/O/LABEL_0) mean "nothing found".
             if pred.label not in CATEGORIES:
                 clean[i] = pred.score
                 continue
             if pred.score < cfg.model_review_threshold:
                 continue
+            context_index: int | None = None
+            context_evidence: str | None = None
+            line_alone = alone.get(k)
+            if line_alone is not None and not (
+                line_alone.label == pred.label and line_alone.score >= cfg.model_review_threshold
+            ):
+                context_index, turn_text = answered[i]
+                context_evidence = turn_text[:_CONTEXT_EVIDENCE_CHARS]
             # Severity is decided in ``_combine``, where the rules' view is known.
             severity: Severity = "review"
             stripped = text.strip()
@@ -279,6 +371,8 @@ class Analyzer:
                     source="model",
                     basis=self.ruleset.category_basis(pred.label),
                     score=round(pred.score, 4),
+                    context_index=context_index,
+                    context_evidence=context_evidence,
                 )
             ]
         return out, clean
@@ -301,9 +395,18 @@ def get_analyzer(config: AnalyzerConfig | None = None) -> Analyzer:
     return analyzer
 
 
-def analyze(text: str, role: Role, config: AnalyzerConfig | None = None) -> Analysis:
-    """Analyse one message. Raises ``AnalysisError`` for input it refuses."""
-    return get_analyzer(config).analyze(text, role)
+def analyze(
+    text: str,
+    role: Role,
+    config: AnalyzerConfig | None = None,
+    *,
+    context: Context | None = None,
+) -> Analysis:
+    """Analyse one message, optionally with the conversation before it (oldest first).
+
+    Raises ``AnalysisError`` for input it refuses.
+    """
+    return get_analyzer(config).analyze(text, role, context=context)
 
 
 __all__ += ["ModelLoadError"]

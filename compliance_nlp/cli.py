@@ -12,9 +12,12 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from compliance_nlp.types import AnalysisError, AnalyzerConfig
+from compliance_nlp.types import AnalysisError, AnalyzerConfig, Turn
+
+if TYPE_CHECKING:
+    from compliance_nlp.training.evaluate import EvalReport
 
 __all__ = ["register"]
 
@@ -29,7 +32,15 @@ def register(subparsers: Any, config_factory: Callable[[], AnalyzerConfig]) -> N
     sub = nlp.add_subparsers(dest="nlp_command", required=True)
 
     p_an = sub.add_parser(
-        "analyze", help="JSONL {id,text,role} on stdin -> analysis JSONL on stdout"
+        "analyze",
+        help="JSONL {id,text,role[,context]} on stdin -> analysis JSONL on stdout",
+        description=(
+            'Each input line: {"id": …, "text": "…", "role": "advisor"|"customer"}, '
+            'optionally with "context": [{"role": "customer"|"advisor", "text": "…"}, …] '
+            "(the earlier messages of the conversation, oldest first): an advisor line is "
+            "then judged as the answer to the customer turn before it. A bad line is "
+            'answered with {"id", "line", "error"} and the rest go on.'
+        ),
     )
     p_an.add_argument("--no-model", action="store_true", help="rules and keywords only")
     p_an.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -60,9 +71,16 @@ def register(subparsers: Any, config_factory: Callable[[], AnalyzerConfig]) -> N
     )
     p_tr.set_defaults(func=lambda a: _cmd_train(a, config_factory))
 
-    p_ev = sub.add_parser("eval", help="precision/recall per category, intent accuracy, PII check")
+    p_ev = sub.add_parser(
+        "eval",
+        help="precision/recall per category, intent accuracy, PII check; thread files: "
+        "context-only and line-visible recall, clean threads flagged",
+    )
     p_ev.add_argument(
-        "file", type=Path, help="labelled JSONL (e.g. compliance_nlp/training/data/dev2.jsonl)"
+        "file",
+        type=Path,
+        help="labelled JSONL: lines (e.g. compliance_nlp/training/data/dev2.jsonl) or "
+        "threads (e.g. compliance_nlp/training/data/threads_dev1.jsonl)",
     )
     p_ev.add_argument("--no-model", action="store_true")
     p_ev.add_argument("--show-misses", action="store_true")
@@ -94,15 +112,20 @@ def _cmd_analyze(
 
     analyzer = get_analyzer(_config(args, factory))
     progress = tqdm(unit=" msg", file=sys.stderr, disable=args.no_progress, mininterval=0.5)
-    # Entries are (line_no, id, text, role) to analyse, or (line_no, id, error) to echo.
+    # Entries are (line_no, id, text, role, context) to analyse, or (line_no, id, error)
+    # to echo.
     pending: list[tuple[Any, ...]] = []
     errors = 0
 
     def flush() -> None:
-        good = [p for p in pending if len(p) == 4]
-        results = iter(analyzer.analyze_many([(p[2], p[3]) for p in good])) if good else iter(())
+        good = [p for p in pending if len(p) == 5]
+        results = (
+            iter(analyzer.analyze_many([(p[2], p[3]) for p in good], [p[4] for p in good]))
+            if good
+            else iter(())
+        )
         for p in pending:
-            if len(p) == 4:
+            if len(p) == 5:
                 out = {"id": p[1], **next(results).to_dict()}
                 stdout.write(json.dumps(out, ensure_ascii=False) + "\n")
             else:
@@ -123,7 +146,7 @@ def _cmd_analyze(
             text, role = validate_input(
                 obj.get("text"), obj.get("role"), max_chars=analyzer.config.max_chars
             )
-            pending.append((line_no, item_id, text, role))
+            pending.append((line_no, item_id, text, role, _context(obj.get("context"))))
         except (ValueError, AnalysisError) as exc:  # JSONDecodeError is a ValueError
             errors += 1
             pending.append((line_no, item_id, str(exc)))
@@ -135,6 +158,15 @@ def _cmd_analyze(
     if errors:
         print(f"{errors} line(s) rejected; see their error objects", file=sys.stderr)
     return 0
+
+
+def _context(value: object) -> tuple[Turn, ...] | None:
+    """The optional ``context`` field: earlier turns, oldest first (a clear error if bad)."""
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise AnalysisError("context must be a list of {role, text} objects")
+    return tuple(Turn.parse(t) for t in value)
 
 
 def _lines(stream: TextIO) -> Iterator[str]:
@@ -204,13 +236,19 @@ def _cmd_train(args: argparse.Namespace, factory: Callable[[], AnalyzerConfig]) 
 def _cmd_eval(args: argparse.Namespace, factory: Callable[[], AnalyzerConfig]) -> int:
     from compliance_nlp.analyze import Analyzer
     from compliance_nlp.training.evaluate import evaluate, read_jsonl
+    from compliance_nlp.training.threads import ThreadReport, evaluate_threads, is_thread
 
     if not args.file.is_file():
         print(f"no such file: {args.file}", file=sys.stderr)
         return 2
     analyzer = Analyzer(_config(args, factory))
     try:
-        report = evaluate(read_jsonl(args.file), analyzer)
+        rows = list(read_jsonl(args.file))
+        report: EvalReport | ThreadReport
+        if rows and all(is_thread(r) for r in rows):
+            report = evaluate_threads(rows, analyzer)
+        else:
+            report = evaluate(rows, analyzer)
     except (ValueError, KeyError) as exc:
         print(f"bad labelled file {args.file}: {exc}", file=sys.stderr)
         return 2

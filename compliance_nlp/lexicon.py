@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import ahocorasick
 
-from compliance_nlp.rules import load_json
+from compliance_nlp.rules import RULES_DIR, load_json
 from compliance_nlp.types import Sentiment
 
-__all__ = ["KeywordIntent", "SentimentLexicon"]
+__all__ = ["DomainAnchors", "KeywordIntent", "SentimentLexicon"]
 
 
 class SentimentLexicon:
@@ -87,3 +89,38 @@ class KeywordIntent:
         if best < len(self._order):
             return self._order[best], 0.5
         return "chitchat", 0.5
+
+
+class DomainAnchors:
+    """Does a text stand on financial ground at all? (``rules/anchors.json``)
+
+    The evidence a model-only violation needs: the small classifier gives saturated
+    scores to lines unlike its training data (「晚安」, 「恭喜发财🧧」 read as violations at
+    0.91), so ``Analyzer`` keeps a model finding no rule shares only when the line, or the
+    customer turn it answers, names money, a product, an account, a procedure, the market
+    or an institution. A rules directory without its own anchors file uses the shipped one.
+    """
+
+    def __init__(self, directory: str = "") -> None:
+        where = Path(directory) if directory else None
+        if where is not None and not (where / "anchors.json").is_file():
+            where = RULES_DIR
+        data = load_json("anchors.json", where)
+        self.version = str(data["version"])
+        automaton: Any = ahocorasick.Automaton()
+        for term in data["terms"]:
+            automaton.add_word(str(term), str(term))
+        automaton.make_automaton()
+        self._automaton = automaton
+        self._patterns = tuple(re.compile(p) for p in data["patterns"])
+        self._latin_everyday = frozenset(str(w) for w in data["latin_everyday"])
+        self._latin = re.compile(r"[a-z]{2,}")
+
+    def anchored(self, norm_text: str) -> bool:
+        """True when the normalised text names something financial (see the class doc)."""
+        text = norm_text.lower()
+        for _ in self._automaton.iter(text):
+            return True
+        if any(p.search(text) for p in self._patterns):
+            return True
+        return any(w not in self._latin_everyday for w in self._latin.findall(text))

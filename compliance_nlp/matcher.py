@@ -139,14 +139,20 @@ class RuleMatcher:
         bounds = segment.boundaries(text[cs:ce])
         return (start - cs) in bounds and (end - cs) in bounds
 
-    def _exempt(self, rule: Rule, text: str) -> bool:
-        if any(p.search(text) for p in rule.exempt_context):
+    def _exempt(self, rule: Rule, text: str, answered: str) -> bool:
+        # The customer turn a line answers counts as its context: 「放心，到期本息都在」 is
+        # a fact after 「大额存单到期本息都能拿回来吧？」, a promise after a question about
+        # a wealth product.
+        if any(p.search(text) or (answered and p.search(answered)) for p in rule.exempt_context):
             return True
         return any(all(p.search(text) for p in group) for group in rule.exempt_all)
 
     # -- public ---------------------------------------------------------------------
-    def find(self, norm: Normalized) -> list[Finding]:
-        """Findings for one advisor message, spans mapped back to the original text."""
+    def find(self, norm: Normalized, *, answered: str = "") -> list[Finding]:
+        """Findings for one advisor message, spans mapped back to the original text.
+
+        ``answered`` is the normalised customer turn the message answers, when known.
+        """
         text = norm.text
         hits = self._candidates(text)
         if not hits:
@@ -171,7 +177,7 @@ class RuleMatcher:
         for hit in kept:
             rule = hit.rule
             if rule.id not in exempt_cache:
-                exempt_cache[rule.id] = self._exempt(rule, text)
+                exempt_cache[rule.id] = self._exempt(rule, text, answered)
             if exempt_cache[rule.id]:
                 continue
             if rule.not_after and any(text.endswith(w, 0, hit.start) for w in rule.not_after):

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from compliance_nlp.normalize import normalize
-from compliance_nlp.pii import PiiMatch, without_pii
-from compliance_nlp.types import ModelLoadError
+from compliance_nlp.normalize import normalize, translate_chars
+from compliance_nlp.pii import PiiMatch, find_pii, mask_pii, without_pii
+from compliance_nlp.types import ModelLoadError, Turn
 
 __all__ = [
     "ENSEMBLE_FILE",
@@ -30,8 +30,10 @@ __all__ = [
     "Prediction",
     "SequenceClassifier",
     "is_model_dir",
+    "answered_turn",
     "model_text",
     "shipped_model_dir",
+    "violation_input",
 ]
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
@@ -51,6 +53,41 @@ def model_text(text: str, pii: Sequence[PiiMatch] = ()) -> str:
     both sides keeps them from drifting apart.
     """
     return normalize(without_pii(text, pii)).text
+
+
+CONTEXT_SEP = "[SEP]"
+
+
+def answered_turn(
+    context: Sequence[Turn], *, window: int, mask_style: str = "default"
+) -> tuple[int, str] | None:
+    """The customer turn an advisor line answers: (index in ``context``, masked text).
+
+    The last customer turn among the last ``window`` turns (oldest first): an advisor
+    often answers in several lines, and a greeting between question and answer does not
+    change what was asked. Its personal numbers are masked, as the pipeline stores them,
+    so training and inference read the same text and a finding's excerpt never carries
+    one. One definition for ``Analyzer`` and ``training.train``.
+    """
+    first = max(len(context) - max(window, 0), 0)
+    for j in range(len(context) - 1, first - 1, -1):
+        turn = context[j]
+        if turn.role == "customer":
+            return j, mask_pii(turn.text, find_pii(translate_chars(turn.text)), mask_style)
+    return None
+
+
+def violation_input(text: str, answered: str | None = None) -> str:
+    """The violation model's input: the advisor line, then the customer turn it answers.
+
+    The line comes first so truncation cuts the context, never the line; a line without
+    context is exactly what the model was trained on before it read pairs. Training
+    (``training.train``) builds its pair examples with this function too.
+    """
+    line = model_text(text)
+    if not answered:
+        return line
+    return f"{line}{CONTEXT_SEP}{model_text(answered)}"
 
 
 def shipped_model_dir(kind: str) -> Path:

@@ -29,7 +29,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from compliance_nlp.analyze import Analyzer, get_analyzer
-from compliance_nlp.types import Analysis, AnalyzerConfig, Role
+from compliance_nlp.types import Analysis, AnalyzerConfig, Role, Turn
 
 __all__ = ["AnalyzerPool", "AnalyzerUnavailable"]
 
@@ -102,9 +102,11 @@ def _worker_rss() -> int:
     return 0
 
 
-def _worker_analyze(items: list[tuple[str, str]]) -> list[Analysis]:
+def _worker_analyze(
+    items: list[tuple[str, str]], contexts: list[Sequence[Turn] | None] | None = None
+) -> list[Analysis]:
     assert _worker_analyzer is not None, "worker not initialised"
-    return _worker_analyzer.analyze_many(items)
+    return _worker_analyzer.analyze_many(items, contexts)
 
 
 class AnalyzerPool:
@@ -259,7 +261,11 @@ class AnalyzerPool:
     async def analyze(self, text: str, role: Role) -> Analysis:
         return (await self.analyze_many([(text, role)]))[0]
 
-    async def analyze_many(self, items: Sequence[tuple[str, str]]) -> list[Analysis]:
+    async def analyze_many(
+        self,
+        items: Sequence[tuple[str, str]],
+        contexts: Sequence[Sequence[Turn] | None] | None = None,
+    ) -> list[Analysis]:
         """Analyse ``items`` in batches spread over the workers; order is preserved.
 
         A worker that died is replaced and the call retried once; a call that breaks the
@@ -268,20 +274,29 @@ class AnalyzerPool:
         """
         self._require()
         loop = asyncio.get_running_loop()
+        if contexts is not None and len(contexts) != len(items):
+            raise ValueError(f"{len(contexts)} contexts for {len(items)} messages")
+        step = self.batch_size
         batches = [
-            list(items[i : i + self.batch_size]) for i in range(0, len(items), self.batch_size)
+            (
+                list(items[i : i + step]),
+                None if contexts is None else list(contexts[i : i + step]),
+            )
+            for i in range(0, len(items), step)
         ]
         if self._analyzer is not None:
             analyzer = self._analyzer
             parts = [
-                await loop.run_in_executor(self._require(), analyzer.analyze_many, b)
-                for b in batches
+                await loop.run_in_executor(self._require(), analyzer.analyze_many, b, c)
+                for b, c in batches
             ]
             return [a for part in parts for a in part]
         for attempt in (1, 2):
             executor = await self._usable_executor()
             try:
-                futures = [loop.run_in_executor(executor, _worker_analyze, b) for b in batches]
+                futures = [
+                    loop.run_in_executor(executor, _worker_analyze, b, c) for b, c in batches
+                ]
             except BrokenProcessPool:  # submit refuses at once once the pool is known broken
                 futures = []
                 outcome: list[list[Analysis] | BaseException] = [BrokenProcessPool()]

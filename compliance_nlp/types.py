@@ -20,6 +20,7 @@ __all__ = [
     "Sentiment",
     "Severity",
     "Source",
+    "Turn",
 ]
 
 Role = Literal["advisor", "customer"]
@@ -92,8 +93,31 @@ class AnalyzerConfig:
     # Below this model confidence a customer message takes the keyword intent instead
     # (when a keyword matches): the char model is unsure on phrasings it never saw.
     intent_keyword_fallback_below: float = 0.8
+    # How many earlier turns of a conversation are read (``Analyzer.analyze_many``); the
+    # pipeline hands over at most this many, from the last 24 hours.
+    context_turns: int = 8
     torch_threads: int = 0  # 0 = leave torch's default; pool workers use 1 each
     max_chars: int = 200_000
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One earlier message of the conversation, given as context (masked text is enough)."""
+
+    role: Role
+    text: str
+
+    @classmethod
+    def parse(cls, value: object) -> Turn:
+        """A turn from its JSON shape ``{"role": "customer"|"advisor", "text": "…"}``."""
+        if not isinstance(value, dict):
+            raise InvalidInputError("each context turn must be an object with role and text")
+        role, text = value.get("role"), value.get("text")
+        if role not in ("advisor", "customer"):
+            raise InvalidInputError(f"context role must be 'advisor' or 'customer', got {role!r}")
+        if not isinstance(text, str):
+            raise InvalidInputError("context text must be a string")
+        return cls(role=role, text=text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +133,11 @@ class Finding:
     source: Source
     basis: str
     score: float | None = None
+    # When the conversation gave the line its meaning (「是的👌」 after 「到期本金能拿回来
+    # 吧？」): which context turn (index into the context given, oldest first) and an
+    # excerpt of it, so a reviewer sees why an innocent-looking line was flagged.
+    context_index: int | None = None
+    context_evidence: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -121,6 +150,8 @@ class Finding:
             "source": self.source,
             "basis": self.basis,
             "score": self.score,
+            "context_index": self.context_index,
+            "context_evidence": self.context_evidence,
         }
 
 

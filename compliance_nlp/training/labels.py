@@ -61,8 +61,52 @@ def check_labels(path: str | Path, *, unique: bool = True) -> tuple[list[str], C
                 continue
             counts["lines"] += 1
             seen = (texts, ids) if unique else None
-            errors.extend(f"line {n}: {e}" for e in _row_errors(row, seen, counts))
+            if isinstance(row, dict) and "turns" in row:
+                errors.extend(f"line {n}: {e}" for e in _thread_errors(row, seen, counts))
+            else:
+                errors.extend(f"line {n}: {e}" for e in _row_errors(row, seen, counts))
     return errors, counts
+
+
+def _thread_errors(
+    row: dict[str, object],
+    seen: tuple[set[str], set[object]] | None,
+    counts: Counter[str],
+) -> list[str]:
+    """A thread (``ANNOTATION_THREADS.md``): each turn checked as a line, plus ``because``.
+
+    Short turns (「好的」, 「是的👌」) recur across threads on purpose, so uniqueness is of
+    the whole thread, not of its turns.
+    """
+    turns = row.get("turns")
+    if not isinstance(turns, list) or not turns:
+        return ["turns must be a non-empty list"]
+    out: list[str] = []
+    if seen is not None:
+        texts, ids = seen
+        key = "\x1f".join(str(t.get("text")) if isinstance(t, dict) else "" for t in turns)
+        if key in texts:
+            out.append("duplicate thread")
+        texts.add(key)
+        if row.get("id") in ids:
+            out.append(f"duplicate id {row.get('id')!r}")
+        ids.add(row.get("id"))
+    counts["threads"] += 1
+    for i, turn in enumerate(turns):
+        if not isinstance(turn, dict):
+            out.append(f"turn {i}: not an object")
+            continue
+        line = {"violations": [], "intent": None, **turn}
+        out.extend(f"turn {i}: {e}" for e in _row_errors(line, None, counts))
+        for v in turn.get("violations") or []:
+            because = v.get("because") if isinstance(v, dict) else None
+            if because is None:
+                counts["violation:line_visible"] += 1
+            elif isinstance(because, int) and 0 <= because < i:
+                counts["violation:context_only"] += 1
+            else:
+                out.append(f"turn {i}: because must be null or an earlier turn, got {because!r}")
+    return out
 
 
 def _row_errors(

@@ -26,19 +26,36 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, get_args
 
-from compliance_nlp.model import ENSEMBLE_FILE, MAX_TOKENS, MODELS_DIR, model_text
+from compliance_nlp.model import (
+    ENSEMBLE_FILE,
+    MAX_TOKENS,
+    MODELS_DIR,
+    answered_turn,
+    model_text,
+    violation_input,
+)
 from compliance_nlp.pii import PiiMatch, PiiType
 from compliance_nlp.rules import CATEGORIES
+from compliance_nlp.training import pairs as context_pairs
 from compliance_nlp.training.evaluate import read_jsonl
-from compliance_nlp.types import INTENTS
+from compliance_nlp.training.threads import is_thread, thread_rows
+from compliance_nlp.types import INTENTS, AnalyzerConfig, Turn
 
 __all__ = ["TrainOptions", "train_all", "train_classifier"]
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 NO_VIOLATION = "none"
 PII_TYPES: tuple[PiiType, ...] = get_args(PiiType)
-# The hand-written development pool; blind sets are deliberately not listed.
-DEV_POOL = tuple(f"dev{n}.jsonl" for n in ("", *range(2, 17)))
+# The hand-written development pool; blind sets are deliberately not listed. dev17 is
+# everyday advisor chat (greetings, logistics, wishes), the threads are conversations
+# labelled in context (``data/ANNOTATION_THREADS.md``).
+DEV_POOL = (
+    *(f"dev{n}.jsonl" for n in ("", *range(2, 18))),
+    "threads_dev1.jsonl",
+    "threads_dev2.jsonl",
+)
+# The turns the analyzer reads before a line; training builds its pairs the same way.
+CONTEXT_TURNS = AnalyzerConfig().context_turns
 _SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
@@ -72,6 +89,12 @@ class TrainOptions:
     # Members per model: seeds ``seed``, ``seed + 1`` …, probabilities averaged at
     # inference (``model.ENSEMBLE_FILE``). 1 = a single model directory.
     ensemble: int = 1
+    # Generated (customer turn, advisor reply) pairs per category and kind
+    # (``training.pairs``); 0 leaves the context corpus out.
+    context_pairs: int = 420
+    # Share of hand-written advisor lines also trained with an unrelated customer turn
+    # before them (same label): context must not change what the line alone says.
+    context_augment: float = 0.25
 
 
 def labelled_pii(row: dict[str, Any]) -> list[PiiMatch]:
@@ -83,6 +106,35 @@ def labelled_pii(row: dict[str, Any]) -> list[PiiMatch]:
             raise ValueError(f"unknown pii type {kind!r} in row {row.get('id')!r}")
         spans.append(PiiMatch(kind, int(span["start"]), int(span["end"])))
     return spans
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """A labelled file's rows; a thread file's turns become line rows with their context."""
+    out: list[dict[str, Any]] = []
+    for row in read_jsonl(path):
+        out.extend(thread_rows(row) if is_thread(row) else [row])
+    return out
+
+
+def _answered(row: dict[str, Any]) -> str | None:
+    context = [Turn(t["role"], t["text"]) for t in row.get("context") or []]
+    found = answered_turn(context, window=CONTEXT_TURNS)
+    return found[1] if found else None
+
+
+def _with_unrelated_context(
+    rows: Sequence[dict[str, Any]], share: float, seed: int
+) -> list[dict[str, Any]]:
+    """Copies of advisor lines with an unrelated customer line before them (same label)."""
+    rng = random.Random(seed)
+    customers = [r["text"] for r in rows if r["role"] == "customer" and not r.get("context")]
+    if not customers or share <= 0:
+        return []
+    out = []
+    for row in rows:
+        if row["role"] == "advisor" and not row.get("context") and rng.random() < share:
+            out.append({**row, "context": [{"role": "customer", "text": rng.choice(customers)}]})
+    return out
 
 
 def _examples(rows: Sequence[dict[str, Any]], kind: str) -> list[tuple[str, str]]:
@@ -99,7 +151,8 @@ def _examples(rows: Sequence[dict[str, Any]], kind: str) -> list[tuple[str, str]
             out.append((model_text(str(row["text"]), labelled_pii(row)), str(row["intent"])))
         elif kind == "violation" and row["role"] == "advisor":
             cats = [v["category"] for v in row.get("violations") or []]
-            out.append((model_text(str(row["text"])), cats[0] if cats else NO_VIOLATION))
+            text = violation_input(str(row["text"]), _answered(row))
+            out.append((text, cats[0] if cats else NO_VIOLATION))
     return out
 
 
@@ -237,12 +290,22 @@ def train_all(options: TrainOptions, *, threads: int = 2) -> dict[str, dict[str,
     dev_rows = [
         row
         for path in options.dev_files
-        for row in read_jsonl(path)
+        for row in read_rows(path)
         if row["text"] not in options.dev_exclude
     ]
+    dev_rows += _with_unrelated_context(dev_rows, options.context_augment, options.seed)
     for path in options.dev_files:
         digest = hashlib.sha256(digest.encode() + path.read_bytes()).hexdigest()
-    recipe = f"dev x{options.dev_weight}"
+    if options.context_pairs:
+        rows += context_pairs.iter_rows(
+            context_pairs.generate_pairs(seed=options.seed, per_category=options.context_pairs)
+        )
+        phrases = context_pairs.PHRASES_FILE.read_bytes()
+        digest = hashlib.sha256(digest.encode() + phrases).hexdigest()
+    recipe = (
+        f"dev x{options.dev_weight}; pairs {options.context_pairs}; "
+        f"augment {options.context_augment}"
+    )
     digest = hashlib.sha256(digest.encode() + recipe.encode()).hexdigest()
     rows += dev_rows * max(options.dev_weight, 0)
     results: dict[str, dict[str, float]] = {}

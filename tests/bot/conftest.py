@@ -12,9 +12,9 @@ class InThreadAnalyzer:
 
         self.config = AnalyzerConfig()
 
-    async def analyze_many(self, items: list[tuple[str, str]]) -> list[Any]:
-        from compliance_nlp import analyze
+    async def analyze_many(
+        self, items: list[tuple[str, str]], contexts: list[Any] | None = None
+    ) -> list[Any]:
+        from compliance_nlp import get_analyzer
 
-        return await asyncio.to_thread(
-            lambda: [analyze(text, role, self.config) for text, role in items]  # type: ignore[arg-type]
-        )
+        return await asyncio.to_thread(get_analyzer(self.config).analyze_many, items, contexts)

@@ -49,11 +49,11 @@ def test_intent_model_reads_in_training_what_it_reads_at_inference() -> None:
     ``find_pii`` reports; over every labelled customer line (the PII lines of the corpus
     and the whole dev pool) the model must be handed the same text either way.
     """
-    from compliance_nlp.training.train import TrainOptions, _examples
+    from compliance_nlp.training.train import TrainOptions, _examples, read_rows
 
     options = TrainOptions()
     corpus = [r for r in read_jsonl(options.train_file) if r.get("pii")]
-    pool = [r for path in options.dev_files for r in read_jsonl(path)]
+    pool = [r for path in options.dev_files for r in read_rows(path)]
     rows = [r for r in corpus + pool if r["role"] == "customer" and r.get("intent")]
     assert sum(1 for r in rows if r.get("pii")) >= 100  # the lines where the paths differ
 
