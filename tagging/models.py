@@ -1,0 +1,166 @@
+"""Tables the tagging domain owns: the tag library, customer tags and their history,
+WeCom sync bookkeeping, saved audiences.
+
+Customers and advisors belong to ``bot``; a customer tag references the customer row
+(one Tortoise app, so relations cross domains) but never writes it.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from tortoise import fields
+
+from bot.models import Customer, Timestamped
+
+
+class Origin(StrEnum):
+    """Where a group or tag was created: decides who wins a conflict (see tagging.sync)."""
+
+    SIYU = "siyu"
+    WECOM = "wecom"
+
+
+class TagSource(StrEnum):
+    """Who put a tag on a customer."""
+
+    MANUAL = "manual"  # an operator, in the console, API or CLI
+    RULE = "rule"  # an auto-tag rule
+    WECOM = "wecom"  # an advisor, in WeCom (follow_user[].tags)
+    IMPORT = "import"  # a core-system import
+
+
+class TagGroup(Timestamped):
+    """A tag group (标签组); mirrors a WeCom corp tag group when ``wecom_group_id`` is set."""
+
+    id = fields.BigIntField(primary_key=True)
+    name = fields.CharField(max_length=64)
+    order = fields.IntField(default=0)
+    colour = fields.CharField(max_length=16, default="")
+    description = fields.CharField(max_length=255, default="")
+    owner = fields.CharField(max_length=64, default="")
+    origin = fields.CharEnumField(Origin, default=Origin.SIYU, max_length=8)
+    # siyu-only groups stay local unless marked; WeCom-origin groups always sync.
+    sync_to_wecom = fields.BooleanField(default=False)
+    wecom_group_id = fields.CharField(max_length=64, null=True, unique=True)
+    # WeCom strategy (规则组) id where WeCom has one; 0/None for corp-wide groups.
+    strategy_id = fields.IntField(null=True)
+    # A local change is queued for WeCom: a pull must not undo it before it lands.
+    push_pending = fields.BooleanField(default=False)
+    synced_at = fields.DatetimeField(null=True)
+    deleted_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "tagging_group"
+
+
+class Tag(Timestamped):
+    """A tag (标签) in a group; mirrors a WeCom corp tag when ``wecom_tag_id`` is set."""
+
+    id = fields.BigIntField(primary_key=True)
+    group: fields.ForeignKeyRelation[TagGroup] = fields.ForeignKeyField(
+        "models.TagGroup", related_name="tags", on_delete=fields.RESTRICT
+    )
+    name = fields.CharField(max_length=64)
+    order = fields.IntField(default=0)
+    colour = fields.CharField(max_length=16, default="")
+    description = fields.CharField(max_length=255, default="")
+    owner = fields.CharField(max_length=64, default="")
+    origin = fields.CharEnumField(Origin, default=Origin.SIYU, max_length=8)
+    wecom_tag_id = fields.CharField(max_length=64, null=True, unique=True)
+    push_pending = fields.BooleanField(default=False)
+    synced_at = fields.DatetimeField(null=True)
+    deleted_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "tagging_tag"
+
+
+class CustomerTag(Timestamped):
+    """A tag a customer carries now: who or what applied it, when, and why."""
+
+    id = fields.BigIntField(primary_key=True)
+    customer: fields.ForeignKeyRelation[Customer] = fields.ForeignKeyField(
+        "models.Customer", related_name="tags", on_delete=fields.CASCADE
+    )
+    tag: fields.ForeignKeyRelation[Tag] = fields.ForeignKeyField(
+        "models.Tag", related_name="customers", on_delete=fields.CASCADE
+    )
+    source = fields.CharEnumField(TagSource, max_length=8)
+    # "operator:12", "api_key:ab12", "rule:5", "wecom:<advisor userid>", "import:<file>".
+    applied_by = fields.CharField(max_length=96)
+    applied_at = fields.DatetimeField()
+    # For a rule: {"rule_id": 5, "message_ids": [..]}; ids and reasons only, no text.
+    reason: Any = fields.JSONField(default=dict)
+    # The advisor relation it came from (WeCom tags are per relation).
+    advisor_userid = fields.CharField(max_length=64, null=True)
+    expires_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "tagging_customer_tag"
+        unique_together = (("customer", "tag"),)
+
+
+class CustomerTagHistory(Timestamped):
+    """Every add and removal of a customer tag, kept after the tag is gone."""
+
+    id = fields.BigIntField(primary_key=True)
+    customer_id = fields.BigIntField(db_index=True)
+    tag_id = fields.BigIntField(db_index=True)
+    action = fields.CharField(max_length=8)  # add | remove
+    source = fields.CharEnumField(TagSource, max_length=8)
+    actor = fields.CharField(max_length=96)
+    reason: Any = fields.JSONField(default=dict)
+    at = fields.DatetimeField()
+
+    class Meta:
+        table = "tagging_customer_tag_history"
+
+
+class SyncRequest(Timestamped):
+    """A WeCom change seen by callback, to be pulled by the sync job (no network in a hook).
+
+    ``key`` is the event's natural key, so a redelivered callback asks once.
+    """
+
+    id = fields.BigIntField(primary_key=True)
+    key = fields.CharField(max_length=160, unique=True)
+    # library (a change_external_tag) | contact (edit_external_contact: an advisor's tags)
+    kind = fields.CharField(max_length=16)
+    wecom_id = fields.CharField(max_length=64, default="")
+    advisor_userid = fields.CharField(max_length=64, default="")
+    change_type = fields.CharField(max_length=32, default="")
+    attempts = fields.IntField(default=0)
+    last_error = fields.CharField(max_length=255, default="")
+    done_at = fields.DatetimeField(null=True, db_index=True)
+
+    class Meta:
+        table = "tagging_sync_request"
+
+
+class SyncRun(Timestamped):
+    """One pull or reconcile, and what it changed: the report an operator reads."""
+
+    id = fields.BigIntField(primary_key=True)
+    kind = fields.CharField(max_length=16)  # pull | reconcile | contact
+    started_at = fields.DatetimeField()
+    finished_at = fields.DatetimeField(null=True)
+    ok = fields.BooleanField(default=False)
+    changes: Any = fields.JSONField(default=list)
+    error = fields.CharField(max_length=255, default="")
+
+    class Meta:
+        table = "tagging_sync_run"
+
+
+class Audience(Timestamped):
+    """A saved audience: a name and an expression (tagging.audience)."""
+
+    id = fields.BigIntField(primary_key=True)
+    name = fields.CharField(max_length=64, unique=True)
+    expr = fields.TextField()
+    created_by = fields.CharField(max_length=96, default="")
+
+    class Meta:
+        table = "tagging_audience"

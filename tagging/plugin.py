@@ -1,0 +1,27 @@
+"""The tagging domain's record: what ``tagging`` hands the composition root."""
+
+from __future__ import annotations
+
+from core.domain import Domain, JobSpec
+from tagging import hooks, jobs, sync, views
+from tagging.cli import register as register_cli
+
+DOMAIN = Domain(
+    name="tagging",
+    model_modules=("tagging.models",),
+    migrations="tagging.migrations",
+    routes={"admin": (views.add_routes,)},
+    jobs=(
+        JobSpec(
+            name="tagging-sync",
+            roles=frozenset({"scheduler"}),
+            interval_s=jobs._interval,
+            build=jobs.build_tick,
+            rerun_when_busy=False,
+        ),
+    ),
+    cli=register_cli,
+    hooks={"on_event": hooks.on_event},
+    outbox_checks={"tagging.tag": sync.before_tag_write},
+    outbox_settled={"tagging.tag": sync.on_tag_settled, "tagging.group": sync.on_tag_settled},
+)

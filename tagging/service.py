@@ -1,0 +1,393 @@
+"""The only code that queries the tagging domain's tables; keyword-only, typed.
+
+Customers and their advisor relations are ``bot``'s: read them through
+``bot.service``, never write them here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.exceptions import IntegrityError
+from tortoise.expressions import F
+
+from bot.models import Customer
+from tagging.models import (
+    Audience,
+    CustomerTag,
+    CustomerTagHistory,
+    Origin,
+    SyncRequest,
+    SyncRun,
+    Tag,
+    TagGroup,
+    TagSource,
+)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+# ---------------------------------------------------------------- library
+
+
+async def create_group(
+    *,
+    conn: BaseDBAsyncClient,
+    name: str,
+    order: int = 0,
+    colour: str = "",
+    description: str = "",
+    owner: str = "",
+    origin: Origin = Origin.SIYU,
+    sync_to_wecom: bool = False,
+    wecom_group_id: str | None = None,
+    strategy_id: int | None = None,
+) -> TagGroup:
+    return await TagGroup.create(
+        using_db=conn,
+        name=name,
+        order=order,
+        colour=colour,
+        description=description,
+        owner=owner,
+        origin=origin,
+        sync_to_wecom=sync_to_wecom or origin == Origin.WECOM,
+        wecom_group_id=wecom_group_id,
+        strategy_id=strategy_id,
+        synced_at=now() if wecom_group_id else None,
+    )
+
+
+async def get_group(*, conn: BaseDBAsyncClient, group_id: int) -> TagGroup | None:
+    return await TagGroup.get_or_none(id=group_id, deleted_at=None, using_db=conn)
+
+
+async def group_named(*, conn: BaseDBAsyncClient, name: str) -> TagGroup | None:
+    return await TagGroup.get_or_none(name=name, deleted_at=None, using_db=conn)
+
+
+async def group_by_wecom_id(*, conn: BaseDBAsyncClient, wecom_group_id: str) -> TagGroup | None:
+    return await TagGroup.get_or_none(wecom_group_id=wecom_group_id, using_db=conn)
+
+
+async def live_groups(*, conn: BaseDBAsyncClient | None = None) -> list[TagGroup]:
+    q = TagGroup.filter(deleted_at=None).order_by("order", "id")
+    return await (q.using_db(conn) if conn else q)
+
+
+async def update_group(*, conn: BaseDBAsyncClient, group: TagGroup, **changes: Any) -> TagGroup:
+    for name, value in changes.items():
+        setattr(group, name, value)
+    await group.save(using_db=conn)
+    return group
+
+
+async def create_tag(
+    *,
+    conn: BaseDBAsyncClient,
+    group: TagGroup,
+    name: str,
+    order: int = 0,
+    colour: str = "",
+    description: str = "",
+    owner: str = "",
+    origin: Origin = Origin.SIYU,
+    wecom_tag_id: str | None = None,
+    push_pending: bool = False,
+) -> Tag:
+    return await Tag.create(
+        using_db=conn,
+        group=group,
+        name=name,
+        order=order,
+        colour=colour,
+        description=description,
+        owner=owner,
+        origin=origin,
+        wecom_tag_id=wecom_tag_id,
+        push_pending=push_pending,
+        synced_at=now() if wecom_tag_id else None,
+    )
+
+
+async def get_tag(*, conn: BaseDBAsyncClient | None = None, tag_id: int) -> Tag | None:
+    q = Tag.filter(id=tag_id, deleted_at=None).prefetch_related("group")
+    return await (q.using_db(conn) if conn else q).first()
+
+
+async def tag_named(*, conn: BaseDBAsyncClient, group_id: int, name: str) -> Tag | None:
+    return await Tag.get_or_none(group_id=group_id, name=name, deleted_at=None, using_db=conn)
+
+
+async def tag_by_wecom_id(*, conn: BaseDBAsyncClient, wecom_tag_id: str) -> Tag | None:
+    q = Tag.filter(wecom_tag_id=wecom_tag_id).prefetch_related("group").using_db(conn)
+    return await q.first()
+
+
+async def tags_by_wecom_ids(
+    *, conn: BaseDBAsyncClient, wecom_tag_ids: Sequence[str]
+) -> dict[str, Tag]:
+    if not wecom_tag_ids:
+        return {}
+    rows = await Tag.filter(wecom_tag_id__in=list(wecom_tag_ids), deleted_at=None).using_db(conn)
+    return {str(t.wecom_tag_id): t for t in rows}
+
+
+async def live_tags(
+    *, conn: BaseDBAsyncClient | None = None, group_id: int | None = None
+) -> list[Tag]:
+    q = Tag.filter(deleted_at=None).prefetch_related("group").order_by("group_id", "order", "id")
+    if group_id is not None:
+        q = q.filter(group_id=group_id)
+    return await (q.using_db(conn) if conn else q)
+
+
+async def tags_named(*, names: Sequence[str]) -> dict[str, list[int]]:
+    """Live tag ids by name (a name may exist in several groups)."""
+    out: dict[str, list[int]] = {}
+    rows = await Tag.filter(name__in=list(names), deleted_at=None).values_list("name", "id")
+    for name, tag_id in rows:
+        out.setdefault(str(name), []).append(int(tag_id))
+    return out
+
+
+async def update_tag(*, conn: BaseDBAsyncClient, tag: Tag, **changes: Any) -> Tag:
+    for name, value in changes.items():
+        setattr(tag, name, value)
+    await tag.save(using_db=conn)
+    return tag
+
+
+# ---------------------------------------------------------------- customer tags
+
+
+async def customer_id_of(
+    *, conn: BaseDBAsyncClient | None = None, external_userid: str
+) -> int | None:
+    """The customer's row id (``bot`` owns the table; read only here)."""
+    q = Customer.filter(external_userid=external_userid)
+    found = await (q.using_db(conn) if conn else q).values_list("id", flat=True)
+    return int(found[0]) if found else None  # type: ignore[call-overload]
+
+
+async def customer_tag(
+    *, conn: BaseDBAsyncClient, customer_id: int, tag_id: int
+) -> CustomerTag | None:
+    return await CustomerTag.get_or_none(customer_id=customer_id, tag_id=tag_id, using_db=conn)
+
+
+async def apply_customer_tag(
+    *,
+    conn: BaseDBAsyncClient,
+    customer_id: int,
+    tag_id: int,
+    source: TagSource,
+    applied_by: str,
+    reason: Mapping[str, Any] | None = None,
+    advisor_userid: str | None = None,
+    expires_at: datetime | None = None,
+    at: datetime | None = None,
+) -> CustomerTag | None:
+    """Tag the customer and record it; None when the customer already has the tag.
+
+    Idempotent under the (customer, tag) unique key: two workers applying the same
+    rule to the same customer leave one row and one history entry.
+    """
+    at = at or now()
+    if await customer_tag(conn=conn, customer_id=customer_id, tag_id=tag_id):
+        return None
+    try:
+        row = await CustomerTag.create(
+            using_db=conn,
+            customer_id=customer_id,
+            tag_id=tag_id,
+            source=source,
+            applied_by=applied_by[:96],
+            applied_at=at,
+            reason=dict(reason or {}),
+            advisor_userid=advisor_userid,
+            expires_at=expires_at,
+        )
+    except IntegrityError:
+        return None
+    await _history(
+        conn=conn,
+        customer_id=customer_id,
+        tag_id=tag_id,
+        action="add",
+        source=source,
+        actor=applied_by,
+        reason=reason,
+        at=at,
+    )
+    return row
+
+
+async def remove_customer_tag(
+    *,
+    conn: BaseDBAsyncClient,
+    customer_id: int,
+    tag_id: int,
+    source: TagSource,
+    actor: str,
+    reason: Mapping[str, Any] | None = None,
+    at: datetime | None = None,
+) -> CustomerTag | None:
+    """Remove the tag and record who removed it; None when the customer lacked it."""
+    row = await customer_tag(conn=conn, customer_id=customer_id, tag_id=tag_id)
+    if row is None:
+        return None
+    deleted = await CustomerTag.filter(id=row.id).using_db(conn).delete()
+    if not deleted:
+        return None
+    await _history(
+        conn=conn,
+        customer_id=customer_id,
+        tag_id=tag_id,
+        action="remove",
+        source=source,
+        actor=actor,
+        reason=reason,
+        at=at or now(),
+    )
+    return row
+
+
+async def _history(
+    *,
+    conn: BaseDBAsyncClient,
+    customer_id: int,
+    tag_id: int,
+    action: str,
+    source: TagSource,
+    actor: str,
+    reason: Mapping[str, Any] | None,
+    at: datetime,
+) -> None:
+    await CustomerTagHistory.create(
+        using_db=conn,
+        customer_id=customer_id,
+        tag_id=tag_id,
+        action=action,
+        source=source,
+        actor=actor[:96],
+        reason=dict(reason or {}),
+        at=at,
+    )
+
+
+async def tags_of_customer(
+    *, conn: BaseDBAsyncClient | None = None, customer_id: int
+) -> list[CustomerTag]:
+    q = CustomerTag.filter(customer_id=customer_id).prefetch_related("tag").order_by("tag_id")
+    return await (q.using_db(conn) if conn else q)
+
+
+async def customers_with_tag(*, conn: BaseDBAsyncClient, tag_id: int) -> list[CustomerTag]:
+    return await CustomerTag.filter(tag_id=tag_id).using_db(conn).order_by("id")
+
+
+async def history_of_customer(*, customer_id: int) -> list[CustomerTagHistory]:
+    return await CustomerTagHistory.filter(customer_id=customer_id).order_by("at", "id")
+
+
+async def wecom_tags_of_relation(
+    *, conn: BaseDBAsyncClient, customer_id: int, advisor_userid: str
+) -> list[CustomerTag]:
+    return (
+        await CustomerTag.filter(
+            customer_id=customer_id, source=TagSource.WECOM, advisor_userid=advisor_userid
+        )
+        .using_db(conn)
+        .prefetch_related("tag")
+    )
+
+
+# ---------------------------------------------------------------- sync bookkeeping
+
+
+async def request_sync(
+    *,
+    conn: BaseDBAsyncClient,
+    key: str,
+    kind: str,
+    wecom_id: str = "",
+    advisor_userid: str = "",
+    change_type: str = "",
+) -> bool:
+    """Ask the sync job to pull something; once per key (a redelivered callback is a no-op)."""
+    if await SyncRequest.filter(key=key).using_db(conn).exists():
+        return False
+    try:
+        await SyncRequest.create(
+            using_db=conn,
+            key=key[:160],
+            kind=kind,
+            wecom_id=wecom_id[:64],
+            advisor_userid=advisor_userid[:64],
+            change_type=change_type[:32],
+        )
+    except IntegrityError:
+        return False
+    return True
+
+
+async def pending_sync_requests(*, kind: str, limit: int) -> list[SyncRequest]:
+    return await SyncRequest.filter(kind=kind, done_at=None).order_by("id").limit(limit)
+
+
+async def finish_sync_requests(*, ids: Sequence[int], error: str = "") -> None:
+    if not ids:
+        return
+    if error:
+        await SyncRequest.filter(id__in=list(ids)).update(
+            attempts=F("attempts") + 1, last_error=error[:255]
+        )
+    else:
+        await SyncRequest.filter(id__in=list(ids)).update(done_at=now(), last_error="")
+
+
+async def start_run(*, kind: str) -> SyncRun:
+    return await SyncRun.create(kind=kind, started_at=now(), changes=[])
+
+
+async def finish_run(
+    *, run: SyncRun, ok: bool, changes: list[dict[str, Any]], error: str = ""
+) -> SyncRun:
+    run.ok = ok
+    run.changes = changes
+    run.error = error[:255]
+    run.finished_at = now()
+    await run.save()
+    return run
+
+
+async def last_run(*, kind: str) -> SyncRun | None:
+    return await SyncRun.filter(kind=kind).order_by("-id").first()
+
+
+# ---------------------------------------------------------------- audiences
+
+
+async def save_audience(
+    *, conn: BaseDBAsyncClient, name: str, expr: str, created_by: str
+) -> Audience:
+    existing = await Audience.get_or_none(name=name, using_db=conn)
+    if existing is not None:
+        existing.expr = expr
+        await existing.save(using_db=conn)
+        return existing
+    return await Audience.create(using_db=conn, name=name, expr=expr, created_by=created_by)
+
+
+async def audiences() -> list[Audience]:
+    return await Audience.all().order_by("name")
+
+
+async def audience_named(*, name: str) -> Audience | None:
+    return await Audience.get_or_none(name=name)

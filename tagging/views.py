@@ -1,0 +1,253 @@
+"""HTTP adapters of the tagging API: parse → call one flow → shape the answer.
+
+Every route declares its permission (``core.access``); the admin guard enforces it
+against ``admin/permissions.json`` (``tags:write`` edits the library and customer
+tags, ``customers:read`` reads them).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from core.access import principal_of, requires
+from core.audit import Actor
+from tagging import flows, service
+from tagging.models import CustomerTag, Tag, TagGroup
+from tagging.schemas import CustomerTagIn, GroupIn, TagEdit, TagIn
+
+
+def error(status: int, code: str, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message, **extra}}, status=status)
+
+
+def actor_of(request: web.Request) -> Actor:
+    p = principal_of(request)
+    if p is None:  # the bootstrap token without the admin guard
+        return Actor("api_key", "bootstrap", "bootstrap token")
+    return Actor(p.kind, p.id, p.name)
+
+
+async def _body(request: web.Request, shape: type[BaseModel]) -> Any:
+    try:
+        raw = await request.json()
+    except (ValueError, RecursionError):
+        raise _Bad(error(400, "bad_request", "body must be JSON")) from None
+    try:
+        return shape.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise _Bad(error(400, "invalid_input", f"{where}: {first['msg']}")) from None
+
+
+class _Bad(Exception):
+    def __init__(self, response: web.Response) -> None:
+        super().__init__("bad request")
+        self.response = response
+
+
+def _int(request: web.Request, name: str) -> int:
+    try:
+        return int(request.match_info[name])
+    except ValueError:
+        raise _Bad(error(404, "not_found", f"{name} must be a number")) from None
+
+
+def group_dict(g: TagGroup) -> dict[str, Any]:
+    return {
+        "id": g.id,
+        "name": g.name,
+        "order": g.order,
+        "colour": g.colour,
+        "description": g.description,
+        "owner": g.owner,
+        "origin": g.origin.value,
+        "sync_to_wecom": g.sync_to_wecom,
+        "wecom_group_id": g.wecom_group_id,
+        "strategy_id": g.strategy_id,
+        "synced_at": g.synced_at.isoformat() if g.synced_at else None,
+    }
+
+
+def tag_dict(t: Tag) -> dict[str, Any]:
+    return {
+        "id": t.id,
+        "group_id": t.group_id,  # type: ignore[attr-defined]
+        "name": t.name,
+        "order": t.order,
+        "colour": t.colour,
+        "description": t.description,
+        "owner": t.owner,
+        "origin": t.origin.value,
+        "wecom_tag_id": t.wecom_tag_id,
+        "push_pending": t.push_pending,
+        "synced_at": t.synced_at.isoformat() if t.synced_at else None,
+    }
+
+
+def customer_tag_dict(ct: CustomerTag) -> dict[str, Any]:
+    return {
+        "tag_id": ct.tag_id,  # type: ignore[attr-defined]
+        "tag": ct.tag.name,
+        "source": ct.source.value,
+        "applied_by": ct.applied_by,
+        "applied_at": ct.applied_at.isoformat(),
+        "reason": ct.reason,
+        "advisor_userid": ct.advisor_userid,
+    }
+
+
+async def _guarded(request: web.Request, work: Any) -> web.Response:
+    try:
+        result: web.Response = await work()
+    except _Bad as bad:
+        return bad.response
+    except flows.NotFound as exc:
+        return error(404, exc.code, exc.message)
+    except flows.TaggingError as exc:
+        return error(409 if exc.code == "duplicate_name" else 400, exc.code, exc.message)
+    return result
+
+
+@requires("customers:read")
+async def list_library(request: web.Request) -> web.Response:
+    """``GET /api/v1/tags``: groups with their tags, and the last sync runs."""
+    groups = await service.live_groups()
+    tags = await service.live_tags()
+    by_group: dict[int, list[dict[str, Any]]] = {}
+    for t in tags:
+        by_group.setdefault(t.group_id, []).append(tag_dict(t))  # type: ignore[attr-defined]
+    runs = {}
+    for kind in ("reconcile", "pull", "contact"):
+        run = await service.last_run(kind=kind)
+        runs[kind] = (
+            None
+            if run is None
+            else {
+                "id": run.id,
+                "ok": run.ok,
+                "started_at": run.started_at.isoformat(),
+                "error": run.error,
+                "changes": run.changes[:200],
+            }
+        )
+    return web.json_response(
+        {
+            "groups": [{**group_dict(g), "tags": by_group.get(g.id, [])} for g in groups],
+            "sync": runs,
+        }
+    )
+
+
+@requires("tags:write")
+async def create_group(request: web.Request) -> web.Response:
+    async def work() -> web.Response:
+        spec = await _body(request, GroupIn)
+        group = await flows.do_create_group(spec=spec, actor=actor_of(request))
+        return web.json_response(group_dict(group), status=201)
+
+    return await _guarded(request, work)
+
+
+@requires("tags:write")
+async def create_tag(request: web.Request) -> web.Response:
+    async def work() -> web.Response:
+        spec = await _body(request, TagIn)
+        tag = await flows.do_create_tag(spec=spec, actor=actor_of(request))
+        return web.json_response(tag_dict(tag), status=201)
+
+    return await _guarded(request, work)
+
+
+@requires("tags:write")
+async def edit_tag(request: web.Request) -> web.Response:
+    async def work() -> web.Response:
+        tag_id = _int(request, "tag_id")
+        edit = await _body(request, TagEdit)
+        tag = await flows.do_edit_tag(tag_id=tag_id, edit=edit, actor=actor_of(request))
+        return web.json_response(tag_dict(tag))
+
+    return await _guarded(request, work)
+
+
+@requires("tags:write")
+async def delete_tag(request: web.Request) -> web.Response:
+    async def work() -> web.Response:
+        tag_id = _int(request, "tag_id")
+        removed = await flows.do_delete_tag(tag_id=tag_id, actor=actor_of(request))
+        return web.json_response({"deleted": tag_id, "customers": removed})
+
+    return await _guarded(request, work)
+
+
+@requires("customers:read")
+async def customer_tags(request: web.Request) -> web.Response:
+    """``GET /api/v1/customers/{external_userid}/tags``: tags with reasons, and history."""
+
+    async def work() -> web.Response:
+        ext = request.match_info["external_userid"]
+        rows = await flows.customer_tags(external_userid=ext)
+        cid = await service.customer_id_of(external_userid=ext)
+        history = await service.history_of_customer(customer_id=cid or 0)
+        return web.json_response(
+            {
+                "tags": [customer_tag_dict(ct) for ct in rows],
+                "history": [
+                    {
+                        "tag_id": h.tag_id,
+                        "action": h.action,
+                        "source": h.source.value,
+                        "actor": h.actor,
+                        "reason": h.reason,
+                        "at": h.at.isoformat(),
+                    }
+                    for h in history
+                ],
+            }
+        )
+
+    return await _guarded(request, work)
+
+
+@requires("tags:write")
+async def tag_customer(request: web.Request) -> web.Response:
+    async def work() -> web.Response:
+        body = await _body(request, CustomerTagIn)
+        change = await flows.do_tag_customer(
+            external_userid=body.external_userid,
+            tag_id=body.tag_id,
+            actor=actor_of(request),
+            reason=body.reason,
+        )
+        return web.json_response({"changed": change.changed, "marks_queued": change.marks_queued})
+
+    return await _guarded(request, work)
+
+
+@requires("tags:write")
+async def untag_customer(request: web.Request) -> web.Response:
+    async def work() -> web.Response:
+        body = await _body(request, CustomerTagIn)
+        change = await flows.do_untag_customer(
+            external_userid=body.external_userid,
+            tag_id=body.tag_id,
+            actor=actor_of(request),
+            reason=body.reason,
+        )
+        return web.json_response({"changed": change.changed, "marks_queued": change.marks_queued})
+
+    return await _guarded(request, work)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/v1/tags", list_library)
+    app.router.add_post("/api/v1/tags", create_tag)
+    app.router.add_post("/api/v1/tags/groups", create_group)
+    app.router.add_patch("/api/v1/tags/{tag_id}", edit_tag)
+    app.router.add_delete("/api/v1/tags/{tag_id}", delete_tag)
+    app.router.add_post("/api/v1/customer-tags", tag_customer)
+    app.router.add_post("/api/v1/customer-tags/remove", untag_customer)
+    app.router.add_get("/api/v1/customers/{external_userid}/tags", customer_tags)
