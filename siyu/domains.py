@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import admin
 import bot
+import tagging
 from core import plugin as core_plugin
 from core.domain import Domain, check_unique
 
@@ -28,6 +29,8 @@ DOMAINS: tuple[Domain, ...] = (
     core_plugin.DOMAIN,
     # The edge owns customers, advisors, messages, events and the outbox: the base.
     bot.DOMAIN,
+    # Tags after the edge: its hooks read the stored event and write outbox rows.
+    tagging.DOMAIN,
     # The console and API shell last: it mounts and guards everyone's routes.
     admin.DOMAIN,
 )
