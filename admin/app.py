@@ -23,13 +23,13 @@ import jinja2
 from aiohttp import web
 from markupsafe import Markup
 
-from admin import pages, views
+from admin import pages, review_pages, views
 from admin.auth import guard
 from admin.keys import CONSOLE, Console, NavItem
 from admin.permissions import load_table
 from admin.sessions import LoginThrottle, SessionStore, TotpReplay
 from core.access import ACCESS_GUARD, access_of, menu_of
-from core.appkit import REDIS, SETTINGS
+from core.appkit import DOMAINS, REDIS, SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,10 @@ ACTION_LABELS = {
     "api_key.revoke": "吊销 API 密钥",
     "api_key.use": "调用 API",
     "audit.verify": "校验审计日志",
+    "review.assign": "分派审核案件",
+    "review.decide": "审核结论",
+    "review.unmask": "查看消息原文",
+    "review.export_labels": "导出审核标注",
 }
 _RESULTS = {
     "ok": ("成功", "ok"),
@@ -169,9 +173,16 @@ def _asset_version(filename: str) -> str:
 
 
 def add_console_routes(app: web.Application) -> None:
+    domains = app.get(DOMAINS, ())
+    # Each domain with pages keeps its templates beside them (<package>/templates); the
+    # shell's own come first, so a domain extends base.html and uses its macros.
+    loaders: list[jinja2.BaseLoader] = [jinja2.PackageLoader("admin", "templates")]
+    for d in domains:
+        if d.pages and d.name != "admin" and resources.files(d.name).joinpath("templates").is_dir():
+            loaders.append(jinja2.PackageLoader(d.name, "templates"))
     env = aiohttp_jinja2.setup(
         app,
-        loader=jinja2.PackageLoader("admin", "templates"),
+        loader=jinja2.ChoiceLoader(loaders),
         autoescape=jinja2.select_autoescape(["html"], default=True),
         undefined=jinja2.StrictUndefined,
     )
@@ -183,5 +194,11 @@ def add_console_routes(app: web.Application) -> None:
     static_dir = resources.files("admin").joinpath("static")
     app.router.add_static("/static/admin", str(static_dir), name="admin_static")
     pages.add_pages(app)
+    review_pages.add_pages(app)
+    # Other domains' console pages, mounted inside the shell: the guard below checks
+    # the permission each page declares, the sidebar lists those with a @menu entry.
+    for d in domains:
+        for add in d.pages:
+            add(app)
     views.add_routes(app)
     app[ACCESS_GUARD] = guard

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
+
 from admin import app as admin_app
-from admin.cli import register as register_cli
-from core.domain import Domain
+from admin import review_cli
+from admin.cli import register as register_users_cli
+from core.cli import Subparsers
+from core.domain import CliContext, Domain
+
+
+def register_cli(sub: Subparsers[argparse.ArgumentParser], ctx: CliContext) -> None:
+    register_users_cli(sub, ctx)
+    review_cli.register(sub, ctx)
+
 
 DOMAIN = Domain(
     name="admin",

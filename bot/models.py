@@ -168,10 +168,20 @@ class ReviewCase(Timestamped):
     advisor_userid = fields.CharField(max_length=64, db_index=True)
     categories: Any = fields.JSONField(default=list)
     severity = fields.CharField(max_length=16)
+    # open | confirmed | false_positive | escalated (bot.service.REVIEW_STATUSES).
     status = fields.CharField(max_length=16, default="open", db_index=True)
+    # The console operator the case is assigned to and the one who decided it: admin's
+    # operators, kept by id and name because bot sits below admin (no foreign key).
+    assignee_id = fields.BigIntField(null=True)
+    assignee_name = fields.CharField(max_length=128, default="")
+    decision_comment = fields.TextField(default="")
+    decided_by = fields.CharField(max_length=128, default="")
+    decided_at = fields.DatetimeField(null=True, db_index=True)
 
     class Meta:
         table = "bot_review_case"
+        # The queue: open cases, oldest first (migration 0007).
+        indexes = (("status", "created_at"),)
 
 
 class Alert(Timestamped):

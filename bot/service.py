@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import secrets
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -1014,3 +1015,274 @@ async def seal_follow_text(
             id=relation_id, remark_sealed__isnull=True, description_sealed__isnull=True
         ).update(**values)
     )
+
+
+# ------------------------------------------------------------------ review cases
+# The compliance review workflow (admin's pages and CLI) reads and decides bot's
+# ReviewCase rows only through these functions.
+
+# Every status a case can be in; a decision moves it out of ``open``. ``escalated``
+# stays undecided (a senior reviewer decides it later), the other two are final.
+REVIEW_STATUSES = ("open", "escalated", "confirmed", "false_positive")
+REVIEW_DECISIONS = ("confirmed", "false_positive", "escalated")
+REVIEW_UNDECIDED = ("open", "escalated")
+
+# Category names are compliance_nlp's taxonomy (lower-case words): checked before
+# they are written into the JSON-membership SQL below, so nothing else can be.
+_CATEGORY_NAME = re.compile(r"^[a-z_]{1,64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewFilter:
+    """What the review queue shows; an empty field does not filter."""
+
+    statuses: tuple[str, ...] = ()
+    category: str = ""
+    severity: str = ""
+    advisor_userid: str = ""
+    # The advisors whose WeCom direct_leader (Advisor.manager_userid) is this userid.
+    team_leader: str = ""
+    # When the case was opened: [since, until).
+    since: datetime | None = None
+    until: datetime | None = None
+    # Only these advisors' cases (an advisor's or a team lead's reach); None = all.
+    advisors: frozenset[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AdvisorInfo:
+    userid: str
+    name: str
+    department: str
+    manager_userid: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewFacets:
+    """How many cases each filter value would show, given the other filters."""
+
+    status: dict[str, int]
+    severity: dict[str, int]
+    category: dict[str, int]
+    advisor: dict[str, int]
+    team: dict[str, int]
+
+
+def _has_category(category: str) -> Any:
+    from tortoise import Tortoise
+    from tortoise.expressions import RawSQL
+
+    if not _CATEGORY_NAME.match(category):
+        raise ValueError(f"not a category name: {category!r}")
+    column = '"bot_review_case"."categories"'
+    if Tortoise.get_connection("default").capabilities.dialect == "postgres":
+        return RawSQL(f"jsonb_exists({column}, '{category}')")
+    # A checked category name (above) and a constant column: nothing user-typed.
+    return RawSQL(f"EXISTS (SELECT 1 FROM json_each({column}) WHERE value = '{category}')")  # noqa: S608
+
+
+async def _team_members(leader: str) -> list[str]:
+    rows = await models.Advisor.filter(manager_userid=leader).values_list("userid", flat=True)
+    return [str(r) for r in rows]
+
+
+async def _review_query(where: ReviewFilter, *, without: str = "") -> Any:
+    """The cases ``where`` selects, ignoring the facet named by ``without``."""
+    q = models.ReviewCase.all()
+    if where.statuses and without != "status":
+        q = q.filter(status__in=list(where.statuses))
+    if where.severity and without != "severity":
+        q = q.filter(severity=where.severity)
+    if where.advisor_userid and without != "advisor":
+        q = q.filter(advisor_userid=where.advisor_userid)
+    if where.team_leader and without != "team":
+        q = q.filter(advisor_userid__in=await _team_members(where.team_leader))
+    if where.since is not None:
+        q = q.filter(created_at__gte=where.since)
+    if where.until is not None:
+        q = q.filter(created_at__lt=where.until)
+    if where.advisors is not None:
+        q = q.filter(advisor_userid__in=sorted(where.advisors))
+    if where.category and without != "category":
+        q = q.annotate(_in_category=_has_category(where.category)).filter(_in_category=True)
+    return q
+
+
+async def review_cases(
+    *, where: ReviewFilter, offset: int = 0, limit: int = 50
+) -> tuple[list[models.ReviewCase], int]:
+    """One page of the queue, oldest first (the SLA runs from opening), and the total."""
+    q = await _review_query(where)
+    total = int(await q.count())
+    rows = (
+        await q.order_by("created_at", "id")
+        .offset(offset)
+        .limit(limit)
+        .prefetch_related("message", "message__customer")
+    )
+    return list(rows), total
+
+
+async def review_facets(*, where: ReviewFilter, categories: Iterable[str]) -> ReviewFacets:
+    from tortoise.functions import Count
+
+    async def grouped(column: str, facet: str) -> dict[str, int]:
+        q = await _review_query(where, without=facet)
+        rows = await q.annotate(n=Count("id")).group_by(column).values(column, "n")
+        return {str(r[column]): int(r["n"]) for r in rows}
+
+    by_category = {}
+    for category in categories:
+        q = await _review_query(replace(where, category=category))
+        by_category[category] = int(await q.count())
+    # Team counts: every advisor's cases under the team filter left out, summed by leader.
+    q = await _review_query(where, without="team")
+    rows = await q.annotate(n=Count("id")).group_by("advisor_userid").values("advisor_userid", "n")
+    leaders = await advisors_by_userid(userids={str(r["advisor_userid"]) for r in rows})
+    by_team: dict[str, int] = {}
+    for r in rows:
+        info = leaders.get(str(r["advisor_userid"]))
+        if info is not None and info.manager_userid:
+            by_team[info.manager_userid] = by_team.get(info.manager_userid, 0) + int(r["n"])
+    return ReviewFacets(
+        status=await grouped("status", "status"),
+        severity=await grouped("severity", "severity"),
+        category=by_category,
+        advisor=await grouped("advisor_userid", "advisor"),
+        team=by_team,
+    )
+
+
+async def advisors_by_userid(*, userids: Iterable[str]) -> dict[str, AdvisorInfo]:
+    wanted = sorted(set(userids))
+    if not wanted:
+        return {}
+    rows = await models.Advisor.filter(userid__in=wanted).values(
+        "userid", "name", "department", "manager_userid"
+    )
+    return {
+        str(r["userid"]): AdvisorInfo(
+            userid=str(r["userid"]),
+            name=str(r["name"] or ""),
+            department=str(r["department"] or ""),
+            manager_userid=str(r["manager_userid"] or ""),
+        )
+        for r in rows
+    }
+
+
+async def review_advisors(*, advisors: frozenset[str] | None = None) -> list[AdvisorInfo]:
+    """Advisors with at least one case (the queue's advisor and team choices)."""
+    q = models.ReviewCase.all()
+    if advisors is not None:
+        q = q.filter(advisor_userid__in=sorted(advisors))
+    userids = await q.distinct().values_list("advisor_userid", flat=True)
+    found = await advisors_by_userid(userids=[str(u) for u in userids])
+    return sorted(
+        (found.get(str(u)) or AdvisorInfo(str(u), "", "", "") for u in userids),
+        key=lambda a: a.userid,
+    )
+
+
+async def team_advisors(*, leader_userid: str) -> frozenset[str]:
+    """A team lead's reach: the advisors whose direct_leader they are, and themselves."""
+    return frozenset([*await _team_members(leader_userid), leader_userid])
+
+
+async def review_case(*, case_id: int) -> models.ReviewCase | None:
+    return (
+        await models.ReviewCase.filter(id=case_id)
+        .prefetch_related("message", "message__customer", "message__advisor")
+        .first()
+    )
+
+
+async def conversation_around(
+    *, message: models.Message, before: int, after: int
+) -> tuple[list[models.Message], list[models.Message]]:
+    """Messages of the same conversation before and after ``message`` (both sides).
+
+    A conversation is a group chat (roomid) or one advisor–customer pair, as the
+    pipeline reads it when it gives an advisor line its context.
+    """
+    if message.roomid:
+        same = Q(roomid=message.roomid)
+    else:
+        same = Q(
+            roomid__isnull=True,
+            advisor_id=message.advisor_id,  # type: ignore[attr-defined]
+            customer_id=message.customer_id,  # type: ignore[attr-defined]
+        )
+    earlier = Q(msgtime__lt=message.msgtime) | Q(msgtime=message.msgtime, id__lt=message.id)
+    later = Q(msgtime__gt=message.msgtime) | Q(msgtime=message.msgtime, id__gt=message.id)
+    prior = await models.Message.filter(same & earlier).order_by("-msgtime", "-id").limit(before)
+    following = await models.Message.filter(same & later).order_by("msgtime", "id").limit(after)
+    return list(reversed(prior)), list(following)
+
+
+async def advisor_cases(
+    *, advisor_userid: str, exclude_id: int, limit: int = 10
+) -> list[models.ReviewCase]:
+    """The advisor's other cases, newest first (a pattern matters to a reviewer)."""
+    return list(
+        await models.ReviewCase.filter(advisor_userid=advisor_userid)
+        .exclude(id=exclude_id)
+        .order_by("-created_at", "-id")
+        .limit(limit)
+    )
+
+
+async def undecided_case_ids(*, conn: BaseDBAsyncClient, case_ids: Sequence[int]) -> list[int]:
+    """Of ``case_ids``, those still open or escalated, locked for the decision (PostgreSQL)."""
+    q = models.ReviewCase.filter(id__in=list(case_ids), status__in=REVIEW_UNDECIDED).using_db(conn)
+    if conn.capabilities.dialect == "postgres":
+        q = q.select_for_update()
+    rows = await q.order_by("id").values_list("id", flat=True)
+    return [int(str(i)) for i in rows]
+
+
+async def assign_review_case(
+    *, conn: BaseDBAsyncClient, case_id: int, assignee_id: int, assignee_name: str
+) -> int:
+    return int(
+        await models.ReviewCase.filter(id=case_id)
+        .using_db(conn)
+        .update(assignee_id=assignee_id, assignee_name=assignee_name[:128], updated_at=now())
+    )
+
+
+async def decide_review_cases(
+    *,
+    conn: BaseDBAsyncClient,
+    case_ids: Sequence[int],
+    status: str,
+    comment: str,
+    decided_by: str,
+    at: datetime,
+) -> int:
+    """Record a decision on undecided cases; a final one is never overwritten."""
+    if status not in REVIEW_DECISIONS:
+        raise ValueError(f"not a decision: {status!r}")
+    return int(
+        await models.ReviewCase.filter(id__in=list(case_ids), status__in=REVIEW_UNDECIDED)
+        .using_db(conn)
+        .update(
+            status=status,
+            decision_comment=comment,
+            decided_by=decided_by[:128],
+            decided_at=at,
+            updated_at=at,
+        )
+    )
+
+
+async def decided_cases(
+    *, since: datetime, until: datetime | None, after_id: int = 0, limit: int = 500
+) -> list[models.ReviewCase]:
+    """Cases decided final in [since, until), by id (keyset pages for the label export)."""
+    q = models.ReviewCase.filter(
+        id__gt=after_id, status__in=("confirmed", "false_positive"), decided_at__gte=since
+    )
+    if until is not None:
+        q = q.filter(decided_at__lt=until)
+    return list(await q.order_by("id").limit(limit).prefetch_related("message"))

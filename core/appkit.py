@@ -22,7 +22,7 @@ from core import db as core_db
 from core import redis as core_redis
 from core.access import ACCESS_GUARD
 from core.crypto import Keyring, load_keyring
-from core.domain import CleanupContext, HealthCheck, JobSpec
+from core.domain import CleanupContext, Domain, HealthCheck, JobSpec
 from core.jobs import PeriodicJob
 from core.logs import RateLimitedLog
 from core.metrics import Metrics
@@ -45,6 +45,9 @@ HAS_DB = web.AppKey("has_db", bool)
 GAUGES: web.AppKey[list[Callable[[web.Application], Awaitable[None]]]] = web.AppKey("gauges")
 # Domains' readiness checks (core.domain.Domain.health), merged into /readyz.
 HEALTH: web.AppKey[list[HealthCheck]] = web.AppKey("health")
+# The domains the app was built from, in the root's order: the console shell mounts
+# each one's pages (core.domain.Domain.pages) inside its authenticated layout.
+DOMAINS: web.AppKey[tuple[Domain, ...]] = web.AppKey("domains")
 
 # Requests refused by core's own checks (API bearer token, ops token), logged by reason.
 REFUSALS = web.AppKey("refusals", RateLimitedLog)

@@ -86,6 +86,7 @@ def create_app(
     app[appkit.HAS_DB] = bool(roles & appkit.DB_ROLES)
     app[appkit.GAUGES] = [d.gauges for d in domains if d.gauges is not None]
     app[appkit.HEALTH] = [d.health for d in domains if d.health is not None]
+    app[appkit.DOMAINS] = tuple(domains)
     app[appkit.REFUSALS] = appkit.refusal_log()
     app[bot_keys.HOOKS] = Hooks.from_domains(domains)
     app[bot_keys.OUTBOX_POLICIES] = OutboxPolicies.from_domains(domains)

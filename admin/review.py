@@ -1,0 +1,617 @@
+"""The compliance review workflow: the queue, a case, and what a reviewer decides.
+
+Review cases are bot's rows (``bot.models.ReviewCase``, opened by the pipeline when an
+advisor's line to a customer has a finding); this module is admin's workflow over them
+and reaches them only through ``bot.service``.  As in ``admin.flows``: ``check_*``
+validates without side effects, ``do_*`` changes state and writes its audit entry in
+the same transaction.  Reviewers see masked text only; the original is opened per case,
+with a stated reason, by the compliance role alone, and that reading is audited.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from tortoise.transactions import in_transaction
+
+from admin import service as admin_service
+from admin.flows import FieldError, NotFound
+from admin.models import Operator
+from bot import models as bot_models
+from bot import service as bot_service
+from bot.flows import CATEGORY_LABELS, mask_free_text
+from bot.originals import original_text
+from core import audit
+from core.audit import Actor
+from core.crypto import DecryptionError, Keyring
+
+SEVERITY_LABELS = {"violation": "违规", "review": "待复核"}
+STATUS_LABELS = {
+    "open": "待审核",
+    "escalated": "已升级",
+    "confirmed": "确认违规",
+    "false_positive": "误报",
+}
+DECISION_LABELS = {
+    "confirmed": "确认违规",
+    "false_positive": "误报",
+    "escalated": "升级处理",
+}
+SOURCE_LABELS = {"rule": "规则", "model": "模型"}
+
+# Review SLA: a case should be decided within a working day and never wait more than
+# three days — the regulator's 销售行为 reviews expect prompt handling and the
+# advisor's next conversation may repeat the mistake.
+SLA_WARN = timedelta(hours=24)
+SLA_BREACH = timedelta(hours=72)
+
+COMMENT_MAX = 2000
+REASON_MIN = 4
+REASON_MAX = 500
+BULK_MAX = 200
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def case_target(case_id: int) -> str:
+    return f"review_case:{case_id}"
+
+
+# ------------------------------------------------------------------ who sees what
+
+
+async def reach_of(op: Operator) -> frozenset[str] | None:
+    """The advisors whose cases ``op`` may see; None = every advisor.
+
+    Compliance and admin review the whole institution.  An advisor sees the cases
+    on their own lines, a team lead those of the advisors whose WeCom direct_leader
+    they are — both through the WeCom userid on their account; without one, nothing.
+    """
+    if op.role in ("compliance", "admin"):
+        return None
+    if not op.wecom_userid:
+        return frozenset()
+    if op.role == "advisor":
+        return frozenset({op.wecom_userid})
+    if op.role == "team_lead":
+        return await bot_service.team_advisors(leader_userid=op.wecom_userid)
+    return frozenset()
+
+
+async def case_in_reach(*, case_id: int, reach: frozenset[str] | None) -> bot_models.ReviewCase:
+    """The case, or NotFound — also when it exists outside the caller's reach, so
+    the answer never tells whether a case exists (same 404 either way)."""
+    case = await bot_service.review_case(case_id=case_id)
+    if case is None or (reach is not None and case.advisor_userid not in reach):
+        raise NotFound(case_target(case_id))
+    return case
+
+
+# ------------------------------------------------------------------ checks
+
+
+def check_comment(comment: str) -> str:
+    comment = comment.strip()
+    if not comment:
+        raise FieldError("comment", "请填写审核意见（必填），说明判断依据")
+    if len(comment) > COMMENT_MAX:
+        raise FieldError("comment", f"审核意见最多 {COMMENT_MAX} 个字符")
+    return comment
+
+
+def check_decision(decision: str) -> str:
+    if decision not in bot_service.REVIEW_DECISIONS:
+        raise FieldError("decision", "请选择审核结论：确认违规、误报或升级处理")
+    return decision
+
+
+def check_reason(reason: str) -> str:
+    reason = reason.strip()
+    if len(reason) < REASON_MIN:
+        raise FieldError("reason", f"请说明查看原文的理由（至少 {REASON_MIN} 个字）")
+    if len(reason) > REASON_MAX:
+        raise FieldError("reason", f"理由最多 {REASON_MAX} 个字符")
+    return reason
+
+
+def check_case_ids(raw: Sequence[str]) -> list[int]:
+    ids = sorted({int(v) for v in raw if v.isdigit()})
+    if not ids or len(ids) != len(set(raw)):
+        raise FieldError("case_ids", "请勾选要批量处理的案件")
+    if len(ids) > BULK_MAX:
+        raise FieldError("case_ids", f"一次最多批量处理 {BULK_MAX} 件")
+    return ids
+
+
+async def compliance_reviewers() -> list[Operator]:
+    """Who a case may be assigned to: active compliance operators."""
+    return [
+        op
+        for op in await admin_service.operators()
+        if op.role == "compliance" and op.status == "active"
+    ]
+
+
+# ------------------------------------------------------------------ actions
+
+
+async def do_assign_case(
+    *,
+    actor: Actor,
+    source: str,
+    case_id: int,
+    assignee_id: int,
+    reach: frozenset[str] | None,
+) -> Operator:
+    await case_in_reach(case_id=case_id, reach=reach)
+    assignee = await admin_service.operator_by_id(operator_id=assignee_id)
+    if assignee is None or assignee.role != "compliance" or assignee.status != "active":
+        raise FieldError("assignee", "只能分派给在职的合规人员")
+    async with in_transaction() as conn:
+        await bot_service.assign_review_case(
+            conn=conn,
+            case_id=case_id,
+            assignee_id=assignee.id,
+            assignee_name=assignee.display_name or assignee.name,
+        )
+        await audit.append(
+            conn=conn,
+            actor=actor,
+            action="review.assign",
+            target=case_target(case_id),
+            source=source,
+            detail={"assignee": f"operator:{assignee.id}", "assignee_name": assignee.name},
+        )
+    return assignee
+
+
+@dataclass(frozen=True)
+class Decided:
+    decided: list[int]
+    # Already final (decided by someone else meanwhile): left as they were.
+    skipped: list[int]
+
+
+async def do_decide_cases(
+    *,
+    actor: Actor,
+    source: str,
+    case_ids: Sequence[int],
+    decision: str,
+    comment: str,
+    reach: frozenset[str] | None,
+) -> Decided:
+    """Decide one case or several (bulk, for obvious duplicates), one audit entry each.
+
+    A final decision (confirmed / false_positive) is never overwritten: two reviewers
+    deciding the same case at once — the second finds it decided and is told so.
+    """
+    decision = check_decision(decision)
+    # Reviewers quote the chat; a personal number in a comment is masked before it is
+    # stored or written to the audit log (PIPL art. 51).
+    comment = mask_free_text(check_comment(comment))
+    for case_id in case_ids:
+        await case_in_reach(case_id=case_id, reach=reach)
+    at = now()
+    async with in_transaction() as conn:
+        open_ids = await bot_service.undecided_case_ids(conn=conn, case_ids=case_ids)
+        if open_ids:
+            await bot_service.decide_review_cases(
+                conn=conn,
+                case_ids=open_ids,
+                status=decision,
+                comment=comment,
+                decided_by=actor.name or actor.ref,
+                at=at,
+            )
+        for case_id in open_ids:
+            await audit.append(
+                conn=conn,
+                actor=actor,
+                action="review.decide",
+                target=case_target(case_id),
+                source=source,
+                at=at,
+                detail={
+                    "decision": decision,
+                    "comment": comment,
+                    "bulk": len(case_ids) > 1,
+                },
+            )
+    return Decided(decided=open_ids, skipped=[i for i in case_ids if i not in open_ids])
+
+
+async def do_unmask_case(
+    *,
+    actor: Actor,
+    source: str,
+    case_id: int,
+    reason: str,
+    keyring: Keyring,
+    reach: frozenset[str] | None,
+) -> str:
+    """The flagged message's original text, for this case only, with the reason audited.
+
+    The text is returned to be shown once, never stored.  A failed opening (a key
+    not configured in this process) is audited too: the attempt is what matters.
+    """
+    reason = mask_free_text(check_reason(reason))
+    case = await case_in_reach(case_id=case_id, reach=reach)
+    message: bot_models.Message = case.message
+    try:
+        text = original_text(message, keyring=keyring)
+    except DecryptionError as exc:
+        await audit.append_alone(
+            actor=actor,
+            action="review.unmask",
+            target=case_target(case_id),
+            result="failure",
+            source=source,
+            detail={"reason": reason, "message": message.id, "error": type(exc).__name__},
+        )
+        raise FieldError("reason", "原文无法解密：本进程未配置封存该消息时使用的密钥") from None
+    await audit.append_alone(
+        actor=actor,
+        action="review.unmask",
+        target=case_target(case_id),
+        source=source,
+        detail={"reason": reason, "message": message.id},
+    )
+    return text
+
+
+# ------------------------------------------------------------------ the case page
+
+
+Segment = tuple[str, str, str]
+"""(text, css class, title): a run of a message's text, highlighted or not."""
+
+
+def finding_range(
+    masked: str, finding: dict[str, Any], pii: Sequence[dict[str, Any]]
+) -> tuple[int, int] | None:
+    """Where a finding sits in the *masked* text.
+
+    Offsets refer to the original.  The default mask styles replace digits by ``*``
+    one for one, so an offset stays valid — except e-mail addresses (the local part
+    becomes at least three ``*``) and the ``tag`` style (a number becomes 「[手机号]」).
+    The evidence is the masked text of the span widened to every number it touches
+    (``compliance_nlp.pii.mask_span``), so: take the span, widen it the same way, and
+    trust it only when the masked text there *is* the evidence.  Otherwise fall back
+    to the evidence's occurrence nearest the original offset; None when it is absent.
+    """
+    evidence = str(finding.get("evidence") or "")
+    start, end = finding.get("start"), finding.get("end")
+    if isinstance(start, int) and isinstance(end, int) and 0 <= start < end:
+        touching = [
+            p
+            for p in pii
+            if isinstance(p.get("start"), int)
+            and isinstance(p.get("end"), int)
+            and p["start"] < end
+            and start < p["end"]
+        ]
+        lo = min([start, *(p["start"] for p in touching)])
+        hi = max([end, *(p["end"] for p in touching)])
+        if hi <= len(masked) and (not evidence or masked[lo:hi] == evidence):
+            return lo, hi
+    if not evidence:
+        return None
+    hits = []
+    at = masked.find(evidence)
+    while at >= 0:
+        hits.append(at)
+        at = masked.find(evidence, at + 1)
+    if not hits:
+        return None
+    near = start if isinstance(start, int) else 0
+    best = min(hits, key=lambda h: abs(h - near))
+    return best, best + len(evidence)
+
+
+def segments(text: str, marks: Sequence[tuple[int, int, str, str]]) -> list[Segment]:
+    """Cut ``text`` into plain and highlighted runs; overlapping marks are merged
+    (the first mark's class and every title)."""
+    spans = sorted((s, e, c, t) for s, e, c, t in marks if 0 <= s < e <= len(text))
+    merged: list[list[Any]] = []
+    for s, e, c, t in spans:
+        if merged and s < merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], e)
+            if t and t not in merged[-1][3]:
+                merged[-1][3] = f"{merged[-1][3]}；{t}" if merged[-1][3] else t
+        else:
+            merged.append([s, e, c, t])
+    out: list[Segment] = []
+    pos = 0
+    for s, e, c, t in merged:
+        if s > pos:
+            out.append((text[pos:s], "", ""))
+        out.append((text[s:e], c, t))
+        pos = e
+    if pos < len(text):
+        out.append((text[pos:], "", ""))
+    return out
+
+
+@dataclass(frozen=True)
+class FindingView:
+    category: str
+    category_label: str
+    severity: str
+    source: str
+    rule_id: str
+    score: float | None
+    basis: str
+    evidence: str
+    located: bool
+    context_evidence: str
+    # The id of the stored message that gave the line its meaning, when found.
+    context_message_id: int | None
+
+
+@dataclass(frozen=True)
+class TurnView:
+    id: int
+    flagged: bool
+    side: str  # advisor | customer | other
+    sender_label: str
+    msgtime: datetime
+    msgtype: str
+    segments: list[Segment]
+    context_for: list[str]
+
+
+@dataclass(frozen=True)
+class CaseView:
+    case: bot_models.ReviewCase
+    message: bot_models.Message
+    findings: list[FindingView]
+    turns: list[TurnView]
+    advisor: bot_service.AdvisorInfo | None
+    leader: bot_service.AdvisorInfo | None
+    customer_name: str
+    customer_id: str
+    earlier: list[bot_models.ReviewCase]
+    audit_entries: list[audit.AuditRecord]
+
+
+# The pipeline hands an advisor line the last CONTEXT_TURNS text turns of its
+# conversation within a day (bot.pipeline); ``context_index`` indexes that list.
+CONTEXT_TURNS = 8
+CONTEXT_WINDOW = timedelta(hours=24)
+TURNS_BEFORE = 12
+TURNS_AFTER = 6
+
+
+def _side(m: bot_models.Message) -> str:
+    return m.sender_role if m.sender_role in ("advisor", "customer") else "other"
+
+
+def _context_source(
+    finding: dict[str, Any], flagged: bot_models.Message, prior: Sequence[bot_models.Message]
+) -> bot_models.Message | None:
+    """The earlier message a finding's ``context_index`` names, checked by its evidence."""
+    evidence = str(finding.get("context_evidence") or "")
+    index = finding.get("context_index")
+    if index is None and not evidence:
+        return None
+    window = [m for m in prior if m.masked_text and m.msgtime >= flagged.msgtime - CONTEXT_WINDOW][
+        -CONTEXT_TURNS:
+    ]
+    if isinstance(index, int) and 0 <= index < len(window):
+        candidate = window[index]
+        if not evidence or evidence in candidate.masked_text:
+            return candidate
+    if evidence:
+        for m in reversed(prior):
+            if evidence in m.masked_text:
+                return m
+    return None
+
+
+async def case_view(*, case: bot_models.ReviewCase) -> CaseView:
+    message: bot_models.Message = case.message
+    analysis = message.analysis if isinstance(message.analysis, dict) else {}
+    raw_findings = [f for f in analysis.get("violations") or [] if isinstance(f, dict)]
+    pii = [p for p in analysis.get("pii") or [] if isinstance(p, dict)]
+    prior, following = await bot_service.conversation_around(
+        message=message, before=TURNS_BEFORE, after=TURNS_AFTER
+    )
+    findings: list[FindingView] = []
+    flagged_marks: list[tuple[int, int, str, str]] = []
+    context_marks: dict[int, list[tuple[int, int, str, str]]] = {}
+    context_notes: dict[int, list[str]] = {}
+    for f in raw_findings:
+        category = str(f.get("category", ""))
+        label = CATEGORY_LABELS.get(category, category)
+        where = finding_range(message.masked_text, f, pii)
+        if where is not None:
+            tone = "hl-violation" if f.get("severity") == "violation" else "hl-review"
+            flagged_marks.append((where[0], where[1], tone, label))
+        source_msg = _context_source(f, message, prior)
+        ctx_evidence = str(f.get("context_evidence") or "")
+        if source_msg is not None:
+            at = source_msg.masked_text.find(ctx_evidence) if ctx_evidence else -1
+            if at >= 0:
+                context_marks.setdefault(source_msg.id, []).append(
+                    (at, at + len(ctx_evidence), "hl-context", f"语境：{label}")
+                )
+            context_notes.setdefault(source_msg.id, []).append(label)
+        score = f.get("score")
+        findings.append(
+            FindingView(
+                category=category,
+                category_label=label,
+                severity=str(f.get("severity", "")),
+                source=str(f.get("source", "")),
+                rule_id=str(f.get("rule_id", "")),
+                score=float(score) if isinstance(score, int | float) else None,
+                basis=str(f.get("basis") or ""),
+                evidence=str(f.get("evidence") or ""),
+                located=where is not None,
+                context_evidence=ctx_evidence,
+                context_message_id=source_msg.id if source_msg is not None else None,
+            )
+        )
+    advisors = await bot_service.advisors_by_userid(userids=[case.advisor_userid])
+    advisor = advisors.get(case.advisor_userid)
+    leader = None
+    if advisor is not None and advisor.manager_userid:
+        leader = (await bot_service.advisors_by_userid(userids=[advisor.manager_userid])).get(
+            advisor.manager_userid
+        ) or bot_service.AdvisorInfo(advisor.manager_userid, "", "", "")
+    customer = message.customer
+    customer_name = customer.name if customer is not None else ""
+    customer_id = customer.external_userid if customer is not None else ""
+
+    def label_of(m: bot_models.Message) -> str:
+        if m.sender_role == "advisor":
+            return (
+                advisor.name if advisor and m.sender_id == advisor.userid else ""
+            ) or m.sender_id
+        if m.sender_role == "customer":
+            # A group chat has many customers: only this case's customer is named.
+            same = customer is not None and m.sender_id == customer.external_userid
+            return customer_name if same and customer_name else "客户"
+        return m.sender_id
+
+    turns = []
+    for m in [*prior, message, *following]:
+        flagged = m.id == message.id
+        marks = flagged_marks if flagged else context_marks.get(m.id, [])
+        turns.append(
+            TurnView(
+                id=m.id,
+                flagged=flagged,
+                side=_side(m),
+                sender_label=label_of(m),
+                msgtime=m.msgtime,
+                msgtype=m.msgtype,
+                segments=segments(m.masked_text, marks),
+                context_for=context_notes.get(m.id, []),
+            )
+        )
+    return CaseView(
+        case=case,
+        message=message,
+        findings=findings,
+        turns=turns,
+        advisor=advisor,
+        leader=leader,
+        customer_name=customer_name,
+        customer_id=customer_id,
+        earlier=await bot_service.advisor_cases(
+            advisor_userid=case.advisor_userid, exclude_id=case.id
+        ),
+        audit_entries=await audit.entries(
+            where=audit.AuditFilter(target=case_target(case.id)), limit=20
+        ),
+    )
+
+
+def age_of(opened: datetime, *, at: datetime) -> tuple[str, str]:
+    """A case's age as a reviewer reads it (「2天3小时」) and its SLA tone."""
+    delta = max(at - opened, timedelta(0))
+    days, rest = divmod(int(delta.total_seconds()), 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    if days:
+        text = f"{days}天{hours}小时"
+    elif hours:
+        text = f"{hours}小时{minutes}分"
+    else:
+        text = f"{minutes}分钟"
+    tone = "bad" if delta >= SLA_BREACH else "warn" if delta >= SLA_WARN else "ok"
+    return text, tone
+
+
+# ------------------------------------------------------------------ labelled data
+
+
+def _turn_role(m: bot_models.Message) -> str | None:
+    return m.sender_role if m.sender_role in ("advisor", "customer") else None
+
+
+async def label_line(case: bot_models.ReviewCase) -> dict[str, Any] | None:
+    """One decided case as a line of compliance_nlp's labelled format (ANNOTATION.md).
+
+    confirmed → the case's categories; false_positive → ``violations: []`` (a hard
+    negative the next model learns from).  ``context`` holds the masked turns the
+    pipeline read before the line (ANNOTATION_THREADS.md: a line judged in its
+    conversation).  Masked text only: an original never leaves the sealed column.
+    """
+    message: bot_models.Message = case.message
+    if not message.masked_text.strip():
+        return None
+    prior, _ = await bot_service.conversation_around(message=message, before=TURNS_BEFORE, after=0)
+    window = [
+        m
+        for m in prior
+        if m.masked_text and _turn_role(m) and m.msgtime >= message.msgtime - CONTEXT_WINDOW
+    ][-CONTEXT_TURNS:]
+    violations = (
+        [{"category": c} for c in case.categories if isinstance(c, str)]
+        if case.status == "confirmed"
+        else []
+    )
+    return {
+        "id": f"review-{case.id}",
+        "text": message.masked_text,
+        "role": "advisor",
+        "intent": None,
+        "sentiment": None,
+        "violations": violations,
+        # Personal numbers were masked before storage: none is left to label.
+        "pii": [],
+        "context": [{"role": _turn_role(m), "text": m.masked_text} for m in window],
+        "review": {
+            "case": case.id,
+            "decision": case.status,
+            "decided_at": case.decided_at.isoformat() if case.decided_at else None,
+        },
+    }
+
+
+async def do_export_labels(
+    *, actor: Actor, source: str, since: datetime, until: datetime | None
+) -> list[dict[str, Any]]:
+    """Every case decided final in [since, until) as labelled lines, the export audited.
+
+    A line decided twice over (the same words in the same context, e.g. a bulk of
+    duplicates) is written once, with the latest decision.
+    """
+    lines: dict[tuple[str, str], dict[str, Any]] = {}
+    after = 0
+    while True:
+        batch = await bot_service.decided_cases(since=since, until=until, after_id=after)
+        if not batch:
+            break
+        after = batch[-1].id
+        for case in batch:
+            line = await label_line(case)
+            if line is None:
+                continue
+            key = (line["text"], repr(line["context"]))
+            previous = lines.get(key)
+            if previous is None or (line["review"]["decided_at"] or "") >= (
+                previous["review"]["decided_at"] or ""
+            ):
+                lines[key] = line
+    out = sorted(lines.values(), key=lambda line: int(line["review"]["case"]))
+    await audit.append_alone(
+        actor=actor,
+        action="review.export_labels",
+        target="review_case:*",
+        source=source,
+        detail={
+            "since": since.isoformat(),
+            "until": until.isoformat() if until else None,
+            "lines": len(out),
+        },
+    )
+    return out
