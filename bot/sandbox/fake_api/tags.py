@@ -11,6 +11,15 @@ from bot.sandbox.fake_api.state import SandboxState
 
 __all__ = ["ROUTES"]
 
+#: WeCom's limit on a corp tag's or group's name (标签名称/标签组名称 ≤ 30 个字符); longer
+#: names are refused with 40058 (invalid parameter).
+NAME_MAX = 30
+
+
+def _check_name(name: object) -> None:
+    if isinstance(name, str) and len(name) > NAME_MAX:
+        raise WeComApiError(40058, f"name longer than {NAME_MAX} characters")
+
 
 def _get_corp_tag_list(state: SandboxState, call: Call) -> dict[str, Any]:
     tag_ids = set(str_list(call.body.get("tag_id")))
@@ -34,6 +43,9 @@ def _add_corp_tag(state: SandboxState, call: Call) -> dict[str, Any]:
         isinstance(t, dict) and isinstance(t.get("name"), str) and t["name"] for t in new_tags
     ):
         raise WeComApiError(40058, "tag needs names")
+    for t in new_tags:
+        _check_name(t["name"])
+    _check_name(body.get("group_name"))
     now = int(state.clock())
     group: TagGroup | None
     if body.get("group_id"):
@@ -60,6 +72,7 @@ def _edit_corp_tag(state: SandboxState, call: Call) -> dict[str, Any]:
     target = required(call.body.get("id"))
     name = call.body.get("name")
     order = call.body.get("order")
+    _check_name(name)
     group = state.tag_groups.get(target)
     if group is not None:
         if name and any(g.group_name == name for g in state.tag_groups.values() if g is not group):
