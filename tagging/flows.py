@@ -60,7 +60,9 @@ def _group_syncs(group: TagGroup) -> bool:
     return group.origin == Origin.WECOM or group.sync_to_wecom
 
 
-async def push_new_tag(*, conn: BaseDBAsyncClient, tag: Tag, group: TagGroup) -> bool:
+async def push_new_tag(
+    *, conn: BaseDBAsyncClient, tag: Tag, group: TagGroup, repair: str = ""
+) -> bool:
     """Queue ``add_corp_tag`` for a tag of a synced group; False when it stays local.
 
     WeCom holds no empty group, so a new siyu group reaches WeCom with its first tag
@@ -74,9 +76,9 @@ async def push_new_tag(*, conn: BaseDBAsyncClient, tag: Tag, group: TagGroup) ->
         group_name=None if group.wecom_group_id else group.name,
         order=None if group.wecom_group_id else group.order,
     )
-    queued = await outbox.enqueue(
-        conn, idem_key=f"tagging.tag:{tag.id}:add", write=write, origin=f"tagging.tag:{tag.id}:add"
-    )
+    # A repair (the first push failed or was lost) is a new write with a key of its own.
+    key = f"tagging.tag:{tag.id}:add" + (f":{repair}" if repair else "")
+    queued = await outbox.enqueue(conn, idem_key=key, write=write, origin=key)
     if queued is not None:
         tag.push_pending = True
         await tag.save(using_db=conn, update_fields=["push_pending", "updated_at"])
@@ -229,12 +231,13 @@ async def do_delete_tag(*, tag_id: int, actor: Actor) -> int:
         tag = await service.get_tag(conn=conn, tag_id=tag_id)
         if tag is None:
             raise NotFound(f"tag {tag_id}")
+        wecom_tag_id = tag.wecom_tag_id  # _drop_tag unlinks it
         removed = await _drop_tag(conn=conn, tag=tag, actor_ref=actor.ref, source=TagSource.MANUAL)
-        if tag.wecom_tag_id and _group_syncs(tag.group):
+        if wecom_tag_id and _group_syncs(tag.group):
             await outbox.enqueue(
                 conn,
                 idem_key=f"tagging.tag:{tag.id}:del",
-                write=outbox.del_corp_tag(tag_id=[tag.wecom_tag_id]),
+                write=outbox.del_corp_tag(tag_id=[wecom_tag_id]),
                 origin=f"tagging.tag:{tag.id}:del",
             )
         await audit.append(

@@ -68,6 +68,11 @@ class Report:
 # ---------------------------------------------------------------- the library
 
 
+def _repair_key() -> str:
+    """A repair's own outbox key: one per reconcile run and object (milliseconds)."""
+    return f"r{int(service.now().timestamp() * 1000)}"
+
+
 async def apply_library(
     *,
     conn: BaseDBAsyncClient,
@@ -103,7 +108,9 @@ async def apply_library(
             if tag.group.origin == Origin.SIYU and repair:
                 # siyu wins for its own synced groups: WeCom lost the tag, push it again.
                 await service.update_tag(conn=conn, tag=tag, wecom_tag_id=None)
-                if await flows.push_new_tag(conn=conn, tag=tag, group=tag.group):
+                if await flows.push_new_tag(
+                    conn=conn, tag=tag, group=tag.group, repair=_repair_key()
+                ):
                     report.add("tag_pushed_again", tag_id=tag.id)
             else:
                 removed = await flows._drop_tag(
@@ -114,7 +121,9 @@ async def apply_library(
         # Tags of synced groups WeCom has never seen (a push that failed or was lost).
         for tag in await service.live_tags(conn=conn):
             if not tag.wecom_tag_id and not tag.push_pending and flows._group_syncs(tag.group):
-                if await flows.push_new_tag(conn=conn, tag=tag, group=tag.group):
+                if await flows.push_new_tag(
+                    conn=conn, tag=tag, group=tag.group, repair=_repair_key()
+                ):
                     report.add("tag_pushed", tag_id=tag.id)
 
 
@@ -155,7 +164,7 @@ async def _match_group(
                 wecom_id=gid,
                 name=group.name if "name" in changes else None,
                 order=group.order if "order" in changes else None,
-                key=f"tagging.group:{group.id}:repair:{service.now().timestamp():.0f}",
+                key=f"tagging.group:{group.id}:{_repair_key()}",
             )
             await service.update_group(conn=conn, group=group, push_pending=True)
             report.add("group_pushed", group_id=group.id, fields=sorted(changes))
@@ -213,7 +222,7 @@ async def _match_tag(
             wecom_id=tid,
             name=tag.name if "name" in changes else None,
             order=tag.order if "order" in changes else None,
-            key=f"tagging.tag:{tag.id}:repair:{service.now().timestamp():.0f}",
+            key=f"tagging.tag:{tag.id}:{_repair_key()}",
         )
         await service.update_tag(conn=conn, tag=tag, push_pending=True)
         report.add("tag_pushed", tag_id=tag.id, fields=sorted(changes))
