@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+BASE_STAMP := $(VENV)/.installed-base
 
-.PHONY: run test venv lint format typecheck bench vendor clean
+.PHONY: run test venv lint format typecheck bench size vendor clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -12,13 +13,19 @@ $(BIN)/python:
 
 # Reinstall only when the project's dependencies change. The lock keeps `make run` and
 # `make test` started together from racing two pip installs into one venv.
+# `make run` installs the base only (no torch, transformers, browser or linters: the
+# models run with onnxruntime); `make test` adds the test extra, which brings `train`.
+$(BASE_STAMP): pyproject.toml | $(BIN)/python
+	flock $(VENV)/.install.lock $(BIN)/pip install --quiet -e .
+	touch $(BASE_STAMP)
+
 $(STAMP): pyproject.toml | $(BIN)/python
 	flock $(VENV)/.install.lock $(BIN)/pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	touch $(STAMP) $(BASE_STAMP)
 
 venv: $(STAMP)
 
-run: $(STAMP)
+run: $(BASE_STAMP)
 	$(BIN)/siyu demo
 
 test: $(STAMP)
@@ -40,6 +47,11 @@ bench: $(STAMP)
 	$(BIN)/python bench/callback.py
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/nlp.py
+
+# What a base install (`pip install siyu`, what `make run` installs) weighs on disk,
+# measured in a fresh venv under var/ with the time pip took.
+size: $(STAMP)
+	$(BIN)/python bench/size.py
 
 # Browser assets (htmx, …) from their npm packages, versions and sha256 in
 # admin/static/vendor/vendor.json; nothing is loaded from a CDN.

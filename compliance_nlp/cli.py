@@ -28,7 +28,7 @@ def register(subparsers: Any, config_factory: Callable[[], AnalyzerConfig]) -> N
     """Add ``nlp`` with its sub-commands to an argparse ``subparsers`` object."""
     from compliance_nlp.training.train import TrainOptions  # defaults shown in --help
 
-    nlp = subparsers.add_parser("nlp", help="compliance NLP: analyze, train, eval")
+    nlp = subparsers.add_parser("nlp", help="compliance NLP: analyze, train, export, eval")
     sub = nlp.add_subparsers(dest="nlp_command", required=True)
 
     p_an = sub.add_parser(
@@ -70,6 +70,19 @@ def register(subparsers: Any, config_factory: Callable[[], AnalyzerConfig]) -> N
         "--max-steps", type=int, default=0, help="cap optimisation steps (smoke runs)"
     )
     p_tr.set_defaults(func=lambda a: _cmd_train(a, config_factory))
+
+    p_ex = sub.add_parser(
+        "export",
+        help="write model.onnx beside a transformers checkpoint (needs siyu[train])",
+        description=(
+            "Export each model directory (or each member of an ensemble directory) to "
+            "model.onnx, checked against the checkpoint before it is written; analysis "
+            "then runs it with onnxruntime, without torch. `siyu nlp train` exports the "
+            "models it trains; a bank's own fine-tuned checkpoint is exported with this."
+        ),
+    )
+    p_ex.add_argument("dirs", type=Path, nargs="+", metavar="DIR", help="model directory")
+    p_ex.set_defaults(func=_cmd_export)
 
     p_ev = sub.add_parser(
         "eval",
@@ -230,6 +243,29 @@ def _cmd_train(args: argparse.Namespace, factory: Callable[[], AnalyzerConfig]) 
         report = evaluate(read_jsonl(options.heldout_file), Analyzer(config))
         print(f"metrics on {options.heldout_file} (optimistic if it is in the dev pool):")
         print(report.render())
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    try:
+        import torch  # noqa: F401  # only to say what is missing before any work
+        import transformers  # noqa: F401
+    except ImportError:
+        print(
+            "siyu nlp export needs torch and transformers: pip install 'siyu[train]'",
+            file=sys.stderr,
+        )
+        return 2
+    from compliance_nlp.training.export import ExportError, export_onnx
+
+    for directory in args.dirs:
+        try:
+            written = export_onnx(directory)
+        except ExportError as exc:
+            print(f"cannot export {directory}: {exc}", file=sys.stderr)
+            return 2
+        for path in written:
+            print(f"wrote {path}")
     return 0
 
 

@@ -38,6 +38,7 @@ from compliance_nlp.pii import PiiMatch, PiiType
 from compliance_nlp.rules import CATEGORIES
 from compliance_nlp.training import pairs as context_pairs
 from compliance_nlp.training.evaluate import read_jsonl
+from compliance_nlp.training.export import export_onnx
 from compliance_nlp.training.threads import is_thread, thread_rows
 from compliance_nlp.types import INTENTS, AnalyzerConfig, Turn
 
@@ -95,6 +96,9 @@ class TrainOptions:
     # Share of hand-written advisor lines also trained with an unrelated customer turn
     # before them (same label): context must not change what the line alone says.
     context_augment: float = 0.25
+    # Write model.onnx beside each trained model (``training.export``) before it is put
+    # in place, so a served model and its export always come from the same weights.
+    export: bool = True
 
 
 def labelled_pii(row: dict[str, Any]) -> list[PiiMatch]:
@@ -342,6 +346,8 @@ def train_all(options: TrainOptions, *, threads: int = 2) -> dict[str, dict[str,
             (staging / ENSEMBLE_FILE).write_text(
                 json.dumps({"members": members}, indent=1) + "\n", encoding="utf-8"
             )
+        if options.export:
+            export_onnx(staging)
         _swap_in(staging, target)
     return results
 
