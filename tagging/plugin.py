@@ -22,6 +22,6 @@ DOMAIN = Domain(
     ),
     cli=register_cli,
     hooks={"on_event": hooks.on_event},
-    outbox_checks={"tagging.tag": sync.before_tag_write},
+    outbox_checks={"tagging.tag": sync.before_tag_write, "tagging.mark": sync.before_mark},
     outbox_settled={"tagging.tag": sync.on_tag_settled, "tagging.group": sync.on_tag_settled},
 )

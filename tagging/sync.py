@@ -40,7 +40,7 @@ from bot.wecom.client import WeComClient, WeComError
 from core import audit
 from core.audit import Actor
 from tagging import flows, service
-from tagging.models import Origin, Tag, TagGroup, TagSource
+from tagging.models import CustomerTag, Origin, Tag, TagGroup, TagSource
 
 log = logging.getLogger(__name__)
 
@@ -428,6 +428,31 @@ async def before_tag_write(pending: outbox.PendingWrite) -> str | None:
         return "标签已删除，不再同步到企业微信"
     if not flows._group_syncs(tag.group):
         return "标签组已取消同步"
+    return None
+
+
+async def before_mark(pending: outbox.PendingWrite) -> str | None:
+    """Re-check a queued ``mark_tag``: the customer tag may have changed since.
+
+    A late add after a removal (or the reverse) would leave WeCom disagreeing with
+    siyu, and a mark_tag is not undone by anyone else — so it is cancelled.
+    """
+    parts = pending.origin.split(":")  # tagging.mark:add|del:<customer tag id>
+    if len(parts) != 3 or not parts[2].isdigit():
+        return None
+    still_there = await CustomerTag.filter(id=int(parts[2])).exists()
+    if parts[1] == "add" and not still_there:
+        return "客户标签已移除，不再推送"
+    if parts[1] == "del":
+        wecom_ids = [str(t) for t in pending.payload.get("remove_tag") or []]
+        ext = str(pending.payload.get("external_userid") or "")
+        customer_id = await service.customer_id_of(external_userid=ext)
+        if customer_id is not None and wecom_ids:
+            again = await CustomerTag.filter(
+                customer_id=customer_id, tag__wecom_tag_id__in=wecom_ids
+            ).exists()
+            if again:
+                return "客户已重新打上此标签，不再移除"
     return None
 
 

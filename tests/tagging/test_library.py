@@ -104,7 +104,8 @@ async def test_customer_tag_records_source_actor_reason_and_history(db: None) ->
         )
     assert change.changed
     by_tag = {
-        ct.tag.name: ct for ct in await flows.customer_tags(external_userid="wmCUSTOMER000000000001")
+        ct.tag.name: ct
+        for ct in await flows.customer_tags(external_userid="wmCUSTOMER000000000001")
     }
     assert by_tag["关注养老"].reason == {"rule_id": 5, "message_ids": [11, 12]}
 

@@ -329,3 +329,31 @@ async def test_sandbox_refuses_overlong_names_with_40058(corp: FakeCorp) -> None
     with pytest.raises(WeComError) as info:
         await corp.client().add_corp_tag(group_name="组", tags=[{"name": "长" * 31}])
     assert info.value.errcode == 40058
+
+
+async def test_a_mark_overtaken_by_a_removal_is_cancelled_before_send(corp: FakeCorp) -> None:
+    await sync.sync_library(client=corp.client())
+    userid = next(u for u, f in corp.state.follows.items() if f)
+    ext = corp.customer_of(userid)
+    async with in_transaction() as conn:
+        customer = await bot_service.upsert_customer(conn=conn, external_userid=ext)
+        advisor = await bot_service.upsert_advisor(conn=conn, userid=userid)
+        await bot_service.upsert_follow(
+            conn=conn,
+            customer=customer,
+            advisor=advisor,
+            status=bot_models.RelationStatus.ACTIVE,
+            at=bot_service.now(),
+        )
+    info = corp.state.follows[userid][ext]
+    tag = next(t for t in await service.live_tags() if t.wecom_tag_id not in info.tags)
+    await flows.do_tag_customer(external_userid=ext, tag_id=tag.id, actor=OPS)
+    await flows.do_untag_customer(external_userid=ext, tag_id=tag.id, actor=OPS)
+    await drain(corp)
+    states = {
+        r.origin.split(":")[1]: r.state
+        for r in await bot_models.OutboxItem.filter(origin__startswith="tagging.mark:")
+    }
+    # The add was overtaken by the removal: it never reached WeCom.
+    assert states["add"] == "cancelled"
+    assert tag.wecom_tag_id not in info.tags
