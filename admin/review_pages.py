@@ -148,7 +148,7 @@ async def _queue_page(
                 {
                     "case": c,
                     "advisor": infos.get(c.advisor_userid),
-                    "age": review.age_of(c.created_at, at=at),
+                    "age": review.age_of(c.created_at, at=c.decided_at or at),
                     "excerpt": (c.message.masked_text or "")[:60],
                     "customer": c.message.customer,
                 }
@@ -206,7 +206,8 @@ async def _case_page(
         {
             "v": view,
             "c": case,
-            "age": review.age_of(case.created_at, at=at),
+            # A decided case's age stops at its decision (how long the review took).
+            "age": review.age_of(case.created_at, at=case.decided_at or at),
             "categories": CATEGORY_LABELS,
             "severities": review.SEVERITY_LABELS,
             "status_labels": review.STATUS_LABELS,
