@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import logging
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -172,13 +173,21 @@ def _asset_version(filename: str) -> str:
     return hashlib.sha256(data).hexdigest()[:12]
 
 
+def _has_templates(package: str) -> bool:
+    # A domain is named after its package; a record built elsewhere (a test's) may
+    # name none, and then brings no templates.
+    if importlib.util.find_spec(package) is None:
+        return False
+    return resources.files(package).joinpath("templates").is_dir()
+
+
 def add_console_routes(app: web.Application) -> None:
     domains = app.get(DOMAINS, ())
     # Each domain with pages keeps its templates beside them (<package>/templates); the
     # shell's own come first, so a domain extends base.html and uses its macros.
     loaders: list[jinja2.BaseLoader] = [jinja2.PackageLoader("admin", "templates")]
     for d in domains:
-        if d.pages and d.name != "admin" and resources.files(d.name).joinpath("templates").is_dir():
+        if d.pages and d.name != "admin" and _has_templates(d.name):
             loaders.append(jinja2.PackageLoader(d.name, "templates"))
     env = aiohttp_jinja2.setup(
         app,
