@@ -260,7 +260,8 @@ async def _compile(node: Node, sql: _Sql, tag_ids: dict[str, list[int]], today: 
         col = sql.attr(node.name)
         lo = sql.bind(today.isoformat())
         hi = sql.bind((today + timedelta(days=node.days)).isoformat())
-        return f"COALESCE(({col} >= {lo} AND {col} <= {hi}), FALSE)"
+        # BETWEEN names the column once: each mention would be a parameter of its own.
+        return f"COALESCE(({col} BETWEEN {lo} AND {hi}), FALSE)"
     if isinstance(node, Not):
         return f"NOT ({await _compile(node.item, sql, tag_ids, today)})"
     joiner = " AND " if isinstance(node, And) else " OR "

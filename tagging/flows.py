@@ -417,3 +417,28 @@ async def customer_tags(*, external_userid: str) -> list[CustomerTag]:
     if customer_id is None:
         raise NotFound("customer")
     return await service.tags_of_customer(customer_id=customer_id)
+
+
+# ---------------------------------------------------------------- audiences
+
+
+async def check_audience(*, expr: str) -> Any:
+    """Parse and compile ``expr`` (unknown tags and attributes refused); no side effects."""
+    from tortoise import Tortoise
+
+    from tagging import audience
+
+    node = audience.parse(expr)
+    await audience.where_clause(node, conn=Tortoise.get_connection("default"))
+    return node
+
+
+async def do_save_audience(*, name: str, expr: str, actor: Actor) -> Any:
+    """Save (or replace) a named audience; the expression is checked first."""
+    await check_audience(expr=expr)
+    async with in_transaction() as conn:
+        saved = await service.save_audience(conn=conn, name=name, expr=expr, created_by=actor.ref)
+        await audit.append(
+            conn=conn, actor=actor, action="tagging.audience.save", target=f"audience:{saved.id}"
+        )
+    return saved

@@ -14,9 +14,9 @@ from pydantic import BaseModel, ValidationError
 
 from core.access import principal_of, requires
 from core.audit import Actor
-from tagging import flows, service
+from tagging import audience, flows, service
 from tagging.models import CustomerTag, Tag, TagGroup
-from tagging.schemas import CustomerTagIn, GroupIn, TagEdit, TagIn
+from tagging.schemas import AudienceIn, CustomerTagIn, GroupIn, TagEdit, TagIn
 
 
 def error(status: int, code: str, message: str, **extra: Any) -> web.Response:
@@ -242,7 +242,83 @@ async def untag_customer(request: web.Request) -> web.Response:
     return await _guarded(request, work)
 
 
+# ---------------------------------------------------------------- audiences
+
+PREVIEW_MAX = 100
+
+
+def _invalid(exc: audience.ExpressionError) -> web.Response:
+    return error(400, "invalid_expression", exc.message, position=exc.position)
+
+
+@requires("customers:read")
+async def audience_count(request: web.Request) -> web.Response:
+    """``GET /api/v1/audiences/count?expr=…`` → ``{"count": N}``."""
+    expr = request.query.get("expr", "")
+    try:
+        node = await flows.check_audience(expr=expr)
+        n = await audience.count(node)
+    except audience.ExpressionError as exc:
+        return _invalid(exc)
+    return web.json_response({"count": n})
+
+
+@requires("customers:read")
+async def audience_preview(request: web.Request) -> web.Response:
+    """``GET /api/v1/audiences/preview?expr=…&limit=…``: sample customers, masked.
+
+    Masked for every role: a sample is for checking an expression, not for reading
+    customers (the customer page, with its own permission, shows them).
+    """
+    expr = request.query.get("expr", "")
+    try:
+        limit = int(request.query.get("limit", "20"))
+    except ValueError:
+        return error(400, "invalid_input", "limit must be a number")
+    if not 1 <= limit <= PREVIEW_MAX:
+        return error(400, "invalid_input", f"limit must be 1..{PREVIEW_MAX}")
+    try:
+        node = await flows.check_audience(expr=expr)
+        rows = await audience.preview(node, limit=limit)
+        n = await audience.count(node)
+    except audience.ExpressionError as exc:
+        return _invalid(exc)
+    return web.json_response(
+        {
+            "count": n,
+            "customers": [{"external_userid": r.external_userid, "name": r.name} for r in rows],
+        }
+    )
+
+
+@requires("customers:read")
+async def list_audiences(request: web.Request) -> web.Response:
+    saved = await service.audiences()
+    return web.json_response(
+        {"audiences": [{"id": a.id, "name": a.name, "expr": a.expr} for a in saved]}
+    )
+
+
+@requires("tags:write")
+async def save_audience(request: web.Request) -> web.Response:
+    async def work() -> web.Response:
+        body = await _body(request, AudienceIn)
+        try:
+            saved = await flows.do_save_audience(
+                name=body.name, expr=body.expr, actor=actor_of(request)
+            )
+        except audience.ExpressionError as exc:
+            return _invalid(exc)
+        return web.json_response({"id": saved.id, "name": saved.name, "expr": saved.expr})
+
+    return await _guarded(request, work)
+
+
 def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/v1/audiences", list_audiences)
+    app.router.add_post("/api/v1/audiences", save_audience)
+    app.router.add_get("/api/v1/audiences/count", audience_count)
+    app.router.add_get("/api/v1/audiences/preview", audience_preview)
     app.router.add_get("/api/v1/tags", list_library)
     app.router.add_post("/api/v1/tags", create_tag)
     app.router.add_post("/api/v1/tags/groups", create_group)

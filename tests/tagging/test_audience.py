@@ -1,0 +1,183 @@
+"""Audience expressions: parser errors with positions, injection attempts, counts on both dialects."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import pytest
+from tortoise.transactions import in_transaction
+
+from bot import models as bot_models
+from bot import service as bot_service
+from core.audit import Actor
+from tagging import audience, flows
+from tagging.models import TagSource
+from tagging.schemas import GroupIn, TagIn
+
+OPS = Actor("operator", "7", "运营小王")
+TODAY = date(2026, 12, 6)
+
+EXPR = 'tag:"高净值" AND (tag:"关注养老" OR attr.risk_level >= C3) AND NOT tag:"已退订"'
+
+
+@pytest.mark.parametrize(
+    ("expr", "position", "message"),
+    [
+        ('tag:"高净值" AND (tag:"关注养老"', 25, "unexpected end"),
+        ('tag:"高净值" AND', 13, "unexpected end"),
+        ('tag:"a" AND AND tag:"b"', 12, "AND"),
+        ('tag:"a")', 7, ")"),
+        ("", 0, "empty"),
+        ('tag:"a" ; DROP TABLE bot_customer', 8, ";"),
+        ("attr.risk_level) OR (1=1", 15, ")"),
+        ('tag:"a" OR 1=1', 11, "1"),
+    ],
+)
+def test_syntax_errors_name_their_position(expr: str, position: int, message: str) -> None:
+    with pytest.raises(audience.ExpressionError) as info:
+        audience.parse(expr)
+    assert info.value.position == position
+    assert message in info.value.message
+
+
+def test_the_ast_of_a_representative_expression() -> None:
+    node = audience.parse(EXPR + " AND attr.maturity_date WITHIN 7d")
+    assert isinstance(node, audience.And)
+    assert node.items[0] == audience.TagTerm("高净值", 0)
+    assert isinstance(node.items[1], audience.Or)
+    assert node.items[1].items[1] == audience.AttrCmp("risk_level", ">=", "C3", 29)
+    assert node.items[2] == audience.Not(audience.TagTerm("已退订", 60))
+    assert node.items[3] == audience.AttrWithin("maturity_date", 7, 74)
+    # Keywords are case-insensitive; a quote inside a tag name is escaped.
+    assert audience.parse('tag:"a\\"b" and not tag:"c"') == audience.And(
+        (audience.TagTerm('a"b', 0), audience.Not(audience.TagTerm("c", 19)))
+    )
+
+
+def test_too_long_or_too_many_terms_is_refused() -> None:
+    with pytest.raises(audience.ExpressionError, match="longer"):
+        audience.parse('tag:"a" OR ' * 300 + 'tag:"a"')
+    with pytest.raises(audience.ExpressionError, match="terms"):
+        audience.parse(" OR ".join(['tag:"a"'] * 65))
+
+
+async def _seed() -> dict[str, int]:
+    """Five customers with tags and attributes; returns tag ids by name."""
+    group = await flows.do_create_group(spec=GroupIn(name="画像"), actor=OPS)
+    tags = {}
+    for name in ("高净值", "关注养老", "已退订", "'; DROP TABLE bot_customer; --"):
+        tags[name] = (
+            await flows.do_create_tag(spec=TagIn(group_id=group.id, name=name[:30]), actor=OPS)
+        ).id
+    people: list[tuple[str, str, dict[str, Any], list[str]]] = [
+        (
+            "wmAUD00000000000000001",
+            "张三丰",
+            {"risk_level": "C4", "maturity_date": "2026-12-10"},
+            ["高净值"],
+        ),
+        ("wmAUD00000000000000002", "李四", {"risk_level": "C2", "age": 61}, ["高净值", "关注养老"]),
+        ("wmAUD00000000000000003", "王五", {"risk_level": "C5"}, ["高净值", "已退订"]),
+        (
+            "wmAUD00000000000000004",
+            "赵六",
+            {"risk_level": "C1", "maturity_date": "2027-03-01"},
+            ["高净值"],
+        ),
+        ("wmAUD00000000000000005", "钱七", {}, ["'; DROP TABLE bot_customer; --"]),
+    ]
+    async with in_transaction() as conn:
+        for ext, name, attrs, names in people:
+            customer = await bot_service.upsert_customer(conn=conn, external_userid=ext)
+            await (
+                bot_models.Customer.filter(id=customer.id)
+                .using_db(conn)
+                .update(name=name, attributes=attrs)
+            )
+            for n in names:
+                tag = await flows.service.get_tag(conn=conn, tag_id=tags[n])
+                assert tag is not None
+                await flows.tag_customer(
+                    conn=conn,
+                    external_userid=ext,
+                    tag=tag,
+                    source=TagSource.IMPORT,
+                    applied_by="import:test",
+                )
+    return tags
+
+
+async def _count(expr: str) -> int:
+    return await audience.count(audience.parse(expr), today=TODAY)
+
+
+async def test_counts_and_previews_match_the_data(db: None) -> None:
+    await _seed()
+    assert await _count(EXPR) == 2  # 张三丰 (C4) and 李四 (关注养老); 王五 unsubscribed
+    assert await _count('tag:"高净值"') == 4
+    assert await _count('NOT tag:"高净值"') == 1
+    assert await _count("attr.risk_level >= C3") == 2
+    assert await _count("attr.risk_level < C3") == 2
+    assert await _count("NOT attr.risk_level = C1") == 4  # missing attribute counts as not equal
+    assert await _count("attr.age >= 60") == 1
+    assert await _count("attr.maturity_date WITHIN 7d") == 1
+    assert await _count("attr.maturity_date WITHIN 120d") == 2
+    assert await _count('attr.maturity_date > "2027-01-01"') == 1
+    # A tag whose name looks like SQL is just a name.
+    assert await _count('tag:"\'; DROP TABLE bot_customer; --"') == 1
+    assert await bot_models.Customer.all().count() == 5
+
+    rows = await audience.preview(audience.parse(EXPR), limit=1, today=TODAY)
+    assert len(rows) == 1
+    assert rows[0].name == "张**" and rows[0].external_userid == "wmAU…0001"
+
+
+async def test_unknown_names_and_bad_values_are_refused_with_positions(db: None) -> None:
+    await _seed()
+    cases = [
+        ('tag:"高净值" AND tag:"不存在"', 14, "unknown tag"),
+        ('tag:"高净值" OR attr.salary > 3', 13, "unknown attribute"),
+        ("attr.risk_level >= C9", 0, "C1"),
+        ("attr.risk_level = \"C3' OR '1'='1\"", 0, "C1"),
+        ("attr.age > abc", 0, "number"),
+        ("attr.risk_level WITHIN 7d", 0, "date"),
+        ('attr.birthday > "tomorrow"', 0, "date"),
+    ]
+    for expr, position, message in cases:
+        with pytest.raises(audience.ExpressionError) as info:
+            await _count(expr)
+        assert info.value.position == position, expr
+        assert message in info.value.message, expr
+
+
+async def test_api_count_preview_and_saved_audiences(edge: Any) -> None:
+    await _seed()
+    status, body = await edge.api("GET", "/api/v1/audiences/count", params={"expr": 'tag:"高净值"'})
+    assert (status, body) == (200, {"count": 4})
+    status, body = await edge.api(
+        "GET", "/api/v1/audiences/count", params={"expr": 'tag:"高净值" AND (tag:"关注养老"'}
+    )
+    assert status == 400
+    assert body["error"]["code"] == "invalid_expression"
+    assert body["error"]["position"] == 25 and body["error"]["message"]
+    status, body = await edge.api(
+        "GET", "/api/v1/audiences/preview", params={"expr": 'tag:"高净值"', "limit": "2"}
+    )
+    assert status == 200 and body["count"] == 4 and len(body["customers"]) == 2
+    assert all("…" in c["external_userid"] for c in body["customers"])
+    status, _ = await edge.api(
+        "GET", "/api/v1/audiences/preview", params={"expr": 'tag:"高净值"', "limit": "5000"}
+    )
+    assert status == 400
+
+    status, saved = await edge.api(
+        "POST", "/api/v1/audiences", json={"name": "养老高净值", "expr": EXPR}
+    )
+    assert status == 200 and saved["name"] == "养老高净值"
+    status, body = await edge.api(
+        "POST", "/api/v1/audiences", json={"name": "坏的", "expr": 'tag:"没有"'}
+    )
+    assert status == 400 and body["error"]["position"] == 0
+    status, body = await edge.api("GET", "/api/v1/audiences")
+    assert [a["name"] for a in body["audiences"]] == ["养老高净值"]
