@@ -1,4 +1,4 @@
-"""Audience expressions: parser errors with positions, injection attempts, counts on both dialects."""
+"""Audience expressions: parse errors with positions, injection attempts, counts per dialect."""
 
 from __future__ import annotations
 
