@@ -428,3 +428,97 @@ def test_export_labels_cli_refuses_bad_dates(
         code = int(exc.code or 0)
     assert code == 2
     assert not (tmp_path / "x.db").exists()  # refused before the database is opened
+
+
+async def test_an_escalated_case_is_decided_later(console: Console) -> None:
+    seeded = await _seed_two_advisors(console)
+    case = seeded["zhao"].cases[0]
+    await make_operator("compliance", name="reviewer")
+    client, token = await signed_in_client(console, "reviewer")
+    url = console.url(f"/review/{case.id}/decide")
+    async with client:
+        status, _, _ = await _post(
+            client, url, token, {"decision": "escalated", "comment": "涉及多名客户，提交合规负责人"}
+        )
+        assert status == 303
+        _, html = await _page(client, console.url("/review"))  # still on the work list
+        assert case.id in _case_ids_in(html) and "已升级" in html
+        status, _, _ = await _post(
+            client, url, token, {"decision": "confirmed", "comment": "负责人确认违规"}
+        )
+        assert status == 303
+    assert (await bot_models.ReviewCase.get(id=case.id)).status == "confirmed"
+    details = [json.loads(e.detail)["decision"] for e in await _audit_for(case.id)]
+    assert details == ["confirmed", "escalated"]  # newest first
+
+
+async def test_an_original_that_does_not_open_is_refused_and_the_attempt_audited(
+    console: Console,
+) -> None:
+    seeded = await _seed_two_advisors(console)
+    case = seeded["zhao"].cases[0]
+    message = seeded["zhao"].messages[1]
+    # Sealed for another message: its AAD binds it there, so it does not open here.
+    other = seeded["sun"].messages[1]
+    await bot_models.Message.filter(id=message.id).update(original_sealed=other.original_sealed)
+    await make_operator("compliance", name="reviewer")
+    client, token = await signed_in_client(console, "reviewer")
+    async with client:
+        status, html, _ = await _post(
+            client, console.url(f"/review/{case.id}/unmask"), token, {"reason": "核实客户号码"}
+        )
+    assert status == 422 and "原文无法解密" in html
+    entries = await _audit_for(case.id)
+    assert [(e.action, e.result) for e in entries] == [("review.unmask", "failure")]
+
+
+def test_export_labels_cli_writes_checked_jsonl(
+    tmp_path: Path,
+    fresh_database_url: str,
+    redis_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import asyncio
+
+    from core import db as core_db
+    from core.crypto import load_keyring
+    from core.domain import CliContext
+    from siyu import cli as siyu_cli
+    from tests.conftest import SCHEMA, make_settings
+
+    settings = make_settings(tmp_path, database_url=fresh_database_url, redis_url=redis_url)
+    ctx = CliContext(settings_factory=lambda: settings, schema=SCHEMA)
+    assert siyu_cli.main(["migrate"], ctx=ctx) == 0
+
+    async def prepare() -> int:
+        async with core_db.db_lifespan(settings, SCHEMA):
+            seeded = await seed.conversation(
+                keyring=load_keyring(settings),
+                advisor_row=await seed.advisor("adv-zhao", "赵经理"),
+                customer_row=await seed.customer("wmCust0001", "周先生"),
+                turns=[("customer", "收益有保证吗"), ("advisor", PROMISE)],
+            )
+            with time_machine.travel(seed.T0 + timedelta(hours=3), tick=False):
+                await review.do_decide_cases(
+                    actor=CLI,
+                    source="test",
+                    case_ids=[seeded.cases[0].id],
+                    decision="confirmed",
+                    comment="承诺保本",
+                    reach=None,
+                )
+            return seeded.cases[0].id
+
+    case_id = asyncio.run(prepare())
+    capsys.readouterr()
+    out = tmp_path / "labels.jsonl"
+    argv = ["review", "export-labels", "--since", "2026-11-30", "--until", "2026-11-30"]
+    assert siyu_cli.main([*argv, "--out", str(out)], ctx=ctx) == 0
+    assert "exported 1 labelled lines (1 confirmed, 0 false positives)" in capsys.readouterr().err
+    rows = [json.loads(line) for line in out.read_text("utf-8").splitlines()]
+    assert [r["review"]["case"] for r in rows] == [case_id]
+    assert check_labels(out)[0] == []
+    assert "13812345678" not in out.read_text("utf-8")
+    # The next day's export has nothing of that day.
+    assert siyu_cli.main(["review", "export-labels", "--since", "2026-12-01"], ctx=ctx) == 0
+    assert capsys.readouterr().out == ""
