@@ -10,7 +10,11 @@ the same lines, and the ratios against them; worker RSS with the models loaded.
 Targets (issue 3): rules >= 20,000 msg/s on one core; full >= 1,000 msg/s with the pool
 on 2 cores; worker memory < 500 MB. Issue 9: the same analysis with an 8-message
 conversation window before every line (both sides, as the pipeline hands it over), in the
-same run: ratio with/without context >= 0.5. Figures are printed, never asserted.
+same run: ratio with/without context >= 0.5. Issue 14: the shipped models run with
+onnxruntime (model.onnx) against the same models run with torch (a copy of the model
+directories without model.onnx, which is what the runtime then falls back to), in the
+same run: bare forward >= 1.5x, full analysis in the pool of 2 >= 1.3x, worker RSS
+< 250 MB. Figures are printed, never asserted.
 """
 
 from __future__ import annotations
@@ -20,8 +24,11 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import sys
+import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,9 +69,21 @@ def main() -> None:
     torch.set_num_threads(1)
     from compliance_nlp import AnalyzerConfig
     from compliance_nlp.analyze import Analyzer
+    from compliance_nlp.model import ONNX_FILE, shipped_model_dir
     from compliance_nlp.normalize import normalize
     from compliance_nlp.pool import AnalyzerPool
     from compliance_nlp.segment import tokenizer
+
+    # The same shipped models without their export: what runs then is transformers+torch.
+    torch_dir = Path(tempfile.mkdtemp(prefix="siyu-bench-torch-"))
+    for kind in ("intent", "violation"):
+        shutil.copytree(
+            shipped_model_dir(kind), torch_dir / kind, ignore=shutil.ignore_patterns(ONNX_FILE)
+        )
+    torch_config = AnalyzerConfig(
+        intent_model_dir=str(torch_dir / "intent"),
+        violation_model_dir=str(torch_dir / "violation"),
+    )
 
     lines = load_lines(args.lines)
     model_lines = lines[: args.model_lines]
@@ -91,6 +110,14 @@ def main() -> None:
     full.warm()
     t_full = timed(run_batches, full, model_lines)
     full_rate = rate(len(model_lines), t_full)
+    assert full.violation_model is not None and full.violation_model.backend == "onnx"
+
+    full_torch = Analyzer(replace(torch_config, torch_threads=1))
+    full_torch.warm()
+    assert full_torch.violation_model is not None
+    assert full_torch.violation_model.backend == "torch"
+    t_full_torch = timed(run_batches, full_torch, model_lines)
+    full_torch_rate = rate(len(model_lines), t_full_torch)
 
     # The pipeline's window: the 8 messages before each line, both sides, oldest first.
     from compliance_nlp.types import Turn
@@ -111,15 +138,20 @@ def main() -> None:
     customer = [normalize(t).text for t, r in model_lines if r == "customer"]
     advisor = [normalize(t).text for t, r in model_lines if r == "advisor"]
 
-    def forward() -> None:
-        for model, texts in ((full.intent_model, customer), (full.violation_model, advisor)):
+    def forward(analyzer: Analyzer) -> None:
+        for model, texts in (
+            (analyzer.intent_model, customer),
+            (analyzer.violation_model, advisor),
+        ):
             assert model is not None
             ordered = sorted(texts, key=len)
             for i in range(0, len(ordered), 64):
                 model.logits(ordered[i : i + 64])
 
-    t_forward = timed(forward)
+    t_forward = timed(forward, full)
     forward_rate = rate(len(model_lines), t_forward)
+    t_forward_torch = timed(forward, full_torch)
+    forward_torch_rate = rate(len(model_lines), t_forward_torch)
 
     print("\nsingle process (one core)")
     print(f"  bare jieba.lcut           {jieba_rate:10,.0f} msg/s")
@@ -127,10 +159,18 @@ def main() -> None:
         f"  rules only (full analyze) {rules_rate:10,.0f} msg/s   "
         f"ratio to jieba.lcut: {rules_rate / jieba_rate:.2f}x   (target >= 20,000)"
     )
-    print(f"  bare model forward        {forward_rate:10,.0f} msg/s")
+    print(
+        f"  bare model forward, ONNX  {forward_rate:10,.0f} msg/s   "
+        f"ratio to torch: {forward_rate / forward_torch_rate:.2f}x   (target >= 1.5)"
+    )
+    print(f"  bare model forward, torch {forward_torch_rate:10,.0f} msg/s")
     print(
         f"  rules + model             {full_rate:10,.0f} msg/s   "
         f"ratio to bare forward: {full_rate / forward_rate:.2f}x"
+    )
+    print(
+        f"  rules + model with torch  {full_torch_rate:10,.0f} msg/s   "
+        f"ONNX ratio to it: {full_rate / full_torch_rate:.2f}x"
     )
     print(
         f"  rules + model, 8-turn ctx {context_rate:10,.0f} msg/s   "
@@ -153,13 +193,20 @@ def main() -> None:
 
     pool_rules_rate, _ = asyncio.run(pooled(AnalyzerConfig(use_model=False), lines))
     pool_full_rate, rss = asyncio.run(pooled(AnalyzerConfig(), model_lines))
+    pool_torch_rate, rss_torch = asyncio.run(pooled(torch_config, model_lines))
+    shutil.rmtree(torch_dir, ignore_errors=True)
     print("\npool, 2 worker processes")
     print(f"  rules only                {pool_rules_rate:10,.0f} msg/s")
-    print(f"  rules + model             {pool_full_rate:10,.0f} msg/s   (target >= 1,000)")
     print(
-        "  worker RSS with models    "
-        f"{', '.join(f'{r / 2**20:.0f} MB' for r in rss)}   (target < 500 MB)"
+        f"  rules + model, ONNX       {pool_full_rate:10,.0f} msg/s   (target >= 1,000)   "
+        f"ratio to torch: {pool_full_rate / pool_torch_rate:.2f}x   (target >= 1.3)"
     )
+    print(f"  rules + model, torch      {pool_torch_rate:10,.0f} msg/s")
+    print(
+        "  worker RSS, ONNX models   "
+        f"{', '.join(f'{r / 2**20:.0f} MB' for r in rss)}   (target < 250 MB)"
+    )
+    print(f"  worker RSS, torch models  {', '.join(f'{r / 2**20:.0f} MB' for r in rss_torch)}")
 
 
 if __name__ == "__main__":
