@@ -41,11 +41,14 @@ def main() -> None:
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     target = f".[{args.extra}]" if args.extra else "."
     # A build directory under the venv: the work tree stays as it is.
-    subprocess.run(
+    installed = subprocess.run(
         [str(venv / "bin" / "pip"), "install", "--quiet", target],
         cwd=ROOT,
-        check=True,
+        capture_output=True,
+        text=True,
     )
+    if installed.returncode != 0:
+        sys.exit(f"pip install {target} failed:\n{installed.stderr[-3000:]}")
     elapsed = time.perf_counter() - started
     listed = subprocess.run(
         [str(venv / "bin" / "pip"), "list", "--format", "json"],
