@@ -96,7 +96,10 @@ class AnalyzerConfig:
     # How many earlier turns of a conversation are read (``Analyzer.analyze_many``); the
     # pipeline hands over at most this many, from the last 24 hours.
     context_turns: int = 8
-    torch_threads: int = 0  # 0 = leave torch's default; pool workers use 1 each
+    # Threads per model run (onnxruntime's intra-op pool, or torch's when a model has no
+    # model.onnx); 0 = the library's default. Pool workers use 1 each. The name is kept
+    # from when torch ran every model.
+    torch_threads: int = 0
     max_chars: int = 200_000
 
 
