@@ -28,8 +28,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from compliance_nlp.training.evaluate import EvalReport, evaluate, read_jsonl
-from compliance_nlp.training.train import DATA_DIR, DEV_POOL, TrainOptions, train_all
+from compliance_nlp.training.evaluate import EvalReport, evaluate
+from compliance_nlp.training.train import DATA_DIR, DEV_POOL, TrainOptions, read_rows, train_all
 from compliance_nlp.types import AnalyzerConfig
 
 __all__ = ["GRID", "cross_validate", "file_folds", "merge_reports"]
@@ -57,7 +57,8 @@ def file_folds(sizes: dict[str, int], k: int) -> dict[str, int]:
 
 
 def _pool() -> dict[str, list[dict[str, Any]]]:
-    return {name: list(read_jsonl(DATA_DIR / name)) for name in DEV_POOL}
+    # Thread files as line rows with their context: each fold holds out whole files.
+    return {name: read_rows(DATA_DIR / name) for name in DEV_POOL}
 
 
 def merge_reports(reports: list[EvalReport]) -> EvalReport:

@@ -16,7 +16,7 @@ from typing import Any
 
 from compliance_nlp.analyze import Analyzer
 from compliance_nlp.rules import CATEGORIES
-from compliance_nlp.types import Analysis
+from compliance_nlp.types import Analysis, Turn
 
 __all__ = ["EvalReport", "TARGETS", "evaluate", "read_jsonl"]
 
@@ -189,7 +189,12 @@ def evaluate(rows: Iterable[dict[str, Any]], analyzer: Analyzer, *, batch: int =
     buffer: list[dict[str, Any]] = []
 
     def flush() -> None:
-        results = analyzer.analyze_many([(r["text"], r["role"]) for r in buffer])
+        # Rows from a thread file (``threads.thread_rows``) carry their conversation.
+        contexts = [
+            tuple(Turn(t["role"], t["text"]) for t in r["context"]) if r.get("context") else None
+            for r in buffer
+        ]
+        results = analyzer.analyze_many([(r["text"], r["role"]) for r in buffer], contexts)
         for r, a in zip(buffer, results, strict=True):
             score_row(report, r, a)
         buffer.clear()
