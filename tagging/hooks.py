@@ -12,15 +12,27 @@ from __future__ import annotations
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from bot.hooks import StoredEvent
-from tagging import flows, service
+from bot.hooks import StoredEvent, StoredMessage
+from tagging import flows, rules, service
 from tagging.models import TagSource
 
 _CONTACT_PULL = {"add_external_contact", "add_half_external_contact", "edit_external_contact"}
 _RELATION_END = {"del_external_contact", "del_follow_user"}
 
 
+async def on_message(record: StoredMessage, conn: BaseDBAsyncClient) -> None:
+    # Auto-tag rules on the analysed message (intent, sentiment, masked keywords).
+    await rules.on_message(record, conn)
+
+
 async def on_event(record: StoredEvent, conn: BaseDBAsyncClient) -> None:
+    await _sync_requests(record, conn)
+    # After the sync bookkeeping: a rule on del_follow_user sees the relation's WeCom
+    # tags already gone.
+    await rules.on_event(record, conn)
+
+
+async def _sync_requests(record: StoredEvent, conn: BaseDBAsyncClient) -> None:
     if record.event == "change_external_tag":
         await service.request_sync(
             conn=conn,

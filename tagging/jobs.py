@@ -60,6 +60,21 @@ def _interval(_: Settings) -> float:
     return TICK_INTERVAL_S
 
 
+#: Schedule rules and tag expiry: attributes and maturities change by the day, so a
+#: quarter of an hour is prompt enough and keeps the scan cheap.
+RULES_INTERVAL_S = 900.0
+
+
+def _rules_interval(_: Settings) -> float:
+    return RULES_INTERVAL_S
+
+
+def build_rules_tick(app: web.Application) -> JobTick | None:
+    from tagging import rules
+
+    return rules.rules_tick
+
+
 def build_tick(app: web.Application) -> JobTick | None:
     client = app[WECOM_CLIENT]
     if client is None:

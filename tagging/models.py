@@ -164,3 +164,19 @@ class Audience(Timestamped):
 
     class Meta:
         table = "tagging_audience"
+
+
+class TagRule(Timestamped):
+    """An auto-tag rule: declarative JSON (``tagging.rules.RuleSpec``), validated on save."""
+
+    id = fields.BigIntField(primary_key=True)
+    name = fields.CharField(max_length=64, unique=True)
+    trigger = fields.CharField(max_length=16, db_index=True)  # message | event | schedule
+    spec: Any = fields.JSONField()
+    enabled = fields.BooleanField(default=False)
+    created_by = fields.CharField(max_length=96, default="")
+    last_run_at = fields.DatetimeField(null=True)
+    last_run_applied = fields.IntField(default=0)
+
+    class Meta:
+        table = "tagging_rule"

@@ -19,9 +19,16 @@ DOMAIN = Domain(
             build=jobs.build_tick,
             rerun_when_busy=False,
         ),
+        JobSpec(
+            name="tagging-rules",
+            roles=frozenset({"scheduler"}),
+            interval_s=jobs._rules_interval,
+            build=jobs.build_rules_tick,
+            rerun_when_busy=False,
+        ),
     ),
     cli=register_cli,
-    hooks={"on_event": hooks.on_event},
+    hooks={"on_message": hooks.on_message, "on_event": hooks.on_event},
     outbox_checks={"tagging.tag": sync.before_tag_write, "tagging.mark": sync.before_mark},
     outbox_settled={"tagging.tag": sync.on_tag_settled, "tagging.group": sync.on_tag_settled},
 )

@@ -14,8 +14,8 @@ from pydantic import BaseModel, ValidationError
 
 from core.access import principal_of, requires
 from core.audit import Actor
-from tagging import audience, flows, service
-from tagging.models import CustomerTag, Tag, TagGroup
+from tagging import audience, flows, rules, service
+from tagging.models import CustomerTag, Tag, TagGroup, TagRule
 from tagging.schemas import AudienceIn, CustomerTagIn, GroupIn, TagEdit, TagIn
 
 
@@ -314,7 +314,73 @@ async def save_audience(request: web.Request) -> web.Response:
     return await _guarded(request, work)
 
 
+# ---------------------------------------------------------------- rules
+
+
+def _rule_error(exc: flows.TaggingError) -> web.Response:
+    extra = {}
+    if getattr(exc, "position", None) is not None:
+        extra["position"] = exc.position  # type: ignore[attr-defined]
+    return error(400, exc.code, exc.message, **extra)
+
+
+def _dry(d: rules.DryRun) -> dict[str, Any]:
+    return {"count": d.count, "total": d.total, "sample": d.sample, "warning": d.warning}
+
+
+@requires("tags:write")
+async def rule_dry_run(request: web.Request) -> web.Response:
+    """``POST /api/v1/tag-rules/dry-run``: how many customers, a masked sample, a warning."""
+    try:
+        spec = await _body(request, rules.RuleIn)
+        result = await rules.dry_run(spec)
+    except _Bad as bad:
+        return bad.response
+    except flows.TaggingError as exc:
+        return _rule_error(exc)
+    return web.json_response(_dry(result))
+
+
+@requires("tags:write")
+async def save_rule(request: web.Request) -> web.Response:
+    """``POST /api/v1/tag-rules``: validated, dry-run, saved (by name); audited."""
+    try:
+        spec = await _body(request, rules.RuleIn)
+        rule, result = await rules.do_save_rule(spec=spec, actor=actor_of(request))
+    except _Bad as bad:
+        return bad.response
+    except flows.TaggingError as exc:
+        return _rule_error(exc)
+    return web.json_response(
+        {"id": rule.id, "name": rule.name, "enabled": rule.enabled, "dry_run": _dry(result)}
+    )
+
+
+@requires("customers:read")
+async def list_rules(request: web.Request) -> web.Response:
+    found = await TagRule.all().order_by("id")
+    return web.json_response(
+        {
+            "rules": [
+                {
+                    "id": r.id,
+                    "name": r.name,
+                    "trigger": r.trigger,
+                    "enabled": r.enabled,
+                    **r.spec,
+                    "last_run_at": r.last_run_at.isoformat() if r.last_run_at else None,
+                    "last_run_applied": r.last_run_applied,
+                }
+                for r in found
+            ]
+        }
+    )
+
+
 def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/v1/tag-rules", list_rules)
+    app.router.add_post("/api/v1/tag-rules", save_rule)
+    app.router.add_post("/api/v1/tag-rules/dry-run", rule_dry_run)
     app.router.add_get("/api/v1/audiences", list_audiences)
     app.router.add_post("/api/v1/audiences", save_audience)
     app.router.add_get("/api/v1/audiences/count", audience_count)
