@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from bot import models as bot_models
+from bot.hooks import Hooks
 from bot.jobs import OutboxDispatcher
 from bot.keys import HOOKS, METRICS, OUTBOX_POLICIES, WECOM_CLIENT
 from core.domain import Domain
@@ -30,7 +31,9 @@ async def test_stub_domain_hook_route_outbox_check_and_settled_callback(
 
     edge, closers = await start_edge(settings, analyzer=analyzer, domains=WITH_STUB)
     try:
-        assert edge.app[HOOKS].names["on_message"] == ["stub.on_message"]
+        # The stub's hook runs after those of the root's domains (tagging's rules).
+        root_hooks = Hooks.from_domains(DOMAINS).names["on_message"]
+        assert edge.app[HOOKS].names["on_message"] == [*root_hooks, "stub.on_message"]
         await edge.post_callback(text_msg("8300000000000000001", "请帮我查一下 13812345678"))
         await edge.post_callback(text_msg("8300000000000000002", "刚才那条撤回"))
         await edge.process_all()
