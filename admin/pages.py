@@ -625,6 +625,18 @@ async def audit_verify(request: web.Request) -> web.StreamResponse:
     return render("audit_verify.html", request, {"report": report, "heads_checked": len(heads)})
 
 
+# ------------------------------------------------------------------ API reference
+
+
+@signed_in
+@menu("API 文档", group="系统", order=90)
+async def api_docs(request: web.Request) -> web.StreamResponse:
+    """The OpenAPI reference rendered by the vendored Swagger UI (no CDN, read only)."""
+    return render(
+        "api_docs.html", request, {"spec_url": str(request.app.router["api_openapi"].url_for())}
+    )
+
+
 # ------------------------------------------------------------------ mounting
 
 
@@ -648,3 +660,4 @@ def add_pages(app: web.Application) -> None:
     r.add_post("/api-keys/{key_id}/revoke", api_keys_revoke, name="api_keys_revoke")
     r.add_get("/audit", audit_log, name="audit")
     r.add_post("/audit/verify", audit_verify, name="audit_verify")
+    r.add_get("/api/docs", api_docs, name="api_docs")

@@ -7,6 +7,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
 
 class Source(StrEnum):
     CALLBACK = "callback"
@@ -88,3 +90,91 @@ class StoreResult:
     findings: tuple[tuple[str, str], ...] = ()  # (category, severity) of each finding stored
     # What hooks saw (bot.hooks.StoredMessage | StoredEvent), for after_commit hooks.
     record: Any = None
+
+
+# ------------------------------------------------------------------ API shapes
+# The pydantic models the edge's /api/v1 handlers validate with and answer in; the
+# OpenAPI document is generated from them (core.apidoc).
+
+
+class ContextTurnIn(BaseModel):
+    """One earlier turn of the conversation, oldest first (masked text is enough)."""
+
+    role: Literal["advisor", "customer"]
+    text: str
+
+
+class ComplianceCheckIn(BaseModel):
+    """A line to check before it is sent, with the visible thread before it."""
+
+    text: str = Field(description="the line, at most 100,000 characters (longer: 413)")
+    role: Literal["advisor", "customer"] = "advisor"
+    context: list[ContextTurnIn] | None = Field(
+        default=None,
+        max_length=50,
+        description="the turns before the line, oldest first; 100,000 characters in all",
+    )
+
+
+class PiiOut(BaseModel):
+    type: Literal["phone", "bank_card", "id_card", "email"]
+    start: int
+    end: int
+
+
+class FindingOut(BaseModel):
+    category: str = Field(description="compliance_nlp's category, e.g. guaranteed_return")
+    severity: Literal["violation", "review"]
+    start: int = Field(description="offset of the span in the text as given")
+    end: int
+    evidence: str = Field(description="the span's text, personal numbers masked")
+    rule_id: str
+    source: Literal["rule", "model"]
+    basis: str = Field(description="the regulation the rule rests on")
+    score: float | None = None
+    context_index: int | None = Field(
+        default=None, description="the context turn that gave the line this meaning"
+    )
+    context_evidence: str | None = None
+
+
+class AnalysisOut(BaseModel):
+    intent: str | None
+    intent_score: float | None
+    sentiment: Literal["negative", "neutral", "positive"]
+    violations: list[FindingOut]
+    pii: list[PiiOut]
+    masked_text: str
+
+
+class ArchiveRecordIn(BaseModel):
+    """A decrypted 会话存档 record as WeCom's finance SDK gives it (other fields kept)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    msgid: str
+    action: Literal["send", "recall", "switch"] = "send"
+    sender: str | None = Field(default=None, alias="from")
+    tolist: list[str] = []
+    roomid: str = ""
+    msgtime: int = Field(default=0, description="milliseconds since the epoch")
+    msgtype: str = ""
+
+
+class ArchiveBatchIn(BaseModel):
+    """Records as ``{"records": [...]}`` (a bare array and JSON lines are accepted too)."""
+
+    records: list[ArchiveRecordIn] = Field(max_length=10_000)
+
+
+class IngestErrorOut(BaseModel):
+    index: int
+    msgid: str | None = None
+    error: str
+
+
+class IngestReportOut(BaseModel):
+    accepted: int
+    duplicate: int
+    rejected: int
+    errors: list[IngestErrorOut]

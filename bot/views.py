@@ -7,18 +7,23 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from aiohttp import web
+from pydantic import ValidationError
 
 from bot.archive import ingest_records
 from bot.keys import ANALYZER, STREAM
+from bot.schemas import AnalysisOut, ArchiveBatchIn, ComplianceCheckIn, IngestReportOut
 from compliance_nlp.pool import AnalyzerUnavailable
-from compliance_nlp.types import AnalysisError, Turn
+from compliance_nlp.types import Turn
 from core.access import requires
+from core.apidoc import api_doc
 
 MAX_INGEST_RECORDS = 10_000
 
 
-def _error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+def _error(status: int, code: str, message: str, *, field: str | None = None) -> web.Response:
+    return web.json_response(
+        {"error": {"code": code, "message": message, "field": field}}, status=status
+    )
 
 
 async def _json_or_jsonl(request: web.Request) -> list[Any]:
@@ -59,6 +64,13 @@ async def _json_or_jsonl(request: web.Request) -> list[Any]:
 
 
 @requires("archive:write")
+@api_doc(
+    summary="写入会话存档记录 / ingest decrypted archive records",
+    request=ArchiveBatchIn,
+    response=IngestReportOut,
+    request_media=("application/json", "application/x-ndjson"),
+    errors=(400, 413, 503),
+)
 async def ingest_archive(request: web.Request) -> web.Response:
     """``POST /api/v1/archive/messages``: decrypted 会话存档 records in."""
     try:
@@ -75,6 +87,12 @@ async def ingest_archive(request: web.Request) -> web.Response:
 
 
 @requires("compliance:check")
+@api_doc(
+    summary="发送前合规检查 / pre-send compliance check",
+    request=ComplianceCheckIn,
+    response=AnalysisOut,
+    errors=(400, 413, 503),
+)
 async def compliance_check(request: web.Request) -> web.Response:
     """``POST /api/v1/compliance/check`` ``{text, role, context?}``: the pre-send check.
 
@@ -82,31 +100,24 @@ async def compliance_check(request: web.Request) -> web.Response:
     first; the sidebar sends it): an answer is judged as the answer to the question.
     """
     try:
-        body = await request.json()
+        raw = await request.json()
     except (ValueError, RecursionError):
         return _error(400, "bad_request", "body must be JSON {text, role, context?}")
-    if not isinstance(body, dict) or not isinstance(body.get("text"), str):
-        return _error(400, "bad_request", "field 'text' must be a string")
-    role = body.get("role", "advisor")
-    if role not in ("advisor", "customer"):
-        return _error(400, "bad_request", "field 'role' must be 'advisor' or 'customer'")
-    if len(body["text"]) > 100_000:
+    try:
+        body = ComplianceCheckIn.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        return _error(400, "bad_request", f"field {where!r}: {first['msg']}", field=where)
+    if len(body.text) > 100_000:
         return _error(413, "too_long", "text longer than 100,000 characters")
-    raw_context = body.get("context")
     context: tuple[Turn, ...] | None = None
-    if raw_context is not None:
-        if not isinstance(raw_context, list) or len(raw_context) > 50:
-            return _error(
-                400, "bad_request", "field 'context' must be a list of at most 50 {role, text}"
-            )
-        try:
-            context = tuple(Turn.parse(t) for t in raw_context)
-        except AnalysisError as exc:
-            return _error(400, "bad_request", f"field 'context': {exc}")
+    if body.context is not None:
+        context = tuple(Turn(role=t.role, text=t.text) for t in body.context)
         if sum(len(t.text) for t in context) > 100_000:
             return _error(413, "too_long", "context longer than 100,000 characters")
     try:
-        results = await request.app[ANALYZER].analyze_many([(body["text"], role)], [context])
+        results = await request.app[ANALYZER].analyze_many([(body.text, body.role)], [context])
     except AnalyzerUnavailable:
         # The pool's workers died and cannot be restarted yet: the caller may retry.
         return _error(503, "analyzer_unavailable", "compliance check unavailable; retry later")
