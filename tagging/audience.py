@@ -14,37 +14,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from lark import Lark, Token, Transformer, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from tortoise import Tortoise
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from tagging import service
+from tagging import attributes, service
 
 MAX_LENGTH = 2000
 MAX_TERMS = 64
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
-AttrType = Literal["enum", "int", "decimal", "date", "string"]
-
-
-@dataclass(frozen=True)
-class AttrSpec:
-    type: AttrType
-    values: tuple[str, ...] = ()  # enum values, in order (risk levels compare by rank)
-
-
-#: Institution attributes an expression may name (``bot_customer.attributes``).
-ATTRIBUTES: dict[str, AttrSpec] = {
-    "risk_level": AttrSpec("enum", ("C1", "C2", "C3", "C4", "C5")),
-    "aum_band": AttrSpec("string"),
-    "age": AttrSpec("int"),
-    "aum": AttrSpec("decimal"),
-    "birthday": AttrSpec("date"),
-    "maturity_date": AttrSpec("date"),
-}
+# The attribute schema lives with the import (tagging.attributes).
+ATTRIBUTES = attributes.ATTRIBUTES
 
 GRAMMAR = r"""
 ?start: or_expr
@@ -275,6 +259,8 @@ def _compile_cmp(node: AttrCmp, sql: _Sql) -> str:
         raise ExpressionError(f"unknown attribute {node.name!r}", node.position)
     op = {"=": "=", "!=": "<>", ">": ">", ">=": ">=", "<": "<", "<=": "<="}[node.op]
     col = sql.attr(node.name)
+    if spec.type == "list":
+        raise ExpressionError(f"{node.name} is a list and cannot be compared", node.position)
     if spec.type in ("int", "decimal"):
         if not isinstance(node.value, float):
             raise ExpressionError(f"{node.name} compares with a number", node.position)

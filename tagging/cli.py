@@ -69,6 +69,67 @@ def cmd_count(args: argparse.Namespace, ctx: CliContext) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace, ctx: CliContext) -> int:
+    """Stream a CSV in chunks; each chunk validated, applied and reported by line number."""
+    import csv
+    import sys
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from core.audit import Actor
+    from tagging import attributes
+
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"no such file: {path}", file=sys.stderr)
+        return 2
+    actor = Actor("system", "cli", "cli:customers-import")
+
+    async def work() -> attributes.ImportReport:
+        total = attributes.ImportReport()
+        # A CLI command: nothing else runs on this loop, and the file is read line by line.
+        with path.open(newline="", encoding="utf-8-sig") as fh:  # noqa: ASYNC230
+            reader = csv.DictReader(fh)
+            header = reader.fieldnames or []
+            if "external_userid" not in header and "unionid" not in header:
+                raise SystemExit("the header needs an external_userid or unionid column")
+            unknown = [h for h in header if h not in ("external_userid", "unionid")]
+            unknown = [h for h in unknown if h not in attributes.ATTRIBUTES]
+            if unknown:
+                raise SystemExit(f"unknown attribute columns: {', '.join(unknown)}")
+            chunk: list[dict[str, str]] = []
+            first_line = 2  # line 1 is the header
+            with tqdm(unit=" rows", file=sys.stderr, disable=args.quiet) as bar:
+                for row in reader:
+                    chunk.append(row)
+                    if len(chunk) == args.chunk:
+                        total.merge(await _chunk(chunk, first_line))
+                        first_line += len(chunk)
+                        bar.update(len(chunk))
+                        chunk = []
+                if chunk:
+                    total.merge(await _chunk(chunk, first_line))
+                    bar.update(len(chunk))
+        return total
+
+    async def _chunk(rows: list[dict[str, str]], first_line: int) -> attributes.ImportReport:
+        return await attributes.do_import_attributes(
+            rows=rows, actor=actor, first_number=first_line, source=f"csv:{path.name}"[:64]
+        )
+
+    try:
+        report = _run_db(ctx, work)
+    except UnicodeDecodeError:
+        print("the file is not UTF-8", file=sys.stderr)
+        return 2
+    summary = report.as_dict()
+    for err in summary["errors"][:200]:
+        print(f"line {err['row']}: {err['error']}", file=sys.stderr)
+    print(json.dumps({k: v for k, v in summary.items() if k != "errors"}, ensure_ascii=False))
+    return 1 if summary["rejected"] else 0
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], ctx: CliContext) -> None:
     sp = sub.add_parser("tags", help="the tag library, WeCom corp-tag sync and audiences")
     tsub = sp.add_subparsers(dest="tags_command", required=True)
@@ -78,3 +139,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], ctx: CliC
     c = tsub.add_parser("count", help="how many customers an audience expression selects")
     c.add_argument("expr", help='e.g. tag:"高净值" AND NOT tag:"已退订"')
     c.set_defaults(func=lambda a: cmd_count(a, ctx))
+
+    cp = sub.add_parser("customers", help="customers' institution attributes (imports)")
+    csub = cp.add_subparsers(dest="customers_command", required=True)
+    imp = csub.add_parser(
+        "import",
+        help="import attributes from a CSV (external_userid or unionid + attribute columns); "
+        "re-running the same file changes nothing; exits 1 when rows were rejected",
+    )
+    imp.add_argument("file", help="UTF-8 CSV with a header row")
+    imp.add_argument("--chunk", type=int, default=1000, help="rows per transaction (default 1000)")
+    imp.add_argument("--quiet", action="store_true", help="no progress bar")
+    imp.set_defaults(func=lambda a: cmd_import(a, ctx))

@@ -166,6 +166,20 @@ async def update_tag(*, conn: BaseDBAsyncClient, tag: Tag, **changes: Any) -> Ta
 # ---------------------------------------------------------------- customer tags
 
 
+async def customer_ids_by(*, key: str, values: Sequence[str]) -> dict[str, int]:
+    """Customer row ids by ``external_userid`` or ``unionid`` (read only; ``bot`` owns them)."""
+    if not values or key not in ("external_userid", "unionid"):
+        return {}
+    out: dict[str, int] = {}
+    unique = list(dict.fromkeys(values))
+    for start in range(0, len(unique), 1000):  # bounded IN lists
+        chunk = unique[start : start + 1000]
+        rows = await Customer.filter(**{f"{key}__in": chunk}).values_list(key, "id")
+        for value, cid in rows:
+            out.setdefault(str(value), int(cid))
+    return out
+
+
 async def customer_id_of(
     *, conn: BaseDBAsyncClient | None = None, external_userid: str
 ) -> int | None:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from core.access import principal_of, requires
 from core.audit import Actor
-from tagging import audience, flows, rules, service
+from tagging import attributes, audience, flows, rules, service
 from tagging.models import CustomerTag, Tag, TagGroup, TagRule
 from tagging.schemas import AudienceIn, CustomerTagIn, GroupIn, TagEdit, TagIn
 
@@ -377,7 +377,33 @@ async def list_rules(request: web.Request) -> web.Response:
     )
 
 
+# ---------------------------------------------------------------- imported attributes
+
+
+@requires("customers:write")
+async def import_attributes(request: web.Request) -> web.Response:
+    """``POST /api/v1/customers/attributes``: up to 10,000 rows, per-row errors by number.
+
+    Body: ``[{"external_userid"|"unionid": …, "attributes": {…}}, …]`` or ``{"rows": [...]}``.
+    Rows are numbered from 1 in the order given.
+    """
+    try:
+        body = await request.json()
+    except (ValueError, RecursionError):
+        return error(400, "bad_request", "body must be JSON")
+    rows = body.get("rows") if isinstance(body, dict) else body
+    if not isinstance(rows, list):
+        return error(400, "bad_request", 'expected a JSON array or {"rows": [...]}')
+    if len(rows) > attributes.MAX_ROWS:
+        return error(413, "too_many_rows", f"at most {attributes.MAX_ROWS} rows per call")
+    report = await attributes.do_import_attributes(
+        rows=rows, actor=actor_of(request), source=request.remote or "api"
+    )
+    return web.json_response(report.as_dict())
+
+
 def add_routes(app: web.Application) -> None:
+    app.router.add_post("/api/v1/customers/attributes", import_attributes)
     app.router.add_get("/api/v1/tag-rules", list_rules)
     app.router.add_post("/api/v1/tag-rules", save_rule)
     app.router.add_post("/api/v1/tag-rules/dry-run", rule_dry_run)
