@@ -1286,3 +1286,27 @@ async def decided_cases(
     if until is not None:
         q = q.filter(decided_at__lt=until)
     return list(await q.order_by("id").limit(limit).prefetch_related("message"))
+
+
+async def merge_customer_attributes(
+    *, conn: BaseDBAsyncClient, customer_id: int, attributes: Mapping[str, Any]
+) -> bool:
+    """Merge imported institution attributes into the customer's; True when any changed.
+
+    Called by tagging's attribute import (already validated against its schema).  The
+    row is locked first on PostgreSQL, so two imports touching one customer do not
+    lose each other's fields; re-importing the same values changes nothing.
+    """
+    q = models.Customer.filter(id=customer_id).using_db(conn)
+    if conn.capabilities.dialect == "postgres":
+        q = q.select_for_update()
+    customer = await q.first()
+    if customer is None:
+        return False
+    current = dict(customer.attributes or {})
+    merged = {**current, **attributes}
+    if merged == current:
+        return False
+    customer.attributes = merged
+    await customer.save(using_db=conn, update_fields=["attributes", "updated_at"])
+    return True
