@@ -19,6 +19,7 @@ from typing import Any
 
 from bot.sandbox.archive import SandboxArchive, add_archive_routes
 from bot.sandbox.fake_api import SandboxState, build_fake_wecom_app
+from bot.sandbox.fake_api.seed import ADVISORS
 from bot.sandbox.simulator import Simulator
 from bot.wecom.crypto import CallbackCrypto
 from core.server import start_site
@@ -75,10 +76,15 @@ DEMO_OPERATORS = (
     ("marketing", "marketing", "运营"),
     ("advisor", "advisor", "客户经理"),
 )
+# The demo's advisor account is the sandbox corp's first advisor in WeCom, so signing
+# in as it shows that advisor's own review cases (an advisor's reach is its userid).
+DEMO_ADVISOR_USERID = ADVISORS[0][0]
 
 
 async def _seed_operators(data_dir: Path, demo: dict[str, Any]) -> str:
     """Create the demo's operators once; their random passwords live in demo-secrets.json."""
+    from tortoise.transactions import in_transaction
+
     from admin import flows
     from admin import service as admin_service
     from core.audit import Actor
@@ -88,7 +94,7 @@ async def _seed_operators(data_dir: Path, demo: dict[str, Any]) -> str:
         if await admin_service.operator_by_name(name=name) is not None:
             continue
         passwords[name] = secrets.token_urlsafe(12)
-        await flows.do_create_operator(
+        op = await flows.do_create_operator(
             actor=Actor.system("demo"),
             source="demo",
             name=name,
@@ -96,6 +102,11 @@ async def _seed_operators(data_dir: Path, demo: dict[str, Any]) -> str:
             display_name=display,
             password=passwords[name],
         )
+        if role == "advisor":
+            async with in_transaction() as conn:
+                await admin_service.update_operator(
+                    conn=conn, operator_id=op.id, wecom_userid=DEMO_ADVISOR_USERID
+                )
     if passwords != demo.get("operators"):
         demo["operators"] = passwords
         _write_secrets(data_dir / "demo-secrets.json", demo)

@@ -522,3 +522,17 @@ def test_export_labels_cli_writes_checked_jsonl(
     # The next day's export has nothing of that day.
     assert siyu_cli.main(["review", "export-labels", "--since", "2026-12-01"], ctx=ctx) == 0
     assert capsys.readouterr().out == ""
+
+
+async def test_the_demo_advisor_account_is_a_sandbox_advisor(
+    settings: Any, redis_client: object, db: None, tmp_path: Path
+) -> None:
+    """Signing in to the demo as 客户经理 shows that advisor's own cases, not nothing."""
+    from bot.sandbox.fake_api.seed import ADVISORS
+    from siyu.demo import DEMO_ADVISOR_USERID, _seed_operators
+
+    await _seed_operators(tmp_path, {"api_token": "t"})
+    advisor = await Operator.get(name="advisor")
+    assert advisor.wecom_userid == DEMO_ADVISOR_USERID
+    assert DEMO_ADVISOR_USERID in {a[0] for a in ADVISORS}
+    assert await review.reach_of(advisor) == frozenset({DEMO_ADVISOR_USERID})
