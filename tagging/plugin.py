@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from core.domain import Domain, JobSpec
-from tagging import hooks, jobs, sync, views
+from tagging import hooks, jobs, service, sync, views
 from tagging.cli import register as register_cli
 
 DOMAIN = Domain(
@@ -29,6 +29,7 @@ DOMAIN = Domain(
     ),
     cli=register_cli,
     hooks={"on_message": hooks.on_message, "on_event": hooks.on_event},
+    export_customer=service.export_customer,
     outbox_checks={"tagging.tag": sync.before_tag_write, "tagging.mark": sync.before_mark},
     outbox_settled={"tagging.tag": sync.on_tag_settled, "tagging.group": sync.on_tag_settled},
 )

@@ -405,3 +405,45 @@ async def audiences() -> list[Audience]:
 
 async def audience_named(*, name: str) -> Audience | None:
     return await Audience.get_or_none(name=name)
+
+
+# ---------------------------------------------------------------- PIPL
+
+
+async def export_customer(*, conn: BaseDBAsyncClient, external_userid: str) -> dict[str, Any]:
+    """One customer's tags and tag history (PIPL art. 45 access request)."""
+    customer_id = await customer_id_of(conn=conn, external_userid=external_userid)
+    if customer_id is None:
+        return {"customer_tags": [], "customer_tag_history": []}
+    tags = (
+        await CustomerTag.filter(customer_id=customer_id)
+        .using_db(conn)
+        .prefetch_related("tag")
+        .order_by("id")
+    )
+    history = await CustomerTagHistory.filter(customer_id=customer_id).using_db(conn).order_by("id")
+    return {
+        "customer_tags": [
+            {
+                "tag": ct.tag.name,
+                "source": ct.source.value,
+                "applied_by": ct.applied_by,
+                "applied_at": ct.applied_at.isoformat(),
+                "reason": ct.reason,
+                "advisor_userid": ct.advisor_userid,
+                "expires_at": ct.expires_at.isoformat() if ct.expires_at else None,
+            }
+            for ct in tags
+        ],
+        "customer_tag_history": [
+            {
+                "tag_id": h.tag_id,
+                "action": h.action,
+                "source": h.source.value,
+                "actor": h.actor,
+                "reason": h.reason,
+                "at": h.at.isoformat(),
+            }
+            for h in history
+        ],
+    }

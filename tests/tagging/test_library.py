@@ -167,3 +167,22 @@ async def test_edit_changes_fields_and_refuses_a_taken_name(db: None) -> None:
         await flows.do_edit_tag(tag_id=a.id, edit=TagEdit(), actor=OPS)
     stored = await service.get_tag(tag_id=a.id)
     assert stored is not None and stored.name == "a2"
+
+
+async def test_export_names_only_that_customers_tags(db: None) -> None:
+    await _customer("wmA0000000000000000001")
+    await _customer("wmB0000000000000000002")
+    group = await flows.do_create_group(spec=GroupIn(name="g"), actor=OPS)
+    tag = await flows.do_create_tag(spec=TagIn(group_id=group.id, name="t"), actor=OPS)
+    other = await flows.do_create_tag(spec=TagIn(group_id=group.id, name="other"), actor=OPS)
+    await flows.do_tag_customer(external_userid="wmA0000000000000000001", tag_id=tag.id, actor=OPS)
+    await flows.do_tag_customer(
+        external_userid="wmB0000000000000000002", tag_id=other.id, actor=OPS
+    )
+    from tagging import DOMAIN
+
+    assert DOMAIN.export_customer is not None
+    async with in_transaction() as conn:
+        out = await DOMAIN.export_customer(conn=conn, external_userid="wmA0000000000000000001")
+    assert [t["tag"] for t in out["customer_tags"]] == ["t"]
+    assert [h["tag_id"] for h in out["customer_tag_history"]] == [tag.id]
