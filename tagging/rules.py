@@ -27,7 +27,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from tortoise import Tortoise
@@ -269,6 +269,8 @@ async def _apply(
     reason: dict[str, Any],
     now: datetime,
 ) -> int:
+    if await service.customer_id_of(conn=conn, external_userid=external_userid) is None:
+        return 0  # not stored (an event bot could not resolve): nothing to tag, no rollback
     changed = 0
     expires = now + timedelta(days=then.expires_after_days) if then.expires_after_days else None
     for tag_id in then.add:
@@ -305,6 +307,20 @@ async def _enabled(conn: BaseDBAsyncClient, trigger: str) -> list[TagRule]:
     return await TagRule.filter(trigger=trigger, enabled=True).using_db(conn).order_by("id")
 
 
+W = TypeVar("W", MessageWhen, EventWhen)
+
+
+def _parsed(rule: TagRule, shape: type[W]) -> tuple[RuleIn, W] | None:
+    """A stored rule that no longer validates (e.g. the intent model's labels changed) is
+    skipped with a log line: raising here would roll back and dead-letter the message."""
+    try:
+        spec = spec_of(rule)
+        return spec, shape.model_validate(spec.when)
+    except ValidationError:
+        log.warning("stored rule no longer valid; skipped", extra={"rule": rule.id})
+        return None
+
+
 def _matches(when: MessageWhen, record: StoredMessage) -> bool:
     if record.sender_role != when.sender_role:
         return False
@@ -323,8 +339,10 @@ async def on_message(record: StoredMessage, conn: BaseDBAsyncClient) -> None:
     if not rules:
         return
     for rule in rules:
-        spec = spec_of(rule)
-        when = MessageWhen.model_validate(spec.when)
+        parsed = _parsed(rule, MessageWhen)
+        if parsed is None:
+            continue
+        spec, when = parsed
         if not _matches(when, record):
             continue
         since = record.msgtime - timedelta(days=when.within_days)
@@ -354,8 +372,10 @@ async def on_event(record: StoredEvent, conn: BaseDBAsyncClient) -> None:
     if record.event != "change_external_contact" or not record.customer:
         return
     for rule in await _enabled(conn, "event"):
-        spec = spec_of(rule)
-        when = EventWhen.model_validate(spec.when)
+        parsed = _parsed(rule, EventWhen)
+        if parsed is None:
+            continue
+        spec, when = parsed
         if when.change_type != record.change_type:
             continue
         if when.state is not None and record.state != when.state:

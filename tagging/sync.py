@@ -142,8 +142,14 @@ async def _match_group(
             )
             report.add("group_linked", group_id=group.id)
         else:
+            strategy = g.get("strategy_id")
             group = await service.create_group(
-                conn=conn, name=name, order=order, origin=Origin.WECOM, wecom_group_id=gid
+                conn=conn,
+                name=name,
+                order=order,
+                origin=Origin.WECOM,
+                wecom_group_id=gid,
+                strategy_id=None if strategy is None else int(strategy),
             )
             report.add("group_created", group_id=group.id)
             return group
@@ -157,6 +163,10 @@ async def _match_group(
         changes["name"] = name
     if group.order != order:
         changes["order"] = order
+    strategy = g.get("strategy_id")
+    if strategy is not None and group.strategy_id != int(strategy):
+        # A rule group (规则组) belongs to a strategy in WeCom: recorded, never pushed.
+        await service.update_group(conn=conn, group=group, strategy_id=int(strategy))
     if changes:
         if group.origin == Origin.SIYU:
             await flows.push_edit(

@@ -225,3 +225,27 @@ def test_hooks_are_registered() -> None:
     assert DOMAIN.hooks["on_message"] is hooks.on_message
     assert {j.name for j in DOMAIN.jobs} == {"tagging-sync", "tagging-rules"}
     assert service is not None
+
+
+async def test_a_broken_rule_or_an_unknown_customer_never_fails_the_pipeline(db: None) -> None:
+    (tag,) = await _tags("渠道B")
+    async with in_transaction() as conn:
+        await bot_service.upsert_customer(conn=conn, external_userid="wmOK00000000000000001")
+    broken, _ = await rules.do_save_rule(
+        spec=rule("坏", "event", {"change_type": "add_external_contact"}, add=[tag]), actor=OPS
+    )
+    await rules.do_save_rule(
+        spec=rule("好", "event", {"change_type": "add_external_contact"}, add=[tag]), actor=OPS
+    )
+    # Stored rules outlive their validation (e.g. a change type WeCom retired).
+    await TagRule.filter(id=broken.id).update(
+        spec={"when": {"change_type": "retired"}, "then": {"add": [tag]}}
+    )
+    unknown = event("u1", "change_external_contact", "add_external_contact", customer="wmNOTSTORED")
+    await run_hook(unknown)  # no customer row: nothing tagged, nothing raised
+    known = event(
+        "u2", "change_external_contact", "add_external_contact", customer="wmOK00000000000000001"
+    )
+    await run_hook(known)
+    (applied,) = await CustomerTag.all()
+    assert applied.applied_by != f"rule:{broken.id}"
