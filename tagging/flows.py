@@ -34,7 +34,7 @@ from core import audit
 from core.audit import Actor
 from tagging import service
 from tagging.models import CustomerTag, Origin, Tag, TagGroup, TagSource
-from tagging.schemas import GroupIn, TagEdit, TagIn
+from tagging.schemas import GroupEdit, GroupIn, TagEdit, TagIn
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +155,81 @@ async def do_create_group(*, spec: GroupIn, actor: Actor) -> TagGroup:
             detail={"sync_to_wecom": spec.sync_to_wecom},
         )
     return group
+
+
+async def do_edit_group(*, group_id: int, edit: GroupEdit, actor: Actor) -> TagGroup:
+    changes = edit.changes()
+    if not changes:
+        raise TaggingError("nothing_to_change", "give at least one field to change")
+    async with in_transaction() as conn:
+        group = await service.get_group(conn=conn, group_id=group_id)
+        if group is None:
+            raise NotFound(f"tag group {group_id}")
+        if "name" in changes and changes["name"] != group.name:
+            if await service.group_named(conn=conn, name=changes["name"]):
+                raise TaggingError(
+                    "duplicate_name", f"a tag group named {changes['name']!r} exists"
+                )
+        if changes.get("sync_to_wecom") is False and group.origin == Origin.WECOM:
+            raise TaggingError("wecom_group", "a group that came from WeCom always syncs")
+        wecom_visible = {
+            k: v for k, v in changes.items() if k in ("name", "order") and getattr(group, k) != v
+        }
+        newly_synced = changes.get("sync_to_wecom") is True and not group.sync_to_wecom
+        await service.update_group(conn=conn, group=group, **changes)
+        record = await audit.append(
+            conn=conn,
+            actor=actor,
+            action="tagging.group.edit",
+            target=f"tag_group:{group.id}",
+            detail={"fields": sorted(changes)},
+        )
+        if wecom_visible and group.wecom_group_id and _group_syncs(group):
+            await push_edit(
+                conn=conn,
+                wecom_id=group.wecom_group_id,
+                name=wecom_visible.get("name"),
+                order=wecom_visible.get("order"),
+                key=f"tagging.group:{group.id}:{record.seq}",
+            )
+            await service.update_group(conn=conn, group=group, push_pending=True)
+        if newly_synced:
+            # Marked to sync: its tags go to WeCom now (the group with the first one).
+            for tag in await service.live_tags(conn=conn, group_id=group.id):
+                await push_new_tag(conn=conn, tag=tag, group=group, repair=f"s{record.seq}")
+    return group
+
+
+async def do_delete_group(*, group_id: int, actor: Actor) -> int:
+    """Delete a group and its tags (customers lose them, recorded); WeCom told if it syncs."""
+    async with in_transaction() as conn:
+        group = await service.get_group(conn=conn, group_id=group_id)
+        if group is None:
+            raise NotFound(f"tag group {group_id}")
+        removed = 0
+        for tag in await service.live_tags(conn=conn, group_id=group.id):
+            removed += await _drop_tag(
+                conn=conn, tag=tag, actor_ref=actor.ref, source=TagSource.MANUAL
+            )
+        if group.wecom_group_id and _group_syncs(group):
+            # Deleting a WeCom group deletes its tags there too (del_corp_tag).
+            await outbox.enqueue(
+                conn,
+                idem_key=f"tagging.group:{group.id}:del",
+                write=outbox.del_corp_tag(group_id=[group.wecom_group_id]),
+                origin=f"tagging.group:{group.id}:del",
+            )
+        await service.update_group(
+            conn=conn, group=group, deleted_at=service.now(), wecom_group_id=None
+        )
+        await audit.append(
+            conn=conn,
+            actor=actor,
+            action="tagging.group.delete",
+            target=f"tag_group:{group.id}",
+            detail={"customers": removed},
+        )
+    return removed
 
 
 async def do_create_tag(*, spec: TagIn, actor: Actor) -> Tag:

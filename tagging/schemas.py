@@ -77,6 +77,12 @@ class TagEdit(_Strict):
         return self.model_dump(exclude_none=True)
 
 
+class GroupEdit(TagEdit):
+    # Marking a siyu group to sync pushes its tags; unmarking stops future pushes (what
+    # WeCom already has stays there: deleting it is a separate, explicit act).
+    sync_to_wecom: bool | None = None
+
+
 class CustomerTagIn(_Strict):
     external_userid: str = Field(min_length=1, max_length=64)
     tag_id: int

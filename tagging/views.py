@@ -16,7 +16,7 @@ from core.access import principal_of, requires
 from core.audit import Actor
 from tagging import attributes, audience, flows, rules, service
 from tagging.models import CustomerTag, Tag, TagGroup, TagRule
-from tagging.schemas import AudienceIn, CustomerTagIn, GroupIn, TagEdit, TagIn
+from tagging.schemas import AudienceIn, CustomerTagIn, GroupEdit, GroupIn, TagEdit, TagIn
 
 
 def error(status: int, code: str, message: str, **extra: Any) -> web.Response:
@@ -148,6 +148,27 @@ async def create_group(request: web.Request) -> web.Response:
         spec = await _body(request, GroupIn)
         group = await flows.do_create_group(spec=spec, actor=actor_of(request))
         return web.json_response(group_dict(group), status=201)
+
+    return await _guarded(request, work)
+
+
+@requires("tags:write")
+async def edit_group(request: web.Request) -> web.Response:
+    async def work() -> web.Response:
+        group_id = _int(request, "group_id")
+        edit = await _body(request, GroupEdit)
+        group = await flows.do_edit_group(group_id=group_id, edit=edit, actor=actor_of(request))
+        return web.json_response(group_dict(group))
+
+    return await _guarded(request, work)
+
+
+@requires("tags:write")
+async def delete_group(request: web.Request) -> web.Response:
+    async def work() -> web.Response:
+        group_id = _int(request, "group_id")
+        removed = await flows.do_delete_group(group_id=group_id, actor=actor_of(request))
+        return web.json_response({"deleted": group_id, "customers": removed})
 
     return await _guarded(request, work)
 
@@ -414,6 +435,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/tags", list_library)
     app.router.add_post("/api/v1/tags", create_tag)
     app.router.add_post("/api/v1/tags/groups", create_group)
+    app.router.add_patch("/api/v1/tags/groups/{group_id}", edit_group)
+    app.router.add_delete("/api/v1/tags/groups/{group_id}", delete_group)
     app.router.add_patch("/api/v1/tags/{tag_id}", edit_tag)
     app.router.add_delete("/api/v1/tags/{tag_id}", delete_tag)
     app.router.add_post("/api/v1/customer-tags", tag_customer)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from pydantic import ValidationError
 from tortoise.transactions import in_transaction
@@ -186,3 +188,37 @@ async def test_export_names_only_that_customers_tags(db: None) -> None:
         out = await DOMAIN.export_customer(conn=conn, external_userid="wmA0000000000000000001")
     assert [t["tag"] for t in out["customer_tags"]] == ["t"]
     assert [h["tag_id"] for h in out["customer_tag_history"]] == [tag.id]
+
+
+async def test_library_api(edge: Any) -> None:
+    await _customer("wmAPI0000000000000000001")
+    status, group = await edge.api("POST", "/api/v1/tags/groups", json={"name": "意向"})
+    assert status == 201 and group["origin"] == "siyu"
+    status, body = await edge.api("POST", "/api/v1/tags/groups", json={"name": "意向"})
+    assert status == 409 and body["error"]["code"] == "duplicate_name"
+    status, body = await edge.api(
+        "POST", "/api/v1/tags", json={"group_id": group["id"], "name": "长" * 31}
+    )
+    assert status == 400 and "name" in body["error"]["message"]
+    status, tag = await edge.api(
+        "POST", "/api/v1/tags", json={"group_id": group["id"], "name": "有赎回意向"}
+    )
+    assert status == 201
+    status, body = await edge.api("PATCH", "/api/v1/tags/999999", json={"name": "x"})
+    assert status == 404
+    status, body = await edge.api(
+        "POST",
+        "/api/v1/customer-tags",
+        json={"external_userid": "wmAPI0000000000000000001", "tag_id": tag["id"], "reason": "来电"},
+    )
+    assert (status, body["changed"]) == (200, True)
+    status, body = await edge.api("GET", "/api/v1/customers/wmAPI0000000000000000001/tags")
+    assert status == 200
+    assert body["tags"][0]["tag"] == "有赎回意向" and body["tags"][0]["source"] == "manual"
+    assert body["history"][0]["action"] == "add"
+    status, body = await edge.api("GET", "/api/v1/customers/wmNOBODY/tags")
+    assert status == 404
+    status, body = await edge.api("GET", "/api/v1/tags")
+    assert [t["name"] for t in body["groups"][0]["tags"]] == ["有赎回意向"]
+    status, body = await edge.api("DELETE", f"/api/v1/tags/groups/{group['id']}")
+    assert status == 200 and body["customers"] == 1

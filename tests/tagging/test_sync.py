@@ -21,7 +21,7 @@ from siyu.domains import DOMAINS
 from tagging import flows, hooks, service, sync
 from tagging.jobs import TagSyncJob
 from tagging.models import CustomerTag, Origin, SyncRequest, SyncRun, TagSource
-from tagging.schemas import GroupIn, TagEdit, TagIn
+from tagging.schemas import GroupEdit, GroupIn, TagEdit, TagIn
 from tests.bot.outbox_fakes import FakeCorp, start_fake_corp
 
 OPS = Actor("operator", "7", "运营小王")
@@ -357,3 +357,35 @@ async def test_a_mark_overtaken_by_a_removal_is_cancelled_before_send(corp: Fake
     # The add was overtaken by the removal: it never reached WeCom.
     assert states["add"] == "cancelled"
     assert tag.wecom_tag_id not in info.tags
+
+
+async def test_group_marked_later_edited_and_deleted_follows_to_wecom(corp: FakeCorp) -> None:
+    group = await flows.do_create_group(spec=GroupIn(name="私有"), actor=OPS)
+    for name in ("甲", "乙"):
+        await flows.do_create_tag(spec=TagIn(group_id=group.id, name=name), actor=OPS)
+    await drain(corp)
+    assert "私有" not in wecom_library(corp)
+
+    await flows.do_edit_group(group_id=group.id, edit=GroupEdit(sync_to_wecom=True), actor=OPS)
+    await drain(corp)
+    assert wecom_library(corp)["私有"] == ["甲", "乙"]
+
+    await flows.do_edit_group(group_id=group.id, edit=GroupEdit(name="共享"), actor=OPS)
+    await drain(corp)
+    assert "共享" in wecom_library(corp) and "私有" not in wecom_library(corp)
+
+    await flows.do_delete_group(group_id=group.id, actor=OPS)
+    await drain(corp)
+    assert "共享" not in wecom_library(corp)
+    assert await service.get_group(conn=None, group_id=group.id) is None  # type: ignore[arg-type]
+    # A reconcile does not bring it back.
+    await sync.sync_library(client=corp.client(), kind="reconcile")
+    assert "共享" not in await local_library()
+
+
+async def test_a_wecom_group_cannot_be_unmarked(corp: FakeCorp) -> None:
+    await sync.sync_library(client=corp.client())
+    group = (await service.live_groups())[0]
+    with pytest.raises(flows.TaggingError) as info:
+        await flows.do_edit_group(group_id=group.id, edit=GroupEdit(sync_to_wecom=False), actor=OPS)
+    assert info.value.code == "wecom_group"
