@@ -10,6 +10,7 @@ with a stated reason, by the compliance role alone, and that reading is audited.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -512,6 +513,15 @@ async def case_view(*, case: bot_models.ReviewCase) -> CaseView:
             where=audit.AuditFilter(target=case_target(case.id)), limit=20
         ),
     )
+
+
+def department_label(department: str) -> str:
+    """The advisor's department as a reviewer can read it.
+
+    WeCom's user/get gives department *ids* (「2」, 「[2, 3]」); until names are synced
+    an id tells a reviewer nothing, so it is not shown.
+    """
+    return "" if re.fullmatch(r"[\d,\s\[\]]*", department) else department
 
 
 def age_of(opened: datetime, *, at: datetime) -> tuple[str, str]:

@@ -536,3 +536,9 @@ async def test_the_demo_advisor_account_is_a_sandbox_advisor(
     assert advisor.wecom_userid == DEMO_ADVISOR_USERID
     assert DEMO_ADVISOR_USERID in {a[0] for a in ADVISORS}
     assert await review.reach_of(advisor) == frozenset({DEMO_ADVISOR_USERID})
+
+
+def test_a_department_id_is_not_shown_as_a_department() -> None:
+    assert review.department_label("2") == ""
+    assert review.department_label("[2, 3]") == ""
+    assert review.department_label("财富管理部") == "财富管理部"
