@@ -104,6 +104,7 @@ async def push_mark(
     tag: Tag,
     add: bool,
     advisors: Sequence[str] | None = None,
+    key_suffix: str = "",
 ) -> int:
     """``mark_tag`` for each advisor relation of the customer; the number of rows queued.
 
@@ -123,7 +124,8 @@ async def push_mark(
             add_tag=[tag.wecom_tag_id] if add else (),
             remove_tag=() if add else [tag.wecom_tag_id],
         )
-        key = f"tagging.mark:{history_key}:{userid}"[:160]
+        key = f"tagging.mark:{history_key}:{userid}" + (f":{key_suffix}" if key_suffix else "")
+        key = key[:160]
         if await outbox.enqueue(
             conn, idem_key=key, write=write, origin=f"tagging.mark:{history_key}"[:96]
         ):

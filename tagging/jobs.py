@@ -36,6 +36,8 @@ class TagSyncJob:
     clock: Callable[[], float] = time.monotonic
     reconcile_every_s: float = RECONCILE_EVERY_S
     _last_reconcile: float | None = field(default=None, init=False)
+    # Where the rotation over followed customers stands (see sync.request_contact_reconcile).
+    _contact_cursor: int = field(default=0, init=False)
 
     async def tick(self) -> int:
         done = 0
@@ -52,6 +54,9 @@ class TagSyncJob:
         lib = await sync.sync_requested_library(client=self.client)
         if lib is not None:
             done += len(lib.changes) or 1
+        if not await sync.contact_requests_pending():
+            # Callbacks first; the rotation only fills idle ticks.
+            self._contact_cursor = await sync.request_contact_reconcile(after=self._contact_cursor)
         contacts = await sync.sync_contacts(client=self.client)
         return done + len(contacts.changes)
 

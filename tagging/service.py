@@ -310,6 +310,16 @@ async def history_of_customer(*, customer_id: int) -> list[CustomerTagHistory]:
     return await CustomerTagHistory.filter(customer_id=customer_id).order_by("at", "id")
 
 
+async def siyu_tags_of_customer(*, conn: BaseDBAsyncClient, customer_id: int) -> list[CustomerTag]:
+    """Tags siyu applied (not an advisor in WeCom), with their tag and group."""
+    return (
+        await CustomerTag.filter(customer_id=customer_id)
+        .exclude(source=TagSource.WECOM)
+        .using_db(conn)
+        .prefetch_related("tag__group")
+    )
+
+
 async def wecom_tags_of_relation(
     *, conn: BaseDBAsyncClient, customer_id: int, advisor_userid: str
 ) -> list[CustomerTag]:
@@ -351,8 +361,29 @@ async def request_sync(
     return True
 
 
+#: A request WeCom keeps refusing (not a rate limit) is given up after this many tries;
+#: the reconcile rotation asks again another day.
+MAX_SYNC_ATTEMPTS = 5
+
+
 async def pending_sync_requests(*, kind: str, limit: int) -> list[SyncRequest]:
-    return await SyncRequest.filter(kind=kind, done_at=None).order_by("id").limit(limit)
+    return (
+        await SyncRequest.filter(kind=kind, done_at=None, attempts__lt=MAX_SYNC_ATTEMPTS)
+        .order_by("id")
+        .limit(limit)
+    )
+
+
+async def followed_customers(*, after: int, limit: int) -> list[tuple[int, str]]:
+    """Customers with an active advisor relation, in id order after ``after`` (read only)."""
+    rows = (
+        await Customer.filter(id__gt=after, follows__status="active")
+        .distinct()
+        .order_by("id")
+        .limit(limit)
+        .values_list("id", "external_userid")
+    )
+    return [(int(i), str(e)) for i, e in rows]
 
 
 async def finish_sync_requests(*, ids: Sequence[int], error: str = "") -> None:

@@ -303,10 +303,14 @@ async def apply_contact_tags(
     follow_users: Sequence[Mapping[str, Any]],
     advisor_userid: str | None,
     report: Report,
+    repair_key: str = "",
 ) -> list[str]:
     """Make the ``wecom``-source tags of each relation match ``follow_user[].tags``.
 
-    Returns WeCom tag ids no local tag has (the library needs a pull first).
+    With ``repair_key``, tags siyu applied (manual, rule, import) that a relation lacks
+    in WeCom are marked again (siyu wins for its own applications; a lost or failed
+    ``mark_tag`` is repaired here).  Returns WeCom tag ids no local tag has (the
+    library needs a pull first).
     """
     customer = await bot_service.upsert_customer(conn=conn, external_userid=external_userid)
     unknown: list[str] = []
@@ -353,7 +357,46 @@ async def apply_contact_tags(
                     push=False,
                 )
                 report.add("customer_tag_removed", tag_id=ct.tag_id, advisor=userid)  # type: ignore[attr-defined]
+        if repair_key:
+            await _repair_marks(
+                conn=conn,
+                customer_id=customer.id,
+                external_userid=external_userid,
+                userid=userid,
+                present=set(ids),
+                repair_key=repair_key,
+                report=report,
+            )
     return unknown
+
+
+async def _repair_marks(
+    *,
+    conn: BaseDBAsyncClient,
+    customer_id: int,
+    external_userid: str,
+    userid: str,
+    present: set[str],
+    repair_key: str,
+    report: Report,
+) -> None:
+    for ct in await service.siyu_tags_of_customer(conn=conn, customer_id=customer_id):
+        tag = ct.tag
+        if not tag.wecom_tag_id or tag.wecom_tag_id in present or tag.push_pending:
+            continue
+        if not flows._group_syncs(tag.group):
+            continue
+        queued = await flows.push_mark(
+            conn=conn,
+            history_key=f"add:{ct.id}",
+            external_userid=external_userid,
+            tag=tag,
+            add=True,
+            advisors=[userid],
+            key_suffix=repair_key,
+        )
+        if queued:
+            report.add("customer_tag_marked_again", tag_id=tag.id, advisor=userid)
 
 
 async def sync_contacts(*, client: WeComClient, limit: int = CONTACT_BATCH) -> Report:
@@ -387,6 +430,7 @@ async def sync_contacts(*, client: WeComClient, limit: int = CONTACT_BATCH) -> R
                 follow_users=follow,
                 advisor_userid=req.advisor_userid or None,
                 report=report,
+                repair_key=f"q{req.id}",
             )
         if unknown and not pulled_library:
             pulled_library = True
@@ -408,6 +452,30 @@ async def sync_contacts(*, client: WeComClient, limit: int = CONTACT_BATCH) -> R
     await service.finish_sync_requests(ids=done)
     await service.finish_run(run=run, ok=not error, changes=report.changes, error=error)
     return report
+
+
+async def contact_requests_pending() -> bool:
+    return bool(await service.pending_sync_requests(kind="contact", limit=1))
+
+
+async def request_contact_reconcile(*, after: int, limit: int = CONTACT_BATCH) -> int:
+    """Queue a tag check for the next ``limit`` followed customers after id ``after``.
+
+    Callbacks are not guaranteed, so customers are also checked in rotation, at most
+    once a day each (the request key holds the date) and a batch per tick, which keeps
+    the ``externalcontact/get`` calls far inside WeCom's per-API limits.  Returns the
+    last customer id looked at (0 when the rotation starts over).
+    """
+    rows = await service.followed_customers(after=after, limit=limit)
+    if not rows:
+        return 0
+    day = service.now().date().isoformat()
+    async with in_transaction() as conn:
+        for _, ext in rows:
+            await service.request_sync(
+                conn=conn, key=f"reconcile:{ext}:{day}", kind="contact", wecom_id=ext
+            )
+    return rows[-1][0]
 
 
 async def sync_requested_library(*, client: WeComClient) -> Report | None:

@@ -389,3 +389,62 @@ async def test_a_wecom_group_cannot_be_unmarked(corp: FakeCorp) -> None:
     with pytest.raises(flows.TaggingError) as info:
         await flows.do_edit_group(group_id=group.id, edit=GroupEdit(sync_to_wecom=False), actor=OPS)
     assert info.value.code == "wecom_group"
+
+
+async def _follow(corp: FakeCorp) -> tuple[str, str]:
+    userid = next(u for u, f in corp.state.follows.items() if f)
+    ext = corp.customer_of(userid)
+    async with in_transaction() as conn:
+        customer = await bot_service.upsert_customer(conn=conn, external_userid=ext)
+        advisor = await bot_service.upsert_advisor(conn=conn, userid=userid)
+        await bot_service.upsert_follow(
+            conn=conn,
+            customer=customer,
+            advisor=advisor,
+            status=bot_models.RelationStatus.ACTIVE,
+            at=bot_service.now(),
+        )
+    return userid, ext
+
+
+async def test_a_lost_mark_is_repaired_when_the_contact_is_next_checked(corp: FakeCorp) -> None:
+    await sync.sync_library(client=corp.client())
+    userid, ext = await _follow(corp)
+    info = corp.state.follows[userid][ext]
+    tag = next(t for t in await service.live_tags() if t.wecom_tag_id not in info.tags)
+    corp.state.inject("externalcontact/mark_tag", 40058)  # the first mark fails
+    await flows.do_tag_customer(external_userid=ext, tag_id=tag.id, actor=OPS)
+    await drain(corp)
+    assert tag.wecom_tag_id not in info.tags
+
+    # The rotation (or any callback) checks the contact: siyu's tag is marked again,
+    # and WeCom's own tags are taken in as well.
+    job = TagSyncJob(client=corp.client(), clock=lambda: 0.0)
+    await job.tick()
+    assert await SyncRequest.filter(key__startswith=f"reconcile:{ext}:").count() == 1
+    run = await service.last_run(kind="contact")
+    assert run is not None and any(c["change"] == "customer_tag_marked_again" for c in run.changes)
+    await drain(corp)
+    assert tag.wecom_tag_id in info.tags
+    have = {r.tag.wecom_tag_id for r in await CustomerTag.all().prefetch_related("tag")}
+    assert have == set(info.tags)
+
+    # Once a day per customer: the next rotation round asks nothing new today.
+    await job.tick()
+    await job.tick()
+    assert await SyncRequest.filter(key__startswith=f"reconcile:{ext}:").count() == 1
+
+
+async def test_a_request_wecom_keeps_refusing_is_given_up(corp: FakeCorp) -> None:
+    userid, ext = await _follow(corp)
+    await run_hook(
+        event(
+            "c1", "change_external_contact", "edit_external_contact", customer=ext, advisor=userid
+        )
+    )
+    corp.state.inject("externalcontact/get", 48002, times=10)  # api forbidden
+    for _ in range(service.MAX_SYNC_ATTEMPTS + 2):
+        await sync.sync_contacts(client=corp.client())
+    req = await SyncRequest.get(key="event:c1")
+    assert req.done_at is None and req.attempts == service.MAX_SYNC_ATTEMPTS
+    assert not await service.pending_sync_requests(kind="contact", limit=10)
