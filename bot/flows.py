@@ -12,8 +12,8 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -339,184 +339,345 @@ def customer_label_at_rest(name: str | None, external_userid: str | None) -> str
     return customer_label(None, external_userid)
 
 
-async def do_store_message(
+@dataclass(frozen=True)
+class MessageToStore:
+    """One analysed message of a read, as the pipeline hands it to be stored."""
+
+    draft: MessageDraft
+    analysis: Analysis | None
+    original: Mapping[str, Any]
+
+
+async def do_store_messages(
+    *, items: Sequence[MessageToStore], deps: StoreDeps
+) -> list[StoreResult | BaseException]:
+    """Store a read's messages in one transaction; one that fails does not fail the others.
+
+    Storing a message alone costs a transaction and a dozen round trips (and on SQLite
+    a commit that waits for the disk), several times the cost of analysing it; a read
+    stored together costs one transaction and a few multi-row statements.  If that
+    transaction fails (a message the database or a hook refuses, a lock timeout), it
+    rolls back whole and each message is stored again in a transaction of its own, so
+    only the bad one comes back as its exception, in its place in the list.  Hooks
+    keep their exactly-once effect: what they did in the failed transaction was
+    rolled back with it.
+    """
+    if len(items) > 1:
+        try:
+            return list(await _store_together(items, deps=deps))
+        except Exception as exc:  # noqa: BLE001 - narrowed below, message by message
+            log.warning(
+                "storing a read together failed; storing its messages one by one",
+                extra={"items": len(items), "error": type(exc).__name__},
+            )
+    out: list[StoreResult | BaseException] = []
+    for item in items:
+        try:
+            out += await _store_together([item], deps=deps)
+        except Exception as exc:  # noqa: BLE001 - this message's own failure
+            out.append(exc)
+    return out
+
+
+@dataclass(frozen=True)
+class _Analysed:
+    """What a message stores, worked out before the transaction opens."""
+
+    draft: MessageDraft
+    analysis: Analysis | None
+    masked: str
+    intent: str | None
+    sealed: str
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.draft.source.value, self.draft.msgid)
+
+
+def _analysed(item: MessageToStore, keyring: Keyring) -> _Analysed:
+    draft, analysis = item.draft, item.analysis
+    return _Analysed(
+        draft=draft,
+        analysis=analysis,
+        masked=analysis.masked_text if analysis and draft.text else "",
+        intent=analysis.intent if analysis and draft.sender_role == "customer" else None,
+        sealed=keyring.seal_text(
+            json.dumps(dict(item.original), ensure_ascii=False),
+            aad=message_aad(draft.source, draft.msgid),
+        ),
+    )
+
+
+@dataclass
+class _Consequences:
+    """Review cases, alerts and their outbox rows of a read, written a statement per table."""
+
+    cases: list[dict[str, Any]] = field(default_factory=list)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    notices: list[dict[str, Any]] = field(default_factory=list)
+
+    async def write(self, conn: BaseDBAsyncClient) -> None:
+        await bot_service.open_review_cases(conn=conn, rows=self.cases)
+        await bot_service.raise_alerts(conn=conn, rows=self.alerts)
+        await bot_service.enqueue_outbox_many(conn=conn, rows=self.notices)
+
+
+async def _store_together(items: Sequence[MessageToStore], *, deps: StoreDeps) -> list[StoreResult]:
+    """Store ``items`` in one transaction, in order; any failure rolls all of them back.
+
+    Each message's row is inserted once per (source, msgid): one repeated in the read
+    or stored before is a duplicate (``stored=False``), told per message by the unique
+    key on SQLite and PostgreSQL alike.  Then, message by message in the order read,
+    the other domains' ``on_message`` hooks see the frozen record, and the review case
+    and alerts it calls for are gathered; they are written after the last hook, a
+    statement per table.  The rows of the whole read are inserted before the first
+    hook runs, so a hook may see messages read with its own, later ones included.
+    """
+    analysed = [_analysed(item, deps.keyring) for item in items]
+    first: dict[tuple[str, str], int] = {}
+    for pos, a in enumerate(analysed):
+        first.setdefault(a.key, pos)
+    results: list[StoreResult] = []
+    async with in_transaction() as conn:
+        advisors = await bot_service.ensure_advisors(
+            conn=conn, userids=[a.draft.advisor_userid for a in analysed if a.draft.advisor_userid]
+        )
+        customers = await bot_service.ensure_customers(
+            conn=conn,
+            external_userids=[a.draft.external_userid for a in analysed if a.draft.external_userid],
+        )
+        ids = await bot_service.insert_messages(
+            conn=conn,
+            rows=[
+                _message_row(a, advisors=advisors, customers=customers)
+                for pos, a in enumerate(analysed)
+                if first[a.key] == pos
+            ],
+        )
+        consequences = _Consequences()
+        for pos, a in enumerate(analysed):
+            message_id = ids.get(a.key)
+            if message_id is None or first[a.key] != pos:
+                results.append(StoreResult(stored=False))
+                continue
+            record = _stored_record(a, message_id)
+            # Other domains' hooks see what was stored, inside this transaction.
+            for hook in deps.hooks.on_message:
+                await hook.fn(record, conn)
+            customer = customers.get(a.draft.external_userid or "")
+            results.append(
+                await _consequences(
+                    a,
+                    record=record,
+                    customer_name=customer.name if customer else None,
+                    into=consequences,
+                    conn=conn,
+                    deps=deps,
+                )
+            )
+        await consequences.write(conn)
+    return results
+
+
+def _message_row(
+    a: _Analysed,
     *,
-    draft: MessageDraft,
-    analysis: Analysis | None,
-    original: dict[str, Any],
+    advisors: Mapping[str, int],
+    customers: Mapping[str, bot_service.CustomerRef],
+) -> dict[str, Any]:
+    draft, analysis = a.draft, a.analysis
+    customer = customers.get(draft.external_userid) if draft.external_userid else None
+    return {
+        "msgid": draft.msgid,
+        "source": draft.source.value,
+        "direction": draft.direction.value,
+        "sender_id": draft.sender_id,
+        "sender_role": draft.sender_role,
+        "receiver_ids": list(draft.receiver_ids),
+        "roomid": draft.roomid,
+        "msgtime": draft.msgtime,
+        "msgtype": draft.msgtype,
+        "action": draft.action,
+        "masked_text": a.masked,
+        "original_sealed": a.sealed,
+        "intent": a.intent,
+        "sentiment": analysis.sentiment if analysis else None,
+        "has_violation": analysis.has_violation if analysis else False,
+        "analysis": analysis.to_dict() if analysis else None,
+        "customer_id": customer.id if customer else None,
+        "advisor_id": advisors[draft.advisor_userid] if draft.advisor_userid else None,
+    }
+
+
+def _stored_record(a: _Analysed, message_id: int) -> StoredMessage:
+    draft, analysis = a.draft, a.analysis
+    violations = analysis.violations if analysis else ()
+    return StoredMessage(
+        id=message_id,
+        source=draft.source.value,
+        msgid=draft.msgid,
+        direction=draft.direction,
+        sender_role=draft.sender_role,
+        customer=draft.external_userid,
+        advisor=draft.advisor_userid,
+        roomid=draft.roomid,
+        msgtime=draft.msgtime,
+        msgtype=draft.msgtype,
+        text_masked=a.masked,
+        intent=a.intent,
+        intent_score=analysis.intent_score if analysis and a.intent else None,
+        sentiment=analysis.sentiment if analysis else None,
+        violation_categories=tuple(sorted({v.category for v in violations})),
+        has_violation=analysis.has_violation if analysis else False,
+    )
+
+
+def _notice(
+    *, deps: StoreDeps, idem_key: str, touser: str, content: str, content_at_rest: str
+) -> dict[str, Any]:
+    """The outbox row of an app message to a member (``_notify``, as a row to insert)."""
+    key = f"notify:{idem_key}"
+    write = outbox.app_text(agent_id=deps.agent_id, touser=touser, content=content_at_rest)
+    sealed = None
+    if content_at_rest != content:
+        sent = outbox.app_text(agent_id=deps.agent_id, touser=touser, content=content)
+        sealed = deps.keyring.seal_text(
+            json.dumps(dict(sent.payload), ensure_ascii=False), aad=outbox_payload_aad(key)
+        )
+    return {
+        "idem_key": key,
+        "api": write.api,
+        "payload": dict(write.payload),
+        "payload_sealed": sealed,
+        "secret_kind": write.via,
+        "origin": f"bot.alert:{idem_key}"[: outbox.ORIGIN_MAX],
+    }
+
+
+async def _consequences(
+    a: _Analysed,
+    *,
+    record: StoredMessage,
+    customer_name: str | None,
+    into: _Consequences,
+    conn: BaseDBAsyncClient,
     deps: StoreDeps,
 ) -> StoreResult:
-    """Store an analysed message once, then run hooks and raise alerts."""
+    """The review case and alerts a stored message calls for, added to ``into``."""
+    draft, analysis = a.draft, a.analysis
     violations = analysis.violations if analysis else ()
-    has_violation = analysis.has_violation if analysis else False
-    intent = analysis.intent if analysis and draft.sender_role == "customer" else None
-    masked = analysis.masked_text if analysis and draft.text else ""
+    has_violation = record.has_violation
     alerts: list[str] = []
-    async with in_transaction() as conn:
-        advisor = (
-            await bot_service.upsert_advisor(conn=conn, userid=draft.advisor_userid)
-            if draft.advisor_userid
-            else None
+    speaks_to_customers = (
+        draft.direction in (Direction.ADVISOR_TO_CUSTOMER, Direction.GROUP)
+        and draft.sender_role == "advisor"
+    )
+    case_opened = False
+    if violations and speaks_to_customers and draft.advisor_userid:
+        case_opened = True
+        categories = sorted({v.category for v in violations})
+        into.cases.append(
+            {
+                "message_id": record.id,
+                "advisor_userid": draft.advisor_userid,
+                "categories": categories,
+                "severity": "violation" if has_violation else "review",
+            }
         )
-        customer = (
-            await bot_service.upsert_customer(
-                conn=conn, external_userid=draft.external_userid, needs_sync=True
+        if has_violation:
+            first = next(v for v in violations if v.severity == "violation")
+            label = CATEGORY_LABELS.get(first.category, first.category)
+            basis = first.basis or "机构销售行为管理规定"
+            key = f"violation:{draft.source}:{draft.msgid}"
+            into.alerts.append(
+                {
+                    "idem_key": key,
+                    "kind": "violation",
+                    "recipient_userid": draft.advisor_userid,
+                    "advisor_userid": draft.advisor_userid,
+                    "external_userid": draft.external_userid,
+                    "msgid": draft.msgid,
+                    "detail": {"categories": categories, "rule_id": first.rule_id, "basis": basis},
+                }
             )
-            if draft.external_userid
-            else None
-        )
-        sealed = deps.keyring.seal_text(
-            json.dumps(original, ensure_ascii=False), aad=message_aad(draft.source, draft.msgid)
-        )
-        message = await bot_service.insert_message(
-            conn=conn,
-            msgid=draft.msgid,
-            source=draft.source.value,
-            direction=draft.direction.value,
-            sender_id=draft.sender_id,
-            sender_role=draft.sender_role,
-            receiver_ids=list(draft.receiver_ids),
-            roomid=draft.roomid,
-            msgtime=draft.msgtime,
-            msgtype=draft.msgtype,
-            action=draft.action,
-            masked_text=masked,
-            original_sealed=sealed,
-            intent=intent,
-            sentiment=analysis.sentiment if analysis else None,
-            has_violation=has_violation,
-            analysis=analysis.to_dict() if analysis else None,
-            customer=customer,
-            advisor=advisor,
-        )
-        if message is None:
-            return StoreResult(stored=False)
+            in_group = bool(draft.roomid and not draft.external_userid)
 
-        record = StoredMessage(
-            id=message.id,
-            source=draft.source.value,
-            msgid=draft.msgid,
-            direction=draft.direction,
-            sender_role=draft.sender_role,
-            customer=draft.external_userid,
-            advisor=draft.advisor_userid,
-            roomid=draft.roomid,
-            msgtime=draft.msgtime,
-            msgtype=draft.msgtype,
-            text_masked=masked,
-            intent=intent,
-            intent_score=analysis.intent_score if analysis and intent else None,
-            sentiment=analysis.sentiment if analysis else None,
-            violation_categories=tuple(sorted({v.category for v in violations})),
-            has_violation=has_violation,
-        )
-        # Other domains' hooks see what was stored, inside this transaction.
-        for hook in deps.hooks.on_message:
-            await hook.fn(record, conn)
-
-        speaks_to_customers = (
-            draft.direction in (Direction.ADVISOR_TO_CUSTOMER, Direction.GROUP)
-            and draft.sender_role == "advisor"
-        )
-        case_opened = False
-        if violations and speaks_to_customers and draft.advisor_userid:
-            case_opened = True
-            categories = sorted({v.category for v in violations})
-            severity = "violation" if has_violation else "review"
-            await bot_service.open_review_case(
-                conn=conn,
-                message=message,
-                advisor_userid=draft.advisor_userid,
-                categories=categories,
-                severity=severity,
-            )
-            if has_violation:
-                first = next(v for v in violations if v.severity == "violation")
-                label = CATEGORY_LABELS.get(first.category, first.category)
-                basis = first.basis or "机构销售行为管理规定"
-                key = f"violation:{draft.source}:{draft.msgid}"
-                await bot_service.raise_alert(
-                    conn=conn,
-                    idem_key=key,
-                    kind="violation",
-                    recipient_userid=draft.advisor_userid,
-                    advisor_userid=draft.advisor_userid,
-                    external_userid=draft.external_userid,
-                    msgid=draft.msgid,
-                    detail={"categories": categories, "rule_id": first.rule_id, "basis": basis},
+            def violation_text(label_of: Any) -> str:
+                who = (
+                    "群聊中"
+                    if in_group
+                    else "发给" + label_of(customer_name, draft.external_userid)
                 )
-                in_group = bool(draft.roomid and not draft.external_userid)
-                name = customer.name if customer else None
+                return (
+                    f"【合规提醒】您 {_local_time(draft)} {who}的消息"
+                    f"「{_excerpt(analysis)}」触发「{label}」"
+                    f"（依据：{basis}；规则 {first.rule_id or first.source}），"
+                    "已提交合规复核。请勿承诺收益、混同存款或代客操作。"
+                    f"（消息编号 {_message_ref(draft)}）"
+                )
 
-                def violation_text(label_of: Any) -> str:
-                    who = "群聊中" if in_group else "发给" + label_of(name, draft.external_userid)
-                    return (
-                        f"【合规提醒】您 {_local_time(draft)} {who}的消息"
-                        f"「{_excerpt(analysis)}」触发「{label}」"
-                        f"（依据：{basis}；规则 {first.rule_id or first.source}），"
-                        "已提交合规复核。请勿承诺收益、混同存款或代客操作。"
-                        f"（消息编号 {_message_ref(draft)}）"
-                    )
-
-                await _notify(
-                    conn=conn,
+            into.notices.append(
+                _notice(
                     deps=deps,
                     idem_key=key,
                     touser=draft.advisor_userid,
                     content=violation_text(customer_label),
                     content_at_rest=violation_text(customer_label_at_rest),
                 )
-                alerts.append(key)
-
-        if intent in ALERT_INTENTS and draft.external_userid:
-            targets = (
-                [draft.advisor_userid]
-                if draft.advisor_userid
-                else await bot_service.advisors_following(
-                    conn=conn, external_userid=draft.external_userid
-                )
             )
-            for userid in targets:
-                if not userid:
-                    continue
-                key = f"{intent}:{draft.source}:{draft.msgid}:{userid}"
-                await bot_service.raise_alert(
-                    conn=conn,
-                    idem_key=key,
-                    kind=str(intent),
-                    recipient_userid=userid,
-                    advisor_userid=userid,
-                    external_userid=draft.external_userid,
-                    msgid=draft.msgid,
-                    detail={"sentiment": record.sentiment},
+            alerts.append(key)
+
+    intent = a.intent
+    if intent in ALERT_INTENTS and draft.external_userid:
+        targets = (
+            [draft.advisor_userid]
+            if draft.advisor_userid
+            else await bot_service.advisors_following(
+                conn=conn, external_userid=draft.external_userid
+            )
+        )
+        for userid in targets:
+            if not userid:
+                continue
+            key = f"{intent}:{draft.source}:{draft.msgid}:{userid}"
+            into.alerts.append(
+                {
+                    "idem_key": key,
+                    "kind": str(intent),
+                    "recipient_userid": userid,
+                    "advisor_userid": userid,
+                    "external_userid": draft.external_userid,
+                    "msgid": draft.msgid,
+                    "detail": {"sentiment": record.sentiment},
+                }
+            )
+            texts = [
+                (
+                    f"【客户提醒】{label_of(customer_name, draft.external_userid)} "
+                    f"{_local_time(draft)} 的消息"
+                    f"「{_excerpt(analysis)}」显示{ALERT_INTENTS[intent]}，请及时跟进。"
+                    f"（消息编号 {_message_ref(draft)}）"
                 )
-                name = customer.name if customer else None
-                texts = [
-                    (
-                        f"【客户提醒】{label_of(name, draft.external_userid)} "
-                        f"{_local_time(draft)} 的消息"
-                        f"「{_excerpt(analysis)}」显示{ALERT_INTENTS[intent]}，请及时跟进。"
-                        f"（消息编号 {_message_ref(draft)}）"
-                    )
-                    for label_of in (customer_label, customer_label_at_rest)
-                ]
-                await _notify(
-                    conn=conn,
+                for label_of in (customer_label, customer_label_at_rest)
+            ]
+            into.notices.append(
+                _notice(
                     deps=deps,
                     idem_key=key,
                     touser=userid,
                     content=texts[0],
                     content_at_rest=texts[1],
                 )
-                alerts.append(key)
-        return StoreResult(
-            stored=True,
-            record_id=message.id,
-            alerts=tuple(alerts),
-            review_case=case_opened,
-            findings=tuple((v.category, v.severity) for v in violations),
-            record=record,
-        )
+            )
+            alerts.append(key)
+    return StoreResult(
+        stored=True,
+        record_id=record.id,
+        alerts=tuple(alerts),
+        review_case=case_opened,
+        findings=tuple((v.category, v.severity) for v in violations),
+        record=record,
+    )
 
 
 @dataclass(frozen=True)

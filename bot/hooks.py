@@ -10,6 +10,10 @@ Three points, each an ordered, named list:
   transaction that stored the row, with that transaction's connection.  If a hook
   raises, the row rolls back, the stream entry is not acknowledged and its
   redelivery runs every hook again — so each hook's effect happens exactly once.
+  The messages of one read share a transaction (``bot.flows.do_store_messages``):
+  when a hook fails, the others of the read are stored again, each alone, so a
+  hook may be called twice for a message whose effect still happens once, and it
+  may see the rows of the messages read with its own, later ones included.
   **No network calls inside a hook**: a WeCom write is an outbox row
   (``bot.outbox.enqueue(conn, …)``), sent after commit by the dispatcher.
 - ``after_commit(record)`` runs once the row is durable, outside the transaction.

@@ -16,8 +16,10 @@ A batch read from the stream goes through:
    the last ``CONTEXT_TURNS`` within ``CONTEXT_WINDOW``, read in one query per
    batch plus the earlier items of the same batch.  Batched per read; a batch
    that fails is retried text by text, so one bad text fails alone.
-5. ``store``      — one transaction: row, the ``on_message``/``on_event`` hooks
-   of other domains (in the root's order), review case, alerts, outbox rows
+5. ``store``      — the read's messages in one transaction (a few multi-row
+   statements; if it fails, each message again in its own, so one bad message
+   fails alone), an event in its own: rows, the ``on_message``/``on_event`` hooks
+   of other domains (in the root's order), review cases, alerts, outbox rows
    (``bot.flows``).
 6. ``after_commit`` — side effects that must follow a durable write: waking
    the archive puller on ``msgaudit_notify``, then the domains' ``after_commit``
@@ -35,7 +37,13 @@ from typing import Any, Protocol
 
 from bot import service as bot_service
 from bot.archive import record_to_draft
-from bot.flows import EventContext, StoreDeps, do_store_event, do_store_message
+from bot.flows import (
+    EventContext,
+    MessageToStore,
+    StoreDeps,
+    do_store_event,
+    do_store_messages,
+)
 from bot.schemas import (
     Direction,
     EventDraft,
@@ -187,26 +195,66 @@ class Pipeline:
                 for i, res in zip(to_analyse, results, strict=True):
                     analyses[i] = res
 
-        out: list[StoreResult | BaseException] = []
-        for i, (item, d) in enumerate(zip(items, drafts, strict=True)):
+        # Messages are stored a run at a time (one transaction, a few multi-row
+        # statements); an event ends a run, so rows are stored in the order read.
+        out: list[StoreResult | BaseException | None] = [None] * len(items)
+        run: list[int] = []
+        for i, d in enumerate(drafts):
             if isinstance(d, BaseException):
-                out.append(d)
-                continue
-            if not fresh[i]:
-                out.append(StoreResult(stored=False))
+                out[i] = d
+            elif not fresh[i]:
+                out[i] = StoreResult(stored=False)
                 self.metrics.processed.labels("duplicate").inc()
-                continue
-            try:
-                result = await self._store(item, d, analyses.get(i))
-            except Exception as exc:  # noqa: BLE001 - reported per item: one bad item must not fail its batch
-                out.append(exc)
-                continue
-            self.metrics.processed.labels("stored" if result.stored else "duplicate").inc()
-            self._count_compliance(result)
-            if result.stored and result.record is not None:
-                await self.deps.hooks.run_after_commit(result.record)
-            out.append(result)
-        return out
+            elif isinstance(d, MessageDraft):
+                analysis = analyses.get(i)
+                if isinstance(analysis, BaseException):
+                    out[i] = analysis
+                else:
+                    run.append(i)
+            else:
+                await self._store_messages(items, drafts, analyses, run, out)
+                run = []
+                try:
+                    out[i] = await self._store_event(d)
+                except Exception as exc:  # noqa: BLE001 - reported per item: one bad item must not fail its batch
+                    out[i] = exc
+                else:
+                    await self._stored(out[i])
+        await self._store_messages(items, drafts, analyses, run, out)
+        done = [r for r in out if r is not None]
+        assert len(done) == len(items), "every item has its result"
+        return done
+
+    async def _store_messages(
+        self,
+        items: Sequence[QueuedItem],
+        drafts: Sequence[Draft | BaseException],
+        analyses: dict[int, Analysis | BaseException],
+        run: list[int],
+        out: list[StoreResult | BaseException | None],
+    ) -> None:
+        """Store the messages at positions ``run`` together; each result into ``out``."""
+        if not run:
+            return
+        batch = []
+        for i in run:
+            d, analysis = drafts[i], analyses.get(i)
+            assert isinstance(d, MessageDraft) and not isinstance(analysis, BaseException)
+            batch.append(MessageToStore(draft=d, analysis=analysis, original=original_of(items[i])))
+        with self._timed("store"):
+            results = await do_store_messages(items=batch, deps=self.deps)
+        for i, result in zip(run, results, strict=True):
+            out[i] = result
+            await self._stored(result)
+
+    async def _stored(self, result: StoreResult | BaseException | None) -> None:
+        """Count what was stored, then run the after-commit hooks (the row is durable)."""
+        if not isinstance(result, StoreResult):
+            return
+        self.metrics.processed.labels("stored" if result.stored else "duplicate").inc()
+        self._count_compliance(result)
+        if result.stored and result.record is not None:
+            await self.deps.hooks.run_after_commit(result.record)
 
     async def _analyse(
         self, batch: list[tuple[str, AnalysisRole]], contexts: list[Context | None]
@@ -249,16 +297,7 @@ class Pipeline:
             # Alert keys start with their kind (violation:…, churn:…, complaint:…).
             self.metrics.alerts.labels(key.split(":", 1)[0]).inc()
 
-    async def _store(
-        self, item: QueuedItem, draft: Draft, analysis: Analysis | BaseException | None
-    ) -> StoreResult:
-        if isinstance(analysis, BaseException):
-            raise analysis
-        if isinstance(draft, MessageDraft):
-            with self._timed("store"):
-                return await do_store_message(
-                    draft=draft, analysis=analysis, original=original_of(item), deps=self.deps
-                )
+    async def _store_event(self, draft: EventDraft) -> StoreResult:
         with self._timed("enrich"):
             ctx = await self._enrich(draft)
         with self._timed("store"):

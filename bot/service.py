@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import re
 import secrets
+import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+from tortoise import timezone
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F, Q
@@ -38,6 +40,115 @@ async def _create_once(model: type[M], *, conn: BaseDBAsyncClient, **values: Any
             return await model.create(using_db=savepoint, **values)
     except IntegrityError:
         return None
+
+
+# How many rows one INSERT carries is bounded by the bind parameters a statement may
+# hold: 32,767 on PostgreSQL (the wire protocol counts them in 16 bits), 32,766 on
+# SQLite (SQLITE_MAX_VARIABLE_NUMBER since 3.32).
+_MAX_BIND_PARAMETERS = 32_000
+# INSERT … RETURNING came with SQLite 3.35 (2021): an older library inserts row by row.
+_SQLITE_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+async def _insert_many(
+    model: type[Model],
+    *,
+    conn: BaseDBAsyncClient,
+    rows: Sequence[Mapping[str, Any]],
+    conflict: Sequence[str],
+    returning: Sequence[str] = (),
+) -> list[dict[str, Any]]:
+    """Insert ``rows`` with a few multi-row statements, skipping those whose key exists.
+
+    ``INSERT … ON CONFLICT (conflict) DO NOTHING``: a row whose unique key is already
+    stored (or inserted by a concurrent transaction, which PostgreSQL waits for) is
+    skipped without an error, so the transaction stays usable and no savepoint per
+    row is needed.  Returns the ``returning`` columns of the rows inserted now.
+
+    Values go through the model's fields as ``Model.create`` sends them (defaults,
+    created/updated timestamps, max_length and the other validators), so a value the
+    ORM would refuse makes this call raise too; no model instance is built, which
+    would cost more than the insert itself.  Rows are inserted in the order given:
+    callers sort them by key, so two transactions inserting overlapping keys take the
+    unique index's locks in the same order and cannot deadlock.
+    """
+    if not rows:
+        return []
+    meta = model._meta
+    fields = list(conn.executor_class(model=model, db=conn).regular_columns)
+    unknown = {name for row in rows for name in row} - set(fields)
+    if unknown:
+        raise TypeError(f"{model.__name__} has no column {', '.join(sorted(unknown))}")
+    columns = [meta.fields_db_projection[f] for f in fields]
+    at = timezone.now()
+
+    def db_value(name: str, row: Mapping[str, Any]) -> Any:
+        field = meta.fields_map[name]
+        if getattr(field, "auto_now", False) or (
+            getattr(field, "auto_now_add", False) and row.get(name) is None
+        ):
+            value: Any = at
+        elif name in row:
+            value = row[name]
+        else:
+            value = field.default() if callable(field.default) else field.default
+        return field.to_db_value(value, model)
+
+    values = [[db_value(f, row) for f in fields] for row in rows]
+    # Identifiers come from the model, never from input; every value is bound.
+    table, names = _quoted(meta.db_table), ", ".join(map(_quoted, columns))
+    keys = ", ".join(_quoted(meta.fields_db_projection.get(c, c)) for c in conflict)
+    head = f"INSERT INTO {table} ({names}) VALUES "  # noqa: S608 - model identifiers, values bound
+    tail = f" ON CONFLICT ({keys}) DO NOTHING"
+    back = f" RETURNING {', '.join(map(_quoted, returning))}" if returning else ""
+    postgres = conn.capabilities.dialect == "postgres"
+    if returning and not postgres and not _SQLITE_RETURNING:
+        one = "(" + ", ".join("?" * len(columns)) + ")"
+        return await _insert_each_sqlite(conn, head + one + tail, values, meta.db_table, returning)
+    out: list[dict[str, Any]] = []
+    per_statement = max(1, _MAX_BIND_PARAMETERS // len(columns))
+    for start in range(0, len(values), per_statement):
+        chunk = values[start : start + per_statement]
+        if postgres:
+            n = len(columns)
+            groups = (
+                "(" + ", ".join(f"${i * n + j + 1}" for j in range(n)) + ")"
+                for i in range(len(chunk))
+            )
+        else:
+            one = "(" + ", ".join("?" * len(columns)) + ")"
+            groups = (one for _ in chunk)
+        sql = head + ", ".join(groups) + tail + back
+        params = [v for row_values in chunk for v in row_values]
+        if returning:
+            out += await conn.execute_query_dict(sql, params)
+        else:
+            await conn.execute_query(sql, params)
+    return out
+
+
+async def _insert_each_sqlite(
+    conn: BaseDBAsyncClient,
+    sql: str,
+    values: list[list[Any]],
+    table: str,
+    returning: Sequence[str],
+) -> list[dict[str, Any]]:
+    """``_insert_many`` on SQLite before 3.35: row by row, reading back each row inserted."""
+    out: list[dict[str, Any]] = []
+    select = (
+        f"SELECT {', '.join(map(_quoted, returning))} FROM {_quoted(table)} "  # noqa: S608 - model identifiers
+        "WHERE rowid = last_insert_rowid()"
+    )
+    for row_values in values:
+        changed, _ = await conn.execute_query(sql, row_values)
+        if changed:
+            out += await conn.execute_query_dict(select)
+    return out
 
 
 async def upsert_advisor(
@@ -86,6 +197,76 @@ async def upsert_customer(
         customer.needs_sync = True
         await customer.save(using_db=conn, update_fields=["needs_sync", "updated_at"])
     return customer
+
+
+async def ensure_advisors(*, conn: BaseDBAsyncClient, userids: Iterable[str]) -> dict[str, int]:
+    """``userid → id`` of these members, inserting those not stored yet.
+
+    For a whole read at once: one SELECT, and an INSERT of the missing ones (a
+    member inserted meanwhile by another worker is skipped, then read back).
+    """
+    wanted = sorted(set(userids))
+    if not wanted:
+        return {}
+    rows = models.Advisor.filter(userid__in=wanted).using_db(conn)
+    found = {str(u): int(i) for u, i in await rows.values_list("userid", "id")}
+    missing = [u for u in wanted if u not in found]
+    if missing:
+        await _insert_many(
+            models.Advisor, conn=conn, rows=[{"userid": u} for u in missing], conflict=("userid",)
+        )
+        rows = models.Advisor.filter(userid__in=missing).using_db(conn)
+        found.update((str(u), int(i)) for u, i in await rows.values_list("userid", "id"))
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerRef:
+    """A stored customer as the storing transaction needs it: the row's id and name."""
+
+    id: int
+    external_userid: str
+    name: str
+
+
+async def ensure_customers(
+    *, conn: BaseDBAsyncClient, external_userids: Iterable[str]
+) -> dict[str, CustomerRef]:
+    """These customers' rows, inserting those not stored yet; all marked for the reconcile
+    job unless it has fetched them already (``upsert_customer(needs_sync=True)`` for many).
+
+    A message names a customer by id only: their profile is fetched from WeCom later
+    (``externalcontact/get`` by the reconcile job), never inside this transaction.
+    """
+    wanted = sorted(set(external_userids))
+    if not wanted:
+        return {}
+    fields = ("id", "external_userid", "name", "needs_sync", "synced_at")
+    rows = await (
+        models.Customer.filter(external_userid__in=wanted).using_db(conn).values_list(*fields)
+    )
+    missing = sorted(set(wanted) - {str(r[1]) for r in rows})
+    if missing:
+        await _insert_many(
+            models.Customer,
+            conn=conn,
+            rows=[{"external_userid": e, "needs_sync": True} for e in missing],
+            conflict=("external_userid",),
+        )
+        rows += await (
+            models.Customer.filter(external_userid__in=missing).using_db(conn).values_list(*fields)
+        )
+    never_synced = sorted(int(r[0]) for r in rows if not r[3] and r[4] is None)
+    if never_synced:
+        await (
+            models.Customer.filter(id__in=never_synced, needs_sync=False, synced_at__isnull=True)
+            .using_db(conn)
+            .update(needs_sync=True, updated_at=now())
+        )
+    return {
+        str(r[1]): CustomerRef(id=int(r[0]), external_userid=str(r[1]), name=str(r[2]))
+        for r in rows
+    }
 
 
 async def upsert_follow(
@@ -148,9 +329,24 @@ async def get_advisor(*, conn: BaseDBAsyncClient, userid: str) -> models.Advisor
     return await models.Advisor.get_or_none(userid=userid, using_db=conn)
 
 
-async def insert_message(*, conn: BaseDBAsyncClient, **values: Any) -> models.Message | None:
-    """Insert once: None if this (source, msgid) is already stored."""
-    return await _create_once(models.Message, conn=conn, **values)
+async def insert_messages(
+    *, conn: BaseDBAsyncClient, rows: Sequence[Mapping[str, Any]]
+) -> dict[tuple[str, str], int]:
+    """Insert messages, each (source, msgid) once: the new rows' ids by (source, msgid).
+
+    A key already stored (a redelivery, or a concurrent worker's insert) is skipped
+    and absent from the answer: the caller learns per message that it is a duplicate.
+    ``rows`` must not repeat a key.  One multi-row statement per few thousand values.
+    """
+    ordered = sorted(rows, key=lambda r: (str(r["source"]), str(r["msgid"])))
+    inserted = await _insert_many(
+        models.Message,
+        conn=conn,
+        rows=ordered,
+        conflict=("source", "msgid"),
+        returning=("id", "source", "msgid"),
+    )
+    return {(str(r["source"]), str(r["msgid"])): int(r["id"]) for r in inserted}
 
 
 async def stored_message_keys(*, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
@@ -209,21 +405,14 @@ async def upsert_group_chat(
     return chat
 
 
-async def open_review_case(
-    *,
-    conn: BaseDBAsyncClient,
-    message: models.Message,
-    advisor_userid: str,
-    categories: list[str],
-    severity: str,
-) -> models.ReviewCase | None:
-    return await _create_once(
+async def open_review_cases(*, conn: BaseDBAsyncClient, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Open a review case per message (``message_id``, ``advisor_userid``, ``categories``,
+    ``severity``), once per message: a message that has one keeps it."""
+    await _insert_many(
         models.ReviewCase,
         conn=conn,
-        message=message,
-        advisor_userid=advisor_userid,
-        categories=categories,
-        severity=severity,
+        rows=sorted(rows, key=lambda r: int(r["message_id"])),
+        conflict=("message_id",),
     )
 
 
@@ -251,6 +440,16 @@ async def raise_alert(
     )
 
 
+async def raise_alerts(*, conn: BaseDBAsyncClient, rows: Sequence[Mapping[str, Any]]) -> None:
+    """``raise_alert`` for many: each ``idem_key`` once, keys already raised skipped."""
+    await _insert_many(
+        models.Alert,
+        conn=conn,
+        rows=sorted(rows, key=lambda r: str(r["idem_key"])),
+        conflict=("idem_key",),
+    )
+
+
 async def enqueue_outbox(
     *,
     conn: BaseDBAsyncClient,
@@ -271,6 +470,22 @@ async def enqueue_outbox(
         secret_kind=secret_kind,
         next_attempt_at=not_before or now(),
         origin=origin,
+    )
+
+
+async def enqueue_outbox_many(
+    *, conn: BaseDBAsyncClient, rows: Sequence[Mapping[str, Any]]
+) -> None:
+    """``enqueue_outbox`` for many rows (``payload_sealed`` included): each ``idem_key`` once.
+
+    A key already queued is skipped, and keeps what it has (its sealed payload too).
+    """
+    at = now()
+    await _insert_many(
+        models.OutboxItem,
+        conn=conn,
+        rows=[{"next_attempt_at": at, **r} for r in sorted(rows, key=lambda r: str(r["idem_key"]))],
+        conflict=("idem_key",),
     )
 
 
