@@ -8,6 +8,7 @@ WeCom's archive JSON shape; they enter the same stream as callbacks.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot.schemas import Direction, MessageDraft, Source, is_external_id
-from bot.stream import InboundStream
+from bot.stream import MAX_ENQUEUE_BATCH, EnqueueResult, InboundStream
 from compliance_nlp import AnalyzerConfig
 
 # A whole record as JSON text; WeCom's largest text message is a few thousand.
@@ -285,6 +286,14 @@ def archive_dedup_key(msgid: str) -> str:
     return f"arc:{msgid}"
 
 
+# Records are queued a window at a time, concurrently within it: the stream coalesces
+# concurrent enqueues into one script call (``bot.stream.MAX_ENQUEUE_BATCH`` items), so
+# a window costs a Redis round trip and, under ``appendfsync always``, one AOF fsync per
+# batch instead of one per record (several ms each: 1,000 records took 4 s).  A window
+# bounds the memory one large import holds at once; records stay in their order.
+INGEST_WINDOW = 4 * MAX_ENQUEUE_BATCH
+
+
 async def ingest_records(stream: InboundStream, records: list[Any]) -> IngestReport:
     """Queue each valid record once; bad records are reported, not queued.
 
@@ -292,24 +301,39 @@ async def ingest_records(stream: InboundStream, records: list[Any]) -> IngestRep
     the sender retries (records already queued dedup on retry).
     """
     report = IngestReport()
-    for index, rec in enumerate(records):
-        try:
-            validate_record(rec)
-            result = await stream.enqueue(
-                source=Source.ARCHIVE,
-                dedup_key=archive_dedup_key(rec["msgid"]),
-                payload={"record": rec},
-            )
-        except (RecordError, UnicodeError, ValueError, TypeError, RecursionError) as exc:
-            # Per record, never the whole call: the records after a bad one are
-            # queued as well (Redis failures are not among these: they propagate).
-            error = str(exc) if isinstance(exc, RecordError) else f"cannot be queued: {exc}"
-            report.rejected.append(
-                {"index": index, "msgid": _msgid_for_report(rec), "error": error}
-            )
-            continue
-        if result.outcome == "queued":
-            report.accepted += 1
-        else:
-            report.duplicate += 1
+    for start in range(0, len(records), INGEST_WINDOW):
+        window = records[start : start + INGEST_WINDOW]
+        outcomes = await asyncio.gather(
+            *(_ingest_one(stream, rec) for rec in window), return_exceptions=True
+        )
+        failure: BaseException | None = None
+        for index, (rec, outcome) in enumerate(zip(window, outcomes, strict=True), start):
+            if isinstance(
+                outcome, RecordError | UnicodeError | ValueError | TypeError | RecursionError
+            ):
+                # Per record, never the whole call: the records after a bad one are
+                # queued as well (Redis failures are not among these: they propagate).
+                error = (
+                    str(outcome)
+                    if isinstance(outcome, RecordError)
+                    else f"cannot be queued: {outcome}"
+                )
+                report.rejected.append(
+                    {"index": index, "msgid": _msgid_for_report(rec), "error": error}
+                )
+            elif isinstance(outcome, BaseException):
+                failure = failure or outcome
+            elif outcome.outcome == "queued":
+                report.accepted += 1
+            else:
+                report.duplicate += 1
+        if failure is not None:
+            raise failure
     return report
+
+
+async def _ingest_one(stream: InboundStream, rec: Any) -> EnqueueResult:
+    validate_record(rec)
+    return await stream.enqueue(
+        source=Source.ARCHIVE, dedup_key=archive_dedup_key(rec["msgid"]), payload={"record": rec}
+    )
