@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -37,10 +37,12 @@ GRAMMAR = r"""
 ?not_expr: NOT not_expr -> not_
          | atom
 ?atom: tag_term
+     | inactive_term
      | attr_cmp
      | attr_within
      | "(" or_expr ")"
 tag_term: TAG ":" STRING
+inactive_term: INACTIVE ":" DURATION
 attr_cmp: ATTR "." NAME OP value
 attr_within: ATTR "." NAME _WITHIN DURATION
 ?value: STRING | NUMBER | BARE
@@ -50,6 +52,7 @@ _AND.2: /AND\b/i
 NOT.2: /NOT\b/i
 _WITHIN.2: /WITHIN\b/i
 TAG.2: "tag"
+INACTIVE.2: "inactive"
 ATTR.2: "attr"
 OP: ">=" | "<=" | "!=" | "=" | ">" | "<"
 DURATION: /[0-9]{1,4}d\b/
@@ -77,6 +80,14 @@ class ExpressionError(ValueError):
 @dataclass(frozen=True)
 class TagTerm:
     name: str
+    position: int
+
+
+@dataclass(frozen=True)
+class Inactive:
+    """No message from the customer for ``days`` days (counted from today's midnight)."""
+
+    days: int
     position: int
 
 
@@ -110,7 +121,7 @@ class Or:
     items: tuple[Node, ...]
 
 
-Node = TagTerm | AttrCmp | AttrWithin | Not | And | Or
+Node = TagTerm | Inactive | AttrCmp | AttrWithin | Not | And | Or
 
 
 def _unquote(tok: Token) -> str:
@@ -124,6 +135,9 @@ class _ToAst(Transformer[Token, Node]):
         if not name.strip():
             raise ExpressionError("empty tag name", int(items[1].start_pos or 0))
         return TagTerm(name, int(items[0].start_pos or 0))
+
+    def inactive_term(self, items: list[Token]) -> Inactive:
+        return Inactive(int(str(items[1])[:-1]), int(items[0].start_pos or 0))
 
     def attr_cmp(self, items: list[Any]) -> AttrCmp:
         attr, name, op, value = items
@@ -230,6 +244,13 @@ async def _compile(node: Node, sql: _Sql, tag_ids: dict[str, list[int]], today: 
         return (
             "EXISTS (SELECT 1 FROM tagging_customer_tag ct "  # noqa: S608 - placeholders only
             f"WHERE ct.customer_id = c.id AND ct.tag_id IN ({marks}))"
+        )
+    if isinstance(node, Inactive):
+        midnight = datetime.combine(today, time(0), SHANGHAI)
+        since = (midnight - timedelta(days=node.days)).astimezone(UTC)
+        return (
+            "NOT EXISTS (SELECT 1 FROM bot_message m WHERE m.customer_id = c.id "  # noqa: S608 - placeholders only
+            f"AND m.sender_role = {sql.bind('customer')} AND m.msgtime >= {sql.bind(since)})"
         )
     if isinstance(node, AttrCmp):
         return _compile_cmp(node, sql)

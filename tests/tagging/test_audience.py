@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -181,3 +181,28 @@ async def test_api_count_preview_and_saved_audiences(edge: Any) -> None:
     assert status == 400 and body["error"]["position"] == 0
     status, body = await edge.api("GET", "/api/v1/audiences")
     assert [a["name"] for a in body["audiences"]] == ["养老高净值"]
+
+
+async def test_inactive_counts_customers_silent_for_n_days(db: None) -> None:
+    await _seed()
+    now = datetime.combine(TODAY, datetime.min.time(), tzinfo=UTC)
+
+    async def said(ext: str, days_ago: int, role: str = "customer") -> None:
+        customer = await bot_models.Customer.get(external_userid=ext)
+        await bot_models.Message.create(
+            msgid=f"{ext}-{days_ago}-{role}",
+            source="archive",
+            direction="customer_to_advisor" if role == "customer" else "advisor_to_customer",
+            sender_id=ext,
+            sender_role=role,
+            msgtime=now - timedelta(days=days_ago),
+            msgtype="text",
+            customer=customer,
+        )
+
+    await said("wmAUD00000000000000001", 3)
+    await said("wmAUD00000000000000002", 40)
+    await said("wmAUD00000000000000003", 1, role="advisor")  # the advisor spoke, not them
+    assert await _count("inactive:30d") == 4
+    assert await _count('inactive:30d AND tag:"高净值"') == 3
+    assert await _count("NOT inactive:60d") == 2
