@@ -40,11 +40,15 @@ GRAMMAR = r"""
      | inactive_term
      | attr_cmp
      | attr_within
+     | holding_cmp
+     | holding_within
      | "(" or_expr ")"
 tag_term: TAG ":" STRING
 inactive_term: INACTIVE ":" DURATION
 attr_cmp: ATTR "." NAME OP value
 attr_within: ATTR "." NAME _WITHIN DURATION
+holding_cmp: HOLDING "." NAME OP value
+holding_within: HOLDING "." NAME _WITHIN DURATION
 ?value: STRING | NUMBER | BARE
 
 _OR.2: /OR\b/i
@@ -53,6 +57,7 @@ NOT.2: /NOT\b/i
 _WITHIN.2: /WITHIN\b/i
 TAG.2: "tag"
 INACTIVE.2: "inactive"
+HOLDING.2: "holding"
 ATTR.2: "attr"
 OP: ">=" | "<=" | "!=" | "=" | ">" | "<"
 DURATION: /[0-9]{1,4}d\b/
@@ -107,6 +112,23 @@ class AttrWithin:
 
 
 @dataclass(frozen=True)
+class HoldingCmp:
+    """Some holding of the customer satisfies ``field op value`` (``attr.holdings``)."""
+
+    name: str
+    op: str
+    value: str
+    position: int
+
+
+@dataclass(frozen=True)
+class HoldingWithin:
+    name: str
+    days: int
+    position: int
+
+
+@dataclass(frozen=True)
 class Not:
     item: Node
 
@@ -121,7 +143,14 @@ class Or:
     items: tuple[Node, ...]
 
 
-Node = TagTerm | Inactive | AttrCmp | AttrWithin | Not | And | Or
+Node = TagTerm | Inactive | AttrCmp | AttrWithin | HoldingCmp | HoldingWithin | Not | And | Or
+
+#: Fields of a holding (``tagging.attributes``): product risk R1–R5 compares by rank.
+HOLDING_FIELDS: dict[str, attributes.AttrSpec] = {
+    "product_code": attributes.AttrSpec("string", max_length=32),
+    "risk_level": attributes.AttrSpec("enum", attributes.HOLDING_RISK),
+    "maturity_date": attributes.AttrSpec("date"),
+}
 
 
 def _unquote(tok: Token) -> str:
@@ -153,6 +182,15 @@ class _ToAst(Transformer[Token, Node]):
     def attr_within(self, items: list[Token]) -> AttrWithin:
         attr, name, duration = items
         return AttrWithin(str(name), int(str(duration)[:-1]), int(attr.start_pos or 0))
+
+    def holding_cmp(self, items: list[Any]) -> HoldingCmp:
+        kw, name, op, value = items
+        raw = _unquote(value) if value.type == "STRING" else str(value)
+        return HoldingCmp(str(name), str(op), raw, int(kw.start_pos or 0))
+
+    def holding_within(self, items: list[Token]) -> HoldingWithin:
+        kw, name, duration = items
+        return HoldingWithin(str(name), int(str(duration)[:-1]), int(kw.start_pos or 0))
 
     def not_(self, items: list[Any]) -> Not:
         return Not(items[1])
@@ -254,6 +292,8 @@ async def _compile(node: Node, sql: _Sql, tag_ids: dict[str, list[int]], today: 
         )
     if isinstance(node, AttrCmp):
         return _compile_cmp(node, sql)
+    if isinstance(node, HoldingCmp | HoldingWithin):
+        return _compile_holding(node, sql, today)
     if isinstance(node, AttrWithin):
         spec = ATTRIBUTES.get(node.name)
         if spec is None:
@@ -272,6 +312,75 @@ async def _compile(node: Node, sql: _Sql, tag_ids: dict[str, list[int]], today: 
     joiner = " AND " if isinstance(node, And) else " OR "
     parts = [await _compile(i, sql, tag_ids, today) for i in node.items]
     return "(" + joiner.join(parts) + ")"
+
+
+def _rank_ok(op: str, i: int, rank: int) -> bool:
+    return {
+        "=": i == rank,
+        "<>": i != rank,
+        ">": i > rank,
+        ">=": i >= rank,
+        "<": i < rank,
+        "<=": i <= rank,
+    }[op]
+
+
+def _holdings_of(sql: _Sql, condition: str) -> str:
+    """EXISTS over the customer's holdings; ``condition`` reads one holding as ``h``."""
+    if sql.dialect == "postgres":
+        return (
+            "EXISTS (SELECT 1 FROM jsonb_array_elements(CASE WHEN "  # noqa: S608 - fixed text
+            "jsonb_typeof(c.attributes -> 'holdings') = 'array' "
+            "THEN c.attributes -> 'holdings' ELSE '[]'::jsonb END) h "
+            f"WHERE {condition})"
+        )
+    return (
+        # Fixed text around a condition of placeholders.
+        "EXISTS (SELECT 1 FROM json_each(CASE WHEN json_type(c.attributes, '$.holdings') "  # noqa: S608
+        "= 'array' THEN json_extract(c.attributes, '$.holdings') ELSE '[]' END) h "
+        f"WHERE {condition})"
+    )
+
+
+def _holding_field(sql: _Sql, name: str) -> str:
+    if sql.dialect == "postgres":
+        return f"(h.value ->> {sql.bind(name)})"
+    return f"json_extract(h.value, {sql.bind('$.' + name)})"
+
+
+def _compile_holding(node: HoldingCmp | HoldingWithin, sql: _Sql, today: date) -> str:
+    spec = HOLDING_FIELDS.get(node.name)
+    if spec is None:
+        raise ExpressionError(
+            f"unknown holding field {node.name!r} (one of {', '.join(HOLDING_FIELDS)})",
+            node.position,
+        )
+    col = _holding_field(sql, node.name)
+    if isinstance(node, HoldingWithin):
+        if spec.type != "date":
+            raise ExpressionError(f"WITHIN needs a date; holding.{node.name} is not", node.position)
+        lo = sql.bind(today.isoformat())
+        hi = sql.bind((today + timedelta(days=node.days)).isoformat())
+        return _holdings_of(sql, f"{col} BETWEEN {lo} AND {hi}")
+    op = {"=": "=", "!=": "<>", ">": ">", ">=": ">=", "<": "<", "<=": "<="}[node.op]
+    if spec.type == "enum":
+        if node.value not in spec.values:
+            raise ExpressionError(
+                f"holding.{node.name} is one of {', '.join(spec.values)}", node.position
+            )
+        rank = spec.values.index(node.value)
+        keep = [v for i, v in enumerate(spec.values) if _rank_ok(op, i, rank)]
+        if not keep:
+            return "(1 = 0)"
+        return _holdings_of(sql, f"{col} IN ({', '.join(sql.bind(v) for v in keep)})")
+    if spec.type == "date":
+        try:
+            date.fromisoformat(node.value)
+        except ValueError:
+            raise ExpressionError(
+                f"holding.{node.name} compares with a date YYYY-MM-DD", node.position
+            ) from None
+    return _holdings_of(sql, f"{col} {op} {sql.bind(node.value)}")
 
 
 def _compile_cmp(node: AttrCmp, sql: _Sql) -> str:

@@ -206,3 +206,38 @@ async def test_inactive_counts_customers_silent_for_n_days(db: None) -> None:
     assert await _count("inactive:30d") == 4
     assert await _count('inactive:30d AND tag:"高净值"') == 3
     assert await _count("NOT inactive:60d") == 2
+
+
+async def test_holdings_maturity_and_product_risk(db: None) -> None:
+    await _seed()
+    holdings = {
+        "wmAUD00000000000000001": [
+            {"product_code": "F1", "risk_level": "R4", "maturity_date": "2026-12-09"},
+            {"product_code": "F2", "risk_level": "R2", "maturity_date": "2027-06-01"},
+        ],
+        "wmAUD00000000000000002": [
+            {"product_code": "F3", "risk_level": "R2", "maturity_date": "2026-12-20"}
+        ],
+    }
+    for ext, items in holdings.items():
+        customer = await bot_models.Customer.get(external_userid=ext)
+        await bot_models.Customer.filter(id=customer.id).update(
+            attributes={**customer.attributes, "holdings": items}
+        )
+    # A customer whose holdings are malformed (not a list) is simply not matched.
+    c3 = await bot_models.Customer.get(external_userid="wmAUD00000000000000003")
+    await bot_models.Customer.filter(id=c3.id).update(attributes={"holdings": "oops"})
+
+    assert await _count("holding.maturity_date WITHIN 7d") == 1
+    assert await _count("holding.maturity_date WITHIN 30d") == 2
+    assert await _count("holding.risk_level >= R4") == 1
+    assert await _count('holding.product_code = "F3"') == 1
+    assert await _count('holding.risk_level <= R2 AND NOT tag:"已退订"') == 2
+    for expr, message in (
+        ("holding.coupon > 3", "unknown holding field"),
+        ("holding.risk_level >= R9", "R1"),
+        ("holding.risk_level WITHIN 7d", "WITHIN needs a date"),
+    ):
+        with pytest.raises(audience.ExpressionError, match=message) as info:
+            await _count(expr)
+        assert info.value.position == 0
