@@ -420,9 +420,7 @@ class ArchivePuller:
     async def _dead_letter_raw(self, item: dict[str, Any], exc: DecryptFailed) -> None:
         """Keep a record still under WeCom's encryption, sealed, for ``archive redecrypt``."""
         stream_id, key = raw_dead_letter_ids(item)
-        sealed = self.stream.keyring.seal_text(
-            json.dumps({"item": item}, ensure_ascii=False), aad=payload_aad(key)
-        )
+        sealed = self.stream.keyring.seal_text(json.dumps({"item": item}), aad=payload_aad(key))
         await bot_service.add_dead_letter(
             stream_id=stream_id,
             source=bot_service.ARCHIVE_RAW,
@@ -442,9 +440,9 @@ class ArchivePuller:
     ) -> None:
         seq, record = seq_record
         stream_id, key = invalid_dead_letter_ids(err.get("msgid"), seq)
-        sealed = self.stream.keyring.seal_text(
-            json.dumps({"record": record}, ensure_ascii=False), aad=payload_aad(key)
-        )
+        # ASCII-escaped JSON: a record refused for a lone surrogate cannot be encoded as
+        # UTF-8, and the operator still needs it kept.
+        sealed = self.stream.keyring.seal_text(json.dumps({"record": record}), aad=payload_aad(key))
         await bot_service.add_dead_letter(
             stream_id=stream_id,
             source="archive",

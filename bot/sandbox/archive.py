@@ -90,9 +90,7 @@ class SandboxArchive:
         """Archive one chat record (WeCom's decrypted JSON shape); return its seq."""
         random_key = secrets.token_hex(16)
         nonce = os.urandom(12)
-        body = AESGCM(_chat_key(random_key)).encrypt(
-            nonce, json.dumps(record, ensure_ascii=False).encode(), None
-        )
+        body = AESGCM(_chat_key(random_key)).encrypt(nonce, json.dumps(record).encode(), None)
         with self._lock:
             enc_key = self._key.public_key().encrypt(random_key.encode(), padding.PKCS1v15())
             self._last_seq += 1

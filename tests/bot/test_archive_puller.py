@@ -398,3 +398,19 @@ def test_cli_redecrypt_marks_them_for_the_puller_and_refuses_other_ids(
         assert client.lrange("siyu:archive:wake", 0, -1) == [b"1"]  # the puller is woken
     finally:
         client.close()
+
+
+async def test_a_record_with_a_lone_surrogate_is_dead_lettered_not_raised(edge: Edge) -> None:
+    """A record the ingest refuses for an unencodable character is kept for the operator
+    (sealed, its JSON escaped) and the pull goes on past it."""
+    userid, ext = a_relation(edge)
+    bad = record("surrogate1", ext, userid, "坏字符\ud800在这里")
+    edge.archive.append(bad)
+    add_chat(edge, edge.archive, 2, "fine")
+    p = puller(edge, edge.archive)
+
+    report = await p.pull_once()
+
+    assert (report.dead_lettered, report.accepted) == (1, 2)
+    dl = await models.DeadLetter.get()
+    assert dl.source == "archive" and "surrogate" in dl.error
