@@ -119,7 +119,8 @@ def test_every_declared_permission_is_in_the_table() -> None:
 
 def test_the_matrix_covers_the_console_and_the_api() -> None:
     names = {c.name for c in CASES}
-    assert {"home", "users", "api_keys", "audit", "api_me"} <= names
+    assert {"home", "users", "api_keys", "audit", "api_me", "api_openapi", "api_docs"} <= names
+    assert {"review_queue", "review_case", "review_decide", "review_unmask", "review_bulk"} <= names
     assert any(c.path == "/api/v1/archive/messages" for c in CASES)
 
 
