@@ -366,13 +366,16 @@ async def tag_customer(
     advisor_userid: str | None = None,
     expires_at: datetime | None = None,
     push: bool = True,
+    customer_id: int | None = None,
 ) -> TagChange:
     """Tag a customer inside the caller's transaction (flows, hooks and sync share it).
 
     The customer must be known (``bot`` stores every contact it hears of): an unknown
-    id is refused, never created here.
+    id is refused, never created here.  ``customer_id``: the row id when the caller
+    has it already (a rule streaming over customers), saving a lookup.
     """
-    customer_id = await service.customer_id_of(conn=conn, external_userid=external_userid)
+    if customer_id is None:
+        customer_id = await service.customer_id_of(conn=conn, external_userid=external_userid)
     if customer_id is None:
         raise NotFound("customer")
     row = await service.apply_customer_tag(
@@ -409,8 +412,10 @@ async def untag_customer(
     actor_ref: str,
     reason: Mapping[str, Any] | None = None,
     push: bool = True,
+    customer_id: int | None = None,
 ) -> TagChange:
-    customer_id = await service.customer_id_of(conn=conn, external_userid=external_userid)
+    if customer_id is None:
+        customer_id = await service.customer_id_of(conn=conn, external_userid=external_userid)
     if customer_id is None:
         raise NotFound("customer")
     row = await service.remove_customer_tag(

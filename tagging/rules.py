@@ -41,7 +41,7 @@ from compliance_nlp.types import INTENTS, SENTIMENTS
 from core import audit
 from core.audit import Actor
 from tagging import audience, flows, service
-from tagging.models import CustomerTag, TagRule, TagSource
+from tagging.models import CustomerTag, Tag, TagRule, TagSource
 
 log = logging.getLogger(__name__)
 
@@ -268,13 +268,21 @@ async def _apply(
     external_userid: str,
     reason: dict[str, Any],
     now: datetime,
+    customer_id: int | None = None,
+    tags: dict[int, Tag | None] | None = None,
 ) -> int:
-    if await service.customer_id_of(conn=conn, external_userid=external_userid) is None:
+    """Apply ``then`` to one customer.  ``customer_id`` and ``tags`` (preloaded by a
+    caller streaming over many customers) save a lookup each per customer."""
+    if customer_id is None:
+        customer_id = await service.customer_id_of(conn=conn, external_userid=external_userid)
+    if customer_id is None:
         return 0  # not stored (an event bot could not resolve): nothing to tag, no rollback
+    if tags is None:
+        tags = await _load_tags(conn, then)
     changed = 0
     expires = now + timedelta(days=then.expires_after_days) if then.expires_after_days else None
     for tag_id in then.add:
-        tag = await service.get_tag(conn=conn, tag_id=tag_id)
+        tag = tags.get(tag_id)
         if tag is None:
             continue  # deleted since the rule was saved: nothing to apply
         change = await flows.tag_customer(
@@ -285,10 +293,11 @@ async def _apply(
             applied_by=f"rule:{rule.id}",
             reason={"rule_id": rule.id, **reason},
             expires_at=expires,
+            customer_id=customer_id,
         )
         changed += change.changed
     for tag_id in then.remove:
-        tag = await service.get_tag(conn=conn, tag_id=tag_id)
+        tag = tags.get(tag_id)
         if tag is None:
             continue
         change = await flows.untag_customer(
@@ -298,9 +307,17 @@ async def _apply(
             source=TagSource.RULE,
             actor_ref=f"rule:{rule.id}",
             reason={"rule_id": rule.id, **reason},
+            customer_id=customer_id,
         )
         changed += change.changed
     return changed
+
+
+async def _load_tags(conn: BaseDBAsyncClient, then: Then) -> dict[int, Tag | None]:
+    return {
+        tag_id: await service.get_tag(conn=conn, tag_id=tag_id)
+        for tag_id in (*then.add, *then.remove)
+    }
 
 
 async def _enabled(conn: BaseDBAsyncClient, trigger: str) -> list[TagRule]:
@@ -401,6 +418,11 @@ async def run_schedule_rule(rule: TagRule, *, now: datetime | None = None) -> in
     node = audience.parse(when.audience)
     conn = Tortoise.get_connection("default")
     clause, params = await audience.where_clause(node, conn=conn)
+    # Only customers the rule would change: re-runs stream over what is new, not the
+    # whole audience again (the rule is idempotent either way).
+    pending, extra = _needs_change(spec.then, conn=conn, bound=len(params))
+    clause = f"({clause}) AND {pending}"
+    params = [*params, *extra]
     changed = 0
     after = 0
     while True:
@@ -408,7 +430,8 @@ async def run_schedule_rule(rule: TagRule, *, now: datetime | None = None) -> in
         if not batch:
             break
         async with in_transaction() as tx:
-            for _cid, ext in batch:
+            tags = await _load_tags(tx, spec.then)
+            for cid, ext in batch:
                 changed += await _apply(
                     conn=tx,
                     rule=rule,
@@ -416,12 +439,31 @@ async def run_schedule_rule(rule: TagRule, *, now: datetime | None = None) -> in
                     external_userid=ext,
                     reason={"audience": when.audience[:200]},
                     now=now,
+                    customer_id=cid,
+                    tags=tags,
                 )
         after = batch[-1][0]
     rule.last_run_at = now
     rule.last_run_applied = changed
     await rule.save(update_fields=["last_run_at", "last_run_applied", "updated_at"])
     return changed
+
+
+def _needs_change(then: Then, *, conn: BaseDBAsyncClient, bound: int) -> tuple[str, list[Any]]:
+    postgres = conn.capabilities.dialect == "postgres"
+    parts: list[str] = []
+    params: list[Any] = []
+
+    def mark(value: int) -> str:
+        params.append(value)
+        return f"${bound + len(params)}" if postgres else "?"
+
+    has = (
+        "EXISTS (SELECT 1 FROM tagging_customer_tag x WHERE x.customer_id = c.id AND x.tag_id = {})"
+    )
+    parts += [f"NOT {has.format(mark(t))}" for t in then.add]
+    parts += [has.format(mark(t)) for t in then.remove]
+    return "(" + " OR ".join(parts) + ")", params
 
 
 async def _next_batch(
