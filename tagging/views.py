@@ -13,6 +13,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from core.access import principal_of, requires
+from core.apidoc import api_doc
 from core.audit import Actor
 from tagging import attributes, audience, flows, rules, service
 from tagging.models import CustomerTag, Tag, TagGroup, TagRule
@@ -113,6 +114,7 @@ async def _guarded(request: web.Request, work: Any) -> web.Response:
 
 
 @requires("customers:read")
+@api_doc(summary="The tag library: groups, tags and the last sync runs")
 async def list_library(request: web.Request) -> web.Response:
     """``GET /api/v1/tags``: groups with their tags, and the last sync runs."""
     groups = await service.live_groups()
@@ -143,6 +145,11 @@ async def list_library(request: web.Request) -> web.Response:
 
 
 @requires("tags:write")
+@api_doc(
+    summary="Create a tag group (siyu-only unless sync_to_wecom)",
+    request=GroupIn,
+    errors=(400, 409),
+)
 async def create_group(request: web.Request) -> web.Response:
     async def work() -> web.Response:
         spec = await _body(request, GroupIn)
@@ -153,6 +160,11 @@ async def create_group(request: web.Request) -> web.Response:
 
 
 @requires("tags:write")
+@api_doc(
+    summary="Edit a tag group; marking it to sync pushes its tags to WeCom",
+    request=GroupEdit,
+    errors=(400, 404, 409),
+)
 async def edit_group(request: web.Request) -> web.Response:
     async def work() -> web.Response:
         group_id = _int(request, "group_id")
@@ -164,6 +176,7 @@ async def edit_group(request: web.Request) -> web.Response:
 
 
 @requires("tags:write")
+@api_doc(summary="Delete a tag group and its tags (customers lose them, recorded)", errors=(404,))
 async def delete_group(request: web.Request) -> web.Response:
     async def work() -> web.Response:
         group_id = _int(request, "group_id")
@@ -174,6 +187,11 @@ async def delete_group(request: web.Request) -> web.Response:
 
 
 @requires("tags:write")
+@api_doc(
+    summary="Create a tag (pushed to WeCom when its group syncs)",
+    request=TagIn,
+    errors=(400, 404, 409),
+)
 async def create_tag(request: web.Request) -> web.Response:
     async def work() -> web.Response:
         spec = await _body(request, TagIn)
@@ -184,6 +202,11 @@ async def create_tag(request: web.Request) -> web.Response:
 
 
 @requires("tags:write")
+@api_doc(
+    summary="Edit a tag (name and order pushed to WeCom when linked)",
+    request=TagEdit,
+    errors=(400, 404, 409),
+)
 async def edit_tag(request: web.Request) -> web.Response:
     async def work() -> web.Response:
         tag_id = _int(request, "tag_id")
@@ -195,6 +218,7 @@ async def edit_tag(request: web.Request) -> web.Response:
 
 
 @requires("tags:write")
+@api_doc(summary="Delete a tag (customers lose it, recorded; WeCom told)", errors=(404,))
 async def delete_tag(request: web.Request) -> web.Response:
     async def work() -> web.Response:
         tag_id = _int(request, "tag_id")
@@ -205,6 +229,7 @@ async def delete_tag(request: web.Request) -> web.Response:
 
 
 @requires("customers:read")
+@api_doc(summary="A customer's tags with their reasons, and the history", errors=(404,))
 async def customer_tags(request: web.Request) -> web.Response:
     """``GET /api/v1/customers/{external_userid}/tags``: tags with reasons, and history."""
 
@@ -234,6 +259,11 @@ async def customer_tags(request: web.Request) -> web.Response:
 
 
 @requires("tags:write")
+@api_doc(
+    summary="Tag a customer (source manual; mark_tag per advisor relation)",
+    request=CustomerTagIn,
+    errors=(400, 404),
+)
 async def tag_customer(request: web.Request) -> web.Response:
     async def work() -> web.Response:
         body = await _body(request, CustomerTagIn)
@@ -249,6 +279,9 @@ async def tag_customer(request: web.Request) -> web.Response:
 
 
 @requires("tags:write")
+@api_doc(
+    summary="Remove a tag from a customer (recorded)", request=CustomerTagIn, errors=(400, 404)
+)
 async def untag_customer(request: web.Request) -> web.Response:
     async def work() -> web.Response:
         body = await _body(request, CustomerTagIn)
@@ -273,6 +306,7 @@ def _invalid(exc: audience.ExpressionError) -> web.Response:
 
 
 @requires("customers:read")
+@api_doc(summary="How many customers an audience expression selects", errors=(400,))
 async def audience_count(request: web.Request) -> web.Response:
     """``GET /api/v1/audiences/count?expr=…`` → ``{"count": N}``."""
     expr = request.query.get("expr", "")
@@ -285,6 +319,7 @@ async def audience_count(request: web.Request) -> web.Response:
 
 
 @requires("customers:read")
+@api_doc(summary="A masked sample of an audience", errors=(400,))
 async def audience_preview(request: web.Request) -> web.Response:
     """``GET /api/v1/audiences/preview?expr=…&limit=…``: sample customers, masked.
 
@@ -313,6 +348,7 @@ async def audience_preview(request: web.Request) -> web.Response:
 
 
 @requires("customers:read")
+@api_doc(summary="Saved audiences")
 async def list_audiences(request: web.Request) -> web.Response:
     saved = await service.audiences()
     return web.json_response(
@@ -321,6 +357,11 @@ async def list_audiences(request: web.Request) -> web.Response:
 
 
 @requires("tags:write")
+@api_doc(
+    summary="Save an audience by name (the expression is checked)",
+    request=AudienceIn,
+    errors=(400,),
+)
 async def save_audience(request: web.Request) -> web.Response:
     async def work() -> web.Response:
         body = await _body(request, AudienceIn)
@@ -350,6 +391,11 @@ def _dry(d: rules.DryRun) -> dict[str, Any]:
 
 
 @requires("tags:write")
+@api_doc(
+    summary="Dry-run an auto-tag rule: count, masked sample, warning",
+    request=rules.RuleIn,
+    errors=(400,),
+)
 async def rule_dry_run(request: web.Request) -> web.Response:
     """``POST /api/v1/tag-rules/dry-run``: how many customers, a masked sample, a warning."""
     try:
@@ -363,6 +409,11 @@ async def rule_dry_run(request: web.Request) -> web.Response:
 
 
 @requires("tags:write")
+@api_doc(
+    summary="Save an auto-tag rule (validated and dry-run first)",
+    request=rules.RuleIn,
+    errors=(400,),
+)
 async def save_rule(request: web.Request) -> web.Response:
     """``POST /api/v1/tag-rules``: validated, dry-run, saved (by name); audited."""
     try:
@@ -378,6 +429,7 @@ async def save_rule(request: web.Request) -> web.Response:
 
 
 @requires("customers:read")
+@api_doc(summary="Auto-tag rules with their last run")
 async def list_rules(request: web.Request) -> web.Response:
     found = await TagRule.all().order_by("id")
     return web.json_response(
@@ -402,6 +454,7 @@ async def list_rules(request: web.Request) -> web.Response:
 
 
 @requires("customers:write")
+@api_doc(summary="Import customer attributes: up to 10,000 rows, per-row errors", errors=(400, 413))
 async def import_attributes(request: web.Request) -> web.Response:
     """``POST /api/v1/customers/attributes``: up to 10,000 rows, per-row errors by number.
 
