@@ -347,6 +347,15 @@ async def _drop_tag(*, conn: BaseDBAsyncClient, tag: Tag, actor_ref: str, source
 # ---------------------------------------------------------------- customer tags
 
 
+def _note(reason: str) -> dict[str, Any]:
+    """An operator's reason as kept: personal numbers masked (PIPL art. 51), like
+    stored message text — operators paste what the customer told them."""
+    from compliance_nlp.pii import find_pii, mask_pii
+
+    text = " ".join(reason.split())
+    return {"note": mask_pii(text, find_pii(text))} if text else {}
+
+
 @dataclass(frozen=True)
 class TagChange:
     """What tagging a customer did: whether it changed anything, and the WeCom writes queued."""
@@ -455,7 +464,7 @@ async def do_tag_customer(
             tag=tag,
             source=TagSource.MANUAL,
             applied_by=actor.ref,
-            reason={"note": reason} if reason else {},
+            reason=_note(reason),
         )
         if change.changed:
             await audit.append(
@@ -481,7 +490,7 @@ async def do_untag_customer(
             tag=tag,
             source=TagSource.MANUAL,
             actor_ref=actor.ref,
-            reason={"note": reason} if reason else {},
+            reason=_note(reason),
         )
         if change.changed:
             await audit.append(

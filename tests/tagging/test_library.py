@@ -222,3 +222,19 @@ async def test_library_api(edge: Any) -> None:
     assert [t["name"] for t in body["groups"][0]["tags"]] == ["有赎回意向"]
     status, body = await edge.api("DELETE", f"/api/v1/tags/groups/{group['id']}")
     assert status == 200 and body["customers"] == 1
+
+
+async def test_an_operators_reason_keeps_no_personal_number_in_clear(db: None) -> None:
+    await _customer("wmPII0000000000000000001")
+    group = await flows.do_create_group(spec=GroupIn(name="g"), actor=OPS)
+    tag = await flows.do_create_tag(spec=TagIn(group_id=group.id, name="t"), actor=OPS)
+    await flows.do_tag_customer(
+        external_userid="wmPII0000000000000000001",
+        tag_id=tag.id,
+        actor=OPS,
+        reason="客户来电 13812345678 要求",
+    )
+    (row,) = await CustomerTag.all()
+    assert "13812345678" not in row.reason["note"] and "客户来电" in row.reason["note"]
+    (history,) = await CustomerTagHistory.all()
+    assert "13812345678" not in str(history.reason)
