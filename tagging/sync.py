@@ -105,10 +105,12 @@ async def apply_library(
             await _wecom_deleted_group(conn=conn, group=group, report=report)
     for tag in await service.live_tags(conn=conn):
         if tag.wecom_tag_id and tag.wecom_tag_id not in seen_tags and not tag.push_pending:
-            if tag.group.origin == Origin.SIYU and repair:
-                # siyu wins for its own synced groups: WeCom lost the tag, push it again.
+            if tag.group.origin == Origin.SIYU:
+                # siyu wins for its own synced groups: WeCom lost the tag; it is pushed
+                # again now (reconcile) or by the next reconcile (a callback's pull).
                 await service.update_tag(conn=conn, tag=tag, wecom_tag_id=None)
-                if await flows.push_new_tag(
+                report.add("tag_unlinked", tag_id=tag.id)
+                if repair and await flows.push_new_tag(
                     conn=conn, tag=tag, group=tag.group, repair=_repair_key()
                 ):
                     report.add("tag_pushed_again", tag_id=tag.id)

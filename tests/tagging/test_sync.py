@@ -448,3 +448,22 @@ async def test_a_request_wecom_keeps_refusing_is_given_up(corp: FakeCorp) -> Non
     req = await SyncRequest.get(key="event:c1")
     assert req.done_at is None and req.attempts == service.MAX_SYNC_ATTEMPTS
     assert not await service.pending_sync_requests(kind="contact", limit=10)
+
+
+async def test_wecom_deleting_a_siyu_tag_never_deletes_it_here(corp: FakeCorp) -> None:
+    shared = await flows.do_create_group(spec=GroupIn(name="活动", sync_to_wecom=True), actor=OPS)
+    tag = await flows.do_create_tag(spec=TagIn(group_id=shared.id, name="双十一"), actor=OPS)
+    await drain(corp)
+    linked = await service.get_tag(tag_id=tag.id)
+    assert linked is not None and linked.wecom_tag_id
+    await corp.client().del_corp_tag(tag_id=[linked.wecom_tag_id])
+
+    # A callback's pull (no repair) keeps siyu's tag, unlinked ...
+    await run_hook(event("d1", "change_external_tag", "delete", fields={"Id": "x"}))
+    await sync.sync_requested_library(client=corp.client())
+    kept = await service.get_tag(tag_id=tag.id)
+    assert kept is not None and kept.wecom_tag_id is None
+    # ... and the reconcile pushes it back.
+    await sync.sync_library(client=corp.client(), kind="reconcile")
+    await drain(corp)
+    assert wecom_library(corp)["活动"] == ["双十一"]
