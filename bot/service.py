@@ -202,8 +202,8 @@ async def upsert_customer(
 async def ensure_advisors(*, conn: BaseDBAsyncClient, userids: Iterable[str]) -> dict[str, int]:
     """``userid → id`` of these members, inserting those not stored yet.
 
-    For a whole read at once: one SELECT, and an INSERT of the missing ones (a
-    member inserted meanwhile by another worker is skipped, then read back).
+    For a whole read at once: one SELECT, and an INSERT of the missing ones; one
+    inserted meanwhile by another worker is skipped by the INSERT and read back.
     """
     wanted = sorted(set(userids))
     if not wanted:
@@ -212,11 +212,17 @@ async def ensure_advisors(*, conn: BaseDBAsyncClient, userids: Iterable[str]) ->
     found = {str(u): int(i) for u, i in await rows.values_list("userid", "id")}
     missing = [u for u in wanted if u not in found]
     if missing:
-        await _insert_many(
-            models.Advisor, conn=conn, rows=[{"userid": u} for u in missing], conflict=("userid",)
+        inserted = await _insert_many(
+            models.Advisor,
+            conn=conn,
+            rows=[{"userid": u} for u in missing],
+            conflict=("userid",),
+            returning=("userid", "id"),
         )
-        rows = models.Advisor.filter(userid__in=missing).using_db(conn)
-        found.update((str(u), int(i)) for u, i in await rows.values_list("userid", "id"))
+        found.update((str(r["userid"]), int(r["id"])) for r in inserted)
+        if raced := [u for u in missing if u not in found]:
+            rows = models.Advisor.filter(userid__in=raced).using_db(conn)
+            found.update((str(u), int(i)) for u, i in await rows.values_list("userid", "id"))
     return found
 
 
@@ -245,17 +251,32 @@ async def ensure_customers(
     rows = await (
         models.Customer.filter(external_userid__in=wanted).using_db(conn).values_list(*fields)
     )
-    missing = sorted(set(wanted) - {str(r[1]) for r in rows})
+    found = {
+        str(r[1]): CustomerRef(id=int(r[0]), external_userid=str(r[1]), name=str(r[2]))
+        for r in rows
+    }
+    missing = [e for e in wanted if e not in found]
     if missing:
-        await _insert_many(
+        inserted = await _insert_many(
             models.Customer,
             conn=conn,
             rows=[{"external_userid": e, "needs_sync": True} for e in missing],
             conflict=("external_userid",),
+            returning=("id", "external_userid"),
         )
-        rows += await (
-            models.Customer.filter(external_userid__in=missing).using_db(conn).values_list(*fields)
-        )
+        for r in inserted:
+            e = str(r["external_userid"])
+            found[e] = CustomerRef(id=int(r["id"]), external_userid=e, name="")
+        if raced := [e for e in missing if e not in found]:
+            rows += await (
+                models.Customer.filter(external_userid__in=raced)
+                .using_db(conn)
+                .values_list(*fields)
+            )
+            found.update(
+                (str(r[1]), CustomerRef(id=int(r[0]), external_userid=str(r[1]), name=str(r[2])))
+                for r in rows
+            )
     never_synced = sorted(int(r[0]) for r in rows if not r[3] and r[4] is None)
     if never_synced:
         await (
@@ -263,10 +284,7 @@ async def ensure_customers(
             .using_db(conn)
             .update(needs_sync=True, updated_at=now())
         )
-    return {
-        str(r[1]): CustomerRef(id=int(r[0]), external_userid=str(r[1]), name=str(r[2]))
-        for r in rows
-    }
+    return found
 
 
 async def upsert_follow(

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.transactions import in_transaction
 
 from bot import models, outbox
 from bot import service as bot_service
@@ -284,3 +285,69 @@ async def test_alerts_of_a_read_are_queued_sealed_once(
     again = await do_store_messages(items=read, deps=_deps(settings))
     assert _stored(again) == [False, False]
     assert await models.OutboxItem.all().count() == len(keys)
+
+
+# ------------------------------------------------------------------ the service
+
+
+async def test_customers_and_advisors_another_worker_inserted_meanwhile_are_read_back(
+    db: None, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not there when read, there when inserted: another worker committed them in
+    between; its rows are skipped by the INSERT and read back, not missed."""
+    if not settings.database_url.startswith("postgres"):
+        pytest.skip("an SQLite writer takes the lock before reading: nobody inserts between")
+    import asyncpg
+
+    real = bot_service._insert_many
+
+    async def another_worker_first(model: Any, **kw: Any) -> Any:
+        other = await asyncpg.connect(settings.database_url.replace("postgres://", "postgresql://"))
+        try:
+            if model is models.Customer:
+                await other.execute(
+                    'INSERT INTO "bot_customer" (created_at, updated_at, external_userid, name, '
+                    "contact_type, corp_name, gender, attributes, needs_sync) "
+                    "VALUES (now(), now(), 'wmRACED', '李先生', 1, '', 0, '{}', false)"
+                )
+            elif model is models.Advisor:
+                await other.execute(
+                    'INSERT INTO "bot_advisor" (created_at, updated_at, userid, name, department, '
+                    "status) VALUES (now(), now(), 'raced', '', '', 'active')"
+                )
+        finally:
+            await other.close()
+        return await real(model, **kw)
+
+    monkeypatch.setattr(bot_service, "_insert_many", another_worker_first)
+    async with in_transaction() as conn:
+        advisors = await bot_service.ensure_advisors(conn=conn, userids=["raced", "fresh"])
+        customers = await bot_service.ensure_customers(
+            conn=conn, external_userids=["wmRACED", "wmFRESH"]
+        )
+    stored = dict(await models.Advisor.all().values_list("userid", "id"))
+    assert advisors == {"raced": stored["raced"], "fresh": stored["fresh"]}
+    raced = await models.Customer.get(external_userid="wmRACED")
+    fresh = await models.Customer.get(external_userid="wmFRESH")
+    assert customers["wmRACED"] == bot_service.CustomerRef(raced.id, "wmRACED", "李先生")
+    assert customers["wmFRESH"] == bot_service.CustomerRef(fresh.id, "wmFRESH", "")
+    # Neither fetched from WeCom yet: both are for the reconcile job.
+    assert raced.needs_sync and fresh.needs_sync
+
+
+async def test_a_stored_customer_never_fetched_is_marked_for_the_reconcile_job(db: None) -> None:
+    """As ``upsert_customer(needs_sync=True)`` does one by one: a customer the reconcile
+    job has fetched (synced_at set) is left alone."""
+    from datetime import UTC, datetime
+
+    await models.Customer.create(external_userid="wmNEVER", needs_sync=False)
+    await models.Customer.create(
+        external_userid="wmSYNCED", needs_sync=False, synced_at=datetime.now(UTC), name="赵女士"
+    )
+    async with in_transaction() as conn:
+        refs = await bot_service.ensure_customers(
+            conn=conn, external_userids=["wmNEVER", "wmSYNCED", "wmNEVER"]
+        )
+    assert sorted(refs) == ["wmNEVER", "wmSYNCED"] and refs["wmSYNCED"].name == "赵女士"
+    flags = dict(await models.Customer.all().values_list("external_userid", "needs_sync"))
+    assert flags == {"wmNEVER": True, "wmSYNCED": False}
