@@ -37,6 +37,7 @@ import pytest
 
 from compliance_nlp import Analyzer
 from compliance_nlp.training.evaluate import TARGETS, EvalReport, evaluate, read_jsonl
+from compliance_nlp.training.threads import THREAD_TARGETS, ThreadReport, evaluate_threads
 
 DATA = Path(__file__).resolve().parents[2] / "compliance_nlp" / "training" / "data"
 # Held out: never trained on, never read while the models and rules were developed.
@@ -241,3 +242,37 @@ def test_blind_threads_share_no_advisor_line_with_training() -> None:
         if turn["role"] == "advisor" and len(turn["text"]) > 6 and _key(turn["text"]) in trained
     ]
     assert shared == []
+
+
+# Issue 9 on the held-out everyday and thread sets (measured once, models fixed). A
+# target listed here was not met at that measurement: strict xfail, so meeting it
+# fails until it is removed (the figure is in the commit that shipped the models).
+CONTEXT_GAPS: set[str] = {"context_only_recall", "clean_threads_flagged", "everyday"}
+
+
+@pytest.fixture(scope="module")
+def blind_thread_report(analyzer: Analyzer) -> ThreadReport:
+    return evaluate_threads(read_jsonl(DATA / BLIND_THREADS[0]), analyzer)
+
+
+@pytest.mark.parametrize("target", list(THREAD_TARGETS))
+def test_blind_thread_target(
+    request: pytest.FixtureRequest, blind_thread_report: ThreadReport, target: str
+) -> None:
+    """Context-only violations caught, line-visible caught, clean threads left alone."""
+    if target in CONTEXT_GAPS:
+        request.applymarker(pytest.mark.xfail(strict=True, reason="issue 9: not met yet"))
+    op, bound = THREAD_TARGETS[target]
+    value = blind_thread_report.metrics()[target]
+    assert (value >= bound) if op == ">=" else (value <= bound), f"{target}={value:.3f}"
+
+
+def test_blind_everyday_advisor_lines_are_left_alone(
+    request: pytest.FixtureRequest, analyzer: Analyzer
+) -> None:
+    """At most 1 in 100 everyday advisor lines (greetings, logistics, wishes) flagged."""
+    if "everyday" in CONTEXT_GAPS:
+        request.applymarker(pytest.mark.xfail(strict=True, reason="issue 9: not met yet"))
+    report = evaluate(read_jsonl(DATA / BLIND_EVERYDAY[0]), analyzer)
+    assert report.clean > 200
+    assert report.metrics()["clean_flagged_violation"] <= 0.01, report.misses[:5]

@@ -81,10 +81,10 @@ def test_hard_negatives_are_not_violations(rules_only: Analyzer, text: str) -> N
     assert rules_only.analyze(text, "advisor").violations == ()
 
 
-# The shipped model still flags this one (account_custody, above the framed threshold):
-# it reads 密码发我 and not the refusal after it. Strict, so a model that gets it right
-# has to take it off this list.
-MODEL_KNOWN_FALSE_POSITIVES = {"您把密码发我是不行的哦，赶紧改一下"}
+# Lines the shipped model is known to flag wrongly (strict xfail: a model that gets one
+# right has to take it off this list). The issue-9 models read the refusal in
+# 「您把密码发我是不行的哦，赶紧改一下」, which the ones before flagged as account_custody.
+MODEL_KNOWN_FALSE_POSITIVES: set[str] = set()  # the issue-9 models read the refusal
 
 
 @pytest.mark.parametrize(
