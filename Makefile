@@ -53,7 +53,7 @@ bench: $(STAMP)
 size: $(STAMP)
 	$(BIN)/python bench/size.py
 
-# Browser assets (htmx, …) from their npm packages, versions and sha256 in
+# Browser assets (htmx, Swagger UI, ECharts) from their npm packages, versions and sha256 in
 # admin/static/vendor/vendor.json; nothing is loaded from a CDN.
 vendor: $(STAMP)
 	$(BIN)/python -m admin.vendor

@@ -24,7 +24,7 @@ import jinja2
 from aiohttp import web
 from markupsafe import Markup
 
-from admin import pages, review_pages, views
+from admin import dashboard_pages, pages, review_pages, views
 from admin.auth import guard
 from admin.keys import CONSOLE, Console, NavItem
 from admin.permissions import load_table
@@ -204,6 +204,7 @@ def add_console_routes(app: web.Application) -> None:
     app.router.add_static("/static/admin", str(static_dir), name="admin_static")
     pages.add_pages(app)
     review_pages.add_pages(app)
+    dashboard_pages.add_pages(app)
     # Other domains' console pages, mounted inside the shell: the guard below checks
     # the permission each page declares, the sidebar lists those with a @menu entry.
     for d in domains:

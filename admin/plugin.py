@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from admin import app as admin_app
-from admin import review_cli
+from admin import dashboard, dashboard_cli, review_cli
 from admin.cli import register as register_users_cli
 from core.cli import Subparsers
 from core.domain import CliContext, Domain
@@ -14,15 +14,18 @@ from core.domain import CliContext, Domain
 def register_cli(sub: Subparsers[argparse.ArgumentParser], ctx: CliContext) -> None:
     register_users_cli(sub, ctx)
     review_cli.register(sub, ctx)
+    dashboard_cli.register(sub, ctx)
 
 
 DOMAIN = Domain(
     name="admin",
-    model_modules=("admin.models",),
+    model_modules=("admin.models", "admin.dashboard_models"),
     migrations="admin.migrations",
     contexts={"admin": (admin_app.console_ctx,)},
     # Last in the root's list, so every other domain's routes exist when the guard
     # is installed and the sidebar is read from the router.
     routes={"admin": (admin_app.add_console_routes,)},
     cli=register_cli,
+    # The dashboard's daily counters, kept in the transaction that stores each message.
+    hooks={"on_message": dashboard.on_message},
 )

@@ -1,0 +1,310 @@
+"""The dashboard's numbers: daily rollups kept as messages are stored, read per window.
+
+Counting at page time would scan ``bot_message`` (millions of rows at a bank), so the
+admin domain's ``on_message`` hook adds each stored message to per-day counters in the
+transaction that stores it: when the store rolls back, so does the count, and a
+redelivery counts once (``bot.hooks``).  ``rebuild`` recomputes the same counters
+from the stored rows for a database that had messages before the hook existed, or
+after a repair; running it twice gives the same rows.
+
+A day is a calendar day in Asia/Shanghai (the bank's and the regulator's day).
+Alerts are counted from ``bot_alert`` at page time, over the window only: they are
+written after the hooks run (``bot.flows._store_together``) and are few.  The review
+backlog is read from the open cases through the (status, created_at) index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.transactions import in_transaction
+
+from admin.dashboard_models import DashCustomerDay, DashDaily
+from bot import models as bot_models
+from bot.hooks import StoredMessage
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+MESSAGES = "messages"
+CUSTOMERS = "customers"
+VIOLATION_CATEGORY = "violation_category"
+VIOLATION_ADVISOR = "violation_advisor"
+INTENT = "intent"
+METRICS = (MESSAGES, CUSTOMERS, VIOLATION_CATEGORY, VIOLATION_ADVISOR, INTENT)
+
+# Rows per rebuild read: bounded memory on a million-message table.
+_REBUILD_BATCH = 2000
+_DIM_MAX = 64
+
+
+def day_of(moment: datetime) -> str:
+    return moment.astimezone(SHANGHAI).date().isoformat()
+
+
+def customer_digest(external_userid: str) -> str:
+    return hashlib.sha256(external_userid.encode("utf-8")).hexdigest()
+
+
+def message_counters(
+    *,
+    intent: str | None,
+    categories: Iterable[str],
+    has_violation: bool,
+    advisor: str | None,
+) -> list[tuple[str, str]]:
+    """The (metric, dim) counters one stored message adds to, besides its customer."""
+    out = [(MESSAGES, "")]
+    out += [(VIOLATION_CATEGORY, c[:_DIM_MAX]) for c in sorted(set(categories))]
+    if has_violation and advisor:
+        out.append((VIOLATION_ADVISOR, advisor[:_DIM_MAX]))
+    if intent:
+        out.append((INTENT, intent[:_DIM_MAX]))
+    return out
+
+
+def _params(conn: BaseDBAsyncClient, n: int) -> list[str]:
+    if conn.capabilities.dialect == "postgres":
+        return [f"${i + 1}" for i in range(n)]
+    return ["?"] * n
+
+
+async def _bump(conn: BaseDBAsyncClient, day: str, counts: Mapping[tuple[str, str], int]) -> None:
+    if not counts:
+        return
+    rows = list(counts.items())
+    groups = []
+    params: list[Any] = []
+    for i, ((metric, dim), n) in enumerate(rows):
+        ps = _params(conn, 4 * len(rows))[4 * i : 4 * i + 4]
+        groups.append("(" + ", ".join(ps) + ")")
+        params += [day, metric, dim, n]
+    # One statement per message: an upsert adds to the day's counter (SQLite ≥ 3.24
+    # and PostgreSQL share this syntax).
+    sql = (
+        'INSERT INTO "admin_dash_daily" ("day", "metric", "dim", "n") VALUES '  # noqa: S608 - placeholders only
+        + ", ".join(groups)
+        + ' ON CONFLICT ("day", "metric", "dim") DO UPDATE'
+        + ' SET "n" = "admin_dash_daily"."n" + excluded."n"'
+    )
+    await conn.execute_query(sql, params)
+
+
+async def _first_sight(conn: BaseDBAsyncClient, day: str, digest: str) -> bool:
+    """Record the customer on ``day``; True when this is the day's first message of theirs."""
+    p = _params(conn, 2)
+    sql = (
+        f'INSERT INTO "admin_dash_customer_day" ("day", "customer") VALUES ({p[0]}, {p[1]}) '  # noqa: S608 - placeholders only
+        'ON CONFLICT ("day", "customer") DO NOTHING'
+    )
+    if conn.capabilities.dialect == "postgres":
+        # asyncpg's driver reports no row count for an INSERT: ask for the row back.
+        return bool(await conn.execute_query_dict(sql + ' RETURNING "id"', [day, digest]))
+    changed, _ = await conn.execute_query(sql, [day, digest])
+    return bool(changed)
+
+
+async def on_message(record: StoredMessage, conn: BaseDBAsyncClient) -> None:
+    """The pipeline hook: count ``record`` on its day, inside the storing transaction.
+
+    No network and no reads beyond the customer-day row, so it adds one or two
+    statements to each store.
+    """
+    day = day_of(record.msgtime)
+    counts = Counter(
+        message_counters(
+            intent=record.intent,
+            categories=record.violation_categories,
+            has_violation=record.has_violation,
+            advisor=record.advisor,
+        )
+    )
+    if record.customer and await _first_sight(conn, day, customer_digest(record.customer)):
+        counts[(CUSTOMERS, "")] += 1
+    await _bump(conn, day, counts)
+
+
+def _categories(analysis: Any) -> list[str]:
+    if not isinstance(analysis, dict):
+        return []
+    return [
+        str(v["category"])
+        for v in analysis.get("violations") or ()
+        if isinstance(v, dict) and v.get("category")
+    ]
+
+
+@dataclass(frozen=True)
+class RebuildResult:
+    messages: int
+    days: int
+
+
+async def rebuild(*, since: date | None = None) -> RebuildResult:
+    """Recompute every counter from ``since`` (a Shanghai day; None = all) from stored rows.
+
+    One transaction: the old counters of those days go and the recomputed ones come in
+    together, so a page never sees half a rebuild, and a second run writes the same rows.
+    """
+    # In UTC: SQLite compares the stored text, so the bound must be in the stored zone.
+    start = (
+        datetime(since.year, since.month, since.day, tzinfo=SHANGHAI).astimezone(UTC)
+        if since
+        else None
+    )
+    first_day = since.isoformat() if since else ""
+    counts: dict[str, Counter[tuple[str, str]]] = {}
+    customers: dict[str, set[str]] = {}
+    seen = 0
+    async with in_transaction() as conn:
+        last_id = 0
+        while True:
+            q = bot_models.Message.filter(id__gt=last_id)
+            if start is not None:
+                q = q.filter(msgtime__gte=start)
+            rows = (
+                await q.order_by("id")
+                .limit(_REBUILD_BATCH)
+                .using_db(conn)
+                .values(
+                    "id",
+                    "msgtime",
+                    "intent",
+                    "has_violation",
+                    "analysis",
+                    "customer__external_userid",
+                    "advisor__userid",
+                )
+            )
+            if not rows:
+                break
+            for row in rows:
+                day = day_of(row["msgtime"])
+                counts.setdefault(day, Counter()).update(
+                    message_counters(
+                        intent=row["intent"],
+                        categories=_categories(row["analysis"]),
+                        has_violation=bool(row["has_violation"]),
+                        advisor=row["advisor__userid"],
+                    )
+                )
+                if ext := row["customer__external_userid"]:
+                    customers.setdefault(day, set()).add(customer_digest(ext))
+            seen += len(rows)
+            last_id = rows[-1]["id"]
+        await DashDaily.filter(day__gte=first_day).using_db(conn).delete()
+        await DashCustomerDay.filter(day__gte=first_day).using_db(conn).delete()
+        for day, digests in customers.items():
+            counts.setdefault(day, Counter())[(CUSTOMERS, "")] = len(digests)
+        await DashCustomerDay.bulk_create(
+            [DashCustomerDay(day=d, customer=c) for d, cs in customers.items() for c in sorted(cs)],
+            batch_size=500,
+            using_db=conn,
+        )
+        await DashDaily.bulk_create(
+            [
+                DashDaily(day=d, metric=m, dim=dim, n=n)
+                for d, c in sorted(counts.items())
+                for (m, dim), n in sorted(c.items())
+            ],
+            batch_size=500,
+            using_db=conn,
+        )
+    return RebuildResult(messages=seen, days=len(counts))
+
+
+# ------------------------------------------------------------------ reading
+
+
+def window_days(*, days: int, today: date) -> list[str]:
+    return [(today - timedelta(days=days - 1 - i)).isoformat() for i in range(days)]
+
+
+@dataclass(frozen=True)
+class Series:
+    """One chart's data: a value per (dim, day); dims in a stable order."""
+
+    days: list[str]
+    dims: list[str]
+    values: dict[str, list[int]]
+
+    def total(self, dim: str) -> int:
+        return sum(self.values.get(dim, ()))
+
+
+async def daily_series(*, metrics: Iterable[str], days: list[str]) -> dict[str, Series]:
+    """Each metric's counters over ``days``: reads the rollup only."""
+    wanted = list(metrics)
+    rows = await DashDaily.filter(metric__in=wanted, day__gte=days[0], day__lte=days[-1]).values(
+        "day", "metric", "dim", "n"
+    )
+    index = {d: i for i, d in enumerate(days)}
+    out: dict[str, Series] = {}
+    for metric in wanted:
+        values: dict[str, list[int]] = {}
+        for r in rows:
+            if r["metric"] == metric and r["day"] in index:
+                values.setdefault(r["dim"], [0] * len(days))[index[r["day"]]] += int(r["n"])
+        dims = sorted(values, key=lambda k: (-sum(values[k]), k))
+        out[metric] = Series(days=days, dims=dims, values=values)
+    return out
+
+
+async def alerts_series(*, days: list[str]) -> Series:
+    start = datetime.fromisoformat(days[0]).replace(tzinfo=SHANGHAI).astimezone(UTC)
+    rows = await bot_models.Alert.filter(created_at__gte=start).values("created_at", "kind")
+    index = {d: i for i, d in enumerate(days)}
+    values: dict[str, list[int]] = {}
+    for r in rows:
+        day = day_of(r["created_at"])
+        if day in index:
+            values.setdefault(r["kind"], [0] * len(days))[index[day]] += 1
+    dims = sorted(values, key=lambda k: (-sum(values[k]), k))
+    return Series(days=days, dims=dims, values=values)
+
+
+# Open cases by how long they have waited; the last bucket has no upper bound.
+BACKLOG_BUCKETS: tuple[tuple[str, timedelta | None], ...] = (
+    ("1 天内", timedelta(days=1)),
+    ("1–3 天", timedelta(days=3)),
+    ("3–7 天", timedelta(days=7)),
+    ("7 天以上", None),
+)
+
+
+@dataclass(frozen=True)
+class Backlog:
+    open: int
+    oldest_at: datetime | None
+    buckets: list[tuple[str, int]]
+
+
+async def review_backlog(*, now: datetime) -> Backlog:
+    """Open cases and their age, through the (status, created_at) index."""
+    cases = bot_models.ReviewCase.filter(status="open")
+    buckets: list[tuple[str, int]] = []
+    lower: timedelta | None = timedelta(0)
+    for label, upper in BACKLOG_BUCKETS:
+        q = cases
+        if upper is not None:
+            q = q.filter(created_at__gt=now - upper)
+        if lower:
+            q = q.filter(created_at__lte=now - lower)
+        buckets.append((label, await q.count()))
+        lower = upper
+    oldest = await cases.order_by("created_at").first().values_list("created_at", flat=True)
+    return Backlog(
+        open=sum(n for _, n in buckets),
+        oldest_at=oldest if isinstance(oldest, datetime) else None,
+        buckets=buckets,
+    )
+
+
+def today_in_shanghai() -> date:
+    return datetime.now(UTC).astimezone(SHANGHAI).date()

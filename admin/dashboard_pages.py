@@ -1,0 +1,190 @@
+"""``/dashboard``: daily charts from the rollups (admin.dashboard), each also as CSV.
+
+The page hands the charts their data in a ``<script type="application/json">`` block
+that ``dashboard.js`` reads: the console's CSP allows no inline script.  Every chart
+has its own CSV route, so a permission (``dashboard:read``) guards each like a page.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from admin import dashboard
+from admin.render import render
+from bot.flows import ALERT_INTENTS, CATEGORY_LABELS
+from core.access import menu, requires
+
+WINDOWS = (7, 30, 90)
+DEFAULT_WINDOW = 30
+
+INTENT_LABELS = {
+    "product_inquiry": "产品咨询",
+    "purchase_intent": "购买意向",
+    "redemption_intent": ALERT_INTENTS["redemption_intent"],
+    "complaint": ALERT_INTENTS["complaint"],
+    "account_service": "账户服务",
+    "claim_service": "理赔服务",
+    "risk_assessment": "风险测评",
+    "chitchat": "闲聊",
+}
+ALERT_LABELS = {
+    "violation": "违规提醒",
+    "churn": "客户流失",
+    "complaint": "投诉",
+    "redemption_intent": "赎回意向",
+    "transfer_fail": "客户继承失败",
+}
+METRIC_LABELS = {dashboard.MESSAGES: "消息数", dashboard.CUSTOMERS: "沟通客户数"}
+
+
+@dataclass(frozen=True)
+class Chart:
+    name: str
+    title: str
+    kind: str  # line | stack (bars stacked per day) | bar (one bar per dim)
+    hint: str
+
+
+CHARTS = (
+    Chart("activity", "每日消息与沟通客户", "line", "入库消息数；当天有消息往来的客户（去重）"),
+    Chart("violations", "每日违规（按类别）", "stack", "一条消息命中多个类别时各计一次"),
+    Chart("advisors", "违规消息最多的客户经理", "bar", "所选时间段内，前 15 名"),
+    Chart("intents", "每日客户意图", "stack", "模型识别出意图的消息"),
+    Chart("alerts", "每日提醒（按类型）", "stack", "发给客户经理或主管的提醒"),
+    Chart("backlog", "审核积压（按等待时长）", "bar", "当前未处理的审核案件"),
+)
+_TOP_ADVISORS = 15
+
+
+def _window(request: web.Request) -> int:
+    raw = request.query.get("days", "")
+    return int(raw) if raw.isdigit() and int(raw) in WINDOWS else DEFAULT_WINDOW
+
+
+def _series_block(series: dashboard.Series, labels: dict[str, str]) -> dict[str, Any]:
+    return {
+        "x": [d[5:] for d in series.days],
+        "series": [
+            {"name": labels.get(dim, dim or "—"), "data": series.values[dim]} for dim in series.dims
+        ],
+    }
+
+
+async def chart_data(days: int, *, now: datetime) -> dict[str, dict[str, Any]]:
+    """Every chart's data: ``{name: {"x": [...], "series": [{"name", "data"}]}}``."""
+    today = now.astimezone(dashboard.SHANGHAI).date()
+    window = dashboard.window_days(days=days, today=today)
+    daily = await dashboard.daily_series(
+        metrics=(
+            dashboard.MESSAGES,
+            dashboard.CUSTOMERS,
+            dashboard.VIOLATION_CATEGORY,
+            dashboard.VIOLATION_ADVISOR,
+            dashboard.INTENT,
+        ),
+        days=window,
+    )
+    activity = {
+        "x": [d[5:] for d in window],
+        "series": [
+            {"name": METRIC_LABELS[m], "data": daily[m].values.get("", [0] * len(window))}
+            for m in (dashboard.MESSAGES, dashboard.CUSTOMERS)
+        ],
+    }
+    adv = daily[dashboard.VIOLATION_ADVISOR]
+    top = adv.dims[:_TOP_ADVISORS]
+    backlog = await dashboard.review_backlog(now=now)
+    return {
+        "activity": activity,
+        "violations": _series_block(daily[dashboard.VIOLATION_CATEGORY], CATEGORY_LABELS),
+        "advisors": {
+            "x": top,
+            "series": [{"name": "违规消息", "data": [adv.total(a) for a in top]}],
+        },
+        "intents": _series_block(daily[dashboard.INTENT], INTENT_LABELS),
+        "alerts": _series_block(await dashboard.alerts_series(days=window), ALERT_LABELS),
+        "backlog": {
+            "x": [label for label, _ in backlog.buckets],
+            "series": [{"name": "待审核案件", "data": [n for _, n in backlog.buckets]}],
+            "open": backlog.open,
+            "oldest_at": backlog.oldest_at.isoformat() if backlog.oldest_at else None,
+        },
+    }
+
+
+@requires("dashboard:read")
+@menu("数据看板", group="", order=5)
+async def dashboard_page(request: web.Request) -> web.StreamResponse:
+    days = _window(request)
+    now = datetime.now(UTC)
+    data = await chart_data(days, now=now)
+    totals = {
+        "messages": sum(data["activity"]["series"][0]["data"]),
+        "violations": sum(data["advisors"]["series"][0]["data"]) if data["advisors"]["x"] else 0,
+        "open_cases": data["backlog"]["open"],
+    }
+    oldest = data["backlog"]["oldest_at"]
+    oldest_days = (now - datetime.fromisoformat(oldest)).days if oldest else None
+    return render(
+        "dashboard.html",
+        request,
+        {
+            "charts": CHARTS,
+            "data": data,
+            "days": days,
+            "windows": WINDOWS,
+            "totals": totals,
+            "oldest_days": oldest_days,
+        },
+    )
+
+
+def _csv_rows(chart: Chart, block: dict[str, Any]) -> list[list[Any]]:
+    names = [s["name"] for s in block["series"]]
+    head = "日期" if chart.kind in ("line", "stack") else "项目"
+    rows: list[list[Any]] = [[head, *names]]
+    for i, x in enumerate(block["x"]):
+        rows.append([x, *(s["data"][i] for s in block["series"])])
+    return rows
+
+
+def _csv_handler(chart: Chart) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    @requires("dashboard:read")
+    async def handler(request: web.Request) -> web.StreamResponse:
+        days = _window(request)
+        now = datetime.now(UTC)
+        block = (await chart_data(days, now=now))[chart.name]
+        if chart.kind in ("line", "stack"):
+            # Full dates in the file (the chart shows MM-DD to save room).
+            today = now.astimezone(dashboard.SHANGHAI).date()
+            block = {**block, "x": dashboard.window_days(days=days, today=today)}
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\r\n").writerows(_csv_rows(chart, block))
+        # A BOM, so Excel (what the bank's staff open it in) reads the UTF-8 as such.
+        body = "\ufeff" + buf.getvalue()
+        filename = f"siyu-{chart.name}-{days}d.csv"
+        return web.Response(
+            body=body.encode("utf-8"),
+            content_type="text/csv",
+            charset="utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        )
+
+    handler.__name__ = f"dashboard_csv_{chart.name}"
+    return handler
+
+
+def add_pages(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/dashboard", dashboard_page, name="dashboard")
+    for chart in CHARTS:
+        r.add_get(
+            f"/dashboard/{chart.name}.csv", _csv_handler(chart), name=f"dashboard_csv_{chart.name}"
+        )
