@@ -269,6 +269,21 @@ async def alerts_series(*, days: list[str]) -> Series:
     return Series(days=days, dims=dims, values=values)
 
 
+@dataclass(frozen=True)
+class AdvisorInfo:
+    name: str
+    team: str
+
+
+async def advisors(userids: Iterable[str]) -> dict[str, AdvisorInfo]:
+    """Name and team (WeCom department) of the advisors a chart names: a unique-key read."""
+    ids = sorted(set(userids))
+    if not ids:
+        return {}
+    rows = await bot_models.Advisor.filter(userid__in=ids).values("userid", "name", "department")
+    return {r["userid"]: AdvisorInfo(name=r["name"], team=r["department"]) for r in rows}
+
+
 # Open cases by how long they have waited; the last bucket has no upper bound.
 BACKLOG_BUCKETS: tuple[tuple[str, timedelta | None], ...] = (
     ("1 天内", timedelta(days=1)),

@@ -5,15 +5,15 @@
   "use strict";
   var PALETTE = ["#2f6fde", "#e0523f", "#2a9d8f", "#f4a261", "#7b61c9", "#6c757d", "#c9a227", "#3aa0c9"];
 
-  function option(kind, block) {
+  function option(el, kind, block) {
     var series = (block.series || []).map(function (s) {
       var one = { name: s.name, data: s.data, type: kind === "line" ? "line" : "bar" };
       if (kind === "stack") one.stack = "total";
-      if (kind === "line") one.smooth = true;
       if (kind === "bar") one.barMaxWidth = 28;
       return one;
     });
-    var horizontal = kind === "bar" && block.x.length > 6;
+    // Named bars (advisors, teams) lie flat so long names stay readable on a phone.
+    var horizontal = kind === "bar" && el.getAttribute("data-chart") !== "backlog";
     var category = { type: "category", data: block.x, axisLabel: { hideOverlap: true } };
     var value = { type: "value", minInterval: 1 };
     return {
@@ -37,7 +37,7 @@
       var block = data[el.getAttribute("data-chart")];
       if (!block) return;
       var chart = window.echarts.init(el, null, { renderer: "canvas" });
-      chart.setOption(option(el.getAttribute("data-kind"), block));
+      chart.setOption(option(el, el.getAttribute("data-kind"), block));
       el.setAttribute("data-drawn", "1");
       charts.push(chart);
     });

@@ -176,10 +176,37 @@ async def test_csv_per_chart(console: Console) -> None:
         async with client.get(console.url("/dashboard/advisors.csv")) as resp:
             rows = list(csv.reader(io.StringIO((await resp.read()).decode("utf-8-sig"))))
         assert rows == [["项目", "违规消息"], ["adv-zhao", "2"]]
+        async with client.get(console.url("/dashboard/teams.csv")) as resp:
+            rows = list(csv.reader(io.StringIO((await resp.read()).decode("utf-8-sig"))))
+        assert rows == [["项目", "违规消息"], ["未分部门", "2"]]
         # Every chart on the page has its CSV route, and each answers.
         for chart in dashboard_pages.CHARTS:
             async with client.get(console.url(f"/dashboard/{chart.name}.csv")) as resp:
                 assert resp.status == 200, chart.name
+
+
+async def test_advisors_are_named_and_summed_by_team(console: Console) -> None:
+    from tests.admin import review_seed as seed
+
+    today = dashboard.today_in_shanghai()
+    await seed.advisor("adv-zhao", "赵经理", department="财富管理一部")
+    await seed.advisor("adv-qian", "钱经理", department="财富管理一部")
+    await seed.advisor("adv-sun", "孙经理", department="财富管理二部")
+    await DashDaily.bulk_create(
+        [
+            DashDaily(day=today.isoformat(), metric="violation_advisor", dim=a, n=n)
+            for a, n in (("adv-zhao", 2), ("adv-qian", 3), ("adv-sun", 4), ("adv-gone", 1))
+        ]
+    )
+    data = await dashboard_pages.chart_data(7, now=datetime.now(UTC))
+    assert data["advisors"]["x"] == [
+        "孙经理（adv-sun）",
+        "钱经理（adv-qian）",
+        "赵经理（adv-zhao）",
+        "adv-gone",
+    ]
+    assert data["teams"]["x"] == ["财富管理一部", "财富管理二部", "未分部门"]
+    assert data["teams"]["series"][0]["data"] == [5, 4, 1]
 
 
 async def test_backlog_counts_open_cases_by_age(console: Console) -> None:

@@ -11,6 +11,8 @@ from typing import Any
 from admin import dashboard, dashboard_pages
 from admin.dashboard_models import DashDaily
 from bot import models
+from core.appkit import KEYRING
+from tests.admin import review_seed as seed
 from tests.admin.console import Console, make_operator
 from tests.admin.test_browser import browser, no_horizontal_overflow, shot, sign_in
 
@@ -21,7 +23,11 @@ INTENTS = ("product_inquiry", "purchase_intent", "redemption_intent", "complaint
 ADVISORS = ("adv-zhao", "adv-sun", "adv-li", "adv-zhou", "adv-wu")
 
 
-async def _seed() -> None:
+NAMES = ("赵经理", "孙经理", "李经理", "周经理", "吴经理")
+TEAMS = ("财富管理一部", "财富管理二部", "个人金融部")
+
+
+async def _seed(keyring: Any) -> None:
     """30 days of plausible counters (fixed seed), a few alerts and open cases."""
     rng = random.Random(15)
     today = dashboard.today_in_shanghai()
@@ -41,6 +47,18 @@ async def _seed() -> None:
             rows.append(DashDaily(day=day, metric="intent", dim=i, n=rng.randint(5, 60)))
     await DashDaily.bulk_create(rows)
     now = datetime.now(UTC)
+    for i, userid in enumerate(ADVISORS):
+        row = await seed.advisor(userid, NAMES[i], department=TEAMS[i % len(TEAMS)])
+        # Open review cases of several ages, for the backlog chart.
+        for j in range(i + 1):
+            await seed.conversation(
+                keyring=keyring,
+                advisor_row=row,
+                customer_row=await seed.customer(f"wmCust{i}{j:03d}", "客户"),
+                turns=[("advisor", "您放心，这个产品保本保收益，年化5%稳赚")],
+                start=now - timedelta(days=j * 2, hours=3),
+                msgid_prefix=f"{userid}-{j}",
+            )
     for i in range(40):
         kind = rng.choice(("violation", "redemption_intent", "complaint", "churn"))
         alert = await models.Alert.create(idem_key=f"{kind}:seed{i}", kind=kind)
@@ -58,7 +76,7 @@ async def _charts_drawn(page: Any) -> None:
 
 
 async def test_dashboard_draws_its_charts(console: Console, browser: Any) -> None:
-    await _seed()
+    await _seed(console.app[KEYRING])
     await make_operator("marketing", name="ops", display_name="陈运营")
     refused: list[str] = []
 
