@@ -163,6 +163,14 @@ async def rebuild(*, since: date | None = None) -> RebuildResult:
     customers: dict[str, set[str]] = {}
     seen = 0
     async with in_transaction() as conn:
+        if conn.capabilities.dialect == "postgres":
+            # Stores running meanwhile wait at their hook until this commits, so none
+            # is counted by its hook and then wiped by the delete below. The hook's
+            # order (customer day, then counters), so neither waits on the other in a
+            # cycle.  SQLite has one writer at a time already.
+            await conn.execute_script(
+                'LOCK TABLE "admin_dash_customer_day", "admin_dash_daily" IN EXCLUSIVE MODE'
+            )
         last_id = 0
         while True:
             q = bot_models.Message.filter(id__gt=last_id)
