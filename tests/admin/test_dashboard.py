@@ -55,7 +55,8 @@ def day_ms(d: date, hour: int) -> int:
 async def store_two_days(edge: Edge) -> tuple[str, str]:
     """Two Shanghai days of traffic, one advisor violation, two customers on day two."""
     today = datetime.now(UTC).astimezone(dashboard.SHANGHAI).date()
-    d1, d2 = today - timedelta(days=1), today
+    # Past days only: nothing stored is in the future, whatever the hour the test runs.
+    d1, d2 = today - timedelta(days=2), today - timedelta(days=1)
     (u1, e1), (u2, e2) = relations(edge)[:2]
     records = [
         record("d1-a", e1, u1, "你们那款理财现在收益多少？", at_ms=day_ms(d1, 10)),
