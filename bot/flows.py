@@ -70,6 +70,20 @@ def follow_aad(external_userid: str, userid: str, field_name: str) -> str:
     return f"follow:{external_userid}:{userid}:{field_name}"
 
 
+# Alert and outbox keys are built from WeCom ids (msgid up to 128 characters, userids
+# up to 64): a key over its column (160) would fail the whole store and dead-letter the
+# message. Long keys keep a readable head and end in a hash of the whole key, leaving
+# room for the ``notify:`` prefix of the app message that delivers the alert.
+_KEY_MAX = 150
+
+
+def bounded_key(key: str) -> str:
+    if len(key) <= _KEY_MAX:
+        return key
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+    return f"{key[: _KEY_MAX - 17]}#{digest}"
+
+
 def outbox_payload_aad(idem_key: str) -> str:
     return f"outbox:{idem_key}"
 
@@ -588,7 +602,7 @@ async def _consequences(
             first = next(v for v in violations if v.severity == "violation")
             label = CATEGORY_LABELS.get(first.category, first.category)
             basis = first.basis or "机构销售行为管理规定"
-            key = f"violation:{draft.source}:{draft.msgid}"
+            key = bounded_key(f"violation:{draft.source}:{draft.msgid}")
             into.alerts.append(
                 {
                     "idem_key": key,
@@ -639,7 +653,7 @@ async def _consequences(
         for userid in targets:
             if not userid:
                 continue
-            key = f"{intent}:{draft.source}:{draft.msgid}:{userid}"
+            key = bounded_key(f"{intent}:{draft.source}:{draft.msgid}:{userid}")
             into.alerts.append(
                 {
                     "idem_key": key,
@@ -818,7 +832,7 @@ async def _external_contact_changed(
             conn=conn, customer=customer, advisor=advisor, status=RelationStatus.LOST, at=at
         )
         manager = advisor.manager_userid
-        key = f"churn:{draft.event_key}"
+        key = bounded_key(f"churn:{draft.event_key}")
         await bot_service.raise_alert(
             conn=conn,
             idem_key=key,
@@ -846,7 +860,7 @@ async def _external_contact_changed(
         )
         return [key]
     elif change == "transfer_fail":
-        key = f"transfer_fail:{draft.event_key}"
+        key = bounded_key(f"transfer_fail:{draft.event_key}")
         await bot_service.raise_alert(
             conn=conn,
             idem_key=key,
