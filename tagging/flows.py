@@ -383,10 +383,7 @@ async def tag_customer(
     id is refused, never created here.  ``customer_id``: the row id when the caller
     has it already (a rule streaming over customers), saving a lookup.
     """
-    if customer_id is None:
-        customer_id = await service.customer_id_of(conn=conn, external_userid=external_userid)
-    if customer_id is None:
-        raise NotFound("customer")
+    customer_id = await _known_customer(conn, external_userid, customer_id)
     row = await service.apply_customer_tag(
         conn=conn,
         customer_id=customer_id,
@@ -399,17 +396,9 @@ async def tag_customer(
     )
     if row is None:
         return TagChange(False, 0)
-    marks = 0
-    group = await tag.group
-    if push and source != TagSource.WECOM and _group_syncs(group):
-        marks = await push_mark(
-            conn=conn,
-            history_key=f"add:{row.id}",
-            external_userid=external_userid,
-            tag=tag,
-            add=True,
-        )
-    return TagChange(True, marks)
+    return TagChange(
+        True, await _push_change(conn, f"add:{row.id}", external_userid, tag, source, push, True)
+    )
 
 
 async def untag_customer(
@@ -423,10 +412,7 @@ async def untag_customer(
     push: bool = True,
     customer_id: int | None = None,
 ) -> TagChange:
-    if customer_id is None:
-        customer_id = await service.customer_id_of(conn=conn, external_userid=external_userid)
-    if customer_id is None:
-        raise NotFound("customer")
+    customer_id = await _known_customer(conn, external_userid, customer_id)
     row = await service.remove_customer_tag(
         conn=conn,
         customer_id=customer_id,
@@ -437,17 +423,37 @@ async def untag_customer(
     )
     if row is None:
         return TagChange(False, 0)
-    marks = 0
-    group = await tag.group
-    if push and source != TagSource.WECOM and _group_syncs(group):
-        marks = await push_mark(
-            conn=conn,
-            history_key=f"del:{row.id}",
-            external_userid=external_userid,
-            tag=tag,
-            add=False,
-        )
-    return TagChange(True, marks)
+    return TagChange(
+        True, await _push_change(conn, f"del:{row.id}", external_userid, tag, source, push, False)
+    )
+
+
+async def _known_customer(
+    conn: BaseDBAsyncClient, external_userid: str, customer_id: int | None
+) -> int:
+    """The customer's row id; an unknown id is refused, never created here."""
+    if customer_id is None:
+        customer_id = await service.customer_id_of(conn=conn, external_userid=external_userid)
+    if customer_id is None:
+        raise NotFound("customer")
+    return customer_id
+
+
+async def _push_change(
+    conn: BaseDBAsyncClient,
+    history_key: str,
+    external_userid: str,
+    tag: Tag,
+    source: TagSource,
+    push: bool,
+    add: bool,
+) -> int:
+    """mark_tag rows queued for a change WeCom does not know of yet (not WeCom's own)."""
+    if not push or source == TagSource.WECOM or not _group_syncs(await tag.group):
+        return 0
+    return await push_mark(
+        conn=conn, history_key=history_key, external_userid=external_userid, tag=tag, add=add
+    )
 
 
 async def do_tag_customer(
