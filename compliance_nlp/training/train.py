@@ -47,13 +47,17 @@ __all__ = ["TrainOptions", "train_all", "train_classifier"]
 DATA_DIR = Path(__file__).resolve().parent / "data"
 NO_VIOLATION = "none"
 PII_TYPES: tuple[PiiType, ...] = get_args(PiiType)
-# The hand-written development pool; blind sets are deliberately not listed. dev17 is
-# everyday advisor chat (greetings, logistics, wishes), the threads are conversations
-# labelled in context (``data/ANNOTATION_THREADS.md``).
+# The hand-written development pool; blind sets are deliberately not listed. Line sets
+# first (dev19 and dev20 were the blind5/blind6 held-out sets), then everyday advisor
+# chat (dev17, dev18: greetings, logistics, wishes), then conversations labelled in
+# context (``data/ANNOTATION_THREADS.md``; threads_dev3 was blind_threads1).
 DEV_POOL = (
-    *(f"dev{n}.jsonl" for n in ("", *range(2, 18))),
+    *(f"dev{n}.jsonl" for n in ("", *range(2, 17), 19, 20)),
+    "dev17.jsonl",
+    "dev18.jsonl",
     "threads_dev1.jsonl",
     "threads_dev2.jsonl",
+    "threads_dev3.jsonl",
 )
 # The turns the analyzer reads before a line; training builds its pairs the same way.
 CONTEXT_TURNS = AnalyzerConfig().context_turns

@@ -3,25 +3,25 @@
 The labelled files (``compliance_nlp/training/data/README.md`` says who wrote each),
 two roles:
 
-- ``dev.jsonl`` … ``dev16.jsonl`` are the *development pool*: hand-written lines by
-  people other than the corpus generator, one annotator per file. ``dev3`` … ``dev6``
-  were the first four blind sets; once measured and studied they stopped being held
-  out. ``dev7`` … ``dev16`` were written for training, each with its own focus. The
-  models are trained on the pool (``train.TrainOptions.dev_files``, each line
-  up-weighted) and the thresholds are calibrated by cross-validation that holds out
-  whole files (``compliance_nlp.training.crossval``), so the dev figures here are
-  fitted, not estimates: they are regression guards only.
-- ``dev17.jsonl`` is everyday advisor chat (greetings, logistics, wishes: all clean) and
-  ``threads_dev1``/``threads_dev2`` are conversations labelled in context; both are part
-  of the development pool too.
-- ``blind_everyday1.jsonl`` and ``blind_threads1.jsonl`` are held out in the same way
-  (issue 9: at most 1 in 100 everyday advisor lines flagged; context-only violations
-  caught, line-visible caught, clean threads with any false violation).
-- ``blind5.jsonl`` and ``blind6.jsonl`` are the held-out sets, each written by another
-  independent annotator who never saw the rules, corpus or models, and never read while
-  they were developed; both were measured once, with models and thresholds fixed. They
-  are the honest measure of the issue-3 targets: every target is asserted on each,
-  computed, never hard-coded.
+- ``dev.jsonl`` … ``dev16.jsonl``, ``dev19`` and ``dev20`` are the *development pool*'s
+  line sets: hand-written lines by people other than the corpus generator, one
+  annotator per file. ``dev3`` … ``dev6``, ``dev19`` and ``dev20`` were blind sets; once
+  measured they stopped being held out. The models are trained on the pool
+  (``train.TrainOptions.dev_files``, each line up-weighted) and the thresholds are
+  calibrated by cross-validation that holds out whole files
+  (``compliance_nlp.training.crossval``), so the dev figures here are fitted, not
+  estimates: they are regression guards only.
+- ``dev17``, ``dev18`` (and ``dev21``) are everyday advisor chat (greetings, logistics,
+  wishes: all clean) and ``threads_dev1`` … are conversations labelled in context; both
+  are part of the development pool too.
+- The held-out sets are written by independent annotators who never saw the rules,
+  corpus or models, and are never read while they are developed: ``blind7`` (the
+  issue-3 line targets, and issue 9's clean advisor lines flagged ≤ 0.03),
+  ``blind_everyday2`` (issue 9: at most 1 in 100 everyday advisor lines flagged) and
+  ``blind_threads2``/``blind_threads3`` (context-only violations caught, line-visible
+  caught, clean threads with any false violation). Each is measured once, with models
+  and thresholds fixed; the tests on a held-out set skip until its file is delivered
+  into the data folder. Every target is computed, never hard-coded.
 
 ``build_corpus`` generates ``train.jsonl`` from the phrasebook and templates only, so it
 stays disjoint from every labelled split; training never lists a blind set (test below).
@@ -41,14 +41,27 @@ from compliance_nlp.training.threads import THREAD_TARGETS, ThreadReport, evalua
 
 DATA = Path(__file__).resolve().parents[2] / "compliance_nlp" / "training" / "data"
 # Held out: never trained on, never read while the models and rules were developed.
-BLINDS = ("blind5.jsonl", "blind6.jsonl")
-BLIND_EVERYDAY = ("blind_everyday1.jsonl",)
-BLIND_THREADS = ("blind_threads1.jsonl",)
+BLINDS = ("blind7.jsonl",)
+BLIND_EVERYDAY = ("blind_everyday2.jsonl",)
+BLIND_THREADS = ("blind_threads2.jsonl", "blind_threads3.jsonl")
 # Line sets scored against the issue-3 targets (each has violating and clean lines).
-DEV_SETS = tuple(f"dev{n}.jsonl" for n in ("", *range(2, 17)))
-EVERYDAY_DEV = ("dev17.jsonl",)
-THREAD_DEV = ("threads_dev1.jsonl", "threads_dev2.jsonl")
+DEV_SETS = tuple(f"dev{n}.jsonl" for n in ("", *range(2, 17), 19, 20))
+EVERYDAY_DEV = ("dev17.jsonl", "dev18.jsonl")
+THREAD_DEV = ("threads_dev1.jsonl", "threads_dev2.jsonl", "threads_dev3.jsonl")
 THREAD_FILES = (*THREAD_DEV, *BLIND_THREADS)
+# issue 9: clean advisor lines flagged on the held-out line set (issue 3 asked ≤ 0.05).
+BLIND_CLEAN_FLAGGED = 0.03
+
+
+def _delivered(name: str) -> Path:
+    """A held-out file's path; the test skips until the annotators' file is in place."""
+    path = DATA / name
+    if not path.is_file():
+        pytest.skip(
+            f"held-out {name} not delivered yet: it is copied into {DATA} only once the "
+            "models and thresholds are frozen, then measured once"
+        )
+    return path
 
 
 def _texts(name: str) -> set[str]:
@@ -94,21 +107,39 @@ def test_training_never_reads_a_blind_set() -> None:
 
 @pytest.mark.parametrize("name", BLINDS)
 def test_blind_is_disjoint_from_training(name: str) -> None:
+    _delivered(name)
     assert not _texts("train.jsonl") & _texts(name)
 
 
-@pytest.fixture(scope="module")
-def blind_reports(analyzer: Analyzer) -> dict[str, EvalReport]:
-    return {name: evaluate(read_jsonl(DATA / name), analyzer) for name in BLINDS}
+_blind_reports: dict[str, EvalReport] = {}
+
+
+def _blind_report(name: str, analyzer: Analyzer) -> EvalReport:
+    path = _delivered(name)
+    if name not in _blind_reports:
+        _blind_reports[name] = evaluate(read_jsonl(path), analyzer)
+    return _blind_reports[name]
 
 
 @pytest.mark.parametrize("name", BLINDS)
 @pytest.mark.parametrize("target", list(TARGETS))
-def test_blind_heldout_target(blind_reports: dict[str, EvalReport], name: str, target: str) -> None:
+def test_blind_heldout_target(analyzer: Analyzer, name: str, target: str) -> None:
     """The issue-3 targets on each blind held-out set, computed from the shipped analysis."""
     op, bound = TARGETS[target]
-    value = blind_reports[name].metrics()[target]
+    value = _blind_report(name, analyzer).metrics()[target]
     assert (value >= bound) if op == ">=" else (value <= bound), f"{name}: {target}={value:.3f}"
+
+
+@pytest.mark.parametrize("name", BLINDS)
+def test_blind_clean_advisor_lines_flagged(
+    request: pytest.FixtureRequest, analyzer: Analyzer, name: str
+) -> None:
+    """Issue 9: clean advisor lines flagged as a violation fall to at most 3 in 100."""
+    if "clean_lines" in CONTEXT_GAPS:
+        request.applymarker(pytest.mark.xfail(strict=True, reason="issue 9: not met yet"))
+    report = _blind_report(name, analyzer)
+    value = report.metrics()["clean_flagged_violation"]
+    assert value <= BLIND_CLEAN_FLAGGED, f"{name}: {value:.3f} {report.misses[:5]}"
 
 
 def test_crossval_holds_out_whole_files_and_reports_merge() -> None:
@@ -223,8 +254,9 @@ def test_no_hand_written_line_is_in_two_files() -> None:
 
 @pytest.mark.parametrize("name", BLINDS)
 def test_blind_shares_no_normalised_line_with_the_corpus(name: str) -> None:
+    path = _delivered(name)
     train = {_key(r["text"]) for r in read_jsonl(DATA / "train.jsonl")}
-    assert [r["text"] for r in read_jsonl(DATA / name) if _key(r["text"]) in train] == []
+    assert [r["text"] for r in read_jsonl(path) if _key(r["text"]) in train] == []
 
 
 def test_blind_threads_share_no_advisor_line_with_training() -> None:
@@ -232,27 +264,42 @@ def test_blind_threads_share_no_advisor_line_with_training() -> None:
     「是的👌」 recur by design: their meaning is what the thread decides)."""
     from compliance_nlp.training.train import DEV_POOL, read_rows
 
+    paths = [DATA / name for name in BLIND_THREADS if (DATA / name).is_file()]
+    if not paths:
+        _delivered(BLIND_THREADS[0])
     trained = {_key(r["text"]) for r in read_jsonl(DATA / "train.jsonl")}
     for name in DEV_POOL:
         trained |= {_key(r["text"]) for r in read_rows(DATA / name)}
     shared = [
         turn["text"]
-        for thread in read_jsonl(DATA / BLIND_THREADS[0])
+        for path in paths
+        for thread in read_jsonl(path)
         for turn in thread["turns"]
         if turn["role"] == "advisor" and len(turn["text"]) > 6 and _key(turn["text"]) in trained
     ]
     assert shared == []
 
 
-# Issue 9 on the held-out everyday and thread sets (measured once, models fixed). A
-# target listed here was not met at that measurement: strict xfail, so meeting it
-# fails until it is removed (the figure is in the commit that shipped the models).
-CONTEXT_GAPS: set[str] = {"context_only_recall", "clean_threads_flagged", "everyday"}
+# Issue 9 on the held-out everyday, thread and line sets (measured once, models fixed).
+# A target listed here was not met at that measurement: strict xfail, so meeting it
+# fails until it is removed (the figure is in the commit that records the measurement).
+# The first held-out sets (now threads_dev3, dev18, dev19, dev20) missed
+# context_only_recall, clean_threads_flagged, everyday and clean_lines; the current
+# ones are not measured yet.
+CONTEXT_GAPS: set[str] = set()
+
+
+def _blind_threads(analyzer: Analyzer) -> ThreadReport:
+    """Both held-out thread sets pooled (two annotators' conversations)."""
+    for name in BLIND_THREADS:
+        _delivered(name)
+    threads = [t for name in BLIND_THREADS for t in read_jsonl(DATA / name)]
+    return evaluate_threads(threads, analyzer)
 
 
 @pytest.fixture(scope="module")
 def blind_thread_report(analyzer: Analyzer) -> ThreadReport:
-    return evaluate_threads(read_jsonl(DATA / BLIND_THREADS[0]), analyzer)
+    return _blind_threads(analyzer)
 
 
 @pytest.mark.parametrize("target", list(THREAD_TARGETS))
@@ -271,8 +318,9 @@ def test_blind_everyday_advisor_lines_are_left_alone(
     request: pytest.FixtureRequest, analyzer: Analyzer
 ) -> None:
     """At most 1 in 100 everyday advisor lines (greetings, logistics, wishes) flagged."""
+    path = _delivered(BLIND_EVERYDAY[0])
     if "everyday" in CONTEXT_GAPS:
         request.applymarker(pytest.mark.xfail(strict=True, reason="issue 9: not met yet"))
-    report = evaluate(read_jsonl(DATA / BLIND_EVERYDAY[0]), analyzer)
+    report = evaluate(read_jsonl(path), analyzer)
     assert report.clean > 200
     assert report.metrics()["clean_flagged_violation"] <= 0.01, report.misses[:5]
