@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import admin
 import bot
+import sop
 import tagging
 from core import plugin as core_plugin
 from core.domain import Domain, check_unique
@@ -31,6 +32,8 @@ DOMAINS: tuple[Domain, ...] = (
     bot.DOMAIN,
     # Tags after the edge: its hooks read the stored event and write outbox rows.
     tagging.DOMAIN,
+    # Campaigns after tags: triggers and exits read the tags this message applied.
+    sop.DOMAIN,
     # The console and API shell last: it mounts and guards everyone's routes.
     admin.DOMAIN,
 )
