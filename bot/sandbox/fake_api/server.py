@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from bot.sandbox.fake_api import contacts, group_chats, mass_send, messages, tags
+from bot.sandbox.fake_api import contacts, group_chats, groupmsg, mass_send, messages, tags
 from bot.sandbox.fake_api.base import Call, Handler, WeComApiError, answer, api_name
 from bot.sandbox.fake_api.records import IssuedToken
 from bot.sandbox.fake_api.state import STATE_KEY, SandboxState
@@ -80,6 +80,7 @@ ROUTES: Final[dict[str, Handler]] = {
     **messages.ROUTES,
     **tags.ROUTES,
     **mass_send.ROUTES,
+    **groupmsg.ROUTES,
     **group_chats.ROUTES,
 }
 

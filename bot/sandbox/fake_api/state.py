@@ -76,6 +76,8 @@ class SandboxState:
     welcome_messages: list[dict[str, Any]] = field(default_factory=list)
     app_messages: list[AppMessage] = field(default_factory=list)
     mass_sends: dict[str, MassSendTask] = field(default_factory=dict)
+    #: remind_groupmsg_send calls per task (times), for the 3-in-24-h limit.
+    groupmsg_reminders: dict[str, list[float]] = field(default_factory=dict)
     tokens: dict[str, IssuedToken] = field(default_factory=dict, repr=False)
     calls: Counter[str] = field(default_factory=Counter)
 
