@@ -208,6 +208,8 @@ class Enrolment(Model):
     class Meta:
         table = "sop_enrolment"
         indexes = (("campaign", "customer", "state"),)
+        # A trigger seen twice enrols once (migration 0002).
+        unique_together = (("campaign", "customer", "trigger_ref"),)
 
 
 class Touch(Model):
@@ -248,7 +250,14 @@ class Touch(Model):
     class Meta:
         table = "sop_touch"
         unique_together = (("enrolment", "step"),)
-        indexes = (("state", "due_at"), ("version", "step", "state"), ("campaign", "state"))
+        indexes = (
+            ("state", "due_at"),
+            ("version", "step", "state"),
+            ("campaign", "state"),
+            # The engine's lookups (migration 0002): by outbox row, by mass-send task.
+            ("outbox_id",),
+            ("msgid",),
+        )
 
 
 class OptOut(Timestamped):
