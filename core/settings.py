@@ -111,6 +111,38 @@ class ApiSettings(BaseModel):
     token: SecretStr = SecretStr("")
 
 
+class SopSettings(BaseModel):
+    """The SOP engine (sop.engine): pacing, WeCom's limits as planned, lateness."""
+
+    # How often the scheduler looks for due touches (it reruns at once while busy).
+    scheduler_interval_s: float = Field(default=5.0, gt=0)
+    # Touches claimed per batch (one transaction each).
+    batch_size: int = Field(default=500, ge=1, le=5000)
+    # SOP's share of WeCom's per-member app-message caps (30 a minute, 1,000 an hour):
+    # the rest stays free for compliance alerts, which must never wait behind a digest.
+    member_minute_cap: int = Field(default=20, ge=1, le=30)
+    member_hour_cap: int = Field(default=800, ge=1, le=1000)
+    # Mass sends a customer may receive per Beijing day, counted across campaigns.  WeCom
+    # caps a customer per month (as many as the month has days), per week (7) or per day
+    # (1), as the corp sets it; 1 a day fits every setting.
+    mass_send_per_day: int = Field(default=1, ge=1, le=10)
+    # Calls a minute the engine plans per API (WeCom: about 10,000 per API per corp,
+    # shared with everything else siyu calls).
+    api_per_minute: dict[str, int] = Field(default_factory=dict)
+    api_default_per_minute: int = Field(default=6000, ge=1, le=10_000)
+    # A touch not handed to WeCom this long after it was due is skipped as late rather
+    # than sent with stale content (a birthday greeting the day after).
+    late_after_s: int = Field(default=6 * 3600, ge=60)
+    # Touches listed in one reminder digest (WeCom text messages: at most 2,048 bytes).
+    digest_max_items: int = Field(default=15, ge=1, le=50)
+    # Where the sidebar is served, for the deep links in reminders ("" = relative).
+    public_base_url: str = ""
+    # Mass-send tasks: read results back this often; nudge a member who has not
+    # confirmed after remind_after_s (at most 3 reminders per task in 24 h).
+    results_interval_s: float = Field(default=300.0, gt=0)
+    remind_after_s: int = Field(default=4 * 3600, ge=600)
+
+
 OperatorRole = Literal["advisor", "team_lead", "marketing", "compliance", "admin"]
 
 
@@ -170,6 +202,7 @@ class Settings(BaseSettings):
     crypto: CryptoSettings = Field(default_factory=CryptoSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
+    sop: SopSettings = Field(default_factory=SopSettings)
 
     @classmethod
     def settings_customise_sources(
