@@ -136,6 +136,9 @@ class FindingOut(BaseModel):
         default=None, description="the context turn that gave the line this meaning"
     )
     context_evidence: str | None = None
+    suggestion: str | None = Field(
+        default=None, description="a compliant rewording, where the rule data has one"
+    )
 
 
 class AnalysisOut(BaseModel):

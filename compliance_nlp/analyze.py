@@ -15,6 +15,7 @@ Order of work, and why:
 
 from __future__ import annotations
 
+import copy
 import re
 import threading
 from collections.abc import Sequence
@@ -32,7 +33,8 @@ from compliance_nlp.model import (
     shipped_model_dir,
     violation_input,
 )
-from compliance_nlp.normalize import normalize, translate_chars
+from compliance_nlp.normalize import Normalized, normalize, translate_chars
+from compliance_nlp.overlay import Overlay, apply_overlay
 from compliance_nlp.pii import MASK_STYLES, find_pii, load_pii_words, mask_pii, mask_span
 from compliance_nlp.rules import CATEGORIES, load_ruleset
 from compliance_nlp.types import (
@@ -100,6 +102,32 @@ class Analyzer:
                 parts.append(f"{label} {model.name}@{model.version}")
         self.model_version = "; ".join(parts)
 
+    def with_overlay(self, overlay: Overlay | None) -> Analyzer:
+        """This analyzer with an institution's overlay over the shipped rules (None: none).
+
+        The models, lexicons and PII words are shared, not reloaded: only the rule set
+        and its matcher are built again, so a running process takes a new overlay in
+        well under a second. Raises ``OverlayError`` for a malformed overlay.
+        """
+        base = load_ruleset(self.config.rules_dir)
+        ruleset = apply_overlay(base, overlay) if overlay is not None else base
+        twin = copy.copy(self)
+        twin.model_version = self.model_version.replace(self.ruleset.version, ruleset.version, 1)
+        twin.ruleset = ruleset
+        twin.matcher = RuleMatcher(ruleset)
+        return twin
+
+    def _model_text(self, norm: Normalized) -> str:
+        """The line as the violation model reads it: exception phrases blanked (same length)."""
+        spans = self.matcher.exception_spans(norm.text)
+        if not spans:
+            return norm.original
+        chars = list(norm.original)
+        for start, end, _cats in spans:
+            a, b = norm.to_original(start, end)
+            chars[a:b] = "某" * (b - a)
+        return "".join(chars)
+
     def _load(self, directory: str, kind: str) -> SequenceClassifier | None:
         if directory:
             return SequenceClassifier(directory, threads=self.config.torch_threads)
@@ -159,8 +187,13 @@ class Analyzer:
         clean_probs: dict[int, float] = {}
         if self.violation_model is not None and advisor_idx:
             model_findings, clean_probs = self._model_findings(
-                [checked[i][0] for i in advisor_idx], advisor_idx, answered
+                [self._model_text(norms[i]) for i in advisor_idx], advisor_idx, answered
             )
+            if self.ruleset.exceptions:  # evidence from what was written, not the blanks
+                model_findings = {
+                    i: [replace(f, evidence=checked[i][0][f.start : f.end]) for f in found]
+                    for i, found in model_findings.items()
+                }
 
         results: list[Analysis] = []
         for i, (text, role) in enumerate(checked):
@@ -177,6 +210,19 @@ class Analyzer:
                     anchored=self.anchors.anchored(norms[i].text)
                     or (bool(answered_norm) and self.anchors.anchored(answered_norm)),
                 )
+                # A compliant rewording where the rule data has one (suggestions.json and
+                # the institution's overlay): by rule, else by category for model findings.
+                findings = [
+                    f
+                    if f.suggestion
+                    else replace(
+                        f,
+                        suggestion=self.ruleset.suggestions.lookup(
+                            category=f.category, rule_id=f.rule_id
+                        ),
+                    )
+                    for f in findings
+                ]
             if pii:
                 # Evidence is stored and exported in clear beside the masked text: it must
                 # never carry a number the masked text hides. Offsets stay those of the

@@ -57,6 +57,18 @@ class RuleMatcher:
         automaton.make_automaton()
         self._automaton = automaton
         self._breaks = self._cues.clause_breaks
+        # An institution's exceptions (compliance_nlp.overlay): phrases never flagged.
+        self._exceptions: Any = None
+        if ruleset.exceptions:
+            spared: Any = ahocorasick.Automaton()
+            for phrase in ruleset.exceptions:
+                previous = spared.get(phrase.phrase, None)
+                cats = phrase.categories
+                if previous is not None:  # the same phrase twice: the wider reach wins
+                    cats = frozenset() if not (previous[1] and cats) else previous[1] | cats
+                spared.add_word(phrase.phrase, (len(phrase.phrase), cats))
+            spared.make_automaton()
+            self._exceptions = spared
 
     # -- candidate generation -------------------------------------------------------
     def _candidates(self, text: str) -> list[_Hit]:
@@ -79,6 +91,28 @@ class RuleMatcher:
                     if m.end() > m.start():
                         hits.append(_Hit(m.start(), m.end(), rule, None))
         return hits
+
+    def exception_spans(self, text: str) -> list[tuple[int, int, frozenset[str]]]:
+        """Where the institution's exception phrases occur in normalised ``text``."""
+        if self._exceptions is None:
+            return []
+        return [
+            (end - length + 1, end + 1, cats) for end, (length, cats) in self._exceptions.iter(text)
+        ]
+
+    def _spared(self, text: str, hits: list[_Hit]) -> list[_Hit]:
+        """Hits not inside an exception phrase of their category."""
+        spans = self.exception_spans(text)
+        if not spans:
+            return hits
+        return [
+            h
+            for h in hits
+            if not any(
+                s <= h.start and h.end <= e and (not cats or h.rule.category in cats)
+                for s, e, cats in spans
+            )
+        ]
 
     # -- clause-scoped checks -------------------------------------------------------
     def _clause(self, text: str, start: int, end: int) -> tuple[int, int]:
@@ -155,6 +189,8 @@ class RuleMatcher:
         """
         text = norm.text
         hits = self._candidates(text)
+        if hits and self._exceptions is not None:
+            hits = self._spared(text, hits)
         if not hits:
             return []
         # Longest match wins within a category: 保本保息 hides the 保本 inside it.
@@ -210,6 +246,9 @@ class RuleMatcher:
                     rule_id=rule.id,
                     source="rule",
                     basis=self.ruleset.basis_text(rule.basis),
+                    suggestion=self.ruleset.suggestions.lookup(
+                        category=rule.category, rule_id=rule.id, term=hit.term
+                    ),
                 )
             )
         return _dedupe(findings)

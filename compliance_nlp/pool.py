@@ -24,14 +24,20 @@ import signal
 import sys
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from typing import Literal
 
 from compliance_nlp.analyze import Analyzer, get_analyzer
+from compliance_nlp.overlay import Overlay
 from compliance_nlp.types import Analysis, AnalyzerConfig, Role, Turn
 
-__all__ = ["AnalyzerPool", "AnalyzerUnavailable"]
+__all__ = ["CURRENT", "AnalyzerPool", "AnalyzerUnavailable"]
+
+#: ``analyze_many(..., overlay=CURRENT)``: the overlay last given to ``set_overlay``.
+CURRENT: Literal["current"] = "current"
 
 log = logging.getLogger(__name__)
 
@@ -102,11 +108,45 @@ def _worker_rss() -> int:
     return 0
 
 
+# An institution's overlay travels with each batch (it is a few kilobytes), so every
+# worker process follows it without being addressed one by one; each keeps the rules of
+# the last few overlays it saw (the published one, a reviewer's dry-run draft).
+_OVERLAID_KEEP = 3
+_overlaid: OrderedDict[tuple[int, str], Analyzer] = OrderedDict()
+_overlaid_lock = threading.Lock()
+
+
+def _with_overlay(analyzer: Analyzer, overlay: Overlay | None) -> Analyzer:
+    if overlay is None:
+        return analyzer
+    key = (id(analyzer), overlay.key)
+    with _overlaid_lock:
+        found = _overlaid.get(key)
+        if found is None:
+            found = analyzer.with_overlay(overlay)
+            _overlaid[key] = found
+            while len(_overlaid) > _OVERLAID_KEEP:
+                _overlaid.popitem(last=False)
+        _overlaid.move_to_end(key)
+        return found
+
+
 def _worker_analyze(
-    items: list[tuple[str, str]], contexts: list[Sequence[Turn] | None] | None = None
+    items: list[tuple[str, str]],
+    contexts: list[Sequence[Turn] | None] | None = None,
+    overlay: Overlay | None = None,
 ) -> list[Analysis]:
     assert _worker_analyzer is not None, "worker not initialised"
-    return _worker_analyzer.analyze_many(items, contexts)
+    return _with_overlay(_worker_analyzer, overlay).analyze_many(items, contexts)
+
+
+def _local_analyze(
+    analyzer: Analyzer,
+    items: list[tuple[str, str]],
+    contexts: list[Sequence[Turn] | None] | None,
+    overlay: Overlay | None,
+) -> list[Analysis]:
+    return _with_overlay(analyzer, overlay).analyze_many(items, contexts)
 
 
 class AnalyzerPool:
@@ -148,6 +188,20 @@ class AnalyzerPool:
         self._failed_rebuilds = 0
         self._next_rebuild_at = 0.0
         self._unavailable = ""
+        self._overlay: Overlay | None = None
+
+    @property
+    def overlay(self) -> Overlay | None:
+        """The institution's overlay every call uses unless it names another."""
+        return self._overlay
+
+    def set_overlay(self, overlay: Overlay | None) -> None:
+        """Use ``overlay`` over the shipped rules from the next call on (None: none).
+
+        Check it first (``Analyzer.with_overlay`` raises ``OverlayError``): a malformed
+        one would fail every call in the workers.
+        """
+        self._overlay = overlay
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -265,8 +319,13 @@ class AnalyzerPool:
         self,
         items: Sequence[tuple[str, str]],
         contexts: Sequence[Sequence[Turn] | None] | None = None,
+        *,
+        overlay: Overlay | None | Literal["current"] = CURRENT,
     ) -> list[Analysis]:
         """Analyse ``items`` in batches spread over the workers; order is preserved.
+
+        ``overlay``: the institution's overlay to apply — by default the one set with
+        ``set_overlay``; a dry run passes a draft (or None for the shipped rules alone).
 
         A worker that died is replaced and the call retried once; a call that breaks the
         fresh pool as well raises ``BrokenProcessPool`` (the input itself may be what kills
@@ -284,10 +343,12 @@ class AnalyzerPool:
             )
             for i in range(0, len(items), step)
         ]
+        chosen = self._overlay if overlay == CURRENT else overlay
+        assert chosen is None or isinstance(chosen, Overlay)
         if self._analyzer is not None:
             analyzer = self._analyzer
             parts = [
-                await loop.run_in_executor(self._require(), analyzer.analyze_many, b, c)
+                await loop.run_in_executor(self._require(), _local_analyze, analyzer, b, c, chosen)
                 for b, c in batches
             ]
             return [a for part in parts for a in part]
@@ -295,7 +356,8 @@ class AnalyzerPool:
             executor = await self._usable_executor()
             try:
                 futures = [
-                    loop.run_in_executor(executor, _worker_analyze, b, c) for b, c in batches
+                    loop.run_in_executor(executor, _worker_analyze, b, c, chosen)
+                    for b, c in batches
                 ]
             except BrokenProcessPool:  # submit refuses at once once the pool is known broken
                 futures = []

@@ -141,6 +141,9 @@ class Finding:
     # excerpt of it, so a reviewer sees why an innocent-looking line was flagged.
     context_index: int | None = None
     context_evidence: str | None = None
+    # A compliant rewording, where the rule data has one (``rules/suggestions.json``
+    # and the institution's overlay): what the advisor could say instead.
+    suggestion: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -155,6 +158,7 @@ class Finding:
             "score": self.score,
             "context_index": self.context_index,
             "context_evidence": self.context_evidence,
+            "suggestion": self.suggestion,
         }
 
 

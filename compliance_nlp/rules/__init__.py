@@ -21,9 +21,11 @@ __all__ = [
     "SEVERITIES",
     "RULES_DIR",
     "Cues",
+    "ExceptionPhrase",
     "Rule",
     "RuleDataError",
     "RuleSet",
+    "Suggestions",
     "load_json",
     "load_ruleset",
 ]
@@ -89,12 +91,41 @@ class Cues:
 
 
 @dataclass(frozen=True, slots=True)
+class Suggestions:
+    """Compliant rewordings (``suggestions.json``), most specific first: term, rule, category."""
+
+    by_term: dict[str, str] = field(default_factory=dict)
+    by_rule: dict[str, str] = field(default_factory=dict)
+    by_category: dict[str, str] = field(default_factory=dict)
+
+    def lookup(self, *, category: str, rule_id: str = "", term: str | None = None) -> str | None:
+        if term is not None and term in self.by_term:
+            return self.by_term[term]
+        return self.by_rule.get(rule_id) or self.by_category.get(category) or None
+
+
+@dataclass(frozen=True, slots=True)
+class ExceptionPhrase:
+    """A phrase never flagged (an institution's product name holding 稳赢, say).
+
+    ``phrase`` is normalised like the text it is found in; an empty ``categories``
+    means every category.
+    """
+
+    phrase: str
+    categories: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
 class RuleSet:
     version: str
     rules: tuple[Rule, ...]
     cues: Cues
     bases: dict[str, str] = field(default_factory=dict)
     category_bases: dict[str, str] = field(default_factory=dict)
+    suggestions: Suggestions = field(default_factory=Suggestions)
+    # From an institution's overlay (``compliance_nlp.overlay``); none in the shipped data.
+    exceptions: tuple[ExceptionPhrase, ...] = ()
 
     def basis_text(self, key: str) -> str:
         return self.bases.get(key, key)
@@ -237,6 +268,10 @@ def load_ruleset(directory: str = "") -> RuleSet:
         if key not in cues_doc:
             cues_doc[key] = load_json("cues.json")[key]
     cues = _cues(cues_doc)
+    # A bank's own rules directory made before suggestions existed reads the shipped ones.
+    suggestions_doc = load_json(
+        "suggestions.json", where if (where / "suggestions.json").is_file() else None
+    )
     rules = tuple(_rule(r, bases) for r in lexicon["rules"])
     seen: set[str] = set()
     for rule in rules:
@@ -249,4 +284,9 @@ def load_ruleset(directory: str = "") -> RuleSet:
         cues=cues,
         bases=bases,
         category_bases={str(k): str(v) for k, v in bases_doc["category_bases"].items()},
+        suggestions=Suggestions(
+            by_term={str(k): str(v) for k, v in suggestions_doc.get("by_term", {}).items()},
+            by_rule={str(k): str(v) for k, v in suggestions_doc.get("by_rule", {}).items()},
+            by_category={str(k): str(v) for k, v in suggestions_doc.get("by_category", {}).items()},
+        ),
     )
