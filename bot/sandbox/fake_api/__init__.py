@@ -29,7 +29,8 @@ Modules, grouped like wechatpy's ``work/client/api`` areas:
 * areas, each with its routes: ``contacts`` (``user/*``, ``externalcontact/get``,
   ``list``, ``batch/get_by_user``), ``tags`` (corp tags, ``mark_tag``), ``messages``
   (``message/send``, ``send_welcome_msg``), ``mass_send`` (``add_msg_template``,
-  ``get_groupmsg_send_result``), ``group_chats`` (``groupchat/*``).
+  ``get_groupmsg_send_result``), ``group_chats`` (``groupchat/*``), ``oauth`` (the
+  OAuth authorize page, ``auth/getuserinfo``, ``ticket/get?type=agent_config``).
 """
 
 from bot.sandbox.fake_api.base import Call, Handler, WeComApiError

@@ -11,9 +11,11 @@ __all__ = [
     "ExternalContact",
     "FollowInfo",
     "GroupChat",
+    "IssuedTicket",
     "IssuedToken",
     "MassSendTask",
     "Member",
+    "OAuthCode",
     "TagGroup",
     "WelcomeCode",
 ]
@@ -189,3 +191,27 @@ class IssuedToken:
 
     def expired(self, now: float) -> bool:
         return self.force_expired or now >= self.issued_at + self.expires_in
+
+
+@dataclass
+class IssuedTicket:
+    """An app's jsapi_ticket (``ticket/get?type=agent_config``): signs ``agentConfig``."""
+
+    ticket: str
+    agent_id: int
+    issued_at: float
+    expires_in: int
+
+    def expired(self, now: float) -> bool:
+        return now >= self.issued_at + self.expires_in
+
+
+@dataclass
+class OAuthCode:
+    """A code the OAuth redirect hands a page: one ``auth/getuserinfo``, within 5 minutes."""
+
+    code: str
+    userid: str  # a member's userid; "" for someone outside the corp (an openid answer)
+    agent_id: int
+    issued_at: float
+    used_at: float | None = None

@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from bot.sandbox.fake_api import contacts, group_chats, groupmsg, mass_send, messages, tags
+from bot.sandbox.fake_api import contacts, group_chats, groupmsg, mass_send, messages, oauth, tags
 from bot.sandbox.fake_api.base import Call, Handler, WeComApiError, answer, api_name
 from bot.sandbox.fake_api.records import IssuedToken
 from bot.sandbox.fake_api.state import STATE_KEY, SandboxState
@@ -31,6 +31,7 @@ ERRMSGS: Final[dict[int, str]] = {
     40008: "invalid message type",
     40013: "invalid corpid",
     40014: "invalid access_token",
+    40029: "invalid code",
     40050: "chatid not found",
     40056: "invalid agentid",
     40058: "invalid Request Parameter",
@@ -40,6 +41,7 @@ ERRMSGS: Final[dict[int, str]] = {
     41001: "access_token missing",
     41002: "corpid missing",
     41004: "corpsecret missing",
+    41008: "missing code",
     41051: "externaluser has started chatting",
     41096: "welcome msg is being distributed",
     42001: "access_token expired",
@@ -82,6 +84,7 @@ ROUTES: Final[dict[str, Handler]] = {
     **mass_send.ROUTES,
     **groupmsg.ROUTES,
     **group_chats.ROUTES,
+    **oauth.ROUTES,
 }
 
 
@@ -177,6 +180,7 @@ def build_fake_wecom_app(state: SandboxState) -> web.Application:
     app.router.add_get("/sandbox/calls", _control_calls)
     messages.add_controls(app)
     mass_send.add_controls(app)
+    oauth.add_routes(app)
     return app
 
 

@@ -21,9 +21,11 @@ from bot.sandbox.fake_api.records import (
     ExternalContact,
     FollowInfo,
     GroupChat,
+    IssuedTicket,
     IssuedToken,
     MassSendTask,
     Member,
+    OAuthCode,
     TagGroup,
     WelcomeCode,
 )
@@ -65,6 +67,19 @@ class SandboxState:
     #: While set, every ``/cgi-bin`` call (``gettoken`` too) answers this HTTP status with
     #: no JSON, as a gateway in front of an unreachable WeCom does (502/503/504).
     outage_status: int | None = None
+    #: The app's jsapi_ticket lives 7,200 s; WeCom allows each app at most 100 fetches an
+    #: hour (400 for the corp) and answers 45009 past that.
+    jsapi_ticket_expires_in: int = 7200
+    agent_ticket_hour_limit: int = 100
+    #: An OAuth code is good for one ``auth/getuserinfo`` within 5 minutes (40029 after).
+    oauth_code_ttl_s: float = 300.0
+    #: Who the simulated WeCom client is signed in as: the authorize page sends them
+    #: straight back with a code, as WeCom does; None = it asks which member.
+    oauth_member: str | None = None
+    #: Answer ``auth/getuserinfo`` with the old casing (``UserId``/``DeviceId``).
+    oauth_legacy_casing: bool = False
+    #: Hosts the app trusts for OAuth redirects (可信域名); empty = any (50001 otherwise).
+    oauth_trusted_hosts: list[str] = field(default_factory=list)
 
     departments: dict[int, str] = field(default_factory=lambda: {1: "总部"})
     members: dict[str, Member] = field(default_factory=dict)
@@ -79,12 +94,15 @@ class SandboxState:
     #: remind_groupmsg_send calls per task (times), for the 3-in-24-h limit.
     groupmsg_reminders: dict[str, list[float]] = field(default_factory=dict)
     tokens: dict[str, IssuedToken] = field(default_factory=dict, repr=False)
+    jsapi_tickets: dict[str, IssuedTicket] = field(default_factory=dict, repr=False)
+    oauth_codes: dict[str, OAuthCode] = field(default_factory=dict, repr=False)
     calls: Counter[str] = field(default_factory=Counter)
 
     _faults: dict[str, deque[int]] = field(default_factory=dict, repr=False)
     _call_times: dict[str, deque[float]] = field(default_factory=dict, repr=False)
     _mass_received: dict[str, str] = field(default_factory=dict, repr=False)
     _ids: random.Random = field(default_factory=random.Random, repr=False)
+    _ticket_fetches: dict[int, deque[float]] = field(default_factory=dict, repr=False)
 
     # -- levers -----------------------------------------------------------
 
@@ -114,6 +132,17 @@ class SandboxState:
         code = self.new_id("", 43)
         self.welcome_codes[code] = WelcomeCode(code, userid, external_userid, self.clock())
         return code
+
+    def issue_oauth_code(self, userid: str) -> str:
+        """The code the authorize redirect hands the page for ``userid`` ("" = a non-member)."""
+        code = self.new_id("", 32)
+        self.oauth_codes[code] = OAuthCode(code, userid, self.agent_id, self.clock())
+        return code
+
+    def valid_jsapi_tickets(self) -> list[IssuedTicket]:
+        """Tickets WeCom's client would accept a signature made with, right now."""
+        now = self.clock()
+        return [t for t in self.jsapi_tickets.values() if not t.expired(now)]
 
     def delivered_app_messages(self, touser: str | None = None) -> list[AppMessage]:
         return [
