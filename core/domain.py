@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
+from core.access import Principal
 from core.db import Schema
 from core.settings import Role, Settings
 
@@ -90,6 +91,32 @@ CustomerExport = Callable[..., Awaitable[dict[str, Any]]]
 CustomerErase = Callable[..., Awaitable[int]]
 """``erase(conn=, external_userid=) -> rows changed``: erase or anonymise (PIPL art. 47)."""
 
+PanelRender = Callable[[web.Request, int, Principal], Awaitable[str | None]]
+"""``render(request, customer_id, viewer) -> HTML fragment or None`` (None: nothing to show)."""
+
+
+@dataclass(frozen=True)
+class CustomerPanel:
+    """A box a domain adds to the console's customer page (tags, SOP enrolments, …).
+
+    The customer page (admin) has already decided that ``viewer`` may see customer
+    ``customer_id`` (``bot_customer.id``) — an advisor only their own, a team lead
+    their advisors' — before any panel renders, so a panel checks nothing about reach;
+    it masks personal data as the viewer's role requires.  ``permission`` (a name in
+    the permission table, or "" for anyone who may open the page) hides the panel
+    from roles without it.  The fragment is inserted as is: escape what you render
+    (a Jinja2 template with autoescape does).  Panels are drawn in ``order``, then
+    ``key``; a panel that raises is shown as unavailable and logged, the page still
+    renders.
+    """
+
+    # Unique across domains; namespaced by the owner ("tagging.tags").
+    key: str
+    title: str
+    render: PanelRender
+    order: int = 100
+    permission: str = ""
+
 
 @dataclass(frozen=True)
 class Domain:
@@ -123,6 +150,8 @@ class Domain:
     health: HealthCheck | None = None
     export_customer: CustomerExport | None = None
     erase_customer: CustomerErase | None = None
+    # Boxes on the console's customer page (drawn by admin; see ``CustomerPanel``).
+    customer_panels: Sequence[CustomerPanel] = ()
 
     def __post_init__(self) -> None:
         unknown = set(self.hooks) - set(HOOK_POINTS)
@@ -136,13 +165,23 @@ class Domain:
                     f"domain {self.name!r}: outbox origin prefix {prefix!r} "
                     f"must start with {self.name + '.'!r}"
                 )
+        for panel in self.customer_panels:
+            if not panel.key.startswith(f"{self.name}."):
+                raise ValueError(
+                    f"domain {self.name!r}: customer panel key {panel.key!r} "
+                    f"must start with {self.name + '.'!r}"
+                )
 
 
 def check_unique(domains: Sequence[Domain]) -> None:
     """Names, model modules and migration packages each belong to one domain."""
     seen: dict[str, str] = {}
     for d in domains:
-        keys = [f"name:{d.name}", *(f"models:{m}" for m in d.model_modules)]
+        keys = [
+            f"name:{d.name}",
+            *(f"models:{m}" for m in d.model_modules),
+            *(f"customer panel:{p.key}" for p in d.customer_panels),
+        ]
         if d.migrations:
             keys.append(f"migrations:{d.migrations}")
         for key in keys:
