@@ -4,7 +4,9 @@ Order of work, and why:
 1. validate (clear ``AnalysisError`` instead of a crash in the worker);
 2. width/script folding, then PII on the 1:1 folded text, so PII offsets are exact;
 3. advisor messages: rules on the evasion-normalised text, then the violation model,
-   both reading the customer turn the line answers when the conversation is given
+   both reading the customer turn the line answers when the conversation is given, and
+   the question/answer frames (``dialogue``: what the customer asked about names the
+   category an assuring or compliant reply breaks; refusals and corrections stay clean)
    (「是的👌」 promises the principal after 「到期本金能拿回来吧？」, and is service after
    「明天能到账吗？」); a violation only the model sees needs financial ground in the
    line or that turn (``DomainAnchors``), so everyday chat never reaches a reviewer;
@@ -23,6 +25,7 @@ from dataclasses import replace
 from typing import TypeGuard, get_args
 
 from compliance_nlp import segment
+from compliance_nlp.dialogue import DialogueRules, asked_turns
 from compliance_nlp.lexicon import DomainAnchors, KeywordIntent, SentimentLexicon
 from compliance_nlp.matcher import RuleMatcher
 from compliance_nlp.model import (
@@ -91,6 +94,7 @@ class Analyzer:
         self.sentiment = SentimentLexicon(self.config.rules_dir)
         self.keyword_intent = KeywordIntent(self.config.rules_dir)
         self.anchors = DomainAnchors(self.config.rules_dir)
+        self.dialogue = DialogueRules(self.ruleset, self.config.rules_dir)
         self.intent_model: SequenceClassifier | None = None
         self.violation_model: SequenceClassifier | None = None
         if self.config.use_model:
@@ -156,7 +160,7 @@ class Analyzer:
         turns are read.
         """
         checked = [validate_input(t, r, max_chars=self.config.max_chars) for t, r in items]
-        answered = self._answered_turns(contexts, len(checked))
+        answered, asked = self._answered_turns(contexts, len(checked))
         folded = [translate_chars(t) for t, _ in checked]
         norms = [normalize(t) for t, _ in checked]
         piis = [find_pii(f) for f in folded]
@@ -202,9 +206,19 @@ class Analyzer:
             if role == "advisor":
                 turn = answered.get(i)
                 answered_norm = normalize(turn[1]).text if turn else ""
+                rule_findings = self.matcher.find(norms[i], answered=answered_norm)
+                model_found = model_findings.get(i, [])
+                if i in asked:
+                    reading = self.dialogue.find(
+                        norms[i],
+                        folded[i].lower(),
+                        [(j, normalize(t).text, t) for j, t in asked[i]],
+                    )
+                    rule_findings = reading.apply(rule_findings, model=False)
+                    model_found = reading.apply(model_found, model=True)
                 findings = self._combine(
-                    self.matcher.find(norms[i], answered=answered_norm),
-                    model_findings.get(i, []),
+                    rule_findings,
+                    model_found,
                     norms[i].text,
                     clean_probs.get(i, 0.0),
                     anchored=self.anchors.anchored(norms[i].text)
@@ -255,13 +269,15 @@ class Analyzer:
 
     def _answered_turns(
         self, contexts: Sequence[Context | None] | None, count: int
-    ) -> dict[int, tuple[int, str]]:
-        """Per item with context, the customer turn it answers (``model.answered_turn``)."""
+    ) -> tuple[dict[int, tuple[int, str]], dict[int, list[tuple[int, str]]]]:
+        """Per item with context, the customer turn it answers (``model.answered_turn``),
+        and the turns the question/answer frames read (``dialogue.asked_turns``)."""
         if contexts is None:
-            return {}
+            return {}, {}
         if len(contexts) != count:
             raise InvalidInputError(f"{len(contexts)} contexts for {count} messages")
         out: dict[int, tuple[int, str]] = {}
+        asked: dict[int, list[tuple[int, str]]] = {}
         for i, context in enumerate(contexts):
             if not context:
                 continue
@@ -270,12 +286,18 @@ class Analyzer:
                 turn = t if isinstance(t, Turn) else Turn.parse(t)
                 text, _ = validate_input(turn.text, turn.role, max_chars=self.config.max_chars)
                 turns.append(Turn(turn.role, text))
-            found = answered_turn(
-                turns, window=self.config.context_turns, mask_style=self.config.mask_style
-            )
+            window = self.config.context_turns
+            found = answered_turn(turns, window=window, mask_style=self.config.mask_style)
             if found is not None:
                 out[i] = found
-        return out
+                asked[i] = asked_turns(
+                    turns,
+                    found,
+                    window=window,
+                    mask_style=self.config.mask_style,
+                    closes=self.dialogue.closes,
+                )
+        return out, asked
 
     def _combine(
         self,
@@ -323,8 +345,14 @@ class Analyzer:
         framed = self._has_frame_cue(text)
         warns = any(c in text for c in self.ruleset.cues.report_cues)
         if rule_violation and not model and warns and clean_prob >= cfg.model_veto_threshold:
-            findings = [replace(f, severity="review") for f in findings]
-            rule_violation = False
+            # A question/answer frame's finding (it names the customer turn) has read
+            # the refusals and warnings of the reply itself: 「理解，就按您说的来」 quotes
+            # no one.
+            findings = [
+                f if f.context_index is not None else replace(f, severity="review")
+                for f in findings
+            ]
+            rule_violation = any(f.severity == "violation" for f in findings)
         for m in model:
             score = m.score or 0.0
             same = [f for f in findings if f.category == m.category]

@@ -1,6 +1,8 @@
 """Grouped k-fold cross-validation over the hand-written development pool.
 
     .venv/bin/python -m compliance_nlp.crossval --folds 4 --epochs 3 [--set dev_weight=8]
+    .venv/bin/python -m compliance_nlp.crossval --keep DIR   # keep the folds' models
+    .venv/bin/python -m compliance_nlp.crossval --score DIR  # re-score them, no training
 
 The shipped models are trained on the generated corpus *and* the dev pool, so the dev
 sets can no longer calibrate the model thresholds honestly. Here each dev *file* goes
@@ -28,7 +30,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from compliance_nlp.training.evaluate import EvalReport, evaluate
+from compliance_nlp.training.evaluate import EvalReport, evaluate, read_jsonl
+from compliance_nlp.training.threads import ThreadReport, evaluate_threads, is_thread
 from compliance_nlp.training.train import DATA_DIR, DEV_POOL, TrainOptions, read_rows, train_all
 from compliance_nlp.types import AnalyzerConfig
 
@@ -54,11 +57,6 @@ def file_folds(sizes: dict[str, int], k: int) -> dict[str, int]:
         out[name] = fold
         load[fold] += sizes[name]
     return out
-
-
-def _pool() -> dict[str, list[dict[str, Any]]]:
-    # Thread files as line rows with their context: each fold holds out whole files.
-    return {name: read_rows(DATA_DIR / name) for name in DEV_POOL}
 
 
 def merge_reports(reports: list[EvalReport]) -> EvalReport:
@@ -87,40 +85,83 @@ def _config(base: AnalyzerConfig, violation: float, framed: float) -> AnalyzerCo
     )
 
 
+def held_files(fold: int, k: int) -> list[str]:
+    """The dev files held out in ``fold`` (whole files: one annotator each)."""
+    # Sized by rows as training reads them (a thread counts its turns).
+    sizes = {name: len(read_rows(DATA_DIR / name)) for name in DEV_POOL}
+    folds = file_folds(sizes, k)
+    return [name for name in DEV_POOL if folds[name] == fold]
+
+
+def score_fold(model_dir: Path, names: list[str]) -> dict[str, EvalReport]:
+    """A fold's trained models on its held files: the threshold grid, the intent fallback,
+    the shipped thresholds pooled, and per held file (``file:NAME``)."""
+    from compliance_nlp.analyze import Analyzer
+
+    held_by_file = {name: read_rows(DATA_DIR / name) for name in names}
+    held = [row for rows in held_by_file.values() for row in rows]
+    base = AnalyzerConfig(
+        intent_model_dir=str(model_dir / "intent"),
+        violation_model_dir=str(model_dir / "violation"),
+        torch_threads=1,
+    )
+    analyzer = Analyzer(base)
+    out: dict[str, EvalReport] = {}
+    for violation, framed in GRID:
+        analyzer.config = _config(base, violation, framed)
+        out[f"{violation}/{framed}"] = evaluate(held, analyzer)
+    customers = [row for row in held if row["role"] == "customer"]
+    for floor in INTENT_FALLBACKS:
+        analyzer.config = replace(base, intent_keyword_fallback_below=floor)
+        out[f"intent<{floor}"] = evaluate(customers, analyzer)
+    analyzer.config = base
+    out["shipped"] = evaluate(held, analyzer)
+    for name, rows in held_by_file.items():
+        out[f"file:{name}"] = evaluate(rows, analyzer)
+    return out
+
+
+def score_fold_threads(model_dir: Path, names: list[str]) -> dict[str, ThreadReport]:
+    """The issue-9 thread figures of a fold's models on its held thread files."""
+    from compliance_nlp.analyze import Analyzer
+
+    analyzer = Analyzer(
+        AnalyzerConfig(
+            intent_model_dir=str(model_dir / "intent"),
+            violation_model_dir=str(model_dir / "violation"),
+            torch_threads=1,
+        )
+    )
+    out: dict[str, ThreadReport] = {}
+    for name in names:
+        threads = [t for t in read_jsonl(DATA_DIR / name) if is_thread(t)]
+        if threads:
+            out[name] = evaluate_threads(threads, analyzer)
+    return out
+
+
 def _run_fold(
-    fold: int, k: int, epochs: int, seed: int, overrides: dict[str, Any] | None = None
+    fold: int,
+    k: int,
+    epochs: int,
+    seed: int,
+    overrides: dict[str, Any] | None = None,
+    keep: Path | None = None,
 ) -> dict[str, EvalReport]:
     import torch
 
-    from compliance_nlp.analyze import Analyzer
-
     torch.set_num_threads(1)
-    pool = _pool()
-    folds = file_folds({name: len(rows) for name, rows in pool.items()}, k)
-    held = [row for name, rows in pool.items() if folds[name] == fold for row in rows]
-    exclude = frozenset(row["text"] for row in held)
+    names = held_files(fold, k)
+    exclude = frozenset(row["text"] for name in names for row in read_rows(DATA_DIR / name))
     with tempfile.TemporaryDirectory(prefix=f"siyu-cv{fold}-") as tmp:
+        # ``keep``: the fold's models stay (``keep/fold<N>``) to be scored again later,
+        # e.g. after a rule change (``--score``), without training them again.
+        out_dir = keep / f"fold{fold}" if keep is not None else Path(tmp)
         options = TrainOptions(
-            output_dir=Path(tmp), epochs=epochs, seed=seed, dev_exclude=exclude, **(overrides or {})
+            output_dir=out_dir, epochs=epochs, seed=seed, dev_exclude=exclude, **(overrides or {})
         )
         train_all(options, threads=1)
-        base = AnalyzerConfig(
-            intent_model_dir=str(Path(tmp) / "intent"),
-            violation_model_dir=str(Path(tmp) / "violation"),
-            torch_threads=1,
-        )
-        analyzer = Analyzer(base)
-        out: dict[str, EvalReport] = {}
-        for violation, framed in GRID:
-            analyzer.config = _config(base, violation, framed)
-            out[f"{violation}/{framed}"] = evaluate(held, analyzer)
-        customers = [row for row in held if row["role"] == "customer"]
-        for floor in INTENT_FALLBACKS:
-            analyzer.config = replace(base, intent_keyword_fallback_below=floor)
-            out[f"intent<{floor}"] = evaluate(customers, analyzer)
-        analyzer.config = base
-        out["shipped"] = evaluate(held, analyzer)
-    return out
+        return score_fold(out_dir, names)
 
 
 def cross_validate(
@@ -129,18 +170,44 @@ def cross_validate(
     seed: int = 13,
     workers: int = 2,
     overrides: dict[str, Any] | None = None,
+    keep: Path | None = None,
 ) -> dict[str, EvalReport]:
     """Pooled held-fold reports per threshold pair ``"violation/framed"``.
 
     ``overrides`` are ``TrainOptions`` fields (``dev_weight``, ``layers`` …), so training
-    choices are compared on the same folds as the thresholds.
+    choices are compared on the same folds as the thresholds. Keys ``file:NAME`` hold
+    each held-out file alone (one annotator each).
     """
     ctx = get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         parts = list(
-            pool.map(_run_fold, range(k), [k] * k, [epochs] * k, [seed] * k, [overrides or {}] * k)
+            pool.map(
+                _run_fold,
+                range(k),
+                [k] * k,
+                [epochs] * k,
+                [seed] * k,
+                [overrides or {}] * k,
+                [keep] * k,
+            )
         )
-    return {key: merge_reports([p[key] for p in parts]) for key in parts[0]}
+    return _pooled(parts)
+
+
+def _pooled(parts: list[dict[str, EvalReport]]) -> dict[str, EvalReport]:
+    keys = dict.fromkeys(key for p in parts for key in p)
+    return {key: merge_reports([p[key] for p in parts if key in p]) for key in keys}
+
+
+def rescore(keep: Path, k: int) -> tuple[dict[str, EvalReport], dict[str, ThreadReport]]:
+    """Score the models a ``--keep`` run left with the rules and thresholds as they are now."""
+    parts = []
+    threads: dict[str, ThreadReport] = {}
+    for fold in range(k):
+        names = held_files(fold, k)
+        parts.append(score_fold(keep / f"fold{fold}", names))
+        threads.update(score_fold_threads(keep / f"fold{fold}", names))
+    return _pooled(parts), threads
 
 
 def _summary(report: EvalReport) -> dict[str, Any]:
@@ -176,6 +243,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None, help="write JSON summary here")
     parser.add_argument(
+        "--keep", type=Path, default=None, help="keep each fold's models in DIR/fold<N>"
+    )
+    parser.add_argument(
+        "--score",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="train nothing: score the models a --keep run left in DIR with the current rules",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -183,12 +260,25 @@ def main(argv: list[str] | None = None) -> int:
         help="a TrainOptions field for every fold, e.g. dev_weight=8 (repeatable)",
     )
     args = parser.parse_args(argv)
-    reports = cross_validate(args.folds, args.epochs, args.seed, args.workers, _overrides(args.set))
-    summary = {key: _summary(rep) for key, rep in reports.items()}
+    threads: dict[str, ThreadReport] = {}
+    if args.score is not None:
+        reports, threads = rescore(args.score, args.folds)
+    else:
+        reports = cross_validate(
+            args.folds, args.epochs, args.seed, args.workers, _overrides(args.set), args.keep
+        )
+    summary: dict[str, Any] = {key: _summary(rep) for key, rep in reports.items()}
     for key, s in summary.items():
         print(
             f"{key:12s} recall {s['violation_recall']:.3f} clean {s['clean_flagged_violation']:.3f}"
             f" category {s['category_hit']:.3f} intent {s['intent_accuracy']:.3f}"
+        )
+    for name, rep in threads.items():
+        m = rep.metrics()
+        summary[f"threads:{name}"] = {key: round(v, 3) for key, v in m.items()}
+        print(
+            f"threads:{name} context-only {m['context_only_recall']:.3f} line-visible "
+            f"{m['line_visible_recall']:.3f} clean threads flagged {m['clean_threads_flagged']:.3f}"
         )
     if args.out is not None:
         args.out.write_text(json.dumps(summary, ensure_ascii=False, indent=1), encoding="utf-8")

@@ -1,0 +1,272 @@
+"""Question and answer: a reply read as the answer to the customer turn before it.
+
+「是的👌」 alone is nothing; after 「到期本金能拿回来吧？」 it promises the principal, after
+「验证码发您了」 a 「收到，我这边帮您点了」 takes over the customer's account, and after
+「你帮我把测评做了吧」 a 「交给我」 does the customer's risk test. The frames are data
+(``rules/dialogue.json``): what the customer asks about names the category, the reply
+goes along with it (an assurance, compliant handling, or the frame's own words) or it
+refuses, corrects or states an accurate fact, which stays clean. A finding points at
+the advisor's line and names the customer turn that gave it its meaning
+(``Finding.context_index`` / ``context_evidence``).
+
+A rules directory without its own ``dialogue.json`` uses the shipped one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from compliance_nlp.model import answered_turn
+from compliance_nlp.normalize import Normalized, normalize
+from compliance_nlp.rules import RULES_DIR, RuleDataError, RuleSet, load_json
+from compliance_nlp.types import Finding, Turn
+
+__all__ = ["DialogueRules", "Reading", "asked_turns"]
+
+DIALOGUE_FILE = "dialogue.json"
+_GENERIC_KINDS = ("assure", "comply")
+_CONTEXT_EVIDENCE_CHARS = 60
+
+
+def _compile(patterns: object, where: str) -> tuple[re.Pattern[str], ...]:
+    if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
+        raise RuleDataError(f"{DIALOGUE_FILE}: {where} must be a list of patterns")
+    try:
+        return tuple(re.compile(p) for p in patterns)
+    except re.error as exc:
+        raise RuleDataError(f"{DIALOGUE_FILE}: {where}: bad pattern: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class _Fact:
+    id: str
+    categories: tuple[str, ...]
+    ask: tuple[re.Pattern[str], ...]
+    reply: tuple[re.Pattern[str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Frame:
+    id: str
+    category: str
+    ask: tuple[re.Pattern[str], ...]
+    affirm: tuple[re.Pattern[str], ...]
+    strong: tuple[re.Pattern[str], ...]
+    refuse: tuple[re.Pattern[str], ...]
+    exempt: tuple[re.Pattern[str], ...]
+    exempt_reply: tuple[re.Pattern[str], ...]
+    generic: tuple[str, ...]
+
+
+def _first(patterns: tuple[re.Pattern[str], ...], text: str) -> re.Match[str] | None:
+    for p in patterns:
+        m = p.search(text)
+        if m is not None:
+            return m
+    return None
+
+
+class DialogueRules:
+    """Compiled ``dialogue.json``; ``find`` is pure and thread-safe."""
+
+    def __init__(self, ruleset: RuleSet, directory: str = "") -> None:
+        from compliance_nlp.rules import CATEGORIES
+
+        where = Path(directory) if directory else None
+        if where is not None and not (where / DIALOGUE_FILE).is_file():
+            where = RULES_DIR
+        data = load_json(DIALOGUE_FILE, where)
+        self.version = str(data["version"])
+        self._ruleset = ruleset
+        self._max_chars = int(data.get("max_reply_chars", 48))
+        generic = data.get("generic") or {}
+        self._generic = {k: _compile(generic.get(k, []), f"generic.{k}") for k in _GENERIC_KINDS}
+        self._affirm_raw = _compile(data.get("affirm_raw", []), "affirm_raw")
+        self._refuse = _compile(data.get("refuse", []), "refuse")
+        self._refuse_lead = _compile(data.get("refuse_lead", []), "refuse_lead")
+        facts = []
+        for i, raw in enumerate(data.get("facts", [])):
+            fid = str(raw.get("id") or f"fact {i}")
+            categories = tuple(str(c) for c in raw.get("categories", []))
+            if not categories or any(c not in CATEGORIES for c in categories):
+                raise RuleDataError(f"{DIALOGUE_FILE}: {fid}: categories must name the taxonomy")
+            facts.append(
+                _Fact(
+                    id=fid,
+                    categories=categories,
+                    ask=_compile(raw.get("ask"), f"{fid}.ask"),
+                    reply=_compile(raw.get("reply"), f"{fid}.reply"),
+                )
+            )
+        self._facts = tuple(facts)
+        frames = []
+        seen: set[str] = set()
+        for i, raw in enumerate(data.get("frames", [])):
+            fid = str(raw.get("id") or f"frame {i}")
+            category = str(raw.get("category"))
+            if category not in CATEGORIES:
+                raise RuleDataError(f"{DIALOGUE_FILE}: {fid}: unknown category {category!r}")
+            if fid in seen:
+                raise RuleDataError(f"{DIALOGUE_FILE}: duplicate frame id {fid}")
+            seen.add(fid)
+            kinds = tuple(str(k) for k in raw.get("generic", []))
+            if any(k not in _GENERIC_KINDS for k in kinds):
+                raise RuleDataError(f"{DIALOGUE_FILE}: {fid}: generic must name {_GENERIC_KINDS}")
+            frame = _Frame(
+                id=fid,
+                category=category,
+                ask=_compile(raw.get("ask"), f"{fid}.ask"),
+                affirm=_compile(raw.get("affirm", []), f"{fid}.affirm"),
+                strong=_compile(raw.get("strong", []), f"{fid}.strong"),
+                refuse=_compile(raw.get("refuse", []), f"{fid}.refuse"),
+                exempt=_compile(raw.get("exempt", []), f"{fid}.exempt"),
+                exempt_reply=_compile(raw.get("exempt_reply", []), f"{fid}.exempt_reply"),
+                generic=kinds,
+            )
+            if not frame.ask:
+                raise RuleDataError(f"{DIALOGUE_FILE}: {fid}: 'ask' is empty")
+            frames.append(frame)
+        self._frames = tuple(frames)
+
+    def closes(self, advisor_text: str) -> bool:
+        """Whether an advisor turn refuses or corrects what was asked before it."""
+        text = normalize(advisor_text).text
+        return _first(self._refuse_lead, text) is not None or _first(self._refuse, text) is not None
+
+    def find(
+        self, reply: Normalized, reply_raw: str, asked: Sequence[tuple[int, str, str]]
+    ) -> Reading:
+        """How the advisor ``reply`` reads as the answer to the customer turns ``asked``.
+
+        ``reply`` is the normalised line, ``reply_raw`` the line before emoji were
+        removed (lower case); ``asked`` holds (index in the context, normalised text,
+        masked text) of the customer turns the reply may answer, latest first
+        (``asked_turns``). A frame's finding names the turn its question is in.
+        """
+        text = reply.text
+        reading = Reading()
+        if not asked or len(text) > self._max_chars:
+            return reading
+        for fact in self._facts:
+            if any(_first(fact.ask, norm) for _, norm, _ in asked) and _first(fact.reply, text):
+                for category in fact.categories:
+                    reading.cleared[category] = "fact"
+        lead_refusal = _first(self._refuse_lead, text) is not None
+        shared_refusal = lead_refusal or _first(self._refuse, text) is not None
+        for frame in self._frames:
+            if frame.category in reading.cleared and reading.cleared[frame.category] == "fact":
+                continue
+            if any(f.category == frame.category for f in reading.findings):
+                continue
+            turn = next(((j, n, m) for j, n, m in asked if _first(frame.ask, n)), None)
+            if turn is None:
+                continue
+            index, answered, masked = turn
+            if _first(frame.exempt, answered) or _first(frame.exempt_reply, text):
+                reading.cleared[frame.category] = "fact"
+                continue
+            strong = _first(frame.strong, text)
+            if strong is None and (shared_refusal or _first(frame.refuse, text)):
+                # Asked, and refused or corrected: what the model reads into the line
+                # is no evidence here; a line rule's finding is too when the reply
+                # opens with the refusal (「不行的，私下签的东西对您没保障」).
+                reading.cleared.setdefault(frame.category, "all" if lead_refusal else "model")
+                continue
+            match = strong or _first(frame.affirm, text)
+            for kind in frame.generic:
+                if match is None:
+                    match = _first(self._generic[kind], text)
+            if match is None and not text.strip() and _first(self._affirm_raw, reply_raw.strip()):
+                start, end = 0, len(reply.original)  # an emoji-only answer: 👌
+            elif match is None:
+                continue
+            else:
+                start, end = reply.to_original(match.start(), match.end())
+                if end <= start:
+                    start, end = 0, len(reply.original)
+            reading.findings.append(
+                Finding(
+                    category=frame.category,
+                    severity="violation",
+                    start=start,
+                    end=end,
+                    evidence=reply.original[start:end],
+                    rule_id=frame.id,
+                    source="rule",
+                    basis=self._ruleset.category_basis(frame.category),
+                    context_index=index,
+                    context_evidence=masked[:_CONTEXT_EVIDENCE_CHARS],
+                )
+            )
+        return reading
+
+
+@dataclass
+class Reading:
+    """What the frames made of one reply: findings, and categories the answer cleared.
+
+    ``cleared[category]``: ``"fact"`` — an accurate statement after the question (a time
+    deposit's principal, a structured deposit's floor): findings of the category are
+    dropped; ``"all"`` — a reply that opens with a refusal: the line rules' findings of
+    the category become review and the model's are dropped; ``"model"`` — refused or
+    corrected further on: the model's findings of the category are dropped (the line
+    rules read negation themselves). The model reads the line with the question but
+    scores 「会的」 after 「会不会亏」 like 「不会的」: a frame that understood the answer
+    knows better.
+    """
+
+    findings: list[Finding] = field(default_factory=list)
+    cleared: dict[str, str] = field(default_factory=dict)
+
+    def apply(self, found: list[Finding], *, model: bool) -> list[Finding]:
+        """``found`` (the model's findings when ``model``, else the line rules') read
+        with this answer; the frames' own findings join the line rules'."""
+        out: list[Finding] = []
+        mine = {f.category for f in self.findings}
+        for f in found:
+            how = self.cleared.get(f.category)
+            if how == "fact" or (how and model):
+                continue
+            if how == "all":
+                f = replace(f, severity="review")
+            if not model and f.category in mine and f.severity == "review":
+                continue  # the frame's violation says it, with the question named
+            out.append(f)
+        if model:
+            return out
+        violated = {f.category for f in out if f.severity == "violation"}
+        out += [f for f in self.findings if f.category not in violated]
+        return sorted(out, key=lambda f: (f.start, f.end))
+
+
+def asked_turns(
+    context: Sequence[Turn],
+    answered: tuple[int, str],
+    *,
+    window: int,
+    mask_style: str = "default",
+    earlier: int = 2,
+    closes: Callable[[str], bool] | None = None,
+) -> list[tuple[int, str]]:
+    """The customer turns a reply may answer, latest first: the answered turn
+    (``model.answered_turn``), then up to ``earlier`` customer turns before it within
+    the window. A question stays open over a 「好」 or 「那证明啥时候能弄好」: the
+    advisor's 「这周内吧，弄好了发您」 still answers 「我就200来万，咋办」. It is closed
+    by an advisor turn after it that ``closes`` (a refusal: 「这个真不行，得您本人操作」),
+    so the 「好，我整理下今晚发您」 that follows answers the later request only."""
+    out = [answered]
+    first = max(len(context) - max(window, 0), 0)
+    index = answered[0]
+    while len(out) <= earlier:
+        found = answered_turn(context[first:index], window=window, mask_style=mask_style)
+        if found is None:
+            break
+        between = context[first + found[0] + 1 : index]
+        if closes is not None and any(t.role == "advisor" and closes(t.text) for t in between):
+            break
+        index = first + found[0]
+        out.append((index, found[1]))
+    return out
