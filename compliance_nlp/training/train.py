@@ -55,9 +55,11 @@ DEV_POOL = (
     *(f"dev{n}.jsonl" for n in ("", *range(2, 17), 19, 20)),
     "dev17.jsonl",
     "dev18.jsonl",
+    "dev21.jsonl",
     "threads_dev1.jsonl",
     "threads_dev2.jsonl",
     "threads_dev3.jsonl",
+    "threads_dev4.jsonl",
 )
 # The turns the analyzer reads before a line; training builds its pairs the same way.
 CONTEXT_TURNS = AnalyzerConfig().context_turns

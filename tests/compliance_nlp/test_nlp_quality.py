@@ -46,8 +46,8 @@ BLIND_EVERYDAY = ("blind_everyday2.jsonl",)
 BLIND_THREADS = ("blind_threads2.jsonl", "blind_threads3.jsonl")
 # Line sets scored against the issue-3 targets (each has violating and clean lines).
 DEV_SETS = tuple(f"dev{n}.jsonl" for n in ("", *range(2, 17), 19, 20))
-EVERYDAY_DEV = ("dev17.jsonl", "dev18.jsonl")
-THREAD_DEV = ("threads_dev1.jsonl", "threads_dev2.jsonl", "threads_dev3.jsonl")
+EVERYDAY_DEV = ("dev17.jsonl", "dev18.jsonl", "dev21.jsonl")
+THREAD_DEV = tuple(f"threads_dev{n}.jsonl" for n in range(1, 5))
 THREAD_FILES = (*THREAD_DEV, *BLIND_THREADS)
 # issue 9: clean advisor lines flagged on the held-out line set (issue 3 asked ≤ 0.05).
 BLIND_CLEAN_FLAGGED = 0.03
