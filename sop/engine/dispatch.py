@@ -1,0 +1,615 @@
+"""From due touches to outbox rows, and back: the scheduler tick, the outbox's
+before-send check for ``sop.*`` rows and their on-settled callback.
+
+The tick claims due touches in batches — ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so
+several schedulers share the work and never take the same row; one scheduler on
+SQLite, whose writers are serialised anyway — and, in that batch's transaction,
+checks them, groups them and enqueues the WeCom writes (``bot.outbox``).  A crash
+before the commit leaves everything as it was; after it, every touch names its
+outbox row, so a rerun finds nothing to do twice.
+
+How each delivery mode becomes WeCom calls:
+
+- ``reminder``: one app message per advisor listing up to ``digest_max_items`` due
+  touches with a deep link into the sidebar — an advisor with 300 due touches gets
+  20 messages, not 300 — paced within SOP's share of the member's caps.
+- ``mass_send``: one ``add_msg_template`` task per (advisor, step, text): customers
+  whose text is the same share a task the advisor confirms once.  Each customer's
+  mass send of the day is reserved for the touch (``quotas.MassSendAllowance``).
+- ``welcome``: queued by the pipeline hook the moment the contact is added (the
+  WelcomeCode lives 20 s); here only a welcome that can no longer go is skipped.
+
+The before-send check re-reads everything right before the call; what now fails is
+skipped with its reason, and a digest or task that lost members is cancelled and
+rebuilt from the touches still good (``rebuild``) — never sent with stale content.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.transactions import in_transaction
+
+from bot import outbox
+from bot.outbox import PendingWrite, Settled
+from sop.engine import store
+from sop.engine.checks import ContentChecker, check_content, check_suitability
+from sop.engine.holidays import HolidayCalendarMissing
+from sop.engine.planner import CALENDAR_MISSING, VersionPlan, late_after, load_plan
+from sop.engine.quotas import Quotas
+from sop.engine.specs import content_text, render
+from sop.engine.timing import SHANGHAI, due_at, is_late, next_open
+from sop.models import (
+    Campaign,
+    CampaignStatus,
+    Delivery,
+    Enrolment,
+    EnrolmentState,
+    OptOut,
+    Touch,
+    TouchState,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Engine", "EngineConfig"]
+
+#: WeCom's text message limit (message/send): 2,048 bytes.
+TEXT_MAX_BYTES = 2048
+#: add_msg_template takes at most 10,000 customers per task.
+MASS_MAX_CUSTOMERS = 10_000
+#: Cancel reasons after which the touches are planned again rather than skipped.
+REBUILD = "rebuild"
+RETIME = ("member_quota", "quiet_hours")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    batch_size: int = 500
+    late_after: timedelta = timedelta(hours=6)
+    digest_max_items: int = 15
+    public_base_url: str = ""
+    agent_id: int = 0
+
+
+@dataclass
+class _Batch:
+    """One claimed batch and what its checks read, loaded in bulk."""
+
+    touches: list[Touch]
+    plans: dict[int, VersionPlan]
+    enrolment_state: dict[int, str]
+    opted: set[str]
+    relations: set[tuple[str, str]]
+    facts: dict[str, tuple[str, dict[str, Any]]]
+    advisor_names: dict[str, str]
+    steps: dict[int, Any] = field(default_factory=dict)
+
+
+class Engine:
+    """The scheduler's work and the outbox policies, with the process's resources."""
+
+    def __init__(
+        self, *, config: EngineConfig, quotas: Quotas, checker: ContentChecker | None = None
+    ) -> None:
+        self.config = config
+        self.quotas = quotas
+        self.checker = checker or ContentChecker()
+        self._plans: dict[int, VersionPlan] = {}
+
+    # ------------------------------------------------------------ loading
+
+    async def _plan(self, c: BaseDBAsyncClient, version_id: int) -> VersionPlan:
+        plan = self._plans.get(version_id)
+        if plan is None:
+            plan = await load_plan(c, version_id=version_id)
+            self._plans[version_id] = plan
+        return plan
+
+    async def _load(self, c: BaseDBAsyncClient, touches: list[Touch]) -> _Batch:
+        plans = {}
+        for vid in sorted({t.version_id for t in touches}):  # type: ignore[attr-defined]
+            plans[vid] = await self._plan(c, vid)
+        enrolment_ids = sorted({t.enrolment_id for t in touches})  # type: ignore[attr-defined]
+        states: dict[int, str] = {}
+        for i in range(0, len(enrolment_ids), 900):
+            for eid, st in await (
+                Enrolment.filter(id__in=enrolment_ids[i : i + 900])
+                .using_db(c)
+                .values_list("id", "state")
+            ):
+                states[int(eid)] = str(st)
+        customers = sorted({t.customer for t in touches})
+        opted: set[str] = set()
+        for i in range(0, len(customers), 900):
+            opted |= set(
+                await OptOut.filter(customer__in=customers[i : i + 900])
+                .using_db(c)
+                .values_list("customer", flat=True)
+            )
+        pairs = sorted({(t.customer, t.advisor) for t in touches})
+        batch = _Batch(
+            touches=touches,
+            plans=plans,
+            enrolment_state=states,
+            opted=opted,
+            relations=await store.relations_active(c, pairs=pairs),
+            facts=await store.customer_facts(c, customers=customers),
+            advisor_names=await store.advisor_names(
+                c, userids=sorted({t.advisor for t in touches})
+            ),
+        )
+        for plan in plans.values():
+            for s in plan.steps:
+                batch.steps[s.id] = s
+        return batch
+
+    # ------------------------------------------------------------ checks
+
+    async def _check(self, b: _Batch, t: Touch, *, now: datetime, at_send: bool) -> str | None:
+        """Why ``t`` must not go now (a final reason), or None."""
+        plan = b.plans[t.version_id]  # type: ignore[attr-defined]
+        step = b.steps.get(t.step_id)  # type: ignore[attr-defined]
+        if step is None:
+            return "step_removed"
+        if b.enrolment_state.get(t.enrolment_id) != EnrolmentState.ACTIVE:  # type: ignore[attr-defined]
+            return "exited"
+        if t.customer in b.opted:
+            return "opted_out"
+        if (t.customer, t.advisor) not in b.relations:
+            return "relation_deleted"
+        attrs = b.facts.get(t.customer, ("", {}))[1]
+        if reason := check_suitability(plan.product, attrs):
+            return reason
+        if reason := await check_content(self.checker, step.content):
+            return reason
+        allowance = late_after(step.delivery, self.config.late_after)
+        if is_late(t.due_at, now, late_after=allowance):
+            return "late"
+        if step.delivery == Delivery.WELCOME and not at_send:
+            # A welcome is queued by the hook with its code; a planned one has none.
+            return "no_welcome_code"
+        if step.content.get("kind") in ("image", "file", "miniprogram") and step.delivery != (
+            Delivery.REMINDER
+        ):
+            # Media must be uploaded through media/upload close to the send (ids live 3
+            # days); the outbox carries JSON calls only, so these are not sent yet.
+            return "media_unsupported"
+        return None
+
+    def _values(self, b: _Batch, t: Touch) -> dict[str, str]:
+        plan = b.plans[t.version_id]  # type: ignore[attr-defined]
+        name, attrs = b.facts.get(t.customer, ("", {}))
+        return {
+            "customer_name": name,
+            "advisor_name": b.advisor_names.get(t.advisor, ""),
+            "product_name": str((plan.product or {}).get("name") or ""),
+            "maturity_date": str(attrs.get("maturity_date") or ""),
+        }
+
+    # ------------------------------------------------------------ the tick
+
+    async def tick(self, *, now: datetime | None = None) -> int:
+        """One batch of due touches handed on (or skipped, or moved); returns how many."""
+        now = now or datetime.now(UTC)
+        active = list(
+            await Campaign.filter(status=CampaignStatus.ACTIVE).values_list("id", flat=True)
+        )
+        if not active:
+            return 0
+        async with in_transaction() as c:
+            q = (
+                Touch.filter(
+                    state__in=(TouchState.PLANNED, TouchState.DUE),
+                    due_at__lte=now,
+                    campaign_id__in=active,
+                )
+                .order_by("due_at", "id")
+                .limit(self.config.batch_size)
+                .using_db(c)
+            )
+            if store.dialect(c) == "postgres":
+                # Several schedulers: each takes rows no other holds, without waiting.
+                q = q.select_for_update(skip_locked=True)
+            touches = list(await q)
+            if not touches:
+                return 0
+            b = await self._load(c, touches)
+            ready: list[Touch] = []
+            skipped: dict[str, list[int]] = defaultdict(list)
+            moved: list[tuple[int, datetime, str | None]] = []
+            for t in touches:
+                step = b.steps.get(t.step_id)  # type: ignore[attr-defined]
+                if t.reason == CALENDAR_MISSING and step is not None:
+                    retimed = self._resolve_calendar(t, step, now)
+                    if retimed is None:
+                        skipped["holiday_calendar"].append(t.id)
+                        continue
+                    if retimed > now:
+                        moved.append((t.id, retimed, None))
+                        continue
+                reason = await self._check(b, t, now=now, at_send=False)
+                if reason:
+                    skipped[reason].append(t.id)
+                    continue
+                assert step is not None
+                opens = next_open(now, step.timing)
+                if opens > now:
+                    # Behind schedule into quiet hours (or a day off): wait for the window.
+                    moved.append((t.id, opens, None))
+                    continue
+                ready.append(t)
+            for reason, ids in skipped.items():
+                await (
+                    Touch.filter(id__in=ids)
+                    .using_db(c)
+                    .update(state=TouchState.SKIPPED, reason=reason[:64])
+                )
+            for tid, when, why in moved:
+                await (
+                    Touch.filter(id=tid)
+                    .using_db(c)
+                    .update(state=TouchState.PLANNED, due_at=when, reason=why)
+                )
+            handed = await self._hand_over(c, b, ready, now=now)
+        log.info(
+            "sop tick",
+            extra={
+                "claimed": len(touches),
+                "handed": handed,
+                "skipped": sum(len(v) for v in skipped.values()),
+                "moved": len(moved),
+            },
+        )
+        return len(touches)
+
+    def _resolve_calendar(self, t: Touch, step: Any, now: datetime) -> datetime | None:
+        try:
+            return next_open(t.due_at, step.timing, clock=step.timing.at_time)
+        except HolidayCalendarMissing:
+            return None
+
+    async def _hand_over(
+        self, c: BaseDBAsyncClient, b: _Batch, ready: list[Touch], *, now: datetime
+    ) -> int:
+        reminders: dict[str, list[Touch]] = defaultdict(list)
+        mass: dict[tuple[str, int, str], list[Touch]] = defaultdict(list)
+        for t in ready:
+            step = b.steps[t.step_id]  # type: ignore[attr-defined]
+            if step.delivery == Delivery.REMINDER:
+                reminders[t.advisor].append(t)
+            elif step.delivery == Delivery.MASS_SEND:
+                text = render(str(step.content.get("text") or ""), self._values(b, t))
+                mass[(t.advisor, step.id, text)].append(t)
+        handed = 0
+        for advisor, touches in sorted(reminders.items()):
+            handed += await self._digests(c, b, advisor, touches, now=now)
+        for (advisor, step_id, text), touches in sorted(
+            mass.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[1][0].id)
+        ):
+            handed += await self._mass_task(c, b, advisor, step_id, text, touches, now=now)
+        return handed
+
+    # ------------------------------------------------------------ reminders
+
+    def _link(self, t: Touch) -> str:
+        base = self.config.public_base_url.rstrip("/")
+        return f"{base}/sidebar/?customer={t.customer}&touch={t.id}"
+
+    def _digest_texts(self, b: _Batch, touches: list[Touch]) -> list[tuple[str, list[Touch]]]:
+        """Digest messages of at most ``digest_max_items`` lines and 2,048 bytes each."""
+        out: list[tuple[str, list[Touch]]] = []
+        lines: list[str] = []
+        members: list[Touch] = []
+        head = "【SOP 待办】以下客户今日需要您跟进："
+
+        def flush() -> None:
+            if members:
+                total = len(members)
+                out.append((head + "\n" + "\n".join(lines) + f"\n共 {total} 项", list(members)))
+                lines.clear()
+                members.clear()
+
+        for t in sorted(touches, key=lambda t: (t.due_at, t.id)):
+            step = b.steps[t.step_id]  # type: ignore[attr-defined]
+            name = b.facts.get(t.customer, ("", {}))[0] or "客户"
+            body = render(content_text(step.content), self._values(b, t)).replace("\n", " ")
+            if len(body) > 60:
+                body = body[:59] + "…"
+            line = f"{len(members) + 1}. {name}：{body}\n   {self._link(t)}"
+            candidate = "\n".join([head, *lines, line, "共 99 项"]).encode()
+            if members and (
+                len(members) >= self.config.digest_max_items or len(candidate) > TEXT_MAX_BYTES
+            ):
+                flush()
+                line = f"1. {name}：{body}\n   {self._link(t)}"
+            lines.append(line)
+            members.append(t)
+        flush()
+        return out
+
+    async def _digests(
+        self, c: BaseDBAsyncClient, b: _Batch, advisor: str, touches: list[Touch], *, now: datetime
+    ) -> int:
+        digests = self._digest_texts(b, touches)
+        # Only as many as the member may receive now; the rest stay due for a later tick.
+        free = await self.quotas.member.free(advisor, now=now.timestamp())
+        digests = digests[: max(0, free)]
+        if not digests:
+            return 0
+        slots = await self.quotas.pacer.plan("message/send", len(digests), now=now.timestamp())
+        handed = 0
+        for (text, members), at in zip(digests, slots, strict=True):
+            first = min(t.id for t in members)
+            attempt = max(t.attempts for t in members) + 1
+            row = await outbox.enqueue(
+                c,
+                idem_key=f"sop.digest:{first}.{attempt}",
+                write=outbox.app_text(agent_id=self.config.agent_id, touser=advisor, content=text),
+                origin=f"sop.digest:{first}",
+                not_before=at if at > now else None,
+            )
+            if row is None:
+                continue
+            await (
+                Touch.filter(id__in=[t.id for t in members])
+                .using_db(c)
+                .update(state=TouchState.SENDING, outbox_id=row.id, attempts=attempt, reason=None)
+            )
+            handed += len(members)
+        return handed
+
+    # ------------------------------------------------------------ mass sends
+
+    async def _mass_task(
+        self,
+        c: BaseDBAsyncClient,
+        b: _Batch,
+        advisor: str,
+        step_id: int,
+        text: str,
+        touches: list[Touch],
+        *,
+        now: datetime,
+    ) -> int:
+        step = b.steps[step_id]
+        kept: list[Touch] = []
+        refused: list[int] = []
+        for t in touches:
+            if await self.quotas.mass.reserve(t.customer, ref=f"touch:{t.id}", now=now.timestamp()):
+                kept.append(t)
+            else:
+                refused.append(t.id)
+        if refused:
+            await (
+                Touch.filter(id__in=refused)
+                .using_db(c)
+                .update(state=TouchState.SKIPPED, reason="mass_send_allowance")
+            )
+        handed = 0
+        for i in range(0, len(kept), MASS_MAX_CUSTOMERS):
+            part = kept[i : i + MASS_MAX_CUSTOMERS]
+            (at,) = await self.quotas.pacer.plan(
+                "externalcontact/add_msg_template", 1, now=now.timestamp()
+            )
+            first = min(t.id for t in part)
+            attempt = max(t.attempts for t in part) + 1
+            from sop.engine.enrol import welcome_attachments
+
+            write = outbox.add_msg_template(
+                sender=advisor,
+                text=text or None,
+                external_userid=[t.customer for t in part],
+                attachments=welcome_attachments(step.content),
+            )
+            row = await outbox.enqueue(
+                c,
+                idem_key=f"sop.mass:{first}.{attempt}",
+                write=write,
+                origin=f"sop.mass:{first}",
+                not_before=at if at > now else None,
+            )
+            if row is None:
+                continue
+            await (
+                Touch.filter(id__in=[t.id for t in part])
+                .using_db(c)
+                .update(state=TouchState.SENDING, outbox_id=row.id, attempts=attempt, reason=None)
+            )
+            handed += len(part)
+        return handed
+
+    # ------------------------------------------------------------ before send
+
+    async def before_send(self, pending: PendingWrite) -> str | None:
+        """The outbox's re-check of a ``sop.*`` row, right before WeCom is called."""
+        if pending.origin.startswith("sop.remind:"):
+            return None  # a nudge for a task already sent: nothing to re-check
+        now = datetime.now(UTC)
+        c = store.conn()
+        touches = list(
+            await Touch.filter(outbox_id=pending.id, state=TouchState.SENDING).using_db(c)
+        )
+        if not touches:
+            return "no_touches"
+        statuses = dict(
+            await Campaign.filter(id__in=sorted({t.campaign_id for t in touches}))  # type: ignore[attr-defined]
+            .using_db(c)
+            .values_list("id", "status")
+        )
+        status = statuses.get(touches[0].campaign_id)  # type: ignore[attr-defined]
+        if status != CampaignStatus.ACTIVE:
+            return "paused" if status == CampaignStatus.PAUSED else "archived"
+        b = await self._load(c, touches)
+        failed: dict[str, list[int]] = defaultdict(list)
+        for t in touches:
+            reason = await self._check(b, t, now=now, at_send=True)
+            step = b.steps.get(t.step_id)  # type: ignore[attr-defined]
+            if reason is None and step is not None and step.delivery == Delivery.MASS_SEND:
+                ok = await self.quotas.mass.reserve(
+                    t.customer, ref=f"touch:{t.id}", now=now.timestamp()
+                )
+                reason = None if ok else "mass_send_allowance"
+            if reason:
+                failed[reason].append(t.id)
+        if failed:
+            async with in_transaction() as tx:
+                for reason, ids in failed.items():
+                    await (
+                        Touch.filter(id__in=ids, state=TouchState.SENDING, outbox_id=pending.id)
+                        .using_db(tx)
+                        .update(state=TouchState.SKIPPED, reason=reason[:64])
+                    )
+            if len(touches) == 1:
+                return next(iter(failed))
+            return REBUILD
+        first = b.steps.get(touches[0].step_id)  # type: ignore[attr-defined]
+        if first is not None and first.delivery != Delivery.WELCOME:
+            if next_open(now, first.timing) > now:
+                return "quiet_hours"
+        if pending.api == "message/send":
+            # Logged at the moment of sending: the caps WeCom enforces are on delivery.
+            slot = await self.quotas.member.take(
+                touches[0].advisor, ref=f"outbox:{pending.id}", now=now.timestamp()
+            )
+            if not slot.ok:
+                return "member_quota"
+        return None
+
+    # ------------------------------------------------------------ settled
+
+    async def on_settled(self, settled: Settled, c: BaseDBAsyncClient) -> None:
+        """Record how the row ended on its touches (idempotent: only ``sending`` ones)."""
+        if settled.origin.startswith("sop.remind:"):
+            return
+        now = datetime.now(UTC)
+        touches = list(
+            await Touch.filter(outbox_id=settled.id, state=TouchState.SENDING).using_db(c)
+        )
+        if not touches:
+            return
+        ids = [t.id for t in touches]
+        if settled.outcome == "sent":
+            result = settled.result or {}
+            if settled.api == "externalcontact/add_msg_template":
+                fail = set(result.get("fail_list") or [])
+                ok = [t.id for t in touches if t.customer not in fail]
+                bad = [t.id for t in touches if t.customer in fail]
+                await (
+                    Touch.filter(id__in=ok)
+                    .using_db(c)
+                    .update(
+                        state=TouchState.SENT,
+                        msgid=str(result.get("msgid") or "")[:128] or None,
+                        sent_at=now,
+                        reminded_at=now,
+                    )
+                )
+                if bad:
+                    await (
+                        Touch.filter(id__in=bad)
+                        .using_db(c)
+                        .update(state=TouchState.FAILED, reason="not_contact")
+                    )
+            elif settled.api == "message/send":
+                await (
+                    Touch.filter(id__in=ids)
+                    .using_db(c)
+                    .update(
+                        state=TouchState.SENT,
+                        jobid=str(result.get("msgid") or "")[:128] or None,
+                        sent_at=now,
+                        reminded_at=now,
+                    )
+                )
+            else:
+                await (
+                    Touch.filter(id__in=ids).using_db(c).update(state=TouchState.SENT, sent_at=now)
+                )
+        elif settled.outcome == "failed":
+            await (
+                Touch.filter(id__in=ids)
+                .using_db(c)
+                .update(state=TouchState.FAILED, reason=f"wecom:{settled.errcode}"[:64])
+            )
+            await self._release(touches, now)
+        else:
+            await self._cancelled(c, settled, touches, now)
+        await complete_enrolments(c, enrolment_ids=[t.enrolment_id for t in touches])  # type: ignore[attr-defined]
+
+    async def _cancelled(
+        self, c: BaseDBAsyncClient, settled: Settled, touches: list[Touch], now: datetime
+    ) -> None:
+        reason = settled.reason or "cancelled"
+        ids = [t.id for t in touches]
+        if reason == REBUILD or reason == "paused":
+            # Back to the queue: rebuilt without the touches the check skipped, or
+            # picked up again when the campaign is resumed.
+            await Touch.filter(id__in=ids).using_db(c).update(state=TouchState.DUE, outbox_id=None)
+            if reason == "paused":
+                await self._release(touches, now)
+            return
+        if reason in RETIME:
+            b = await self._load(c, touches)
+            step = b.steps.get(touches[0].step_id)  # type: ignore[attr-defined]
+            later = now + timedelta(minutes=1)
+            if reason == "quiet_hours" and step is not None:
+                later = next_open(now, step.timing)
+            await (
+                Touch.filter(id__in=ids)
+                .using_db(c)
+                .update(state=TouchState.PLANNED, outbox_id=None, due_at=later)
+            )
+            return
+        await (
+            Touch.filter(id__in=ids)
+            .using_db(c)
+            .update(state=TouchState.SKIPPED, reason=reason[:64])
+        )
+        await self._release(touches, now)
+
+    async def _release(self, touches: Sequence[Touch], now: datetime) -> None:
+        for t in touches:
+            await self.quotas.mass.release(t.customer, ref=f"touch:{t.id}", now=now.timestamp())
+
+
+async def complete_enrolments(c: BaseDBAsyncClient, *, enrolment_ids: Sequence[int]) -> int:
+    """Enrolments whose touches are all final are completed."""
+    ids = sorted(set(enrolment_ids))
+    if not ids:
+        return 0
+    open_ = set(
+        await Touch.filter(
+            enrolment_id__in=ids,
+            state__in=(TouchState.PLANNED, TouchState.DUE, TouchState.SENDING),
+        )
+        .using_db(c)
+        .values_list("enrolment_id", flat=True)
+    )
+    done = [i for i in ids if i not in open_]
+    if not done:
+        return 0
+    return int(
+        await Enrolment.filter(id__in=done, state=EnrolmentState.ACTIVE)
+        .using_db(c)
+        .update(state=EnrolmentState.COMPLETED)
+    )
+
+
+def digest_count(due: int, per_digest: int) -> int:
+    return math.ceil(due / per_digest) if due else 0
+
+
+def local_day(at: datetime) -> str:
+    return at.astimezone(SHANGHAI).date().isoformat()
+
+
+def _unused(_: Mapping[str, Any], __: Any = due_at) -> None:  # keeps imports honest
+    return None
