@@ -148,8 +148,11 @@ class DialogueRules:
         """
         text = reply.text
         reading = Reading()
-        if not asked or len(text) > self._max_chars:
+        if not asked:
             return reading
+        # A long reply is left to the line rules and the model, but what it refuses or
+        # corrects still clears the question's category.
+        long = len(text) > self._max_chars
         for fact in self._facts:
             if any(_first(fact.ask, norm) for _, norm, _ in asked) and _first(fact.reply, text):
                 for category in fact.categories:
@@ -157,7 +160,7 @@ class DialogueRules:
         lead_refusal = _first(self._refuse_lead, text) is not None
         shared_refusal = lead_refusal or _first(self._refuse, text) is not None
         for frame in self._frames:
-            if frame.category in reading.cleared and reading.cleared[frame.category] == "fact":
+            if reading.cleared.get(frame.category) == "fact":
                 continue
             if any(f.category == frame.category for f in reading.findings):
                 continue
@@ -168,12 +171,19 @@ class DialogueRules:
             if _first(frame.exempt, answered) or _first(frame.exempt_reply, text):
                 reading.cleared[frame.category] = "fact"
                 continue
-            strong = _first(frame.strong, text)
+            strong = None if long else _first(frame.strong, text)
             if strong is None and (shared_refusal or _first(frame.refuse, text)):
                 # Asked, and refused or corrected: what the model reads into the line
-                # is no evidence here; a line rule's finding is too when the reply
-                # opens with the refusal (「不行的，私下签的东西对您没保障」).
+                # is no evidence here; a line rule's finding is not either when the
+                # reply opens with the refusal (「不行的，私下签的东西对您没保障」) or
+                # says one no promise survives (「千万别告诉我」, 「保证不了」).
                 reading.cleared.setdefault(frame.category, "all" if lead_refusal else "model")
+                if lead_refusal:
+                    # An outright refusal of what was asked: the model's guess at any
+                    # other category is no evidence either (「没有稳赚的投资哈」).
+                    reading.refused = True
+                continue
+            if long:
                 continue
             match = strong or _first(frame.affirm, text)
             for kind in frame.generic:
@@ -213,13 +223,16 @@ class Reading:
     dropped; ``"all"`` — a reply that opens with a refusal: the line rules' findings of
     the category become review and the model's are dropped; ``"model"`` — refused or
     corrected further on: the model's findings of the category are dropped (the line
-    rules read negation themselves). The model reads the line with the question but
+    rules read negation themselves). ``refused``: the reply refuses outright what a
+    frame's question asked; the model's findings of every category are dropped. The
+    model reads the line with the question but
     scores 「会的」 after 「会不会亏」 like 「不会的」: a frame that understood the answer
     knows better.
     """
 
     findings: list[Finding] = field(default_factory=list)
     cleared: dict[str, str] = field(default_factory=dict)
+    refused: bool = False
 
     def apply(self, found: list[Finding], *, model: bool) -> list[Finding]:
         """``found`` (the model's findings when ``model``, else the line rules') read
@@ -228,7 +241,7 @@ class Reading:
         mine = {f.category for f in self.findings}
         for f in found:
             how = self.cleared.get(f.category)
-            if how == "fact" or (how and model):
+            if how == "fact" or (model and (how or self.refused)):
                 continue
             if how == "all":
                 f = replace(f, severity="review")
