@@ -609,6 +609,7 @@ def cmd_keys_check(args: argparse.Namespace, ctx: CliContext) -> int:
 
 def cmd_keys_seal_existing(args: argparse.Namespace, ctx: CliContext) -> int:
     """Seal personal data that rows stored before sealing existed keep in clear."""
+    from bot import customers as bot_customers
     from bot import flows as bot_flows
     from core import db as core_db
     from core.crypto import load_keyring
@@ -616,14 +617,21 @@ def cmd_keys_seal_existing(args: argparse.Namespace, ctx: CliContext) -> int:
     settings = ctx.settings
     keyring = load_keyring(settings, create=False)
 
-    async def run() -> bot_flows.SealedExisting:
+    async def run() -> tuple[bot_flows.SealedExisting, int]:
         async with core_db.db_lifespan(settings, ctx.schema):
             # The keys that seal must be the ones the database was sealed with.
             await bot_flows.check_field_keys(keyring=keyring, settings=settings)
-            return await bot_flows.do_seal_existing_rows(keyring=keyring)
+            sealed = await bot_flows.do_seal_existing_rows(keyring=keyring)
+            # Then the phone numbers in those (now sealed) remarks, under the active key:
+            # rows stored before the customer search, or indexed under a retired key.
+            return sealed, await bot_customers.index_existing_phones(keyring=keyring)
 
-    done = asyncio.run(run())
-    print(json.dumps({"events": done.events, "follow_relations": done.follows}))
+    done, indexed = asyncio.run(run())
+    print(
+        json.dumps(
+            {"events": done.events, "follow_relations": done.follows, "phones_indexed": indexed}
+        )
+    )
     return 0
 
 
@@ -641,7 +649,9 @@ def register_keys(
         "seal-existing",
         help="seal what rows stored before this release keep in clear: event fields "
         "outside the allow-list, follow-relation remarks and descriptions (masked in "
-        "clear); safe to run twice or beside running workers. Prints the counts",
+        "clear); then index the phone numbers advisors noted (a keyed blind index, for the "
+        "console's customer search) where not indexed under the active key; safe to run "
+        "twice or beside running workers. Prints the counts",
     ).set_defaults(func=partial(cmd_keys_seal_existing, ctx=ctx))
 
 

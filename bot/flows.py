@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
+from bot import customers as bot_customers
 from bot import models, outbox
 from bot import service as bot_service
 from bot.hooks import Hooks, StoredEvent, StoredMessage, frozen_fields
@@ -790,14 +791,29 @@ async def _external_contact_changed(
         contact=contact_info,
         needs_sync=contact_info is None,
     )
+    original_follow = _follow_entry(ctx.contact, userid)
     follow, follow_sealed = _protect_follow(
-        _follow_entry(ctx.contact, userid),
+        original_follow,
         keyring=deps.keyring,
         external_userid=external,
         userid=userid,
     )
     at = draft.occurred_at
     change = draft.change_type
+
+    async def index_phones() -> None:
+        # The numbers the advisor noted, findable by the console's search (never in clear).
+        if original_follow is not None:
+            await bot_customers.index_follow_phones(
+                conn=conn,
+                keyring=deps.keyring,
+                customer_id=customer.id,
+                advisor_id=advisor.id,
+                external_userid=external,
+                userid=userid,
+                phones=bot_customers.phones_in_follow(original_follow),
+            )
+
     if change in ("add_external_contact", "add_half_external_contact"):
         follow = dict(follow or {})
         if f.get("State") and not follow.get("state"):
@@ -811,6 +827,7 @@ async def _external_contact_changed(
             follow=follow,
             originals_sealed=follow_sealed,
         )
+        await index_phones()
     elif change == "edit_external_contact":
         await bot_service.upsert_follow(
             conn=conn,
@@ -821,6 +838,7 @@ async def _external_contact_changed(
             follow=follow,
             originals_sealed=follow_sealed,
         )
+        await index_phones()
     elif change == "del_external_contact":
         await bot_service.upsert_follow(
             conn=conn, customer=customer, advisor=advisor, status=RelationStatus.REMOVED, at=at

@@ -85,10 +85,41 @@ class FollowRelation(Timestamped):
     state = fields.CharField(max_length=64, default="")
     status = fields.CharEnumField(RelationStatus, default=RelationStatus.ACTIVE, max_length=16)
     status_changed_at = fields.DatetimeField(null=True)
+    # The field key id this relation's phone numbers were last indexed under
+    # (CustomerPhone); NULL: never — a row stored before the index existed.
+    phones_key_id = fields.CharField(max_length=32, null=True)
 
     class Meta:
         table = "bot_follow_relation"
         unique_together = (("customer", "advisor"),)
+
+
+class CustomerPhone(Timestamped):
+    """A phone number an advisor noted for a customer: findable, not readable.
+
+    WeCom's follow_user entry carries the advisor's ``remark_mobiles``, and advisors
+    type numbers into the remark and description.  The number is stored sealed (bound
+    to its row's customer and advisor), masked for display (「138****5678」) and as a
+    keyed blind index (``Keyring.blind_index``, HMAC under a key derived from the field
+    key, never a plain hash), so the console finds a customer by an exact number.
+    """
+
+    id = fields.BigIntField(primary_key=True)
+    customer: fields.ForeignKeyRelation[Customer] = fields.ForeignKeyField(
+        "models.Customer", related_name="phones", on_delete=fields.CASCADE
+    )
+    advisor: fields.ForeignKeyRelation[Advisor] = fields.ForeignKeyField(
+        "models.Advisor", related_name="customer_phones", on_delete=fields.CASCADE
+    )
+    # remark_mobiles | remark | description: where in the follow entry it was found.
+    source = fields.CharField(max_length=16)
+    phone_bidx = fields.CharField(max_length=64, db_index=True)
+    phone_masked = fields.CharField(max_length=32)
+    phone_sealed = fields.TextField()
+
+    class Meta:
+        table = "bot_customer_phone"
+        unique_together = (("customer", "advisor", "source", "phone_bidx"),)
 
 
 class GroupChat(Timestamped):

@@ -91,6 +91,25 @@ class Keyring:
     def open_text(self, sealed: str, *, aad: str) -> str:
         return self.open(sealed, aad=aad).decode("utf-8")
 
+    def blind_index(self, value: str, *, purpose: str, key_id: str | None = None) -> str:
+        """``<key id>.<hex>``: an equality token for ``value``, under the active key by default.
+
+        Lets a column be searched for an exact value (a phone number) without holding
+        it: a keyed MAC, never a plain hash — an eleven-digit mobile number has too few
+        possibilities to survive a dictionary of every number.  The MAC key is derived
+        from the field key per ``purpose``, so a token means nothing under another
+        purpose and the AES key itself is used for AES only.  Search with
+        ``blind_indexes``: rows written before a rotation name their key id.
+        """
+        kid = key_id or self.active_key_id
+        sub = hmac.new(self.keys[kid], BLIND_INDEX_LABEL + purpose.encode(), hashlib.sha256)
+        mac = hmac.new(sub.digest(), value.encode("utf-8"), hashlib.sha256).hexdigest()
+        return f"{kid}.{mac[:32]}"
+
+    def blind_indexes(self, value: str, *, purpose: str) -> list[str]:
+        """``value``'s token under every key this process holds (what a search matches)."""
+        return [self.blind_index(value, purpose=purpose, key_id=kid) for kid in sorted(self.keys)]
+
     def key_checks(self) -> dict[str, str]:
         """``key id → key_check`` for every key: what a database records it was sealed with."""
         return {kid: key_check(kid, key) for kid, key in self.keys.items()}
@@ -111,6 +130,7 @@ def key_fingerprint(key: bytes) -> str:
 
 
 KEY_CHECK_LABEL = b"siyu field-key check v1:"
+BLIND_INDEX_LABEL = b"siyu blind index v1:"
 
 
 def key_check(key_id: str, key: bytes) -> str:

@@ -101,7 +101,12 @@ def test_seal_existing_command(
     asyncio.run(seed())
     capsys.readouterr()
     assert main(["keys", "seal-existing"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"events": 1, "follow_relations": 1}
+    # The remark's number is then indexed for the customer search (one follow relation).
+    assert json.loads(capsys.readouterr().out) == {
+        "events": 1,
+        "follow_relations": 1,
+        "phones_indexed": 1,
+    }
     # A key other than the one the database records is refused, nothing sealed with it.
     other = base64.b64encode(b"\x01" * 32).decode()
     monkeypatch.setenv("SIYU_CRYPTO__KEYS", json.dumps({"t1": other}))

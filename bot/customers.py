@@ -1,0 +1,452 @@
+"""The customer directory: phone numbers findable by a keyed blind index, the search,
+and what the console's customer page reads of one customer.
+
+Customers, follow relations, messages and alerts are the edge's tables; the console
+(admin) reaches them through these functions only.  A phone number is never stored
+in clear: advisors note them in WeCom (``remark_mobiles`` of a follow_user entry,
+numbers typed into the remark and description), and each is kept sealed, masked for
+display and as ``Keyring.blind_index`` — an HMAC under a key derived from the field
+key — so an exact number finds the customer and nothing else can be read from it.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.expressions import Q
+from tortoise.functions import Max
+from tortoise.transactions import in_transaction
+
+from bot import models
+from bot.models import RelationStatus
+from compliance_nlp.normalize import translate_chars
+from compliance_nlp.pii import PiiMatch, find_pii, mask_pii
+from core.crypto import DecryptionError, Keyring
+
+PHONE_PURPOSE = "customer-phone"
+# Where in a follow_user entry a number was noted (CustomerPhone.source).
+PHONE_SOURCES = ("remark_mobiles", "remark", "description")
+# A follow entry holds a handful; more is not an advisor's note.
+MAX_PHONES_PER_FOLLOW = 20
+
+_MOBILE = re.compile(r"^1[3-9]\d{9}$")
+# A fixed line with its area code (010-12345678, 0755 1234 5678): 10–12 digits from 0.
+_LANDLINE = re.compile(r"^0\d{9,11}$")
+_PHONE_PUNCT = re.compile(r"[\s\-()（）.+]")
+
+
+def normalise_phone(text: str) -> str | None:
+    """The digits a number is indexed by, or None when ``text`` is not a phone number.
+
+    「+86 138-1234-5678」, 「8613812345678」 and 「138 1234 5678」 are one number;
+    full-width digits fold (a number typed on a phone keyboard).
+    """
+    digits = _PHONE_PUNCT.sub("", unicodedata.normalize("NFKC", text.strip()))
+    if not digits.isdigit() or not digits.isascii():
+        return None
+    if len(digits) == 13 and digits.startswith("86"):
+        digits = digits[2:]
+    if _MOBILE.match(digits) or _LANDLINE.match(digits):
+        return digits
+    return None
+
+
+def mask_phone(phone: str) -> str:
+    """「138****5678」, as compliance_nlp masks a number in a message."""
+    if _MOBILE.match(phone):
+        return mask_pii(phone, [PiiMatch("phone", 0, len(phone))])
+    return phone[:3] + "*" * (len(phone) - 7) + phone[-4:]
+
+
+def phones_in_follow(follow: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+    """``(source, number)`` of every number a follow entry holds, in its original text.
+
+    ``remark_mobiles`` are numbers by definition (WeCom's 备注手机号); in the remark and
+    description only what compliance_nlp recognises as a phone number counts.
+    """
+    if not follow:
+        return []
+    out: list[tuple[str, str]] = []
+    for raw in follow.get("remark_mobiles") or ():
+        phone = normalise_phone(str(raw)) if isinstance(raw, str | int) else None
+        if phone:
+            out.append(("remark_mobiles", phone))
+    for source in ("remark", "description"):
+        text = translate_chars(str(follow.get(source) or ""))
+        for m in find_pii(text):
+            if m.type == "phone" and (phone := normalise_phone(text[m.start : m.end])):
+                out.append((source, phone))
+    return list(dict.fromkeys(out))[:MAX_PHONES_PER_FOLLOW]
+
+
+def phone_aad(external_userid: str, userid: str) -> str:
+    return f"customer_phone:{external_userid}:{userid}"
+
+
+async def index_follow_phones(
+    *,
+    conn: BaseDBAsyncClient,
+    keyring: Keyring,
+    customer_id: int,
+    advisor_id: int,
+    external_userid: str,
+    userid: str,
+    phones: Sequence[tuple[str, str]],
+) -> int:
+    """Replace the numbers one advisor noted for one customer; how many are kept.
+
+    Called in the transaction that stores the follow entry they came from, so the
+    index never says what the entry no longer does.
+    """
+    await (
+        models.CustomerPhone.filter(customer_id=customer_id, advisor_id=advisor_id)
+        .using_db(conn)
+        .delete()
+    )
+    seen: set[tuple[str, str]] = set()
+    rows = []
+    for source, phone in phones:
+        bidx = keyring.blind_index(phone, purpose=PHONE_PURPOSE)
+        if (source, bidx) in seen:
+            continue
+        seen.add((source, bidx))
+        rows.append(
+            models.CustomerPhone(
+                customer_id=customer_id,
+                advisor_id=advisor_id,
+                source=source,
+                phone_bidx=bidx,
+                phone_masked=mask_phone(phone),
+                phone_sealed=keyring.seal_text(phone, aad=phone_aad(external_userid, userid)),
+            )
+        )
+    if rows:
+        await models.CustomerPhone.bulk_create(rows, using_db=conn)
+    await (
+        models.FollowRelation.filter(customer_id=customer_id, advisor_id=advisor_id)
+        .using_db(conn)
+        .update(phones_key_id=keyring.active_key_id)
+    )
+    return len(rows)
+
+
+def _open_follow_field(rel: models.FollowRelation, name: str, keyring: Keyring) -> str:
+    sealed = getattr(rel, f"{name}_sealed")
+    if not sealed:
+        return str(getattr(rel, name) or "")
+    return keyring.open_text(
+        sealed, aad=f"follow:{rel.customer.external_userid}:{rel.advisor.userid}:{name}"
+    )
+
+
+async def index_existing_phones(*, keyring: Keyring, batch: int = 500) -> int:
+    """Index the numbers of follow relations not indexed under the active key; how many.
+
+    Rows stored before the index existed (``phones_key_id`` NULL) and rows indexed under
+    a key since rotated out.  The numbers are read back from what the row keeps: the
+    sealed remark and description, and the sealed ``remark_mobiles`` of the index
+    itself (WeCom's entry is not fetched again).  Safe to run twice or beside workers.
+    """
+    done = 0
+    after = 0
+    while True:
+        rels = list(
+            await models.FollowRelation.filter(
+                Q(phones_key_id__isnull=True) | ~Q(phones_key_id=keyring.active_key_id),
+                id__gt=after,
+            )
+            .order_by("id")
+            .limit(batch)
+            .prefetch_related("customer", "advisor")
+        )
+        if not rels:
+            return done
+        for rel in rels:
+            after = rel.id
+            external, userid = rel.customer.external_userid, rel.advisor.userid
+            try:
+                follow: dict[str, Any] = {
+                    name: _open_follow_field(rel, name, keyring)
+                    for name in ("remark", "description")
+                }
+                kept = await models.CustomerPhone.filter(
+                    customer_id=rel.customer.id, advisor_id=rel.advisor.id, source="remark_mobiles"
+                ).values_list("phone_sealed", flat=True)
+                follow["remark_mobiles"] = [
+                    keyring.open_text(str(s), aad=phone_aad(external, userid)) for s in kept
+                ]
+            except DecryptionError:
+                continue  # a key this process lacks: left for a process that has it
+            async with in_transaction() as conn:
+                await index_follow_phones(
+                    conn=conn,
+                    keyring=keyring,
+                    customer_id=rel.customer.id,
+                    advisor_id=rel.advisor.id,
+                    external_userid=external,
+                    userid=userid,
+                    phones=phones_in_follow(follow),
+                )
+            done += 1
+
+
+# ------------------------------------------------------------------ the directory
+
+
+@dataclass(frozen=True, slots=True)
+class FollowView:
+    advisor_userid: str
+    advisor_name: str
+    remark: str  # masked
+    description: str  # masked
+    status: str
+    added_at: datetime | None
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerRow:
+    """A customer as the list shows them."""
+
+    id: int
+    external_userid: str
+    name: str
+    corp_name: str
+    contact_type: int
+    gender: int
+    attributes: dict[str, Any]
+    created_at: datetime
+    synced_at: datetime | None
+    follows: tuple[FollowView, ...]
+    # Masked numbers, one per distinct number.
+    phones: tuple[str, ...]
+    last_message_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerQuery:
+    """What the list shows; ``advisors`` is the caller's reach (None: everyone's)."""
+
+    text: str = ""
+    advisors: frozenset[str] | None = None
+    # Only customers some advisor still follows (the default list); False: all.
+    active_only: bool = False
+
+
+def _reach_filter(advisors: frozenset[str] | None) -> Q | None:
+    if advisors is None:
+        return None
+    return Q(
+        follows__advisor__userid__in=sorted(advisors) or [""],
+        follows__status=RelationStatus.ACTIVE,
+    )
+
+
+def search_query(query: CustomerQuery, *, keyring: Keyring) -> Any:
+    """The customers ``query`` selects, newest first (``bench/console.py`` times it bare)."""
+    q = models.Customer.all()
+    reach = _reach_filter(query.advisors)
+    text = query.text.strip()[:64]
+    if text:
+        found = Q(name__icontains=text) | Q(follows__remark__icontains=text)
+        phone = normalise_phone(text)
+        if phone:
+            found |= Q(phones__phone_bidx__in=keyring.blind_indexes(phone, purpose=PHONE_PURPOSE))
+        q = q.filter(found)
+    if reach is not None:
+        q = q.filter(reach)
+    elif query.active_only:
+        q = q.filter(follows__status=RelationStatus.ACTIVE)
+    # A customer joined to several follow relations or numbers appears once.
+    return q.distinct()
+
+
+async def search_customers(
+    *, query: CustomerQuery, keyring: Keyring, offset: int = 0, limit: int = 50
+) -> tuple[list[CustomerRow], int]:
+    """One page of customers and how many there are in all."""
+    q = search_query(query, keyring=keyring)
+    total = int(await q.count())
+    ids = [
+        int(i)
+        for i in await q.order_by("-id").offset(offset).limit(limit).values_list("id", flat=True)
+    ]
+    return await customer_rows(ids=ids), total
+
+
+async def customer_rows(*, ids: Sequence[int]) -> list[CustomerRow]:
+    """These customers with their advisors, masked numbers and last message, in order."""
+    if not ids:
+        return []
+    customers = {c.id: c for c in await models.Customer.filter(id__in=list(ids))}
+    follows: dict[int, list[FollowView]] = {}
+    for rel in await models.FollowRelation.filter(customer_id__in=list(ids)).prefetch_related(
+        "advisor"
+    ):
+        follows.setdefault(rel.customer_id, []).append(_follow_view(rel))  # type: ignore[attr-defined]
+    phones: dict[int, list[str]] = {}
+    for cid, masked in await models.CustomerPhone.filter(customer_id__in=list(ids)).values_list(
+        "customer_id", "phone_masked"
+    ):
+        if masked not in phones.setdefault(int(cid), []):
+            phones[int(cid)].append(str(masked))
+    last = {
+        int(r["customer_id"]): r["last"]
+        for r in await models.Message.filter(customer_id__in=list(ids))
+        .annotate(last=Max("msgtime"))
+        .group_by("customer_id")
+        .values("customer_id", "last")
+    }
+    out = []
+    for cid in ids:
+        c = customers.get(cid)
+        if c is None:
+            continue
+        out.append(
+            CustomerRow(
+                id=c.id,
+                external_userid=c.external_userid,
+                name=c.name,
+                corp_name=c.corp_name,
+                contact_type=c.contact_type,
+                gender=c.gender,
+                attributes=dict(c.attributes or {}),
+                created_at=c.created_at,
+                synced_at=c.synced_at,
+                follows=tuple(
+                    sorted(
+                        follows.get(cid, []), key=lambda f: (f.status != "active", f.advisor_userid)
+                    )
+                ),
+                phones=tuple(phones.get(cid, [])),
+                last_message_at=_aware(last.get(cid)),
+            )
+        )
+    return out
+
+
+def _aware(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):  # SQLite's MAX() of a timestamp column comes back as text
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _follow_view(rel: models.FollowRelation) -> FollowView:
+    return FollowView(
+        advisor_userid=rel.advisor.userid,
+        advisor_name=rel.advisor.name,
+        remark=rel.remark,
+        description=rel.description,
+        status=str(rel.status.value if hasattr(rel.status, "value") else rel.status),
+        added_at=rel.added_at,
+        state=rel.state,
+    )
+
+
+def customer_in_reach_query(*, customer_id: int, advisors: frozenset[str] | None) -> Any:
+    q = models.Customer.filter(id=customer_id)
+    reach = _reach_filter(advisors)
+    return q.filter(reach).distinct() if reach is not None else q
+
+
+async def customer_in_reach(
+    *, customer_id: int, advisors: frozenset[str] | None
+) -> CustomerRow | None:
+    """The customer, or None — also when outside ``advisors``' reach (same answer)."""
+    found = await customer_in_reach_query(customer_id=customer_id, advisors=advisors).exists()
+    if not found:
+        return None
+    rows = await customer_rows(ids=[customer_id])
+    return rows[0] if rows else None
+
+
+async def customer_id_of(*, external_userid: str) -> int | None:
+    row = await models.Customer.filter(external_userid=external_userid).first().values_list("id")
+    return int(row[0]) if row else None
+
+
+def timeline_query(
+    *,
+    customer_id: int,
+    advisors: frozenset[str] | None,
+    before: tuple[datetime, int] | None,
+    limit: int,
+) -> Any:
+    """The customer's messages, newest first: their chats with advisors, both sides.
+
+    An advisor's or team lead's view holds only the conversations of advisors in their
+    reach (a customer followed by two advisors has two private conversations).
+    ``before`` (msgtime, id) pages back from the last message a page showed.
+    """
+    q = models.Message.filter(customer_id=customer_id)
+    if advisors is not None:
+        q = q.filter(advisor__userid__in=sorted(advisors) or [""])
+    if before is not None:
+        at, below = before
+        q = q.filter(Q(msgtime__lt=at) | Q(msgtime=at, id__lt=below))
+    return q.order_by("-msgtime", "-id").limit(limit)
+
+
+async def timeline(
+    *, customer_id: int, advisors: frozenset[str] | None, before_id: int | None, limit: int = 50
+) -> list[models.Message]:
+    """Newest first; ``before_id`` pages back (the id of the last message shown)."""
+    before = None
+    if before_id is not None:
+        anchor = await models.Message.filter(id=before_id, customer_id=customer_id).first()
+        if anchor is None:
+            return []
+        before = (anchor.msgtime, anchor.id)
+    q = timeline_query(customer_id=customer_id, advisors=advisors, before=before, limit=limit)
+    return list(await q.prefetch_related("advisor"))
+
+
+async def cases_of_messages(*, message_ids: Iterable[int]) -> dict[int, models.ReviewCase]:
+    wanted = sorted(set(message_ids))
+    if not wanted:
+        return {}
+    rows = await models.ReviewCase.filter(message_id__in=wanted)
+    return {int(r.message_id): r for r in rows}  # type: ignore[attr-defined]
+
+
+def alerts_query(*, external_userid: str, advisors: frozenset[str] | None, limit: int) -> Any:
+    q = models.Alert.filter(external_userid=external_userid)
+    if advisors is not None:
+        q = q.filter(advisor_userid__in=sorted(advisors) or [""])
+    return q.order_by("-created_at", "-id").limit(limit)
+
+
+async def alerts_of(
+    *, external_userid: str, advisors: frozenset[str] | None, limit: int = 20
+) -> list[models.Alert]:
+    """The customer's alerts (churn, redemption intent, complaints …), newest first."""
+    return list(await alerts_query(external_userid=external_userid, advisors=advisors, limit=limit))
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneOriginal:
+    advisor_userid: str
+    source: str
+    phone: str
+
+
+async def phone_originals(*, customer_id: int, keyring: Keyring) -> list[PhoneOriginal]:
+    """The customer's numbers in clear, for an authorised reader who stated why."""
+    rows = await models.CustomerPhone.filter(customer_id=customer_id).prefetch_related(
+        "customer", "advisor"
+    )
+    out = []
+    for r in sorted(rows, key=lambda r: (r.advisor.userid, r.source, r.id)):
+        phone = keyring.open_text(
+            r.phone_sealed, aad=phone_aad(r.customer.external_userid, r.advisor.userid)
+        )
+        out.append(PhoneOriginal(advisor_userid=r.advisor.userid, source=r.source, phone=phone))
+    return out
