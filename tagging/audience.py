@@ -4,7 +4,7 @@
     AND attr.maturity_date WITHIN 7d
 
 Every value reaches the database as a bound parameter: tag names are resolved to
-ids, attribute names are checked against :data:`ATTRIBUTES` (never spliced from
+ids, attribute names are checked against the schema (``tagging.attributes``; never spliced from
 input), and comparisons bind their operand.  Bad input raises
 :class:`ExpressionError` with the 0-based character position it concerns.
 """
@@ -27,8 +27,9 @@ MAX_LENGTH = 2000
 MAX_TERMS = 64
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
-# The attribute schema lives with the import (tagging.attributes).
-ATTRIBUTES = attributes.ATTRIBUTES
+# The attribute schema lives with the import (tagging.attributes): the built-in fields
+# and the institution's own, loaded when an expression is compiled.
+Schema = attributes.Schema
 
 GRAMMAR = r"""
 ?start: or_expr
@@ -262,7 +263,7 @@ class _Sql:
         return f"${len(self.params)}" if self.dialect == "postgres" else "?"
 
     def attr(self, name: str) -> str:
-        # The name is checked against ATTRIBUTES before it gets here, and bound anyway.
+        # The name is checked against the schema before it gets here, and bound anyway.
         if self.dialect == "postgres":
             return f"(c.attributes ->> {self.bind(name)})"
         return f"json_extract(c.attributes, {self.bind('$.' + name)})"
@@ -272,7 +273,9 @@ def _today() -> date:
     return datetime.now(SHANGHAI).date()
 
 
-async def _compile(node: Node, sql: _Sql, tag_ids: dict[str, list[int]], today: date) -> str:
+async def _compile(
+    node: Node, sql: _Sql, tag_ids: dict[str, list[int]], today: date, schema: Schema
+) -> str:
     if isinstance(node, TagTerm):
         ids = tag_ids.get(node.name)
         if not ids:
@@ -291,13 +294,11 @@ async def _compile(node: Node, sql: _Sql, tag_ids: dict[str, list[int]], today: 
             f"AND m.sender_role = {sql.bind('customer')} AND m.msgtime >= {sql.bind(since)})"
         )
     if isinstance(node, AttrCmp):
-        return _compile_cmp(node, sql)
+        return _compile_cmp(node, sql, schema)
     if isinstance(node, HoldingCmp | HoldingWithin):
         return _compile_holding(node, sql, today)
     if isinstance(node, AttrWithin):
-        spec = ATTRIBUTES.get(node.name)
-        if spec is None:
-            raise ExpressionError(f"unknown attribute {node.name!r}", node.position)
+        spec = _attr_spec(node.name, node.position, schema)
         if spec.type != "date":
             raise ExpressionError(
                 f"WITHIN needs a date attribute; {node.name} is {spec.type}", node.position
@@ -308,9 +309,9 @@ async def _compile(node: Node, sql: _Sql, tag_ids: dict[str, list[int]], today: 
         # BETWEEN names the column once: each mention would be a parameter of its own.
         return f"COALESCE(({col} BETWEEN {lo} AND {hi}), FALSE)"
     if isinstance(node, Not):
-        return f"NOT ({await _compile(node.item, sql, tag_ids, today)})"
+        return f"NOT ({await _compile(node.item, sql, tag_ids, today, schema)})"
     joiner = " AND " if isinstance(node, And) else " OR "
-    parts = [await _compile(i, sql, tag_ids, today) for i in node.items]
+    parts = [await _compile(i, sql, tag_ids, today, schema) for i in node.items]
     return "(" + joiner.join(parts) + ")"
 
 
@@ -383,14 +384,28 @@ def _compile_holding(node: HoldingCmp | HoldingWithin, sql: _Sql, today: date) -
     return _holdings_of(sql, f"{col} {op} {sql.bind(node.value)}")
 
 
-def _compile_cmp(node: AttrCmp, sql: _Sql) -> str:
-    spec = ATTRIBUTES.get(node.name)
+def _attr_spec(name: str, position: int, schema: Schema) -> attributes.AttrSpec:
+    spec = schema.get(name)
     if spec is None:
-        raise ExpressionError(f"unknown attribute {node.name!r}", node.position)
+        raise ExpressionError(f"unknown attribute {name!r}", position)
+    if spec.sensitive:
+        # Sealed at rest: the database cannot compare it.  A band, where there is one,
+        # is kept in the clear for exactly this (docs/tagging.md, "Sensitive attributes").
+        hint = f"; compare attr.{spec.band} instead" if spec.band else ""
+        if name == "holdings":
+            hint = "; use holding.product_code / holding.risk_level / holding.maturity_date"
+        raise ExpressionError(
+            f"{name} is sealed (sensitive) and cannot be compared{hint}", position
+        )
+    return spec
+
+
+def _compile_cmp(node: AttrCmp, sql: _Sql, schema: Schema) -> str:
+    spec = _attr_spec(node.name, node.position, schema)
     op = {"=": "=", "!=": "<>", ">": ">", ">=": ">=", "<": "<", "<=": "<="}[node.op]
-    col = sql.attr(node.name)
     if spec.type == "list":
-        raise ExpressionError(f"{node.name} is a list and cannot be compared", node.position)
+        return _compile_contains(node, sql, spec, op)
+    col = sql.attr(node.name)
     if spec.type in ("int", "decimal"):
         if not isinstance(node.value, float):
             raise ExpressionError(f"{node.name} compares with a number", node.position)
@@ -422,6 +437,32 @@ def _compile_cmp(node: AttrCmp, sql: _Sql) -> str:
     return f"COALESCE(({col} {op} {sql.bind(value)}), FALSE)"
 
 
+def _compile_contains(node: AttrCmp, sql: _Sql, spec: attributes.AttrSpec, op: str) -> str:
+    """A custom list: ``attr.hobbies = "高尔夫"`` holds when the list contains the value
+    (``!=`` when it does not); order makes no sense for a list."""
+    if op not in ("=", "<>"):
+        raise ExpressionError(f"{node.name} is a list: use = (contains) or !=", node.position)
+    value = node.value if isinstance(node.value, str) else f"{node.value:g}"
+    if spec.values and value not in spec.values:
+        raise ExpressionError(f"{node.name} is one of {', '.join(spec.values)}", node.position)
+    if sql.dialect == "postgres":
+        key = sql.bind(node.name)
+        contains = (
+            "EXISTS (SELECT 1 FROM jsonb_array_elements_text(CASE WHEN "  # noqa: S608 - placeholders
+            f"jsonb_typeof(c.attributes -> {key}) = 'array' THEN c.attributes -> {key} "
+            f"ELSE '[]'::jsonb END) v WHERE v = {sql.bind(value)})"
+        )
+    else:
+        # "?" placeholders: each mention binds the path again, in order.
+        typed, extracted = sql.bind("$." + node.name), sql.bind("$." + node.name)
+        contains = (
+            "EXISTS (SELECT 1 FROM json_each(CASE WHEN json_type(c.attributes, "  # noqa: S608 - placeholders
+            f"{typed}) = 'array' THEN json_extract(c.attributes, {extracted}) ELSE '[]' END) v "
+            f"WHERE v.value = {sql.bind(value)})"
+        )
+    return contains if op == "=" else f"NOT {contains}"
+
+
 def _tag_names(node: Node) -> list[str]:
     if isinstance(node, TagTerm):
         return [node.name]
@@ -445,8 +486,9 @@ async def where_clause(
 ) -> tuple[str, list[Any]]:
     """``(sql, params)``: a condition on ``bot_customer c`` selecting the audience."""
     tag_ids = await service.tags_named(names=sorted(set(_tag_names(node))))
+    schema = await attributes.load_schema()
     sql = _Sql(_dialect(conn))
-    clause = await _compile(node, sql, tag_ids, today or _today())
+    clause = await _compile(node, sql, tag_ids, today or _today(), schema)
     return clause, sql.params
 
 

@@ -180,3 +180,84 @@ class TagRule(Timestamped):
 
     class Meta:
         table = "tagging_rule"
+
+
+class AttributeField(Timestamped):
+    """A custom attribute an institution adds at run time (beside the built-in ones in
+    ``tagging.attributes``): its type and the checks an import applies to it."""
+
+    id = fields.BigIntField(primary_key=True)
+    name = fields.CharField(max_length=64, unique=True)
+    label = fields.CharField(max_length=64, default="")
+    type = fields.CharField(max_length=8)  # string | int | decimal | date | enum | list
+    required = fields.BooleanField(default=False)
+    # Range: numbers for int/decimal, YYYY-MM-DD for dates (as text, exact).
+    minimum = fields.CharField(max_length=40, null=True)
+    maximum = fields.CharField(max_length=40, null=True)
+    enum_values: Any = fields.JSONField(default=list)
+    max_length = fields.IntField(default=64)
+    masked_by_role = fields.BooleanField(default=False)
+    # Stored sealed (AES-GCM), never in the clear; implies masked_by_role.
+    sensitive = fields.BooleanField(default=False)
+    # A sensitive number's band boundaries: the band is kept in the clear for audiences.
+    bands: Any = fields.JSONField(default=list)
+    created_by = fields.CharField(max_length=96, default="")
+
+    class Meta:
+        table = "tagging_attribute_field"
+
+
+class SealedAttribute(Timestamped):
+    """A sensitive attribute's value (AUM, holdings, a field marked sensitive), sealed
+    with the field keys and bound to its customer and name."""
+
+    id = fields.BigIntField(primary_key=True)
+    customer: fields.ForeignKeyRelation[Customer] = fields.ForeignKeyField(
+        "models.Customer", related_name="sealed_attributes", on_delete=fields.CASCADE
+    )
+    name = fields.CharField(max_length=64)
+    sealed = fields.TextField()
+
+    class Meta:
+        table = "tagging_sealed_attribute"
+        unique_together = (("customer", "name"),)
+
+
+class AttributeImport(Timestamped):
+    """One attribute import (an API call, a CSV file): who, when, what it did."""
+
+    id = fields.BigIntField(primary_key=True)
+    actor = fields.CharField(max_length=96)
+    actor_name = fields.CharField(max_length=96, default="")
+    source = fields.CharField(max_length=16)  # api | csv | console
+    filename = fields.CharField(max_length=255, default="")
+    started_at = fields.DatetimeField()
+    finished_at = fields.DatetimeField(null=True)
+    status = fields.CharField(max_length=16, default="running")  # running | done | failed
+    rows = fields.IntField(default=0)
+    accepted = fields.IntField(default=0)
+    unchanged = fields.IntField(default=0)
+    rejected = fields.IntField(default=0)
+
+    class Meta:
+        table = "tagging_import"
+
+
+class ImportReject(Timestamped):
+    """A row an import refused: its number, the kind of key, the masked key, why.
+
+    The row's values are not kept (they may be AUM or holdings): the number points
+    the institution at the line of its own file.
+    """
+
+    id = fields.BigIntField(primary_key=True)
+    batch: fields.ForeignKeyRelation[AttributeImport] = fields.ForeignKeyField(
+        "models.AttributeImport", related_name="rejects", on_delete=fields.CASCADE
+    )
+    row = fields.IntField()
+    key = fields.CharField(max_length=16, default="")
+    who = fields.CharField(max_length=64, default="")
+    error = fields.CharField(max_length=255)
+
+    class Meta:
+        table = "tagging_import_reject"

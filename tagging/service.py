@@ -16,10 +16,13 @@ from tortoise.expressions import F
 
 from bot.models import Customer
 from tagging.models import (
+    AttributeImport,
     Audience,
     CustomerTag,
     CustomerTagHistory,
+    ImportReject,
     Origin,
+    SealedAttribute,
     SyncRequest,
     SyncRun,
     Tag,
@@ -436,6 +439,91 @@ async def audiences() -> list[Audience]:
 
 async def audience_named(*, name: str) -> Audience | None:
     return await Audience.get_or_none(name=name)
+
+
+# ---------------------------------------------------------------- attributes
+
+
+async def customer_attributes(
+    *, conn: BaseDBAsyncClient, customer_ids: Sequence[int]
+) -> dict[int, dict[str, Any]]:
+    """Customers' clear attributes by row id (read only; ``bot`` owns the column)."""
+    out: dict[int, dict[str, Any]] = {}
+    unique = list(dict.fromkeys(customer_ids))
+    for start in range(0, len(unique), 1000):
+        rows = (
+            await Customer.filter(id__in=unique[start : start + 1000])
+            .using_db(conn)
+            .values_list("id", "attributes")
+        )
+        for cid, attrs in rows:
+            out[int(cid)] = dict(attrs or {})
+    return out
+
+
+async def customers_with_attributes(*, after: int, limit: int) -> list[tuple[int, dict[str, Any]]]:
+    """Customers with any attribute, in id order after ``after`` (read only)."""
+    rows = (
+        await Customer.filter(id__gt=after)
+        .order_by("id")
+        .limit(limit)
+        .values_list("id", "attributes")
+    )
+    return [(int(cid), dict(attrs or {})) for cid, attrs in rows]
+
+
+async def sealed_rows(
+    *, conn: BaseDBAsyncClient, customer_ids: Sequence[int], names: Sequence[str]
+) -> dict[tuple[int, str], SealedAttribute]:
+    if not customer_ids or not names:
+        return {}
+    out: dict[tuple[int, str], SealedAttribute] = {}
+    unique = list(dict.fromkeys(customer_ids))
+    for start in range(0, len(unique), 1000):
+        rows = await SealedAttribute.filter(
+            customer_id__in=unique[start : start + 1000], name__in=list(names)
+        ).using_db(conn)
+        for row in rows:
+            out[(int(row.customer_id), row.name)] = row  # type: ignore[attr-defined]
+    return out
+
+
+async def sealed_names(
+    *, conn: BaseDBAsyncClient, customer_ids: Sequence[int]
+) -> dict[int, set[str]]:
+    out: dict[int, set[str]] = {}
+    unique = list(dict.fromkeys(customer_ids))
+    for start in range(0, len(unique), 1000):
+        rows = (
+            await SealedAttribute.filter(customer_id__in=unique[start : start + 1000])
+            .using_db(conn)
+            .values_list("customer_id", "name")
+        )
+        for cid, name in rows:
+            out.setdefault(int(cid), set()).add(str(name))
+    return out
+
+
+async def has_sealed(*, customer_id: int, name: str) -> bool:
+    return await SealedAttribute.filter(customer_id=customer_id, name=name).exists()
+
+
+async def sealed_of_customer(*, customer_id: int) -> list[SealedAttribute]:
+    return await SealedAttribute.filter(customer_id=customer_id).order_by("name")
+
+
+async def imports(*, offset: int, limit: int) -> tuple[list[AttributeImport], int]:
+    rows = await AttributeImport.all().order_by("-id").offset(offset).limit(limit)
+    return rows, await AttributeImport.all().count()
+
+
+async def get_import(*, import_id: int) -> AttributeImport | None:
+    return await AttributeImport.get_or_none(id=import_id)
+
+
+async def import_rejects(*, import_id: int, limit: int | None = None) -> list[ImportReject]:
+    q = ImportReject.filter(batch_id=import_id).order_by("row", "id")
+    return await (q.limit(limit) if limit else q)
 
 
 # ---------------------------------------------------------------- PIPL

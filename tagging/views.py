@@ -10,10 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.access import principal_of, requires
 from core.apidoc import api_doc
+from core.appkit import KEYRING
 from core.audit import Actor
 from tagging import attributes, audience, flows, rules, service
 from tagging.models import CustomerTag, Tag, TagGroup, TagRule
@@ -471,13 +472,100 @@ async def import_attributes(request: web.Request) -> web.Response:
     if len(rows) > attributes.MAX_ROWS:
         return error(413, "too_many_rows", f"at most {attributes.MAX_ROWS} rows per call")
     report = await attributes.do_import_attributes(
-        rows=rows, actor=actor_of(request), source=request.remote or "api"
+        rows=rows,
+        actor=actor_of(request),
+        keyring=request.app[KEYRING],
+        source="api",
+        address=request.remote or "",
     )
     return web.json_response(report.as_dict())
 
 
+def field_dict(name: str, spec: attributes.AttrSpec) -> dict[str, Any]:
+    return {
+        "name": name,
+        "label": spec.label,
+        "type": spec.type,
+        "builtin": spec.builtin,
+        "required": spec.required,
+        "minimum": str(spec.minimum) if spec.minimum is not None else None,
+        "maximum": str(spec.maximum) if spec.maximum is not None else None,
+        "earliest": spec.earliest.isoformat() if spec.earliest else None,
+        "latest": spec.latest.isoformat() if spec.latest else None,
+        "values": list(spec.values),
+        "max_length": spec.max_length,
+        "masked_by_role": spec.masked_by_role,
+        "sensitive": spec.sensitive,
+        "band": spec.band,
+        "derived_from": spec.derived_from,
+    }
+
+
+@requires("customers:read")
+@api_doc(summary="The attribute schema: built-in and custom fields")
+async def list_attribute_fields(request: web.Request) -> web.Response:
+    schema = await attributes.load_schema()
+    return web.json_response({"fields": [field_dict(n, s) for n, s in schema.items()]})
+
+
+class FieldBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(max_length=64)
+    type: str = Field(max_length=8)
+    label: str = Field(default="", max_length=64)
+    required: bool = False
+    minimum: str = Field(default="", max_length=40)
+    maximum: str = Field(default="", max_length=40)
+    values: list[str] = Field(default_factory=list, max_length=100)
+    max_length: int = 64
+    masked_by_role: bool = False
+    sensitive: bool = False
+    bands: list[str] = Field(default_factory=list, max_length=12)
+
+
+@requires("attributes:manage")
+@api_doc(
+    summary="Add a custom attribute field (imports and audiences know it at once)",
+    request=FieldBody,
+    errors=(400, 409),
+)
+async def add_attribute_field(request: web.Request) -> web.Response:
+    try:
+        body = await _body(request, FieldBody)
+    except _Bad as bad:
+        return bad.response
+    try:
+        row = await attributes.do_add_field(
+            spec=attributes.FieldIn(
+                name=body.name,
+                type=body.type,
+                label=body.label,
+                required=body.required,
+                minimum=body.minimum,
+                maximum=body.maximum,
+                enum_values=tuple(body.values),
+                max_length=body.max_length,
+                masked_by_role=body.masked_by_role,
+                sensitive=body.sensitive,
+                bands=tuple(body.bands),
+            ),
+            actor=actor_of(request),
+        )
+    except attributes.FieldError as exc:
+        status = 409 if "已存在" in exc.message else 400
+        return web.json_response(
+            {"error": {"code": "invalid_field", "message": exc.message, "field": exc.field}},
+            status=status,
+        )
+    schema = await attributes.load_schema()
+    return web.json_response(field_dict(row.name, schema[row.name]), status=201)
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/customers/attributes", import_attributes)
+    app.router.add_get("/api/v1/customers/attribute-fields", list_attribute_fields)
+    app.router.add_post("/api/v1/customers/attribute-fields", add_attribute_field)
     app.router.add_get("/api/v1/tag-rules", list_rules)
     app.router.add_post("/api/v1/tag-rules", save_rule)
     app.router.add_post("/api/v1/tag-rules/dry-run", rule_dry_run)
