@@ -249,3 +249,60 @@ async def test_a_broken_rule_or_an_unknown_customer_never_fails_the_pipeline(db:
     await run_hook(known)
     (applied,) = await CustomerTag.all()
     assert applied.applied_by != f"rule:{broken.id}"
+
+
+def _stored(n: int, customer: str, text: str) -> Any:
+    from bot.hooks import StoredMessage
+    from bot.schemas import Direction
+
+    return StoredMessage(
+        id=n,
+        source="archive",
+        msgid=f"m{n}",
+        direction=Direction.CUSTOMER_TO_ADVISOR,
+        sender_role="customer",
+        customer=customer,
+        advisor="lina",
+        roomid=None,
+        msgtime=datetime.now(UTC),
+        msgtype="text",
+        text_masked=text,
+        intent=None,
+        intent_score=None,
+        sentiment="neutral",
+        violation_categories=(),
+        has_violation=False,
+    )
+
+
+async def test_message_rules_are_read_once_per_storing_transaction(
+    db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read's messages share one transaction: the rules are read once for all of them,
+    and a rule saved after that transaction applies to the next one."""
+    (tag,) = await _tags("关注养老")
+    ext = "wmONCE0000000000000001"
+    async with in_transaction() as conn:
+        await bot_service.upsert_customer(conn=conn, external_userid=ext)
+    reads: list[str] = []
+    read_enabled = rules._read_enabled
+
+    async def counted(conn: Any, trigger: str) -> list[TagRule]:
+        reads.append(trigger)
+        return await read_enabled(conn, trigger)
+
+    monkeypatch.setattr(rules, "_read_enabled", counted)
+    async with in_transaction() as conn:
+        for n in range(3):
+            await hooks.on_message(_stored(n + 1, ext, "养老的产品"), conn)
+    assert reads == ["message"]
+    assert not await CustomerTag.all().exists()  # no rule yet
+
+    await rules.do_save_rule(
+        spec=rule("养老", "message", {"keywords": ["养老"]}, add=[tag]), actor=OPS
+    )
+    async with in_transaction() as conn:
+        await hooks.on_message(_stored(4, ext, "养老的产品"), conn)
+        await hooks.on_message(_stored(5, ext, "养老"), conn)
+    assert reads == ["message", "message"]
+    assert await CustomerTag.filter(tag_id=tag).count() == 1
