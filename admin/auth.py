@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import hmac
 import logging
+import warnings
 from typing import Literal
 from urllib.parse import quote
 
+import aiohttp_jinja2
 from aiohttp import web
 
 from admin import flows, security
@@ -33,6 +35,7 @@ from admin import service as admin_service
 from admin.errors import api_error, error_page, see_other
 from admin.keys import CONSOLE, CSRF_FIELD, CSRF_HEADER, OPERATOR, SESSION, Console
 from admin.models import Operator
+from admin.render import shell_context
 from admin.sessions import Session
 from core.access import PRINCIPAL, Access, Handler, Principal, access_of
 from core.appkit import SETTINGS
@@ -193,6 +196,12 @@ async def _console(request: web.Request, handler: Handler, access: Access) -> we
     if not _allowed(principal, access, bootstrap=False):
         return error_page(request, 403)
     request[PRINCIPAL] = principal
+    # Another domain's page extends base.html without importing admin: the shell's
+    # context (operator, CSRF token, sidebar) reaches its template this way.
+    with warnings.catch_warnings():
+        # aiohttp-jinja2's key is a plain string (aiohttp ignores this warning itself).
+        warnings.simplefilter("ignore", web.NotAppKeyWarning)
+        request[aiohttp_jinja2.REQUEST_CONTEXT_KEY] = shell_context(request)
     return await _run_page(request, handler)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from core.domain import Domain
-from sop import engine, views
+from sop import engine, pages, views
 
 # The engine's part: pipeline hooks (triggers, exits), the scheduler, trigger and
 # results jobs, and the outbox policies for sop.* rows (re-check, settle).
@@ -20,4 +20,6 @@ DOMAIN = Domain(
     outbox_settled=_ENGINE.outbox_settled,
     # The campaign API (/api/v1/campaigns), mounted by admin behind its guard.
     routes={"admin": (views.add_routes,)},
+    # The console's pages: list, builder, campaign, approval, results.
+    pages=(pages.add_pages,),
 )

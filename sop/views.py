@@ -20,7 +20,7 @@ from core.apidoc import api_doc
 from core.audit import Actor
 from sop import campaigns, stats
 from sop.campaigns import VERSION_STATUS_LABELS, CampaignError, CampaignInvalid
-from sop.models import Campaign, CampaignStep, CampaignVersion
+from sop.models import Campaign, CampaignStatus, CampaignStep, CampaignVersion
 from sop.schemas import CampaignIn, DecisionIn
 
 
@@ -182,7 +182,7 @@ def _report(saved: campaigns.Saved) -> dict[str, Any]:
 @api_doc(summary="SOP 活动列表 / campaigns with their status and counts")
 async def list_campaigns(request: web.Request) -> web.Response:
     status = request.query.get("status") or None
-    if status is not None and status not in {s.value for s in campaigns.CampaignStatus}:
+    if status is not None and status not in {s.value for s in CampaignStatus}:
         return error(400, "invalid_input", "unknown status", field="status")
     rows = await campaigns.list_campaigns(status=status)
     return web.json_response(
