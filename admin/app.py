@@ -26,6 +26,8 @@ from markupsafe import Markup
 
 from admin import dashboard_pages, pages, review_pages, views
 from admin.auth import guard
+from admin.customers import pages as customer_pages
+from admin.customers import views as customer_views
 from admin.keys import CONSOLE, Console, NavItem
 from admin.permissions import load_table
 from admin.sessions import LoginThrottle, SessionStore, TotpReplay
@@ -65,6 +67,7 @@ ACTION_LABELS = {
     "review.decide": "审核结论",
     "review.unmask": "查看消息原文",
     "review.export_labels": "导出审核标注",
+    "customer.unmask": "查看客户手机号原文",
 }
 _RESULTS = {
     "ok": ("成功", "ok"),
@@ -205,10 +208,12 @@ def add_console_routes(app: web.Application) -> None:
     pages.add_pages(app)
     review_pages.add_pages(app)
     dashboard_pages.add_pages(app)
+    customer_pages.add_pages(app)
     # Other domains' console pages, mounted inside the shell: the guard below checks
     # the permission each page declares, the sidebar lists those with a @menu entry.
     for d in domains:
         for add in d.pages:
             add(app)
     views.add_routes(app)
+    customer_views.add_routes(app)
     app[ACCESS_GUARD] = guard

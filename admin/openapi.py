@@ -10,6 +10,8 @@ emits, so the models' schemas go in as they are.
 from __future__ import annotations
 
 import inspect
+import re
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -52,6 +54,41 @@ def _description(handler: Any) -> str:
     return doc.split("\n\n", 1)[1].strip() if "\n\n" in doc else ""
 
 
+_PATH_PARAM = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
+
+
+def _path_parameters(path: str, described: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Every ``{name}`` of the route: required strings (the handler parses and 404s)."""
+    out = []
+    for name in _PATH_PARAM.findall(path):
+        param: dict[str, Any] = {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string"},
+        }
+        if described.get(name):
+            param["description"] = described[name]
+        out.append(param)
+    return out
+
+
+def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """The query model's fields, one parameter each, as the handler validates them."""
+    schema = model.model_json_schema()
+    required = set(schema.get("required", ()))
+    out = []
+    for name, prop in schema.get("properties", {}).items():
+        prop = dict(prop)
+        prop.pop("title", None)
+        param: dict[str, Any] = {"name": name, "in": "query", "required": name in required}
+        if "description" in prop:
+            param["description"] = prop.pop("description")
+        param["schema"] = prop
+        out.append(param)
+    return out
+
+
 def build_openapi(app: web.Application, table: PermissionTable, *, version: str) -> dict[str, Any]:
     schemas: dict[str, Any] = {}
     error_ref = _schema_ref(ErrorOut, schemas)
@@ -85,6 +122,11 @@ def build_openapi(app: web.Application, table: PermissionTable, *, version: str)
             # Any valid key or signed-in operator.
             op["security"] = [{"apiKey": []}]
             op["x-scopes"] = []
+        parameters = _path_parameters(path, doc.path_params if doc else {})
+        if doc and doc.query is not None:
+            parameters += _query_parameters(doc.query)
+        if parameters:
+            op["parameters"] = parameters
         if doc and doc.request is not None:
             ref = _schema_ref(doc.request, schemas)
             op["requestBody"] = {

@@ -336,6 +336,8 @@ def _aware(value: Any) -> datetime | None:
         return None
     if isinstance(value, str):  # SQLite's MAX() of a timestamp column comes back as text
         value = datetime.fromisoformat(value)
+    if not isinstance(value, datetime):
+        raise TypeError(f"not a time: {value!r}")
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 

@@ -8,8 +8,8 @@ their ``core.access`` permissions, so the reference never drifts from the code.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
@@ -27,6 +27,10 @@ class ApiDoc:
     request_media: tuple[str, ...] = ("application/json",)
     # The statuses the handler answers with the error body, besides the guard's own.
     errors: tuple[int, ...] = ()
+    # The query string, validated with this model (its fields are the parameters).
+    query: type[BaseModel] | None = None
+    # Descriptions of the path's ``{name}`` parameters (every one is listed regardless).
+    path_params: Mapping[str, str] = field(default_factory=dict)
 
 
 def api_doc(
@@ -36,6 +40,8 @@ def api_doc(
     response: type[BaseModel] | None = None,
     request_media: tuple[str, ...] = ("application/json",),
     errors: tuple[int, ...] = (),
+    query: type[BaseModel] | None = None,
+    path_params: Mapping[str, str] | None = None,
 ) -> Callable[[H], H]:
     doc = ApiDoc(
         summary=summary,
@@ -43,6 +49,8 @@ def api_doc(
         response=response,
         request_media=request_media,
         errors=errors,
+        query=query,
+        path_params=dict(path_params or {}),
     )
 
     def mark(handler: H) -> H:
