@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bot import app as bot_app
+from bot import precheck
 from bot import service as bot_service
 from bot.cli import register as register_cli
 from core.domain import Domain, JobSpec
@@ -51,6 +52,8 @@ DOMAIN = Domain(
             bot_app.stream_ctx,
             bot_app.field_keys_ctx,
             bot_app.analyzer_ctx,
+            # The pre-send check's own capacity (after the intake analyzer it may share).
+            precheck.check_ctx,
             bot_app.wecom_ctx,
             bot_app.table_gauges_ctx,
         ),

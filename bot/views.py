@@ -11,10 +11,11 @@ from pydantic import ValidationError
 
 from bot.archive import ingest_records
 from bot.keys import ANALYZER, STREAM
+from bot.precheck import CHECK_GATE, CHECK_LIMITS, CheckBusy
 from bot.schemas import AnalysisOut, ArchiveBatchIn, ComplianceCheckIn, IngestReportOut
 from compliance_nlp.pool import AnalyzerUnavailable
 from compliance_nlp.types import Turn
-from core.access import requires
+from core.access import principal_of, requires
 from core.apidoc import api_doc
 
 MAX_INGEST_RECORDS = 10_000
@@ -80,7 +81,10 @@ async def ingest_archive(request: web.Request) -> web.Response:
     if len(records) > MAX_INGEST_RECORDS:
         return _error(413, "too_many_records", f"at most {MAX_INGEST_RECORDS} records per call")
     try:
-        report = await ingest_records(request.app[STREAM], records)
+        # The stored messages keep which key sent them (the case page and exports show it).
+        principal = principal_of(request)
+        sender = principal.ref if principal is not None and principal.kind == "api_key" else None
+        report = await ingest_records(request.app[STREAM], records, sender=sender)
     except (aioredis.RedisError, OSError):
         return _error(503, "queue_unavailable", "queue unavailable; retry (records are idempotent)")
     return web.json_response(report.as_dict())
@@ -91,7 +95,7 @@ async def ingest_archive(request: web.Request) -> web.Response:
     summary="发送前合规检查 / pre-send compliance check",
     request=ComplianceCheckIn,
     response=AnalysisOut,
-    errors=(400, 413, 503),
+    errors=(400, 413, 429, 503),
 )
 async def compliance_check(request: web.Request) -> web.Response:
     """``POST /api/v1/compliance/check`` ``{text, role, context?}``: the pre-send check.
@@ -116,12 +120,33 @@ async def compliance_check(request: web.Request) -> web.Response:
         context = tuple(Turn(role=t.role, text=t.text) for t in body.context)
         if sum(len(t.text) for t in context) > 100_000:
             return _error(413, "too_long", "context longer than 100,000 characters")
+    # Counted once the request is well formed: a caller's typo costs it nothing.
+    principal = principal_of(request)
+    limits = request.app.get(CHECK_LIMITS)
+    if principal is not None and limits is not None:
+        refused = await limits.take(principal)
+        if refused is not None:
+            response = _error(
+                429, "rate_limited", f"at most {refused.limit} checks a minute; retry later"
+            )
+            response.headers["Retry-After"] = str(refused.retry_after_s)
+            return response
+    gate = request.app.get(CHECK_GATE)
     try:
-        results = await request.app[ANALYZER].analyze_many([(body.text, body.role)], [context])
+        if gate is not None:
+            analysis = await gate.analyze(body.text, body.role, context)
+        else:
+            analysis = (
+                await request.app[ANALYZER].analyze_many([(body.text, body.role)], [context])
+            )[0]
+    except CheckBusy:
+        response = _error(503, "busy", "compliance check busy; retry in a moment")
+        response.headers["Retry-After"] = "1"
+        return response
     except AnalyzerUnavailable:
         # The pool's workers died and cannot be restarted yet: the caller may retry.
         return _error(503, "analyzer_unavailable", "compliance check unavailable; retry later")
-    return web.json_response(results[0].to_dict())
+    return web.json_response(analysis.to_dict())
 
 
 def add_routes(app: web.Application) -> None:

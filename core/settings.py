@@ -172,6 +172,39 @@ class AdminSettings(BaseModel):
     trusted_proxies: list[str] = Field(default_factory=list)
 
 
+class SidebarSettings(BaseModel):
+    """The advisors' chat sidebar (admin.sidebar): WeCom OAuth and its short session."""
+
+    # WeCom's OAuth page (open.weixin.qq.com); the demo and tests point it at the sandbox.
+    oauth_base_url: str = "https://open.weixin.qq.com"
+    # The origin WeCom opens the sidebar at (a 可信域名 of the app), e.g.
+    # "https://siyu.bank.example": OAuth redirects go there and only its pages get an
+    # agentConfig signature.  Empty: the request's own origin (fine on loopback).
+    public_url: str = ""
+    # Advisors sign in by WeCom alone (no password, no TOTP), so their session is short
+    # and reaches only the sidebar and the routes it calls; WeCom signs them in again
+    # silently when it ends.
+    session_idle_s: int = Field(default=15 * 60, ge=60)
+    session_max_s: int = Field(default=2 * 3600, ge=300)
+    # A member signing in for the first time gets an advisor account (no password
+    # sign-in to the console); off: only members an administrator linked may use it.
+    auto_provision: bool = True
+
+
+class CheckSettings(BaseModel):
+    """``POST /api/v1/compliance/check``: its own analyzer capacity and rate limits."""
+
+    # Analyzer processes kept for checks when the worker role runs in the same process,
+    # so a burst of checks never waits behind (or slows) message intake; 0 = share.
+    pool_size: int = Field(default=1, ge=0)
+    # Checks waiting for that capacity beyond one per process; past it: 503 at once.
+    max_waiting: int = Field(default=16, ge=0)
+    # Fixed one-minute windows per API key and per signed-in operator (an advisor types
+    # and the sidebar checks, debounced, about twice a second at most).
+    per_key_per_minute: int = Field(default=600, ge=1)
+    per_operator_per_minute: int = Field(default=120, ge=1)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SIYU_",
@@ -203,6 +236,8 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
     sop: SopSettings = Field(default_factory=SopSettings)
+    sidebar: SidebarSettings = Field(default_factory=SidebarSettings)
+    check: CheckSettings = Field(default_factory=CheckSettings)
 
     @classmethod
     def settings_customise_sources(
