@@ -6,9 +6,10 @@ integrity and the file's SHA-256 recorded in ``admin/static/vendor/vendor.json``
 ``make vendor`` runs this module to refresh them; ``--check`` (the test suite's way)
 only verifies that each file still has its recorded hash.
 
-To add an asset (ECharts, an OpenAPI renderer), add an entry to ``vendor.json`` with
-``package``, ``version``, ``source`` (path inside the package) and ``file`` (path
-under ``admin/static/vendor``), then run ``make vendor``.
+To add an asset (ECharts, an OpenAPI renderer, the WeCom JS-SDK), add an entry to
+``vendor.json`` with ``package``, ``version``, ``source`` (path inside the package) and
+``file`` (path under ``admin/static/vendor``), then run ``make vendor`` (or ``python -m admin.vendor
+--only NAME`` to fetch that one entry and leave the others untouched).
 """
 
 from __future__ import annotations
@@ -47,10 +48,16 @@ def check() -> list[str]:
     return problems
 
 
-def refresh() -> None:
-    """Fetch each pinned package with ``npm pack`` and copy the named file out of it."""
+def refresh(only: str = "") -> None:
+    """Fetch each pinned package (or the ``only`` one) with ``npm pack`` and copy the
+    named file out of it."""
     raw = json.loads(MANIFEST.read_text("utf-8"))
-    for name, entry in load_manifest().items():
+    entries = load_manifest()
+    if only and only not in entries:
+        raise SystemExit(f"{only}: no such entry in {MANIFEST.name}")
+    for name, entry in entries.items():
+        if only and name != only:
+            continue
         spec = f"{entry['package']}@{entry['version']}"
         with tempfile.TemporaryDirectory() as tmp:
             out = subprocess.run(  # noqa: S603 - fixed argv, the spec comes from our manifest
@@ -82,13 +89,14 @@ def refresh() -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--check", action="store_true", help="verify hashes only (no network)")
+    parser.add_argument("--only", default="", help="refresh this entry alone")
     args = parser.parse_args()
     if args.check:
         problems = check()
         for p in problems:
             print(p, file=sys.stderr)
         return 1 if problems else 0
-    refresh()
+    refresh(args.only)
     return 0
 
 
