@@ -7,6 +7,10 @@ import argparse
 from admin import app as admin_app
 from admin import dashboard, dashboard_cli, review_cli
 from admin.cli import register as register_users_cli
+from admin.lexicon import pages as lexicon_pages
+from admin.lexicon import views as lexicon_views
+from admin.snippets import pages as snippet_pages
+from admin.snippets import views as snippet_views
 from core.cli import Subparsers
 from core.domain import CliContext, Domain
 
@@ -19,12 +23,25 @@ def register_cli(sub: Subparsers[argparse.ArgumentParser], ctx: CliContext) -> N
 
 DOMAIN = Domain(
     name="admin",
-    model_modules=("admin.models", "admin.dashboard_models"),
+    model_modules=(
+        "admin.models",
+        "admin.dashboard_models",
+        "admin.lexicon.models",
+        "admin.snippets.models",
+    ),
     migrations="admin.migrations",
     contexts={"admin": (admin_app.console_ctx,)},
     # Last in the root's list, so every other domain's routes exist when the guard
     # is installed and the sidebar is read from the router.
     routes={"admin": (admin_app.add_console_routes,)},
+    # The lexicon compliance owns and the reply library: pages and their API routes,
+    # mounted inside the shell like every domain's pages.
+    pages=(
+        lexicon_pages.add_pages,
+        lexicon_views.add_routes,
+        snippet_pages.add_pages,
+        snippet_views.add_routes,
+    ),
     cli=register_cli,
     # The dashboard's daily counters, kept in the transaction that stores each message.
     hooks={"on_message": dashboard.on_message},

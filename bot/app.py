@@ -44,6 +44,7 @@ from bot.keys import (
 )
 from bot.pipeline import Pipeline
 from bot.receiver import RECEIVER, ReceiverDeps
+from bot.rules_overlay import RULES_OVERLAY, OverlayFollower
 from bot.stream import InboundStream
 from bot.wecom.client import WeComClient
 from bot.wecom.crypto import CallbackCrypto
@@ -118,8 +119,17 @@ async def receiver_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def analyzer_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The warmed process pool of compliance_nlp, unless the root injected one."""
+    """The warmed process pool of compliance_nlp, unless the root injected one.
+
+    Either way it runs the institution's published rule overlay from the start and
+    follows each new one (``bot.rules_overlay``): set before the workers' context, so
+    no message is analysed without it.
+    """
+    follower = OverlayFollower()
+    app[RULES_OVERLAY] = follower
     if ANALYZER in app:
+        await follower.follow(app[ANALYZER])
+        app[TASKS].append(asyncio.create_task(follower.run(app[STOP]), name="rules-overlay"))
         yield
         return
     from compliance_nlp import AnalyzerConfig
@@ -135,6 +145,8 @@ async def analyzer_ctx(app: web.Application) -> AsyncIterator[None]:
     pool = AnalyzerPool(config, processes=s.pool_size)
     await pool.start()
     app[ANALYZER] = pool
+    await follower.follow(pool)
+    app[TASKS].append(asyncio.create_task(follower.run(app[STOP]), name="rules-overlay"))
     try:
         yield
     finally:

@@ -336,3 +336,16 @@ class FieldKey(Timestamped):
 
     class Meta:
         table = "bot_field_key"
+
+
+class RulesOverlay(Timestamped):
+    """A published version of the institution's rule overlay (``bot.rules_overlay``)."""
+
+    id = fields.BigIntField(primary_key=True)
+    version = fields.CharField(max_length=32, unique=True)
+    # compliance_nlp.overlay's JSON document, as the console published it.
+    document = fields.TextField()
+    published_by = fields.CharField(max_length=128, default="")
+
+    class Meta:
+        table = "bot_rules_overlay"

@@ -122,15 +122,26 @@ class Analyzer:
         return twin
 
     def _model_text(self, norm: Normalized) -> str:
-        """The line as the violation model reads it: exception phrases blanked (same length)."""
+        """The line as the violation model reads it: without the exception phrases.
+
+        Removed, not masked: any stand-in is a word to the model (「某某」 reads as a
+        competitor named in disparagement).
+        """
         spans = self.matcher.exception_spans(norm.text)
         if not spans:
             return norm.original
-        chars = list(norm.original)
+        keep = [True] * len(norm.original)
         for start, end, _cats in spans:
             a, b = norm.to_original(start, end)
-            chars[a:b] = "某" * (b - a)
-        return "".join(chars)
+            keep[a:b] = [False] * (b - a)
+        return "".join(c for c, k in zip(norm.original, keep, strict=True) if k)
+
+    @staticmethod
+    def _whole_line(finding: Finding, text: str) -> Finding:
+        stripped = text.strip()
+        start = text.find(stripped) if stripped else 0
+        end = start + min(len(stripped), _MODEL_EVIDENCE_CHARS)
+        return replace(finding, start=start, end=end, evidence=text[start:end])
 
     def _load(self, directory: str, kind: str) -> SequenceClassifier | None:
         if directory:
@@ -193,9 +204,9 @@ class Analyzer:
             model_findings, clean_probs = self._model_findings(
                 [self._model_text(norms[i]) for i in advisor_idx], advisor_idx, answered
             )
-            if self.ruleset.exceptions:  # evidence from what was written, not the blanks
+            if self.ruleset.exceptions:  # the span of what was written, not of what was read
                 model_findings = {
-                    i: [replace(f, evidence=checked[i][0][f.start : f.end]) for f in found]
+                    i: [self._whole_line(f, checked[i][0]) for f in found]
                     for i, found in model_findings.items()
                 }
 

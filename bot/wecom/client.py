@@ -252,6 +252,22 @@ class _Breaker:
     probing: bool = False
 
 
+@dataclass(frozen=True)
+class MediaFile:
+    """A file for ``media/upload`` (multipart field ``media``)."""
+
+    filename: str
+    content: bytes
+    content_type: str
+
+    def form(self) -> aiohttp.FormData:
+        data = aiohttp.FormData()
+        data.add_field(
+            "media", self.content, filename=self.filename, content_type=self.content_type
+        )
+        return data
+
+
 class WeComClient:
     """Async client for WeCom's server API, safe to use from many processes at once.
 
@@ -355,6 +371,7 @@ class WeComClient:
         params: Mapping[str, Any] | None = None,
         json: Any = None,
         secret: str | None = None,
+        upload: MediaFile | None = None,
     ) -> dict[str, Any]:
         """Call ``/cgi-bin/{api}`` and return WeCom's JSON answer (``errcode`` 0).
 
@@ -370,7 +387,7 @@ class WeComClient:
             try:
                 await self._take_rate_token(api)
                 token = await self._access_token(kind)
-                body = await self._request(api, method, params, json, token)
+                body = await self._request(api, method, params, json, token, upload)
                 errcode = _errcode(body)
                 if errcode == 0:
                     return body
@@ -420,6 +437,7 @@ class WeComClient:
         params: Mapping[str, Any] | None,
         json: Any,
         token: str | None,
+        upload: MediaFile | None = None,
     ) -> dict[str, Any]:
         query: dict[str, str] = {
             k: _query_value(v) for k, v in (params or {}).items() if v is not None
@@ -431,7 +449,13 @@ class WeComClient:
         reached = False
         try:
             async with self._session.request(
-                method, url, params=query, json=json, timeout=self._timeout
+                method,
+                url,
+                params=query,
+                # A file goes as multipart (media/upload), built anew for each attempt.
+                json=json if upload is None else None,
+                data=upload.form() if upload is not None else None,
+                timeout=self._timeout,
             ) as resp:
                 # A 4xx is WeCom (or its gateway) answering: reachable, if unusable.
                 reached = resp.status < 500 and resp.status != 429
@@ -920,6 +944,19 @@ class WeComClient:
                 "limit": limit,
                 "cursor": cursor,
             },
+        )
+
+    async def upload_media(
+        self, media_type: str, *, filename: str, content: bytes, content_type: str
+    ) -> dict[str, Any]:
+        """``media/upload``: a temporary media id (``media_id``), valid three days.
+
+        Content sent later is uploaded close to send time (an id expires: 40007).
+        """
+        return await self.call(
+            "media/upload",
+            params={"type": media_type},
+            upload=MediaFile(filename=filename, content=content, content_type=content_type),
         )
 
     async def send_welcome_msg(

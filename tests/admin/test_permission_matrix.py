@@ -122,6 +122,10 @@ def test_the_matrix_covers_the_console_and_the_api() -> None:
     assert {"home", "users", "api_keys", "audit", "api_me", "api_openapi", "api_docs"} <= names
     assert {"review_queue", "review_case", "review_decide", "review_unmask", "review_bulk"} <= names
     assert any(c.path == "/api/v1/archive/messages" for c in CASES)
+    # The lexicon compliance owns and the reply library (issue 11).
+    assert {"lexicon", "lexicon_dry_run", "lexicon_publish", "lexicon_rollback"} <= names
+    assert {"snippets", "snippet_create", "snippet_approve", "snippet_image"} <= names
+    assert {"api_lexicon", "api_snippets", "api_snippet_used"} <= names
     assert {"customer_list", "customer_detail", "customer_timeline", "customer_unmask"} <= names
     assert {"api_customers", "api_customer"} <= names
 

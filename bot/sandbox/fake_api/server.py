@@ -16,7 +16,16 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from bot.sandbox.fake_api import contacts, group_chats, groupmsg, mass_send, messages, oauth, tags
+from bot.sandbox.fake_api import (
+    contacts,
+    group_chats,
+    groupmsg,
+    mass_send,
+    media,
+    messages,
+    oauth,
+    tags,
+)
 from bot.sandbox.fake_api.base import Call, Handler, WeComApiError, answer, api_name
 from bot.sandbox.fake_api.records import IssuedToken
 from bot.sandbox.fake_api.state import STATE_KEY, SandboxState
@@ -56,6 +65,7 @@ ERRMSGS: Final[dict[int, str]] = {
     60123: "invalid party id",
     81013: "user & party & tag all invalid",
     84061: "not external contact",
+    **media.ERRMSGS,
 }
 
 
@@ -85,6 +95,7 @@ ROUTES: Final[dict[str, Handler]] = {
     **groupmsg.ROUTES,
     **group_chats.ROUTES,
     **oauth.ROUTES,
+    **media.ROUTES,
 }
 
 
@@ -122,7 +133,9 @@ async def _api(request: web.Request) -> web.StreamResponse:
         return web.Response(status=state.outage_status, text="upstream unavailable")
     try:
         body: dict[str, Any] = {}
-        if request.can_read_body:
+        if request.content_type == "multipart/form-data":
+            body = await media.read_upload(request)  # media/upload: a file, not JSON
+        elif request.can_read_body:
             try:
                 parsed = json.loads(await request.read() or b"{}")
             except ValueError:
@@ -179,6 +192,7 @@ def build_fake_wecom_app(state: SandboxState) -> web.Application:
     app.router.add_post("/sandbox/tokens/invalidate", _control_invalidate)
     app.router.add_get("/sandbox/calls", _control_calls)
     messages.add_controls(app)
+    media.add_controls(app)
     mass_send.add_controls(app)
     oauth.add_routes(app)
     return app

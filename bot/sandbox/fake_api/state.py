@@ -96,6 +96,8 @@ class SandboxState:
     tokens: dict[str, IssuedToken] = field(default_factory=dict, repr=False)
     jsapi_tickets: dict[str, IssuedTicket] = field(default_factory=dict, repr=False)
     oauth_codes: dict[str, OAuthCode] = field(default_factory=dict, repr=False)
+    #: Uploaded temporary media (``media.py``): WeCom forgets each after 3 days.
+    media: dict[str, Any] = field(default_factory=dict, repr=False)
     calls: Counter[str] = field(default_factory=Counter)
 
     _faults: dict[str, deque[int]] = field(default_factory=dict, repr=False)
