@@ -379,6 +379,8 @@ class CaseView:
     customer_id: str
     earlier: list[bot_models.ReviewCase]
     audit_entries: list[audit.AuditRecord]
+    # How the message came in: through an API key (named), the archive puller, a callback.
+    ingested_via: str
 
 
 # The pipeline hands an advisor line the last CONTEXT_TURNS text turns of its
@@ -512,7 +514,22 @@ async def case_view(*, case: bot_models.ReviewCase) -> CaseView:
         audit_entries=await audit.entries(
             where=audit.AuditFilter(target=case_target(case.id)), limit=20
         ),
+        ingested_via=await ingested_via(message),
     )
+
+
+async def ingested_via(message: bot_models.Message) -> str:
+    """「API 密钥 core-banking（ab12cd34）」, 「会话存档拉取」 or 「企业微信回调」."""
+    sender = message.ingested_by or ""
+    if sender.startswith("api_key:"):
+        key_id = sender.split(":", 1)[1]
+        key = await admin_service.api_key_by_key_id(key_id=key_id)
+        if key_id == "bootstrap":
+            return "API 令牌 SIYU_API__TOKEN（已弃用）"
+        return f"API 密钥 {key.name}（{key_id}）" if key is not None else f"API 密钥 {key_id}"
+    if sender:
+        return sender
+    return "会话存档拉取" if message.source == "archive" else "企业微信回调"
 
 
 def department_label(department: str) -> str:

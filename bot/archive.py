@@ -185,8 +185,14 @@ def _record_text(rec: dict[str, Any]) -> str:
     return ""
 
 
-def record_to_draft(rec: dict[str, Any]) -> MessageDraft:
+# The queued payload's key beside "record": who sent it through the API.
+SENDER_KEY = "sender"
+MAX_SENDER_CHARS = 80
+
+
+def record_to_draft(rec: dict[str, Any], *, sender: str | None = None) -> MessageDraft:
     action = rec.get("action", "send")
+    ingested_by = sender[:MAX_SENDER_CHARS] if isinstance(sender, str) and sender else None
     if action == "switch":
         user = rec["user"]
         return MessageDraft(
@@ -202,6 +208,7 @@ def record_to_draft(rec: dict[str, Any]) -> MessageDraft:
             action="switch",
             text="",
             advisor_userid=user,
+            ingested_by=ingested_by,
         )
     sender = rec["from"]
     tolist = tuple(rec.get("tolist") or ())
@@ -255,6 +262,7 @@ def record_to_draft(rec: dict[str, Any]) -> MessageDraft:
         content=content,
         advisor_userid=advisor,
         external_userid=external,
+        ingested_by=ingested_by,
     )
 
 
@@ -294,8 +302,14 @@ def archive_dedup_key(msgid: str) -> str:
 INGEST_WINDOW = 4 * MAX_ENQUEUE_BATCH
 
 
-async def ingest_records(stream: InboundStream, records: list[Any]) -> IngestReport:
+async def ingest_records(
+    stream: InboundStream, records: list[Any], *, sender: str | None = None
+) -> IngestReport:
     """Queue each valid record once; bad records are reported, not queued.
+
+    ``sender`` names who handed the records in (``api_key:<key id>``, as the audit log
+    names a caller); the stored message keeps it.  A record already queued keeps the
+    sender it came with first.
 
     Raises ``redis.RedisError`` if Redis fails: the caller reports failure and
     the sender retries (records already queued dedup on retry).
@@ -304,7 +318,7 @@ async def ingest_records(stream: InboundStream, records: list[Any]) -> IngestRep
     for start in range(0, len(records), INGEST_WINDOW):
         window = records[start : start + INGEST_WINDOW]
         outcomes = await asyncio.gather(
-            *(_ingest_one(stream, rec) for rec in window), return_exceptions=True
+            *(_ingest_one(stream, rec, sender) for rec in window), return_exceptions=True
         )
         failure: BaseException | None = None
         for index, (rec, outcome) in enumerate(zip(window, outcomes, strict=True), start):
@@ -332,8 +346,11 @@ async def ingest_records(stream: InboundStream, records: list[Any]) -> IngestRep
     return report
 
 
-async def _ingest_one(stream: InboundStream, rec: Any) -> EnqueueResult:
+async def _ingest_one(stream: InboundStream, rec: Any, sender: str | None) -> EnqueueResult:
     validate_record(rec)
+    payload: dict[str, Any] = {"record": rec}
+    if sender:
+        payload[SENDER_KEY] = sender
     return await stream.enqueue(
-        source=Source.ARCHIVE, dedup_key=archive_dedup_key(rec["msgid"]), payload={"record": rec}
+        source=Source.ARCHIVE, dedup_key=archive_dedup_key(rec["msgid"]), payload=payload
     )

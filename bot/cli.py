@@ -296,6 +296,8 @@ def cmd_messages_export(args: argparse.Namespace, ctx: CliContext) -> int:
                         "direction": m.direction,
                         "masked_text": m.masked_text,
                         "analysis": m.analysis,
+                        # Which API key handed it in ("api_key:<key id>"), else null.
+                        "ingested_by": m.ingested_by,
                     }
                     sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
                     n += 1

@@ -521,6 +521,7 @@ def _message_row(
         "analysis": analysis.to_dict() if analysis else None,
         "customer_id": customer.id if customer else None,
         "advisor_id": advisors[draft.advisor_userid] if draft.advisor_userid else None,
+        "ingested_by": draft.ingested_by,
     }
 
 

@@ -162,6 +162,9 @@ class Message(Timestamped):
     advisor: fields.ForeignKeyNullableRelation[Advisor] = fields.ForeignKeyField(
         "models.Advisor", related_name="messages", null=True, on_delete=fields.SET_NULL
     )
+    # Who handed it in through the API: "api_key:<key id>" (admin's key, named as the
+    # audit log names a caller); NULL for the archive puller, callbacks and the CLI.
+    ingested_by = fields.CharField(max_length=80, null=True)
 
     class Meta:
         table = "bot_message"

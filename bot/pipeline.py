@@ -36,7 +36,7 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 from bot import service as bot_service
-from bot.archive import record_to_draft
+from bot.archive import SENDER_KEY, record_to_draft
 from bot.flows import (
     EventContext,
     MessageToStore,
@@ -101,7 +101,7 @@ def _text_of_callback(inbound: Inbound) -> str:
 
 def normalise(item: QueuedItem) -> Draft:
     if item.source is Source.ARCHIVE:
-        return record_to_draft(item.payload["record"])
+        return record_to_draft(item.payload["record"], sender=item.payload.get(SENDER_KEY))
     inbound = parse_inbound(item.payload["xml"])
     if inbound.kind == "message":
         return MessageDraft(

@@ -63,6 +63,8 @@ class MessageDraft:
     content: dict[str, Any] = field(default_factory=dict)
     advisor_userid: str | None = None
     external_userid: str | None = None
+    # Who handed an archive record in through the API ("api_key:<key id>"), if anyone.
+    ingested_by: str | None = None
 
     @property
     def analysis_role(self) -> Literal["advisor", "customer"]:

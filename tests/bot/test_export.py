@@ -76,6 +76,7 @@ def stored(cli_env: None, settings: Settings) -> None:  # noqa: F811 (the fixtur
                     masked_text=f"text {msgid}",
                     has_violation=violation,
                     advisor=advisors[advisor] if advisor else None,
+                    ingested_by="api_key:ab12cd34" if msgid == "noon" else None,
                 )
 
     asyncio.run(seed())
@@ -128,6 +129,18 @@ def test_explicit_offsets(capsys: pytest.CaptureFixture[str]) -> None:
     assert export(
         capsys, "--since", "2026-10-31T16:00:00+00:00", "--until", "2026-11-01T03:00:00+08:00"
     ) == ["midnight"]
+
+
+@pytest.mark.usefixtures("stored", "process_tz")
+def test_each_line_names_the_key_that_sent_it(capsys: pytest.CaptureFixture[str]) -> None:
+    from siyu.cli import main
+
+    capsys.readouterr()
+    assert main(["messages", "export"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    sent = {line["msgid"]: line["ingested_by"] for line in lines}
+    assert sent.pop("noon") == "api_key:ab12cd34"
+    assert sent and set(sent.values()) == {None}
 
 
 @pytest.mark.usefixtures("stored", "process_tz")
