@@ -1010,7 +1010,7 @@ async def do_submit(
             Problem(
                 f"steps[{f['step']}].content.{f['field']}",
                 "compliance_violation",
-                f"第 {f['step']} 步内容违规：「{f['evidence']}」（{f['basis'] or f['category']}）",
+                f"内容违规：「{f['evidence']}」（{f['basis'] or f['category']}）",
             )
         )
     async with in_transaction() as conn:

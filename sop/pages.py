@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from importlib import resources
@@ -105,6 +106,70 @@ FIELD_LABELS = {
     "link.desc": "链接摘要",
     "miniprogram.title": "小程序标题",
 }
+_FIELD_NAMES = {
+    "name": "活动名称",
+    "description": "说明",
+    "segment": "客群",
+    "trigger": "触发方式",
+    "trigger.kind": "触发方式",
+    "trigger.state": "触发 · 渠道 State",
+    "trigger.tag": "触发 · 标签",
+    "trigger.intent": "触发 · 客户意图",
+    "trigger.attribute": "触发 · 日期属性",
+    "trigger.days_before": "触发 · 提前天数",
+    "trigger.days": "触发 · 无互动天数",
+    "audience": "受众",
+    "reentry": "再次入组",
+    "goal": "目标",
+    "goal.intent": "目标 · 客户意图",
+    "goal.tag": "目标 · 标签",
+    "product": "推广产品",
+    "product.code": "产品代码",
+    "product.name": "产品名称",
+    "product.risk_level": "产品风险等级",
+    "steps": "步骤",
+    "comment": "审核意见",
+    "name_": "步骤名称",
+    "delivery": "触达方式",
+    "anchor": "起算",
+    "offset_days": "偏移天数",
+    "offset_minutes": "偏移分钟",
+    "at_time": "发送时刻",
+    "window_start": "窗口开始",
+    "window_end": "窗口结束",
+    "skip_weekends": "跳过周末",
+    "skip_holidays": "跳过节假日",
+    "content.text": "正文",
+    "content.link": "链接",
+    "content.link.title": "链接标题",
+    "content.link.url": "链接地址",
+    "content.link.desc": "链接摘要",
+    "content.link.picurl": "链接封面图",
+    "content.media": "素材",
+    "content.media.url": "素材地址",
+    "content.miniprogram": "小程序",
+    "content.miniprogram.title": "小程序标题",
+    "content.miniprogram.appid": "小程序 AppID",
+    "content.miniprogram.page": "小程序页面",
+    "content.miniprogram.pic_url": "小程序封面图",
+}
+_STEP_FIELD = re.compile(r"^steps\[(\d+)\](?:\.(.+))?$")
+_EXIT_FIELD = re.compile(r"^exit_conditions\[(\d+)\](?:\.tag)?$")
+
+
+def field_label(field: str) -> str:
+    """A problem's field as marketing reads it: ``steps[2].content.text`` → 第 2 步 · 正文."""
+    m = _STEP_FIELD.match(field)
+    if m:
+        rest = m.group(2) or ""
+        name = _FIELD_NAMES.get("name_" if rest == "name" else rest, rest)
+        return f"第 {m.group(1)} 步" + (f" · {name}" if name else "")
+    m = _EXIT_FIELD.match(field)
+    if m:
+        return f"退出条件 {m.group(1)}"
+    return _FIELD_NAMES.get(field, field)
+
+
 NOTICES = {
     "created": ("ok", "活动已保存为草稿。"),
     "saved": ("ok", "已保存。"),
@@ -233,6 +298,7 @@ def _render(
         "may_write": _may(request, "campaigns:write"),
         "may_approve": _may(request, "campaigns:approve"),
         "sop_static": sop_static_url,
+        "field_label": field_label,
         "notice": NOTICES.get(request.query.get("done", "")),
     }
     return aiohttp_jinja2.render_template(template, request, {**base, **context}, status=status)

@@ -121,6 +121,9 @@ class VersionStats:
 class CampaignStats:
     campaign_id: int
     versions: list[VersionStats]
+    # Customers (enrolments) that got at least one touch planned, reminded, sent,
+    # confirmed, or answered within 3 days: the funnel counts people, not touches.
+    reached: dict[str, int] = field(default_factory=dict)
 
     def totals(self) -> dict[str, Any]:
         steps = [s for v in self.versions for s in v.steps]
@@ -146,15 +149,16 @@ class CampaignStats:
         }
 
     def funnel(self) -> list[tuple[str, str, int]]:
-        """``(key, label, value)`` from enrolment to goal, for the chart and the CSV."""
+        """``(key, label, customers)`` from enrolment to goal, for the chart and the API."""
         t = self.totals()
+        r = self.reached
         return [
             ("enrolled", "入组客户", t["enrolled"]),
-            ("planned", "计划触达", t["planned"]),
-            ("reminded", "已提醒客户经理", t["reminded"]),
-            ("sent", "已发送", t["sent"]),
-            ("confirmed", "企业微信确认送达", t["confirmed"]),
-            ("replied_within_3d", "3 天内回复", t["replied_within_3d"]),
+            ("planned", "已计划触达", r.get("planned", 0)),
+            ("reminded", "已提醒客户经理", r.get("reminded", 0)),
+            ("sent", "已发送", r.get("sent", 0)),
+            ("confirmed", "企业微信确认送达", r.get("confirmed", 0)),
+            ("replied_within_3d", "3 天内回复", r.get("replied", 0)),
             ("goal_reached", "达成目标", t["goal_reached"]),
         ]
 
@@ -162,7 +166,7 @@ class CampaignStats:
         return {
             "campaign_id": self.campaign_id,
             "totals": self.totals(),
-            "funnel": [{"key": k, "label": label, "value": v} for k, label, v in self.funnel()],
+            "funnel": [{"key": k, "label": label, "customers": v} for k, label, v in self.funnel()],
             "versions": [v.as_dict() for v in self.versions],
         }
 
@@ -256,7 +260,21 @@ async def campaign_stats(campaign: Campaign) -> CampaignStats:
         elif state == "failed":
             reason = str(r["reason"] or "")
             s.failed[reason] = s.failed.get(reason, 0) + n
-    return CampaignStats(campaign_id=campaign.id, versions=[by_id[v.id] for v in versions])
+    _, rows = await conn.execute_query(
+        "SELECT COUNT(DISTINCT t.enrolment_id) AS planned,"  # noqa: S608 - fixed fragments only
+        " COUNT(DISTINCT CASE WHEN t.reminded_at IS NOT NULL THEN t.enrolment_id END) AS reminded,"
+        " COUNT(DISTINCT CASE WHEN t.state IN ('sent', 'confirmed') THEN t.enrolment_id END)"
+        " AS sent,"
+        " COUNT(DISTINCT CASE WHEN t.state = 'confirmed' THEN t.enrolment_id END) AS confirmed,"
+        f" COUNT(DISTINCT CASE WHEN {_replied_in_window(conn)} THEN t.enrolment_id END)"
+        " AS replied"
+        f" FROM sop_touch t WHERE t.campaign_id = {ph}",
+        [campaign.id],
+    )
+    reached = {k: int(v or 0) for k, v in dict(rows[0]).items()} if rows else {}
+    return CampaignStats(
+        campaign_id=campaign.id, versions=[by_id[v.id] for v in versions], reached=reached
+    )
 
 
 async def campaign_counts(campaign_ids: Sequence[int]) -> dict[int, dict[str, int]]:

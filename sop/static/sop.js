@@ -56,17 +56,19 @@
   var PALETTE = ["#2f6fde", "#2a9d8f", "#f4a261", "#7b61c9", "#e0523f", "#6c757d", "#c9a227"];
 
   function funnelOption(block) {
+    var top = Math.max.apply(null, block.map(function (d) { return d.value; }).concat([1]));
     return {
       color: PALETTE,
       animation: false,
       tooltip: { trigger: "item", renderMode: "richText", formatter: "{b}：{c}" },
       series: [{
         type: "funnel",
-        left: "8%", right: "8%", top: 8, bottom: 8,
+        left: 8, top: 8, bottom: 8, width: "58%",
         sort: "none",
-        minSize: "8%",
+        min: 0, max: top, minSize: "4%",
         gap: 2,
-        label: { show: true, position: "inside", formatter: "{b} {c}" },
+        label: { show: true, position: "right", formatter: "{b}  {c}", color: "#1f2733" },
+        labelLine: { show: true, length: 12 },
         data: block,
       }],
     };
