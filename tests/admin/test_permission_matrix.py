@@ -121,6 +121,11 @@ def test_the_matrix_covers_the_console_and_the_api() -> None:
     names = {c.name for c in CASES}
     assert {"home", "users", "api_keys", "audit", "api_me", "api_openapi", "api_docs"} <= names
     assert {"review_queue", "review_case", "review_decide", "review_unmask", "review_bulk"} <= names
+    assert {"sop_campaigns", "sop_new", "sop_create", "sop_review", "sop_approve"} <= names
+    assert {"sop_reject", "sop_activate", "sop_results", "sop_results_csv"} <= names
+    paths = {c.path for c in CASES}
+    assert {"/api/v1/campaigns", "/api/v1/campaigns/{campaign_id}/approve"} <= paths
+    assert "/api/v1/campaigns/{campaign_id}/stats" in paths
     assert any(c.path == "/api/v1/archive/messages" for c in CASES)
     # The lexicon compliance owns and the reply library (issue 11).
     assert {"lexicon", "lexicon_dry_run", "lexicon_publish", "lexicon_rollback"} <= names
