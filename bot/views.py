@@ -114,12 +114,14 @@ async def compliance_check(request: web.Request) -> web.Response:
         where = ".".join(str(p) for p in first["loc"]) or "body"
         return _error(400, "bad_request", f"field {where!r}: {first['msg']}", field=where)
     if len(body.text) > 100_000:
-        return _error(413, "too_long", "text longer than 100,000 characters")
+        return _error(413, "too_long", "text longer than 100,000 characters", field="text")
     context: tuple[Turn, ...] | None = None
     if body.context is not None:
         context = tuple(Turn(role=t.role, text=t.text) for t in body.context)
         if sum(len(t.text) for t in context) > 100_000:
-            return _error(413, "too_long", "context longer than 100,000 characters")
+            return _error(
+                413, "too_long", "context longer than 100,000 characters", field="context"
+            )
     # Counted once the request is well formed: a caller's typo costs it nothing.
     principal = principal_of(request)
     limits = request.app.get(CHECK_LIMITS)

@@ -7,6 +7,7 @@ tags, ``customers:read`` reads them).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aiohttp import web
@@ -21,8 +22,25 @@ from tagging.models import CustomerTag, Tag, TagGroup, TagRule
 from tagging.schemas import AudienceIn, CustomerTagIn, GroupEdit, GroupIn, TagEdit, TagIn
 
 
-def error(status: int, code: str, message: str, **extra: Any) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message, **extra}}, status=status)
+def error(
+    status: int, code: str, message: str, *, field: str | None = None, **extra: Any
+) -> web.Response:
+    """The house error body; ``field`` names the one field at fault, when one is."""
+    return web.json_response(
+        {"error": {"code": code, "message": message, "field": field, **extra}}, status=status
+    )
+
+
+# Refusals of the flows whose field the code or the message's "field: …" prefix names.
+_CODE_FIELDS = {"duplicate_name": "name", "wecom_group": "sync_to_wecom"}
+_FIELD_PREFIX = re.compile(r"^([A-Za-z_][\w.\[\]]*): ")
+
+
+def field_of(exc: flows.TaggingError) -> str | None:
+    if exc.code in _CODE_FIELDS:
+        return _CODE_FIELDS[exc.code]
+    m = _FIELD_PREFIX.match(exc.message)
+    return m.group(1) if m else None
 
 
 def actor_of(request: web.Request) -> Actor:
@@ -42,7 +60,7 @@ async def _body(request: web.Request, shape: type[BaseModel]) -> Any:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise _Bad(error(400, "invalid_input", f"{where}: {first['msg']}")) from None
+        raise _Bad(error(400, "invalid_input", f"{where}: {first['msg']}", field=where)) from None
 
 
 class _Bad(Exception):
@@ -110,7 +128,12 @@ async def _guarded(request: web.Request, work: Any) -> web.Response:
     except flows.NotFound as exc:
         return error(404, exc.code, exc.message)
     except flows.TaggingError as exc:
-        return error(409 if exc.code == "duplicate_name" else 400, exc.code, exc.message)
+        return error(
+            409 if exc.code == "duplicate_name" else 400,
+            exc.code,
+            exc.message,
+            field=field_of(exc),
+        )
     return result
 
 
@@ -303,7 +326,8 @@ PREVIEW_MAX = 100
 
 
 def _invalid(exc: audience.ExpressionError) -> web.Response:
-    return error(400, "invalid_expression", exc.message, position=exc.position)
+    # Every audience route takes its expression as ``expr`` (query or body).
+    return error(400, "invalid_expression", exc.message, field="expr", position=exc.position)
 
 
 @requires("customers:read")
@@ -331,9 +355,9 @@ async def audience_preview(request: web.Request) -> web.Response:
     try:
         limit = int(request.query.get("limit", "20"))
     except ValueError:
-        return error(400, "invalid_input", "limit must be a number")
+        return error(400, "invalid_input", "limit must be a number", field="limit")
     if not 1 <= limit <= PREVIEW_MAX:
-        return error(400, "invalid_input", f"limit must be 1..{PREVIEW_MAX}")
+        return error(400, "invalid_input", f"limit must be 1..{PREVIEW_MAX}", field="limit")
     try:
         node = await flows.check_audience(expr=expr)
         rows = await audience.preview(node, limit=limit)
@@ -384,7 +408,7 @@ def _rule_error(exc: flows.TaggingError) -> web.Response:
     extra = {}
     if getattr(exc, "position", None) is not None:
         extra["position"] = exc.position  # type: ignore[attr-defined]
-    return error(400, exc.code, exc.message, **extra)
+    return error(400, exc.code, exc.message, field=field_of(exc), **extra)
 
 
 def _dry(d: rules.DryRun) -> dict[str, Any]:
