@@ -26,11 +26,21 @@ from bot.sandbox.fake_api.base import Call, Handler, WeComApiError
 if TYPE_CHECKING:
     from bot.sandbox.fake_api.state import SandboxState
 
-__all__ = ["ERRMSGS", "MEDIA_TTL_S", "ROUTES", "MediaRecord", "add_controls", "check_media"]
+__all__ = [
+    "ERRMSGS",
+    "MAX_UPLOAD_BYTES",
+    "MEDIA_TTL_S",
+    "ROUTES",
+    "MediaRecord",
+    "add_controls",
+    "check_media",
+]
 
 MEDIA_TTL_S: Final = 3 * 24 * 3600
 _MIN_BYTES: Final = 5
 _MB: Final = 1024 * 1024
+#: The largest upload WeCom takes (a file), plus room for the multipart framing.
+MAX_UPLOAD_BYTES: Final = 20 * _MB + 64 * 1024
 # type -> (size limit, the errcode past it, accepted leading bytes or None for any)
 _TYPES: Final[dict[str, tuple[int, int, tuple[bytes, ...] | None]]] = {
     "image": (10 * _MB, 40009, (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")),

@@ -183,7 +183,8 @@ async def _control_calls(request: web.Request) -> web.Response:
 
 def build_fake_wecom_app(state: SandboxState) -> web.Application:
     """The fake WeCom API as an aiohttp app: ``/cgi-bin/...`` plus ``/sandbox/...`` levers."""
-    app = web.Application()
+    # Uploads reach 20 MB (media/upload, type file), past aiohttp's 1 MB default.
+    app = web.Application(client_max_size=media.MAX_UPLOAD_BYTES)
     app[STATE_KEY] = state
     app.router.add_route("*", "/cgi-bin/{api:.+}", _api)
     app.router.add_post("/sandbox/inject", _control_inject)
