@@ -85,12 +85,23 @@ def _config(base: AnalyzerConfig, violation: float, framed: float) -> AnalyzerCo
     )
 
 
-def held_files(fold: int, k: int) -> list[str]:
+HELD_FILE = "held.json"
+
+
+def held_files(fold: int, k: int, pool: tuple[str, ...] = DEV_POOL) -> list[str]:
     """The dev files held out in ``fold`` (whole files: one annotator each)."""
     # Sized by rows as training reads them (a thread counts its turns).
-    sizes = {name: len(read_rows(DATA_DIR / name)) for name in DEV_POOL}
+    sizes = {name: len(read_rows(DATA_DIR / name)) for name in pool}
     folds = file_folds(sizes, k)
-    return [name for name in DEV_POOL if folds[name] == fold]
+    return [name for name in pool if folds[name] == fold]
+
+
+def kept_held_files(fold_dir: Path, fold: int, k: int) -> list[str]:
+    """What a kept fold held out: recorded beside its models (the pool may have grown)."""
+    record = fold_dir / HELD_FILE
+    if record.is_file():
+        return [str(n) for n in json.loads(record.read_text(encoding="utf-8"))]
+    return held_files(fold, k)
 
 
 def score_fold(model_dir: Path, names: list[str]) -> dict[str, EvalReport]:
@@ -161,6 +172,8 @@ def _run_fold(
             output_dir=out_dir, epochs=epochs, seed=seed, dev_exclude=exclude, **(overrides or {})
         )
         train_all(options, threads=1)
+        if keep is not None:
+            (out_dir / HELD_FILE).write_text(json.dumps(names), encoding="utf-8")
         return score_fold(out_dir, names)
 
 
@@ -204,9 +217,10 @@ def rescore(keep: Path, k: int) -> tuple[dict[str, EvalReport], dict[str, Thread
     parts = []
     threads: dict[str, ThreadReport] = {}
     for fold in range(k):
-        names = held_files(fold, k)
-        parts.append(score_fold(keep / f"fold{fold}", names))
-        threads.update(score_fold_threads(keep / f"fold{fold}", names))
+        fold_dir = keep / f"fold{fold}"
+        names = kept_held_files(fold_dir, fold, k)
+        parts.append(score_fold(fold_dir, names))
+        threads.update(score_fold_threads(fold_dir, names))
     return _pooled(parts), threads
 
 
