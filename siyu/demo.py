@@ -116,6 +116,24 @@ async def _seed_operators(data_dir: Path, demo: dict[str, Any]) -> str:
     )
 
 
+async def _seed_campaign(app: Any) -> None:
+    """One running example campaign (a maturity reminder), so SOP 运营 is not empty."""
+    from admin import service as admin_service
+    from bot.keys import ANALYZER
+    from core.audit import Actor
+    from sop import campaigns
+
+    author = await admin_service.operator_by_name(name="marketing")
+    approver = await admin_service.operator_by_name(name="compliance")
+    if author is None or approver is None:
+        return
+    await campaigns.seed_demo_campaign(
+        author=Actor("operator", str(author.id), author.name),
+        approver=Actor("operator", str(approver.id), approver.name),
+        analyzer=app[ANALYZER],
+    )
+
+
 def _write_secrets(path: Path, values: dict[str, Any]) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
@@ -171,6 +189,7 @@ async def run_demo(
     runner, bound = await start_site(app, settings.http.host, settings.http.port)
     base = f"http://127.0.0.1:{bound}"
     operators = await _seed_operators(data_dir, demo)
+    await _seed_campaign(app)
     print(
         f"""
 siyu demo is running (data under {data_dir})

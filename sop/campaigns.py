@@ -1322,3 +1322,73 @@ def today_local() -> date:
 
 def local_midnight(day: date) -> datetime:
     return datetime.combine(day, time(0, 0), tzinfo=timing.SHANGHAI)
+
+
+# ---------------------------------------------------------------- the demo's example
+
+
+def demo_spec() -> CampaignIn:
+    """A maturity reminder: the advisor is reminded a week before, the customer gets a
+    mass-send the day before (workdays only)."""
+    return CampaignIn.model_validate(
+        {
+            "name": "理财到期提醒",
+            "description": "产品到期前 7 天提醒客户经理，到期前一天向客户群发到期安排",
+            "segment": "bank",
+            "trigger": {"kind": "attribute_date", "attribute": "maturity_date", "days_before": 7},
+            "reentry": "after_exit",
+            "exit_conditions": [
+                {"kind": "replied"},
+                {"kind": "opted_out"},
+                {"kind": "relation_deleted"},
+                {"kind": "goal"},
+            ],
+            "goal": {"intent": "purchase_intent"},
+            "product": {"code": "WM-365", "name": "稳享理财 365 天", "risk_level": "R2"},
+            "steps": [
+                {
+                    "name": "提醒客户经理",
+                    "at_time": "10:00",
+                    "delivery": "reminder",
+                    "content": {
+                        "kind": "text",
+                        "text": "{customer_name}您好，您持有的{product_name}将于{maturity_date}"
+                        "到期，如需了解续作安排可随时联系我。",
+                    },
+                },
+                {
+                    "name": "到期前一天群发",
+                    "offset_days": 6,
+                    "at_time": "10:00",
+                    "skip_weekends": True,
+                    "skip_holidays": True,
+                    "delivery": "mass_send",
+                    "content": {
+                        "kind": "link",
+                        "text": "{customer_name}您好，您的产品明天到期，资金将按合同约定划回。",
+                        "link": {
+                            "title": "到期资金安排说明",
+                            "url": "https://www.example.com/maturity",
+                            "desc": "到期资金将按合同约定划回您的账户。",
+                        },
+                    },
+                },
+            ],
+        }
+    )
+
+
+async def seed_demo_campaign(*, author: Actor, approver: Actor, analyzer: Any) -> Campaign | None:
+    """The demo's example, built, approved and activated through the use cases (so its
+    audit trail reads as a real one); nothing when any campaign exists already."""
+    if await Campaign.all().exists():
+        return None
+    saved = await do_create_campaign(
+        spec=demo_spec(), actor=author, analyzer=analyzer, source="demo"
+    )
+    cid = saved.campaign.id
+    await do_submit(campaign_id=cid, actor=author, analyzer=analyzer, source="demo")
+    await do_approve(
+        campaign_id=cid, version=1, comment="示例活动：内容已核对", actor=approver, source="demo"
+    )
+    return await do_activate(campaign_id=cid, actor=author, source="demo")
