@@ -189,7 +189,12 @@ async def _console(request: web.Request, handler: Handler, access: Access) -> we
             if _is_htmx(request):
                 return web.Response(status=401, headers={"HX-Redirect": target})
             return see_other(target)
-    if request.method in UNSAFE_METHODS and not await _csrf_ok(request, session):
+    try:
+        csrf_refused = request.method in UNSAFE_METHODS and not await _csrf_ok(request, session)
+    except web.HTTPRequestEntityTooLarge:
+        # Reading the form for its token hit the size limit: the shell's page, not aiohttp's.
+        return error_page(request, 413)
+    if csrf_refused:
         log.warning("csrf refused", extra={"operator_id": op.id, "route": route_name})
         return error_page(request, 403, detail="页面已过期或请求来源不明，请刷新页面后重试。")
     principal = operator_principal(op, console)
@@ -270,7 +275,11 @@ async def _api(request: web.Request, handler: Handler, access: Access | None) ->
         if session_found is None or session_found[0].stage != "full":
             return api_error(401, "sign in, or send Authorization: Bearer <API key>")
         session, op = session_found
-        if request.method in UNSAFE_METHODS and not await _csrf_ok(request, session):
+        try:
+            csrf_refused = request.method in UNSAFE_METHODS and not await _csrf_ok(request, session)
+        except web.HTTPRequestEntityTooLarge:
+            return api_error(413, "request body too large")
+        if csrf_refused:
             return api_error(403, "missing or wrong CSRF token", code="csrf")
         how = "session"
         request[SESSION] = session
