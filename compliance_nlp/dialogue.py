@@ -167,6 +167,7 @@ class DialogueRules:
             turn = next(((j, n, m) for j, n, m in asked if _first(frame.ask, n)), None)
             if turn is None:
                 continue
+            reading.asked.add(frame.category)
             index, answered, masked = turn
             if _first(frame.exempt, answered) or _first(frame.exempt_reply, text):
                 reading.cleared[frame.category] = "fact"
@@ -224,7 +225,9 @@ class Reading:
     the category become review and the model's are dropped; ``"model"`` — refused or
     corrected further on: the model's findings of the category are dropped (the line
     rules read negation themselves). ``refused``: the reply refuses outright what a
-    frame's question asked; the model's findings of every category are dropped. The
+    frame's question asked; the model's findings of every category are dropped.
+    ``asked``: the categories whose questions were recognised; a model finding the
+    conversation made (``context_index``) needs one. The
     model reads the line with the question but
     scores 「会的」 after 「会不会亏」 like 「不会的」: a frame that understood the answer
     knows better.
@@ -233,6 +236,7 @@ class Reading:
     findings: list[Finding] = field(default_factory=list)
     cleared: dict[str, str] = field(default_factory=dict)
     refused: bool = False
+    asked: set[str] = field(default_factory=set)
 
     def apply(self, found: list[Finding], *, model: bool) -> list[Finding]:
         """``found`` (the model's findings when ``model``, else the line rules') read
@@ -242,6 +246,11 @@ class Reading:
         for f in found:
             how = self.cleared.get(f.category)
             if how == "fact" or (model and (how or self.refused)):
+                continue
+            if model and f.context_index is not None and not self.asked:
+                # The model says the question made the line a violation, but no frame
+                # recognises a question about anything a rule forbids
+                # (「周一网点人是不是特别多😂」 → 「这个您懂的😂」).
                 continue
             if how == "all":
                 f = replace(f, severity="review")
