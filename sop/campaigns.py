@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
+from datetime import UTC, datetime, time
 from typing import Any
 from urllib.parse import urlparse
 
@@ -1291,37 +1291,31 @@ async def do_archive(*, campaign_id: int, actor: Actor, source: str = "") -> Cam
 
 
 async def do_opt_out(*, external_userid: str, reason: str, actor: Actor, source: str = "") -> bool:
-    """An operator's opt-out for a customer (the engine records customers' own 退订)."""
+    """An operator's opt-out for a customer: recorded once, and every journey the
+    customer is on ends (the engine's rule, shared with the customer's own 退订)."""
+    from sop.engine import enrol
+
     external_userid = external_userid.strip()
     if not external_userid or len(external_userid) > 64:
         raise CampaignInvalid([Problem("external_userid", "invalid", "客户 ID 无效")])
     async with in_transaction() as conn:
-        existing = await OptOut.filter(customer=external_userid).using_db(conn).first()
-        if existing is None:
-            await OptOut.create(
-                using_db=conn,
-                customer=external_userid,
-                source=OptOutSource.OPERATOR,
-                reason=reason[:255],
-                by=actor.ref,
-            )
+        existed = await OptOut.filter(customer=external_userid).using_db(conn).exists()
+        ended = await enrol.do_opt_out(
+            conn,
+            customer=external_userid,
+            source=OptOutSource.OPERATOR,
+            by=actor.ref,
+            reason=reason,
+        )
         await audit.append(
             conn=conn,
             actor=actor,
             action="sop.opt_out",
             target=f"customer:{external_userid[:8]}",
             source=source,
-            detail={"new": existing is None},
+            detail={"new": not existed, "journeys_ended": ended},
         )
-    return existing is None
-
-
-def today_local() -> date:
-    return datetime.now(UTC).astimezone(timing.SHANGHAI).date()
-
-
-def local_midnight(day: date) -> datetime:
-    return datetime.combine(day, time(0, 0), tzinfo=timing.SHANGHAI)
+    return not existed
 
 
 # ---------------------------------------------------------------- the demo's example

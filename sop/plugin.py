@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from core.domain import Domain
 from sop import engine, pages, views
+from sop.cli import register as register_cli
 
 # The engine's part: pipeline hooks (triggers, exits), the scheduler, trigger and
 # results jobs, and the outbox policies for sop.* rows (re-check, settle).
@@ -22,4 +23,6 @@ DOMAIN = Domain(
     routes={"admin": (views.add_routes,)},
     # The console's pages: list, builder, campaign, approval, results.
     pages=(pages.add_pages,),
+    # `siyu campaigns …`: list, show, stats, pause/resume/archive, opt-out.
+    cli=register_cli,
 )
