@@ -40,7 +40,7 @@ from bot.models import Customer
 from compliance_nlp.types import INTENTS
 from core import audit
 from core.audit import Actor
-from sop.engine import holidays, timing
+from sop.engine import holidays, specs, timing
 from sop.models import (
     Anchor,
     Campaign,
@@ -74,15 +74,18 @@ MINIPROGRAM_TITLE_MAX_BYTES = 64
 STATE_MAX_CHARS = 30
 MAX_STEPS = 20
 
-#: Variables a step's text may use, with the most bytes each can expand to (the
-#: stored column widths, three bytes a CJK character): the size check assumes the
-#: longest, so a long name never pushes a sent message over WeCom's limit.
+#: Variables a step's text may use: the engine's (``sop.engine.specs.VARIABLES``, what it
+#: fills at send time), each with the most bytes it can expand to (the stored column
+#: widths, three bytes a CJK character) — the size check assumes the longest, so a long
+#: name never pushes a sent message over WeCom's limit.
+_VARIABLE_MAX_BYTES = {
+    "customer_name": 128 * 3,
+    "advisor_name": 64 * 3,
+    "product_name": 64 * 3,
+    "maturity_date": len("2026年12月31日".encode()),
+}
 VARIABLES: dict[str, tuple[str, int]] = {
-    "customer_name": ("客户称呼", 128 * 3),
-    "advisor_name": ("客户经理姓名", 64 * 3),
-    "product_name": ("产品名称", 64 * 3),
-    "product_code": ("产品代码", 64),
-    "maturity_date": ("到期日", len("2026年12月31日".encode())),
+    name: (label, _VARIABLE_MAX_BYTES.get(name, 64 * 3)) for name, label in specs.VARIABLES.items()
 }
 _VARIABLE = re.compile(r"\{([^{}\s]{0,40})\}")
 
@@ -197,6 +200,12 @@ def _hhmm(value: str | None) -> time | None:
     return time(int(m.group(1)), int(m.group(2)))
 
 
+def _clock(value: str | None) -> str | None:
+    """A checked clock as the engine reads it: two-digit ``HH:MM``."""
+    parsed = _hhmm(value)
+    return parsed.strftime("%H:%M") if parsed is not None else None
+
+
 def expanded_bytes(text: str) -> int:
     """The most bytes ``text`` can take once its variables are filled in."""
     total = _bytes(text)
@@ -209,6 +218,10 @@ def expanded_bytes(text: str) -> int:
 
 def check_variables(text: str, *, where: str, has_product: bool) -> list[Problem]:
     problems = []
+    if "{" in _VARIABLE.sub("", text) or "}" in _VARIABLE.sub("", text):
+        problems.append(
+            Problem(where, "stray_brace", "花括号 { } 只能用于变量，例如 {customer_name}")
+        )
     for m in _VARIABLE.finditer(text):
         name = m.group(1)
         if name not in VARIABLES:
@@ -216,7 +229,7 @@ def check_variables(text: str, *, where: str, has_product: bool) -> list[Problem
             problems.append(
                 Problem(where, "unknown_variable", f"未知变量 {m.group(0)}；可用的变量：{allowed}")
             )
-        elif name in ("product_name", "product_code") and not has_product:
+        elif name == "product_name" and not has_product:
             problems.append(
                 Problem(
                     where,
@@ -609,6 +622,17 @@ async def check_campaign(spec: CampaignIn) -> CheckReport:
                     )
                 )
     report.problems += check_exits(spec.exit_conditions, spec.goal, known)
+    # The engine's own reading of the stored shapes: what passes here it can run.
+    for name, check, value in (
+        ("trigger", specs.check_trigger, dump(spec.trigger)),
+        ("exit_conditions", specs.check_exits, [dump(e) for e in spec.exit_conditions]),
+        ("goal", specs.check_goal, dump(spec.goal)),
+    ):
+        try:
+            check(value)
+        except ValueError as exc:
+            if not any(p.field.startswith(name) for p in report.problems):
+                report.problems.append(Problem(name, "not_runnable", str(exc)))
     steps_problems, steps_warnings = check_steps(spec)
     report.problems += steps_problems
     report.warnings += steps_warnings
@@ -856,9 +880,9 @@ async def _write_steps(conn: BaseDBAsyncClient, version: CampaignVersion, spec: 
             anchor=s.anchor,
             offset_days=s.offset_days,
             offset_minutes=s.offset_minutes,
-            at_time=s.at_time or None,
-            window_start=s.window_start,
-            window_end=s.window_end,
+            at_time=_clock(s.at_time),
+            window_start=_clock(s.window_start) or "08:00",
+            window_end=_clock(s.window_end) or "21:00",
             skip_weekends=s.skip_weekends,
             skip_holidays=s.skip_holidays,
             delivery=s.delivery,

@@ -100,6 +100,16 @@ async def test_a_valid_campaign_is_saved_as_a_draft_with_its_steps_and_audited(
             {"content": {"link": {"title": "t", "url": "javascript:alert(1)"}}},
             ("steps[2].content.link.url", "invalid_url"),
         ),
+        (
+            0,
+            {"content": {"text": "您好 {customer_name，到期请联系"}},
+            ("steps[1].content.text", "stray_brace"),
+        ),
+        (
+            0,
+            {"content": {"text": "您好 {product_code}"}},
+            ("steps[1].content.text", "unknown_variable"),
+        ),
         (0, {"at_time": "22:30"}, ("steps[1].at_time", "impossible_timing")),
         (
             0,
@@ -117,6 +127,15 @@ async def test_bad_steps_are_refused_by_field(
     await seed_customers()
     problems = await _refused(_with_step(index, **changes), analyzer)
     assert expected in problems, problems
+
+
+async def test_clock_times_are_stored_as_the_engine_reads_them(db: None, analyzer: Any) -> None:
+    await seed_customers()
+    saved = await campaigns.do_create_campaign(
+        spec=_with_step(0, at_time="9:30", window_start="8:00"), actor=OPS, analyzer=analyzer
+    )
+    step = await CampaignStep.get(version_id=saved.version.id, position=1)
+    assert (step.at_time, step.window_start, step.window_end) == ("09:30", "08:00", "21:00")
 
 
 async def test_two_mass_sends_on_one_day_are_refused(db: None, analyzer: Any) -> None:
