@@ -24,14 +24,15 @@ import jinja2
 from aiohttp import web
 from markupsafe import Markup
 
-from admin import dashboard_pages, pages, review_pages, views
+from admin import dashboard_pages, pages, review, review_pages, views
 from admin.auth import guard
 from admin.customers import pages as customer_pages
 from admin.customers import views as customer_views
-from admin.keys import CONSOLE, Console, NavItem
+from admin.keys import CONSOLE, OPERATOR, Console, NavItem
 from admin.permissions import load_table
+from admin.render import shell_context
 from admin.sessions import LoginThrottle, SessionStore, TotpReplay
-from core.access import ACCESS_GUARD, access_of, menu_of
+from core.access import ACCESS_GUARD, PAGE_CONTEXT, REACH, access_of, menu_of
 from core.appkit import DOMAINS, REDIS, SETTINGS
 
 log = logging.getLogger(__name__)
@@ -199,6 +200,15 @@ def _has_templates(package: str) -> bool:
     return resources.files(package).joinpath("templates").is_dir()
 
 
+async def _reach(request: web.Request) -> frozenset[str] | None:
+    # Advisors and team leads see their own book (the review queue's rule); the other
+    # roles every customer.  An API key acts for a system, bounded by its scopes.
+    op = request.get(OPERATOR)
+    if op is None or op.role not in ("advisor", "team_lead"):
+        return None
+    return await review.reach_of(op)
+
+
 def add_console_routes(app: web.Application) -> None:
     domains = app.get(DOMAINS, ())
     # Each domain with pages keeps its templates beside them (<package>/templates); the
@@ -224,6 +234,9 @@ def add_console_routes(app: web.Application) -> None:
     review_pages.add_pages(app)
     dashboard_pages.add_pages(app)
     customer_pages.add_pages(app)
+    # What other domains' pages render with (the shell's context) and filter by (reach).
+    app[PAGE_CONTEXT] = shell_context
+    app[REACH] = _reach
     # Other domains' console pages, mounted inside the shell: the guard below checks
     # the permission each page declares, the sidebar lists those with a @menu entry.
     for d in domains:

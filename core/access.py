@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from aiohttp import web
 
@@ -126,3 +126,19 @@ ACCESS_GUARD: web.AppKey[Guard] = web.AppKey("access_guard")
 
 def principal_of(request: web.Request) -> Principal | None:
     return request.get(PRINCIPAL)
+
+
+PageContext = Callable[[web.Request], dict[str, Any]]
+"""What every console template needs from the shell: the signed-in operator, the
+sidebar, the CSRF token, the permission table (``admin.render.shell_context``)."""
+
+PAGE_CONTEXT: web.AppKey[PageContext] = web.AppKey("page_context")
+"""Set by the console shell; a domain's page renders its template with it, so the
+page sits in the shell's layout without the domain importing the shell."""
+
+Reach = Callable[[web.Request], Awaitable[frozenset[str] | None]]
+"""The advisors (WeCom userids) whose customers the caller may see; None = everyone's."""
+
+REACH: web.AppKey[Reach] = web.AppKey("reach")
+"""Set by the console shell (one rule for every page: an advisor their own customers,
+a team lead their advisors'); a domain's page that lists customers filters by it."""

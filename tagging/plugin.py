@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from core.domain import Domain, JobSpec
-from tagging import hooks, jobs, service, sync, views
+from core.domain import CustomerPanel, Domain, JobSpec
+from tagging import hooks, jobs, pages, service, sync, views
 from tagging.cli import register as register_cli
 
 DOMAIN = Domain(
@@ -11,6 +11,11 @@ DOMAIN = Domain(
     model_modules=("tagging.models",),
     migrations="tagging.migrations",
     routes={"admin": (views.add_routes,)},
+    # Console pages (标签管理) inside the shell; templates in tagging/templates.
+    pages=(pages.add_pages,),
+    customer_panels=(
+        CustomerPanel(key="tagging.tags", title="标签", render=pages.tags_panel, order=20),
+    ),
     jobs=(
         JobSpec(
             name="tagging-sync",

@@ -6,7 +6,7 @@ Customers and their advisor relations are ``bot``'s: read them through
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +27,7 @@ from tagging.models import (
     SyncRun,
     Tag,
     TagGroup,
+    TagRule,
     TagSource,
 )
 
@@ -441,6 +442,115 @@ async def audience_named(*, name: str) -> Audience | None:
     return await Audience.get_or_none(name=name)
 
 
+# ---------------------------------------------------------------- console reads
+
+
+def _marks(dialect: str, start: int, n: int) -> list[str]:
+    return [f"${start + i}" if dialect == "postgres" else "?" for i in range(n)]
+
+
+def _reach_sql(dialect: str, reach: frozenset[str], start: int) -> str:
+    """A condition on ``ct.customer_id``: an advisor in ``reach`` follows the customer."""
+    marks = ", ".join(_marks(dialect, start, max(len(reach), 1)))
+    return (
+        "EXISTS (SELECT 1 FROM bot_follow_relation f JOIN bot_advisor a ON a.id = f.advisor_id "  # noqa: S608 - placeholders only
+        f"WHERE f.customer_id = ct.customer_id AND f.status = 'active' AND a.userid IN ({marks}))"
+    )
+
+
+async def tag_counts(*, reach: frozenset[str] | None) -> dict[int, int]:
+    """Customers per tag; within ``reach`` (advisors' userids) unless None."""
+    from tortoise import Tortoise
+
+    conn = Tortoise.get_connection("default")
+    dialect = "postgres" if conn.capabilities.dialect == "postgres" else "sqlite"
+    where, params = "", []
+    if reach is not None:
+        where = "WHERE " + _reach_sql(dialect, reach, 1)
+        params = sorted(reach) or [""]
+    _, rows = await conn.execute_query(
+        # Fixed text and placeholders; the userids are bound.
+        f"SELECT ct.tag_id, COUNT(*) AS n FROM tagging_customer_tag ct {where} "  # noqa: S608
+        "GROUP BY ct.tag_id",
+        params,
+    )
+    return {int(r["tag_id"]): int(r["n"]) for r in rows}
+
+
+def _in_reach(q: Any, reach: frozenset[str] | None, prefix: str = "customer__") -> Any:
+    if reach is None:
+        return q
+    return q.filter(
+        **{
+            f"{prefix}follows__advisor__userid__in": sorted(reach) or [""],
+            f"{prefix}follows__status": "active",
+        }
+    ).distinct()
+
+
+async def tag_customers(
+    *, tag_id: int, reach: frozenset[str] | None, source: str = "", offset: int, limit: int
+) -> tuple[list[CustomerTag], int]:
+    """A tag's customers (newest first) within ``reach``, with the customer row, and the total."""
+    q = CustomerTag.filter(tag_id=tag_id)
+    if source:
+        q = q.filter(source=source)
+    q = _in_reach(q, reach)
+    total = await q.count()
+    ids = (
+        await q.order_by("-applied_at", "-id")
+        .offset(offset)
+        .limit(limit)
+        .values_list("id", flat=True)
+    )
+    rows = (
+        await CustomerTag.filter(id__in=list(ids))
+        .prefetch_related("customer")
+        .order_by("-applied_at", "-id")
+    )
+    return rows, total
+
+
+async def customer_in_reach(*, customer_id: int, reach: frozenset[str] | None) -> Customer | None:
+    """The customer row, or None — also outside ``reach`` (the same answer either way)."""
+    q = Customer.filter(id=customer_id)
+    if reach is not None:
+        q = q.filter(
+            follows__advisor__userid__in=sorted(reach) or [""], follows__status="active"
+        ).distinct()
+    return await q.first()
+
+
+async def pending_pushes() -> int:
+    """Tags and groups whose change is still on its way to WeCom."""
+    return (
+        await Tag.filter(deleted_at=None, push_pending=True).count()
+        + await TagGroup.filter(deleted_at=None, push_pending=True).count()
+    )
+
+
+async def recent_runs(*, limit: int = 10) -> list[SyncRun]:
+    return await SyncRun.all().order_by("-id").limit(limit)
+
+
+async def sync_requests_waiting() -> int:
+    return await SyncRequest.filter(done_at=None, attempts__lt=MAX_SYNC_ATTEMPTS).count()
+
+
+async def history_with_tags(*, customer_id: int, limit: int = 100) -> list[CustomerTagHistory]:
+    return (
+        await CustomerTagHistory.filter(customer_id=customer_id).order_by("-at", "-id").limit(limit)
+    )
+
+
+async def tags_by_ids(*, ids: Sequence[int]) -> dict[int, Tag]:
+    """Tags by id, deleted ones too (history names tags that are gone)."""
+    if not ids:
+        return {}
+    rows = await Tag.filter(id__in=list(set(ids))).prefetch_related("group")
+    return {t.id: t for t in rows}
+
+
 # ---------------------------------------------------------------- attributes
 
 
@@ -566,3 +676,12 @@ async def export_customer(*, conn: BaseDBAsyncClient, external_userid: str) -> d
             for h in history
         ],
     }
+
+
+async def rule_names(*, ids: Iterable[int]) -> dict[int, str]:
+    """Auto-tag rules' names by id: the reason a tag was applied, as people read it."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    rows = await TagRule.filter(id__in=wanted).values_list("id", "name")
+    return {int(i): str(n) for i, n in rows}
