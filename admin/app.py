@@ -28,6 +28,7 @@ from admin import dashboard_pages, pages, review, review_pages, views
 from admin.auth import guard
 from admin.customers import pages as customer_pages
 from admin.customers import views as customer_views
+from admin.sidebar import views as sidebar_views
 from admin.keys import CONSOLE, OPERATOR, Console, NavItem
 from admin.permissions import load_table
 from admin.render import shell_context
@@ -84,6 +85,7 @@ ACTION_LABELS = {
     "snippet.use": "使用话术",
     "snippet.media_upload": "话术图片上传企业微信",
     "customer.unmask": "查看客户手机号原文",
+    "sidebar.override": "侧边栏：违规内容仍发送（已说明理由）",
 }
 _RESULTS = {
     "ok": ("成功", "ok"),
@@ -234,6 +236,8 @@ def add_console_routes(app: web.Application) -> None:
     review_pages.add_pages(app)
     dashboard_pages.add_pages(app)
     customer_pages.add_pages(app)
+    # The advisors' chat sidebar in WeCom (/sidebar/): its own sign-in, guarded apart.
+    sidebar_views.add_routes(app)
     # What other domains' pages render with (the shell's context) and filter by (reach).
     app[PAGE_CONTEXT] = shell_context
     app[REACH] = _reach

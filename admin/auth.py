@@ -37,6 +37,7 @@ from admin.keys import CONSOLE, CSRF_FIELD, CSRF_HEADER, OPERATOR, SESSION, Cons
 from admin.models import Operator
 from admin.render import shell_context
 from admin.sessions import Session
+from admin.sidebar import auth as sidebar_auth
 from core.access import PRINCIPAL, Access, Handler, Principal, access_of
 from core.appkit import SETTINGS
 from core.audit import Actor
@@ -163,6 +164,11 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             secure_headers(response, html=True)
             return response
         return await handler(request)
+    if request.path.startswith(sidebar_auth.PREFIX):
+        # The WeCom chat sidebar: its own session from WeCom sign-in, never the console's.
+        response = await sidebar_auth.guard(request, handler, access)
+        secure_headers(response, html=True)
+        return response
     response = await _console(request, handler, access)
     secure_headers(response, html=True)
     return response
@@ -272,8 +278,14 @@ async def _api(request: web.Request, handler: Handler, access: Access | None) ->
             )
     else:
         session_found = await current_session(request)
+        sidebar = None
         if session_found is None or session_found[0].stage != "full":
-            return api_error(401, "sign in, or send Authorization: Bearer <API key>")
+            # The advisor's sidebar session reaches the few routes the sidebar calls,
+            # as an advisor whatever the account's role (admin.sidebar.auth).
+            sidebar = await sidebar_auth.api_caller(request)
+            if sidebar is None:
+                return api_error(401, "sign in, or send Authorization: Bearer <API key>")
+            session_found = (sidebar.session, sidebar.operator)
         session, op = session_found
         try:
             csrf_refused = request.method in UNSAFE_METHODS and not await _csrf_ok(request, session)
@@ -284,7 +296,7 @@ async def _api(request: web.Request, handler: Handler, access: Access | None) ->
         how = "session"
         request[SESSION] = session
         request[OPERATOR] = op
-        principal = operator_principal(op, console)
+        principal = sidebar.principal if sidebar else operator_principal(op, console)
     if request.match_info.http_exception is not None:
         exc = request.match_info.http_exception
         return api_error(exc.status, "no such API route" if exc.status == 404 else exc.reason)

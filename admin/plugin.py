@@ -7,6 +7,7 @@ import argparse
 from admin import app as admin_app
 from admin import dashboard, dashboard_cli, review_cli
 from admin.cli import register as register_users_cli
+from admin.sidebar import views as sidebar_views
 from admin.lexicon import pages as lexicon_pages
 from admin.lexicon import views as lexicon_views
 from admin.snippets import pages as snippet_pages
@@ -30,7 +31,8 @@ DOMAIN = Domain(
         "admin.snippets.models",
     ),
     migrations="admin.migrations",
-    contexts={"admin": (admin_app.console_ctx,)},
+    # The console's state, then the WeCom chat sidebar's (its sessions, the app's ticket).
+    contexts={"admin": (admin_app.console_ctx, sidebar_views.sidebar_ctx)},
     # Last in the root's list, so every other domain's routes exist when the guard
     # is installed and the sidebar is read from the router.
     routes={"admin": (admin_app.add_console_routes,)},

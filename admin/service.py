@@ -26,6 +26,11 @@ async def operator_by_id(*, operator_id: int) -> Operator | None:
     return await Operator.filter(id=operator_id).first()
 
 
+async def operators_by_wecom_userid(*, userid: str) -> list[Operator]:
+    """The accounts linked to a WeCom member (the sidebar signs in by that id)."""
+    return list(await Operator.filter(wecom_userid=userid).order_by("id"))
+
+
 async def operators() -> list[Operator]:
     return await Operator.all().order_by("status", "role", "name")
 
