@@ -825,8 +825,9 @@ async def do_seal_existing(*, keyring: Keyring, batch_size: int = 500) -> int:
                     extra={"customer": cid},
                 )
                 continue
-            for name in present:
-                clear.setdefault(name, None)
+            # What was in the clear and is now sealed leaves the clear copy (holdings
+            # keep their projection; the AUM its band).
+            drop = [name for name in present if name not in clear]
             async with in_transaction() as conn:
                 existing = await service.sealed_rows(
                     conn=conn, customer_ids=[cid], names=sorted(sealed)
@@ -834,7 +835,7 @@ async def do_seal_existing(*, keyring: Keyring, batch_size: int = 500) -> int:
                 for name, value in sealed.items():
                     await _store_sealed(conn, keyring, existing, cid, name, value)
                 await bot_service.merge_customer_attributes(
-                    conn=conn, customer_id=cid, attributes=clear
+                    conn=conn, customer_id=cid, attributes=clear, drop=drop
                 )
             changed += 1
     return changed

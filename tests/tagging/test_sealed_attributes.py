@@ -231,7 +231,6 @@ async def test_clear_values_stored_before_sealing_are_sealed_once(
     assert await attributes.do_seal_existing(keyring=keyring) == 1
     stored = await bot_models.Customer.get(id=legacy.id)
     assert stored.attributes == {
-        "aum": None,
         "aum_band": "50万-300万",
         "risk_level": "C3",
         "holdings": [{"product_code": "F9", "risk_level": "R2"}],
