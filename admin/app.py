@@ -32,6 +32,7 @@ from admin.sidebar import views as sidebar_views
 from admin.keys import CONSOLE, OPERATOR, Console, NavItem
 from admin.permissions import load_table
 from admin.render import shell_context
+from admin.review_views import add_routes as add_review_api
 from admin.sessions import LoginThrottle, SessionStore, TotpReplay
 from core.access import ACCESS_GUARD, PAGE_CONTEXT, REACH, access_of, menu_of
 from core.appkit import DOMAINS, REDIS, SETTINGS
@@ -68,6 +69,7 @@ ACTION_LABELS = {
     "review.assign": "分派审核案件",
     "review.decide": "审核结论",
     "review.unmask": "查看消息原文",
+    "review.correct_category": "更正违规类别",
     "review.export_labels": "导出审核标注",
     "lexicon.entry_add": "词库草稿：新增",
     "lexicon.entry_edit": "词库草稿：修改",
@@ -248,4 +250,5 @@ def add_console_routes(app: web.Application) -> None:
             add(app)
     views.add_routes(app)
     customer_views.add_routes(app)
+    add_review_api(app)
     app[ACCESS_GUARD] = guard

@@ -120,6 +120,29 @@ def check_reason(reason: str) -> str:
     return reason
 
 
+CATEGORIES_MAX = 10
+
+
+def check_categories(raw: Sequence[str]) -> list[str]:
+    """The corrected categories: known names, at least one (a case with none is a false
+    positive — decided as such, not corrected to nothing)."""
+    chosen = sorted({str(c).strip() for c in raw if str(c).strip()})
+    if not chosen:
+        raise FieldError("categories", "请选择更正后的违规类别（至少一项）")
+    unknown = [c for c in chosen if c not in CATEGORY_LABELS]
+    if unknown:
+        raise FieldError("categories", f"未知的违规类别：{'、'.join(unknown[:3])}")
+    if len(chosen) > CATEGORIES_MAX:
+        raise FieldError("categories", f"最多选择 {CATEGORIES_MAX} 个类别")
+    return chosen
+
+
+def effective_categories(case: bot_models.ReviewCase) -> list[str]:
+    """What a case stands for now: the reviewer's correction, else what the pipeline found."""
+    found = case.corrected_categories if case.corrected_categories else case.categories
+    return [c for c in found or [] if isinstance(c, str)]
+
+
 def check_case_ids(raw: Sequence[str]) -> list[int]:
     ids = sorted({int(v) for v in raw if v.isdigit()})
     if not ids or len(ids) != len(set(raw)):
@@ -225,6 +248,58 @@ async def do_decide_cases(
                 },
             )
     return Decided(decided=open_ids, skipped=[i for i in case_ids if i not in open_ids])
+
+
+class NotConfirmed(ValueError):
+    """Only a confirmed case's category is corrected (the others have no category to fix)."""
+
+
+async def do_correct_category(
+    *,
+    actor: Actor,
+    source: str,
+    case_id: int,
+    categories: Sequence[str],
+    comment: str,
+    reach: frozenset[str] | None,
+) -> bot_models.ReviewCase:
+    """Correct a confirmed case's category, with a mandatory comment, audited.
+
+    The pipeline's categories stay on the row beside the correction, so the audit entry
+    and the case page say what was found and what it was corrected to; the labelled
+    export (``siyu review export-labels``) uses the correction.  Correcting again
+    replaces the previous correction (each one audited).
+    """
+    chosen = check_categories(categories)
+    comment = mask_free_text(check_comment(comment))
+    case = await case_in_reach(case_id=case_id, reach=reach)
+    if case.status != "confirmed":
+        raise NotConfirmed(case.status)
+    before = effective_categories(case)
+    if chosen == sorted(before):
+        raise FieldError("categories", "更正后的类别与当前类别相同")
+    at = now()
+    async with in_transaction() as conn:
+        changed = await bot_service.correct_review_case(
+            conn=conn,
+            case_id=case_id,
+            categories=chosen,
+            comment=comment,
+            corrected_by=actor.name or actor.ref,
+            at=at,
+        )
+        if not changed:  # decided otherwise meanwhile
+            raise NotConfirmed("changed")
+        await audit.append(
+            conn=conn,
+            actor=actor,
+            action="review.correct_category",
+            target=case_target(case_id),
+            source=source,
+            at=at,
+            detail={"from": before, "to": chosen, "detected": case.categories, "comment": comment},
+        )
+    return await case_in_reach(case_id=case_id, reach=reach)
 
 
 async def do_unmask_case(
@@ -581,10 +656,9 @@ async def label_line(case: bot_models.ReviewCase) -> dict[str, Any] | None:
         for m in prior
         if m.masked_text and _turn_role(m) and m.msgtime >= message.msgtime - CONTEXT_WINDOW
     ][-CONTEXT_TURNS:]
+    # A reviewer's correction of the category is the label (the pipeline's was wrong).
     violations = (
-        [{"category": c} for c in case.categories if isinstance(c, str)]
-        if case.status == "confirmed"
-        else []
+        [{"category": c} for c in effective_categories(case)] if case.status == "confirmed" else []
     )
     return {
         "id": f"review-{case.id}",
@@ -600,8 +674,15 @@ async def label_line(case: bot_models.ReviewCase) -> dict[str, Any] | None:
             "case": case.id,
             "decision": case.status,
             "decided_at": case.decided_at.isoformat() if case.decided_at else None,
+            "corrected_at": case.corrected_at.isoformat() if case.corrected_at else None,
         },
     }
+
+
+def _judged_at(line: dict[str, Any]) -> str:
+    # The latest word on a line: its decision or a later correction of its category.
+    review = line["review"]
+    return max(review["decided_at"] or "", review["corrected_at"] or "")
 
 
 async def do_export_labels(
@@ -625,9 +706,7 @@ async def do_export_labels(
                 continue
             key = (line["text"], repr(line["context"]))
             previous = lines.get(key)
-            if previous is None or (line["review"]["decided_at"] or "") >= (
-                previous["review"]["decided_at"] or ""
-            ):
+            if previous is None or _judged_at(line) >= _judged_at(previous):
                 lines[key] = line
     out = sorted(lines.values(), key=lambda line: int(line["review"]["case"]))
     await audit.append_alone(

@@ -216,6 +216,9 @@ async def _case_page(
             "source_labels": review.SOURCE_LABELS,
             "can_decide": can_decide,
             "can_unmask": table.allows(op.role, "review:unmask"),
+            "can_correct": table.allows(op.role, "review:correct"),
+            "effective": review.effective_categories(case),
+            "corrected_notice": bool(request.query.get("corrected")),
             "undecided": case.status in bot_service.REVIEW_UNDECIDED,
             "reviewers": await review.compliance_reviewers() if can_decide else [],
             "errors": errors or {},
@@ -296,6 +299,41 @@ async def review_decide(request: web.Request) -> web.StreamResponse:
     return see_other(_case_url(request, case_id, decided=values["decision"]))
 
 
+@requires("review:correct")
+async def review_correct(request: web.Request) -> web.StreamResponse:
+    """``POST /review/{case_id}/category``: a confirmed case's category corrected."""
+    case_id = _case_id(request)
+    form = await request.post()
+    chosen = [v for v in form.getall("categories", []) if isinstance(v, str)]
+    comment = _form_str(form, "correction_comment")
+    values = {"correction_comment": comment, "categories": ",".join(chosen)}
+    try:
+        await review.do_correct_category(
+            actor=operator_actor(request[OPERATOR]),
+            source=client_address(request),
+            case_id=case_id,
+            categories=chosen,
+            comment=comment,
+            reach=await review.reach_of(request[OPERATOR]),
+        )
+    except NotFound:
+        raise web.HTTPNotFound() from None
+    except review.NotConfirmed:
+        return await _case_page(
+            request,
+            case_id,
+            errors={"categories": "只能更正「确认违规」案件的类别"},
+            form=values,
+            status=409,
+        )
+    except FieldError as exc:
+        field = "correction_comment" if exc.field == "comment" else exc.field
+        return await _case_page(
+            request, case_id, errors={field: exc.message}, form=values, status=422
+        )
+    return see_other(_case_url(request, case_id, corrected="1"))
+
+
 @requires("review:unmask")
 async def review_unmask(request: web.Request) -> web.StreamResponse:
     case_id = _case_id(request)
@@ -360,3 +398,4 @@ def add_pages(app: web.Application) -> None:
     r.add_post("/review/{case_id}/assign", review_assign, name="review_assign")
     r.add_post("/review/{case_id}/decide", review_decide, name="review_decide")
     r.add_post("/review/{case_id}/unmask", review_unmask, name="review_unmask")
+    r.add_post("/review/{case_id}/category", review_correct, name="review_correct")

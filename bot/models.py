@@ -211,6 +211,12 @@ class ReviewCase(Timestamped):
     decision_comment = fields.TextField(default="")
     decided_by = fields.CharField(max_length=128, default="")
     decided_at = fields.DatetimeField(null=True, db_index=True)
+    # A confirmed case's category as a reviewer corrected it ("categories" keeps what
+    # the pipeline found); the labelled export uses it (migration 0012).
+    corrected_categories: Any = fields.JSONField(null=True)
+    corrected_by = fields.CharField(max_length=128, default="")
+    corrected_at = fields.DatetimeField(null=True)
+    correction_comment = fields.TextField(default="")
 
     class Meta:
         table = "bot_review_case"

@@ -1464,15 +1464,45 @@ async def decide_review_cases(
     )
 
 
+async def correct_review_case(
+    *,
+    conn: BaseDBAsyncClient,
+    case_id: int,
+    categories: Sequence[str],
+    comment: str,
+    corrected_by: str,
+    at: datetime,
+) -> int:
+    """Record a confirmed case's corrected categories; only a confirmed case changes."""
+    for category in categories:
+        if not _CATEGORY_NAME.match(category):
+            raise ValueError(f"not a category name: {category!r}")
+    return int(
+        await models.ReviewCase.filter(id=case_id, status="confirmed")
+        .using_db(conn)
+        .update(
+            corrected_categories=list(categories),
+            correction_comment=comment,
+            corrected_by=corrected_by[:128],
+            corrected_at=at,
+            updated_at=at,
+        )
+    )
+
+
 async def decided_cases(
     *, since: datetime, until: datetime | None, after_id: int = 0, limit: int = 500
 ) -> list[models.ReviewCase]:
-    """Cases decided final in [since, until), by id (keyset pages for the label export)."""
-    q = models.ReviewCase.filter(
-        id__gt=after_id, status__in=("confirmed", "false_positive"), decided_at__gte=since
-    )
+    """Cases decided final — or their category corrected — in [since, until), by id
+    (keyset pages for the label export: a correction re-exports the case's line)."""
+    decided = Q(decided_at__gte=since)
+    corrected = Q(corrected_at__gte=since)
     if until is not None:
-        q = q.filter(decided_at__lt=until)
+        decided &= Q(decided_at__lt=until)
+        corrected &= Q(corrected_at__lt=until)
+    q = models.ReviewCase.filter(
+        decided | corrected, id__gt=after_id, status__in=("confirmed", "false_positive")
+    )
     return list(await q.order_by("id").limit(limit).prefetch_related("message"))
 
 

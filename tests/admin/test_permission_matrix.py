@@ -135,6 +135,7 @@ def test_the_matrix_covers_the_console_and_the_api() -> None:
     assert {"api_lexicon", "api_snippets", "api_snippet_used"} <= names
     assert {"customer_list", "customer_detail", "customer_timeline", "customer_unmask"} <= names
     assert {"api_customers", "api_customer"} <= names
+    assert {"review_correct", "api_review_case", "api_review_correct"} <= names
 
 
 async def _call(
