@@ -92,8 +92,10 @@ def register(subparsers: Any, config_factory: Callable[[], AnalyzerConfig]) -> N
     p_ev.add_argument(
         "file",
         type=Path,
+        nargs="+",
         help="labelled JSONL: lines (e.g. compliance_nlp/training/data/dev2.jsonl) or "
-        "threads (e.g. compliance_nlp/training/data/threads_dev1.jsonl)",
+        "threads (e.g. compliance_nlp/training/data/threads_dev1.jsonl); several files of "
+        "one kind are pooled into one report",
     )
     p_ev.add_argument("--no-model", action="store_true")
     p_ev.add_argument("--show-misses", action="store_true")
@@ -274,19 +276,29 @@ def _cmd_eval(args: argparse.Namespace, factory: Callable[[], AnalyzerConfig]) -
     from compliance_nlp.training.evaluate import evaluate, read_jsonl
     from compliance_nlp.training.threads import ThreadReport, evaluate_threads, is_thread
 
-    if not args.file.is_file():
-        print(f"no such file: {args.file}", file=sys.stderr)
+    missing = [str(f) for f in args.file if not f.is_file()]
+    if missing:
+        print(f"no such file: {', '.join(missing)}", file=sys.stderr)
         return 2
     analyzer = Analyzer(_config(args, factory))
+    rows: list[dict[str, Any]] = []
+    kinds: set[bool] = set()
     try:
-        rows = list(read_jsonl(args.file))
+        for path in args.file:
+            part = list(read_jsonl(path))
+            kinds.add(bool(part) and all(is_thread(r) for r in part))
+            rows += part
+        if len(kinds) > 1:
+            print("thread files and line files cannot be pooled: eval them apart", file=sys.stderr)
+            return 2
         report: EvalReport | ThreadReport
         if rows and all(is_thread(r) for r in rows):
             report = evaluate_threads(rows, analyzer)
         else:
             report = evaluate(rows, analyzer)
     except (ValueError, KeyError) as exc:
-        print(f"bad labelled file {args.file}: {exc}", file=sys.stderr)
+        names = ", ".join(str(f) for f in args.file)
+        print(f"bad labelled file {names}: {exc}", file=sys.stderr)
         return 2
     print(f"model: {analyzer.model_version}")
     print(report.render())

@@ -120,6 +120,22 @@ def test_cli_eval_missing_file_is_exit_2(tmp_path: Path) -> None:
     assert args.func(args) == 2
 
 
+def test_cli_eval_pools_thread_files(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Two annotators' thread files measured as one set (the held-out thread figure)."""
+    threads = (DATA / "threads_dev1.jsonl").read_text(encoding="utf-8").splitlines()
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    first.write_text("\n".join(threads[:6]), encoding="utf-8")
+    second.write_text("\n".join(threads[6:10]), encoding="utf-8")
+    args = _parser().parse_args(["nlp", "eval", str(first), str(second)])
+    assert args.func(args) in (0, 1)
+    assert "threads: 10 " in capsys.readouterr().out
+    lines = tmp_path / "lines.jsonl"
+    lines.write_text((DATA / "dev2.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    args = _parser().parse_args(["nlp", "eval", str(first), str(lines)])
+    assert args.func(args) == 2
+    assert "cannot be pooled" in capsys.readouterr().err
+
+
 _ORPHAN_PARENT = """
 import asyncio, sys
 from compliance_nlp import AnalyzerConfig
