@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_request import FileField
 from multidict import MultiDictProxy
 
 from admin.auth import client_address
@@ -56,7 +57,8 @@ def snippet_input(form: MultiDictProxy[Any]) -> snippets.SnippetInput:
     upload = form.get("image")
     content: bytes | None = None
     name = content_type = ""
-    if upload is not None and not isinstance(upload, str):
+    # An empty file input arrives as bytes without a filename: no new image.
+    if isinstance(upload, FileField):
         content = upload.file.read(snippets.IMAGE_MAX_BYTES + 1) or None
         name, content_type = upload.filename or "", upload.content_type or ""
     return snippets.SnippetInput(
