@@ -406,7 +406,9 @@ async def test_other_domains_panels_render_in_order_and_by_permission(
         status, html = await _get(client, console, f"/customers/{book.zhou.id}")
     assert status == 200
     assert f"标签面板 &lt;客户 {book.zhou.id}&gt;" in html
-    titles = re.findall(r'class="panel domain-panel" id="panel-[^"]+">\s*<h2>([^<]+)</h2>', html)
+    titles = re.findall(
+        r'class="panel domain-panel" id="panel-stubpanels-[^"]+">\s*<h2>([^<]+)</h2>', html
+    )
     assert titles == ["标签", "坏面板", "合规面板"]  # by order; the empty one hidden
     assert "暂时无法显示" in html
     async with await _signed_in(console, "advisor", "li", wecom_userid="adv-li") as client:
