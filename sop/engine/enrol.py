@@ -542,7 +542,9 @@ async def _enrol_stream(
     total = 0
     async for page in stream_customers(clause, params, batch=batch, c=c):
         async with in_transaction() as tx:
-            made = await enrol(tx, plan, [Target(ext, adv, ref, at) for ext, adv in page])
+            made = await enrol(
+                tx, plan, [Target(ext, adv, ref, at) for ext, adv in page], touch_ids=False
+            )
         total += len(made)
         if progress is not None:
             progress(len(page))
