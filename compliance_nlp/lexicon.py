@@ -115,10 +115,15 @@ class DomainAnchors:
         self._patterns = tuple(re.compile(p) for p in data["patterns"])
         self._latin_everyday = frozenset(str(w) for w in data["latin_everyday"])
         self._latin = re.compile(r"[a-z]{2,}")
+        # Everyday words holding an anchor (不好意思, 钱先生, 车票): blanked first.
+        words = sorted((str(w) for w in data.get("not_anchors", [])), key=len, reverse=True)
+        self._not_anchors = re.compile("|".join(map(re.escape, words))) if words else None
 
     def anchored(self, norm_text: str) -> bool:
         """True when the normalised text names something financial (see the class doc)."""
         text = norm_text.lower()
+        if self._not_anchors is not None:
+            text = self._not_anchors.sub("|", text)
         for _ in self._automaton.iter(text):
             return True
         if any(p.search(text) for p in self._patterns):
