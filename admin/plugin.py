@@ -7,13 +7,14 @@ import argparse
 from admin import app as admin_app
 from admin import dashboard, dashboard_cli, review_cli
 from admin.cli import register as register_users_cli
-from admin.sidebar import views as sidebar_views
 from admin.lexicon import pages as lexicon_pages
 from admin.lexicon import views as lexicon_views
+from admin.sidebar import views as sidebar_views
+from admin.snippets import jobs as snippet_jobs
 from admin.snippets import pages as snippet_pages
 from admin.snippets import views as snippet_views
 from core.cli import Subparsers
-from core.domain import CliContext, Domain
+from core.domain import CliContext, Domain, JobSpec
 
 
 def register_cli(sub: Subparsers[argparse.ArgumentParser], ctx: CliContext) -> None:
@@ -43,6 +44,16 @@ DOMAIN = Domain(
         lexicon_views.add_routes,
         snippet_pages.add_pages,
         snippet_views.add_routes,
+    ),
+    jobs=(
+        # Approved snippets judged again when a release changes the shipped rules.
+        JobSpec(
+            name="snippets-recheck",
+            roles=frozenset({"admin"}),
+            interval_s=snippet_jobs.recheck_interval,
+            build=snippet_jobs.build_recheck_tick,
+            rerun_when_busy=False,
+        ),
     ),
     cli=register_cli,
     # The dashboard's daily counters, kept in the transaction that stores each message.

@@ -478,24 +478,50 @@ class Recheck:
     clean: list[int] = field(default_factory=list)
 
 
-async def recheck_approved(*, analyzer: Any, overlay: Overlay | None) -> Recheck:
-    """Judge every approved snippet under ``overlay`` (before a lexicon change commits)."""
-    rows = await service.approved_with_text()
-    if not rows:
-        return Recheck(rules="")
-    results = await check_content(analyzer=analyzer, snippets=rows, overlay=overlay)
-    out = Recheck(rules=results[0].rules)
+def _judged(rows: Sequence[Snippet], results: Sequence[Checked], why: str) -> Recheck:
+    out = Recheck(rules=results[0].rules if results else "")
     for row, checked in zip(rows, results, strict=True):
         if checked.violations:
-            reason = "词库变更后复核发现违规：" + "；".join(
-                f.reason() for f in checked.violations[:3]
-            )
+            reason = why + "：" + "；".join(f.reason() for f in checked.violations[:3])
             out.withdrawals.append(
                 Withdrawal(snippet_id=row.id, revision=row.revision, title=row.title, reason=reason)
             )
         else:
             out.clean.append(row.id)
     return out
+
+
+async def recheck_approved(*, analyzer: Any, overlay: Overlay | None) -> Recheck:
+    """Judge every approved snippet under ``overlay`` (before a lexicon change commits)."""
+    rows = await service.approved_with_text()
+    if not rows:
+        return Recheck(rules="")
+    results = await check_content(analyzer=analyzer, snippets=rows, overlay=overlay)
+    return _judged(rows, results, "词库变更后复核发现违规")
+
+
+async def do_recheck_stale(*, analyzer: Any, lexicon_version: int) -> list[Withdrawal]:
+    """Approved snippets last judged under other rules than this process runs, judged now.
+
+    A release brings new shipped rules (and models) without any lexicon publish: the
+    snippets approved under the old ones are judged again on the next tick of the
+    ``snippets-recheck`` job, and withdrawn when they now break a rule.
+    """
+    (probe,) = await _analyze(analyzer, [("您好", "advisor")], "current")
+    rules = str(probe.model_version)[:255]
+    rows = [r for r in await service.approved_with_text() if r.checked_rules != rules]
+    if not rows:
+        return []
+    results = await check_content(analyzer=analyzer, snippets=rows)
+    recheck = _judged(rows, results, "规则版本更新后复核发现违规")
+    async with in_transaction() as conn:
+        return await apply_recheck(
+            conn=conn,
+            actor=Actor.system("snippets"),
+            source="job:snippets-recheck",
+            recheck=recheck,
+            version=lexicon_version,
+        )
 
 
 async def apply_recheck(

@@ -447,3 +447,34 @@ async def test_the_sandbox_takes_uploads_by_wecoms_rules(
         assert ok["errcode"] == 0 and ok["type"] == "image" and ok["media_id"]
         assert await _media_valid(base_url, ok["media_id"]) == (True, 0)
         assert await _media_valid(base_url, "no-such-id") == (False, 40007)
+
+
+async def test_snippets_judged_under_an_older_release_are_judged_again(
+    db: None, pool: AnalyzerPool
+) -> None:
+    """A release changes the shipped rules without any lexicon publish: the job catches up."""
+    from admin.snippets.models import Snippet
+
+    old_rules = "lexicon 2025.01-1 / bases 2025.06-1"
+    fine = await approved(text_snippet("节日快乐，祝您阖家安康！", topic="节日问候"), pool)
+    # Approved under an older release whose lexicon did not know 稳赚 (rows as it left them).
+    before = await snippets.do_create(
+        actor=OPS, source="t", data=text_snippet("这款产品稳赚，放心买")
+    )
+    await Snippet.filter(id=before.id).update(
+        status="approved", approved_rules=old_rules, checked_rules=old_rules
+    )
+    await Snippet.filter(id=fine).update(checked_rules=old_rules)
+
+    withdrawn = await snippets.do_recheck_stale(analyzer=pool, lexicon_version=0)
+    assert [w.snippet_id for w in withdrawn] == [before.id]
+    row = await service.snippet(snippet_id=before.id)
+    assert row is not None and row.status == "withdrawn"
+    assert row.status_reason.startswith("规则版本更新后复核发现违规")
+    assert "稳赚" in row.status_reason
+    kept = await service.snippet(snippet_id=fine)
+    assert kept is not None and kept.status == "approved" and kept.checked_rules != old_rules
+    # Caught up: the next tick has nothing to judge.
+    assert await snippets.do_recheck_stale(analyzer=pool, lexicon_version=0) == []
+    entry = (await audit.entries(where=AuditFilter(action="snippet.withdraw"), limit=5))[0]
+    assert entry.source == "job:snippets-recheck" and entry.actor_name == "snippets"
