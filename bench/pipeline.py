@@ -59,6 +59,7 @@ from _common import (
     CORP_ID,
     BenchSecrets,
     archive_record,
+    cpu_seconds,
     fmt,
     machine_note,
     member_text_xml,
@@ -186,6 +187,78 @@ async def wait_ready(procs: list[SiyuProcess], timeout_s: float) -> None:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"siyu {p.role} not ready in {timeout_s:.0f}s:\n{p.tail()}")
                 await asyncio.sleep(0.2)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Child processes of ``pid``, recursively (Linux /proc)."""
+    out: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                kids = [int(k) for k in f.read().split()]
+        except OSError:
+            continue
+        for k in kids:
+            out += [k, *_descendants(k)]
+    return out
+
+
+def cpu_by_role(procs: list[SiyuProcess]) -> dict[str, float]:
+    """CPU seconds used so far by each kind of process of a run.
+
+    ``worker`` is the worker processes' own (stream, storing, hooks), ``analyzer`` their
+    compliance_nlp pool processes, ``receiver`` the callback receiver, ``feeder`` this
+    benchmark process (it POSTs the callbacks and runs ``ingest_records`` for the
+    archive records, as an ingest API call would), ``redis`` the embedded Redis.
+    """
+    out = {"worker": 0.0, "analyzer": 0.0, "receiver": 0.0, "feeder": 0.0, "redis": 0.0}
+    for p in procs:
+        own = cpu_seconds(p.proc.pid) or 0.0
+        kids = sum(cpu_seconds(k) or 0.0 for k in _descendants(p.proc.pid))
+        if p.role == "worker":
+            out["worker"] += own
+            out["analyzer"] += kids
+        else:
+            out["receiver"] += own + kids
+    me = os.getpid()
+    out["feeder"] = cpu_seconds(me) or 0.0
+    out["redis"] = sum(
+        cpu_seconds(k) or 0.0 for k in _descendants(me) if _comm(k).startswith("redis")
+    )
+    return out
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+async def stage_seconds(procs: list[SiyuProcess]) -> dict[str, float]:
+    """The workers' ``siyu_pipeline_stage_seconds`` by stage, read from /metrics: seconds
+    summed under the stage's name, times observed (batches) under ``<stage>#``."""
+    import aiohttp
+
+    out: dict[str, float] = {}
+    async with aiohttp.ClientSession() as session:
+        for p in procs:
+            if p.role != "worker":
+                continue
+            async with session.get(f"http://127.0.0.1:{p.port}/metrics") as resp:
+                text = await resp.text()
+            for line in text.splitlines():
+                for kind in ("sum", "count"):
+                    if line.startswith(f"siyu_pipeline_stage_seconds_{kind}{{"):
+                        stage = line.split('stage="', 1)[1].split('"', 1)[0]
+                        key = stage if kind == "sum" else f"{stage}#"
+                        out[key] = out.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
 
 
 def stop_all(procs: list[SiyuProcess]) -> None:
@@ -358,10 +431,19 @@ class Row:
 class _NoStorePipeline:
     """Stands in for the pipeline in the stream-only baseline: every item 'stored'."""
 
-    async def process_batch(self, items: Any) -> list[Any]:
+    async def prepare(self, items: Any) -> Any:
+        return list(items)
+
+    async def analyse(self, read: Any, *, after: Any = None) -> None:
+        return None
+
+    async def store(self, read: Any) -> list[Any]:
         from bot.schemas import StoreResult
 
-        return [StoreResult(stored=True) for _ in items]
+        return [StoreResult(stored=True) for _ in read]
+
+    async def process_batch(self, items: Any) -> list[Any]:
+        return await self.store(items)
 
 
 def _stream_for(env: dict[str, str], redis_url: str) -> tuple[Any, Any]:
@@ -438,10 +520,14 @@ async def run_analysis_only(texts: list[tuple[str, str]], processes: int, batch_
     try:
         await pool.analyze_many(texts[: 2 * batch_size * processes])  # touch every worker
         seconds = float("inf")
+        me = os.getpid()
+        pool_pids = [k for k in _descendants(me) if not _comm(k).startswith("redis")]
+        cpu0 = sum(cpu_seconds(k) or 0.0 for k in pool_pids)
         for _ in range(3):  # best of three: it is short, and the machine is shared
             t0 = time.perf_counter()
             results = await pool.analyze_many(texts)
             seconds = min(seconds, time.perf_counter() - t0)
+        cpu = (sum(cpu_seconds(k) or 0.0 for k in pool_pids) - cpu0) / 3
     finally:
         await pool.close()
     flagged = sum(1 for r in results if r.violations)
@@ -451,7 +537,7 @@ async def run_analysis_only(texts: list[tuple[str, str]], processes: int, batch_
         f"{processes} process" + ("es" if processes > 1 else ""),
         len(texts),
         seconds,
-        note=f"best of 3; {flagged} with findings",
+        note=f"best of 3; {flagged} with findings; CPU {1000 * cpu / len(texts):.2f} ms/msg",
     )
 
 
@@ -492,10 +578,12 @@ async def run_pipeline(
         await wait_ready(procs, 300)
         await _wait_group(stream)
         messages = prepare_feed(traffic, receiver_port=procs[-1].port, sec=sec)
+        cpu0, stages0 = cpu_by_role(procs), await stage_seconds(procs)
         t0 = time.perf_counter()
         feed_s = await feed(messages, stream=stream)
         drained = await wait_drained(stream, timeout_s=timeout_s)
         seconds = time.perf_counter() - t0
+        cpu1, stages1 = cpu_by_role(procs), await stage_seconds(procs)
         stored = await count_rows(database_url, "bot_message")
         dead = await count_rows(database_url, "bot_dead_letter")
         note = "" if drained else "timed out"
@@ -519,6 +607,10 @@ async def run_pipeline(
             stored=stored,
             feed_s=feed_s,
             note=note,
+            extra={
+                "cpu_s": {k: cpu1[k] - cpu0[k] for k in cpu0},
+                "stage_s": {k: v - stages0.get(k, 0.0) for k, v in stages1.items()},
+            },
         )
     finally:
         stop_all(procs)
@@ -664,6 +756,24 @@ def report(rows: list[Row], args: argparse.Namespace) -> None:
                     f"{'es' if w != '1' else ''}) = {r.rate / a.rate:.2f} "
                     f"(target ≥ {TARGET_RATIO})"
                 )
+    for r in pipe.values():
+        cpu = r.extra.get("cpu_s")
+        if cpu:
+            per = ", ".join(f"{k} {1000 * v / r.n:.2f}" for k, v in cpu.items())
+            print(
+                f"{r.db}, {r.workers} worker(s): CPU ms per message while timed: {per} "
+                f"(total {1000 * sum(cpu.values()) / r.n:.2f}; wall {1000 * r.seconds / r.n:.2f})"
+            )
+        stages = r.extra.get("stage_s")
+        if stages:
+            per = ", ".join(
+                f"{k} {1000 * v / r.n:.2f}" for k, v in sorted(stages.items()) if "#" not in k
+            )
+            batches = stages.get("store#", 0.0)
+            print(
+                f"{r.db}, {r.workers} worker(s): stage ms per message (wall, summed): {per}; "
+                f"{r.n / batches if batches else 0:.1f} messages per store"
+            )
     for w in ("1", "2"):
         s, p = pipe.get(("sqlite", w)), pipe.get(("postgres", w))
         if s and p:

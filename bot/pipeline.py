@@ -7,31 +7,43 @@ A batch read from the stream goes through:
 2. ``skip_stored`` — a redelivered item whose row exists is acknowledged
    without re-running analysis (the unique key would stop it anyway; this
    just saves the model's time).
-3. ``enrich``     — events that name a contact fetch it from WeCom *before* the
+3. ``context``    — each text to analyse gets the messages before it in its
+   conversation (「是的👌」 is a promise after 「本金能拿回来吧？」): the last
+   ``CONTEXT_TURNS`` within ``CONTEXT_WINDOW``, read in one query per batch, plus
+   the messages of the read before it that are not stored yet and the earlier
+   items of the same read.
+4. ``analyse``    — compliance_nlp runs on every text before anything is
+   stored (PIPL: only masked text is kept in clear).  Batched per read; a batch
+   that fails is retried text by text, so one bad text fails alone.
+5. ``enrich``     — events that name a contact fetch it from WeCom *before* the
    transaction, so no DB lock is held across a network call.  Failure is
    tolerated: the customer is marked for the reconcile job.
-4. ``analyse``    — compliance_nlp runs on every text before anything is
-   stored (PIPL: only masked text is kept in clear), each with the messages
-   before it in its conversation (「是的👌」 is a promise after 「本金能拿回来吧？」):
-   the last ``CONTEXT_TURNS`` within ``CONTEXT_WINDOW``, read in one query per
-   batch plus the earlier items of the same batch.  Batched per read; a batch
-   that fails is retried text by text, so one bad text fails alone.
-5. ``store``      — the read's messages in one transaction (a few multi-row
+6. ``store``      — the read's messages in one transaction (a few multi-row
    statements; if it fails, each message again in its own, so one bad message
    fails alone), an event in its own: rows, the ``on_message``/``on_event`` hooks
    of other domains (in the root's order), review cases, alerts, outbox rows
    (``bot.flows``).
-6. ``after_commit`` — side effects that must follow a durable write: waking
+7. ``after_commit`` — side effects that must follow a durable write: waking
    the archive puller on ``msgaudit_notify``, then the domains' ``after_commit``
    hooks.
+
+Stages 1–3 read the database (``prepare``), 4 runs in the analyzer's processes
+(``analyse``), 5–7 write (``store``).  The worker overlaps them across reads: while
+read N is stored, read N+1 is already being analysed, so the analyzer's process and
+the worker's are busy at once instead of in turn.  Reads are still stored one after
+the other, in the order read, and read N+1's context holds read N's messages (from
+memory: they are analysed but not committed when N+1 is prepared), so every line is
+judged with the same conversation as if each read had been stored before the next
+was read.  ``process_batch`` runs the three for one read.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol
 
@@ -64,6 +76,8 @@ log = logging.getLogger(__name__)
 Draft = MessageDraft | EventDraft
 Context = tuple[Turn, ...]
 ConversationKey = tuple[str, str] | str
+# A conversation's turns as the analyser gets them: (when, role, text), oldest first.
+History = dict[ConversationKey, list[tuple[Any, AnalysisRole, str]]]
 
 # What the analyser reads before a line: the analyzer's own window (AnalyzerConfig's
 # context_turns), and a day — an answer the next morning still answers the evening's
@@ -139,6 +153,44 @@ def original_of(item: QueuedItem) -> dict[str, Any]:
 
 
 @dataclass
+class Read:
+    """One read on its way through the stages (``Pipeline.prepare`` → ``analyse`` → ``store``)."""
+
+    items: Sequence[QueuedItem]
+    drafts: list[Draft | BaseException]
+    fresh: list[bool]
+    # Positions of the fresh messages with text, in the order they are analysed.
+    to_analyse: list[int]
+    # The stored part of the conversations of those messages.
+    history: History = field(default_factory=dict)
+    analysing: asyncio.Future[list[Analysis | BaseException]] | None = None
+
+    async def analyses(self) -> dict[int, Analysis | BaseException]:
+        """Each analysed position's analysis, or its failure."""
+        if self.analysing is None:
+            return {}
+        results = await self.analysing
+        return dict(zip(self.to_analyse, results, strict=True))
+
+    async def stored_turns(self) -> list[tuple[MessageDraft, str]]:
+        """The messages this read is about to store, with their text as stored (masked):
+        context for the read after it, which cannot find them in the database yet."""
+        analyses = await self.analyses()
+        out = []
+        for i, analysis in analyses.items():
+            d = self.drafts[i]
+            if isinstance(d, MessageDraft) and isinstance(analysis, Analysis):
+                if analysis.masked_text:
+                    out.append((d, analysis.masked_text))
+        return out
+
+    def cancel(self) -> None:
+        """Stop waiting for the analysis (the worker is stopping before storing this read)."""
+        if self.analysing is not None and not self.analysing.done():
+            self.analysing.cancel()
+
+
+@dataclass
 class Pipeline:
     analyzer: Analyzer
     deps: StoreDeps
@@ -149,8 +201,19 @@ class Pipeline:
     async def process_batch(self, items: Sequence[QueuedItem]) -> list[StoreResult | BaseException]:
         """Run every stage for a batch; one failing item does not fail the others.
 
-        Returns one entry per item, in order, and raises nothing: an item that
-        failed comes back as its exception, for the worker to retry or dead-letter.
+        Returns one entry per item, in order: an item that failed comes back as its
+        exception, for the worker to retry or dead-letter.  Raises only when a query
+        of the whole read fails (the duplicate pre-check, the conversation read).
+        """
+        read = await self.prepare(items)
+        await self.analyse(read)
+        return await self.store(read)
+
+    async def prepare(self, items: Sequence[QueuedItem]) -> Read:
+        """Normalise, pre-check duplicates and read the conversations stored so far.
+
+        Only reads the database: the worker prepares the next read while the one
+        before it is still being analysed.
         """
         drafts: list[Draft | BaseException] = []
         with self._timed("normalise"):
@@ -180,21 +243,42 @@ class Pipeline:
         to_analyse = [
             i for i, d in enumerate(drafts) if fresh[i] and isinstance(d, MessageDraft) and d.text
         ]
-        analyses: dict[int, Analysis | BaseException] = {}
+        history: History = {}
         if to_analyse:
-            with self._timed("analyse"):
-                batch: list[tuple[str, AnalysisRole]] = []
-                for i in to_analyse:
-                    d = drafts[i]
-                    assert isinstance(d, MessageDraft)
-                    batch.append((d.text, d.analysis_role))
-                contexts = await conversation_contexts(
+            with self._timed("context"):
+                history = await stored_conversations(
                     [d for i in to_analyse if isinstance(d := drafts[i], MessageDraft)]
                 )
-                results = await self._analyse(batch, contexts)
-                for i, res in zip(to_analyse, results, strict=True):
-                    analyses[i] = res
+        return Read(items=items, drafts=drafts, fresh=fresh, to_analyse=to_analyse, history=history)
 
+    async def analyse(self, read: Read, *, after: Read | None = None) -> None:
+        """Start analysing ``read``'s texts; ``store`` waits for them.
+
+        ``after``: the read before it, prepared earlier and not stored yet — its
+        messages are part of the conversation ``read`` continues.  Its analyses are
+        awaited first, so its lines enter the context as they will be stored (masked).
+        """
+        if read.analysing is not None or not read.to_analyse:
+            return
+        earlier: list[tuple[MessageDraft, str]] = []
+        if after is not None:
+            earlier = await after.stored_turns()
+        drafts = [d for i in read.to_analyse if isinstance(d := read.drafts[i], MessageDraft)]
+        batch: list[tuple[str, AnalysisRole]] = [(d.text, d.analysis_role) for d in drafts]
+        contexts = conversation_contexts_from(drafts, read.history, earlier)
+        read.analysing = asyncio.ensure_future(self._timed_analysis(batch, contexts))
+
+    async def _timed_analysis(
+        self, batch: list[tuple[str, AnalysisRole]], contexts: list[Context | None]
+    ) -> list[Analysis | BaseException]:
+        with self._timed("analyse"):
+            return await self._analyse(batch, contexts)
+
+    async def store(self, read: Read) -> list[StoreResult | BaseException]:
+        """Store what ``read`` holds, in the order read; one result per item."""
+        await self.analyse(read)  # not started by the caller: start it now
+        analyses = await read.analyses()
+        items, drafts, fresh = read.items, read.drafts, read.fresh
         # Messages are stored a run at a time (one transaction, a few multi-row
         # statements); an event ends a run, so rows are stored in the order read.
         out: list[StoreResult | BaseException | None] = [None] * len(items)
@@ -353,10 +437,18 @@ async def conversation_contexts(drafts: Sequence[MessageDraft]) -> list[Context 
     batch (an archive read carries the question and its answer together) are added in
     memory. Only advisor lines are judged in context; customers get None.
     """
-    keys = [conversation_key(d) if d.analysis_role == "advisor" else None for d in drafts]
-    wanted = [(k, d) for k, d in zip(keys, drafts, strict=True) if k is not None]
+    return conversation_contexts_from(drafts, await stored_conversations(drafts), ())
+
+
+def _judged_in_context(draft: MessageDraft) -> ConversationKey | None:
+    return conversation_key(draft) if draft.analysis_role == "advisor" else None
+
+
+async def stored_conversations(drafts: Sequence[MessageDraft]) -> History:
+    """The stored turns of the conversations ``drafts`` continue, in one query."""
+    wanted = [(k, d) for d in drafts if (k := _judged_in_context(d)) is not None]
     if not wanted:
-        return [None] * len(drafts)
+        return {}
     since = min(d.msgtime for _, d in wanted) - CONTEXT_WINDOW
     until = max(d.msgtime for _, d in wanted)
     stored = await bot_service.conversation_turns(
@@ -365,7 +457,7 @@ async def conversation_contexts(drafts: Sequence[MessageDraft]) -> list[Context 
         since=since,
         until=until,
     )
-    history: dict[ConversationKey, list[tuple[Any, AnalysisRole, str]]] = {}
+    history: History = {}
     for t in stored:
         key: ConversationKey | None = t.roomid or (
             (t.advisor_userid, t.external_userid)
@@ -375,6 +467,24 @@ async def conversation_contexts(drafts: Sequence[MessageDraft]) -> list[Context 
         if key is not None:
             role: AnalysisRole = "customer" if t.sender_role == "customer" else "advisor"
             history.setdefault(key, []).append((t.msgtime, role, t.masked_text))
+    return history
+
+
+def conversation_contexts_from(
+    drafts: Sequence[MessageDraft],
+    history: History,
+    pending: Sequence[tuple[MessageDraft, str]],
+) -> list[Context | None]:
+    """Each draft's context from the stored ``history``, then ``pending`` (messages of the
+    read before, analysed and about to be stored: (draft, masked text)), then the earlier
+    drafts of the same read."""
+    keys = [_judged_in_context(d) for d in drafts]
+    if not any(k is not None for k in keys):
+        return [None] * len(drafts)
+    not_stored: History = {}
+    for d, masked in pending:
+        if (key := conversation_key(d)) is not None:
+            not_stored.setdefault(key, []).append((d.msgtime, d.analysis_role, masked))
     out: list[Context | None] = []
     for pos, (key, draft) in enumerate(zip(keys, drafts, strict=True)):
         if key is None:
@@ -388,10 +498,10 @@ async def conversation_contexts(drafts: Sequence[MessageDraft]) -> list[Context 
         lo = draft.msgtime - CONTEXT_WINDOW
         turns = [
             (when, role, text)
-            for when, role, text in [*history.get(key, []), *earlier]
+            for when, role, text in [*history.get(key, []), *not_stored.get(key, []), *earlier]
             if lo <= when <= draft.msgtime
         ]
-        turns.sort(key=lambda t: t[0])  # stable: batch items after stored ones at a tie
+        turns.sort(key=lambda t: t[0])  # stable: stored, then pending, then this read's at a tie
         out.append(tuple(Turn(role, text) for _, role, text in turns[-CONTEXT_TURNS:]) or None)
     return out
 

@@ -4,6 +4,11 @@ Entries may be processed more than once (a worker can die between the DB
 commit and XACK); every stage is idempotent, so that is harmless.  Entries of
 a dead worker are taken over with XAUTOCLAIM once idle for ``claim_idle_ms``.
 
+New entries are read a batch at a time, and a batch is analysed while the one
+read before it is stored (``bot.pipeline``): the analyzer's process and this one
+work at once.  Batches are still stored and acknowledged one after the other, in
+the order read, each only after its own commit.
+
 A failed entry is retried after a back-off, and only a failure that is the
 entry's own counts towards the dead-letter table: an infrastructure failure (the
 database or Redis unreachable, a lock timeout, the analyzer pool gone and not
@@ -28,7 +33,7 @@ import socket
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -37,7 +42,7 @@ from tortoise.exceptions import DBConnectionError, DoesNotExist
 
 from bot import models
 from bot import service as bot_service
-from bot.pipeline import Pipeline
+from bot.pipeline import Pipeline, Read
 from bot.schemas import QueuedItem, Source, StoreResult
 from bot.stream import InboundStream, payload_aad
 from compliance_nlp.pool import AnalyzerUnavailable
@@ -63,6 +68,11 @@ local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, to
 if #ids > 0 then redis.call('ZREM', KEYS[1], unpack(ids)) end
 return ids
 """
+
+
+# New batches read in one round at most, so retries that fall due and entries of dead
+# workers are looked at between them even while the stream never runs dry.
+READS_PER_ROUND = 16
 
 
 def consumer_name() -> str:
@@ -130,6 +140,21 @@ class _Undecodable(Exception):
 
 def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
+@dataclass
+class _Batch:
+    """Entries read together, on their way from the stream to their acknowledgement."""
+
+    entries: list[tuple[Any, dict[bytes, bytes]]]
+    reclaimed: bool
+    raw: dict[str, dict[bytes, bytes]] = field(default_factory=dict)
+    items: list[QueuedItem] = field(default_factory=list)
+    # Entries that could not be opened, with why.
+    failed: list[tuple[str, BaseException]] = field(default_factory=list)
+    read: Read | None = None
+    # Set when preparing or storing the read failed as a whole.
+    error: BaseException | None = None
 
 
 class Worker:
@@ -255,16 +280,7 @@ class Worker:
         entries = await self._not_backing_off([(sid, f) for sid, f in claimed[1] if f])
         if entries:
             handled += await self._handle(entries, reclaimed=True)
-        resp = await self.redis.xreadgroup(
-            self.stream.group,
-            self.consumer,
-            {self.stream.stream: ">"},
-            count=self.settings.batch_size,
-            block=block_ms,
-        )
-        for _stream, batch in resp or []:
-            if batch:
-                handled += await self._handle(batch, reclaimed=False)
+        handled += await self._read_new(block_ms)
         stalled = self._round_stalled and not self._round_progress
         self.stalled_rounds = self.stalled_rounds + 1 if stalled else 0
         return handled
@@ -280,60 +296,123 @@ class Worker:
         now = self._now_ms()
         return [e for e, at in zip(entries, scores, strict=True) if at is None or at <= now]
 
+    async def _read(self, block_ms: int | None) -> list[tuple[Any, dict[bytes, bytes]]]:
+        resp = await self.redis.xreadgroup(
+            self.stream.group,
+            self.consumer,
+            {self.stream.stream: ">"},
+            count=self.settings.batch_size,
+            block=block_ms,
+        )
+        return [entry for _stream, batch in resp or [] for entry in batch]
+
+    async def _read_new(self, block_ms: int | None) -> int:
+        """Read new entries until none are left (or ``READS_PER_ROUND``), overlapping each
+        batch's analysis with the storing of the batch before it; return how many.
+
+        Per batch: read it, prepare it (database reads, while the batch before is still
+        being analysed), then — once the batch before is analysed — start its analysis
+        with the batch before as context, and store and acknowledge the batch before.
+        """
+        handled = 0
+        current: _Batch | None = None
+        try:
+            for _ in range(READS_PER_ROUND):
+                # Only the first read waits for entries: with a batch in hand, store it.
+                entries = await self._read(block_ms if current is None else None)
+                following = await self._prepare(entries, reclaimed=False) if entries else None
+                if current is not None:
+                    handled += await self._finish(current, following=following)
+                elif following is not None and following.read is not None:
+                    await self.pipeline.analyse(following.read)
+                current = following
+                if current is None:
+                    break
+            if current is not None:
+                handled += await self._finish(current, following=None)
+                current = None
+        finally:
+            if current is not None and current.read is not None:
+                current.read.cancel()  # stopping: its entries stay pending, reclaimed later
+        return handled
+
     async def _handle(
         self, entries: list[tuple[Any, dict[bytes, bytes]]], *, reclaimed: bool
     ) -> int:
-        items: list[QueuedItem] = []
-        raw: dict[str, dict[bytes, bytes]] = {}
-        failed: list[tuple[str, BaseException]] = []
+        return await self._finish(await self._prepare(entries, reclaimed=reclaimed))
+
+    async def _prepare(
+        self, entries: list[tuple[Any, dict[bytes, bytes]]], *, reclaimed: bool
+    ) -> _Batch:
+        """Open the entries and prepare them; a prepare that fails is kept for ``_finish``."""
+        batch = _Batch(entries=entries, reclaimed=reclaimed)
         for sid, fields in entries:
             sid_s = sid.decode() if isinstance(sid, bytes) else str(sid)
-            raw[sid_s] = fields
+            batch.raw[sid_s] = fields
             try:
-                items.append(self.stream.decode(sid_s, fields))
+                batch.items.append(self.stream.decode(sid_s, fields))
             except Exception as exc:  # noqa: BLE001 - judged below like any failure
-                failed.append((sid_s, exc if is_transient(exc) else _Undecodable(repr(exc))))
-        results = await self._process(items) if items else []
+                batch.failed.append((sid_s, exc if is_transient(exc) else _Undecodable(repr(exc))))
+        if batch.items:
+            try:
+                batch.read = await self.pipeline.prepare(batch.items)
+            except Exception as exc:  # noqa: BLE001 - judged and reported per item in _finish
+                batch.error = exc
+        return batch
+
+    async def _finish(self, batch: _Batch, *, following: _Batch | None = None) -> int:
+        """Store ``batch`` (after starting the analysis of ``following``), then acknowledge
+        what was stored and schedule or dead-letter what failed."""
+        if following is not None and following.read is not None:
+            await self.pipeline.analyse(following.read, after=batch.read)
+        results = await self._results(batch)
         done: list[str] = []
-        for item, result in zip(items, results, strict=True):
+        failed = list(batch.failed)
+        for item, result in zip(batch.items, results, strict=True):
             if isinstance(result, StoreResult):
                 done.append(item.stream_id)
             else:
                 failed.append((item.stream_id, result))
         # The good entries first: a failure below (dead-letter write) must not hold them.
         if done:
-            await self._ack(done, reclaimed=reclaimed)
+            await self._ack(done, reclaimed=batch.reclaimed)
         transient = 0
         for sid, error in failed:
-            transient += await self._failed(sid, raw[sid], error)
+            transient += await self._failed(sid, batch.raw[sid], error)
         if done or len(failed) > transient:
             self._round_progress = True
         elif failed:
             self._round_stalled = True
-        return len(entries)
+        return len(batch.entries)
 
-    async def _process(self, items: list[QueuedItem]) -> list[StoreResult | BaseException]:
+    async def _results(self, batch: _Batch) -> list[StoreResult | BaseException]:
         """The pipeline's result per item; a batch that fails as a whole is tried item by item.
 
-        ``process_batch`` reports per item, but a failure between its stages (the
-        duplicate pre-check) fails the read.  Unless the database is simply away,
-        each item then runs alone, so one poisonous entry cannot hold its batch.
+        ``store`` reports per item, but a failure between the stages (the duplicate
+        pre-check, the conversation read) fails the read.  Unless the database is simply
+        away, each item then runs alone, so one poisonous entry cannot hold its batch.
         """
-        try:
-            return await self.pipeline.process_batch(items)
-        except Exception as exc:  # noqa: BLE001 - judged and reported per item below
-            if is_transient(exc) or len(items) == 1:
-                return [exc] * len(items)
-            log.warning(
-                "batch failed; running its items one by one",
-                extra={"items": len(items), "error": _error_text(exc)},
-            )
+        if not batch.items:
+            return []
+        if batch.read is not None:
+            try:
+                return await self.pipeline.store(batch.read)
+            except Exception as exc:  # noqa: BLE001 - judged and reported per item below
+                batch.error = exc
+        error = batch.error
+        assert error is not None
+        if is_transient(error) or len(batch.items) == 1:
+            return [error] * len(batch.items)
+        log.warning(
+            "batch failed; running its items one by one",
+            extra={"items": len(batch.items), "error": _error_text(error)},
+        )
         out: list[StoreResult | BaseException] = []
-        for item in items:
+        for item in batch.items:
             try:
                 out += await self.pipeline.process_batch([item])
-            except Exception as exc:  # noqa: BLE001 - this item's own failure
-                out.append(exc)
+            except Exception as item_exc:  # noqa: BLE001 - this item's own failure
+                out.append(item_exc)
         return out
 
     async def _failed(self, stream_id: str, fields: dict[bytes, bytes], exc: BaseException) -> int:
