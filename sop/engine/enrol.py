@@ -592,3 +592,18 @@ async def enrol_list(
             )
         total += len(made)
     return total
+
+
+async def run_audience_snapshots(done: set[int], *, now: datetime | None = None) -> int:
+    """Enrol the audience of each running audience-only version once (a campaign with
+    no trigger: its audience at activation is the list).  ``done`` remembers the
+    versions this process has enrolled; after a restart a rerun finds everyone enrolled
+    already (the trigger ref is the version's) and adds no one twice.
+    """
+    total = 0
+    for plan in await active_plans(store.conn()):
+        if plan.trigger is not None or not plan.audience or plan.version_id in done:
+            continue
+        total += await enrol_audience(plan, ref=f"audience:v{plan.version_id}", at=now)
+        done.add(plan.version_id)
+    return total

@@ -402,3 +402,105 @@ def late_after(delivery: Delivery, default: timedelta) -> timedelta:
     if delivery == Delivery.WELCOME:
         return timedelta(seconds=20)  # the WelcomeCode's life (41051 after)
     return default
+
+
+async def adopt_version(c: BaseDBAsyncClient, *, campaign_id: int, version_id: int) -> int:
+    """Move the campaign's touches not yet due onto ``version_id`` (call it in the
+    transaction that activates the version).
+
+    A touch keeps the version that sent it; one still planned belongs to the new
+    version from now on: step *n* of the old version becomes step *n* of the new one,
+    due again by the new timing (never earlier than now), and a step the new version
+    dropped is skipped as ``superseded``.  Steps the new version adds are planned for
+    every active enrolment.  Returns the touches moved or added.
+    """
+    plan = await load_plan(c, version_id=version_id)
+    by_position = {s.position: s for s in plan.steps}
+    now = datetime.now(UTC)
+    old = (
+        await Touch.filter(
+            campaign_id=campaign_id,
+            state__in=(TouchState.PLANNED, TouchState.DUE),
+            version_id__not=version_id,
+        )
+        .using_db(c)
+        .values("id", "step_id", "enrolment_id")
+    )
+    changed = 0
+    if old:
+        positions = dict(
+            await CampaignStep.filter(id__in=sorted({r["step_id"] for r in old}))
+            .using_db(c)
+            .values_list("id", "position")
+        )
+        entries = dict(
+            await Enrolment.filter(id__in=sorted({r["enrolment_id"] for r in old}))
+            .using_db(c)
+            .values_list("id", "entered_at")
+        )
+        dropped: list[int] = []
+        tv = store.DbValues(Touch)
+        moves: list[tuple[Any, ...]] = []
+        for r in old:
+            step = by_position.get(int(positions[r["step_id"]]))
+            if step is None:
+                dropped.append(int(r["id"]))
+                continue
+            due, reason = plan_dues(plan, entries[r["enrolment_id"]])[plan.steps.index(step)]
+            moves.append((step.id, version_id, tv("due_at", max(due, now)), reason, int(r["id"])))
+        if dropped:
+            await (
+                Touch.filter(id__in=dropped)
+                .using_db(c)
+                .update(state=TouchState.SKIPPED, reason="superseded")
+            )
+        if moves:
+            p = store.placeholders(c, 5).split(", ")
+            await c.execute_many(
+                f"UPDATE sop_touch SET step_id = {p[0]}, version_id = {p[1]}, "  # noqa: S608 - placeholders only
+                f"due_at = {p[2]}, reason = {p[3]} WHERE id = {p[4]}",
+                [list(m) for m in moves],
+            )
+        changed = len(old)
+    # New steps for enrolments already running (a touch per step, as for newcomers).
+    active = (
+        await Enrolment.filter(campaign_id=campaign_id, state=EnrolmentState.ACTIVE)
+        .using_db(c)
+        .values("id", "customer", "advisor", "entered_at")
+    )
+    have = {
+        (int(e), int(s))
+        for e, s in await Touch.filter(campaign_id=campaign_id)
+        .using_db(c)
+        .values_list("enrolment_id", "step_id")
+    }
+    have_positions: dict[int, set[int]] = {}
+    step_positions = dict(
+        await CampaignStep.filter(id__in=sorted({s for _, s in have}) or [0])
+        .using_db(c)
+        .values_list("id", "position")
+    )
+    for e, s in have:
+        have_positions.setdefault(e, set()).add(int(step_positions.get(s, 0)))
+    rows = []
+    for e in active:
+        for step, (due, reason) in zip(plan.steps, plan_dues(plan, e["entered_at"]), strict=True):
+            if step.position in have_positions.get(int(e["id"]), set()):
+                continue
+            rows.append(
+                {
+                    "enrolment_id": int(e["id"]),
+                    "step_id": step.id,
+                    "version_id": version_id,
+                    "campaign_id": campaign_id,
+                    "customer": e["customer"],
+                    "advisor": e["advisor"],
+                    "due_at": max(due, now),
+                    "state": TouchState.PLANNED,
+                    "reason": reason,
+                }
+            )
+    if rows:
+        rows.sort(key=lambda r: (r["enrolment_id"], r["step_id"]))
+        await store.insert_rows(c, Touch, rows, conflict=("enrolment_id", "step_id"))
+    return changed + len(rows)

@@ -114,6 +114,7 @@ def _scheduler_tick(app: web.Application) -> JobTick | None:
 
 def _triggers_tick(app: web.Application) -> JobTick | None:
     cursor = enrol.TagCursor()
+    snapshots: set[int] = set()
     # The daily date triggers run on the first tick of each Beijing day (and after a
     # restart: they are idempotent per day).
     last_day: list[str] = []
@@ -124,6 +125,7 @@ def _triggers_tick(app: web.Application) -> JobTick | None:
         from sop.engine.timing import SHANGHAI
 
         did = await enrol.run_tag_triggers(cursor)
+        did += await enrol.run_audience_snapshots(snapshots)
         today = datetime.now(UTC).astimezone(SHANGHAI).date().isoformat()
         if last_day != [today]:
             await enrol.run_date_triggers()
