@@ -1396,17 +1396,63 @@ def demo_spec() -> CampaignIn:
     )
 
 
+def demo_welcome_spec() -> CampaignIn:
+    """A welcome journey: the welcome message on add, a reminder to the advisor next day."""
+    return CampaignIn.model_validate(
+        {
+            "name": "新客户欢迎旅程",
+            "description": "添加客户后 20 秒内发送欢迎语，次日上午提醒客户经理做首次回访",
+            "segment": "all",
+            "trigger": {"kind": "customer_added"},
+            "reentry": "never",
+            "exit_conditions": [{"kind": "opted_out"}, {"kind": "relation_deleted"}],
+            "steps": [
+                {
+                    "name": "欢迎语",
+                    "delivery": "welcome",
+                    "at_time": None,
+                    "content": {
+                        "kind": "text",
+                        "text": "{customer_name}您好，我是您的专属客户经理{advisor_name}，"
+                        "有任何问题欢迎随时联系我。",
+                    },
+                },
+                {
+                    "name": "次日回访提醒",
+                    "anchor": "previous",
+                    "offset_days": 1,
+                    "at_time": "10:00",
+                    "skip_weekends": True,
+                    "delivery": "reminder",
+                    "content": {
+                        "kind": "text",
+                        "text": "{customer_name}您好，昨天添加了您，想了解一下您近期的理财需求，"
+                        "方便时可以回复我。",
+                    },
+                },
+            ],
+        }
+    )
+
+
 async def seed_demo_campaign(*, author: Actor, approver: Actor, analyzer: Any) -> Campaign | None:
-    """The demo's example, built, approved and activated through the use cases (so its
-    audit trail reads as a real one); nothing when any campaign exists already."""
+    """The demo's examples — a maturity reminder and a welcome journey — built, approved
+    and activated through the use cases (so their audit trail reads as a real one);
+    nothing when any campaign exists already.  Returns the maturity reminder."""
     if await Campaign.all().exists():
         return None
-    saved = await do_create_campaign(
-        spec=demo_spec(), actor=author, analyzer=analyzer, source="demo"
-    )
-    cid = saved.campaign.id
-    await do_submit(campaign_id=cid, actor=author, analyzer=analyzer, source="demo")
-    await do_approve(
-        campaign_id=cid, version=1, comment="示例活动：内容已核对", actor=approver, source="demo"
-    )
-    return await do_activate(campaign_id=cid, actor=author, source="demo")
+    first: Campaign | None = None
+    for spec in (demo_spec(), demo_welcome_spec()):
+        saved = await do_create_campaign(spec=spec, actor=author, analyzer=analyzer, source="demo")
+        cid = saved.campaign.id
+        await do_submit(campaign_id=cid, actor=author, analyzer=analyzer, source="demo")
+        await do_approve(
+            campaign_id=cid,
+            version=1,
+            comment="示例活动：内容已核对",
+            actor=approver,
+            source="demo",
+        )
+        activated = await do_activate(campaign_id=cid, actor=author, source="demo")
+        first = first or activated
+    return first

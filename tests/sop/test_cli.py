@@ -44,8 +44,8 @@ def test_campaigns_from_the_command_line(
 
     code, out, _ = run(cli_settings, ["campaigns", "list"], capsys, monkeypatch)
     assert code == 0
-    (row,) = json.loads(out)
-    assert (row["id"], row["status"], row["current_version"]) == (cid, "active", 1)
+    rows = {r["id"]: r for r in json.loads(out)}
+    assert len(rows) == 2 and (rows[cid]["status"], rows[cid]["current_version"]) == ("active", 1)
 
     code, out, _ = run(cli_settings, ["campaigns", "show", str(cid)], capsys, monkeypatch)
     assert code == 0 and json.loads(out)["versions"][0]["steps"][1]["delivery"] == "mass_send"

@@ -1,4 +1,4 @@
-"""`siyu demo`'s example campaign: built, approved by another person and running, once."""
+"""`siyu demo`'s example campaigns: built, approved by another person and running, once."""
 
 from __future__ import annotations
 
@@ -29,4 +29,8 @@ async def test_the_demo_campaign_runs_once_approved(db: None, analyzer: Any) -> 
     assert (
         await campaigns.seed_demo_campaign(author=OPS, approver=REVIEWER, analyzer=analyzer) is None
     )
-    assert await Campaign.all().count() == 1
+    assert await Campaign.all().count() == 2
+    welcome = await Campaign.get(name="新客户欢迎旅程")
+    assert welcome.status == CampaignStatus.ACTIVE
+    w = await CampaignVersion.get(campaign_id=welcome.id, version=1)
+    assert w.trigger == {"kind": "customer_added"} and w.findings == []
