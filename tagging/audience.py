@@ -473,6 +473,16 @@ def _tag_names(node: Node) -> list[str]:
     return []
 
 
+def _attr_names(node: Node) -> list[str]:
+    if isinstance(node, AttrCmp | AttrWithin):
+        return [node.name]
+    if isinstance(node, Not):
+        return _attr_names(node.item)
+    if isinstance(node, And | Or):
+        return [n for i in node.items for n in _attr_names(i)]
+    return []
+
+
 def _conn() -> BaseDBAsyncClient:
     return Tortoise.get_connection("default")
 
@@ -486,7 +496,12 @@ async def where_clause(
 ) -> tuple[str, list[Any]]:
     """``(sql, params)``: a condition on ``bot_customer c`` selecting the audience."""
     tag_ids = await service.tags_named(names=sorted(set(_tag_names(node))))
-    schema = await attributes.load_schema()
+    # Custom fields never shadow a built-in name, so an expression naming built-in
+    # attributes only compiles without reading the custom ones (one query less).
+    named = set(_attr_names(node))
+    schema = (
+        attributes.BUILTIN if named <= set(attributes.BUILTIN) else await attributes.load_schema()
+    )
     sql = _Sql(_dialect(conn))
     clause = await _compile(node, sql, tag_ids, today or _today(), schema)
     return clause, sql.params

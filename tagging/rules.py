@@ -42,7 +42,7 @@ from compliance_nlp.types import INTENTS, SENTIMENTS
 from core import audit
 from core.audit import Actor
 from tagging import audience, flows, service
-from tagging.models import CustomerTag, Tag, TagRule, TagSource
+from tagging.models import CustomerTag, CustomerTagHistory, Tag, TagRule, TagSource
 
 log = logging.getLogger(__name__)
 
@@ -477,21 +477,131 @@ async def run_schedule_rule(rule: TagRule, *, now: datetime | None = None) -> in
             break
         async with in_transaction() as tx:
             tags = await _load_tags(tx, spec.then)
-            for cid, ext in batch:
-                changed += await _apply(
-                    conn=tx,
-                    rule=rule,
-                    then=spec.then,
-                    external_userid=ext,
-                    reason={"audience": when.audience[:200]},
-                    now=now,
-                    customer_id=cid,
-                    tags=tags,
-                )
+            changed += await _apply_batch(
+                tx,
+                rule=rule,
+                then=spec.then,
+                batch=batch,
+                reason={"audience": when.audience[:200]},
+                now=now,
+                tags=tags,
+            )
         after = batch[-1][0]
     rule.last_run_at = now
     rule.last_run_applied = changed
     await rule.save(update_fields=["last_run_at", "last_run_applied", "updated_at"])
+    return changed
+
+
+async def _apply_batch(
+    tx: BaseDBAsyncClient,
+    *,
+    rule: TagRule,
+    then: Then,
+    batch: Sequence[tuple[int, str]],
+    reason: dict[str, Any],
+    now: datetime,
+    tags: dict[int, Tag | None],
+) -> int:
+    """``then`` for a batch of customers, set-wise where WeCom need not hear of it.
+
+    A tag of a group that syncs with WeCom is applied customer by customer
+    (``flows.tag_customer``: each change queues its ``mark_tag`` per advisor relation);
+    a siyu-only tag is inserted (or deleted) for the whole batch at once, with one
+    history row per customer changed — the same rows, a few statements instead of
+    three per customer.
+    """
+    by_id = dict(batch)
+    ids = list(by_id)
+    ref = f"rule:{rule.id}"
+    full_reason = {"rule_id": rule.id, **reason}
+    expires = now + timedelta(days=then.expires_after_days) if then.expires_after_days else None
+    changed = 0
+    for tag_id, add in [*((t, True) for t in then.add), *((t, False) for t in then.remove)]:
+        tag = tags.get(tag_id)
+        if tag is None:
+            continue  # deleted since the rule was saved
+        if flows._group_syncs(tag.group):
+            for cid, ext in batch:
+                if add:
+                    change = await flows.tag_customer(
+                        conn=tx,
+                        external_userid=ext,
+                        tag=tag,
+                        source=TagSource.RULE,
+                        applied_by=ref,
+                        reason=full_reason,
+                        expires_at=expires,
+                        customer_id=cid,
+                    )
+                else:
+                    change = await flows.untag_customer(
+                        conn=tx,
+                        external_userid=ext,
+                        tag=tag,
+                        source=TagSource.RULE,
+                        actor_ref=ref,
+                        reason=full_reason,
+                        customer_id=cid,
+                    )
+                changed += change.changed
+            continue
+        having = {
+            int(c)  # type: ignore[call-overload]
+            for c in await CustomerTag.filter(customer_id__in=ids, tag_id=tag_id)
+            .using_db(tx)
+            .values_list("customer_id", flat=True)
+        }
+        if add:
+            todo = [cid for cid in ids if cid not in having]
+            if not todo:
+                continue
+            await CustomerTag.bulk_create(
+                [
+                    CustomerTag(
+                        customer_id=cid,
+                        tag_id=tag_id,
+                        source=TagSource.RULE,
+                        applied_by=ref,
+                        applied_at=now,
+                        reason=full_reason,
+                        expires_at=expires,
+                    )
+                    for cid in todo
+                ],
+                using_db=tx,
+                # A message rule may tag one of them at this moment: its row stands.
+                ignore_conflicts=True,
+            )
+            done = [
+                int(c)  # type: ignore[call-overload]
+                for c in await CustomerTag.filter(
+                    customer_id__in=todo, tag_id=tag_id, applied_by=ref, applied_at=now
+                )
+                .using_db(tx)
+                .values_list("customer_id", flat=True)
+            ]
+        else:
+            done = [cid for cid in ids if cid in having]
+            if not done:
+                continue
+            await CustomerTag.filter(customer_id__in=done, tag_id=tag_id).using_db(tx).delete()
+        await CustomerTagHistory.bulk_create(
+            [
+                CustomerTagHistory(
+                    customer_id=cid,
+                    tag_id=tag_id,
+                    action="add" if add else "remove",
+                    source=TagSource.RULE,
+                    actor=ref,
+                    reason=full_reason,
+                    at=now,
+                )
+                for cid in done
+            ],
+            using_db=tx,
+        )
+        changed += len(done)
     return changed
 
 

@@ -14,7 +14,7 @@ from bot import service as bot_service
 from core.audit import Actor
 from core.models import AuditEntry
 from tagging import flows, hooks, rules, service
-from tagging.models import CustomerTag, CustomerTagHistory, TagRule, TagSource
+from tagging.models import CustomerTag, CustomerTagHistory, Tag, TagRule, TagSource
 from tagging.schemas import GroupIn, TagIn
 from tests.tagging.test_sync import event, run_hook
 
@@ -195,6 +195,69 @@ async def test_schedule_rule_streams_over_its_audience_and_expiry_removes(db: No
         spec=rule("全部", "schedule", {"audience": 'NOT tag:"高净值"'}, add=[vip]), actor=OPS
     )
     assert everyone.warning and "every customer" in everyone.warning
+
+
+async def test_schedule_rule_adds_and_removes_set_wise_and_marks_synced_tags(db: None) -> None:
+    """siyu-only tags go in per batch (one history row per customer); a tag WeCom
+    knows is applied customer by customer, each with its mark_tag per relation."""
+    local, old = await _tags("到期提醒", "旧客群")
+    synced = await flows.do_create_group(
+        spec=GroupIn(name="企微同步", sync_to_wecom=True), actor=OPS
+    )
+    wecom_tag = await flows.do_create_tag(spec=TagIn(group_id=synced.id, name="到期"), actor=OPS)
+    await Tag.filter(id=wecom_tag.id).update(wecom_tag_id="etTAG1", push_pending=False)
+    async with in_transaction() as conn:
+        adv = await bot_service.upsert_advisor(conn=conn, userid="adv-li")
+        for i in range(rules.BATCH + 5):
+            c = await bot_service.upsert_customer(conn=conn, external_userid=f"wmSET{i:017d}")
+            await (
+                bot_models.Customer.filter(id=c.id)
+                .using_db(conn)
+                .update(attributes={"risk_level": "C5" if i % 5 == 0 else "C1"})
+            )
+            if i < 3:
+                await bot_service.upsert_follow(
+                    conn=conn,
+                    customer=c,
+                    advisor=adv,
+                    status=bot_models.RelationStatus.ACTIVE,
+                    at=bot_service.now(),
+                )
+            tag = await service.get_tag(conn=conn, tag_id=old)
+            assert tag is not None
+            await flows.tag_customer(
+                conn=conn,
+                external_userid=c.external_userid,
+                tag=tag,
+                source=TagSource.IMPORT,
+                applied_by="import:test",
+                customer_id=c.id,
+            )
+    spec = rule(
+        "高风险",
+        "schedule",
+        {"audience": "attr.risk_level = C5"},
+        add=[local, wecom_tag.id],
+        remove=[old],
+    )
+    saved, _ = await rules.do_save_rule(spec=spec, actor=OPS)
+    matched = (rules.BATCH + 5 + 4) // 5  # every fifth customer
+    assert await rules.rules_tick() == 3 * matched
+    assert await CustomerTag.filter(tag_id=local).count() == matched
+    assert await CustomerTag.filter(tag_id=wecom_tag.id).count() == matched
+    assert await CustomerTag.filter(tag_id=old).count() == rules.BATCH + 5 - matched
+    history = await CustomerTagHistory.filter(actor=f"rule:{saved.id}").all()
+    assert len(history) == 3 * matched
+    assert {(h.tag_id, h.action) for h in history} == {
+        (local, "add"),
+        (wecom_tag.id, "add"),
+        (old, "remove"),
+    }
+    assert all(h.reason["rule_id"] == saved.id for h in history)
+    # Customer 0 (C5) follows adv-li: the synced tag was marked in WeCom for that relation.
+    marks = await bot_models.OutboxItem.filter(origin__startswith="tagging.mark:").all()
+    assert len(marks) == 1 and marks[0].api == "externalcontact/mark_tag"
+    assert await rules.rules_tick() == 0  # nothing left to change
 
 
 async def test_rules_api(edge: Any) -> None:
