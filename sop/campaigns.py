@@ -1197,6 +1197,11 @@ async def do_activate(*, campaign_id: int, actor: Actor, source: str = "") -> Ca
         campaign.activated_at = now
         campaign.paused_at = None
         await campaign.save(using_db=conn)
+        if previous:
+            # Touches not yet due follow the new version (sop.engine.planner).
+            from sop.engine import planner
+
+            await planner.adopt_version(conn, campaign_id=campaign.id, version_id=version.id)
         await audit.append(
             conn=conn,
             actor=actor,
