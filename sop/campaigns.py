@@ -1347,6 +1347,71 @@ async def do_opt_out(*, external_userid: str, reason: str, actor: Actor, source:
     return not existed
 
 
+MAX_MANUAL_LIST = 10_000
+
+
+async def do_enrol_manual(
+    *, campaign_id: int, customers: Sequence[str] | None, actor: Actor, source: str = ""
+) -> int:
+    """Enrol by hand into a running ``manual`` campaign: a list of external_userids, or
+    (``customers`` None) a snapshot of the version's audience now.
+
+    The engine enrols in batches, each in its own transaction (a snapshot may be a
+    million customers), under a trigger ref naming the operator and the moment, so a
+    rerun after a crash adds no one twice; the audit entry follows with the count.
+    Customers without an active advisor relation are left out (nobody could deliver).
+    """
+    from sop.engine import enrol, planner
+
+    campaign = await get_campaign(campaign_id)
+    if campaign.status != CampaignStatus.ACTIVE:
+        raise StateConflict(
+            "not_active", f"活动{STATUS_LABELS[campaign.status]}，只有运行中的活动可以入组"
+        )
+    version = await get_version(campaign, campaign.current_version)
+    if (version.trigger or {}).get("kind") != "manual":
+        raise StateConflict("not_manual", "只有触发方式为「手动入组」的活动可以手动入组")
+    names: list[str] = []
+    if customers is not None:
+        names = list(dict.fromkeys(c.strip() for c in customers if c and c.strip()))
+        if not names:
+            raise CampaignInvalid([Problem("customers", "required", "请填写客户 ID（每行一个）")])
+        if len(names) > MAX_MANUAL_LIST:
+            raise CampaignInvalid(
+                [Problem("customers", "too_many", f"一次最多 {MAX_MANUAL_LIST} 位客户")]
+            )
+        if any(len(n) > 64 for n in names):
+            raise CampaignInvalid([Problem("customers", "invalid", "客户 ID 最长 64 个字符")])
+    elif not version.audience:
+        raise CampaignInvalid([Problem("audience", "required", "该版本未设受众，请提供客户名单")])
+    at = datetime.now(UTC)
+    ref = f"manual:{actor.ref}:{at.strftime('%Y%m%dT%H%M%S')}"
+    plan = await planner.load_plan(_default_conn(), version_id=version.id)
+    if customers is not None:
+        enrolled = await enrol.enrol_list(plan, customers=names, ref=ref, at=at)
+    else:
+        enrolled = await enrol.enrol_audience(plan, ref=ref, at=at)
+    await audit.append_alone(
+        actor=actor,
+        action="sop.campaign.enrol",
+        target=f"campaign:{campaign.id}",
+        source=source,
+        detail={
+            "version": version.version,
+            "kind": "list" if customers is not None else "audience_snapshot",
+            "asked": len(names) if customers is not None else None,
+            "enrolled": enrolled,
+        },
+    )
+    return enrolled
+
+
+def _default_conn() -> BaseDBAsyncClient:
+    from tortoise import Tortoise
+
+    return Tortoise.get_connection("default")
+
+
 # ---------------------------------------------------------------- the demo's example
 
 

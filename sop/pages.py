@@ -181,6 +181,7 @@ NOTICES = {
     "paused": ("warn", "已暂停：待发送的触达不再发出。"),
     "resumed": ("ok", "已恢复运行。"),
     "archived": ("warn", "已归档。"),
+    "enrolled": ("ok", "已手动入组（无在职客户经理跟进的客户不入组）。"),
 }
 STATUS_TONES = {
     CampaignStatus.DRAFT: "",
@@ -867,6 +868,7 @@ async def campaign_view(request: web.Request) -> web.StreamResponse:
     steps = await campaigns.steps_of(latest)
     findings = latest.findings or []
     result = await stats.campaign_stats(campaign)
+    running = next((v for v in versions if v.version == campaign.current_version), None)
     return _render(
         "sop_campaign.html",
         request,
@@ -889,6 +891,9 @@ async def campaign_view(request: web.Request) -> web.StreamResponse:
                     "product": latest.product,
                     "exits": latest.exit_conditions or [],
                 }
+            ),
+            "json_current": loose(
+                {"trigger": running.trigger, "audience": running.audience} if running else {}
             ),
             "violations": campaigns.violations_of(findings),
             "reviews": campaigns.reviews_of(findings),
@@ -947,6 +952,34 @@ async def campaign_resume(request: web.Request) -> web.StreamResponse:
 @requires("campaigns:write")
 async def campaign_archive(request: web.Request) -> web.StreamResponse:
     return await _action(request, "archive", "archived")
+
+
+@requires("campaigns:write")
+async def campaign_enrol(request: web.Request) -> web.StreamResponse:
+    campaign = await _campaign(request)
+    form = await request.post()
+    listed = [line for line in _s(form, "customers").splitlines() if line.strip()]
+    try:
+        n = await campaigns.do_enrol_manual(
+            campaign_id=campaign.id,
+            customers=listed if _s(form, "mode") != "audience" else None,
+            actor=_actor(request),
+            source=request.remote or "",
+        )
+    except CampaignError as exc:
+        problems = (
+            exc.problems
+            if isinstance(exc, CampaignInvalid)
+            else [Problem(exc.field or "campaign", exc.code, exc.message)]
+        )
+        return _render(
+            "sop_refused.html",
+            request,
+            {"c": campaign, "problems": problems, "action": "enrol"},
+            status=exc.status,
+        )
+    url = request.app.router["sop_campaign"].url_for(campaign_id=str(campaign.id))
+    raise web.HTTPSeeOther(str(url.with_query({"done": "enrolled", "n": str(n)})))
 
 
 # ---------------------------------------------------------------- approval
@@ -1140,6 +1173,7 @@ def add_pages(app: web.Application) -> None:
     app.router.add_post("/campaigns/{campaign_id}/pause", campaign_pause, name="sop_pause")
     app.router.add_post("/campaigns/{campaign_id}/resume", campaign_resume, name="sop_resume")
     app.router.add_post("/campaigns/{campaign_id}/archive", campaign_archive, name="sop_archive")
+    app.router.add_post("/campaigns/{campaign_id}/enrol", campaign_enrol, name="sop_enrol")
     app.router.add_get("/campaigns/{campaign_id}/review", campaign_review, name="sop_review")
     app.router.add_post("/campaigns/{campaign_id}/approve", campaign_approve, name="sop_approve")
     app.router.add_post("/campaigns/{campaign_id}/reject", campaign_reject, name="sop_reject")

@@ -147,6 +147,12 @@ class DecisionIn(_Strict):
     comment: str = Field(default="", max_length=2000)
 
 
+class EnrolIn(_Strict):
+    """A manual enrolment: these external_userids, or (none given) the audience now."""
+
+    customers: list[str] | None = Field(default=None, max_length=10_000)
+
+
 class ContentCheckIn(_Strict):
     """One step's content, checked as the builder types it (nothing is saved)."""
 

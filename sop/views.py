@@ -21,7 +21,7 @@ from core.audit import Actor
 from sop import campaigns, stats
 from sop.campaigns import VERSION_STATUS_LABELS, CampaignError, CampaignInvalid
 from sop.models import Campaign, CampaignStatus, CampaignStep, CampaignVersion
-from sop.schemas import CampaignIn, DecisionIn
+from sop.schemas import CampaignIn, DecisionIn, EnrolIn
 
 
 def error(
@@ -207,6 +207,7 @@ async def list_campaigns(request: web.Request) -> web.Response:
     summary="新建 SOP 活动（草稿）/ create a campaign (draft, version 1)",
     request=CampaignIn,
     errors=(400, 503),
+    status=201,
 )
 async def create_campaign(request: web.Request) -> web.Response:
     async def work() -> web.Response:
@@ -369,6 +370,27 @@ resume_campaign = _transition("resume", "恢复运行 / resume a paused campaign
 archive_campaign = _transition("archive", "归档（未发触达跳过）/ archive: planned touches skipped")
 
 
+@requires("campaigns:write")
+@api_doc(
+    summary="手动入组（名单或受众快照）/ enrol a list, or a snapshot of the audience",
+    request=EnrolIn,
+    errors=(400, 404, 409),
+)
+async def enrol_campaign(request: web.Request) -> web.Response:
+    async def work() -> web.Response:
+        cid = _campaign_id(request)
+        body = await _body(request, EnrolIn)
+        n = await campaigns.do_enrol_manual(
+            campaign_id=cid,
+            customers=body.customers,
+            actor=actor_of(request),
+            source=request.remote or "",
+        )
+        return web.json_response({"campaign_id": cid, "enrolled": n})
+
+    return await _guarded(work)
+
+
 @requires("campaigns:read")
 @api_doc(summary="SOP 活动效果（按版本、步骤）/ results per version and step", errors=(404,))
 async def campaign_stats(request: web.Request) -> web.Response:
@@ -393,4 +415,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/campaigns/{campaign_id}/pause", pause_campaign)
     app.router.add_post("/api/v1/campaigns/{campaign_id}/resume", resume_campaign)
     app.router.add_post("/api/v1/campaigns/{campaign_id}/archive", archive_campaign)
+    app.router.add_post("/api/v1/campaigns/{campaign_id}/enrol", enrol_campaign)
     app.router.add_get("/api/v1/campaigns/{campaign_id}/stats", campaign_stats)
