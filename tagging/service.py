@@ -643,7 +643,7 @@ async def export_customer(*, conn: BaseDBAsyncClient, external_userid: str) -> d
     """One customer's tags and tag history (PIPL art. 45 access request)."""
     customer_id = await customer_id_of(conn=conn, external_userid=external_userid)
     if customer_id is None:
-        return {"customer_tags": [], "customer_tag_history": []}
+        return {"customer_tags": [], "customer_tag_history": [], "sealed_attributes": []}
     tags = (
         await CustomerTag.filter(customer_id=customer_id)
         .using_db(conn)
@@ -651,7 +651,13 @@ async def export_customer(*, conn: BaseDBAsyncClient, external_userid: str) -> d
         .order_by("id")
     )
     history = await CustomerTagHistory.filter(customer_id=customer_id).using_db(conn).order_by("id")
+    sealed = await SealedAttribute.filter(customer_id=customer_id).using_db(conn).order_by("name")
     return {
+        # Sealed values stay sealed in an export, as message originals do: an authorised
+        # reader opens them through the audited console.
+        "sealed_attributes": [
+            {"name": a.name, "sealed": True, "updated_at": a.updated_at.isoformat()} for a in sealed
+        ],
         "customer_tags": [
             {
                 "tag": ct.tag.name,

@@ -64,6 +64,17 @@ async def test_aum_is_sealed_its_band_kept_clear_and_a_rerun_changes_nothing(
     row = await SealedAttribute.get(customer_id=customer.id, name="aum")
     assert attributes.open_value(keyring, row) == "12000000"
 
+    # A PIPL export names the sealed attribute and keeps it sealed.
+    from tortoise import Tortoise
+
+    from tagging import service
+
+    out = await service.export_customer(
+        conn=Tortoise.get_connection("default"), external_userid=EXT
+    )
+    assert [(a["name"], a["sealed"]) for a in out["sealed_attributes"]] == [("aum", True)]
+    assert "12000000" not in str(out)
+
     # A sealed value is bound to its customer: copied onto another, it does not open.
     other = await _customer("wmSEAL0000000000000002")
     copy = await SealedAttribute.create(customer_id=other.id, name="aum", sealed=row.sealed)
