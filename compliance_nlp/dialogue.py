@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 
 from compliance_nlp.model import answered_turn
@@ -130,6 +131,14 @@ class DialogueRules:
                 raise RuleDataError(f"{DIALOGUE_FILE}: {fid}: 'ask' is empty")
             frames.append(frame)
         self._frames = tuple(frames)
+        # Which frames and facts a customer turn asks about, by its normalised text: in a
+        # conversation several advisor lines answer the same turn, so it is read once.
+        self._asks = lru_cache(maxsize=4096)(self._read_question)
+
+    def _read_question(self, text: str) -> tuple[frozenset[int], frozenset[int]]:
+        frames = frozenset(i for i, f in enumerate(self._frames) if _first(f.ask, text))
+        facts = frozenset(i for i, f in enumerate(self._facts) if _first(f.ask, text))
+        return frames, facts
 
     def closes(self, advisor_text: str) -> bool:
         """Whether an advisor turn refuses or corrects what was asked before it."""
@@ -153,18 +162,23 @@ class DialogueRules:
         # A long reply is left to the line rules and the model, but what it refuses or
         # corrects still clears the question's category.
         long = len(text) > self._max_chars
-        for fact in self._facts:
-            if any(_first(fact.ask, norm) for _, norm, _ in asked) and _first(fact.reply, text):
+        questions = [self._asks(norm) for _, norm, _ in asked]
+        if not any(frames or facts for frames, facts in questions):
+            return reading
+        asked_facts = frozenset().union(*(facts for _, facts in questions))
+        for k, fact in enumerate(self._facts):
+            if k in asked_facts and _first(fact.reply, text):
                 for category in fact.categories:
                     reading.cleared[category] = "fact"
         lead_refusal = _first(self._refuse_lead, text) is not None
         shared_refusal = lead_refusal or _first(self._refuse, text) is not None
-        for frame in self._frames:
+        for k, frame in enumerate(self._frames):
             if reading.cleared.get(frame.category) == "fact":
                 continue
             if any(f.category == frame.category for f in reading.findings):
                 continue
-            turn = next(((j, n, m) for j, n, m in asked if _first(frame.ask, n)), None)
+            pairs = zip(asked, questions, strict=True)
+            turn = next((t for t, (frames, _) in pairs if k in frames), None)
             if turn is None:
                 continue
             reading.asked.add(frame.category)
