@@ -129,11 +129,12 @@ class Engine:
         customers = sorted({t.customer for t in touches})
         opted: set[str] = set()
         for i in range(0, len(customers), 900):
-            opted |= set(
-                await OptOut.filter(customer__in=customers[i : i + 900])
+            opted |= {
+                str(x)
+                for x in await OptOut.filter(customer__in=customers[i : i + 900])
                 .using_db(c)
                 .values_list("customer", flat=True)
-            )
+            }
         pairs = sorted({(t.customer, t.advisor) for t in touches})
         batch = _Batch(
             touches=touches,
@@ -439,7 +440,7 @@ class Engine:
         )
         if not touches:
             return "no_touches"
-        statuses = dict(
+        statuses: dict[int, str] = dict(
             await Campaign.filter(id__in=sorted({t.campaign_id for t in touches}))  # type: ignore[attr-defined]
             .using_db(c)
             .values_list("id", "status")
@@ -585,14 +586,15 @@ async def complete_enrolments(c: BaseDBAsyncClient, *, enrolment_ids: Sequence[i
     ids = sorted(set(enrolment_ids))
     if not ids:
         return 0
-    open_ = set(
-        await Touch.filter(
+    open_ = {
+        int(str(x))
+        for x in await Touch.filter(
             enrolment_id__in=ids,
             state__in=(TouchState.PLANNED, TouchState.DUE, TouchState.SENDING),
         )
         .using_db(c)
         .values_list("enrolment_id", flat=True)
-    )
+    }
     done = [i for i in ids if i not in open_]
     if not done:
         return 0

@@ -121,7 +121,7 @@ def _plan_of(
 
 
 async def load_plan(c: BaseDBAsyncClient, *, version_id: int) -> VersionPlan:
-    version = await CampaignVersion.get(id=version_id).using_db(c)
+    version = await CampaignVersion.get(id=version_id, using_db=c)
     campaign = await Campaign.get(id=version.campaign_id).using_db(c)  # type: ignore[attr-defined]
     steps = await CampaignStep.filter(version_id=version.id).using_db(c)
     return _plan_of(campaign, version, list(steps))
@@ -327,7 +327,7 @@ async def enrol(
     # transaction inserted it just now.
     known = {e[0] for e in before}
     wanted = {(t.customer, t.trigger_ref[:160]) for t in eligible}
-    made = [
+    made: list[dict[str, Any]] = [
         {"id": e[0], "customer": e[1], "trigger_ref": e[2]}
         for e in await _existing(c, plan, sorted({t.customer for t in eligible}))
         if e[0] not in known and (e[1], e[2]) in wanted
@@ -480,8 +480,8 @@ async def adopt_version(c: BaseDBAsyncClient, *, campaign_id: int, version_id: i
         .using_db(c)
         .values_list("id", "position")
     )
-    for e, s in have:
-        have_positions.setdefault(e, set()).add(int(step_positions.get(s, 0)))
+    for enrolment_id, step_id in have:
+        have_positions.setdefault(enrolment_id, set()).add(int(step_positions.get(step_id, 0)))
     rows = []
     for e in active:
         for step, (due, reason) in zip(plan.steps, plan_dues(plan, e["entered_at"]), strict=True):

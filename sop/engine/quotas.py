@@ -24,9 +24,10 @@ the caller's clock (seconds since the epoch), so tests can drive them.
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import redis.asyncio as aioredis
 
@@ -211,10 +212,15 @@ class MassSendAllowance:
         return bool(int(got))
 
     async def release(self, external_userid: str, *, ref: str, now: float) -> None:
-        await self._redis.srem(self._key(external_userid, beijing_day(now)), ref)
+        await cast(
+            "Awaitable[int]", self._redis.srem(self._key(external_userid, beijing_day(now)), ref)
+        )
 
     async def holders(self, external_userid: str, *, now: float) -> set[str]:
-        raw = await self._redis.smembers(self._key(external_userid, beijing_day(now)))
+        raw = await cast(
+            "Awaitable[set[Any]]",
+            self._redis.smembers(self._key(external_userid, beijing_day(now))),
+        )
         return {r.decode() if isinstance(r, bytes) else str(r) for r in raw}
 
 
