@@ -76,6 +76,7 @@ ACTION_LABELS = {
     "lexicon.entry_delete": "词库草稿：删除",
     "lexicon.segments": "词库草稿：行业包",
     "lexicon.discard_draft": "词库草稿：放弃修改",
+    "lexicon.import_pack": "词库草稿：导入行业包示例",
     "lexicon.publish": "发布词库版本",
     "lexicon.rollback": "回滚词库版本",
     "snippet.create": "新建话术",

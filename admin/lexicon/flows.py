@@ -15,11 +15,13 @@ and writes its audit entry in the same transaction; refusals raise ``FieldError`
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 from tortoise.exceptions import IntegrityError
@@ -396,6 +398,53 @@ async def do_set_segments(*, actor: Actor, source: str, segments: Sequence[str])
             detail={"segments": wanted, "before": sorted(current)},
         )
     return wanted
+
+
+@functools.cache
+def starter_packs() -> dict[str, list[dict[str, str]]]:
+    """Each segment's starter terms (``packs.json``)."""
+    text = resources.files("admin.lexicon").joinpath("packs.json").read_text("utf-8")
+    packs: dict[str, list[dict[str, str]]] = json.loads(text)["packs"]
+    return packs
+
+
+async def do_import_pack(*, actor: Actor, source: str, segment: str) -> int:
+    """A segment's starter terms into the draft, in that segment's pack; returns how many.
+
+    Terms already in the draft stay as the reviewer left them; the pack applies once it
+    is switched on, dry-run and published.
+    """
+    if segment not in SEGMENTS:
+        raise FieldError("segment", "请选择有效的行业包")
+    added: list[str] = []
+    async with in_transaction() as conn:
+        for item in starter_packs().get(segment, []):
+            data = EntryInput(
+                kind="term",
+                text=item["term"],
+                category=item["category"],
+                basis=item["basis"],
+                severity=item.get("severity", "violation"),
+                segment=segment,
+                suggestion=item.get("suggestion", ""),
+                note="行业包示例词条",
+            )
+            values = check_entry(data, draft_bases=set())
+            if await service.entry_by_key(
+                kind="term", text=values["text"], segment=segment, conn=conn
+            ):
+                continue
+            row = await service.insert_entry(conn=conn, updated_by=actor.name, **values)
+            added.append(row.code)
+        await audit.append(
+            conn=conn,
+            actor=actor,
+            action="lexicon.import_pack",
+            target="lexicon:draft",
+            source=source,
+            detail={"segment": segment, "added": len(added)},
+        )
+    return len(added)
 
 
 async def do_discard_draft(*, actor: Actor, source: str) -> int:

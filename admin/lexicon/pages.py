@@ -91,6 +91,7 @@ async def _choices() -> dict[str, Any]:
         "own_bases": {e.text: e.body for e in entries if e.kind == "basis"},
         "shipped_rules": [(r.id, r.category, r.description) for r in ruleset.rules],
         "shipped_suggestions": ruleset.suggestions,
+        "starter_packs": lexicon.starter_packs(),
         "base_version": ruleset.version,
     }
 
@@ -165,6 +166,7 @@ def _notice(request: web.Request) -> str:
         "deleted": "已从草稿删除。",
         "segments": "行业包设置已保存到草稿。",
         "discarded": "草稿已恢复为当前生效的版本。",
+        "imported": "示例词条已加入草稿（已有的词条保持不变）。启用该行业包、试运行并发布后生效。",
     }.get(done, "")
 
 
@@ -288,6 +290,17 @@ async def lexicon_segments(request: web.Request) -> web.StreamResponse:
     except FieldError as exc:
         return await _index(request, tab="segment", errors={exc.field: exc.message}, status=422)
     return see_other(_index_url(request, "segment", "segments"))
+
+
+@requires("lexicon:edit")
+async def lexicon_import_pack(request: web.Request) -> web.StreamResponse:
+    segment = request.match_info["segment"]
+    if segment not in SEGMENTS:
+        raise web.HTTPNotFound()
+    await lexicon.do_import_pack(
+        actor=operator_actor(request[OPERATOR]), source=client_address(request), segment=segment
+    )
+    return see_other(_index_url(request, "segment", "imported"))
 
 
 @requires("lexicon:edit")
@@ -505,6 +518,7 @@ def add_pages(app: web.Application) -> None:
     r.add_post("/lexicon/entries/{entry_id}/delete", lexicon_delete, name="lexicon_delete")
     r.add_post("/lexicon/segments", lexicon_segments, name="lexicon_segments")
     r.add_post("/lexicon/discard", lexicon_discard, name="lexicon_discard")
+    r.add_post("/lexicon/packs/{segment}/import", lexicon_import_pack, name="lexicon_import_pack")
     r.add_post("/lexicon/dry-run", lexicon_dry_run, name="lexicon_dry_run")
     r.add_post("/lexicon/publish", lexicon_publish, name="lexicon_publish")
     r.add_get("/lexicon/versions", lexicon_versions, name="lexicon_versions")

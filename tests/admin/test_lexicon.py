@@ -419,3 +419,26 @@ async def test_marketing_reads_the_lexicon_but_cannot_change_it(lex_console: Con
         ) as resp:
             assert resp.status == 403
     assert await service.entries() == []
+
+
+async def test_a_segment_pack_applies_only_once_switched_on(db: None, pool: AnalyzerPool) -> None:
+    added = await lexicon.do_import_pack(actor=REVIEWER, source="t", segment="insurance")
+    assert added == len(lexicon.starter_packs()["insurance"]) > 0
+    rows = await lexicon.draft_snapshot()
+    assert {r["segment"] for r in rows} == {"insurance"} and all(r["basis"] for r in rows)
+    assert await lexicon.do_import_pack(actor=REVIEWER, source="t", segment="insurance") == 0
+    # Imported but the pack is off: nothing any line would see.
+    off = await _dry_run(pool, rows)
+    assert off.phrases == [] and off.lines_checked == 0
+    await lexicon.do_set_segments(actor=REVIEWER, source="t", segments=["insurance"])
+    on = await _dry_run(pool, await lexicon.draft_snapshot())
+    assert "保险就是储蓄" in on.phrases
+    analyzer = pool
+    overlay = lexicon.overlay_of(await lexicon.draft_snapshot(), "draft")
+    (found,) = await analyzer.analyze_many(
+        [("保险就是储蓄，比存银行划算", "advisor")], overlay=overlay
+    )
+    inst = [f for f in found.violations if f.rule_id.startswith("INST-")]
+    assert inst and inst[0].suggestion == "保险以保障为主，不是存款，退保可能有损失"
+    imports = await audit.entries(where=AuditFilter(action="lexicon.import_pack"), limit=5)
+    assert [e.detail_dict["added"] for e in imports] == [0, added]

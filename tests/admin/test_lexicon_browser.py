@@ -104,6 +104,18 @@ async def test_an_exception_is_dry_run_published_and_honoured(
     )
     await page.click("nav >> text=审计日志")
     assert "发布词库版本" in await page.inner_text("main")
+
+    # Segment packs: the insurer's starter terms, imported into the draft's pack.
+    await page.goto(console.url("/lexicon?tab=segment"))
+    await page.click("#starter-packs summary >> text=保险")
+    await page.click("#import-insurance")
+    await page.wait_for_selector("#lexicon-notice")
+    assert "草稿有 4 处未发布的修改" in await page.inner_text("#draft-changes")
+    await page.check("#segment-packs input[value=insurance]")
+    await page.click("#save-segments")
+    await page.wait_for_selector("#lexicon-notice")
+    await page.click("#starter-packs summary >> text=保险")
+    await shot(page, "lexicon-packs")
     await desk.close()
 
     phone = await browser.new_context(
