@@ -134,13 +134,14 @@ def build_openapi(app: web.Application, table: PermissionTable, *, version: str)
                 "content": {media: {"schema": ref} for media in doc.request_media},
             }
         responses: dict[str, Any] = {}
+        success = str(doc.status) if doc else "200"
         if doc and doc.response is not None:
-            responses["200"] = {
-                "description": "OK",
+            responses[success] = {
+                "description": "Created" if success == "201" else "OK",
                 "content": {"application/json": {"schema": _schema_ref(doc.response, schemas)}},
             }
         else:
-            responses["200"] = {"description": "OK"}
+            responses[success] = {"description": "Created" if success == "201" else "OK"}
         statuses = {**_GUARD_ERRORS}
         for status in doc.errors if doc else ():
             statuses.setdefault(status, _ERROR_TEXT.get(status, "错误"))

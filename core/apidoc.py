@@ -31,6 +31,8 @@ class ApiDoc:
     query: type[BaseModel] | None = None
     # Descriptions of the path's ``{name}`` parameters (every one is listed regardless).
     path_params: Mapping[str, str] = field(default_factory=dict)
+    # The success status (201 for a creation).
+    status: int = 200
 
 
 def api_doc(
@@ -42,6 +44,7 @@ def api_doc(
     errors: tuple[int, ...] = (),
     query: type[BaseModel] | None = None,
     path_params: Mapping[str, str] | None = None,
+    status: int = 200,
 ) -> Callable[[H], H]:
     doc = ApiDoc(
         summary=summary,
@@ -51,6 +54,7 @@ def api_doc(
         errors=errors,
         query=query,
         path_params=dict(path_params or {}),
+        status=status,
     )
 
     def mark(handler: H) -> H:

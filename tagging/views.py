@@ -173,6 +173,7 @@ async def list_library(request: web.Request) -> web.Response:
     summary="Create a tag group (siyu-only unless sync_to_wecom)",
     request=GroupIn,
     errors=(400, 409),
+    status=201,
 )
 async def create_group(request: web.Request) -> web.Response:
     async def work() -> web.Response:
@@ -215,6 +216,7 @@ async def delete_group(request: web.Request) -> web.Response:
     summary="Create a tag (pushed to WeCom when its group syncs)",
     request=TagIn,
     errors=(400, 404, 409),
+    status=201,
 )
 async def create_tag(request: web.Request) -> web.Response:
     async def work() -> web.Response:
@@ -553,6 +555,7 @@ class FieldBody(BaseModel):
     summary="Add a custom attribute field (imports and audiences know it at once)",
     request=FieldBody,
     errors=(400, 409),
+    status=201,
 )
 async def add_attribute_field(request: web.Request) -> web.Response:
     try:
