@@ -97,6 +97,7 @@
       tab.setAttribute("aria-selected", on ? "true" : "false");
       $(tab.getAttribute("aria-controls")).hidden = !on;
     });
+    $("sb-toast").hidden = true;
     if (id === "tab-snippets" && !loadSnippets.done) loadSnippets();
   }
 
@@ -260,7 +261,7 @@
     if (!analysis) { preview.hidden = true; return; }
     if (!found.length) {
       preview.hidden = true;
-      setStatus("✓ 未发现合规问题，可以发送", "ok-text");
+      setStatus(state.wecom ? "✓ 未发现合规问题，可以发送" : "✓ 未发现合规问题", "ok-text");
       return;
     }
     var bad = hasViolation(analysis);
@@ -352,6 +353,8 @@
   });
 
   // ------------------------------------------------------------------ the override
+
+  $("sb-reason").addEventListener("input", function () { $("sb-reason-error").hidden = true; });
 
   $("sb-override-open").addEventListener("click", function () {
     $("sb-override-form").hidden = false;
@@ -489,13 +492,14 @@
       var l = s.link || {};
       return { msgtype: "news", enterChat: true, news: {
         link: l.url || l.link, title: l.title || s.title, desc: l.desc || l.description || "",
-        imgUrl: l.imgUrl || l.img_url || l.image_url || "" } };
+        imgUrl: l.picurl || l.imgUrl || "" } };
     }
     if (s.kind === "miniprogram") {
       var m = s.miniprogram || {};
       return { msgtype: "miniprogram", enterChat: true, miniprogram: {
-        appid: m.appid, title: m.title || s.title, imgUrl: m.imgUrl || m.img_url || m.pic_url || "",
-        page: m.page || m.pagepath || "" } };
+        // The JS-SDK wants the cover as a URL (imgUrl); a media id serves server-side sends.
+        appid: m.appid, title: m.title || s.title, imgUrl: m.picurl || m.imgUrl || "",
+        page: m.page || "" } };
     }
     return { msgtype: "text", enterChat: true, text: { content: s.text } };
   }

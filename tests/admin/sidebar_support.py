@@ -88,7 +88,7 @@ async def seed_customer(console: Console) -> bot_models.Customer:
         customer=stranger, advisor=other_advisor, status="active"
     )
     now = datetime.now(UTC)
-    await review_seed.conversation(
+    seeded = await review_seed.conversation(
         keyring=keyring,
         advisor_row=advisor,
         customer_row=customer,
@@ -100,6 +100,11 @@ async def seed_customer(console: Console) -> bot_models.Customer:
         start=now - timedelta(hours=2),
         msgid_prefix="sb",
     )
+    # The intent the pipeline would have stored for the customer's lines.
+    for m in seeded.messages:
+        if m.sender_role == "customer" and isinstance(m.analysis, dict):
+            m.intent = m.analysis.get("intent")
+            await m.save(update_fields=["intent"])
     for kind in ("redemption_intent", "complaint"):
         await bot_models.Alert.create(
             idem_key=f"{kind}:sb-{kind}",

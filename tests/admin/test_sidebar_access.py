@@ -244,6 +244,8 @@ async def test_the_customer_card_shows_the_advisors_customer(world: SidebarWorld
     assert "风险 C3" in html
     assert "赎回意向" in html and "投诉" in html  # open alerts
     assert "金卡客户" in html and "年初资产达标" in html  # the tag and why
+    intents = html.split('id="sb-intents"', 1)[1]
+    assert "赎回意向" in intents and "投诉" in intents  # the customer's recent intents
     thread = json.loads(html.split('id="sb-thread">', 1)[1].split("</script>", 1)[0])
     assert [t["role"] for t in thread] == ["customer", "advisor", "customer"]
 
