@@ -269,7 +269,9 @@ class Engine:
                 "moved": len(moved),
             },
         )
-        return len(touches)
+        # Work done, not rows claimed: touches left waiting for a member's cap do not
+        # make the job run again at once (it would spin on them until the minute turns).
+        return handed + sum(len(v) for v in skipped.values()) + len(moved)
 
     def _resolve_calendar(self, t: Touch, step: Any, now: datetime) -> datetime | None:
         try:
