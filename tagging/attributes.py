@@ -788,6 +788,30 @@ def display(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+async def do_open_sealed(
+    *, customer_id: int, keyring: Keyring, actor: Actor
+) -> list[tuple[str, Any]]:
+    """A customer's sealed attributes, opened for one reader and audited: ``(name, value)``,
+    value None where the keys cannot open it (a retired key no longer configured)."""
+    rows = await service.sealed_of_customer(customer_id=customer_id)
+    out: list[tuple[str, Any]] = []
+    for row in rows:
+        try:
+            out.append((row.name, open_value(keyring, row)))
+        except DecryptionError:
+            log.warning("sealed attribute not opened", extra={"customer": customer_id})
+            out.append((row.name, None))
+    async with in_transaction() as conn:
+        await audit.append(
+            conn=conn,
+            actor=actor,
+            action="tagging.attributes.open",
+            target=f"customer:{customer_id}",
+            detail={"attributes": [name for name, _ in out]},
+        )
+    return out
+
+
 # ---------------------------------------------------------------- sealing what is in the clear
 
 

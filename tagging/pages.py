@@ -1438,6 +1438,79 @@ async def tags_panel(request: web.Request, customer_id: int, viewer: Principal) 
     )
 
 
+async def attributes_panel(request: web.Request, customer_id: int, viewer: Principal) -> str | None:
+    """The customer's custom and sealed attributes (the page shows the built-in clear ones).
+
+    Masked-by-role values are shown to ``customers:sensitive`` only; sealed values are
+    never opened here — a holder of that permission opens them with a button, audited.
+    """
+    from tortoise import Tortoise
+
+    conn = Tortoise.get_connection("default")
+    schema = await attributes.load_schema(conn=conn)
+    clear = (await service.customer_attributes(conn=conn, customer_ids=[customer_id])).get(
+        customer_id, {}
+    )
+    sealed = sorted(
+        (await service.sealed_names(conn=conn, customer_ids=[customer_id])).get(customer_id, set())
+    )
+    full = "customers:sensitive" in viewer.permissions
+    custom = []
+    for name, spec in schema.items():
+        if spec.builtin or name not in clear or spec.sensitive:
+            continue
+        hidden = spec.masked_by_role and not full
+        value = attributes.masked(spec, clear[name]) if hidden else attributes.display(clear[name])
+        custom.append({"name": name, "label": spec.label or name, "value": value})
+    if not custom and not sealed:
+        return None
+    return aiohttp_jinja2.render_string(
+        "tagging_panel_attributes.html",
+        request,
+        {
+            **_globals(),
+            "custom": custom,
+            "sealed": [
+                {"name": n, "label": (schema[n].label if n in schema else "") or n} for n in sealed
+            ],
+            "can_open": full,
+            "open_url": _url(request, "tagging_sealed_open", customer_id=str(customer_id)),
+            "opened": None,
+        },
+    )
+
+
+@requires("customers:sensitive")
+async def sealed_open(request: web.Request) -> web.StreamResponse:
+    """htmx: a customer's sealed attributes, opened for this viewer and audited."""
+    customer_id = _id(request, "customer_id")
+    customer = await service.customer_in_reach(
+        customer_id=customer_id, reach=await reach_of(request)
+    )
+    if customer is None:
+        raise web.HTTPNotFound()  # the same answer outside the viewer's reach
+    schema = await attributes.load_schema()
+    opened = await attributes.do_open_sealed(
+        customer_id=customer_id, keyring=request.app[KEYRING], actor=actor_of(request)
+    )
+    response = fragment(
+        "tagging_sealed_values.html",
+        request,
+        {
+            "values": [
+                {
+                    "label": (schema[n].label if n in schema else "") or n,
+                    "value": attributes.display(v) if v is not None else "（无法解密：密钥不可用）",
+                }
+                for n, v in opened
+            ]
+        },
+    )
+    # Exact values for this screen only: no browser or proxy keeps them.
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 # ---------------------------------------------------------------- routes
 
 
@@ -1467,6 +1540,7 @@ def add_pages(app: web.Application) -> None:
     r.add_get(
         "/tags/imports/{import_id}/rejects.csv", import_rejects_csv, name="tagging_import_rejects"
     )
+    r.add_post("/tags/customers/{customer_id}/sealed", sealed_open, name="tagging_sealed_open")
     r.add_get("/tags/{tag_id}", tag_page, name="tagging_tag")
     r.add_post("/tags/{tag_id}", edit_tag, name="tagging_tag_edit")
     r.add_post("/tags/{tag_id}/delete", delete_tag, name="tagging_tag_delete")

@@ -15,6 +15,12 @@ DOMAIN = Domain(
     pages=(pages.add_pages,),
     customer_panels=(
         CustomerPanel(key="tagging.tags", title="标签", render=pages.tags_panel, order=20),
+        CustomerPanel(
+            key="tagging.attributes",
+            title="自定义与加密属性",
+            render=pages.attributes_panel,
+            order=25,
+        ),
     ),
     jobs=(
         JobSpec(

@@ -410,3 +410,74 @@ def _request(console: Console) -> Any:
 )
 def test_expression_errors_read_in_chinese(message: str, expected: str) -> None:
     assert expected in pages.zh_expression_error(message)
+
+
+async def test_the_attributes_panel_masks_and_opens_sealed_values_with_an_audit(
+    console: Console,
+) -> None:
+    from core.appkit import KEYRING
+    from tagging import attributes
+    from tests.tagging.test_sealed_attributes import OPS
+
+    book = await seed.book()
+    await attributes.do_add_field(
+        spec=attributes.FieldIn(name="nickname_pref", type="string", label="称呼偏好"),
+        actor=OPS,
+    )
+    await attributes.do_add_field(
+        spec=attributes.FieldIn(
+            name="vip_since", type="date", label="贵宾日期", masked_by_role=True
+        ),
+        actor=OPS,
+    )
+    report = await attributes.do_import_attributes(
+        rows=[
+            {
+                "external_userid": "wmBOOK00000000000000001",
+                "attributes": {
+                    "aum": "4200000",
+                    "nickname_pref": "周总",
+                    "vip_since": "2020-01-02",
+                },
+            }
+        ],
+        actor=OPS,
+        keyring=console.app[KEYRING],
+    )
+    assert report.accepted == 1
+    zhou = book.customers["wmBOOK00000000000000001"]
+    request = _request(console)
+    html = await pages.attributes_panel(request, zhou, _principal("marketing"))
+    assert html is not None
+    assert "周总" in html and "2020-01-02" not in html and "****-**-**" in html
+    assert "已加密" in html and "4200000" not in html and 'id="open-sealed"' not in html
+    html = await pages.attributes_panel(request, zhou, _principal("advisor"))
+    assert html is not None and "2020-01-02" in html and 'id="open-sealed"' in html
+    # Nothing custom or sealed: no panel.
+    assert (
+        await pages.attributes_panel(
+            request, book.customers["wmBOOK00000000000000004"], _principal("advisor")
+        )
+        is None
+    )
+
+    adv, token = await _client(console, "advisor", "zhao", wecom_userid="adv-zhao")
+    async with adv:
+        # Both panels on the customer page (admin's), drawn from tagging's record.
+        status, html = await _get(adv, console, f"/customers/{zhou}")
+        assert status == 200
+        assert 'id="customer-tags"' in html and 'id="customer-attributes"' in html
+        assert "电话回访确认" in html and "4200000" not in html
+        status, _, html = await _post(adv, console, f"/tags/customers/{zhou}/sealed", token, {})
+        assert status == 200 and "4200000" in html
+    entry = await AuditEntry.get(action="tagging.attributes.open")
+    assert entry.target == f"customer:{zhou}"
+    other, token = await _client(console, "advisor", "qian", wecom_userid="adv-qian")
+    async with other:
+        status, _, _ = await _post(other, console, f"/tags/customers/{zhou}/sealed", token, {})
+        assert status == 404  # not their customer: as if there were none
+    ops, token = await _client(console, "marketing", "ops")
+    async with ops:
+        status, _, _ = await _post(ops, console, f"/tags/customers/{zhou}/sealed", token, {})
+        assert status == 403
+    assert await AuditEntry.filter(action="tagging.attributes.open").count() == 1

@@ -12,7 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from admin.models import Operator
-from tagging import sync
+from core.appkit import KEYRING
+from core.models import AuditEntry
+from tagging import attributes, sync
 from tagging.models import Tag, TagRule
 from tests.admin.console import Console, make_operator
 from tests.admin.test_browser import browser, no_horizontal_overflow, shot, sign_in
@@ -142,6 +144,12 @@ async def test_an_advisor_sees_only_their_own_customers_tags(
     book = await seed.book()
     op = await make_operator("advisor", name="zhao", display_name="赵经理")
     await Operator.filter(id=op.id).update(wecom_userid="adv-zhao")
+    zhou = book.customers["wmBOOK00000000000000001"]
+    await attributes.do_import_attributes(
+        rows=[{"external_userid": "wmBOOK00000000000000001", "attributes": {"aum": "4200000"}}],
+        actor=seed.OPS,
+        keyring=console.app[KEYRING],
+    )
 
     for width, suffix in ((1280, ""), (375, "-375")):
         context = await browser.new_context(
@@ -169,4 +177,17 @@ async def test_an_advisor_sees_only_their_own_customers_tags(
         await shot(page, f"tagging-advisor-tag{suffix}")
         response = await page.goto(console.url("/tags/rules"))
         assert response is not None and response.status == 403
+
+        # The customer page: tagging's panels — tags with reasons, the sealed AUM opened
+        # on request (audited).
+        await page.goto(console.url(f"/customers/{zhou}"))
+        tags = await page.inner_text("#customer-tags")
+        assert "高净值" in tags and "电话回访确认" in tags
+        assert "4200000" not in await page.inner_text("main")
+        await page.click("#open-sealed")
+        await page.wait_for_selector("#sealed-values dd.mono")
+        assert "4200000" in await page.inner_text("#sealed-values")
+        await no_horizontal_overflow(page)
+        await shot(page, f"tagging-customer-panels{suffix}")
         await context.close()
+    assert await AuditEntry.filter(action="tagging.attributes.open").count() == 2
