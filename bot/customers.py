@@ -277,11 +277,17 @@ async def search_customers(
         int(i)
         for i in await q.order_by("-id").offset(offset).limit(limit).values_list("id", flat=True)
     ]
-    return await customer_rows(ids=ids), total
+    return await customer_rows(ids=ids, advisors=query.advisors), total
 
 
-async def customer_rows(*, ids: Sequence[int]) -> list[CustomerRow]:
-    """These customers with their advisors, masked numbers and last message, in order."""
+async def customer_rows(
+    *, ids: Sequence[int], advisors: frozenset[str] | None = None
+) -> list[CustomerRow]:
+    """These customers with their advisors, masked numbers and last message, in order.
+
+    ``advisors``: the reader's reach — their last message is the last one of a
+    conversation they may read (a colleague's chat times are not theirs to see).
+    """
     if not ids:
         return []
     customers = {c.id: c for c in await models.Customer.filter(id__in=list(ids))}
@@ -296,10 +302,12 @@ async def customer_rows(*, ids: Sequence[int]) -> list[CustomerRow]:
     ):
         if masked not in phones.setdefault(int(cid), []):
             phones[int(cid)].append(str(masked))
+    messages = models.Message.filter(customer_id__in=list(ids))
+    if advisors is not None:
+        messages = messages.filter(advisor__userid__in=sorted(advisors) or [""])
     last = {
         int(r["customer_id"]): r["last"]
-        for r in await models.Message.filter(customer_id__in=list(ids))
-        .annotate(last=Max("msgtime"))
+        for r in await messages.annotate(last=Max("msgtime"))
         .group_by("customer_id")
         .values("customer_id", "last")
     }
@@ -366,7 +374,7 @@ async def customer_in_reach(
     found = await customer_in_reach_query(customer_id=customer_id, advisors=advisors).exists()
     if not found:
         return None
-    rows = await customer_rows(ids=[customer_id])
+    rows = await customer_rows(ids=[customer_id], advisors=advisors)
     return rows[0] if rows else None
 
 

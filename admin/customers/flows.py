@@ -27,6 +27,7 @@ from core.access import Principal, principal_of
 from core.appkit import DOMAINS
 from core.audit import Actor
 from core.crypto import DecryptionError, Keyring
+from core.domain import PanelSurface
 from tagging.attributes import ATTRIBUTES
 
 log = logging.getLogger(__name__)
@@ -329,6 +330,7 @@ class AlertCard:
     kind: str
     label: str
     advisor_userid: str
+    advisor_name: str
     created_at: datetime
     status: str
 
@@ -337,11 +339,13 @@ async def alerts(*, viewer: Viewer, card: CustomerCard) -> list[AlertCard]:
     rows = await bot_customers.alerts_of(
         external_userid=card.external_userid, advisors=viewer.reach
     )
+    names = {f.advisor_userid: f.advisor_name for f in card.follows}
     return [
         AlertCard(
             kind=a.kind,
             label=ALERT_LABELS.get(a.kind, a.kind),
             advisor_userid=a.advisor_userid or "",
+            advisor_name=names.get(a.advisor_userid or "", ""),
             created_at=a.created_at,
             status=a.status,
         )
@@ -360,13 +364,15 @@ class PanelView:
     failed: bool
 
 
-async def panels(request: web.Request, *, viewer: Viewer, card: CustomerCard) -> list[PanelView]:
-    """Every domain's panel this viewer may see, in order; one that fails says so."""
+async def panels(
+    request: web.Request, *, viewer: Viewer, card: CustomerCard, surface: PanelSurface = "console"
+) -> list[PanelView]:
+    """Every domain's panel this viewer may see here, in order; one that fails says so."""
     found = [
         p
         for d in request.app.get(DOMAINS, ())
         for p in d.customer_panels
-        if viewer.may(p.permission)
+        if viewer.may(p.permission) and surface in p.surfaces
     ]
     out = []
     for p in sorted(found, key=lambda p: (p.order, p.key)):

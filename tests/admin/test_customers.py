@@ -224,6 +224,9 @@ async def test_an_advisor_sees_only_the_customers_they_follow(console: Console, 
         _, html = await _get(client, console, "/customers")
         # Not 钱先生: the customer deleted them (no longer followed).
         assert _names_in(html) == {"周先生", "冯女士"}
+        # 冯女士 last wrote to 李经理: not a time this advisor's conversations show.
+        feng_row = html.split(f'href="/customers/{book.feng.id}"', 1)[1].split("</tr>", 1)[0]
+        assert '<td class="mono c-last">—</td>' in feng_row
         _, html = await _get(client, console, f"/customers?q={WU_PHONE}")
         assert _names_in(html) == set()  # another advisor's customer, even by number
         status, _ = await _get(client, console, f"/customers/{book.wu.id}")
