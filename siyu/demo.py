@@ -182,6 +182,8 @@ async def run_demo(
         "api": {"token": demo["api_token"]},
         # Plain HTTP on loopback, and no second factor to set up before a first look.
         "admin": {"cookie_secure": False, "totp_required_roles": []},
+        # The chat sidebar signs in through the sandbox's stand-in for WeCom's OAuth page.
+        "sidebar": {"oauth_base_url": fake_url},
     }
     # Through __init__, so SIYU_* environment variables still apply on top.
     settings = Settings(**values)
@@ -199,6 +201,7 @@ siyu demo is running (data under {data_dir})
   Health               {base}/healthz  {base}/readyz
   Fake WeCom API       {fake_url}/sandbox/app_messages   (app messages siyu sent advisors)
   Console              {base}/login
+  Chat sidebar         {base}/sidebar/   (WeCom's chat toolbar page; pick a sandbox member)
 {operators}
   API token            (in {data_dir / "demo-secrets.json"}, key "api_token")
   Stored messages      SIYU_DATA_DIR={data_dir} siyu messages export

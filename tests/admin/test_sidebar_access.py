@@ -8,6 +8,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -311,3 +312,48 @@ async def test_an_override_opens_a_review_case_with_the_reason(world: SidebarWor
     assert len(entries) == 1 and entries[0].target == f"review_case:{case.id}"
     assert entries[0].detail_dict["reason"] == "客户要求原话转述产品说明书"
     assert entries[0].actor_kind == "operator"
+
+
+async def test_a_customer_group_in_reach(world: SidebarWorld) -> None:
+    await bot_models.GroupChat.create(
+        chat_id="wrSidebarGroup0001", name="理财沙龙群", owner_userid=ADVISOR, member_count=12
+    )
+    await bot_models.GroupChat.create(
+        chat_id="wrNotMine000000002", name="别人的群", owner_userid="x"
+    )
+    await bot_models.Message.create(
+        msgid="grp-1",
+        source="archive",
+        direction="group",
+        sender_id=CUSTOMER,
+        sender_role="customer",
+        roomid="wrSidebarGroup0001",
+        msgtime=datetime.now(UTC),
+        msgtype="text",
+        masked_text="这只基金现在能赎回吗？",
+        intent="redemption_intent",
+        sentiment="neutral",
+    )
+    async with world.client() as client:
+        csrf = await world.sign_in(client)
+        async with client.get(world.console.url("/sidebar/group?chat_id=wrSidebarGroup0001")) as r:
+            html = await r.text()
+        assert "理财沙龙群" in html and "12 人" in html and "赎回意向" in html
+        thread = json.loads(html.split('id="sb-thread">', 1)[1].split("</script>", 1)[0])
+        assert thread == [{"role": "customer", "text": "这只基金现在能赎回吗？"}]
+        async with client.get(world.console.url("/sidebar/group?chat_id=wrNotMine000000002")) as r:
+            assert "别人的群" not in await r.text()
+        async with client.post(
+            world.console.url("/sidebar/override"),
+            json={
+                "text": VIOLATING,
+                "reason": "群内统一口径说明",
+                "key": str(uuid.uuid4()),
+                "chat_id": "wrSidebarGroup0001",
+            },
+            headers={"X-CSRF-Token": csrf},
+        ) as r:
+            assert r.status == 201
+            case_id = (await r.json())["case_id"]
+    case = await bot_models.ReviewCase.get(id=case_id).prefetch_related("message")
+    assert case.message.roomid == "wrSidebarGroup0001" and case.message.direction == "group"
