@@ -46,6 +46,7 @@ ADVISOR_TEXTS = [
     "您好，产品说明书已发您，请查收。",
 ]
 DRAIN_TIMEOUT_S = 60.0
+STARTUP_TIMEOUT_S = 180.0
 
 
 def callback_text(msg_id: str, content: str, *, corp_id: str, agent_id: int) -> str:
@@ -127,6 +128,8 @@ async def test_worker_killed_mid_batch_loses_nothing(
     pending entries (XAUTOCLAIM) and every accepted message is stored exactly once."""
     settings = edge.settings
     settings.pipeline.claim_idle_ms = 500
+    # Small reads, so the stream takes many of them and "part-way" is a wide window.
+    settings.pipeline.batch_size = 20
     run = f"{secrets.randbelow(10**9):09d}"
     userid, ext = next((u, e) for u, fs in edge.state.follows.items() for e in fs)
 
@@ -176,16 +179,35 @@ async def test_worker_killed_mid_batch_loses_nothing(
         first.start()
         dead_consumer = worker_consumer(first)
 
+        async def owned() -> int:
+            summary = await redis_client.xpending(stream, group)
+            mine = {c["name"].decode(): int(c["pending"]) for c in summary["consumers"] or []}
+            return mine.get(dead_consumer, 0)
+
+        async def started() -> bool:
+            if not first.alive:
+                raise AssertionError(f"first worker exited on its own\n{first.log_tail()}")
+            return await owned() > 0
+
+        # Starting (the model loads in the worker's analyzer process) may take long on a
+        # busy machine; that is not what is timed below.
+        await wait_for(
+            started,
+            deadline_s=STARTUP_TIMEOUT_S,
+            interval=0.005,
+            diagnose=logs,
+            what="the first worker to read from the stream",
+        )
+
         async def mid_batch() -> bool:
             if not first.alive:
                 raise AssertionError(f"first worker exited on its own\n{first.log_tail()}")
-            # Past the first acknowledged batch, inside a later one.
+            # Past the first acknowledged batch, holding a later one, and at least two
+            # reads from the end: the probe and the kill are two steps apart, and in
+            # between the worker may store another read, but not finish the stream.
+            batch = settings.pipeline.batch_size
             stored = await stored_count(msgids)
-            if not settings.pipeline.batch_size < stored < n:
-                return False
-            summary = await redis_client.xpending(stream, group)
-            owned = {c["name"].decode(): int(c["pending"]) for c in summary["consumers"] or []}
-            return owned.get(dead_consumer, 0) > 0
+            return batch < stored < n - 2 * batch and await owned() > 0
 
         await wait_for(
             mid_batch,
@@ -212,7 +234,7 @@ async def test_worker_killed_mid_batch_loses_nothing(
 
         await wait_for(
             drained,
-            deadline_s=DRAIN_TIMEOUT_S,
+            deadline_s=STARTUP_TIMEOUT_S + DRAIN_TIMEOUT_S,  # it loads the model first
             diagnose=logs,
             what=f"the second worker to drain the stream ({n} messages)",
         )
@@ -436,6 +458,8 @@ async def test_worker_rides_out_a_database_outage(
 
     settings = edge.settings
     settings.pipeline.claim_idle_ms = 500
+    # Small reads, so the stream takes many of them and "part-way" is a wide window.
+    settings.pipeline.batch_size = 20
     stream, group = settings.pipeline.stream, settings.pipeline.group
     dbname = database_url.rsplit("/", 1)[1]
     worker = siyu_worker(settings, name="worker")
