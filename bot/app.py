@@ -296,7 +296,7 @@ def reconcile_tick(app: web.Application) -> JobTick | None:
     from bot.jobs import reconcile_contacts
 
     async def tick() -> int:
-        await reconcile_contacts(client)
+        await reconcile_contacts(client, keyring=app[KEYRING])
         return 0  # a batch per interval: customers that failed keep failing for a while
 
     return tick

@@ -196,6 +196,63 @@ async def index_existing_phones(*, keyring: Keyring, batch: int = 500) -> int:
             done += 1
 
 
+async def do_store_missing_follows(
+    *,
+    conn: BaseDBAsyncClient,
+    keyring: Keyring,
+    customer: models.Customer,
+    contact: Mapping[str, Any],
+) -> int:
+    """The follow_user entries of an externalcontact/get answer that have no relation yet.
+
+    Stored as the add event would have stored them: the remark and description masked,
+    their originals sealed, the numbers indexed.  A relation already stored is the
+    events' to keep (a deleted advisor stays deleted until WeCom says otherwise).
+    """
+    from bot import flows as bot_flows  # flows imports this module
+    from bot import service as bot_service
+
+    stored = 0
+    for entry in contact.get("follow_user") or []:
+        userid = entry.get("userid") if isinstance(entry, dict) else None
+        if not isinstance(userid, str) or not userid or len(userid) > 64:
+            continue
+        if await bot_service.follow_relation(
+            conn=conn, external_userid=customer.external_userid, userid=userid
+        ):
+            continue
+        advisor = await bot_service.upsert_advisor(conn=conn, userid=userid)
+        masked, sealed = bot_flows._protect_follow(
+            entry, keyring=keyring, external_userid=customer.external_userid, userid=userid
+        )
+        created = entry.get("createtime")
+        at = (
+            datetime.fromtimestamp(int(created), tz=UTC)
+            if isinstance(created, int) and created > 0
+            else datetime.now(UTC)
+        )
+        await bot_service.upsert_follow(
+            conn=conn,
+            customer=customer,
+            advisor=advisor,
+            status=RelationStatus.ACTIVE,
+            at=at,
+            follow=masked,
+            originals_sealed=sealed,
+        )
+        await index_follow_phones(
+            conn=conn,
+            keyring=keyring,
+            customer_id=customer.id,
+            advisor_id=advisor.id,
+            external_userid=customer.external_userid,
+            userid=userid,
+            phones=phones_in_follow(entry),
+        )
+        stored += 1
+    return stored
+
+
 # ------------------------------------------------------------------ the directory
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from tortoise.transactions import in_transaction
 
+from bot import customers as bot_customers
 from bot import service as bot_service
 from bot.flows import open_outbox_payload
 from bot.models import OutboxItem, OutboxState
@@ -381,11 +382,16 @@ _OUTCOMES: dict[OutboxState, Outcome] = {
 }
 
 
-async def reconcile_contacts(client: WeComClient, *, limit: int = 100) -> int:
+async def reconcile_contacts(
+    client: WeComClient, *, limit: int = 100, keyring: Keyring | None = None
+) -> int:
     """Fetch customers whose externalcontact/get failed at intake.
 
     WeCom does not guarantee callback delivery and a fetch can fail, so the
-    customer row is completed later rather than blocking intake.
+    customer row is completed later rather than blocking intake.  With a keyring, the
+    answer's follow_user entries also become the follow relations not stored yet (a
+    customer first seen in the archive, whose add event never came): the advisors'
+    books and the customer search know them.
     """
     fixed = 0
     for external_userid in await bot_service.customers_needing_sync(limit=limit):
@@ -398,10 +404,14 @@ async def reconcile_contacts(client: WeComClient, *, limit: int = 100) -> int:
             )
             continue
         async with in_transaction() as conn:
-            await bot_service.upsert_customer(
+            customer = await bot_service.upsert_customer(
                 conn=conn,
                 external_userid=external_userid,
                 contact=contact.get("external_contact"),
             )
+            if keyring is not None:
+                await bot_customers.do_store_missing_follows(
+                    conn=conn, keyring=keyring, customer=customer, contact=contact
+                )
         fixed += 1
     return fixed

@@ -152,3 +152,33 @@ async def test_existing_rows_and_a_rotated_key(settings: Settings, db: None) -> 
     assert str(bidx).startswith("t2.")
     assert await _found(rotated, REMARK_PHONE) == ["wmOLDcustomer01"]
     assert await _found(old, REMARK_PHONE) == []  # the old key alone no longer matches
+
+
+async def test_the_reconcile_learns_follows_an_add_event_never_brought(edge: Edge) -> None:
+    """A customer first seen in the archive: the reconcile's externalcontact/get gives
+    their advisors; the relations are stored (remark masked, number indexed) so the
+    advisor's book and the search know them; one stored by an event is left alone."""
+    from bot.jobs import reconcile_contacts
+    from bot.keys import WECOM_CLIENT
+
+    keyring = edge.app[KEYRING]
+    userid, ext = _pair(edge)
+    follow = edge.state.follows[userid][ext]
+    follow.remark = f"王总 {REMARK_PHONE}"
+    follow.remark_mobiles = [NUMBER]
+    # Seen in a message only: a row waiting for the reconcile, no relation.
+    await models.Customer.create(external_userid=ext, needs_sync=True)
+    assert await _found(keyring, NUMBER) == []
+    assert await reconcile_contacts(edge.app[WECOM_CLIENT], keyring=keyring) >= 1
+    rel = await models.FollowRelation.get(
+        customer__external_userid=ext, advisor__userid=userid
+    ).prefetch_related("customer", "advisor")
+    assert rel.status == "active" and REMARK_PHONE not in rel.remark
+    assert rel.remark.startswith("王总 139")
+    assert await _found(keyring, NUMBER) == [ext]
+    assert await _found(keyring, REMARK_PHONE) == [ext]
+    # Once stored, the relation is the events' (a second reconcile adds nothing).
+    follow.remark = "改过的备注"
+    await models.Customer.filter(external_userid=ext).update(needs_sync=True)
+    await reconcile_contacts(edge.app[WECOM_CLIENT], keyring=keyring)
+    assert (await models.FollowRelation.get(id=rel.id)).remark.startswith("王总 139")
