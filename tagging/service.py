@@ -12,9 +12,9 @@ from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
-from tortoise.expressions import F
+from tortoise.expressions import F, Subquery
 
-from bot.models import Customer
+from bot.models import Customer, FollowRelation, RelationStatus
 from tagging.models import (
     AttributeImport,
     Audience,
@@ -477,15 +477,14 @@ async def tag_counts(*, reach: frozenset[str] | None) -> dict[int, int]:
     return {int(r["tag_id"]): int(r["n"]) for r in rows}
 
 
-def _in_reach(q: Any, reach: frozenset[str] | None, prefix: str = "customer__") -> Any:
-    if reach is None:
-        return q
-    return q.filter(
-        **{
-            f"{prefix}follows__advisor__userid__in": sorted(reach) or [""],
-            f"{prefix}follows__status": "active",
-        }
-    ).distinct()
+def _followed_by(reach: frozenset[str]) -> Subquery:
+    """Customers an advisor in ``reach`` follows (a subquery: no DISTINCT, so a list
+    can order by its own columns on PostgreSQL)."""
+    return Subquery(
+        FollowRelation.filter(
+            advisor__userid__in=sorted(reach) or [""], status=RelationStatus.ACTIVE
+        ).values("customer_id")
+    )
 
 
 async def tag_customers(
@@ -495,7 +494,8 @@ async def tag_customers(
     q = CustomerTag.filter(tag_id=tag_id)
     if source:
         q = q.filter(source=source)
-    q = _in_reach(q, reach)
+    if reach is not None:
+        q = q.filter(customer_id__in=_followed_by(reach))
     total = await q.count()
     ids = (
         await q.order_by("-applied_at", "-id")
