@@ -446,7 +446,8 @@ async def _store_together(items: Sequence[MessageToStore], *, deps: StoreDeps) -
     the other domains' ``on_message`` hooks see the frozen record, and the review case
     and alerts it calls for are gathered; they are written after the last hook, a
     statement per table.  The rows of the whole read are inserted before the first
-    hook runs, so a hook may see messages read with its own, later ones included.
+    hook runs, so a hook may see messages read with its own, later ones included;
+    the ``on_messages`` hooks see the read's stored messages together, last.
     """
     analysed = [_analysed(item, deps.keyring) for item in items]
     first: dict[tuple[str, str], int] = {}
@@ -470,12 +471,14 @@ async def _store_together(items: Sequence[MessageToStore], *, deps: StoreDeps) -
             ],
         )
         consequences = _Consequences()
+        records: list[StoredMessage] = []
         for pos, a in enumerate(analysed):
             message_id = ids.get(a.key)
             if message_id is None or first[a.key] != pos:
                 results.append(StoreResult(stored=False))
                 continue
             record = _stored_record(a, message_id)
+            records.append(record)
             # Other domains' hooks see what was stored, inside this transaction.
             for hook in deps.hooks.on_message:
                 await hook.fn(record, conn)
@@ -490,6 +493,9 @@ async def _store_together(items: Sequence[MessageToStore], *, deps: StoreDeps) -
                     deps=deps,
                 )
             )
+        if records:
+            for read_hook in deps.hooks.on_messages:
+                await read_hook.fn(records, conn)
         await consequences.write(conn)
     return results
 

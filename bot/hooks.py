@@ -16,6 +16,15 @@ Three points, each an ordered, named list:
   may see the rows of the messages read with its own, later ones included.
   **No network calls inside a hook**: a WeCom write is an outbox row
   (``bot.outbox.enqueue(conn, …)``), sent after commit by the dispatcher.
+- ``on_messages(records, conn)`` is ``on_message`` for a whole read: called once per
+  storing transaction with the messages it stored, in the order read (duplicates
+  left out), after every ``on_message`` hook has seen them, with the same
+  exactly-once rules (a read stored again message by message calls it again, one
+  message at a time).  A read is up to ``pipeline.batch_size`` messages in one
+  transaction: a hook that reads or writes a few rows per message costs the worker a
+  few round trips per message, more than the whole read's own statements, while
+  per read it can group them into a statement or two (one upsert of a read's
+  counters, one query for the customers it names).
 - ``after_commit(record)`` runs once the row is durable, outside the transaction.
   It is best effort (a crash between commit and the hook skips it, and a
   redelivery of a stored row runs nothing), so durable work belongs in
@@ -29,7 +38,7 @@ the contract other domains build on.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
@@ -89,6 +98,7 @@ class StoredEvent:
 
 
 MessageHook = Callable[[StoredMessage, BaseDBAsyncClient], Awaitable[None]]
+MessagesHook = Callable[[Sequence[StoredMessage], BaseDBAsyncClient], Awaitable[None]]
 EventHook = Callable[[StoredEvent, BaseDBAsyncClient], Awaitable[None]]
 AfterCommitHook = Callable[[StoredMessage | StoredEvent], Awaitable[None]]
 
@@ -106,26 +116,31 @@ class Hooks:
     on_message: tuple[NamedHook[MessageHook], ...] = ()
     on_event: tuple[NamedHook[EventHook], ...] = ()
     after_commit: tuple[NamedHook[AfterCommitHook], ...] = ()
+    on_messages: tuple[NamedHook[MessagesHook], ...] = ()
 
     @classmethod
     def from_domains(cls, domains: Iterable[Domain]) -> Hooks:
         """The hooks of ``domains``, in the order given (the root's list)."""
         on_message: list[NamedHook[MessageHook]] = []
+        on_messages: list[NamedHook[MessagesHook]] = []
         on_event: list[NamedHook[EventHook]] = []
         after_commit: list[NamedHook[AfterCommitHook]] = []
         for d in domains:
             if fn := d.hooks.get("on_message"):
                 on_message.append(NamedHook(f"{d.name}.on_message", fn))
+            if fn := d.hooks.get("on_messages"):
+                on_messages.append(NamedHook(f"{d.name}.on_messages", fn))
             if fn := d.hooks.get("on_event"):
                 on_event.append(NamedHook(f"{d.name}.on_event", fn))
             if fn := d.hooks.get("after_commit"):
                 after_commit.append(NamedHook(f"{d.name}.after_commit", fn))
-        return cls(tuple(on_message), tuple(on_event), tuple(after_commit))
+        return cls(tuple(on_message), tuple(on_event), tuple(after_commit), tuple(on_messages))
 
     @property
     def names(self) -> dict[str, list[str]]:
         return {
             "on_message": [h.name for h in self.on_message],
+            "on_messages": [h.name for h in self.on_messages],
             "on_event": [h.name for h in self.on_event],
             "after_commit": [h.name for h in self.after_commit],
         }

@@ -30,8 +30,8 @@ CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 RouteSetup = Callable[[web.Application], None]
 """Adds a domain's routes (or console pages) to the application."""
 
-HookPoint = Literal["on_message", "on_event", "after_commit"]
-HOOK_POINTS: tuple[HookPoint, ...] = ("on_message", "on_event", "after_commit")
+HookPoint = Literal["on_message", "on_messages", "on_event", "after_commit"]
+HOOK_POINTS: tuple[HookPoint, ...] = ("on_message", "on_messages", "on_event", "after_commit")
 
 
 @dataclass(frozen=True)

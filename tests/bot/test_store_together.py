@@ -262,6 +262,78 @@ async def test_hooks_see_each_stored_message_in_the_order_read(
     assert seen == [("s3", "第三条"), ("s1", "第一条"), ("s4", "第四条")]
 
 
+async def test_a_read_hook_sees_the_read_once_and_takes_effect_once(
+    db: None, settings: Settings, analyzer: Any
+) -> None:
+    """``on_messages`` gets the messages a transaction stored, together, in the order read
+    and after every ``on_message``; when it fails, the read is stored again message by
+    message (the hook called for each alone) and only the refused one fails."""
+    calls: list[list[str]] = []
+    order: list[str] = []
+    n_calls = iter(range(1, 100))
+
+    async def per_message(message: StoredMessage, conn: BaseDBAsyncClient) -> None:
+        order.append(f"message:{message.msgid}")
+
+    async def per_read(messages: Sequence[StoredMessage], conn: BaseDBAsyncClient) -> None:
+        calls.append([m.msgid for m in messages])
+        order.append("read")
+        # One row per call: an effect that happened twice, or survived a rollback, shows.
+        await outbox.enqueue(
+            conn,
+            idem_key=f"reader:{next(n_calls)}",
+            origin="reader.note:" + ",".join(m.msgid for m in messages),
+            write=outbox.app_text(agent_id=1000002, touser=ADVISOR, content="收到"),
+        )
+        if any("拒绝" in m.text_masked for m in messages):
+            raise RuntimeError("the read hook refuses this one")
+
+    deps = StoreDeps(
+        keyring=_keyring(settings),
+        hooks=Hooks(
+            on_message=(NamedHook("test.on_message", per_message),),
+            on_messages=(NamedHook("test.on_messages", per_read),),
+        ),
+        agent_id=1000002,
+    )
+    await do_store_messages(items=await _read(analyzer, [_chat("r0")]), deps=deps)
+    read = await _read(
+        analyzer,
+        [_chat("r1"), _chat("r0"), _chat("r2", from_customer=True), _chat("r1"), _chat("r3")],
+    )
+    calls.clear()
+    order.clear()
+    assert _stored(await do_store_messages(items=read, deps=deps)) == [
+        True,
+        False,
+        True,
+        False,
+        True,
+    ]
+    assert calls == [["r1", "r2", "r3"]]  # once, duplicates left out
+    assert order == ["message:r1", "message:r2", "message:r3", "read"]
+
+    calls.clear()
+    read = await _read(analyzer, [_chat("r4"), _chat("r5", "拒绝这条"), _chat("r6")])
+    assert _stored(await do_store_messages(items=read, deps=deps)) == [
+        True,
+        "RuntimeError",
+        True,
+    ]
+    assert calls == [["r4", "r5", "r6"], ["r4"], ["r5"], ["r6"]]
+    notes = await models.OutboxItem.filter(origin__startswith="reader.note:").values_list(
+        "origin", flat=True
+    )
+    # The rolled-back read's row is gone; each message stored alone left one.
+    assert sorted(notes) == [
+        "reader.note:r0",
+        "reader.note:r1,r2,r3",
+        "reader.note:r4",
+        "reader.note:r6",
+    ]
+    assert await _msgids() == ["r0", "r1", "r2", "r3", "r4", "r6"]
+
+
 async def test_alerts_of_a_read_are_queued_sealed_once(
     db: None, settings: Settings, analyzer: Any
 ) -> None:
