@@ -252,10 +252,19 @@ def parse(expr: str) -> Node:
 
 
 class _Sql:
-    """Builds a WHERE clause with bound parameters in the connection's placeholder style."""
+    """Builds a WHERE clause with bound parameters in the connection's placeholder style.
 
-    def __init__(self, dialect: str) -> None:
+    ``whole``: the clause selects a whole audience (a count), not the first rows in id
+    order (a preview, a batch of the schedule job) — on SQLite a tag term is then a
+    list subquery, read once through the (tag, customer) index, where a correlated
+    EXISTS would probe the index once per customer row (measured: 3x slower over a
+    million customers, bench/audience.py); an EXISTS stops at the first rows wanted.
+    PostgreSQL plans EXISTS as a semi-join (or anti-join) either way.
+    """
+
+    def __init__(self, dialect: str, *, whole: bool = False) -> None:
         self.dialect = dialect
+        self.whole = whole
         self.params: list[Any] = []
 
     def bind(self, value: Any) -> str:
@@ -282,6 +291,12 @@ async def _compile(
             raise ExpressionError(f"unknown tag {node.name!r}", node.position)
         marks = ", ".join(sql.bind(i) for i in ids)
         # Only placeholders are interpolated; the ids are bound.
+        if sql.whole and sql.dialect == "sqlite":
+            # customer_id is NOT NULL, so NOT (… IN …) is exact.
+            return (
+                "c.id IN (SELECT ct.customer_id FROM tagging_customer_tag ct "  # noqa: S608 - placeholders only
+                f"WHERE ct.tag_id IN ({marks}))"
+            )
         return (
             "EXISTS (SELECT 1 FROM tagging_customer_tag ct "  # noqa: S608 - placeholders only
             f"WHERE ct.customer_id = c.id AND ct.tag_id IN ({marks}))"
@@ -492,9 +507,12 @@ def _dialect(conn: BaseDBAsyncClient) -> str:
 
 
 async def where_clause(
-    node: Node, *, conn: BaseDBAsyncClient, today: date | None = None
+    node: Node, *, conn: BaseDBAsyncClient, today: date | None = None, whole: bool = False
 ) -> tuple[str, list[Any]]:
-    """``(sql, params)``: a condition on ``bot_customer c`` selecting the audience."""
+    """``(sql, params)``: a condition on ``bot_customer c`` selecting the audience.
+
+    ``whole=True`` when the query reads the whole audience (a count): see ``_Sql``.
+    """
     tag_ids = await service.tags_named(names=sorted(set(_tag_names(node))))
     # Custom fields never shadow a built-in name, so an expression naming built-in
     # attributes only compiles without reading the custom ones (one query less).
@@ -502,14 +520,14 @@ async def where_clause(
     schema = (
         attributes.BUILTIN if named <= set(attributes.BUILTIN) else await attributes.load_schema()
     )
-    sql = _Sql(_dialect(conn))
+    sql = _Sql(_dialect(conn), whole=whole)
     clause = await _compile(node, sql, tag_ids, today or _today(), schema)
     return clause, sql.params
 
 
 async def count(node: Node, *, today: date | None = None) -> int:
     conn = _conn()
-    clause, params = await where_clause(node, conn=conn, today=today)
+    clause, params = await where_clause(node, conn=conn, today=today, whole=True)
     _, rows = await conn.execute_query(
         # The clause is built from the grammar's fixed fragments and placeholders.
         f"SELECT COUNT(*) AS n FROM bot_customer c WHERE {clause}",  # noqa: S608 - see above

@@ -154,6 +154,8 @@ async def live_tags(
 async def tags_named(*, names: Sequence[str]) -> dict[str, list[int]]:
     """Live tag ids by name (a name may exist in several groups)."""
     out: dict[str, list[int]] = {}
+    if not names:
+        return out
     rows = await Tag.filter(name__in=list(names), deleted_at=None).values_list("name", "id")
     for name, tag_id in rows:
         out.setdefault(str(name), []).append(int(tag_id))
