@@ -137,6 +137,28 @@ async def test_marketing_library_rule_and_audience(
     assert refused == [], refused
     await desk.close()
 
+    # A phone (WeCom's built-in browser): the same pages, nothing wider than the screen.
+    phone = await browser.new_context(
+        viewport={"width": 375, "height": 812}, locale="zh-CN", is_mobile=True, has_touch=True
+    )
+    page = await phone.new_page()
+    await sign_in(page, console, "ops")
+    await page.wait_for_url(console.url("/"))
+    for path, name in (
+        ("/tags", "library"),
+        (f"/tags/rules/{rule.id}", "rule"),
+        ("/tags/audiences?expr=" + 'tag:"高净值"', "audience"),
+        ("/tags/imports", "imports"),
+    ):
+        await page.goto(console.url(path))
+        if name == "audience":
+            await _count_is(page, "#audience-count", 3)
+        if name == "rule":
+            await _count_is(page, "#dry-run-count", 2)
+        await no_horizontal_overflow(page)
+        await shot(page, f"tagging-{name}-375")
+    await phone.close()
+
 
 async def test_an_advisor_sees_only_their_own_customers_tags(
     console: Console, browser: Any
