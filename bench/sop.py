@@ -308,19 +308,18 @@ async def _dispatch_day(
         sampler.start()
         start = time.perf_counter()
 
+        finished = asyncio.Event()
+
         async def schedule() -> None:
-            while True:
+            # Until every touch of the day is settled (sent, skipped or failed).
+            while await _pending(plan.campaign_id):
                 if not await engine.tick():
-                    if not await _pending(plan.campaign_id):
-                        return
                     await asyncio.sleep(1.0)
+            finished.set()
 
         async def send() -> None:
-            idle = 0
-            while idle < 5:
-                n = await dispatcher.tick()
-                idle = 0 if n else idle + 1
-                if not n:
+            while not finished.is_set():
+                if not await dispatcher.tick():
                     await asyncio.sleep(0.5)
 
         await asyncio.gather(schedule(), send())
