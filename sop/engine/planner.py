@@ -333,29 +333,27 @@ async def enrol(
         if e[0] not in known and (e[1], e[2]) in wanted
     ]
     by_key = {(t.customer, t.trigger_ref[:160]): t for t in eligible}
-    touch_rows: list[dict[str, Any]] = []
     enrolled: list[tuple[int, Target]] = []
-    for r in made:
+    for r in sorted(made, key=lambda r: int(r["id"])):
         t = by_key[(str(r["customer"]), str(r["trigger_ref"]))]
-        enrolment_id = int(r["id"])
-        enrolled.append((enrolment_id, t))
-        for step, (due, reason) in zip(plan.steps, plan_dues(plan, t.entered_at), strict=True):
-            touch_rows.append(
-                {
-                    "enrolment_id": enrolment_id,
-                    "step_id": step.id,
-                    "version_id": plan.version_id,
-                    "campaign_id": plan.campaign_id,
-                    "customer": t.customer,
-                    "advisor": t.advisor,
-                    "due_at": due,
-                    "state": (touch_state or {}).get(step.id, TouchState.PLANNED),
-                    "reason": reason,
-                }
-            )
-    touch_rows.sort(key=lambda r: (r["enrolment_id"], r["step_id"]))
+        enrolled.append((int(r["id"]), t))
     inserted: list[dict[str, Any]] = []
     if touch_ids:
+        touch_rows = [
+            {
+                "enrolment_id": enrolment_id,
+                "step_id": step.id,
+                "version_id": plan.version_id,
+                "campaign_id": plan.campaign_id,
+                "customer": t.customer,
+                "advisor": t.advisor,
+                "due_at": due,
+                "state": (touch_state or {}).get(step.id, TouchState.PLANNED),
+                "reason": reason,
+            }
+            for enrolment_id, t in enrolled
+            for step, (due, reason) in zip(plan.steps, plan_dues(plan, t.entered_at), strict=True)
+        ]
         inserted = await store.insert_rows(
             c,
             Touch,
@@ -364,29 +362,33 @@ async def enrol(
             returning=("id", "enrolment_id", "step_id"),
         )
     else:
+        # The bulk path: rows straight in the database's form, in (enrolment, step) order.
         tv = store.DbValues(Touch)
         stamp = tv("updated_at", now)
-        await store.insert_plain(
-            c,
-            "sop_touch",
-            _TOUCH_COLUMNS,
-            [
-                (
-                    r["enrolment_id"],
-                    r["step_id"],
-                    r["version_id"],
-                    r["campaign_id"],
-                    r["customer"],
-                    r["advisor"],
-                    tv("due_at", r["due_at"]),
-                    TouchState(r["state"]).value,
-                    r["reason"],
-                    0,
-                    stamp,
+        states = {
+            s.id: TouchState((touch_state or {}).get(s.id, TouchState.PLANNED)).value
+            for s in plan.steps
+        }
+        rows_db: list[tuple[Any, ...]] = []
+        for enrolment_id, t in enrolled:
+            for step, (due, reason) in zip(plan.steps, plan_dues(plan, t.entered_at), strict=True):
+                rows_db.append(
+                    (
+                        enrolment_id,
+                        step.id,
+                        plan.version_id,
+                        plan.campaign_id,
+                        t.customer,
+                        t.advisor,
+                        tv("due_at", due),
+                        states[step.id],
+                        reason,
+                        0,
+                        stamp,
+                    )
                 )
-                for r in touch_rows
-            ],
-            conflict=("enrolment_id", "step_id"),
+        await store.insert_plain(
+            c, "sop_touch", _TOUCH_COLUMNS, rows_db, conflict=("enrolment_id", "step_id")
         )
     by_enrolment: dict[int, dict[int, int]] = {}
     for r in inserted:
