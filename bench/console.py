@@ -420,16 +420,24 @@ def _has_category(dialect: str, category: str) -> str:
 
 
 async def _bare_queue(conn: Any, d: str, *, category: str = "", advisor: str = "") -> None:
-    """The queue's reads: count, a page with its messages and customers, the facets."""
-    where = ["c.status IN ('open', 'escalated')"] if not category else []
-    params: list[Any] = []
-    if category:
-        where.append(_has_category(d, category))
-    if advisor:
-        where.append("c.advisor_userid = ?")
-        params.append(advisor)
-    w = " AND ".join(where) or "1=1"
+    """The queue's reads: count, a page with its messages and customers, and each facet
+    counted with its own filter left out (as the page's counts beside each choice)."""
+    pending = not category  # the default work list; the filtered view shows every status
+
+    def where(*, without: str = "", cat: str | None = None) -> tuple[str, list[Any]]:
+        conds, params = [], []
+        if pending and without != "status":
+            conds.append("c.status IN ('open', 'escalated')")
+        chosen = category if cat is None else cat
+        if chosen and without != "category":
+            conds.append(_has_category(d, chosen))
+        if advisor and without != "advisor":
+            conds.append("c.advisor_userid = ?")
+            params.append(advisor)
+        return " AND ".join(conds) or "1=1", params
+
     q = conn.execute_query_dict
+    w, params = where()
     await q(_sql(d, f"SELECT COUNT(*) AS n FROM bot_review_case c WHERE {w}"), params)
     page = await q(
         _sql(
@@ -439,35 +447,58 @@ async def _bare_queue(conn: Any, d: str, *, category: str = "", advisor: str = "
     )
     mids = [r["message_id"] for r in page] or [0]
     msgs = await q(
-        _sql(d, f"SELECT * FROM bot_message WHERE id IN ({', '.join('?' * len(mids))})"),
-        mids,
+        _sql(d, f"SELECT * FROM bot_message WHERE id IN ({', '.join('?' * len(mids))})"), mids
     )
     cids = [m["customer_id"] for m in msgs if m["customer_id"]] or [0]
     await q(_sql(d, f"SELECT * FROM bot_customer WHERE id IN ({', '.join('?' * len(cids))})"), cids)
-    for facet in ("status", "severity", "advisor_userid"):
+    for facet, without in (
+        ("status", "status"),
+        ("severity", "severity"),
+        ("advisor_userid", "advisor"),
+    ):
+        fw, fp = where(without=without)
         await q(
             _sql(
                 d,
-                f"SELECT {facet}, COUNT(*) AS n FROM bot_review_case c WHERE {w} GROUP BY {facet}",
+                f"SELECT {facet}, COUNT(*) AS n FROM bot_review_case c WHERE {fw} GROUP BY {facet}",
             ),
-            params,
+            fp,
         )
     for cat in CATEGORIES:
-        await q(
-            _sql(
-                d,
-                f"SELECT COUNT(*) AS n FROM bot_review_case c WHERE {w} AND {_has_category(d, cat)}",
-            ),
-            params,
-        )
-    users = await q("SELECT DISTINCT advisor_userid FROM bot_review_case")
-    ids = [u["advisor_userid"] for u in users] or [""]
+        cw, cp = where(cat=cat)
+        await q(_sql(d, f"SELECT COUNT(*) AS n FROM bot_review_case c WHERE {cw}"), cp)
+    # Teams: every advisor's count under the other filters, and who leads each advisor.
+    teams = await q(
+        _sql(
+            d,
+            f"SELECT advisor_userid, COUNT(*) AS n FROM bot_review_case c WHERE {w} GROUP BY advisor_userid",
+        ),
+        params,
+    )
+    ids = [t["advisor_userid"] for t in teams] or [""]
     await q(
         _sql(
             d,
             f"SELECT userid, name, department, manager_userid FROM bot_advisor WHERE userid IN ({', '.join('?' * len(ids))})",
         ),
         ids,
+    )
+    users = await q("SELECT DISTINCT advisor_userid FROM bot_review_case")
+    ids = [u["advisor_userid"] for u in users] or [""]
+    found = await q(
+        _sql(
+            d,
+            f"SELECT userid, name, department, manager_userid FROM bot_advisor WHERE userid IN ({', '.join('?' * len(ids))})",
+        ),
+        ids,
+    )
+    leaders = sorted({f["manager_userid"] for f in found if f["manager_userid"]}) or [""]
+    await q(
+        _sql(
+            d,
+            f"SELECT userid, name, department, manager_userid FROM bot_advisor WHERE userid IN ({', '.join('?' * len(leaders))})",
+        ),
+        leaders,
     )
 
 
@@ -749,7 +780,12 @@ async def _run(url: str, data_dir: Path, args: argparse.Namespace, redis_url: st
             "ORDER BY n DESC LIMIT 15"
         )
         busy = str(adv_rows[0]["advisor_userid"])
-        top = [str(r["advisor_userid"]) for r in adv_rows]
+        top = [
+            str(r["dim"])
+            for r in await conn.execute_query_dict(
+                "SELECT DISTINCT dim FROM admin_dash_daily WHERE metric = 'violation_advisor'"
+            )
+        ]
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
             async with http.get(f"{base}/login") as r:
                 token = re.search(r'name="_csrf" value="([^"]+)"', await r.text())
