@@ -1,0 +1,80 @@
+"""The engine inside the running application: the scheduler role's jobs, and several
+schedulers claiming from one table."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+
+import time_machine
+from pydantic import SecretStr
+
+from bot import models as bot_models
+from bot.sandbox.fake_api import SandboxState, build_fake_wecom_app
+from core.appkit import METRICS
+from core.server import start_site
+from core.settings import Settings
+from sop.engine import enrol, runtime
+from sop.engine.dispatch import Engine
+from sop.models import Touch
+from tests.bot.harness import Edge
+from tests.sop.test_engine_flow import sh
+from tests.sop.test_engine_reliability import reminder_campaign
+
+
+async def test_scheduler_role_runs_the_engine_jobs(
+    settings: Settings, redis_client: object, db: None
+) -> None:
+    from siyu.app import create_app
+
+    state = SandboxState(corp_id=settings.wecom.corp_id)
+    state.seed_demo(random.Random(3))
+    fake, fake_port = await start_site(build_fake_wecom_app(state), "127.0.0.1", 0)
+    settings.wecom.api_base_url = f"http://127.0.0.1:{fake_port}"
+    settings.wecom.app_secret = SecretStr(state.secrets["app"])
+    settings.wecom.agent_id = state.agent_id
+    settings.sop.scheduler_interval_s = 0.05
+    app = create_app(settings, ("scheduler",), auto_migrate=True)
+    runner, _ = await start_site(app, "127.0.0.1", 0)
+    try:
+        runs = app[METRICS].job_runs
+        for _ in range(200):
+            seen = {
+                name: sum(runs.labels(name, o)._value.get() for o in ("idle", "busy"))
+                for name in ("sop-scheduler", "sop-triggers", "sop-results")
+            }
+            if all(seen.values()):
+                break
+            await asyncio.sleep(0.05)
+        assert all(seen.values()), seen
+        for name in seen:
+            assert runs.labels(name, "error")._value.get() == 0
+        assert isinstance(runtime.current(), Engine)
+    finally:
+        await runner.cleanup()
+        await fake.cleanup()
+
+
+async def test_two_schedulers_never_hand_a_touch_over_twice(edge: Edge) -> None:
+    with time_machine.travel(sh(2026, 9, 15, 9, 0), tick=False) as clock:
+        plans = [await reminder_campaign(60, advisor=a) for a in ("zhangwei", "lina")]
+        for plan in plans:
+            customers = [f"wmREL{plan.campaign_id}x{i:04d}" for i in range(60)]
+            await enrol.enrol_list(plan, customers=customers, ref="m:1")
+        clock.move_to(sh(2026, 9, 15, 10, 0, 1))
+        one = runtime.current()
+        one.config = dataclasses.replace(one.config, batch_size=25)
+        two = Engine(config=one.config, quotas=one.quotas, checker=one.checker)
+        for _ in range(20):
+            done = await asyncio.gather(one.tick(), two.tick())
+            if not any(done):
+                break
+        touches = await Touch.all()
+        assert {t.state for t in touches} == {"sending"}
+        rows = await bot_models.OutboxItem.filter(origin__startswith="sop.")
+        assert len({r.id for r in rows}) == len(rows)
+        assert {t.outbox_id for t in touches} == {r.id for r in rows}
+        # Every touch in exactly one digest: the digests' line counts add up to 120.
+        listed = sum(r.payload["text"]["content"].count("/sidebar/?customer=") for r in rows)
+        assert listed == 120
