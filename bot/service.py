@@ -1614,3 +1614,31 @@ async def merge_customer_attributes(
     customer.attributes = merged
     await customer.save(using_db=conn, update_fields=["attributes", "updated_at"])
     return True
+
+
+# ------------------------------------------------------------------ the chat sidebar
+
+
+async def group_chat_in_reach(*, chat_id: str, advisor_userid: str) -> models.GroupChat | None:
+    """A customer group the advisor owns or has spoken in; None otherwise (same answer)."""
+    chat = await models.GroupChat.get_or_none(chat_id=chat_id)
+    if chat is None:
+        return None
+    if chat.owner_userid == advisor_userid:
+        return chat
+    spoke = await models.Message.filter(roomid=chat_id, sender_id=advisor_userid).exists()
+    return chat if spoke else None
+
+
+async def room_messages(*, roomid: str, limit: int) -> list[models.Message]:
+    """A group chat's latest messages, newest first."""
+    return list(await models.Message.filter(roomid=roomid).order_by("-msgtime", "-id").limit(limit))
+
+
+async def message_id_by_key(*, source: str, msgid: str) -> int | None:
+    found = await stored_message_query(source, [msgid]).values_list("id", flat=True)
+    return int(found[0]) if found else None
+
+
+async def case_of_message(*, conn: BaseDBAsyncClient, message_id: int) -> models.ReviewCase | None:
+    return await models.ReviewCase.get_or_none(message_id=message_id, using_db=conn)
