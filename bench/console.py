@@ -545,33 +545,24 @@ async def _bare_case(conn: Any, d: str, case_id: int) -> None:
 
 async def _bare_customer(conn: Any, d: str, customer_id: int) -> None:
     q = conn.execute_query_dict
-    await q(_sql(d, "SELECT id FROM bot_customer WHERE id = ? LIMIT 1"), [customer_id])
-    c = (await q(_sql(d, "SELECT * FROM bot_customer WHERE id = ?"), [customer_id]))[0]
-    follows = await q(
-        _sql(d, "SELECT * FROM bot_follow_relation WHERE customer_id = ?"), [customer_id]
-    )
-    aids = [f["advisor_id"] for f in follows] or [0]
-    await q(_sql(d, f"SELECT * FROM bot_advisor WHERE id IN ({', '.join('?' * len(aids))})"), aids)
-    await q(
-        _sql(d, "SELECT customer_id, phone_masked FROM bot_customer_phone WHERE customer_id = ?"),
-        [customer_id],
-    )
+    await _bare_rows(conn, d, [customer_id])
+    c = (await q(_sql(d, "SELECT external_userid FROM bot_customer WHERE id = ?"), [customer_id]))[
+        0
+    ]
     await q(
         _sql(
             d,
-            "SELECT customer_id, MAX(msgtime) AS last FROM bot_message WHERE customer_id = ? GROUP BY customer_id",
+            "SELECT m.*, a.userid, a.name FROM bot_message m LEFT JOIN bot_advisor a ON a.id = m.advisor_id WHERE m.customer_id = ? ORDER BY m.msgtime DESC, m.id DESC LIMIT 31",
         ),
         [customer_id],
     )
     msgs = await q(
         _sql(
             d,
-            "SELECT * FROM bot_message WHERE customer_id = ? ORDER BY msgtime DESC, id DESC LIMIT 31",
+            "SELECT id FROM bot_message WHERE customer_id = ? ORDER BY msgtime DESC, id DESC LIMIT 31",
         ),
         [customer_id],
     )
-    aids = sorted({m["advisor_id"] for m in msgs if m["advisor_id"]}) or [0]
-    await q(_sql(d, f"SELECT * FROM bot_advisor WHERE id IN ({', '.join('?' * len(aids))})"), aids)
     mids = [m["id"] for m in msgs] or [0]
     await q(
         _sql(
@@ -606,21 +597,32 @@ async def _bare_customer(conn: Any, d: str, customer_id: int) -> None:
 async def _bare_search(conn: Any, d: str, text: str) -> None:
     q = conn.execute_query_dict
     like = "ILIKE" if d == "postgres" else "LIKE"
-    match = f"(c.name {like} ? OR f.remark {like} ?)"
-    base = (
-        f"FROM bot_customer c LEFT JOIN bot_follow_relation f ON f.customer_id = c.id WHERE {match}"
+    where = (
+        f"c.name {like} ? OR c.id IN (SELECT f.customer_id FROM bot_follow_relation f "
+        f"WHERE f.remark {like} ?)"
     )
     args = [f"%{text}%", f"%{text}%"]
-    await q(_sql(d, f"SELECT COUNT(DISTINCT c.id) AS n {base}"), args)
-    ids = await q(_sql(d, f"SELECT DISTINCT c.id {base} ORDER BY c.id DESC LIMIT 50"), args)
-    cids = [r["id"] for r in ids] or [0]
+    await q(_sql(d, f"SELECT COUNT(*) AS n FROM bot_customer c WHERE {where}"), args)
+    ids = await q(
+        _sql(d, f"SELECT c.id FROM bot_customer c WHERE {where} ORDER BY c.id DESC LIMIT 50"), args
+    )
+    await _bare_rows(conn, d, [r["id"] for r in ids])
+
+
+async def _bare_rows(conn: Any, d: str, ids: list[int]) -> None:
+    """What a list row (and the page's profile) shows: the customer, their advisors with
+    the relation, masked numbers, the last message."""
+    q = conn.execute_query_dict
+    cids = ids or [0]
     marks = ", ".join("?" * len(cids))
     await q(_sql(d, f"SELECT * FROM bot_customer WHERE id IN ({marks})"), cids)
-    follows = await q(
-        _sql(d, f"SELECT * FROM bot_follow_relation WHERE customer_id IN ({marks})"), cids
+    await q(
+        _sql(
+            d,
+            f"SELECT f.customer_id, f.remark, f.description, f.status, f.added_at, f.state, a.userid, a.name FROM bot_follow_relation f JOIN bot_advisor a ON a.id = f.advisor_id WHERE f.customer_id IN ({marks})",
+        ),
+        cids,
     )
-    aids = sorted({f["advisor_id"] for f in follows}) or [0]
-    await q(_sql(d, f"SELECT * FROM bot_advisor WHERE id IN ({', '.join('?' * len(aids))})"), aids)
     await q(
         _sql(
             d,

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
-from tortoise.expressions import Q
+from tortoise.expressions import Q, Subquery
 from tortoise.functions import Max
 from tortoise.transactions import in_transaction
 
@@ -297,31 +297,41 @@ class CustomerQuery:
 
 
 def _reach_filter(advisors: frozenset[str] | None) -> Q | None:
+    """Customers some advisor of ``advisors`` still follows: a semi-join, not a join, so a
+    customer with several relations counts once without DISTINCT."""
     if advisors is None:
         return None
-    return Q(
-        follows__advisor__userid__in=sorted(advisors) or [""],
-        follows__status=RelationStatus.ACTIVE,
-    )
+    following = models.FollowRelation.filter(
+        advisor__userid__in=sorted(advisors) or [""], status=RelationStatus.ACTIVE
+    ).values("customer_id")
+    return Q(id__in=Subquery(following))
 
 
 def search_query(query: CustomerQuery, *, keyring: Keyring) -> Any:
-    """The customers ``query`` selects, newest first (``bench/console.py`` times it bare)."""
+    """The customers ``query`` selects, newest first (``bench/console.py`` times it bare).
+
+    A whole phone number is looked up by its blind index alone (a masked remark never
+    holds one, so the text scans would find nothing more); other text matches a name or
+    a remark, each side a semi-join so one customer is one row.
+    """
     q = models.Customer.all()
-    reach = _reach_filter(query.advisors)
     text = query.text.strip()[:64]
     if text:
-        found = Q(name__icontains=text) | Q(follows__remark__icontains=text)
         phone = normalise_phone(text)
         if phone:
-            found |= Q(phones__phone_bidx__in=keyring.blind_indexes(phone, purpose=PHONE_PURPOSE))
-        q = q.filter(found)
+            tokens = keyring.blind_indexes(phone, purpose=PHONE_PURPOSE)
+            noted = models.CustomerPhone.filter(phone_bidx__in=tokens).values("customer_id")
+            q = q.filter(id__in=Subquery(noted))
+        else:
+            remarked = models.FollowRelation.filter(remark__icontains=text).values("customer_id")
+            q = q.filter(Q(name__icontains=text) | Q(id__in=Subquery(remarked)))
+    reach = _reach_filter(query.advisors)
     if reach is not None:
         q = q.filter(reach)
     elif query.active_only:
-        q = q.filter(follows__status=RelationStatus.ACTIVE)
-    # A customer joined to several follow relations or numbers appears once.
-    return q.distinct()
+        active = models.FollowRelation.filter(status=RelationStatus.ACTIVE).values("customer_id")
+        q = q.filter(id__in=Subquery(active))
+    return q
 
 
 async def search_customers(
@@ -427,7 +437,7 @@ def _aware(value: Any) -> datetime | None:
 def customer_in_reach_query(*, customer_id: int, advisors: frozenset[str] | None) -> Any:
     q = models.Customer.filter(id=customer_id)
     reach = _reach_filter(advisors)
-    return q.filter(reach).distinct() if reach is not None else q
+    return q.filter(reach) if reach is not None else q
 
 
 async def customer_in_reach(
