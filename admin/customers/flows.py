@@ -207,6 +207,11 @@ def card_of(row: bot_customers.CustomerRow, viewer: Viewer) -> CustomerCard:
 # ------------------------------------------------------------------ the list
 
 
+def is_phone_query(text: str) -> bool:
+    """Whether a search is a whole phone number (looked up by its blind index)."""
+    return bot_customers.normalise_phone(text.strip()) is not None
+
+
 def check_query(text: str) -> str:
     text = text.strip()
     if len(text) > QUERY_MAX:

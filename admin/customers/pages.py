@@ -14,6 +14,7 @@ from aiohttp import web
 
 from admin.auth import client_address
 from admin.customers import flows
+from admin.errors import see_other
 from admin.flows import FieldError, NotFound, operator_actor
 from admin.keys import OPERATOR
 from admin.render import render
@@ -41,9 +42,32 @@ async def _customer(request: web.Request, viewer: flows.Viewer) -> flows.Custome
 @requires("customers:read")
 @menu("客户", group="", order=8)
 async def customer_list(request: web.Request) -> web.StreamResponse:
+    return await _list_page(
+        request,
+        text=str(request.query.get("q", "")),
+        page=_page_number(str(request.query.get("page", "1"))),
+    )
+
+
+@requires("customers:read")
+async def customer_search(request: web.Request) -> web.StreamResponse:
+    """``POST /customers/search``: the search form.
+
+    A phone number is answered here, never put in a URL (browser history, a proxy's
+    log would keep it in clear); any other text goes to ``/customers?q=`` so its pages
+    can be linked.
+    """
+    form = await request.post()
+    raw = form.get("q", "")
+    text = raw.strip() if isinstance(raw, str) else ""
+    if text and not flows.is_phone_query(text):
+        url = request.app.router["customer_list"].url_for().with_query({"q": text[:200]})
+        return see_other(str(url))
+    return await _list_page(request, text=text, page=1)
+
+
+async def _list_page(request: web.Request, *, text: str, page: int) -> web.StreamResponse:
     viewer = await flows.viewer_of(request)
-    text = str(request.query.get("q", ""))
-    page = _page_number(str(request.query.get("page", "1")))
     errors: dict[str, str] = {}
     try:
         cards, total = await flows.search(
@@ -59,7 +83,9 @@ async def customer_list(request: web.Request) -> web.StreamResponse:
     pages = max(1, ceil(total / PAGE_SIZE))
 
     def page_link(n: int) -> str:
-        params = {"q": text.strip()} if text.strip() else {}
+        # A number searched is never written into a link (see customer_search).
+        shown = text.strip() if not flows.is_phone_query(text) else ""
+        params = {"q": shown} if shown else {}
         return "?" + urlencode({**params, "page": n})
 
     return render(
@@ -167,6 +193,7 @@ async def customer_unmask(request: web.Request) -> web.StreamResponse:
 def add_pages(app: web.Application) -> None:
     r = app.router
     r.add_get("/customers", customer_list, name="customer_list")
+    r.add_post("/customers/search", customer_search, name="customer_search")
     r.add_get("/customers/{customer_id}", customer_detail, name="customer_detail")
     r.add_get("/customers/{customer_id}/timeline", customer_timeline, name="customer_timeline")
     r.add_post("/customers/{customer_id}/unmask", customer_unmask, name="customer_unmask")

@@ -206,6 +206,23 @@ async def test_compliance_searches_by_name_remark_and_whole_number(
         assert status == 422 and "最多 64 个字符" in html
 
 
+async def test_the_search_form_keeps_a_number_out_of_urls(console: Console, book: Book) -> None:
+    await make_operator("compliance", name="reviewer")
+    client, token = await signed_in_client(console, "reviewer")
+    async with client:
+        url = console.url("/customers/search")
+        async with client.post(
+            url, data={"_csrf": token, "q": "138 1234 5678"}, allow_redirects=False
+        ) as r:
+            html = await r.text()
+        assert r.status == 200 and _names_in(html) == {"周先生"}
+        assert "1234" not in "".join(re.findall(r'href="([^"]*)"', html))
+        async with client.post(url, data={"_csrf": token, "q": "周"}, allow_redirects=False) as r:
+            assert r.status == 303 and r.headers["Location"] == "/customers?q=%E5%91%A8"
+        async with client.post(url, data={"q": "周"}, allow_redirects=False) as r:
+            assert r.status == 403  # a form without its CSRF token
+
+
 async def test_the_list_pages(console: Console, db: None) -> None:
     advisor = await seed.advisor("adv-many", "多客户经理")
     keyring = console.app[KEYRING]

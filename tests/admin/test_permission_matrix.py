@@ -134,6 +134,7 @@ def test_the_matrix_covers_the_console_and_the_api() -> None:
     assert {"snippets", "snippet_create", "snippet_approve", "snippet_image"} <= names
     assert {"api_lexicon", "api_snippets", "api_snippet_used"} <= names
     assert {"customer_list", "customer_detail", "customer_timeline", "customer_unmask"} <= names
+    assert "customer_search" in names
     assert {"api_customers", "api_customer"} <= names
     assert {"review_correct", "api_review_case", "api_review_correct"} <= names
 
