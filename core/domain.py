@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 from aiohttp import web
@@ -94,6 +95,9 @@ CustomerErase = Callable[..., Awaitable[int]]
 PanelRender = Callable[[web.Request, int, Principal], Awaitable[str | None]]
 """``render(request, customer_id, viewer) -> HTML fragment or None`` (None: nothing to show)."""
 
+PanelSurface = Literal["console", "sidebar"]
+"""Where a customer panel is drawn: the console's customer page, the advisor's chat sidebar."""
+
 
 @dataclass(frozen=True)
 class CustomerPanel:
@@ -114,6 +118,41 @@ class CustomerPanel:
     key: str
     title: str
     render: PanelRender
+    order: int = 100
+    permission: str = ""
+    # The console's customer page, the WeCom chat sidebar (375 px wide, the advisor's
+    # own customer; a button there with ``data-sb-compose="text"`` puts the text in the
+    # sidebar's checked send box, one with ``data-sb-send='<sendChatMessage JSON>'``
+    # sends as the reply library does), or both.
+    surfaces: frozenset[PanelSurface] = frozenset({"console", "sidebar"})
+
+
+DashboardData = Callable[[int, datetime], Awaitable[Mapping[str, Any]]]
+"""``data(days, now) -> {"x": [...], "series": [{"name", "data": [...]}, ...]}``.
+
+``days`` is the window the viewer chose (7, 30 or 90 Beijing days up to ``now``); an
+optional ``"x_label"`` names the first column of the chart's CSV.
+"""
+
+
+@dataclass(frozen=True)
+class DashboardChart:
+    """A chart a domain adds to the console's dashboard (``/dashboard``), with its CSV.
+
+    The dashboard is institution-wide (``dashboard:read``); ``permission`` (or "")
+    further limits who sees the chart and may download it.  ``kind`` is how
+    ``dashboard.js`` draws the block: ``line``, ``stack`` (bars stacked per day),
+    ``bar`` (one bar per x) or ``funnel`` (one funnel per series, the x its stages).
+    ``data`` must answer from rollups or indexed grouped queries — the page draws
+    every chart on each visit.
+    """
+
+    # Unique across domains; namespaced by the owner ("sop.funnel").
+    key: str
+    title: str
+    kind: Literal["line", "stack", "bar", "funnel"]
+    hint: str
+    data: DashboardData
     order: int = 100
     permission: str = ""
 
@@ -152,6 +191,8 @@ class Domain:
     erase_customer: CustomerErase | None = None
     # Boxes on the console's customer page (drawn by admin; see ``CustomerPanel``).
     customer_panels: Sequence[CustomerPanel] = ()
+    # Charts on the console's dashboard, after its own (see ``DashboardChart``).
+    dashboard_charts: Sequence[DashboardChart] = ()
 
     def __post_init__(self) -> None:
         unknown = set(self.hooks) - set(HOOK_POINTS)
@@ -171,6 +212,12 @@ class Domain:
                     f"domain {self.name!r}: customer panel key {panel.key!r} "
                     f"must start with {self.name + '.'!r}"
                 )
+        for chart in self.dashboard_charts:
+            if not chart.key.startswith(f"{self.name}."):
+                raise ValueError(
+                    f"domain {self.name!r}: dashboard chart key {chart.key!r} "
+                    f"must start with {self.name + '.'!r}"
+                )
 
 
 def check_unique(domains: Sequence[Domain]) -> None:
@@ -181,6 +228,7 @@ def check_unique(domains: Sequence[Domain]) -> None:
             f"name:{d.name}",
             *(f"models:{m}" for m in d.model_modules),
             *(f"customer panel:{p.key}" for p in d.customer_panels),
+            *(f"dashboard chart:{c.key}" for c in d.dashboard_charts),
         ]
         if d.migrations:
             keys.append(f"migrations:{d.migrations}")
