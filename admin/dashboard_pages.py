@@ -3,12 +3,15 @@
 The page hands the charts their data in a ``<script type="application/json">`` block
 that ``dashboard.js`` reads: the console's CSP allows no inline script.  Every chart
 has its own CSV route, so a permission (``dashboard:read``) guards each like a page.
+Other domains add charts of their own (``core.domain.DashboardChart``), drawn after
+these and guarded by their own permission as well.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,7 +22,11 @@ from aiohttp import web
 from admin import dashboard
 from admin.render import render
 from bot.flows import ALERT_INTENTS, CATEGORY_LABELS
-from core.access import menu, requires
+from core.access import menu, principal_of, requires
+from core.appkit import DOMAINS
+from core.domain import DashboardChart
+
+log = logging.getLogger(__name__)
 
 WINDOWS = (7, 30, 90)
 DEFAULT_WINDOW = 30
@@ -48,8 +55,10 @@ METRIC_LABELS = {dashboard.MESSAGES: "消息数", dashboard.CUSTOMERS: "沟通�
 class Chart:
     name: str
     title: str
-    kind: str  # line | stack (bars stacked per day) | bar (one bar per dim)
+    kind: str  # line | stack (bars stacked per day) | bar (one bar per dim) | funnel
     hint: str
+    # A funnel (one per series, side by side) takes the grid's full width.
+    wide: bool = False
 
 
 CHARTS = (
@@ -137,12 +146,47 @@ async def chart_data(days: int, *, now: datetime) -> dict[str, dict[str, Any]]:
     }
 
 
+def contributed(app: web.Application) -> list[DashboardChart]:
+    """Other domains' charts, in order (``core.domain.Domain.dashboard_charts``)."""
+    found = [c for d in app.get(DOMAINS, ()) for c in d.dashboard_charts]
+    return sorted(found, key=lambda c: (c.order, c.key))
+
+
+def _chart_name(key: str) -> str:
+    return key.replace(".", "-")
+
+
+def _may(request: web.Request, permission: str) -> bool:
+    p = principal_of(request)
+    return not permission or (p is not None and permission in p.permissions)
+
+
+async def contributed_data(
+    request: web.Request, days: int, *, now: datetime
+) -> tuple[list[Chart], dict[str, dict[str, Any]]]:
+    """The charts this viewer may see and their blocks; one that fails says so."""
+    charts, data = [], {}
+    for c in contributed(request.app):
+        if not _may(request, c.permission):
+            continue
+        name = _chart_name(c.key)
+        try:
+            block = dict(await c.data(days, now))
+        except Exception:
+            log.exception("dashboard chart failed", extra={"chart": c.key})
+            block = {"x": [], "series": [], "failed": True}
+        charts.append(Chart(name, c.title, c.kind, c.hint, wide=c.kind == "funnel"))
+        data[name] = block
+    return charts, data
+
+
 @requires("dashboard:read")
 @menu("数据看板", group="", order=5)
 async def dashboard_page(request: web.Request) -> web.StreamResponse:
     days = _window(request)
     now = datetime.now(UTC)
     data = await chart_data(days, now=now)
+    more, more_data = await contributed_data(request, days, now=now)
     totals = {
         "messages": sum(data["activity"]["series"][0]["data"]),
         # Every advisor's, not only the chart's top 15: the teams' sums cover them all.
@@ -155,8 +199,8 @@ async def dashboard_page(request: web.Request) -> web.StreamResponse:
         "dashboard.html",
         request,
         {
-            "charts": CHARTS,
-            "data": data,
+            "charts": (*CHARTS, *more),
+            "data": {**data, **more_data},
             "days": days,
             "windows": WINDOWS,
             "totals": totals,
@@ -167,7 +211,7 @@ async def dashboard_page(request: web.Request) -> web.StreamResponse:
 
 def _csv_rows(chart: Chart, block: dict[str, Any]) -> list[list[Any]]:
     names = [s["name"] for s in block["series"]]
-    head = "日期" if chart.kind in ("line", "stack") else "项目"
+    head = block.get("x_label") or ("日期" if chart.kind in ("line", "stack") else "项目")
     rows: list[list[Any]] = [[head, *names]]
     for i, x in enumerate(block["x"]):
         rows.append([x, *(s["data"][i] for s in block["series"])])
@@ -184,19 +228,39 @@ def _csv_handler(chart: Chart) -> Callable[[web.Request], Awaitable[web.StreamRe
             # Full dates in the file (the chart shows MM-DD to save room).
             today = now.astimezone(dashboard.SHANGHAI).date()
             block = {**block, "x": dashboard.window_days(days=days, today=today)}
-        buf = io.StringIO()
-        csv.writer(buf, lineterminator="\r\n").writerows(_csv_rows(chart, block))
-        # A BOM, so Excel (what the bank's staff open it in) reads the UTF-8 as such.
-        body = "\ufeff" + buf.getvalue()
-        filename = f"siyu-{chart.name}-{days}d.csv"
-        return web.Response(
-            body=body.encode("utf-8"),
-            content_type="text/csv",
-            charset="utf-8",
-            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
-        )
+        return _csv_response(chart, block, days)
 
     handler.__name__ = f"dashboard_csv_{chart.name}"
+    return handler
+
+
+def _csv_response(chart: Chart, block: dict[str, Any], days: int) -> web.Response:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\r\n").writerows(_csv_rows(chart, block))
+    # A BOM, so Excel (what the bank's staff open it in) reads the UTF-8 as such.
+    body = "\ufeff" + buf.getvalue()
+    filename = f"siyu-{chart.name}-{days}d.csv"
+    return web.Response(
+        body=body.encode("utf-8"),
+        content_type="text/csv",
+        charset="utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+def _contributed_csv(c: DashboardChart) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    chart = Chart(_chart_name(c.key), c.title, c.kind, c.hint)
+
+    # The chart's own permission guards its file; the dashboard's is checked here too.
+    @requires(c.permission or "dashboard:read")
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if not _may(request, "dashboard:read"):
+            raise web.HTTPForbidden()
+        days = _window(request)
+        block = dict(await c.data(days, datetime.now(UTC)))
+        return _csv_response(chart, block, days)
+
+    handler.__name__ = f"dashboard_csv_{chart.name.replace('-', '_')}"
     return handler
 
 
@@ -207,3 +271,6 @@ def add_pages(app: web.Application) -> None:
         r.add_get(
             f"/dashboard/{chart.name}.csv", _csv_handler(chart), name=f"dashboard_csv_{chart.name}"
         )
+    for c in contributed(app):
+        name = _chart_name(c.key)
+        r.add_get(f"/dashboard/{name}.csv", _contributed_csv(c), name=f"dashboard_csv_{name}")

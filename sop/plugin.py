@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from core.domain import Domain
-from sop import engine, pages, views
+from core.domain import CustomerPanel, DashboardChart, Domain
+from sop import engine, pages, panels, views
 from sop.cli import register as register_cli
 
 # The engine's part: pipeline hooks (triggers, exits), the scheduler, trigger and
@@ -25,4 +25,33 @@ DOMAIN = Domain(
     pages=(pages.add_pages,),
     # `siyu campaigns …`: list, show, stats, pause/resume/archive, opt-out.
     cli=register_cli,
+    customer_panels=(
+        # The customer page: every journey and its touches (the viewer's reach).
+        CustomerPanel(
+            key="sop.journeys",
+            title="SOP 旅程",
+            render=panels.journeys_panel,
+            order=40,
+            surfaces=frozenset({"console"}),
+        ),
+        # The chat sidebar: what is due for this customer, ready to check and send.
+        CustomerPanel(
+            key="sop.due",
+            title="待跟进的 SOP 触达",
+            render=panels.due_panel,
+            order=5,
+            surfaces=frozenset({"sidebar"}),
+        ),
+    ),
+    dashboard_charts=(
+        DashboardChart(
+            key="sop.funnel",
+            title="SOP 活动转化漏斗",
+            kind="funnel",
+            hint="运行中的活动，所选时间段内入组的客户：至少有一次触达到达该阶段的客户数",
+            data=panels.dashboard_funnels,
+            order=10,
+            permission="campaigns:read",
+        ),
+    ),
 )

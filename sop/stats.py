@@ -21,12 +21,13 @@ import csv
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from tortoise import Tortoise
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from sop.models import Campaign, CampaignStep, CampaignVersion
+from sop.models import Campaign, CampaignStatus, CampaignStep, CampaignVersion, Enrolment
 
 REPLY_WINDOW_DAYS = 3
 
@@ -43,13 +44,38 @@ SKIP_REASON_LABELS = {
     "exited": "客户已退出旅程",
     "superseded": "新版本已替代",
     "holiday": "节假日",
+    "mass_send_allowance": "客户当日群发额度已用完",
+    "no_welcome_code": "没有欢迎语凭证",
+    "holiday_calendar": "缺少该年节假日数据",
+    "calendar_missing": "缺少该年节假日数据（到期时重算）",
+    "media_unsupported": "暂不支持该素材的群发",
+    "step_removed": "步骤已删除",
+    "member_quota": "客户经理消息额度已满",
+    "not_contact": "已非企业微信好友",
+    "cancelled": "已取消",
+}
+# Why an enrolment ended (``sop_enrolment.exit_reason``).
+EXIT_REASON_LABELS = {
+    "replied": "客户回复",
+    "opted_out": "客户退订",
+    "relation_deleted": "好友关系解除",
+    "goal": "达成目标",
+    "tag_added": "打上退出标签",
+    "tag_removed": "移除标签",
+    "archived": "活动已归档",
 }
 
 
 def reason_label(reason: str) -> str:
     if reason.startswith("wecom:"):
         return f"企业微信错误 {reason[6:]}"
+    if reason.startswith("exited:"):
+        return f"客户已退出旅程（{exit_label(reason[7:])}）"
     return SKIP_REASON_LABELS.get(reason, reason or "未注明")
+
+
+def exit_label(reason: str) -> str:
+    return EXIT_REASON_LABELS.get(reason, reason or "未注明")
 
 
 @dataclass
@@ -302,6 +328,86 @@ async def campaign_counts(campaign_ids: Sequence[int]) -> dict[int, dict[str, in
     for r in rows:
         out[int(r["campaign_id"])].update(planned=int(r["n"]), sent=int(r["sent"] or 0))
     return out
+
+
+# The dashboard's funnel: one per running campaign, in customers (enrolments).
+DASHBOARD_STAGES = (
+    ("enrolled", "入组客户"),
+    ("planned", "已计划触达"),
+    ("reminded", "已提醒客户经理"),
+    ("sent", "已发送 / 确认"),
+    ("replied", "3 天内回复"),
+    ("goal", "达成目标"),
+)
+
+
+@dataclass(frozen=True)
+class CampaignFunnel:
+    campaign_id: int
+    name: str
+    stages: dict[str, int]
+
+    @property
+    def enrolled(self) -> int:
+        return self.stages.get("enrolled", 0)
+
+
+async def active_funnels(*, since: datetime) -> list[CampaignFunnel]:
+    """The funnel of every running campaign, over the customers who entered since ``since``.
+
+    Two grouped queries, whatever the number of campaigns: enrolments by campaign
+    (through the ``(campaign_id, customer, state)`` index), and the touches of those
+    campaigns (``(campaign_id, state)``) joined to their enrolment by primary key for
+    the entry time.  The cost grows with the running campaigns' touches in the window,
+    not with the history of campaigns that ended.  Largest first.
+    """
+    campaigns = list(
+        await Campaign.filter(status=CampaignStatus.ACTIVE).order_by("id").values_list("id", "name")
+    )
+    if not campaigns:
+        return []
+    conn = _conn()
+    pg = _is_pg(conn)
+    ids = [int(cid) for cid, _ in campaigns]
+    marks = ", ".join(f"${i}" if pg else "?" for i in range(1, len(ids) + 1))
+    after = f"${len(ids) + 1}" if pg else "?"
+    # As the ORM stores the column, so the comparison holds on both databases.
+    at = Enrolment._meta.fields_map["entered_at"].to_db_value(since.astimezone(UTC), Enrolment)
+    out: dict[int, dict[str, int]] = {cid: {} for cid in ids}
+    _, rows = await conn.execute_query(
+        "SELECT campaign_id, COUNT(*) AS enrolled,"  # noqa: S608 - placeholders and fixed fragments only
+        " SUM(CASE WHEN goal_reached_at IS NOT NULL THEN 1 ELSE 0 END) AS goal"
+        f" FROM sop_enrolment WHERE campaign_id IN ({marks}) AND entered_at >= {after}"
+        " GROUP BY campaign_id",
+        [*ids, at],
+    )
+    for r in rows:
+        out[int(r["campaign_id"])].update(enrolled=int(r["enrolled"]), goal=int(r["goal"] or 0))
+    _, rows = await conn.execute_query(
+        "SELECT t.campaign_id, COUNT(DISTINCT t.enrolment_id) AS planned,"  # noqa: S608 - placeholders and fixed fragments only
+        " COUNT(DISTINCT CASE WHEN t.reminded_at IS NOT NULL THEN t.enrolment_id END) AS reminded,"
+        " COUNT(DISTINCT CASE WHEN t.state IN ('sent', 'confirmed') THEN t.enrolment_id END)"
+        " AS sent,"
+        f" COUNT(DISTINCT CASE WHEN {_replied_in_window(conn)} THEN t.enrolment_id END)"
+        " AS replied"
+        " FROM sop_touch t JOIN sop_enrolment e ON e.id = t.enrolment_id"
+        f" WHERE t.campaign_id IN ({marks}) AND e.entered_at >= {after}"
+        " GROUP BY t.campaign_id",
+        [*ids, at],
+    )
+    for r in rows:
+        out[int(r["campaign_id"])].update(
+            {k: int(r[k] or 0) for k in ("planned", "reminded", "sent", "replied")}
+        )
+    funnels = [
+        CampaignFunnel(
+            campaign_id=int(cid),
+            name=str(name),
+            stages={key: out[int(cid)].get(key, 0) for key, _ in DASHBOARD_STAGES},
+        )
+        for cid, name in campaigns
+    ]
+    return sorted(funnels, key=lambda f: (-f.enrolled, f.campaign_id))
 
 
 CSV_COLUMNS = (

@@ -422,7 +422,7 @@ async def customer_context(
     ]
     panels = [
         p
-        for p in await customer_flows.panels(request, viewer=viewer, card=card)
+        for p in await customer_flows.panels(request, viewer=viewer, card=card, surface="sidebar")
         if p.key not in NATIVE_PANELS
     ]
     risk = next((value for name, _label, value in card.attributes if name == "risk_level"), "")

@@ -28,6 +28,32 @@
     };
   }
 
+  // One funnel per series (a campaign), side by side; the x are the stages, top down.
+  // Each funnel is scaled to its own first stage, so a small campaign stays legible.
+  function funnelOption(block) {
+    var series = (block.series || []).slice(0, 4);
+    var width = 100 / Math.max(series.length, 1);
+    return {
+      color: PALETTE,
+      animation: false,
+      tooltip: { trigger: "item", renderMode: "richText", formatter: "{a}\n{b}：{c}" },
+      legend: { show: true, type: "scroll", bottom: 0, data: block.x },
+      title: series.map(function (s, i) {
+        return { text: s.name, left: (i * width + width / 2) + "%", top: 0, textAlign: "center",
+                 textStyle: { fontSize: 13, fontWeight: 600, color: "#1f2733" } };
+      }),
+      series: series.map(function (s, i) {
+        return {
+          name: s.name, type: "funnel", sort: "none", gap: 2, minSize: "6%",
+          left: (i * width + width * 0.08) + "%", width: (width * 0.84) + "%", top: 28, bottom: 36,
+          min: 0, max: Math.max(s.data[0] || 0, 1),
+          label: { show: true, position: "inside", formatter: "{c}", color: "#fff" },
+          data: block.x.map(function (stage, j) { return { name: stage, value: s.data[j] }; }),
+        };
+      }),
+    };
+  }
+
   function start() {
     var source = document.getElementById("dashboard-data");
     if (!source || !window.echarts) return;
@@ -37,7 +63,8 @@
       var block = data[el.getAttribute("data-chart")];
       if (!block) return;
       var chart = window.echarts.init(el, null, { renderer: "canvas" });
-      chart.setOption(option(el, el.getAttribute("data-kind"), block));
+      var kind = el.getAttribute("data-kind");
+      chart.setOption(kind === "funnel" ? funnelOption(block) : option(el, kind, block));
       el.setAttribute("data-drawn", "1");
       charts.push(chart);
     });

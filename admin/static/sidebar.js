@@ -514,6 +514,39 @@
     }).then(function () { button.disabled = !state.wecom; });
   }
 
+  // ------------------------------------------------------------------ panels' buttons
+
+  // Other domains' panels in the customer tab (core.domain.CustomerPanel) hand their
+  // content to the send actions above: [data-sb-compose] puts a text in the checked
+  // send box, [data-sb-send] sends a chat message (JSON) as a snippet is sent.
+  $("sb-customer").addEventListener("click", function (event) {
+    var button = event.target.closest("[data-sb-compose], [data-sb-send]");
+    if (!button) return;
+    if (button.hasAttribute("data-sb-compose")) {
+      textBox.value = button.getAttribute("data-sb-compose");
+      state.overrideKey = null;
+      showTab("tab-check");
+      scheduleCheck(0);
+      return;
+    }
+    if (!state.wecom) {
+      toast("需在企业微信中打开才能发送", "warn");
+      return;
+    }
+    var message;
+    try {
+      message = JSON.parse(button.getAttribute("data-sb-send"));
+    } catch (e) {
+      return;
+    }
+    button.disabled = true;
+    window.ww.sendChatMessage(message).then(function () {
+      toast("已发送", "ok");
+    }).catch(function (err) {
+      toast("发送失败：" + ((err && err.errMsg) || "企业微信未响应"), "bad");
+    }).then(function () { button.disabled = false; });
+  });
+
   // ------------------------------------------------------------------ start
 
   updateSend();
