@@ -36,6 +36,7 @@ from sop.campaigns import (
     CampaignInvalid,
     Problem,
 )
+from sop.diff import review_diff
 from sop.models import Campaign, CampaignStatus, CampaignVersion, VersionStatus
 from sop.schemas import CampaignIn, ContentIn
 from tagging import service as tagging_service
@@ -1025,6 +1026,7 @@ async def _review_page(
         current = await campaigns.get_version(campaign, campaign.current_version)
     p = principal_of(request)
     own = p is not None and p.ref in (version.submitted_by, version.created_by)
+    changes = await review_diff(campaign, version)
     return _render(
         "sop_review.html",
         request,
@@ -1032,6 +1034,17 @@ async def _review_page(
             "c": campaign,
             "v": version,
             "current": current,
+            "diff": changes,
+            "base": loose(
+                {
+                    "trigger": changes.base.trigger,
+                    "goal": changes.base.goal,
+                    "product": changes.base.product,
+                    "exits": changes.base.exit_conditions or [],
+                }
+            )
+            if changes
+            else None,
             "steps": [
                 {
                     "s": s,
