@@ -74,6 +74,12 @@ async def test_search_open_and_read_a_customer(console: Console, browser: Any) -
     await shot(page, "customer-360-unmasked")
     assert refused == []
 
+    # From the review case of that flagged line, the customer is one click away.
+    await page.goto(console.url(f"/review/{book.promise_case.id}"))
+    await page.click("#case-customer")
+    await page.wait_for_url(f"**/customers/{book.zhou.external_userid}")
+    assert await page.inner_text("#customer-name") == "周先生"
+
     # A phone: the same page, one column, nothing wider than the screen.
     phone = await browser.new_context(viewport={"width": 375, "height": 740}, locale="zh-CN")
     small = await phone.new_page()
