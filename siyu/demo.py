@@ -14,6 +14,8 @@ import os
 import random
 import secrets
 import signal
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from core.settings import Settings
 
 async def demo_counts() -> dict[str, int]:
     from bot import models
+    from sop import models as sop_models
 
     return {
         "customers": await models.Customer.all().count(),
@@ -35,6 +38,11 @@ async def demo_counts() -> dict[str, int]:
         "violations": await models.Message.filter(has_violation=True).count(),
         "alerts": await models.Alert.all().count(),
         "app_messages_sent": await models.OutboxItem.filter(state="done").count(),
+        "sop_enrolments": await sop_models.Enrolment.all().count(),
+        "sop_touches": await sop_models.Touch.all().count(),
+        "sop_digests_sent": await models.OutboxItem.filter(
+            origin__startswith="sop.digest:", state="done"
+        ).count(),
     }
 
 
@@ -134,6 +142,69 @@ async def _seed_campaign(app: Any) -> None:
     )
 
 
+# When the demo customers' products mature, in days from today, in turn: a week away
+# (理财到期提醒 enrols them today, so their advisors get a digest now) or later weeks
+# (enrolled on the day they are a week away, if the demo still runs).
+MATURITY_IN_DAYS = (7, 7, 7, 10, 14, 21, 28)
+
+
+def demo_holdings(external_userids: Sequence[str], today: date) -> list[dict[str, Any]]:
+    """Rows of an institution's holdings feed for the sandbox's seeded customers."""
+    rows = []
+    for i, ext in enumerate(sorted(external_userids)):
+        matures = (today + timedelta(days=MATURITY_IN_DAYS[i % len(MATURITY_IN_DAYS)])).isoformat()
+        holding = {
+            "product_code": "WM-365",
+            "risk_level": "R2",
+            "maturity_date": matures,
+            "amount": str(50_000 * (1 + i % 8)),
+        }
+        # One in ten is C1: the R2 product is unsuitable for them and their touches are
+        # skipped with that reason instead of sent.
+        risk = "C1" if i % 10 == 4 else ("C2", "C3", "C4")[i % 3]
+        rows.append(
+            {
+                "external_userid": ext,
+                "attributes": {"risk_level": risk, "maturity_date": matures, "holdings": [holding]},
+            }
+        )
+    return rows
+
+
+async def _import_holdings(app: Any, customers: Sequence[str], stop: asyncio.Event) -> None:
+    """Import the seeded customers' holdings as soon as siyu knows them (tagging's
+    attribute import: amounts sealed, maturity dates in the clear), then run today's date
+    triggers — their daily run happened at start-up, before the feed — so the maturity
+    journey enrols whoever matures a week from today."""
+    from core.appkit import KEYRING
+    from core.audit import Actor
+    from sop.engine import enrol
+    from sop.engine.timing import SHANGHAI
+    from tagging import attributes
+    from tagging import service as tagging_service
+
+    pending = list(customers)
+    while not stop.is_set():
+        known = await tagging_service.customer_ids_by(key="external_userid", values=pending)
+        if known:
+            today = datetime.now(UTC).astimezone(SHANGHAI).date()
+            await attributes.do_import_attributes(
+                rows=[r for r in demo_holdings(customers, today) if r["external_userid"] in known],
+                actor=Actor.system("demo"),
+                keyring=app[KEYRING],
+                source="demo",
+                filename="demo-holdings.json",
+            )
+            await enrol.run_date_triggers()
+            pending = [ext for ext in pending if ext not in known]
+        if not pending:
+            return
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=3.0)
+        except TimeoutError:
+            pass
+
+
 def _write_secrets(path: Path, values: dict[str, Any]) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
@@ -157,6 +228,7 @@ async def run_demo(
         secrets={"app": demo["app_secret"], "contact": demo["contact_secret"]},
     )
     state.seed_demo(random.Random(42))
+    seeded_customers = sorted(state.contacts)
     # Its seq continues across restarts, like WeCom's: the archive cursor persists too.
     archive = SandboxArchive(seq_path=data_dir / "sandbox" / "archive_seq")
     key_path = archive.write_private_key(data_dir / "sandbox" / "archive_v1.pem")
@@ -184,6 +256,8 @@ async def run_demo(
         "admin": {"cookie_secure": False, "totp_required_roles": []},
         # The chat sidebar signs in through the sandbox's stand-in for WeCom's OAuth page.
         "sidebar": {"oauth_base_url": fake_url},
+        # Digests link each touch into the sidebar of this console.
+        "sop": {"public_base_url": f"http://127.0.0.1:{port}" if port else ""},
     }
     # Through __init__, so SIYU_* environment variables still apply on top.
     settings = Settings(**values)
@@ -230,10 +304,12 @@ Simulated advisors and customers start now ({rate}/s). Ctrl-C stops.
     if duration_s:
         loop.call_later(duration_s, stop.set)
     status = asyncio.create_task(_print_status(stop, state))
+    holdings = asyncio.create_task(_import_holdings(app, seeded_customers, stop))
     try:
         await sim.run(stop, rate=rate)
     finally:
         await status
+        await holdings
         await runner.cleanup()
         await fake_runner.cleanup()
         print(f"demo stopped; simulated: {sim.sent}", flush=True)

@@ -1416,8 +1416,9 @@ def _default_conn() -> BaseDBAsyncClient:
 
 
 def demo_spec() -> CampaignIn:
-    """A maturity reminder: the advisor is reminded a week before, the customer gets a
-    mass-send the day before (workdays only)."""
+    """A maturity reminder: the advisor is reminded a week before (as soon as the day's
+    date trigger enrols the customer, within the send window: 08:00 on a normal day),
+    the customer gets a mass-send the day before (workdays only)."""
     return CampaignIn.model_validate(
         {
             "name": "理财到期提醒",
@@ -1436,7 +1437,6 @@ def demo_spec() -> CampaignIn:
             "steps": [
                 {
                     "name": "提醒客户经理",
-                    "at_time": "10:00",
                     "delivery": "reminder",
                     "content": {
                         "kind": "text",
