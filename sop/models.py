@@ -257,6 +257,8 @@ class Touch(Model):
             # The engine's lookups (migration 0002): by outbox row, by mass-send task.
             ("outbox_id",),
             ("msgid",),
+            # The scheduler's claim by advisor (migration 0003).
+            ("advisor", "state", "due_at"),
         )
 
 

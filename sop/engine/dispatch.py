@@ -75,6 +75,8 @@ class EngineConfig:
     batch_size: int = 500
     late_after: timedelta = timedelta(hours=6)
     digest_max_items: int = 15
+    # Advisors whose due touches one batch takes (all of theirs, up to batch_size).
+    advisors_per_batch: int = 20
     public_base_url: str = ""
     agent_id: int = 0
 
@@ -205,20 +207,29 @@ class Engine:
         )
         if not active:
             return 0
+        due = Touch.filter(
+            state__in=(TouchState.PLANNED, TouchState.DUE),
+            due_at__lte=now,
+            campaign_id__in=active,
+        )
+        # The advisors of the oldest due touches, then all their due touches: a batch
+        # holds whole advisors, so each gets one digest of many touches rather than a
+        # message per touch (touches of one advisor are spread over the whole table).
+        oldest = await (
+            due.order_by("due_at", "id")
+            .limit(self.config.batch_size)
+            .values_list("advisor", flat=True)
+        )
+        advisors = list(dict.fromkeys(str(a) for a in oldest))[: self.config.advisors_per_batch]
+        if not advisors:
+            return 0
         async with in_transaction() as c:
             q = (
-                Touch.filter(
-                    state__in=(TouchState.PLANNED, TouchState.DUE),
-                    due_at__lte=now,
-                    campaign_id__in=active,
-                )
-                .order_by("due_at", "id")
+                due.filter(advisor__in=advisors)
+                .order_by("advisor", "due_at", "id")
                 .limit(self.config.batch_size)
                 .using_db(c)
             )
-            if store.dialect(c) == "postgres":
-                # Several schedulers: each takes rows no other holds, without waiting.
-                q = q.select_for_update(skip_locked=True)
             touches = list(await q)
             if not touches:
                 return 0

@@ -78,3 +78,35 @@ async def test_two_schedulers_never_hand_a_touch_over_twice(edge: Edge) -> None:
         # Every touch in exactly one digest: the digests' line counts add up to 120.
         listed = sum(r.payload["text"]["content"].count("/sidebar/?customer=") for r in rows)
         assert listed == 120
+
+
+async def test_a_batch_takes_whole_advisors_so_digests_stay_full(edge: Edge) -> None:
+    from sop.engine import store
+    from sop.engine.planner import Target
+    from sop.engine.planner import enrol as plan_enrol
+
+    with time_machine.travel(sh(2026, 9, 15, 9, 0), tick=False) as clock:
+        plan = await reminder_campaign(0)
+        advisors = ("zhangwei", "lina", "chenjie")
+        targets = []
+        for i in range(60):  # interleaved: each advisor's touches spread over the table
+            advisor = advisors[i % 3]
+            ext = f"wmMIX{i:04d}"
+            from tests.sop.test_engine_flow import add_relation
+
+            await add_relation(advisor, ext, name=f"客户{i}", attributes={})
+            targets.append(Target(ext, advisor, "m:1", sh(2026, 9, 15, 9, 0)))
+        from tortoise.transactions import in_transaction
+
+        async with in_transaction() as conn:
+            await plan_enrol(conn, plan, targets)
+        _ = store
+        clock.move_to(sh(2026, 9, 15, 10, 0, 1))
+        engine = runtime.current()
+        engine.config = dataclasses.replace(engine.config, batch_size=6)
+        while await engine.tick():
+            pass
+        rows = await bot_models.OutboxItem.filter(origin__startswith="sop.")
+        # Six touches of one advisor per batch: ten digests of six, not thirty of two.
+        assert len(rows) <= 12
+        assert {t.state for t in await Touch.all()} == {"sending"}
