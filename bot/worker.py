@@ -185,6 +185,9 @@ class Worker:
         self.stalled_rounds = 0
         self._round_progress = self._round_stalled = False
         self._pop_due = self.redis.register_script(_POP_DUE_LUA)
+        # Set by ``run``: a round stops reading once asked to stop, so a shutdown waits
+        # for the reads in hand, not for a whole round of them.
+        self._stop: asyncio.Event | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         # Nothing may end this loop but ``stop``: the task would die unobserved
@@ -192,6 +195,7 @@ class Worker:
         # stop.  A failed round leaves its entries pending; they are reclaimed
         # (XAUTOCLAIM) and retried.
         log.info("worker started", extra={"consumer": self.consumer})
+        self._stop = stop
         group_ready = False
         while not stop.is_set():
             try:
@@ -318,8 +322,11 @@ class Worker:
         current: _Batch | None = None
         try:
             for _ in range(READS_PER_ROUND):
-                # Only the first read waits for entries: with a batch in hand, store it.
-                entries = await self._read(block_ms if current is None else None)
+                if self._stop is not None and self._stop.is_set():
+                    entries = []  # stopping: store what is in hand, read nothing more
+                else:
+                    # Only the first read waits for entries: with a batch in hand, store it.
+                    entries = await self._read(block_ms if current is None else None)
                 following = await self._prepare(entries, reclaimed=False) if entries else None
                 if current is not None:
                     handled += await self._finish(current, following=following)

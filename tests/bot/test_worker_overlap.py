@@ -9,6 +9,7 @@ is judged with its conversation as if every read had been stored before the next
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from collections.abc import Sequence
@@ -123,3 +124,31 @@ async def test_a_line_is_judged_with_the_read_before_it_not_yet_stored(
     answer = await models.Message.get(source="archive", msgid="a1")
     assert answer.has_violation
     assert await models.ReviewCase.filter(message=answer).exists()
+
+
+async def test_a_worker_asked_to_stop_stores_the_reads_in_hand_and_reads_no_more(
+    edge: Edge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shutdown gives the worker ten seconds: it stores and acknowledges the reads it
+    holds, then stops reading — the rest stays in the stream for the next worker."""
+    userid, ext = a_relation(edge)
+    now = int(time.time() * 1000)
+    records = [record(f"s{i}", ext, userid, f"第{i}条", now + i * 1000) for i in range(5)]
+    log: list[tuple[str, Any]] = []
+    recording = one_per_read(edge, log, monkeypatch)
+    stop = asyncio.Event()
+    analyse = recording.analyze_many
+
+    async def stop_on_first(items: Any, contexts: Any = None) -> list[Any]:
+        stop.set()  # SIGTERM arrives while read 1 is being analysed
+        return await analyse(items, contexts)
+
+    monkeypatch.setattr(recording, "analyze_many", stop_on_first)
+    assert (await edge.api("POST", "/api/v1/archive/messages", json=records))[0] == 200
+
+    await asyncio.wait_for(edge.worker.run(stop), timeout=60)
+    # Read 2 was already read when the stop came: both stored, nothing more read.
+    assert [k for k, _ in log] == ["analyse", "analyse", "stored", "stored"]
+    stored = await models.Message.filter(source="archive").values_list("msgid")
+    assert sorted(m for (m,) in stored) == ["s0", "s1"]
+    assert await edge.app[STREAM].depth() == (3, 0)  # unread, not pending
