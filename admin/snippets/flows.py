@@ -18,6 +18,7 @@ in the same transaction; refusals raise ``FieldError``.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import re
 from collections.abc import Sequence
@@ -35,6 +36,7 @@ from bot.flows import CATEGORY_LABELS
 from compliance_nlp.overlay import Overlay
 from core import audit
 from core.audit import Actor
+from core.crypto import Keyring
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,15 @@ MEDIA_LIFETIME = timedelta(days=3)
 MEDIA_FRESH_FOR = MEDIA_LIFETIME - timedelta(hours=12)
 _APPID = re.compile(r"^wx[0-9a-f]{16}$")
 _URL = re.compile(r"^https?://[^\s]{3,}$")
+# sendChatMessage opens a mini-program page by a path ending in ".html" (WeCom's JS-SDK:
+# without it WeChat answers that the page does not exist); WeCom takes no query string.
+_MP_PAGE = re.compile(r"^/?[A-Za-z0-9_\-./]+\.html$")
+# A mini-program cover as the JS-SDK takes it: an http(s) URL (imgUrl), fetched by the
+# WeCom client, not by the page, so with none of the page's cookies.  siyu serves an
+# approved snippet's cover at a URL naming its revision and a keyed token: stable while
+# the snippet is unchanged, unguessable, gone once the snippet is edited or withdrawn.
+COVER_PURPOSE = "snippet-cover"
+COVER_EXT = {"image/png": "png", "image/jpeg": "jpg"}
 
 
 def snippet_target(snippet_id: int) -> str:
@@ -165,6 +176,10 @@ def check_snippet(data: SnippetInput, *, existing: Snippet | None = None) -> dic
         if not _APPID.match(appid):
             raise FieldError("mp_appid", "小程序 AppID 形如 wx 加 16 位十六进制字符")
         page = _text(data.mp_page, "mp_page", 256, "小程序页面路径", required=True)
+        if not _MP_PAGE.match(page) or ".." in page:
+            raise FieldError(
+                "mp_page", "小程序页面路径须以 .html 结尾且不带参数，如 pages/index/index.html"
+            )
         values.update(
             mp_appid=appid,
             mp_title=_text(data.mp_title, "mp_title", 64, "小程序标题", required=True),
@@ -204,6 +219,54 @@ def customer_parts(s: Snippet) -> list[tuple[str, str]]:
         ("小程序标题", s.mp_title),
     ]
     return [(label, text) for label, text in parts if text.strip()]
+
+
+# ------------------------------------------------------------------ mini-program covers
+
+
+def cover_token(
+    keyring: Keyring, *, snippet_id: int, revision: int, key_id: str | None = None
+) -> str:
+    """The keyed token in a cover's URL (a MAC under the field key, per purpose)."""
+    return keyring.blind_index(f"{snippet_id}:{revision}", purpose=COVER_PURPOSE, key_id=key_id)
+
+
+def cover_path(s: Snippet, *, keyring: Keyring) -> str | None:
+    """Where siyu serves a mini-program snippet's cover: ``/snippets/covers/…``."""
+    ext = COVER_EXT.get(s.image_type)
+    if s.kind != "miniprogram" or ext is None:
+        return None
+    token = cover_token(keyring, snippet_id=s.id, revision=s.revision)
+    return f"/snippets/covers/{s.id}/{s.revision}/{token}.{ext}"
+
+
+async def cover_image(
+    *, keyring: Keyring, snippet_id: int, revision: int, name: str
+) -> tuple[bytes, str] | None:
+    """An approved mini-program snippet's cover, when ``name`` is its current one.
+
+    Every key the process holds is tried, so a URL handed out before a key rotation
+    keeps working; a snippet edited since (another revision), withdrawn or disabled
+    serves nothing.
+    """
+    token, _, ext = name.rpartition(".")
+    key_id = token.partition(".")[0]
+    if not token or key_id not in keyring.keys:
+        return None
+    expected = cover_token(keyring, snippet_id=snippet_id, revision=revision, key_id=key_id)
+    if not hmac.compare_digest(token.encode(), expected.encode()):
+        return None
+    row = await service.snippet(snippet_id=snippet_id)
+    if (
+        row is None
+        or row.kind != "miniprogram"
+        or row.status != "approved"
+        or row.revision != revision
+        or not row.image
+        or COVER_EXT.get(row.image_type) != ext
+    ):
+        return None
+    return bytes(row.image), row.image_type
 
 
 # ------------------------------------------------------------------ compliance check

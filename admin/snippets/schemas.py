@@ -18,6 +18,11 @@ class MiniprogramOut(BaseModel):
     appid: str
     title: str
     page: str
+    picurl: str | None = Field(
+        default=None,
+        description="the cover at a URL siyu serves while the snippet is approved "
+        "(sendChatMessage's imgUrl)",
+    )
     pic_media_id: str | None = Field(description="the cover as WeCom temporary media")
 
 

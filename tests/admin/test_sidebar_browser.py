@@ -12,7 +12,8 @@ refuses every later call if it does not verify; it answers ``getContext`` /
 Walk: WeCom sign-in through the sandbox's OAuth; the current customer; a violating
 sentence highlighted with its rule, basis and suggestion, the send button refused, an
 override with a reason (a review case opened); a clean sentence sent; an approved
-snippet sent and counted.  Screenshots: var/screenshots/sidebar-*.png.
+snippet sent and counted; a mini-program card sent with its cover's URL.
+Screenshots: var/screenshots/sidebar-*.png.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
 
 from admin.snippets import flows as snippets
@@ -33,6 +35,7 @@ from core.audit import Actor
 from core.settings import Settings
 from tests.admin.sidebar_support import ADVISOR, CUSTOMER, SidebarWorld, start_world
 from tests.admin.test_browser import browser, no_horizontal_overflow, shot
+from tests.admin.test_snippets import png
 
 __all__ = ["browser"]
 
@@ -131,6 +134,28 @@ async def test_the_sidebar_inside_wecom(world: SidebarWorld, browser: Any) -> No
         source="test",
         snippet_id=row.id,
         revision=row.revision,
+        analyzer=world.console.app[ANALYZER],
+    )
+    # A mini-program card: WeCom's JS-SDK takes its cover as a URL (imgUrl).
+    card = await snippets.do_create(
+        actor=Actor("operator", "2", "wang-ops"),
+        source="test",
+        data=snippets.SnippetInput(
+            kind="miniprogram",
+            title="线上预约开户",
+            topic="服务信息",
+            mp_appid="wx1234567890abcdef",
+            mp_title="线上预约开户，三分钟办好",
+            mp_page="pages/open/index.html",
+            image=png(5, 4),
+            image_name="cover.png",
+        ),
+    )
+    await snippets.do_approve(
+        actor=Actor("operator", "3", "li-compliance"),
+        source="test",
+        snippet_id=card.id,
+        revision=card.revision,
         analyzer=world.console.app[ANALYZER],
     )
 
@@ -249,6 +274,23 @@ async def test_the_sidebar_inside_wecom(world: SidebarWorld, browser: Any) -> No
             break
         await page.wait_for_timeout(50)
     assert counted is not None and counted.use_count == 1
+
+    # The mini-program card: appid, title, page and the cover's URL, which the WeCom
+    # client fetches itself (no sidebar cookie) — served by siyu while it is approved.
+    await page.locator(".sb-snippet", has_text="线上预约开户").locator("text=发送").click()
+    await page.wait_for_selector("#sb-toast >> text=已发送话术「线上预约开户」")
+    sent = await _sent(page)
+    assert sent[-1]["msgtype"] == "miniprogram"
+    mini = sent[-1]["miniprogram"]
+    assert (mini["appid"], mini["title"], mini["page"]) == (
+        "wx1234567890abcdef",
+        "线上预约开户，三分钟办好",
+        "pages/open/index.html",
+    )
+    assert mini["imgUrl"].startswith(world.console.url("/snippets/covers/"))
+    async with aiohttp.ClientSession() as wecom, wecom.get(mini["imgUrl"]) as resp:
+        assert resp.status == 200 and resp.content_type == "image/png"
+        assert await resp.read() == png(5, 4)
 
     assert refused == []
     await ctx.close()

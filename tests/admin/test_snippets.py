@@ -4,6 +4,7 @@ makes it a violation, its images kept valid as WeCom temporary media."""
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 import zlib
 from collections.abc import AsyncIterator
@@ -91,6 +92,19 @@ async def test_a_snippet_is_checked_before_it_is_stored(db: None) -> None:
                 kind="miniprogram", title="t", topic="x", mp_appid="wx1", mp_title="a", mp_page="p"
             ),
             "mp_appid",
+        ),
+        (
+            # WeCom opens a mini-program page only by a path ending in .html.
+            snippets.SnippetInput(
+                kind="miniprogram",
+                title="t",
+                topic="x",
+                mp_appid="wx1234567890abcdef",
+                mp_title="a",
+                mp_page="pages/open/index",
+                image=png(),
+            ),
+            "mp_page",
         ),
         (snippets.SnippetInput(kind="image", title="t", topic="x"), "image"),
         (
@@ -415,6 +429,75 @@ async def test_media_ids_are_renewed_before_wecom_forgets_them(
         f"snippet:{image}",
         f"snippet:{mp}",
     }
+
+
+async def test_a_mini_program_cover_is_served_while_its_snippet_is_approved(
+    wecom_console: tuple[Console, SandboxState, str], pool: AnalyzerPool
+) -> None:
+    """sendChatMessage takes the cover as an http(s) URL the WeCom client fetches itself."""
+    console, _state, _base_url = wecom_console
+    data = snippets.SnippetInput(
+        kind="miniprogram",
+        title="预约开户",
+        topic="服务信息",
+        mp_appid="wx1234567890abcdef",
+        mp_title="线上预约开户",
+        mp_page="pages/open/index.html",
+        image=png(5, 4),
+        image_name="cover.png",
+    )
+    mp = await approved(data, pool)
+    key = await admin_flows.do_create_api_key(
+        actor=Actor.system("test"),
+        source="test",
+        name="sidebar",
+        scopes=["snippets:read"],
+        table=load_table(),
+    )
+    api = aiohttp.ClientSession(headers={"Authorization": f"Bearer {key.plaintext}"})
+    anyone = aiohttp.ClientSession()  # no session, no key: as the WeCom client fetches it
+    async with api, anyone:
+
+        async def cover_url() -> str:
+            items = (await _json(api, console.url("/api/v1/snippets")))["items"]
+            (item,) = [i for i in items if i["id"] == mp]
+            url: str = item["miniprogram"]["picurl"]
+            return url
+
+        async def fetch(url: str) -> tuple[int, bytes, str]:
+            async with anyone.get(url, allow_redirects=False) as resp:
+                return resp.status, await resp.read(), resp.content_type
+
+        url = await cover_url()
+        assert url.startswith(console.url("/snippets/covers/")) and url.endswith(".png")
+        assert await cover_url() == url  # stable while the snippet is unchanged
+        status, body, kind = await fetch(url)
+        assert (status, kind) == (200, "image/png") and body == png(5, 4)
+        # Another revision or a forged token: nothing.
+        forged = url.rsplit("/", 1)[0] + "/k000000000000." + "0" * 32 + ".png"
+        assert (await fetch(forged))[0] == 404
+        assert (await fetch(url.replace(f"/{mp}/1/", f"/{mp}/2/")))[0] == 404
+        assert (await fetch(url[: -len("png")] + "jpg"))[0] == 404
+
+        # Edited: back to review, the old URL serves nothing; approved again, a new URL.
+        await snippets.do_edit(
+            actor=OPS,
+            source="t",
+            snippet_id=mp,
+            data=dataclasses.replace(data, image=png(10, 8)),
+        )
+        assert (await fetch(url))[0] == 404
+        await snippets.do_approve(
+            actor=REVIEWER, source="t", snippet_id=mp, revision=2, analyzer=pool
+        )
+        renewed = await cover_url()
+        assert renewed != url
+        status, body, _ = await fetch(renewed)
+        assert status == 200 and body == png(10, 8)
+        await snippets.do_withdraw(
+            actor=REVIEWER, source="t", snippet_id=mp, revision=2, reason="封面需更新"
+        )
+        assert (await fetch(renewed))[0] == 404
 
 
 async def test_the_sandbox_takes_uploads_by_wecoms_rules(
