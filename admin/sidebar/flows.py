@@ -30,6 +30,7 @@ from admin.models import Operator
 from admin.sidebar.auth import PREFIX, Caller, Sidebar
 from bot import customers as bot_customers
 from bot import models as bot_models
+from bot import originals as bot_originals
 from bot import service as bot_service
 from bot.flows import ALERT_INTENTS, CATEGORY_LABELS, mask_free_text
 from bot.outbox import mask_external_userid
@@ -38,6 +39,7 @@ from bot.wecom.oauth import OAuthIdentity, agent_config_signature
 from compliance_nlp.types import Turn
 from core import audit
 from core.audit import Actor
+from core.crypto import Keyring
 from tagging import service as tagging_service
 
 SIGN_IN_ACTOR = Actor("system", "wecom-oauth", "企业微信登录")
@@ -496,13 +498,15 @@ async def do_override(
     external_userid: str | None,
     chat_id: str | None,
     gate: CheckGate,
+    keyring: Keyring,
 ) -> Overridden:
     """The advisor sends a line with a violation anyway: judge it here, open a case.
 
     The verdict is the server's own (the page's is never trusted): a line with no
     violation has nothing to override.  The line is kept as the pipeline keeps
-    messages — masked text and findings, no personal number in clear — as a message
-    of source ``sidebar`` with a review case, and the reason goes to the audit log
+    messages — masked text and findings, no personal number in clear, the original
+    sealed (``bot.originals``) for a reviewer's audited unmask — as a message of
+    source ``sidebar`` with a review case, and the reason goes to the audit log
     against that case, so the reviewer reads it on the case page.  ``key`` (one per
     attempt, from the page) makes a retried request return the same case.
     """
@@ -557,7 +561,9 @@ async def do_override(
                     "msgtype": "text",
                     "action": "send",
                     "masked_text": analysis.masked_text,
-                    "original_sealed": None,
+                    "original_sealed": bot_originals.seal_text_original(
+                        keyring, source="sidebar", msgid=msgid, text=text
+                    ),
                     "intent": None,
                     "sentiment": analysis.sentiment,
                     "has_violation": True,

@@ -301,6 +301,7 @@ async def override(request: web.Request) -> web.Response:
             external_userid=str(body["external_userid"]) if body.get("external_userid") else None,
             chat_id=str(body["chat_id"]) if body.get("chat_id") else None,
             gate=request.app[CHECK_GATE],
+            keyring=request.app[KEYRING],
         )
     except FieldError as exc:
         return api_error(422, exc.message, field=exc.field)

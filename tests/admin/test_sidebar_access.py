@@ -313,6 +313,23 @@ async def test_an_override_opens_a_review_case_with_the_reason(world: SidebarWor
     assert entries[0].detail_dict["reason"] == "客户要求原话转述产品说明书"
     assert entries[0].actor_kind == "operator"
 
+    # The original is sealed as the pipeline seals stored messages: a compliance
+    # reviewer opens it on the case page with a reason, audited; nobody reads it in clear.
+    assert message.original_sealed and "13912345678" not in message.original_sealed
+    await make_operator("compliance", name="reviewer")
+    reviewer, token = await signed_in_client(world.console, "reviewer")
+    async with reviewer:
+        unmask = world.console.url(f"/review/{case.id}/unmask")
+        async with reviewer.post(unmask, data={"_csrf": token, "reason": "核实放行的原话"}) as r:
+            html = await r.text()
+            assert r.status == 200 and r.headers["Cache-Control"] == "no-store"
+        assert VIOLATING + " 客户电话13912345678" in html
+        async with reviewer.get(world.console.url(f"/review/{case.id}")) as r:
+            assert "13912345678" not in await r.text()  # masked again on the next view
+    opened = await _entries("review.unmask")
+    assert [(e.target, e.result) for e in opened] == [(f"review_case:{case.id}", "ok")]
+    assert opened[0].detail_dict["reason"] == "核实放行的原话"
+
 
 async def test_a_customer_group_in_reach(world: SidebarWorld) -> None:
     await bot_models.GroupChat.create(
