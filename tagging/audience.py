@@ -265,6 +265,8 @@ class _Sql:
     def __init__(self, dialect: str, *, whole: bool = False) -> None:
         self.dialect = dialect
         self.whole = whole
+        # Compiling below a NOT (see _two_valued).
+        self.negated = False
         self.params: list[Any] = []
 
     def bind(self, value: Any) -> str:
@@ -280,6 +282,15 @@ class _Sql:
 
 def _today() -> date:
     return datetime.now(SHANGHAI).date()
+
+
+def _two_valued(sql: _Sql, condition: str) -> str:
+    """A comparison as TRUE/FALSE where a NOT is above it: a missing attribute (NULL)
+    must count as not matching, and NOT NULL is NULL.  Elsewhere it stays bare — AND,
+    OR and WHERE treat NULL as FALSE already, and a bare comparison keeps the planner's
+    row estimate (inside COALESCE PostgreSQL guesses half the table and picks a hash
+    join where an index probe wins)."""
+    return f"COALESCE(({condition}), FALSE)" if sql.negated else f"({condition})"
 
 
 async def _compile(
@@ -322,9 +333,13 @@ async def _compile(
         lo = sql.bind(today.isoformat())
         hi = sql.bind((today + timedelta(days=node.days)).isoformat())
         # BETWEEN names the column once: each mention would be a parameter of its own.
-        return f"COALESCE(({col} BETWEEN {lo} AND {hi}), FALSE)"
+        return _two_valued(sql, f"{col} BETWEEN {lo} AND {hi}")
     if isinstance(node, Not):
-        return f"NOT ({await _compile(node.item, sql, tag_ids, today, schema)})"
+        outer, sql.negated = sql.negated, True
+        try:
+            return f"NOT ({await _compile(node.item, sql, tag_ids, today, schema)})"
+        finally:
+            sql.negated = outer
     joiner = " AND " if isinstance(node, And) else " OR "
     parts = [await _compile(i, sql, tag_ids, today, schema) for i in node.items]
     return "(" + joiner.join(parts) + ")"
@@ -425,13 +440,13 @@ def _compile_cmp(node: AttrCmp, sql: _Sql, schema: Schema) -> str:
         if not isinstance(node.value, float):
             raise ExpressionError(f"{node.name} compares with a number", node.position)
         cast = "NUMERIC" if sql.dialect == "postgres" else "REAL"
-        return f"COALESCE((CAST({col} AS {cast}) {op} {sql.bind(node.value)}), FALSE)"
+        return _two_valued(sql, f"CAST({col} AS {cast}) {op} {sql.bind(node.value)}")
     value = node.value if isinstance(node.value, str) else f"{node.value:g}"
     if spec.type == "enum":
         if value not in spec.values:
             raise ExpressionError(f"{node.name} is one of {', '.join(spec.values)}", node.position)
         if op in ("=", "<>"):
-            return f"COALESCE(({col} {op} {sql.bind(value)}), FALSE)"
+            return _two_valued(sql, f"{col} {op} {sql.bind(value)}")
         # Compare by rank: the values that satisfy the comparison, as a bound list.
         rank = spec.values.index(value)
         keep = [
@@ -441,7 +456,7 @@ def _compile_cmp(node: AttrCmp, sql: _Sql, schema: Schema) -> str:
         ]
         if not keep:
             return "(1 = 0)"
-        return f"COALESCE(({col} IN ({', '.join(sql.bind(v) for v in keep)})), FALSE)"
+        return _two_valued(sql, f"{col} IN ({', '.join(sql.bind(v) for v in keep)})")
     if spec.type == "date":
         try:
             date.fromisoformat(value)
@@ -449,7 +464,7 @@ def _compile_cmp(node: AttrCmp, sql: _Sql, schema: Schema) -> str:
             raise ExpressionError(
                 f"{node.name} compares with a date YYYY-MM-DD", node.position
             ) from None
-    return f"COALESCE(({col} {op} {sql.bind(value)}), FALSE)"
+    return _two_valued(sql, f"{col} {op} {sql.bind(value)}")
 
 
 def _compile_contains(node: AttrCmp, sql: _Sql, spec: attributes.AttrSpec, op: str) -> str:
@@ -512,6 +527,9 @@ async def where_clause(
     """``(sql, params)``: a condition on ``bot_customer c`` selecting the audience.
 
     ``whole=True`` when the query reads the whole audience (a count): see ``_Sql``.
+    The clause is for a WHERE (or an AND/OR within one): a missing attribute makes a
+    comparison unknown, which a WHERE reads as false.  To negate an audience, negate the
+    expression (``NOT (…)``), whose terms are then compiled two-valued.
     """
     tag_ids = await service.tags_named(names=sorted(set(_tag_names(node))))
     # Custom fields never shadow a built-in name, so an expression naming built-in

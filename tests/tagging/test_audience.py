@@ -241,3 +241,54 @@ async def test_holdings_maturity_and_product_risk(db: None) -> None:
         with pytest.raises(audience.ExpressionError, match=message) as info:
             await _count(expr)
         assert info.value.position == 0
+
+
+async def test_random_expressions_count_and_select_as_their_logic_says(db: None) -> None:
+    """Counts (a list subquery on SQLite) and previews (EXISTS) against the expression
+    evaluated in Python, where a missing attribute never matches — also under NOT."""
+    import random
+
+    await _seed()
+    people = {c.id: c for c in await bot_models.Customer.all().prefetch_related("tags__tag")}
+    truth_tags = {cid: {ct.tag.name for ct in c.tags} for cid, c in people.items()}
+    attrs = {cid: c.attributes for cid, c in people.items()}
+    order = ["C1", "C2", "C3", "C4", "C5"]
+    atoms: list[tuple[str, Any]] = [
+        ('tag:"高净值"', lambda cid: "高净值" in truth_tags[cid]),
+        ('tag:"关注养老"', lambda cid: "关注养老" in truth_tags[cid]),
+        ('tag:"已退订"', lambda cid: "已退订" in truth_tags[cid]),
+        (
+            "attr.risk_level >= C3",
+            lambda cid: attrs[cid].get("risk_level") in order[2:],
+        ),
+        ("attr.risk_level = C1", lambda cid: attrs[cid].get("risk_level") == "C1"),
+        ("attr.age >= 60", lambda cid: attrs[cid].get("age", -1) >= 60),
+        (
+            "attr.maturity_date WITHIN 7d",
+            lambda cid: "2026-12-06" <= attrs[cid].get("maturity_date", "") <= "2026-12-13",
+        ),
+    ]
+    rng = random.Random(12)
+
+    def build(depth: int) -> tuple[str, Any]:
+        if depth == 0 or rng.random() < 0.3:
+            return rng.choice(atoms)
+        kind = rng.choice(["AND", "OR", "NOT"])
+        if kind == "NOT":
+            text, fn = build(depth - 1)
+            return f"NOT ({text})", lambda cid, fn=fn: not fn(cid)
+        (lt, lf), (rt, rf) = build(depth - 1), build(depth - 1)
+        if kind == "AND":
+            return f"({lt} AND {rt})", lambda cid, lf=lf, rf=rf: lf(cid) and rf(cid)
+        return f"({lt} OR {rt})", lambda cid, lf=lf, rf=rf: lf(cid) or rf(cid)
+
+    for _ in range(40):
+        text, fn = build(3)
+        want = sorted(cid for cid in people if fn(cid))
+        node = audience.parse(text)
+        assert await audience.count(node, today=TODAY) == len(want), text
+        rows = await audience.preview(node, limit=10, today=TODAY)
+        by_id = {people[cid].external_userid for cid in want}
+        masked = {audience.mask_name(people[cid].name) for cid in want}
+        assert len(rows) == len(by_id), text
+        assert {r.name for r in rows} <= masked, text
