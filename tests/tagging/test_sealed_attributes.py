@@ -250,3 +250,40 @@ async def test_clear_values_stored_before_sealing_are_sealed_once(
     assert attributes.open_value(keyring, rows["aum"]) == "2500000"
     assert attributes.open_value(keyring, rows["holdings"])[0]["amount"] == "10"
     assert await attributes.do_seal_existing(keyring=keyring) == 0
+
+
+async def test_attribute_fields_api(edge: Any) -> None:
+    status, body = await edge.api("GET", "/api/v1/customers/attribute-fields")
+    assert status == 200
+    fields = {f["name"]: f for f in body["fields"]}
+    assert fields["aum"]["sensitive"] and fields["aum"]["band"] == "aum_band"
+    assert fields["risk_level"]["values"] == ["C1", "C2", "C3", "C4", "C5"]
+    new = {
+        "name": "deposit_total",
+        "type": "decimal",
+        "label": "存款余额",
+        "sensitive": True,
+        "bands": ["50000", "500000"],
+    }
+    status, created = await edge.api("POST", "/api/v1/customers/attribute-fields", json=new)
+    assert status == 201 and created["band"] == "deposit_total_band"
+    status, err = await edge.api("POST", "/api/v1/customers/attribute-fields", json=new)
+    assert status == 409 and err["error"]["field"] == "name"
+    bad = {**new, "name": "other", "type": "blob"}
+    status, err = await edge.api("POST", "/api/v1/customers/attribute-fields", json=bad)
+    assert status == 400 and err["error"]["code"] == "invalid_field"
+    status, err = await edge.api(
+        "POST", "/api/v1/customers/attribute-fields", json={**new, "surprise": 1}
+    )
+    assert status == 400
+    # Imports know the field at once; its band is what audiences see.
+    await _customer()
+    status, report = await edge.api(
+        "POST",
+        "/api/v1/customers/attributes",
+        json=[{"external_userid": EXT, "attributes": {"deposit_total": "120000"}}],
+    )
+    assert status == 200 and report["accepted"] == 1 and "import_id" in report
+    stored = await bot_models.Customer.get(external_userid=EXT)
+    assert stored.attributes == {"deposit_total_band": "50000-500000"}
+    assert await _count('attr.deposit_total_band = "50000-500000"') == 1
