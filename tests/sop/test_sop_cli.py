@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from core.settings import Settings
-from tests.admin.test_cli import run
+from tests.admin.test_admin_cli import run
 from tests.conftest import make_settings
 
 
