@@ -14,8 +14,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from admin import dashboard
 from admin import flows as admin_flows
 from admin import service as admin_service
+from admin.dashboard_models import DashDaily
 from admin.models import Operator
 from bot import models as bot_models
 from core import audit
@@ -329,6 +331,39 @@ async def test_an_override_opens_a_review_case_with_the_reason(world: SidebarWor
     opened = await _entries("review.unmask")
     assert [(e.target, e.result) for e in opened] == [(f"review_case:{case.id}", "ok")]
     assert opened[0].detail_dict["reason"] == "核实放行的原话"
+
+
+async def _rollups() -> dict[tuple[str, str, str], int]:
+    return {(r.day, r.metric, r.dim): r.n for r in await DashDaily.all()}
+
+
+async def test_an_override_counts_on_the_dashboard_neither_live_nor_rebuilt(
+    world: SidebarWorld,
+) -> None:
+    """The dashboard counts what the pipeline stored (its hook); an override is the record
+    of a decision to send — the line arrives through the archive and is counted then —
+    so ``siyu dashboard rebuild`` must leave it out as the live counts do."""
+    await dashboard.rebuild()  # the seeded conversation (stored before any hook ran)
+    before = await _rollups()
+    assert sum(n for (_d, metric, _), n in before.items() if metric == "messages") == 3
+    async with world.client() as client:
+        csrf = await world.sign_in(client)
+        async with client.post(
+            world.console.url("/sidebar/override"),
+            json={
+                "text": VIOLATING,
+                "reason": "客户要求原话转述产品说明书",
+                "key": str(uuid.uuid4()),
+                "external_userid": CUSTOMER,
+            },
+            headers={"X-CSRF-Token": csrf},
+        ) as r:
+            assert r.status == 201, await r.text()
+    assert await bot_models.Message.filter(source="sidebar").count() == 1
+    assert await _rollups() == before  # live: nothing counted
+    result = await dashboard.rebuild()
+    assert result.messages == 3
+    assert await _rollups() == before  # rebuilt: the same
 
 
 async def test_a_customer_group_in_reach(world: SidebarWorld) -> None:
