@@ -12,7 +12,9 @@ refuses every later call if it does not verify; it answers ``getContext`` /
 Walk: WeCom sign-in through the sandbox's OAuth; the current customer; a violating
 sentence highlighted with its rule, basis and suggestion, the send button refused, an
 override with a reason (a review case opened); a clean sentence sent; an approved
-snippet sent and counted; a mini-program card sent with its cover's URL.
+snippet sent and counted; a mini-program card sent with its cover's URL.  And the
+lexicon's half: a line refused in the sidebar, an exception compliance adds, dry-runs
+and publishes in the console, the sidebar's next check passing it.
 Screenshots: var/screenshots/sidebar-*.png.
 """
 
@@ -33,11 +35,14 @@ from bot.keys import ANALYZER
 from core import audit
 from core.audit import Actor
 from core.settings import Settings
+from tests.admin.console import make_operator
 from tests.admin.sidebar_support import ADVISOR, CUSTOMER, SidebarWorld, start_world
-from tests.admin.test_browser import browser, no_horizontal_overflow, shot
+from tests.admin.test_browser import browser, no_horizontal_overflow, shot, sign_in
+from tests.admin.test_lexicon import pool
+from tests.admin.test_lexicon_browser import PRODUCT_LINE, add_exception
 from tests.admin.test_snippets import png
 
-__all__ = ["browser"]
+__all__ = ["browser", "pool"]
 
 WECOM_UA = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 16_6 like Mac OS X) AppleWebKit/605.1.15 "
@@ -113,6 +118,24 @@ def _verifier(world: SidebarWorld, seen: list[dict[str, Any]]) -> Any:
     return verify
 
 
+async def wecom_phone(
+    world: SidebarWorld, browser: Any, verified: list[dict[str, Any]], refused: list[str]
+) -> tuple[Any, Any]:
+    """A 375×667 phone whose browser is WeCom's: the client's bridge and user agent."""
+    ctx = await browser.new_context(
+        viewport={"width": 375, "height": 667},
+        locale="zh-CN",
+        user_agent=WECOM_UA,
+        is_mobile=True,
+        has_touch=True,
+    )
+    await ctx.expose_function("verifyAgentConfig", _verifier(world, verified))
+    await ctx.add_init_script(WECOM_CLIENT_STUB)
+    page = await ctx.new_page()
+    page.on("console", lambda m: refused.append(m.text) if "Content Security" in m.text else None)
+    return ctx, page
+
+
 async def _sent(page: Any) -> list[dict[str, Any]]:
     return list(await page.evaluate("window.__wecomClient.sent"))
 
@@ -161,17 +184,7 @@ async def test_the_sidebar_inside_wecom(world: SidebarWorld, browser: Any) -> No
 
     verified: list[dict[str, Any]] = []
     refused: list[str] = []
-    ctx = await browser.new_context(
-        viewport={"width": 375, "height": 667},
-        locale="zh-CN",
-        user_agent=WECOM_UA,
-        is_mobile=True,
-        has_touch=True,
-    )
-    await ctx.expose_function("verifyAgentConfig", _verifier(world, verified))
-    await ctx.add_init_script(WECOM_CLIENT_STUB)
-    page = await ctx.new_page()
-    page.on("console", lambda m: refused.append(m.text) if "Content Security" in m.text else None)
+    ctx, page = await wecom_phone(world, browser, verified, refused)
 
     # Opened from the chat toolbar: WeCom signs the member in (OAuth) and back to the page.
     world.sandbox.oauth_member = ADVISOR
@@ -313,3 +326,85 @@ async def test_outside_wecom_the_page_still_checks_but_cannot_send(
     assert await page.is_disabled("#sb-send")
     await shot(page, "sidebar-outside-wecom")
     await ctx.close()
+
+
+# ------------------------------------------------------------------ with the lexicon
+
+
+@pytest.fixture
+async def lex_world(
+    console_settings: Settings, pool: object, redis_client: object, db: None
+) -> AsyncIterator[SidebarWorld]:
+    """The sidebar's console on the analyzer pool, which runs the institution's overlay."""
+    async for w in start_world(console_settings, pool):
+        yield w
+
+
+async def test_an_exception_compliance_publishes_is_honoured_by_the_sidebar(
+    lex_world: SidebarWorld, browser: Any
+) -> None:
+    """Issue 11's two halves in one walk: the advisor's line is refused in the sidebar;
+    a compliance reviewer adds an exception in the console, sees its dry run, publishes;
+    the advisor's next check passes and the line is sent."""
+    world = lex_world
+    verified: list[dict[str, Any]] = []
+    refused: list[str] = []
+    phone, page = await wecom_phone(world, browser, verified, refused)
+    world.sandbox.oauth_member = ADVISOR
+    await page.goto(world.console.url("/sidebar/"))
+    await page.wait_for_selector("#sb-who-card >> text=周大福")
+    assert [v["ok"] for v in verified] == [True]
+
+    # The bank's product name reads as a promise to the shipped rules: refused.
+    await page.fill("#sb-text", PRODUCT_LINE)
+    await page.wait_for_selector(".sb-finding.is-violation")
+    assert "稳赢" in await page.locator("#sb-preview mark.hl-violation").first.inner_text()
+    assert "GR-002" in await page.inner_text("#sb-findings")
+    assert await page.is_disabled("#sb-send")
+    await shot(page, "sidebar-lexicon-before")
+
+    # Compliance, in the console: the product's name as an exception, dry run, publish.
+    await make_operator("compliance", name="reviewer", display_name="李合规")
+    desk = await browser.new_context(viewport={"width": 1280, "height": 800}, locale="zh-CN")
+    console_page = await desk.new_page()
+    console_page.on(
+        "console", lambda m: refused.append(m.text) if "Content Security" in m.text else None
+    )
+    await sign_in(console_page, world.console, "reviewer")
+    await console_page.wait_for_url(world.console.url("/"))
+    await console_page.goto(world.console.url("/lexicon"))
+    await add_exception(console_page, "稳赢增利", "本行理财产品“稳赢增利”系列的名称，不是收益承诺")
+    await console_page.click("#dry-run")
+    await console_page.wait_for_selector("#dry-run-stats")
+    # The effect on the labelled sets before it applies: no labelled line changes.
+    assert await console_page.inner_text("#findings-removed") == "0"
+    assert await console_page.inner_text("#findings-added") == "0"
+    await shot(console_page, "sidebar-lexicon-dry-run")
+    # Still a draft: the advisor's check has not changed.
+    await page.fill("#sb-text", "")
+    await page.fill("#sb-text", PRODUCT_LINE)
+    await page.wait_for_selector(".sb-finding.is-violation")
+    await console_page.fill("#reason", "本行产品名“稳赢增利”不是收益承诺，经法规部确认")
+    await console_page.click("#publish")
+    await console_page.wait_for_url("**/lexicon/versions/1?published=1*")
+    assert "已发布 v1" in await console_page.inner_text("#published-notice")
+    await desk.close()
+
+    # The advisor's next check honours it, and the line goes into the chat.
+    await page.fill("#sb-text", "")
+    await page.fill("#sb-text", PRODUCT_LINE)
+    await page.wait_for_selector("#sb-status >> text=未发现合规问题")
+    assert await page.locator(".sb-finding").count() == 0
+    assert await page.is_enabled("#sb-send")
+    await shot(page, "sidebar-lexicon-after")
+    await page.click("#sb-send")
+    await page.wait_for_selector("#sb-toast >> text=已发送")
+    sent = await _sent(page)
+    assert [(m["msgtype"], m["text"]) for m in sent] == [("text", {"content": PRODUCT_LINE})]
+    # The same term outside the name is still a promise.
+    await page.fill("#sb-text", "这款稳赢，放心买")
+    await page.wait_for_selector(".sb-finding.is-violation")
+    assert await page.is_disabled("#sb-send")
+
+    assert refused == []
+    await phone.close()
