@@ -115,7 +115,12 @@ class Engine:
             self._plans[version_id] = plan
         return plan
 
-    async def _load(self, c: BaseDBAsyncClient, touches: list[Touch]) -> _Batch:
+    async def _load(
+        self, c: BaseDBAsyncClient, touches: list[Touch], *, rendering: bool = True
+    ) -> _Batch:
+        """What the checks read, in bulk; ``rendering=False`` (the re-check before a
+        send) skips the names only the texts need, and attributes when no product is
+        named (suitability is their only other reader)."""
         plans = {}
         for vid in sorted({t.version_id for t in touches}):  # type: ignore[attr-defined]
             plans[vid] = await self._plan(c, vid)
@@ -138,15 +143,18 @@ class Engine:
                 .values_list("customer", flat=True)
             }
         pairs = sorted({(t.customer, t.advisor) for t in touches})
+        needs_facts = rendering or any(p.product for p in plans.values())
         batch = _Batch(
             touches=touches,
             plans=plans,
             enrolment_state=states,
             opted=opted,
             relations=await store.relations_active(c, pairs=pairs),
-            facts=await store.customer_facts(c, customers=customers),
-            advisor_names=await store.advisor_names(
-                c, userids=sorted({t.advisor for t in touches})
+            facts=await store.customer_facts(c, customers=customers) if needs_facts else {},
+            advisor_names=(
+                await store.advisor_names(c, userids=sorted({t.advisor for t in touches}))
+                if rendering
+                else {}
             ),
         )
         for plan in plans.values():
@@ -461,7 +469,7 @@ class Engine:
         status = statuses.get(touches[0].campaign_id)  # type: ignore[attr-defined]
         if status != CampaignStatus.ACTIVE:
             return "paused" if status == CampaignStatus.PAUSED else "archived"
-        b = await self._load(c, touches)
+        b = await self._load(c, touches, rendering=False)
         failed: dict[str, list[int]] = defaultdict(list)
         for t in touches:
             reason = await self._check(b, t, now=now, at_send=True)
