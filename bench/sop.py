@@ -439,6 +439,7 @@ def main() -> None:
     parser.add_argument("--pg-server", default="")
     parser.add_argument("--data-dir", type=Path, default=ROOT / "var" / "bench-sop")
     parser.add_argument("--keep", action="store_true", help="keep the SQLite file")
+    parser.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only")
     args = parser.parse_args()
     data_dir: Path = args.data_dir
     shutil.rmtree(data_dir, ignore_errors=True)
@@ -451,7 +452,8 @@ def main() -> None:
         embedded = start_embedded(data_dir / "redis", fsync="everysec")
         redis_url = embedded.url
     try:
-        asyncio.run(_run(f"sqlite://{data_dir / 'sop.sqlite3'}", data_dir, args, redis_url))
+        if not args.no_sqlite:
+            asyncio.run(_run(f"sqlite://{data_dir / 'sop.sqlite3'}", data_dir, args, redis_url))
         if args.pg_server:
             name = f"siyu_bench_{uuid.uuid4().hex[:10]}"
             asyncio.run(_admin(args.pg_server, f'CREATE DATABASE "{name}"'))
