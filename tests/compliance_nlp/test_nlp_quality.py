@@ -322,5 +322,5 @@ def test_blind_everyday_advisor_lines_are_left_alone(
     if "everyday" in CONTEXT_GAPS:
         request.applymarker(pytest.mark.xfail(strict=True, reason="issue 9: not met yet"))
     report = evaluate(read_jsonl(path), analyzer)
-    assert report.clean > 200
+    assert report.clean >= 100  # after dropping lines another file has (dev21 kept 153 of 255)
     assert report.metrics()["clean_flagged_violation"] <= 0.01, report.misses[:5]
