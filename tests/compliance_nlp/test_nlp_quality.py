@@ -123,8 +123,12 @@ def _blind_report(name: str, analyzer: Analyzer) -> EvalReport:
 
 @pytest.mark.parametrize("name", BLINDS)
 @pytest.mark.parametrize("target", list(TARGETS))
-def test_blind_heldout_target(analyzer: Analyzer, name: str, target: str) -> None:
+def test_blind_heldout_target(
+    request: pytest.FixtureRequest, analyzer: Analyzer, name: str, target: str
+) -> None:
     """The issue-3 targets on each blind held-out set, computed from the shipped analysis."""
+    if (name, target) in BLIND_GAPS:
+        request.applymarker(pytest.mark.xfail(strict=True, reason="not met at measurement"))
     op, bound = TARGETS[target]
     value = _blind_report(name, analyzer).metrics()[target]
     assert (value >= bound) if op == ">=" else (value <= bound), f"{name}: {target}={value:.3f}"
@@ -284,9 +288,18 @@ def test_blind_threads_share_no_advisor_line_with_training() -> None:
 # A target listed here was not met at that measurement: strict xfail, so meeting it
 # fails until it is removed (the figure is in the commit that records the measurement).
 # The first held-out sets (now threads_dev3, dev18, dev19, dev20) missed
-# context_only_recall, clean_threads_flagged, everyday and clean_lines; the current
-# ones are not measured yet.
-CONTEXT_GAPS: set[str] = set()
+# context_only_recall, clean_threads_flagged, everyday and clean_lines.  The second
+# (blind_threads2+3: 317 threads, blind_everyday2, blind7), measured once with the models
+# of cdd2085d-s13: context-only caught 0.691 (>= 0.90), line-visible 0.980, clean
+# threads flagged 0.056 (<= 0.04); everyday advisor lines flagged 0.013 (<= 0.01);
+# blind7 recall 0.888 (>= 0.90), clean flagged 0.057 (<= 0.05, and <= 0.03 for issue 9),
+# category 0.874, intent 0.880.
+CONTEXT_GAPS: set[str] = {"context_only_recall", "clean_threads_flagged", "everyday", "clean_lines"}
+# Line-level issue-3 targets missed on a blind set at its one measurement (same rule).
+BLIND_GAPS: set[tuple[str, str]] = {
+    ("blind7.jsonl", "violation_recall"),
+    ("blind7.jsonl", "clean_flagged_violation"),
+}
 
 
 def _blind_threads(analyzer: Analyzer) -> ThreadReport:
