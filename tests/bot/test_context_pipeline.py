@@ -47,9 +47,10 @@ async def test_an_answer_is_judged_with_the_question_it_answers(edge: Edge) -> N
     assert flagged.has_violation
     found = [v for v in flagged.analysis["violations"] if v["severity"] == "violation"]
     assert [v["category"] for v in found] == ["guaranteed_return"]
-    # The evidence is the advisor's line; it names the customer message that gave it
-    # meaning — masked, like everything stored in clear.
-    assert found[0]["evidence"] == "是的👌"
+    # The evidence is cut from the advisor's line (the assuring words); it names the
+    # customer message that gave it meaning — masked, like everything stored in clear.
+    assert found[0]["evidence"].startswith("是的")
+    assert found[0]["evidence"] in "是的👌"
     assert "本金能拿回来" in found[0]["context_evidence"]
     assert "13812345678" not in found[0]["context_evidence"]
     assert await models.ReviewCase.filter(message=flagged).exists()
