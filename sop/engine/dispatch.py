@@ -607,14 +607,16 @@ async def complete_enrolments(c: BaseDBAsyncClient, *, enrolment_ids: Sequence[i
     ids = sorted(set(enrolment_ids))
     if not ids:
         return 0
+    # By enrolment alone (the unique (enrolment, step) index), states filtered here: a
+    # planner that chose the (state, due_at) index instead would read every planned
+    # touch of every campaign — millions — for a handful of enrolments.
+    waiting = (TouchState.PLANNED.value, TouchState.DUE.value, TouchState.SENDING.value)
     open_ = {
-        int(str(x))
-        for x in await Touch.filter(
-            enrolment_id__in=ids,
-            state__in=(TouchState.PLANNED, TouchState.DUE, TouchState.SENDING),
-        )
+        int(str(e))
+        for e, st in await Touch.filter(enrolment_id__in=ids)
         .using_db(c)
-        .values_list("enrolment_id", flat=True)
+        .values_list("enrolment_id", "state")
+        if str(st) in waiting
     }
     done = [i for i in ids if i not in open_]
     if not done:

@@ -91,11 +91,22 @@ async def exit_enrolments(
         .using_db(c)
         .update(state=EnrolmentState.EXITED, exit_reason=reason[:64], exited_at=at)
     )
-    await (
-        Touch.filter(enrolment_id__in=list(ids), state__in=PENDING)
+    # Found by enrolment (its unique index), not by state: millions of touches are
+    # planned at any time, a few belong to these enrolments.
+    pending = {p.value for p in PENDING}
+    touch_ids = [
+        int(str(tid))
+        for tid, st in await Touch.filter(enrolment_id__in=list(ids))
         .using_db(c)
-        .update(state=TouchState.SKIPPED, reason=f"exited:{reason}"[:64])
-    )
+        .values_list("id", "state")
+        if str(st) in pending
+    ]
+    if touch_ids:
+        await (
+            Touch.filter(id__in=touch_ids, state__in=PENDING)
+            .using_db(c)
+            .update(state=TouchState.SKIPPED, reason=f"exited:{reason}"[:64])
+        )
     return int(n)
 
 
@@ -285,17 +296,21 @@ async def on_message(record: StoredMessage, conn: BaseDBAsyncClient) -> None:
         )
         return
     # A reply within 3 days of a touch counts for that touch's results.
-    await (
-        Touch.filter(
-            customer=customer,
-            state__in=(TouchState.SENT, TouchState.CONFIRMED),
-            replied_at=None,
-            sent_at__gte=at - timedelta(days=3),
-            sent_at__lte=at,
+    # The customer's own touches (the (customer, due_at) index), filtered here.
+    recent = [
+        int(str(tid))
+        for tid, st, sent, replied in await Touch.filter(
+            customer=customer, due_at__gte=at - timedelta(days=10)
         )
         .using_db(c)
-        .update(replied_at=at)
-    )
+        .values_list("id", "state", "sent_at", "replied_at")
+        if str(st) in (TouchState.SENT.value, TouchState.CONFIRMED.value)
+        and replied is None
+        and sent is not None
+        and at - timedelta(days=3) <= sent <= at
+    ]
+    if recent:
+        await Touch.filter(id__in=recent).using_db(c).update(replied_at=at)
     plans = {p.campaign_id: p for p in await active_plans(c)}
     enrolments = await _active_enrolments(c, customer=customer)
     replied: list[int] = []
