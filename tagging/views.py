@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from core.access import principal_of, requires
+from core.access import REACH, principal_of, requires
 from core.apidoc import api_doc
 from core.appkit import KEYRING
 from core.audit import Actor
@@ -261,8 +261,16 @@ async def customer_tags(request: web.Request) -> web.Response:
 
     async def work() -> web.Response:
         ext = request.match_info["external_userid"]
-        rows = await flows.customer_tags(external_userid=ext)
         cid = await service.customer_id_of(external_userid=ext)
+        # An advisor's or team lead's session reaches their own book only; outside it
+        # the answer is the unknown customer's (no hint that the customer exists).
+        reach_fn = request.app.get(REACH)
+        reach = None if reach_fn is None else await reach_fn(request)
+        if reach is not None and (
+            cid is None or await service.customer_in_reach(customer_id=cid, reach=reach) is None
+        ):
+            raise flows.NotFound("customer")
+        rows = await flows.customer_tags(external_userid=ext)
         history = await service.history_of_customer(customer_id=cid or 0)
         return web.json_response(
             {

@@ -481,3 +481,22 @@ async def test_the_attributes_panel_masks_and_opens_sealed_values_with_an_audit(
         status, _, _ = await _post(ops, console, f"/tags/customers/{zhou}/sealed", token, {})
         assert status == 403
     assert await AuditEntry.filter(action="tagging.attributes.open").count() == 1
+
+
+async def test_the_customer_tags_api_keeps_an_advisor_within_reach(console: Console) -> None:
+    """GET /api/v1/customers/{id}/tags on an advisor's session: their own customer's tags;
+    another advisor's customer answers as an unknown one would (404, nothing revealed)."""
+    await seed.book()
+    adv, _ = await _client(console, "advisor", "qian", wecom_userid="adv-qian")
+    async with adv:
+        status, body = await _get(adv, console, "/api/v1/customers/wmBOOK00000000000000004/tags")
+        assert status == 200 and [t["tag"] for t in json.loads(body)["tags"]] == ["高净值"]
+        status, body = await _get(adv, console, "/api/v1/customers/wmBOOK00000000000000001/tags")
+        assert status == 404 and json.loads(body)["error"]["code"] == "not_found"
+        assert "tags" not in json.loads(body)
+        unknown = await _get(adv, console, "/api/v1/customers/wmNOBODY/tags")
+        assert unknown[0] == 404
+    ops, _ = await _client(console, "marketing", "ops")
+    async with ops:
+        status, body = await _get(ops, console, "/api/v1/customers/wmBOOK00000000000000001/tags")
+        assert status == 200 and "高净值" in [t["tag"] for t in json.loads(body)["tags"]]
