@@ -41,6 +41,46 @@ _LANDLINE = re.compile(r"^0\d{9,11}$")
 _PHONE_PUNCT = re.compile(r"[\s\-()（）.+]")
 
 
+# ---------------------------------------------------------------- follow free text
+
+
+def follow_aad(external_userid: str, userid: str, field_name: str) -> str:
+    return f"follow:{external_userid}:{userid}:{field_name}"
+
+
+def mask_free_text(text: str) -> str:
+    """Phone, ID, bank-card numbers and e-mail addresses masked (compliance_nlp.pii)."""
+    return mask_pii(text, find_pii(text)) if text else text
+
+
+FOLLOW_FREE_TEXT = ("remark", "description")
+
+
+def protect_follow(
+    follow: dict[str, Any] | None, *, keyring: Keyring, external_userid: str, userid: str
+) -> tuple[dict[str, Any] | None, dict[str, str | None]]:
+    """(the follow entry with remark/description masked, their originals sealed).
+
+    Advisors type customers' phone and ID numbers into the remark and description of
+    a contact; the clear copy keeps what a colleague needs to read, masked.
+    """
+    if not follow:
+        return follow, {}
+    clear = dict(follow)
+    sealed: dict[str, str | None] = {}
+    for name in FOLLOW_FREE_TEXT:
+        if name not in follow:
+            continue
+        original = str(follow.get(name) or "")
+        clear[name] = mask_free_text(original)
+        sealed[name] = (
+            keyring.seal_text(original, aad=follow_aad(external_userid, userid, name))
+            if original
+            else None
+        )
+    return clear, sealed
+
+
 def normalise_phone(text: str) -> str | None:
     """The digits a number is indexed by, or None when ``text`` is not a phone number.
 
@@ -209,7 +249,6 @@ async def do_store_missing_follows(
     their originals sealed, the numbers indexed.  A relation already stored is the
     events' to keep (a deleted advisor stays deleted until WeCom says otherwise).
     """
-    from bot import flows as bot_flows  # flows imports this module
     from bot import service as bot_service
 
     stored = 0
@@ -222,7 +261,7 @@ async def do_store_missing_follows(
         ):
             continue
         advisor = await bot_service.upsert_advisor(conn=conn, userid=userid)
-        masked, sealed = bot_flows._protect_follow(
+        masked, sealed = protect_follow(
             entry, keyring=keyring, external_userid=customer.external_userid, userid=userid
         )
         created = entry.get("createtime")

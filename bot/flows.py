@@ -23,12 +23,14 @@ from tortoise.transactions import in_transaction
 from bot import customers as bot_customers
 from bot import models, outbox
 from bot import service as bot_service
+from bot.customers import FOLLOW_FREE_TEXT, follow_aad
+from bot.customers import mask_free_text as mask_free_text  # re-exported: the console masks with it
+from bot.customers import protect_follow as _protect_follow
 from bot.hooks import Hooks, StoredEvent, StoredMessage, frozen_fields
 from bot.models import RelationStatus
 from bot.schemas import Direction, EventDraft, MessageDraft, StoreResult
 from bot.stream import InboundStream
 from compliance_nlp import Analysis
-from compliance_nlp.pii import find_pii, mask_pii
 from core.crypto import DecryptionError, Keyring, sealed_key_id
 from core.settings import Settings, SettingsError
 
@@ -65,10 +67,6 @@ def message_aad(source: str, msgid: str) -> str:
 
 def event_fields_aad(event_key: str) -> str:
     return f"event-fields:{event_key}"
-
-
-def follow_aad(external_userid: str, userid: str, field_name: str) -> str:
-    return f"follow:{external_userid}:{userid}:{field_name}"
 
 
 # Alert and outbox keys are built from WeCom ids (msgid up to 128 characters, userids
@@ -174,39 +172,6 @@ def open_event_fields(event: models.Event, *, keyring: Keyring) -> dict[str, Any
             )
         )
     return fields
-
-
-def mask_free_text(text: str) -> str:
-    """Phone, ID, bank-card numbers and e-mail addresses masked (compliance_nlp.pii)."""
-    return mask_pii(text, find_pii(text)) if text else text
-
-
-FOLLOW_FREE_TEXT = ("remark", "description")
-
-
-def _protect_follow(
-    follow: dict[str, Any] | None, *, keyring: Keyring, external_userid: str, userid: str
-) -> tuple[dict[str, Any] | None, dict[str, str | None]]:
-    """(the follow entry with remark/description masked, their originals sealed).
-
-    Advisors type customers' phone and ID numbers into the remark and description of
-    a contact; the clear copy keeps what a colleague needs to read, masked.
-    """
-    if not follow:
-        return follow, {}
-    clear = dict(follow)
-    sealed: dict[str, str | None] = {}
-    for name in FOLLOW_FREE_TEXT:
-        if name not in follow:
-            continue
-        original = str(follow.get(name) or "")
-        clear[name] = mask_free_text(original)
-        sealed[name] = (
-            keyring.seal_text(original, aad=follow_aad(external_userid, userid, name))
-            if original
-            else None
-        )
-    return clear, sealed
 
 
 def open_follow_text(rel: models.FollowRelation, field_name: str, *, keyring: Keyring) -> str:
