@@ -234,3 +234,15 @@ def machine_note() -> str:
     if one > 0.5 * cpus:
         note += " (busy: other work is running, expect noisy figures)"
     return note
+
+
+async def pg_admin(server: str, sql: str) -> None:
+    """One statement on the PostgreSQL server's admin connection (create or drop a
+    benchmark's throwaway database)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(server.replace("postgres://", "postgresql://", 1))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()

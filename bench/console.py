@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python bench/x.py` puts bench/ first, not the repo
     sys.path.insert(0, str(ROOT))
 
-from bench._common import BenchSecrets  # noqa: E402 - after the path fix above
+from bench._common import BenchSecrets, pg_admin  # noqa: E402 - after the path fix above
 
 BATCH = 5_000
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -859,16 +859,6 @@ async def _run(url: str, data_dir: Path, args: argparse.Namespace, redis_url: st
         await runner.cleanup()
 
 
-async def _admin(server: str, sql: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(server.replace("postgres://", "postgresql://", 1))
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=1_000_000)
@@ -898,13 +888,13 @@ def main() -> None:
         asyncio.run(_run(f"sqlite://{data_dir / 'console.sqlite3'}", data_dir, args, redis_url))
         if args.pg_server:
             name = f"siyu_bench_{uuid.uuid4().hex[:10]}"
-            asyncio.run(_admin(args.pg_server, f'CREATE DATABASE "{name}"'))
+            asyncio.run(pg_admin(args.pg_server, f'CREATE DATABASE "{name}"'))
             try:
                 url = f"{args.pg_server.rsplit('/', 1)[0]}/{name}"
                 asyncio.run(_run(url, data_dir, args, redis_url))
             finally:
                 asyncio.run(
-                    _admin(args.pg_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                    pg_admin(args.pg_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
                 )
     finally:
         if embedded is not None:
