@@ -223,6 +223,9 @@ async def test_the_sidebar_inside_wecom(world: SidebarWorld, browser: Any) -> No
     await page.wait_for_function(
         "document.getElementById('sb-text').value.includes('产品有风险，请以产品说明书')"
     )
+    # The check of the reworded text has answered once the preview shows it (polled from
+    # here: the page's CSP refuses the eval a string wait_for_function needs).
+    await page.locator("#sb-preview", has_text="产品有风险，请以产品说明书").wait_for()
     await page.wait_for_selector(".sb-finding >> text=保本保息")
     assert "闭着眼睛买" not in await page.inner_text("#sb-preview")
 
@@ -256,6 +259,11 @@ async def test_the_sidebar_inside_wecom(world: SidebarWorld, browser: Any) -> No
     await shot(page, "sidebar-clean")
     await page.click("#sb-send")
     await page.wait_for_selector("#sb-toast >> text=已发送")
+    # The override's toast may still be up: the send is done once the box is emptied.
+    for _ in range(100):
+        if await page.input_value("#sb-text") == "":
+            break
+        await page.wait_for_timeout(50)
     sent = await _sent(page)
     assert sent[-1]["msgtype"] == "text" and sent[-1]["text"] == {"content": CLEAN}
     assert await page.input_value("#sb-text") == ""
