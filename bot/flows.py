@@ -28,6 +28,7 @@ from bot.customers import mask_free_text as mask_free_text  # re-exported: the c
 from bot.customers import protect_follow as _protect_follow
 from bot.hooks import Hooks, StoredEvent, StoredMessage, frozen_fields
 from bot.models import RelationStatus
+from bot.opt_out import is_opt_out
 from bot.schemas import Direction, EventDraft, MessageDraft, StoreResult
 from bot.stream import InboundStream
 from compliance_nlp import Analysis
@@ -374,13 +375,26 @@ class _Analysed:
         return (self.draft.source.value, self.draft.msgid)
 
 
+def _customer_intent(draft: MessageDraft, analysis: Analysis | None) -> str | None:
+    """The intent a customer's message records (and alerts on, and triggers journeys on).
+
+    A 「退订」 is an opt-out, not a redemption intent, whatever the model reads in its 退:
+    no redemption alert to the advisor, no win-back journey (``bot.opt_out``).
+    """
+    if analysis is None or draft.sender_role != "customer":
+        return None
+    if analysis.intent == "redemption_intent" and is_opt_out(draft.text or ""):
+        return None
+    return analysis.intent
+
+
 def _analysed(item: MessageToStore, keyring: Keyring) -> _Analysed:
     draft, analysis = item.draft, item.analysis
     return _Analysed(
         draft=draft,
         analysis=analysis,
         masked=analysis.masked_text if analysis and draft.text else "",
-        intent=analysis.intent if analysis and draft.sender_role == "customer" else None,
+        intent=_customer_intent(draft, analysis),
         sealed=keyring.seal_text(
             json.dumps(dict(item.original), ensure_ascii=False),
             aad=message_aad(draft.source, draft.msgid),

@@ -26,6 +26,7 @@ from typing import Any
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
+from bot import opt_out as bot_opt_out
 from bot import outbox
 from bot.hooks import StoredEvent, StoredMessage
 from sop.engine import store
@@ -64,13 +65,9 @@ _RELATION_END = {"del_external_contact", "del_follow_user"}
 FINAL = (TouchState.SENT, TouchState.CONFIRMED, TouchState.SKIPPED, TouchState.FAILED)
 PENDING = (TouchState.PLANNED, TouchState.DUE)
 
-# 「退订」and its usual forms (SMS habit: TD, T); only a short message that is the
-# request itself, so 「退订的产品什么时候到账」 is not read as an opt-out.
-_OPT_OUT = re.compile(r"^(退订|退訂|取消订阅|不要再发了?|td|t)[\s。.!！]*$", re.IGNORECASE)
-
-
 def is_opt_out(text: str) -> bool:
-    return bool(_OPT_OUT.match(text.strip()))
+    """A customer's 「退订」 (the edge's reading, ``bot.opt_out``: also not a redemption intent)."""
+    return bot_opt_out.is_opt_out(text)
 
 
 # ---------------------------------------------------------------- exits

@@ -195,14 +195,24 @@ async def test_a_customers_tuiding_opts_out_of_every_journey(edge: Edge) -> None
         await enrol.enrol_list(plan, customers=[ext], ref="m:1")
         await archive_line(edge, "td1", ext, userid, "退订")
         assert (await OptOut.get(customer=ext)).source == "customer_reply"
+        # An opt-out, not a redemption intent (the model reads 退 as one): no alert to
+        # the advisor, no intent stored for triggers and rules.
+        stored = await bot_models.Message.get(msgid="td1")
+        assert stored.intent is None
+        assert not await bot_models.Alert.filter(kind="redemption_intent").exists()
+        # A redemption the customer does ask for still alerts.
+        await archive_line(edge, "td2", ext, userid, "我想赎回")
+        assert (await bot_models.Message.get(msgid="td2")).intent == "redemption_intent"
+        assert await bot_models.Alert.filter(kind="redemption_intent").count() == 1
         enrolment = await Enrolment.get(customer=ext)
         assert (enrolment.state, enrolment.exit_reason) == ("exited", "opted_out")
         clock.move_to(sh(2026, 9, 15, 10, 0, 1))
         await drain(edge)
-        # (The edge's own churn alert about the message may reach the advisor; no SOP one.)
-        assert not [
-            m for m in edge.state.delivered_app_messages(userid) if "SOP" in m.content["content"]
-        ]
+        # The advisor hears of the redemption (td2), not of the 退订, and no SOP touch.
+        texts = [m.content["content"] for m in edge.state.delivered_app_messages(userid)]
+        assert not [t for t in texts if "SOP" in t]
+        assert [t for t in texts if "赎回" in t and "我想赎回" in t]
+        assert not [t for t in texts if "「退订」" in t]
         assert [(t.state, t.reason) for t in await Touch.all()] == [("skipped", "exited:opted_out")]
         # Opted out: not enrolled again by a later trigger.
         assert await enrol.enrol_list(plan, customers=[ext], ref="m:2") == 0
