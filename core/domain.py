@@ -92,6 +92,11 @@ CustomerExport = Callable[..., Awaitable[dict[str, Any]]]
 CustomerErase = Callable[..., Awaitable[int]]
 """``erase(conn=, external_userid=) -> rows changed``: erase or anonymise (PIPL art. 47)."""
 
+AttributeUses = Callable[[frozenset[str]], Awaitable[list[str]]]
+"""``uses(names) -> labels``: where a domain uses any of these customer attributes
+(an SOP campaign's audience or date trigger), as labels an operator recognises; the
+tagging domain refuses to retire a field while any domain lists a use."""
+
 PanelRender = Callable[[web.Request, int, Principal], Awaitable[str | None]]
 """``render(request, customer_id, viewer) -> HTML fragment or None`` (None: nothing to show)."""
 
@@ -193,6 +198,8 @@ class Domain:
     customer_panels: Sequence[CustomerPanel] = ()
     # Charts on the console's dashboard, after its own (see ``DashboardChart``).
     dashboard_charts: Sequence[DashboardChart] = ()
+    # Where this domain uses customer attributes (see ``AttributeUses``).
+    attribute_uses: AttributeUses | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.hooks) - set(HOOK_POINTS)

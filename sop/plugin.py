@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from core.domain import CustomerPanel, DashboardChart, Domain
 from sop import engine, pages, panels, views
+from sop.attribute_uses import attribute_uses
 from sop.cli import register as register_cli
 
 # The engine's part: pipeline hooks (triggers, exits), the scheduler, trigger and
@@ -54,4 +55,6 @@ DOMAIN = Domain(
             permission="campaigns:read",
         ),
     ),
+    # Campaigns using a customer attribute keep tagging from retiring it.
+    attribute_uses=attribute_uses,
 )

@@ -75,6 +75,10 @@ class AttrSpec:
     builtin: bool = True
     # A band attribute derived from a sensitive number (set on import, not given).
     derived_from: str | None = None
+    description: str = ""
+    # A retired custom field: imports, rules and audiences refuse it; stored values
+    # stay readable (see ``do_retire_field``).
+    retired: bool = False
 
 
 Schema = Mapping[str, AttrSpec]
@@ -165,6 +169,8 @@ def spec_of_field(row: AttributeField) -> AttrSpec:
         earliest=earliest,
         latest=latest,
         builtin=False,
+        description=row.description,
+        retired=row.retired_at is not None,
     )
 
 
@@ -182,6 +188,7 @@ def schema_from(rows: Sequence[AttributeField]) -> dict[str, AttrSpec]:
                 label=f"{spec.label or row.name}区间",
                 builtin=False,
                 derived_from=row.name,
+                retired=spec.retired,
             )
     return schema
 
@@ -200,6 +207,8 @@ def check_value(name: str, raw: Any, schema: Schema = BUILTIN) -> Any:
     spec = schema.get(name)
     if spec is None:
         raise ValueError(f"unknown attribute {name!r}")
+    if spec.retired:
+        raise ValueError(f"{name}: retired (已停用), no longer accepted")
     if spec.type == "list":
         return _holdings(raw) if name == "holdings" else _list(name, raw, spec)
     text = str(raw).strip() if raw is not None else ""
@@ -449,7 +458,7 @@ async def _required_missing(
     conn: BaseDBAsyncClient, schema: Schema, rows: Sequence[tuple[Row, int]]
 ) -> dict[int, str]:
     """Row number → the required attribute it leaves missing (given nowhere, stored nowhere)."""
-    required = [n for n, s in schema.items() if s.required]
+    required = [n for n, s in schema.items() if s.required and not s.retired]
     if not required or not rows:
         return {}
     ids = [cid for _, cid in rows]

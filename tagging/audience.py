@@ -418,6 +418,8 @@ def _attr_spec(name: str, position: int, schema: Schema) -> attributes.AttrSpec:
     spec = schema.get(name)
     if spec is None:
         raise ExpressionError(f"unknown attribute {name!r}", position)
+    if spec.retired:
+        raise ExpressionError(f"attribute {name!r} is retired (已停用)", position)
     if spec.sensitive:
         # Sealed at rest: the database cannot compare it.  A band, where there is one,
         # is kept in the clear for exactly this (docs/tagging.md, "Sensitive attributes").
@@ -503,13 +505,14 @@ def _tag_names(node: Node) -> list[str]:
     return []
 
 
-def _attr_names(node: Node) -> list[str]:
+def attribute_names(node: Node) -> list[str]:
+    """The attributes an expression names (``attr.<name>``), in order."""
     if isinstance(node, AttrCmp | AttrWithin):
         return [node.name]
     if isinstance(node, Not):
-        return _attr_names(node.item)
+        return attribute_names(node.item)
     if isinstance(node, And | Or):
-        return [n for i in node.items for n in _attr_names(i)]
+        return [n for i in node.items for n in attribute_names(i)]
     return []
 
 
@@ -534,7 +537,7 @@ async def where_clause(
     tag_ids = await service.tags_named(names=sorted(set(_tag_names(node))))
     # Custom fields never shadow a built-in name, so an expression naming built-in
     # attributes only compiles without reading the custom ones (one query less).
-    named = set(_attr_names(node))
+    named = set(attribute_names(node))
     schema = (
         attributes.BUILTIN if named <= set(attributes.BUILTIN) else await attributes.load_schema()
     )

@@ -110,6 +110,9 @@ def cmd_import(args: argparse.Namespace, ctx: CliContext) -> int:
             unknown = [h for h in unknown if h not in schema]
             if unknown:
                 raise SystemExit(f"unknown attribute columns: {', '.join(unknown)}")
+            retired = [h for h in header if h in schema and schema[h].retired]
+            if retired:
+                raise SystemExit(f"retired attribute columns: {', '.join(retired)}")
             batch = await attributes.start_import(actor=actor, source="csv", filename=path.name)
             total.import_id = batch.id
             chunk: list[dict[str, str]] = []

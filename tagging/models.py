@@ -202,6 +202,11 @@ class AttributeField(Timestamped):
     # A sensitive number's band boundaries: the band is kept in the clear for audiences.
     bands: Any = fields.JSONField(default=list)
     created_by = fields.CharField(max_length=96, default="")
+    description = fields.CharField(max_length=255, default="")
+    # Retired: refused by imports, rules and audiences for new use; the values stay
+    # stored and readable (the customer page still shows them).  Null while in use.
+    retired_at = fields.DatetimeField(null=True)
+    retired_by = fields.CharField(max_length=96, default="")
 
     class Meta:
         table = "tagging_attribute_field"

@@ -275,6 +275,7 @@ def _flow_error(exc: flows.TaggingError) -> str:
 _EXPR_ERRORS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"^unknown tag '(.*)'$"), "未知标签「{0}」"),
     (re.compile(r"^unknown attribute '(.*)'$"), "未知属性「{0}」"),
+    (re.compile(r"^attribute '(.*)' is retired .*$"), "属性「{0}」已停用"),
     (re.compile(r"^unknown holding field '(.*)' .*$"), "未知持仓字段「{0}」"),
     (re.compile(r"^unexpected end.*$"), "表达式不完整：括号未闭合，或缺少条件"),
     (re.compile(r"^unexpected character '(.*)'$"), "无法识别的字符「{0}」"),
@@ -1344,6 +1345,9 @@ async def _import_csv(
     unknown = [h for h in header if h not in ("external_userid", "unionid") and h not in schema]
     if unknown:
         raise _HeaderError("未知的属性列：" + "、".join(unknown))
+    retired = [h for h in header if h in schema and schema[h].retired]
+    if retired:
+        raise _HeaderError("已停用的属性列：" + "、".join(retired))
     actor = actor_of(request)
     keyring = request.app[KEYRING]
     batch = await attributes.start_import(actor=actor, source="console", filename=filename)

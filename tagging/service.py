@@ -6,8 +6,9 @@ Customers and their advisor relations are ``bot``'s: read them through
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -614,6 +615,100 @@ async def sealed_names(
         for cid, name in rows:
             out.setdefault(int(cid), set()).add(str(name))
     return out
+
+
+async def count_attribute_breaking(
+    *,
+    conn: BaseDBAsyncClient,
+    name: str,
+    kind: str,
+    allowed: Sequence[str] | None = None,
+    minimum: str | None = None,
+    maximum: str | None = None,
+    max_length: int | None = None,
+) -> dict[str, int]:
+    """How many customers' clear values of ``name`` a narrower check would refuse, per
+    check and in ``total`` (one pass over ``bot_customer``, read only).
+
+    The checks mirror ``tagging.attributes.check_value``: values outside ``allowed``
+    (an enum, a list's items), numbers or ISO dates outside the new bounds, texts (or
+    list items) longer than ``max_length``.
+    """
+    dialect = "postgres" if conn.capabilities.dialect == "postgres" else "sqlite"
+    params: list[Any] = []
+
+    def bind(value: Any) -> str:
+        params.append(value)
+        return f"${len(params)}" if dialect == "postgres" else "?"
+
+    def col() -> str:
+        if dialect == "postgres":
+            return f"(c.attributes ->> {bind(name)})"
+        return f"json_extract(c.attributes, {bind('$.' + name)})"
+
+    def items(condition: Callable[[str], str]) -> str:
+        # Any item of a list value (``v`` reads one item as text).
+        if dialect == "postgres":
+            key = bind(name)
+            return (
+                "EXISTS (SELECT 1 FROM jsonb_array_elements_text(CASE WHEN "  # noqa: S608 - placeholders
+                f"jsonb_typeof(c.attributes -> {key}) = 'array' THEN c.attributes -> {key} "
+                f"ELSE '[]'::jsonb END) v WHERE {condition('v')})"
+            )
+        typed, extracted = bind("$." + name), bind("$." + name)
+        return (
+            "EXISTS (SELECT 1 FROM json_each(CASE WHEN json_type(c.attributes, "  # noqa: S608 - placeholders
+            f"{typed}) = 'array' THEN json_extract(c.attributes, {extracted}) ELSE '[]' END) v "
+            f"WHERE {condition('v.value')})"
+        )
+
+    checks: dict[str, str] = {}
+    if allowed is not None:
+        if kind == "list":
+            checks["enum_values"] = items(
+                lambda v: (
+                    f"{v} NOT IN ({', '.join(bind(a) for a in allowed)})" if allowed else "1 = 0"
+                )
+            )
+        else:
+            checks["enum_values"] = f"{col()} NOT IN ({', '.join(bind(a) for a in allowed)})"
+    for key, bound, op in (("minimum", minimum, "<"), ("maximum", maximum, ">")):
+        if bound is None:
+            continue
+        if kind == "date":
+            checks[key] = f"{col()} {op} {bind(bound)}"
+        elif kind in ("int", "decimal"):
+            cast = "NUMERIC" if dialect == "postgres" else "REAL"
+            value: Any = Decimal(bound) if dialect == "postgres" else float(bound)
+            checks[key] = f"CAST({col()} AS {cast}) {op} {bind(value)}"
+    if max_length is not None:
+        if kind == "list":
+            checks["max_length"] = items(lambda v: f"length({v}) > {bind(max_length)}")
+        else:
+            checks["max_length"] = f"length({col()}) > {bind(max_length)}"
+    if not checks:
+        return {"total": 0}
+    sums = [
+        f"COALESCE(SUM(CASE WHEN {cond} THEN 1 ELSE 0 END), 0) AS {key}"
+        for key, cond in checks.items()
+    ]
+    # The same conditions again for the customers that break any (one may break two).
+    any_of = " OR ".join(f"({c})" for c in checks.values())
+    if dialect == "sqlite":
+        # Numbered placeholders read their value again; SQLite's "?" take it again.
+        params += list(params)
+    _, rows = await conn.execute_query(
+        # Column names and values are bound; the rest is this function's fixed text.
+        f"SELECT {', '.join(sums)}, "  # noqa: S608 - see above
+        f"COALESCE(SUM(CASE WHEN {any_of} THEN 1 ELSE 0 END), 0) AS total FROM bot_customer c",
+        params,
+    )
+    return {k: int(v or 0) for k, v in dict(rows[0]).items()}
+
+
+async def rules_with_audience() -> list[TagRule]:
+    """Every rule (enabled or not) that selects by an audience expression."""
+    return await TagRule.filter(trigger="schedule").order_by("id")
 
 
 async def has_sealed(*, customer_id: int, name: str) -> bool:

@@ -15,9 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.access import REACH, principal_of, requires
 from core.apidoc import api_doc
-from core.appkit import KEYRING
+from core.appkit import DOMAINS, KEYRING
 from core.audit import Actor
-from tagging import attributes, audience, flows, rules, service
+from tagging import attributes, audience, fields, flows, rules, service
 from tagging.models import CustomerTag, Tag, TagGroup, TagRule
 from tagging.schemas import AudienceIn, CustomerTagIn, GroupEdit, GroupIn, TagEdit, TagIn
 
@@ -532,6 +532,8 @@ def field_dict(name: str, spec: attributes.AttrSpec) -> dict[str, Any]:
         "sensitive": spec.sensitive,
         "band": spec.band,
         "derived_from": spec.derived_from,
+        "description": spec.description,
+        "retired": spec.retired,
     }
 
 
@@ -597,10 +599,111 @@ async def add_attribute_field(request: web.Request) -> web.Response:
     return web.json_response(field_dict(row.name, schema[row.name]), status=201)
 
 
+class FieldEditBody(BaseModel):
+    """A custom field's edit: only the keys given change."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str | None = Field(default=None, max_length=8)
+    label: str | None = Field(default=None, max_length=64)
+    description: str | None = Field(default=None, max_length=255)
+    required: bool | None = None
+    minimum: str | None = Field(default=None, max_length=40)
+    maximum: str | None = Field(default=None, max_length=40)
+    values: list[str] | None = Field(default=None, max_length=100)
+    max_length: int | None = None
+
+
+def _field_refusal(exc: attributes.FieldError) -> web.Response:
+    if isinstance(exc, fields.FieldConflict):
+        return error(409, exc.code, exc.message, field=exc.field, **exc.detail)
+    return error(400, "invalid_field", exc.message, field=exc.field)
+
+
+def _attribute_uses(request: web.Request) -> list[fields.AttributeUses]:
+    return [d.attribute_uses for d in request.app[DOMAINS] if d.attribute_uses is not None]
+
+
+async def _field_answer(name: str) -> web.Response:
+    schema = await attributes.load_schema()
+    return web.json_response(field_dict(name, schema[name]))
+
+
+@requires("attributes:manage")
+@api_doc(
+    summary="Edit a custom attribute field (a narrower check only when no stored value breaks it)",
+    request=FieldEditBody,
+    errors=(400, 404, 409),
+)
+async def edit_attribute_field(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    try:
+        body = await _body(request, FieldEditBody)
+    except _Bad as bad:
+        return bad.response
+    try:
+        await fields.do_edit_field(
+            name=name,
+            edit=fields.FieldEdit(
+                type=body.type,
+                label=body.label,
+                description=body.description,
+                required=body.required,
+                minimum=body.minimum,
+                maximum=body.maximum,
+                enum_values=None if body.values is None else tuple(body.values),
+                max_length=body.max_length,
+            ),
+            actor=actor_of(request),
+            keyring=request.app[KEYRING],
+        )
+    except fields.UnknownField:
+        return error(404, "not_found", f"no custom attribute field {name!r}")
+    except attributes.FieldError as exc:
+        return _field_refusal(exc)
+    return await _field_answer(name)
+
+
+@requires("attributes:manage")
+@api_doc(
+    summary="Retire a custom attribute field: out of new use, its values kept",
+    errors=(400, 404, 409),
+)
+async def retire_attribute_field(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    try:
+        await fields.do_retire_field(
+            name=name, actor=actor_of(request), elsewhere=_attribute_uses(request)
+        )
+    except fields.UnknownField:
+        return error(404, "not_found", f"no custom attribute field {name!r}")
+    except attributes.FieldError as exc:
+        return _field_refusal(exc)
+    return await _field_answer(name)
+
+
+@requires("attributes:manage")
+@api_doc(summary="Put a retired custom attribute field back in use", errors=(400, 404))
+async def restore_attribute_field(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    try:
+        await fields.do_restore_field(name=name, actor=actor_of(request))
+    except fields.UnknownField:
+        return error(404, "not_found", f"no custom attribute field {name!r}")
+    except attributes.FieldError as exc:
+        return _field_refusal(exc)
+    return await _field_answer(name)
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/customers/attributes", import_attributes)
     app.router.add_get("/api/v1/customers/attribute-fields", list_attribute_fields)
     app.router.add_post("/api/v1/customers/attribute-fields", add_attribute_field)
+    app.router.add_patch("/api/v1/customers/attribute-fields/{name}", edit_attribute_field)
+    app.router.add_post("/api/v1/customers/attribute-fields/{name}/retire", retire_attribute_field)
+    app.router.add_post(
+        "/api/v1/customers/attribute-fields/{name}/restore", restore_attribute_field
+    )
     app.router.add_get("/api/v1/tag-rules", list_rules)
     app.router.add_post("/api/v1/tag-rules", save_rule)
     app.router.add_post("/api/v1/tag-rules/dry-run", rule_dry_run)
