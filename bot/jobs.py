@@ -20,6 +20,7 @@ from bot.outbox import (
     OutboxPolicies,
     Outcome,
     PendingWrite,
+    SendAs,
     Settled,
     resend_is_safe,
 )
@@ -143,7 +144,8 @@ class OutboxDispatcher:
                 return
 
     async def _check_and_send(self, item: OutboxItem) -> None:
-        if await self._cancelled_by_check(item):
+        payload = await self._checked_payload(item)
+        if payload is None:
             return
         in_doubt_before = item.request_at  # a previous attempt that may have been delivered
         if not await bot_service.mark_outbox_request(item=item, lease=self.lease):
@@ -152,11 +154,7 @@ class OutboxDispatcher:
             )
             return
         try:
-            result = await self.client.call(
-                item.api,
-                json=open_outbox_payload(item, keyring=self.keyring),
-                secret=item.secret_kind,
-            )
+            result = await self.client.call(item.api, json=payload, secret=item.secret_kind)
         except WeComRateLimited as exc:
             # 45009/45033 (or refused before sending): WeCom asks for at least a
             # minute; not counted as a failure, and this request did nothing.
@@ -274,11 +272,13 @@ class OutboxDispatcher:
             )
         return done
 
-    async def _cancelled_by_check(self, item: OutboxItem) -> bool:
-        """Re-check at send time; True when the row was cancelled (or put back)."""
+    async def _checked_payload(self, item: OutboxItem) -> dict[str, Any] | None:
+        """Re-check at send time: the body to send, or None when the row was cancelled
+        (or put back)."""
+        payload = open_outbox_payload(item, keyring=self.keyring)
         check = self.policies.check_for(item.origin)
         if check is None:
-            return False
+            return payload
         try:
             reason = await check(
                 PendingWrite(
@@ -286,7 +286,7 @@ class OutboxDispatcher:
                     idem_key=item.idem_key,
                     origin=item.origin,
                     api=item.api,
-                    payload=open_outbox_payload(item, keyring=self.keyring),
+                    payload=payload,
                     attempts=item.attempts,
                 )
             )
@@ -302,13 +302,15 @@ class OutboxDispatcher:
                 retry_at=bot_service.now() + timedelta(seconds=delay),
                 request_at=item.request_at,
             )
-            return True
+            return None
         if reason is None:
-            return False
+            return payload
+        if isinstance(reason, SendAs):
+            return dict(reason.payload)  # made at the last moment (fresh media ids)
         await self._settle(item, OutboxState.CANCELLED, error=reason)
         self.metrics.outbox_calls.labels(item.api, "cancelled").inc()
         log.info("outbox item cancelled", extra={"outbox_id": item.id, "origin": item.origin})
-        return True
+        return None
 
     async def _settle(
         self,

@@ -10,11 +10,13 @@ and the dispatcher (``bot.jobs.OutboxDispatcher``) sends it later, with WeCom's
 rate limits, retries and token refresh.  Two extension points per ``origin``
 prefix, registered in the domain record:
 
-- a **before-send check** (``async (PendingWrite) -> str | None``) runs when the row
-  is claimed, right before the call: it re-reads whatever the write depends on
+- a **before-send check** (``async (PendingWrite) -> str | SendAs | None``) runs when
+  the row is claimed, right before the call: it re-reads whatever the write depends on
   (the customer still follows the advisor, the campaign is still running, the
   content still approved) and returns a reason to cancel, or None to send — the
-  pattern of Zulip's scheduled messages, which re-check permission at send time.
+  pattern of Zulip's scheduled messages, which re-check permission at send time.  It
+  may also answer ``SendAs(payload)``: send, with a body made at the last moment
+  (temporary media uploaded just now).
 - an **on-settled callback** (``async (Settled, conn) -> None``) learns how the row
   ended — sent (with WeCom's answer, e.g. the ``msgid`` of a mass-send task),
   failed, or cancelled — in a transaction of its own after the row's state is
@@ -336,7 +338,19 @@ class Settled:
     reason: str  # WeCom's errmsg, or the check's reason to cancel
 
 
-BeforeSend = Callable[[PendingWrite], Awaitable[str | None]]
+@dataclass(frozen=True)
+class SendAs:
+    """A before-send check's answer: send now, with this body instead of the stored one.
+
+    For what can only be made right before the call — a temporary media id (it lives
+    three days, ``bot.media``) uploaded for a mass send queued with the file's address.
+    The stored row keeps what was queued; a resend is prepared again.
+    """
+
+    payload: Mapping[str, Any]
+
+
+BeforeSend = Callable[[PendingWrite], Awaitable[str | SendAs | None]]
 OnSettled = Callable[[Settled, BaseDBAsyncClient], Awaitable[None]]
 
 

@@ -23,7 +23,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -32,6 +32,7 @@ from tortoise.transactions import in_transaction
 from admin.flows import FieldError, NotFound
 from admin.snippets import service
 from admin.snippets.models import Snippet
+from bot import media as bot_media
 from bot.flows import CATEGORY_LABELS
 from compliance_nlp.overlay import Overlay
 from core import audit
@@ -63,11 +64,11 @@ TEXT_MAX = 1000
 CAPTION_MAX = 500
 REASON_MIN = 4
 REASON_MAX = 500
-# Temporary media live 3 days (72 h); re-upload once older than this, so an id handed to
-# an advisor stays valid for at least the 12 hours after.
-MEDIA_LIFETIME = timedelta(days=3)
-MEDIA_FRESH_FOR = MEDIA_LIFETIME - timedelta(hours=12)
-_APPID = re.compile(r"^wx[0-9a-f]{16}$")
+# Temporary media live 3 days (72 h); re-upload once older than MEDIA_FRESH_FOR, so an
+# id handed to an advisor stays valid for at least the 12 hours after (bot.media).
+MEDIA_LIFETIME = bot_media.MEDIA_LIFETIME
+MEDIA_FRESH_FOR = bot_media.MEDIA_FRESH_FOR
+_APPID = bot_media.APPID
 _URL = re.compile(r"^https?://[^\s]{3,}$")
 # sendChatMessage opens a mini-program page by a path ending in ".html" (WeCom's JS-SDK:
 # without it WeChat answers that the page does not exist); WeCom takes no query string.
@@ -643,7 +644,7 @@ async def fresh_media(
         if row.kind not in ("image", "miniprogram"):
             continue
         uploaded = row.media_uploaded_at
-        if row.media_id and uploaded is not None and at - uploaded < MEDIA_FRESH_FOR:
+        if row.media_id and bot_media.is_fresh(uploaded, at):
             out[row.id] = MediaState(row.media_id)
             continue
         if client is None:
@@ -654,7 +655,8 @@ async def fresh_media(
             out[row.id] = MediaState(None, "图片缺失")
             continue
         try:
-            answer = await client.upload_media(
+            media_id = await bot_media.upload(
+                client,
                 "image",
                 filename=full.image_name or f"snippet-{row.id}.png",
                 content=bytes(full.image),
@@ -667,7 +669,6 @@ async def fresh_media(
             )
             out[row.id] = MediaState(None, "图片上传企业微信失败，请稍后重试")
             continue
-        media_id = str(answer["media_id"])
         async with in_transaction() as conn:
             await service.set_media(
                 conn=conn, snippet_id=row.id, revision=row.revision, media_id=media_id, at=at

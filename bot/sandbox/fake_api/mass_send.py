@@ -9,6 +9,7 @@ from aiohttp import web
 
 from bot.sandbox.fake_api.base import Call, Handler, WeComApiError, parse_page, required, str_list
 from bot.sandbox.fake_api.contacts import followers_of
+from bot.sandbox.fake_api.media import check_attachments
 from bot.sandbox.fake_api.records import MassSendTask
 from bot.sandbox.fake_api.state import STATE_KEY, SandboxState
 
@@ -27,6 +28,7 @@ def _add_msg_template(state: SandboxState, call: Call) -> dict[str, Any]:
         raise WeComApiError(44004)
     if not content and not attachments:
         raise WeComApiError(40058, "text or attachments required")
+    check_attachments(state, attachments)
     sender = body.get("sender")
     if sender is not None and sender not in state.members:
         raise WeComApiError(40003)

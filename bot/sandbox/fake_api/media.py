@@ -28,11 +28,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ERRMSGS",
+    "MAX_ATTACHMENTS",
     "MAX_UPLOAD_BYTES",
     "MEDIA_TTL_S",
     "ROUTES",
     "MediaRecord",
     "add_controls",
+    "check_attachments",
     "check_media",
 ]
 
@@ -123,6 +125,44 @@ def check_media(state: SandboxState, media_id: str, *, kind: str | None = None) 
     if record is None or record.expired(state.clock()) or (kind and record.type != kind):
         raise WeComApiError(40007)
     return record
+
+
+#: ``add_msg_template`` and ``send_welcome_msg`` take at most 9 attachments.
+MAX_ATTACHMENTS: Final = 9
+
+
+def check_attachments(state: SandboxState, attachments: Any) -> None:
+    """The ``attachments`` of a mass send or a welcome message, as WeCom checks them.
+
+    At most nine; each of a known ``msgtype`` with its body; a link with title and url;
+    a mini-program with title, appid, page and a cover (``pic_media_id``); every media
+    id uploaded, not expired and of the right type (40007 otherwise).
+    """
+    if not isinstance(attachments, list):
+        raise WeComApiError(40058, "attachments must be a list")
+    if len(attachments) > MAX_ATTACHMENTS:
+        raise WeComApiError(40058, f"attachments: at most {MAX_ATTACHMENTS}")
+    for item in attachments:
+        msgtype = item.get("msgtype") if isinstance(item, dict) else None
+        body = item.get(msgtype) if isinstance(item, dict) and isinstance(msgtype, str) else None
+        if not isinstance(body, dict):
+            raise WeComApiError(40058, "attachments: msgtype and its body")
+        if msgtype == "image":
+            if body.get("media_id"):
+                check_media(state, str(body["media_id"]), kind="image")
+            elif not body.get("pic_url"):
+                raise WeComApiError(40058, "image: media_id or pic_url")
+        elif msgtype in ("video", "file"):
+            check_media(state, str(body.get("media_id") or ""), kind=msgtype)
+        elif msgtype == "link":
+            if not body.get("title") or not body.get("url"):
+                raise WeComApiError(40058, "link: title and url")
+        elif msgtype == "miniprogram":
+            if not all(body.get(k) for k in ("title", "appid", "page")):
+                raise WeComApiError(40058, "miniprogram: title, appid and page")
+            check_media(state, str(body.get("pic_media_id") or ""), kind="image")
+        else:
+            raise WeComApiError(40058, f"attachments: unknown msgtype {msgtype}")
 
 
 ROUTES: Final[dict[str, Handler]] = {"media/upload": _upload}

@@ -10,6 +10,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from bot.sandbox.fake_api.base import Call, Handler, WeComApiError, answer, required
+from bot.sandbox.fake_api.media import check_attachments, check_media
 from bot.sandbox.fake_api.records import AppMessage
 from bot.sandbox.fake_api.state import STATE_KEY, SandboxState
 
@@ -30,6 +31,8 @@ def _message_send(state: SandboxState, call: Call) -> dict[str, Any]:
         raise WeComApiError(40008)
     if msgtype in ("text", "markdown") and not payload.get("content"):
         raise WeComApiError(44004)
+    if msgtype in ("image", "voice", "video", "file"):
+        check_media(state, str(payload.get("media_id") or ""), kind=msgtype)
     touser = str(body.get("touser") or "")
     targets = list(state.members) if touser == "@all" else [u for u in touser.split("|") if u]
     invalid = [u for u in targets if u not in state.members]
@@ -79,6 +82,7 @@ def _send_welcome_msg(state: SandboxState, call: Call) -> dict[str, Any]:
     content = text.get("content") if isinstance(text, dict) else None
     if not content and not call.body.get("attachments"):
         raise WeComApiError(40058, "text or attachments required")
+    check_attachments(state, call.body.get("attachments") or [])
     welcome = state.welcome_codes.get(code)
     if welcome is None:
         raise WeComApiError(40058, "invalid welcome_code")

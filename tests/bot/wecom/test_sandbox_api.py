@@ -508,6 +508,63 @@ async def test_mass_send_needs_content_and_targets(sandbox: Sandbox) -> None:
     assert await sandbox.errcode(client.add_msg_template(sender="ghost", text="hello")) == 40003
 
 
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+
+
+async def test_attachments_need_live_media_of_their_type(sandbox: Sandbox) -> None:
+    client, state = sandbox.client, sandbox.state
+    ext = _customer_of(state, "zhangwei")
+    image = (
+        await client.upload_media("image", filename="a.png", content=PNG, content_type="image/png")
+    )["media_id"]
+    doc = (
+        await client.upload_media(
+            "file", filename="a.pdf", content=b"%PDF-1.4 x", content_type="application/pdf"
+        )
+    )["media_id"]
+    cover = {"title": "开户", "appid": "wx0123456789abcdef", "page": "pages/a.html"}
+
+    def send(*attachments: dict[str, Any]) -> Any:
+        return client.add_msg_template(
+            sender="zhangwei", external_userid=[ext], attachments=list(attachments)
+        )
+
+    ok = await send(
+        {"msgtype": "image", "image": {"media_id": image}},
+        {"msgtype": "file", "file": {"media_id": doc}},
+        {"msgtype": "miniprogram", "miniprogram": {**cover, "pic_media_id": image}},
+        {"msgtype": "link", "link": {"title": "周报", "url": "https://example.com/w"}},
+    )
+    assert ok["msgid"]
+    assert len(state.mass_sends[ok["msgid"]].attachments) == 4
+    # WeCom's checks: unknown or expired ids (40007), an id of another type, no cover,
+    # a link without url, more than nine attachments.
+    assert (
+        await sandbox.errcode(send({"msgtype": "image", "image": {"media_id": "3nope"}})) == 40007
+    )
+    assert await sandbox.errcode(send({"msgtype": "file", "file": {"media_id": image}})) == 40007
+    assert await sandbox.errcode(send({"msgtype": "miniprogram", "miniprogram": cover})) == 40007
+    assert await sandbox.errcode(send({"msgtype": "link", "link": {"title": "周报"}})) == 40058
+    link = {"msgtype": "link", "link": {"title": "周报", "url": "https://example.com/w"}}
+    assert await sandbox.errcode(send(*[link] * 10)) == 40058
+    code = state.issue_welcome_code(userid="zhangwei", external_userid=ext)
+    sandbox.clock.advance(3 * 24 * 3600)  # the media ids expire after three days
+    welcome = client.send_welcome_msg(
+        welcome_code=code, attachments=[{"msgtype": "image", "image": {"media_id": image}}]
+    )
+    assert await sandbox.errcode(welcome) == 40007
+    app_image = client.call(
+        "message/send",
+        json={
+            "touser": "zhangwei",
+            "msgtype": "image",
+            "agentid": state.agent_id,
+            "image": {"media_id": image},
+        },
+    )
+    assert await sandbox.errcode(app_image) == 40007
+
+
 # ------------------------------------------------------------- group chats
 
 
