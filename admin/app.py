@@ -28,13 +28,13 @@ from admin import dashboard_pages, pages, review, review_pages, views
 from admin.auth import guard
 from admin.customers import pages as customer_pages
 from admin.customers import views as customer_views
-from admin.sidebar import views as sidebar_views
 from admin.keys import CONSOLE, OPERATOR, Console, NavItem
 from admin.permissions import load_table
 from admin.render import shell_context
 from admin.review_views import add_routes as add_review_api
 from admin.sessions import LoginThrottle, SessionStore, TotpReplay
-from core.access import ACCESS_GUARD, PAGE_CONTEXT, REACH, access_of, menu_of
+from admin.sidebar import views as sidebar_views
+from core.access import ACCESS_GUARD, PAGE_CONTEXT, REACH, access_of, menu_of, principal_of
 from core.appkit import DOMAINS, REDIS, SETTINGS
 
 log = logging.getLogger(__name__)
@@ -209,7 +209,15 @@ async def _reach(request: web.Request) -> frozenset[str] | None:
     # Advisors and team leads see their own book (the review queue's rule); the other
     # roles every customer.  An API key acts for a system, bounded by its scopes.
     op = request.get(OPERATOR)
-    if op is None or op.role not in ("advisor", "team_lead"):
+    if op is None:
+        return None
+    principal = principal_of(request)
+    if principal is not None and principal.kind == "operator" and principal.role != op.role:
+        # The chat sidebar acts as an advisor whatever the account's role
+        # (admin.sidebar.auth): the member's own book, never the account's wider reach.
+        if principal.role == "advisor":
+            return frozenset({op.wecom_userid}) if op.wecom_userid else frozenset()
+    if op.role not in ("advisor", "team_lead"):
         return None
     return await review.reach_of(op)
 

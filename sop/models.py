@@ -244,6 +244,11 @@ class Touch(Model):
     sent_at = fields.DatetimeField(null=True)
     confirmed_at = fields.DatetimeField(null=True)
     replied_at = fields.DatetimeField(null=True)
+    # Sent by the advisor rather than by the engine (migration 0004): "sidebar" when the
+    # advisor sent the content from the chat sidebar, with who ("operator:12"); sent_at
+    # is then that moment, not the digest's.
+    sent_via = fields.CharField(max_length=16, null=True)
+    sent_by = fields.CharField(max_length=96, null=True)
     attempts = fields.IntField(default=0)
     updated_at = fields.DatetimeField(auto_now=True)
 

@@ -68,6 +68,9 @@ SENT_BY_DELIVERY = {
     Delivery.WELCOME: "欢迎语已发送",
 }
 DELIVERY_SHORT = {Delivery.MASS_SEND: "群发", Delivery.REMINDER: "提醒", Delivery.WELCOME: "欢迎语"}
+#: ``Touch.sent_via`` of a touch the advisor sent from the chat sidebar (sop.touches).
+SENT_VIA_SIDEBAR = "sidebar"
+SENT_FROM_SIDEBAR = "客户经理已发送"
 
 
 async def _reach(request: web.Request) -> frozenset[str] | None:
@@ -76,6 +79,8 @@ async def _reach(request: web.Request) -> frozenset[str] | None:
 
 
 def _state_of(touch: Touch, delivery: Delivery | None) -> tuple[str, str]:
+    if touch.sent_via == SENT_VIA_SIDEBAR and touch.state == TouchState.SENT:
+        return SENT_FROM_SIDEBAR, "ok"
     if touch.state == TouchState.SENT and delivery is not None:
         return SENT_BY_DELIVERY.get(delivery, "已发送"), "ok"
     return TOUCH_STATES.get(touch.state, (str(touch.state), ""))
@@ -252,6 +257,9 @@ class DueTouch:
     # What the sidebar's send action takes (WeCom JS-SDK sendChatMessage), for a card.
     chat_message: dict[str, Any] | None
     advisor: str
+    state: str = ""
+    # Sent from the sidebar: when (``sent_at``); None while only the digest went out.
+    sent_at: datetime | None = None
 
 
 def _content_values(
@@ -302,6 +310,24 @@ async def due_touches(
         ).values_list("id", flat=True)
     )
     touches = [t for t in touches if t.enrolment_id in running]  # type: ignore[attr-defined]
+    return await render_touches(
+        touches, customer_name=customer_name, attrs=attrs, now=now, welcome=False
+    )
+
+
+async def render_touches(
+    touches: Sequence[Touch],
+    *,
+    customer_name: str,
+    attrs: Mapping[str, Any],
+    now: datetime,
+    welcome: bool,
+) -> list[DueTouch]:
+    """The touches with their content filled in for the customer as the dispatcher fills
+    it, and a card as the sidebar's send action takes it (welcome messages only when
+    ``welcome``: they go by themselves)."""
+    if not touches:
+        return []
     steps = {
         s.id: s
         for s in await CampaignStep.filter(id__in=sorted({t.step_id for t in touches}))  # type: ignore[attr-defined]
@@ -322,7 +348,9 @@ async def due_touches(
     for t in touches:
         step = steps.get(t.step_id)  # type: ignore[attr-defined]
         version = versions.get(t.version_id)  # type: ignore[attr-defined]
-        if step is None or version is None or step.delivery == Delivery.WELCOME:
+        if step is None or version is None:
+            continue
+        if step.delivery == Delivery.WELCOME and not welcome:
             continue
         info = advisors.get(t.advisor)
         advisor_name = info.name if info is not None and info.name else ""
@@ -362,6 +390,8 @@ async def due_touches(
                 link=link,
                 chat_message=chat,
                 advisor=advisor_name or t.advisor,
+                state=t.state.value,
+                sent_at=t.sent_at if t.sent_via == SENT_VIA_SIDEBAR else None,
             )
         )
     return out

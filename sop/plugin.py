@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from core.domain import CustomerPanel, DashboardChart, Domain
-from sop import engine, pages, panels, views
+from sop import engine, pages, panels, touch_views, views
 from sop.attribute_uses import attribute_uses
 from sop.cli import register as register_cli
 
@@ -20,8 +20,9 @@ DOMAIN = Domain(
     jobs=_ENGINE.jobs,
     outbox_checks=_ENGINE.outbox_checks,
     outbox_settled=_ENGINE.outbox_settled,
-    # The campaign API (/api/v1/campaigns), mounted by admin behind its guard.
-    routes={"admin": (views.add_routes,)},
+    # The campaign API (/api/v1/campaigns) and the advisor's touches the chat sidebar
+    # reads and records (/api/v1/touches), mounted by admin behind its guard.
+    routes={"admin": (views.add_routes, touch_views.add_routes)},
     # The console's pages: list, builder, campaign, approval, results.
     pages=(pages.add_pages,),
     # `siyu campaigns …`: list, show, stats, pause/resume/archive, opt-out.

@@ -49,9 +49,9 @@ UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # The sidebar's role, whatever the account's: an advisor's reach and permissions.
 ROLE = "advisor"
 
-#: API routes a sidebar session may call (prefixes): the pre-send check and the
-#: compliant reply library.
-SIDEBAR_API = ("/api/v1/compliance/check", "/api/v1/snippets")
+#: API routes a sidebar session may call (prefixes): the pre-send check, the
+#: compliant reply library, and the advisor's SOP touches (read one, record its send).
+SIDEBAR_API = ("/api/v1/compliance/check", "/api/v1/snippets", "/api/v1/touches/")
 
 
 @dataclass

@@ -128,6 +128,8 @@ def test_the_matrix_covers_the_console_and_the_api() -> None:
     paths = {c.path for c in CASES}
     assert {"/api/v1/campaigns", "/api/v1/campaigns/{campaign_id}/approve"} <= paths
     assert "/api/v1/campaigns/{campaign_id}/stats" in paths
+    # The advisor's SOP touches the chat sidebar opens and records (advisors only).
+    assert {"api_touch", "api_touch_sent"} <= names
     assert any(c.path == "/api/v1/archive/messages" for c in CASES)
     # The lexicon compliance owns and the reply library (issue 11).
     assert {"lexicon", "lexicon_dry_run", "lexicon_publish", "lexicon_rollback"} <= names
