@@ -1,8 +1,8 @@
 """The dashboard's numbers: daily rollups kept as messages are stored, read per window.
 
 Counting at page time would scan ``bot_message`` (millions of rows at a bank), so the
-admin domain's ``on_message`` hook adds each stored message to per-day counters in the
-transaction that stores it: when the store rolls back, so does the count, and a
+admin domain's ``on_messages`` hook adds each read's stored messages to per-day counters
+in the transaction that stores them: when the store rolls back, so does the count, and a
 redelivery counts once (``bot.hooks``).  ``rebuild`` recomputes the same counters
 from the stored rows for a database that had messages before the hook existed, or
 after a repair; running it twice gives the same rows.
@@ -16,8 +16,9 @@ backlog is read from the open cases through the (status, created_at) index.
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -49,6 +50,10 @@ PIPELINE_SOURCES = tuple(s.value for s in Source)
 # Rows per rebuild read: bounded memory on a million-message table.
 _REBUILD_BATCH = 2000
 _DIM_MAX = 64
+# Rows per upsert: 4 × 200 parameters stay below SQLite's oldest bound (999).
+_ROWS_PER_STATEMENT = 200
+# INSERT … RETURNING came with SQLite 3.35 (2021): an older library records row by row.
+_SQLITE_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
 
 
 def day_of(moment: datetime) -> str:
@@ -82,59 +87,95 @@ def _params(conn: BaseDBAsyncClient, n: int) -> list[str]:
     return ["?"] * n
 
 
-async def _bump(conn: BaseDBAsyncClient, day: str, counts: Mapping[tuple[str, str], int]) -> None:
-    if not counts:
-        return
-    rows = list(counts.items())
-    groups = []
-    params: list[Any] = []
-    for i, ((metric, dim), n) in enumerate(rows):
-        ps = _params(conn, 4 * len(rows))[4 * i : 4 * i + 4]
-        groups.append("(" + ", ".join(ps) + ")")
-        params += [day, metric, dim, n]
-    # One statement per message: an upsert adds to the day's counter (SQLite ≥ 3.24
-    # and PostgreSQL share this syntax).
-    sql = (
-        'INSERT INTO "admin_dash_daily" ("day", "metric", "dim", "n") VALUES '  # noqa: S608 - placeholders only
-        + ", ".join(groups)
-        + ' ON CONFLICT ("day", "metric", "dim") DO UPDATE'
-        + ' SET "n" = "admin_dash_daily"."n" + excluded."n"'
-    )
-    await conn.execute_query(sql, params)
+def _values(conn: BaseDBAsyncClient, rows: int, width: int) -> str:
+    """``(?, ?), (?, ?)`` (``($1, $2), ($3, $4)`` on PostgreSQL) for a multi-row VALUES."""
+    ps = _params(conn, rows * width)
+    return ", ".join("(" + ", ".join(ps[i * width : (i + 1) * width]) + ")" for i in range(rows))
 
 
-async def _first_sight(conn: BaseDBAsyncClient, day: str, digest: str) -> bool:
-    """Record the customer on ``day``; True when this is the day's first message of theirs."""
-    p = _params(conn, 2)
-    sql = (
-        f'INSERT INTO "admin_dash_customer_day" ("day", "customer") VALUES ({p[0]}, {p[1]}) '  # noqa: S608 - placeholders only
-        'ON CONFLICT ("day", "customer") DO NOTHING'
-    )
-    if conn.capabilities.dialect == "postgres":
-        # asyncpg's driver reports no row count for an INSERT: ask for the row back.
-        return bool(await conn.execute_query_dict(sql + ' RETURNING "id"', [day, digest]))
-    changed, _ = await conn.execute_query(sql, [day, digest])
-    return bool(changed)
+async def _bump(conn: BaseDBAsyncClient, counts: Mapping[tuple[str, str, str], int]) -> None:
+    """Add ``counts`` ((day, metric, dim) → n) to the counters: one upsert per chunk.
 
-
-async def on_message(record: StoredMessage, conn: BaseDBAsyncClient) -> None:
-    """The pipeline hook: count ``record`` on its day, inside the storing transaction.
-
-    No network and no reads beyond the customer-day row, so it adds one or two
-    statements to each store.
+    In key order, so two workers storing at once take the rows' locks in the same
+    order and never wait on each other in a cycle (PostgreSQL); and each key once,
+    as one statement may not update a row twice.
     """
-    day = day_of(record.msgtime)
-    counts = Counter(
-        message_counters(
-            intent=record.intent,
-            categories=record.violation_categories,
-            has_violation=record.has_violation,
-            advisor=record.advisor,
+    rows = sorted((k, n) for k, n in counts.items() if n)
+    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+        chunk = rows[start : start + _ROWS_PER_STATEMENT]
+        params: list[Any] = []
+        for (day, metric, dim), n in chunk:
+            params += [day, metric, dim, n]
+        # SQLite ≥ 3.24 and PostgreSQL share this syntax.
+        sql = (
+            'INSERT INTO "admin_dash_daily" ("day", "metric", "dim", "n") VALUES '  # noqa: S608 - placeholders only
+            + _values(conn, len(chunk), 4)
+            + ' ON CONFLICT ("day", "metric", "dim") DO UPDATE'
+            + ' SET "n" = "admin_dash_daily"."n" + excluded."n"'
         )
-    )
-    if record.customer and await _first_sight(conn, day, customer_digest(record.customer)):
-        counts[(CUSTOMERS, "")] += 1
-    await _bump(conn, day, counts)
+        await conn.execute_query(sql, params)
+
+
+async def _first_sights(conn: BaseDBAsyncClient, pairs: Iterable[tuple[str, str]]) -> list[str]:
+    """Record each (day, customer digest); the days of the pairs not recorded before.
+
+    One INSERT … ON CONFLICT DO NOTHING RETURNING per chunk: the rows it returns are
+    the customers' first messages of those days (SQLite before 3.35 has no RETURNING
+    and records them one by one, telling each by its row count).
+    """
+    todo = sorted(set(pairs))
+    head = 'INSERT INTO "admin_dash_customer_day" ("day", "customer") VALUES '
+    tail = ' ON CONFLICT ("day", "customer") DO NOTHING'
+    postgres = conn.capabilities.dialect == "postgres"
+    if not postgres and not _SQLITE_RETURNING:
+        first = []
+        for day, digest in todo:
+            changed, _ = await conn.execute_query(head + "(?, ?)" + tail, [day, digest])
+            if changed:
+                first.append(day)
+        return first
+    days: list[str] = []
+    for start in range(0, len(todo), _ROWS_PER_STATEMENT):
+        chunk = todo[start : start + _ROWS_PER_STATEMENT]
+        rows = await conn.execute_query_dict(
+            head + _values(conn, len(chunk), 2) + tail + ' RETURNING "day"',
+            [v for pair in chunk for v in pair],
+        )
+        days += [str(r["day"]) for r in rows]
+    return days
+
+
+def _read_counts(records: Iterable[StoredMessage]) -> Counter[tuple[str, str, str]]:
+    counts: Counter[tuple[str, str, str]] = Counter()
+    for record in records:
+        day = day_of(record.msgtime)
+        counts.update(
+            (day, metric, dim)
+            for metric, dim in message_counters(
+                intent=record.intent,
+                categories=record.violation_categories,
+                has_violation=record.has_violation,
+                advisor=record.advisor,
+            )
+        )
+    return counts
+
+
+async def on_messages(records: Sequence[StoredMessage], conn: BaseDBAsyncClient) -> None:
+    """The pipeline hook: count a read's stored messages on their days, in its transaction.
+
+    No network and no reads: one statement records the customers seen on each day (and
+    tells which were seen for the first time), one adds the read's counts — two
+    statements per read, where counting message by message cost one or two each.  The
+    counts are the sums of each message's own, so a read stored again message by
+    message (``bot.flows.do_store_messages``) counts the same.
+    """
+    counts = _read_counts(records)
+    sights = {(day_of(r.msgtime), customer_digest(r.customer)) for r in records if r.customer}
+    # Customer days first, then the counters: the order ``rebuild`` locks them in.
+    for day in await _first_sights(conn, sights):
+        counts[(day, CUSTOMERS, "")] += 1
+    await _bump(conn, counts)
 
 
 def _categories(analysis: Any) -> list[str]:

@@ -56,6 +56,6 @@ DOMAIN = Domain(
         ),
     ),
     cli=register_cli,
-    # The dashboard's daily counters, kept in the transaction that stores each message.
-    hooks={"on_message": dashboard.on_message},
+    # The dashboard's daily counters, kept in the transaction that stores each read.
+    hooks={"on_messages": dashboard.on_messages},
 )

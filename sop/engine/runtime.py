@@ -10,7 +10,7 @@ bound here for the process's lifetime, exactly as long as the application runs.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -163,8 +163,8 @@ class EngineHooks:
     outbox_settled: dict[str, Callable[..., Awaitable[None]]] = field(default_factory=dict)
 
 
-async def _on_message(record: StoredMessage, conn: BaseDBAsyncClient) -> None:
-    await enrol.on_message(record, conn)
+async def _on_messages(records: Sequence[StoredMessage], conn: BaseDBAsyncClient) -> None:
+    await enrol.on_messages(records, conn)
 
 
 async def _on_event(record: StoredEvent, conn: BaseDBAsyncClient) -> None:
@@ -176,7 +176,7 @@ def register() -> EngineHooks:
     scheduler = frozenset({"scheduler"})
     return EngineHooks(
         contexts={role: (engine_ctx,) for role in ("scheduler", "worker", "admin")},
-        hooks={"on_message": _on_message, "on_event": _on_event},
+        hooks={"on_messages": _on_messages, "on_event": _on_event},
         jobs=(
             JobSpec(
                 name="sop-scheduler",
