@@ -207,7 +207,7 @@ def check_edit(row: AttributeField, edit: FieldEdit) -> tuple[dict[str, Any], Ti
 
 
 _CHECK_LABELS = {
-    "enum_values": "取值不在新的取值中",
+    "enum_values": "取值已不在可选值中",
     "minimum": "低于新的下限",
     "maximum": "高于新的上限",
     "max_length": "超过新的长度上限",
@@ -216,7 +216,7 @@ _CHECK_LABELS = {
 
 def _breaking_message(breaking: Breaking) -> str:
     parts = "，".join(f"{_CHECK_LABELS[k]} {n} 位" for k, n in breaking.by_check.items() if n)
-    return f"{breaking.total} 位客户已存的值不符合新的设置（{parts}），未保存；请先更正这些客户的值"
+    return f"{breaking.total} 位客户已存的值不符合新的设置（{parts}）；请先更正这些客户的值"
 
 
 async def _sealed_breaking(

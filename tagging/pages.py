@@ -25,7 +25,7 @@ import hashlib
 import io
 import re
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from math import ceil
@@ -41,9 +41,9 @@ from pydantic import ValidationError
 from bot.outbox import mask_external_userid
 from compliance_nlp.types import INTENTS, SENTIMENTS
 from core.access import PAGE_CONTEXT, REACH, Principal, menu, principal_of, requires
-from core.appkit import KEYRING
+from core.appkit import DOMAINS, KEYRING
 from core.audit import Actor
-from tagging import attributes, audience, flows, rules, service
+from tagging import attributes, audience, fields, flows, rules, service
 from tagging.models import AttributeImport, CustomerTag, Origin, Tag, TagGroup, TagRule
 from tagging.schemas import GroupEdit, GroupIn, TagEdit, TagIn
 
@@ -1178,6 +1178,115 @@ async def attribute_add(request: web.Request) -> web.StreamResponse:
     raise _see_other(_url(request, "tagging_attributes", {"notice": f"已新增字段 {row.name}"}))
 
 
+async def _field_page(
+    request: web.Request,
+    name: str,
+    *,
+    errors: dict[str, str] | None = None,
+    form: dict[str, str] | None = None,
+    uses: Sequence[str] = (),
+    status: int = 200,
+) -> web.Response:
+    schema = await attributes.load_schema()
+    spec = schema.get(name)
+    if spec is None or spec.builtin or spec.derived_from is not None:
+        raise web.HTTPNotFound(text="没有这个自定义字段")
+    return render(
+        "tagging_attribute.html",
+        request,
+        {
+            "name": name,
+            "spec": spec,
+            "row": await service.attribute_field(name=name),
+            "can_manage": may(request, "attributes:manage"),
+            "errors": errors or {},
+            "form": form or {},
+            "uses": uses,
+            "notice": request.query.get("notice", "")[:200],
+        },
+        status=status,
+    )
+
+
+@requires("tags:read")
+async def attribute_page(request: web.Request) -> web.StreamResponse:
+    """A custom field: its checks, the edit form, retire or restore."""
+    return await _field_page(request, request.match_info["field"])
+
+
+_LIST_SPLIT = re.compile(r"[,，、\n]+")
+
+
+@requires("attributes:manage")
+async def attribute_edit(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["field"]
+    form = await request.post()
+    keys = ("label", "description", "minimum", "maximum", "values", "max_length", "required")
+    values = {k: _form(form, k).strip() for k in keys}
+    max_length = _int(values["max_length"], missing=None)
+    if values["max_length"] and max_length is None:
+        return await _field_page(
+            request, name, errors={"max_length": "须为整数"}, form=values, status=422
+        )
+    try:
+        await fields.do_edit_field(
+            name=name,
+            edit=fields.FieldEdit(
+                label=values["label"],
+                description=values["description"],
+                required=values["required"] == "1",
+                minimum=values["minimum"],
+                maximum=values["maximum"],
+                enum_values=tuple(v for v in _LIST_SPLIT.split(values["values"]) if v.strip()),
+                max_length=max_length,
+            ),
+            actor=actor_of(request),
+            keyring=request.app[KEYRING],
+        )
+    except fields.UnknownField:
+        raise web.HTTPNotFound(text="没有这个自定义字段") from None
+    except attributes.FieldError as exc:
+        status = 409 if isinstance(exc, fields.FieldConflict) else 422
+        return await _field_page(
+            request, name, errors={exc.field: exc.message}, form=values, status=status
+        )
+    raise _see_other(_url(request, "tagging_attribute", {"notice": "已保存"}, field=name))
+
+
+@requires("attributes:manage")
+async def attribute_retire(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["field"]
+    elsewhere = [d.attribute_uses for d in request.app[DOMAINS] if d.attribute_uses is not None]
+    try:
+        await fields.do_retire_field(name=name, actor=actor_of(request), elsewhere=elsewhere)
+    except fields.UnknownField:
+        raise web.HTTPNotFound(text="没有这个自定义字段") from None
+    except fields.FieldConflict as exc:
+        return await _field_page(request, name, uses=exc.detail.get("uses", []), status=409)
+    except attributes.FieldError as exc:
+        return await _field_page(request, name, errors={exc.field: exc.message}, status=422)
+    raise _see_other(
+        _url(
+            request,
+            "tagging_attribute",
+            {"notice": "已停用：导入、规则与人群不再接受此字段"},
+            field=name,
+        )
+    )
+
+
+@requires("attributes:manage")
+async def attribute_restore(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["field"]
+    try:
+        await fields.do_restore_field(name=name, actor=actor_of(request))
+    except fields.UnknownField:
+        raise web.HTTPNotFound(text="没有这个自定义字段") from None
+    except attributes.FieldError as exc:
+        return await _field_page(request, name, errors={exc.field: exc.message}, status=422)
+    raise _see_other(_url(request, "tagging_attribute", {"notice": "已恢复启用"}, field=name))
+
+
 # ---------------------------------------------------------------- import history
 
 
@@ -1538,6 +1647,12 @@ def add_pages(app: web.Application) -> None:
     r.add_post("/tags/audiences", audience_save, name="tagging_audience_save")
     r.add_get("/tags/attributes", attributes_page, name="tagging_attributes")
     r.add_post("/tags/attributes", attribute_add, name="tagging_attribute_add")
+    r.add_get("/tags/attributes/{field}", attribute_page, name="tagging_attribute")
+    r.add_post("/tags/attributes/{field}", attribute_edit, name="tagging_attribute_edit")
+    r.add_post("/tags/attributes/{field}/retire", attribute_retire, name="tagging_attribute_retire")
+    r.add_post(
+        "/tags/attributes/{field}/restore", attribute_restore, name="tagging_attribute_restore"
+    )
     r.add_get("/tags/imports", imports_page, name="tagging_imports")
     r.add_post("/tags/imports", import_upload, name="tagging_import_upload")
     r.add_get("/tags/imports/{import_id}", import_page, name="tagging_import")

@@ -17,6 +17,7 @@ from tortoise.expressions import F, Subquery
 
 from bot.models import Customer, FollowRelation, RelationStatus
 from tagging.models import (
+    AttributeField,
     AttributeImport,
     Audience,
     CustomerTag,
@@ -704,6 +705,10 @@ async def count_attribute_breaking(
         params,
     )
     return {k: int(v or 0) for k, v in dict(rows[0]).items()}
+
+
+async def attribute_field(*, name: str) -> AttributeField | None:
+    return await AttributeField.get_or_none(name=name)
 
 
 async def rules_with_audience() -> list[TagRule]:

@@ -110,9 +110,7 @@ async def test_restricting_a_list_and_shortening_texts_count_what_breaks(db: Non
         )
     assert refused.value.detail["breaking"] == 1
     with pytest.raises(fields.FieldConflict) as refused:
-        await fields.do_edit_field(
-            name="hobbies", edit=fields.FieldEdit(max_length=4), actor=OPS
-        )
+        await fields.do_edit_field(name="hobbies", edit=fields.FieldEdit(max_length=4), actor=OPS)
     assert refused.value.detail["by_check"]["max_length"] == 1
     row = await fields.do_edit_field(
         name="hobbies", edit=fields.FieldEdit(enum_values=("高尔夫", "马术运动爱好者")), actor=OPS
