@@ -10,6 +10,10 @@
  *    ww.sendChatMessage; a text with a violation only after a stated reason (recorded
  *    server-side, a review case opened).
  * 4. Lists approved snippets and sends one with a tap.
+ * 5. Opens the SOP touch a digest's deep link names (?customer=…&touch=…) above the
+ *    tabs: its content filled in, campaign, due time, state; 填入并检查 puts the text in
+ *    the checked box, and once it is sent to that customer the send is recorded on the
+ *    touch (POST /api/v1/touches/{id}/sent) — as for a touch of the SOP panel.
  *
  * No inline script or style anywhere (the CSP forbids both): text goes in with
  * textContent, visibility with the hidden attribute.
@@ -33,8 +37,20 @@
     seq: 0,
     timer: null,
     overrideKey: null,
-    wecom: false
+    wecom: false,
+    // The SOP touch the deep link names (the server's answer), and the touch whose
+    // content is in the send box (recorded on it once sent to its customer).
+    touch: null,
+    composedTouch: null
   };
+
+  // The digest's deep link: /sidebar/?customer=<external_userid>&touch=<id>.
+  var deepLink = (function () {
+    var q = new URLSearchParams(window.location.search);
+    var touch = q.get("touch");
+    if (touch === null) return null;
+    return { touch: touch, customer: q.get("customer") || "" };
+  })();
 
   function $(id) { return document.getElementById(id); }
 
@@ -121,6 +137,7 @@
   function startWeCom() {
     if (!window.ww || !window.ww.register) {
       whoStatus("未加载企业微信 JS-SDK：仅可使用发送前检查");
+      openDeepLink(true);
       return;
     }
     window.ww.register({
@@ -135,19 +152,22 @@
       if (entry === "single_chat_tools" || entry === "contact_profile" || entry === "single_kf_tools") {
         return withTimeout(window.ww.getCurExternalContact(), WECOM_TIMEOUT_MS).then(function (res) {
           state.externalUserId = res.userId;
-          return loadConversation(cfg.customerUrl + "?external_userid=" + encodeURIComponent(res.userId));
+          return loadConversation(cfg.customerUrl + "?external_userid=" + encodeURIComponent(res.userId))
+            .then(function () { return openDeepLink(false); });
         });
       }
       if (entry === "group_chat_tools") {
         return withTimeout(window.ww.getCurExternalChat(), WECOM_TIMEOUT_MS).then(function (res) {
           state.chatId = res.chatId;
-          return loadConversation(cfg.groupUrl + "?chat_id=" + encodeURIComponent(res.chatId));
+          return loadConversation(cfg.groupUrl + "?chat_id=" + encodeURIComponent(res.chatId))
+            .then(function () { return openDeepLink(false); });
         });
       }
       whoStatus("请从与客户的单聊或客户群的聊天工具栏打开");
-      return null;
+      return openDeepLink(true);
     }).catch(function () {
       whoStatus("未能读取当前会话（请在企业微信聊天工具栏中打开）：仅可使用发送前检查");
+      return openDeepLink(true);
     }).then(updateSend);
   }
 
@@ -183,6 +203,7 @@
   var textBox = $("sb-text");
   textBox.addEventListener("input", function () {
     state.overrideKey = null;
+    if (!textBox.value.trim()) state.composedTouch = null;
     scheduleCheck(CHECK_DEBOUNCE_MS);
   });
 
@@ -341,11 +362,14 @@
   $("sb-send").addEventListener("click", function () {
     if (!upToDate() || hasViolation(state.checked.analysis)) return;
     var text = state.checked.text;
+    var touchId = state.composedTouch;
     $("sb-send").disabled = true;
     sendText(text).then(function () {
       toast("已发送", "ok");
       textBox.value = "";
+      state.composedTouch = null;
       scheduleCheck(0);
+      return recordTouchSent(touchId);
     }).catch(function (err) {
       toast("发送失败：" + ((err && err.errMsg) || "企业微信未响应"), "bad");
       updateSend();
@@ -396,12 +420,15 @@
         return null;
       }
       var caseId = res.answer.case_id;
+      var touchId = state.composedTouch;
       return sendText(text).then(function () {
         toast("已发送。理由已记录，并转合规复核（案件 #" + caseId + "）", "warn");
         $("sb-reason").value = "";
         textBox.value = "";
         state.overrideKey = null;
+        state.composedTouch = null;
         scheduleCheck(0);
+        return recordTouchSent(touchId);
       }, function (err) {
         toast("理由已记录（案件 #" + caseId + "），但发送失败：" + ((err && err.errMsg) || "企业微信未响应"), "bad");
       });
@@ -522,11 +549,9 @@
   $("sb-customer").addEventListener("click", function (event) {
     var button = event.target.closest("[data-sb-compose], [data-sb-send]");
     if (!button) return;
+    var touchId = button.getAttribute("data-sb-touch");
     if (button.hasAttribute("data-sb-compose")) {
-      textBox.value = button.getAttribute("data-sb-compose");
-      state.overrideKey = null;
-      showTab("tab-check");
-      scheduleCheck(0);
+      compose(button.getAttribute("data-sb-compose"), touchId);
       return;
     }
     if (!state.wecom) {
@@ -542,10 +567,179 @@
     button.disabled = true;
     window.ww.sendChatMessage(message).then(function () {
       toast("已发送", "ok");
+      return recordTouchSent(touchId);
     }).catch(function (err) {
       toast("发送失败：" + ((err && err.errMsg) || "企业微信未响应"), "bad");
     }).then(function () { button.disabled = false; });
   });
+
+  // A text for the checked send box; the touch it came from, to record once sent.
+  function compose(text, touchId) {
+    textBox.value = text;
+    state.overrideKey = null;
+    state.composedTouch = touchId || null;
+    showTab("tab-check");
+    scheduleCheck(0);
+    textBox.focus();
+  }
+
+  // ------------------------------------------------------------------ the SOP touch
+
+  // Opened by a digest's deep link: the touch, filled in by the server for its customer.
+  // ``alone``: no conversation was read (not in a chat, or outside WeCom) — the deep
+  // link's customer is shown, read-only: a send can only go to the chat it is opened in.
+  function openDeepLink(alone) {
+    if (!deepLink) return null;
+    var loads = [];
+    if (alone && deepLink.customer) {
+      loads.push(loadConversation(cfg.customerUrl + "?external_userid=" + encodeURIComponent(deepLink.customer))
+        .catch(function () { return null; }));
+    }
+    loads.push(loadTouch());
+    return Promise.all(loads);
+  }
+
+  function loadTouch() {
+    var box = $("sb-touch");
+    if (!/^[0-9]{1,18}$/.test(deepLink.touch)) {
+      drawTouchMessage("这条提醒的链接不完整，请从提醒消息重新打开。");
+      return Promise.resolve(null);
+    }
+    var url = cfg.touchesUrl + deepLink.touch;
+    if (deepLink.customer) url += "?customer=" + encodeURIComponent(deepLink.customer);
+    return fetch(url, { credentials: "same-origin", headers: headers(false) }).then(function (r) {
+      return r.json().then(function (body) { return { status: r.status, body: body }; },
+                           function () { return { status: r.status, body: {} }; });
+    }).then(function (res) {
+      if (res.status === 200) {
+        state.touch = res.body;
+        drawTouch();
+        return;
+      }
+      if (res.status === 401) {
+        drawTouchMessage("登录已过期，请关闭侧边栏后重新打开。");
+        return;
+      }
+      var message = res.body && res.body.error && res.body.error.message;
+      drawTouchMessage(message || ("无法打开这条提醒（" + res.status + "）"));
+    }).catch(function () {
+      drawTouchMessage("网络异常，未能打开这条提醒。");
+    }).then(function () { box.hidden = false; });
+  }
+
+  function drawTouchMessage(text) {
+    var box = $("sb-touch");
+    box.textContent = "";
+    box.className = "sb-touch is-closed";
+    box.appendChild(el("p", "sb-touch-problem", text));
+    box.hidden = false;
+  }
+
+  // Why this touch cannot be sent from here now ("" when it can).
+  function touchBlocked(t) {
+    if (t.problem) return t.problem.message;
+    if (state.chatId) return "这是客户群的聊天：请在与该客户的单聊中打开侧边栏发送。";
+    if (!state.wecom || !state.externalUserId) {
+      return "请在与该客户的单聊中打开侧边栏发送：这条提醒也在「客户画像」的「待跟进的 SOP 触达」里。";
+    }
+    if (state.externalUserId !== t.customer) return "当前聊天不是这条提醒的客户，不能在此发送。";
+    return "";
+  }
+
+  function drawTouch() {
+    var t = state.touch;
+    var box = $("sb-touch");
+    box.textContent = "";
+    var blocked = touchBlocked(t);
+    box.className = "sb-touch" + (t.problem ? " is-closed" : "");
+    box.dataset.touchId = t.id;
+    var head = el("div", "sb-touch-head");
+    head.appendChild(el("span", "tag info", "SOP " + (t.delivery_label || "提醒")));
+    head.appendChild(el("strong", "", t.campaign));
+    head.appendChild(el("span", "muted", "· 第 " + t.step.position + " 步" + (t.step.name ? " " + t.step.name : "")));
+    box.appendChild(head);
+    var meta = el("div", "sb-touch-meta");
+    meta.appendChild(el("span", "muted", "应跟进 "));
+    meta.appendChild(el("span", "mono", t.due_label));
+    var tone = t.sent ? "ok" : (t.problem ? "warn" : "info");
+    var stateTag = el("span", "tag " + tone, t.state_label);
+    stateTag.id = "sb-touch-state";
+    meta.appendChild(stateTag);
+    box.appendChild(meta);
+    if (t.text) box.appendChild(el("div", "sb-touch-text", t.text));
+    if (t.link) {
+      var link = el("div", "sb-touch-link");
+      link.appendChild(el("strong", "", t.link.title));
+      if (t.link.desc) link.appendChild(el("div", "muted", t.link.desc));
+      link.appendChild(el("div", "mono muted", t.link.url));
+      box.appendChild(link);
+    }
+    if (t.sent) {
+      box.appendChild(el("p", "sb-touch-done", "✓ 已于 " + t.sent.at_label + " 发送给客户，已记录到 SOP 触达"));
+      return;
+    }
+    if (blocked) {
+      box.appendChild(el("p", "sb-touch-problem", blocked));
+      return;
+    }
+    if (t.kind === "image" || t.kind === "file" || t.kind === "miniprogram") {
+      box.appendChild(el("p", "muted sb-touch-note", "含素材：请在企业微信中选择素材发送；文字可在此检查后发送。"));
+    }
+    var actions = el("div", "sb-touch-actions");
+    if (t.text) {
+      var use = el("button", "btn primary small", "填入并检查");
+      use.type = "button";
+      use.id = "sb-touch-compose";
+      use.addEventListener("click", function () { compose(t.text, String(t.id)); });
+      actions.appendChild(use);
+    }
+    if (t.chat_message) {
+      var card = el("button", "btn small", "发送链接卡片");
+      card.type = "button";
+      card.id = "sb-touch-card";
+      card.addEventListener("click", function () {
+        card.disabled = true;
+        window.ww.sendChatMessage(t.chat_message).then(function () {
+          toast("已发送", "ok");
+          return recordTouchSent(String(t.id));
+        }).catch(function (err) {
+          toast("发送失败：" + ((err && err.errMsg) || "企业微信未响应"), "bad");
+        }).then(function () { card.disabled = false; });
+      });
+      actions.appendChild(card);
+    }
+    box.appendChild(actions);
+    box.appendChild(el("p", "muted sb-touch-note", "发送前会先做合规检查；发送后自动记录到这条 SOP 触达。"));
+  }
+
+  // The touch's content reached its customer from this sidebar: record it on the touch
+  // (once — the server answers a repeat with the first record).
+  function recordTouchSent(touchId) {
+    if (!touchId || !state.externalUserId) return null;
+    return postJSON(cfg.touchesUrl + encodeURIComponent(touchId) + "/sent", {
+      external_userid: state.externalUserId
+    }).then(function (r) {
+      return r.json().then(function (body) { return { status: r.status, body: body }; },
+                           function () { return { status: r.status, body: {} }; });
+    }).then(function (res) {
+      if (res.status !== 200 && res.status !== 201) {
+        var message = (res.body.error && res.body.error.message) || ("记录失败（" + res.status + "）");
+        toast("已发送，但未记录到 SOP 触达：" + message, "warn");
+        return;
+      }
+      toast("已发送，并记录到 SOP 触达", "ok");
+      Array.prototype.forEach.call(document.querySelectorAll('[data-sb-touch="' + touchId + '"]'), function (b) {
+        b.remove();
+      });
+      if (state.touch && String(state.touch.id) === String(touchId)) {
+        state.touch.sent = res.body.sent;
+        state.touch.state_label = "客户经理已发送";
+        drawTouch();
+      }
+    }).catch(function () {
+      toast("已发送，但网络异常，未记录到 SOP 触达", "warn");
+    });
+  }
 
   // ------------------------------------------------------------------ start
 
