@@ -3,22 +3,22 @@
 The labelled files (``compliance_nlp/training/data/README.md`` says who wrote each),
 two roles:
 
-- ``dev.jsonl`` … ``dev16.jsonl``, ``dev19`` and ``dev20`` are the *development pool*'s
-  line sets: hand-written lines by people other than the corpus generator, one
-  annotator per file. ``dev3`` … ``dev6``, ``dev19`` and ``dev20`` were blind sets; once
+- ``dev.jsonl`` … ``dev16.jsonl``, ``dev19``, ``dev20`` and ``dev22`` are the *development
+  pool*'s line sets: hand-written lines by people other than the corpus generator, one
+  annotator per file. ``dev3`` … ``dev6``, ``dev19``, ``dev20`` and ``dev22`` were blind sets; once
   measured they stopped being held out. The models are trained on the pool
   (``train.TrainOptions.dev_files``, each line up-weighted) and the thresholds are
   calibrated by cross-validation that holds out whole files
   (``compliance_nlp.training.crossval``), so the dev figures here are fitted, not
   estimates: they are regression guards only.
-- ``dev17``, ``dev18`` (and ``dev21``) are everyday advisor chat (greetings, logistics,
+- ``dev17``, ``dev18``, ``dev21`` and ``dev23`` are everyday advisor chat (greetings, logistics,
   wishes: all clean) and ``threads_dev1`` … are conversations labelled in context; both
   are part of the development pool too.
 - The held-out sets are written by independent annotators who never saw the rules,
-  corpus or models, and are never read while they are developed: ``blind7`` (the
+  corpus or models, and are never read while they are developed: ``blind8`` (the
   issue-3 line targets, and issue 9's clean advisor lines flagged ≤ 0.03),
-  ``blind_everyday2`` (issue 9: at most 1 in 100 everyday advisor lines flagged) and
-  ``blind_threads2``/``blind_threads3`` (context-only violations caught, line-visible
+  ``blind_everyday3`` (issue 9: at most 1 in 100 everyday advisor lines flagged) and
+  ``blind_threads4``/``blind_threads5`` (context-only violations caught, line-visible
   caught, clean threads with any false violation). Each is measured once, with models
   and thresholds fixed; the tests on a held-out set skip until its file is delivered
   into the data folder. Every target is computed, never hard-coded.
@@ -41,13 +41,13 @@ from compliance_nlp.training.threads import THREAD_TARGETS, ThreadReport, evalua
 
 DATA = Path(__file__).resolve().parents[2] / "compliance_nlp" / "training" / "data"
 # Held out: never trained on, never read while the models and rules were developed.
-BLINDS = ("blind7.jsonl",)
-BLIND_EVERYDAY = ("blind_everyday2.jsonl",)
-BLIND_THREADS = ("blind_threads2.jsonl", "blind_threads3.jsonl")
+BLINDS = ("blind8.jsonl",)
+BLIND_EVERYDAY = ("blind_everyday3.jsonl",)
+BLIND_THREADS = ("blind_threads4.jsonl", "blind_threads5.jsonl")
 # Line sets scored against the issue-3 targets (each has violating and clean lines).
-DEV_SETS = tuple(f"dev{n}.jsonl" for n in ("", *range(2, 17), 19, 20))
-EVERYDAY_DEV = ("dev17.jsonl", "dev18.jsonl", "dev21.jsonl")
-THREAD_DEV = tuple(f"threads_dev{n}.jsonl" for n in range(1, 5))
+DEV_SETS = tuple(f"dev{n}.jsonl" for n in ("", *range(2, 17), 19, 20, 22))
+EVERYDAY_DEV = ("dev17.jsonl", "dev18.jsonl", "dev21.jsonl", "dev23.jsonl")
+THREAD_DEV = tuple(f"threads_dev{n}.jsonl" for n in range(1, 7))
 THREAD_FILES = (*THREAD_DEV, *BLIND_THREADS)
 # issue 9: clean advisor lines flagged on the held-out line set (issue 3 asked ≤ 0.05).
 BLIND_CLEAN_FLAGGED = 0.03
@@ -78,10 +78,15 @@ def dev_reports(analyzer: Analyzer) -> dict[str, EvalReport]:
     return {name: evaluate(read_jsonl(DATA / name), analyzer) for name in DEV_SETS}
 
 
-# Dev targets not met (strict xfail: reaching one fails until it is removed here). Empty
-# since the models are trained on the dev pool: these figures are fitted, so they guard
-# against regressions only; the honest estimate is cross-validated (``crossval``).
-DEV_GAPS: set[tuple[str, str]] = set()
+# Dev targets not met (strict xfail: reaching one fails until it is removed here). The
+# models are trained on the dev pool, so these figures are fitted: they guard against
+# regressions only; the honest estimate is cross-validated (``crossval``). dev22 (blind7)
+# joined the pool after the shipped models were trained: its held-out misses stand
+# until they are retrained on it.
+DEV_GAPS: set[tuple[str, str]] = {
+    ("dev22.jsonl", "violation_recall"),
+    ("dev22.jsonl", "clean_flagged_violation"),
+}
 
 
 @pytest.mark.parametrize("name", DEV_SETS)
@@ -289,7 +294,8 @@ def test_blind_threads_share_no_advisor_line_with_training() -> None:
 # fails until it is removed (the figure is in the commit that records the measurement).
 # The first held-out sets (now threads_dev3, dev18, dev19, dev20) missed
 # context_only_recall, clean_threads_flagged, everyday and clean_lines.  The second
-# (blind_threads2+3: 317 threads, blind_everyday2, blind7), measured once with the models
+# (blind_threads2+3: 317 threads, blind_everyday2, blind7; now threads_dev5+6, dev23,
+# dev22), measured once with the models
 # of cdd2085d-s13: context-only caught 0.691 (>= 0.90), line-visible 0.980, clean
 # threads flagged 0.056 (<= 0.04); everyday advisor lines flagged 0.013 (<= 0.01);
 # blind7 recall 0.888 (>= 0.90), clean flagged 0.057 (<= 0.05, and <= 0.03 for issue 9),
