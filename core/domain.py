@@ -185,7 +185,8 @@ class Domain:
     hooks: Mapping[HookPoint, Callable[..., Awaitable[None]]] = field(default_factory=dict)
     # Outbox rows whose ``origin`` starts with one of these prefixes: a re-check at
     # send time (returns a reason to cancel, or None) and a callback once settled.
-    outbox_checks: Mapping[str, Callable[..., Awaitable[str | None]]] = field(default_factory=dict)
+    # (A check may also answer bot.outbox.SendAs: send, with a body made just now.)
+    outbox_checks: Mapping[str, Callable[..., Awaitable[object]]] = field(default_factory=dict)
     outbox_settled: Mapping[str, Callable[..., Awaitable[None]]] = field(default_factory=dict)
     # Refreshes this domain's gauges (queue depth, outbox rows) before /metrics renders.
     gauges: Callable[[web.Application], Awaitable[None]] | None = None

@@ -32,15 +32,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, time
 from typing import Any
 from urllib.parse import urlparse
+from zoneinfo import ZoneInfo
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
+from bot import media as bot_media
 from bot.models import Customer
 from compliance_nlp.types import INTENTS
 from core import audit
 from core.audit import Actor
 from sop.engine import holidays, specs, timing
+from sop.engine import media as sop_media
 from sop.models import (
     Anchor,
     Campaign,
@@ -322,6 +325,14 @@ def check_content(content: ContentIn, *, prefix: str, has_product: bool) -> list
             problems.append(
                 Problem(f"{prefix}.miniprogram.appid", "required", "请填写小程序 AppID")
             )
+        elif not bot_media.APPID.match(mp.appid):
+            problems.append(
+                Problem(
+                    f"{prefix}.miniprogram.appid",
+                    "invalid_appid",
+                    "小程序 AppID 应为 wx 加 16 位十六进制字符（在小程序后台「开发管理」查看）",
+                )
+            )
         if mp is None or not mp.page:
             problems.append(Problem(f"{prefix}.miniprogram.page", "required", "请填写小程序页面"))
         if mp is not None:
@@ -364,8 +375,9 @@ def check_content(content: ContentIn, *, prefix: str, has_product: bool) -> list
     return problems
 
 
-def step_timing(step: StepIn | CampaignStep) -> timing.StepTiming:
-    """The engine's view of a step's timing (``_hhmm`` raises ValueError on bad clocks)."""
+def step_timing(step: StepIn | CampaignStep, tz: ZoneInfo = timing.SHANGHAI) -> timing.StepTiming:
+    """The engine's view of a step's timing in the version's zone (``_hhmm`` raises
+    ValueError on bad clocks)."""
     return timing.StepTiming(
         offset_days=step.offset_days,
         offset_minutes=step.offset_minutes,
@@ -374,7 +386,17 @@ def step_timing(step: StepIn | CampaignStep) -> timing.StepTiming:
         window_end=_hhmm(step.window_end) or timing.DEFAULT_WINDOW[1],
         skip_weekends=step.skip_weekends,
         skip_holidays=step.skip_holidays,
+        tz=tz,
     )
+
+
+def zone_of(spec: CampaignIn) -> ZoneInfo:
+    """The spec's zone, Asia/Shanghai when it names none the zone database knows (that
+    is a problem of its own, ``check_campaign``)."""
+    try:
+        return timing.zone(spec.timezone)
+    except ValueError:
+        return timing.SHANGHAI
 
 
 # Reference entries for the ordering checks: a morning, an afternoon and a late
@@ -384,12 +406,14 @@ _REFERENCE_ENTRIES = tuple(
 )
 
 
-def plan_offsets(steps: Sequence[StepIn | CampaignStep], entry: datetime) -> list[datetime]:
+def plan_offsets(
+    steps: Sequence[StepIn | CampaignStep], entry: datetime, tz: ZoneInfo = timing.SHANGHAI
+) -> list[datetime]:
     """When each step would be due for a customer entering at ``entry`` (engine's rules)."""
     out: list[datetime] = []
     for i, step in enumerate(steps):
         anchor = entry if step.anchor == Anchor.ENTRY or i == 0 else out[-1]
-        out.append(timing.due_at(anchor, step_timing(step)))
+        out.append(timing.due_at(anchor, step_timing(step, tz)))
     return out
 
 
@@ -412,14 +436,14 @@ def check_steps(spec: CampaignIn) -> tuple[list[Problem], list[Problem]]:
                 clocks_ok = False
         if clocks_ok:
             try:
-                step_timing(step).check()
+                step_timing(step, zone_of(spec)).check()
             except timing.TimingError as exc:
                 problems.append(Problem(f"{p}.{exc.field}", "impossible_timing", _zh_timing(exc)))
         if step.delivery == Delivery.WELCOME:
             problems += _check_welcome(spec, step, i)
         problems += check_content(step.content, prefix=f"{p}.content", has_product=has_product)
     if not problems:
-        p2, w2 = _check_order(spec.steps)
+        p2, w2 = _check_order(spec.steps, zone_of(spec))
         problems += p2
         warnings += w2
     return problems, warnings
@@ -457,11 +481,13 @@ def _check_welcome(spec: CampaignIn, step: StepIn, i: int) -> list[Problem]:
     return []
 
 
-def _check_order(steps: Sequence[StepIn]) -> tuple[list[Problem], list[Problem]]:
+def _check_order(
+    steps: Sequence[StepIn], tz: ZoneInfo = timing.SHANGHAI
+) -> tuple[list[Problem], list[Problem]]:
     problems: list[Problem] = []
     warnings: list[Problem] = []
     try:
-        plans = [plan_offsets(steps, entry) for entry in _REFERENCE_ENTRIES]
+        plans = [plan_offsets(steps, entry.replace(tzinfo=tz), tz) for entry in _REFERENCE_ENTRIES]
     except timing.TimingError as exc:
         return [Problem("steps", "impossible_timing", _zh_timing(exc))], []
     except holidays.HolidayCalendarMissing:
@@ -622,6 +648,17 @@ async def check_campaign(spec: CampaignIn) -> CheckReport:
                     )
                 )
     report.problems += check_exits(spec.exit_conditions, spec.goal, known)
+    try:
+        timing.zone(spec.timezone)
+    except ValueError:
+        report.problems.append(
+            Problem(
+                "timezone",
+                "unknown_timezone",
+                f"未知时区 {spec.timezone!r}："
+                "请填写 IANA 时区名，例如 Asia/Shanghai、Asia/Hong_Kong",
+            )
+        )
     # The engine's own reading of the stored shapes: what passes here it can run.
     for name, check, value in (
         ("trigger", specs.check_trigger, dump(spec.trigger)),
@@ -636,7 +673,28 @@ async def check_campaign(spec: CampaignIn) -> CheckReport:
     steps_problems, steps_warnings = check_steps(spec)
     report.problems += steps_problems
     report.warnings += steps_warnings
+    report.problems += await check_media_files(spec, skip={p.field for p in report.problems})
     return report
+
+
+async def check_media_files(spec: CampaignIn, *, skip: set[str]) -> list[Problem]:
+    """Each image, file and mini-program cover fetched once, as the send will fetch it:
+    WeCom's size limits (image 10 MB, file 20 MB), JPG/PNG for an image, an address that
+    answers.  Fields already refused (``skip``) are not fetched."""
+    problems: list[Problem] = []
+    for i, step in enumerate(spec.steps, 1):
+        refs = sop_media.refs_of(dump(step.content))
+        if not refs:
+            continue
+        kind = step.content.kind
+        where = f"steps[{i}].content." + (
+            "miniprogram.pic_url" if kind == "miniprogram" else "media.url"
+        )
+        if where in skip:
+            continue
+        if (problem := await sop_media.probe(refs[0])) is not None:
+            problems.append(Problem(where, "media_invalid", problem))
+    return problems
 
 
 def _tag_names(spec: CampaignIn) -> set[str]:
@@ -770,6 +828,7 @@ def spec_of(
         exit_conditions=[ExitIn.model_validate(e) for e in version.exit_conditions or []],
         goal=GoalIn.model_validate(version.goal) if version.goal else None,
         product=ProductIn.model_validate(version.product) if version.product else None,
+        timezone=version.timezone or "Asia/Shanghai",
         steps=[
             StepIn(
                 name=s.name,
@@ -898,6 +957,7 @@ def _version_fields(spec: CampaignIn, findings: list[dict[str, Any]]) -> dict[st
         "exit_conditions": [dump(e) for e in spec.exit_conditions],
         "goal": dump(spec.goal),
         "product": dump(spec.product),
+        "timezone": spec.timezone,
         "findings": findings,
     }
 

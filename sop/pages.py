@@ -468,6 +468,7 @@ def form_to_raw(form: Mapping[str, Any], errors: list[Problem]) -> dict[str, Any
         "trigger": trigger,
         "audience": _s(form, "audience") or None,
         "reentry": _s(form, "reentry") or "never",
+        "timezone": _s(form, "timezone") or "Asia/Shanghai",
         "exit_conditions": exits,
         "goal": goal,
         "product": product,
@@ -537,6 +538,7 @@ def blank_raw() -> dict[str, Any]:
         "trigger": None,
         "audience": None,
         "reentry": "never",
+        "timezone": "Asia/Shanghai",
         "exit_conditions": [
             {"kind": "replied"},
             {"kind": "opted_out"},

@@ -137,6 +137,8 @@ class CampaignIn(_Strict):
     exit_conditions: list[ExitIn] = Field(default_factory=list, max_length=10)
     goal: GoalIn | None = None
     product: ProductIn | None = None
+    #: Customer-local time for step clock times, send windows and days (an IANA name).
+    timezone: str = Field(default="Asia/Shanghai", min_length=1, max_length=40)
     steps: list[StepIn] = Field(default_factory=list, max_length=50)
 
 

@@ -26,6 +26,7 @@ rebuilt from the touches still good (``rebuild``) — never sent with stale cont
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections import defaultdict
@@ -38,13 +39,13 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
 from bot import outbox
-from bot.outbox import PendingWrite, Settled
-from sop.engine import store
+from bot.outbox import PendingWrite, SendAs, Settled
+from sop.engine import media, store
 from sop.engine.checks import ContentChecker, check_content, check_suitability
 from sop.engine.holidays import HolidayCalendarMissing
 from sop.engine.planner import CALENDAR_MISSING, VersionPlan, late_after, load_plan
 from sop.engine.quotas import Quotas
-from sop.engine.specs import content_text, render
+from sop.engine.specs import content_text, missing_variables, render
 from sop.engine.timing import SHANGHAI, due_at, is_late, next_open
 from sop.models import (
     Campaign,
@@ -99,11 +100,19 @@ class Engine:
     """The scheduler's work and the outbox policies, with the process's resources."""
 
     def __init__(
-        self, *, config: EngineConfig, quotas: Quotas, checker: ContentChecker | None = None
+        self,
+        *,
+        config: EngineConfig,
+        quotas: Quotas,
+        checker: ContentChecker | None = None,
+        media_cache: media.MediaCache | None = None,
     ) -> None:
         self.config = config
         self.quotas = quotas
         self.checker = checker or ContentChecker()
+        # Uploads a step's image, file or cover right before the send (None: no WeCom
+        # client in this process; rows that need media wait, retried by the outbox).
+        self.media = media_cache
         self._plans: dict[int, VersionPlan] = {}
 
     # ------------------------------------------------------------ loading
@@ -187,12 +196,10 @@ class Engine:
         if step.delivery == Delivery.WELCOME and not at_send:
             # A welcome is queued by the hook with its code; a planned one has none.
             return "no_welcome_code"
-        if step.content.get("kind") in ("image", "file", "miniprogram") and step.delivery != (
-            Delivery.REMINDER
-        ):
-            # Media must be uploaded through media/upload close to the send (ids live 3
-            # days); the outbox carries JSON calls only, so these are not sent yet.
-            return "media_unsupported"
+        if not at_send and missing_variables(step.content, self._values(b, t)):
+            # No maturity date imported for this customer (say): never a literal
+            # {maturity_date} in front of a customer.
+            return "missing_variable"
         return None
 
     def _values(self, b: _Batch, t: Touch) -> dict[str, str]:
@@ -308,14 +315,19 @@ class Engine:
             if step.delivery == Delivery.REMINDER:
                 reminders[t.advisor].append(t)
             elif step.delivery == Delivery.MASS_SEND:
-                text = render(str(step.content.get("text") or ""), self._values(b, t))
-                mass[(t.advisor, step.id, text)].append(t)
+                # Customers who would read the same message (text and attachment
+                # titles filled in) share one task.
+                values = self._values(b, t)
+                text = render(str(step.content.get("text") or ""), values)
+                extra = json.dumps(media.attachments(step.content, values), sort_keys=True)
+                mass[(t.advisor, step.id, text + "\x00" + extra)].append(t)
         handed = 0
         for advisor, touches in sorted(reminders.items()):
             handed += await self._digests(c, b, advisor, touches, now=now)
-        for (advisor, step_id, text), touches in sorted(
+        for (advisor, step_id, key), touches in sorted(
             mass.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[1][0].id)
         ):
+            text = key.split("\x00", 1)[0]
             handed += await self._mass_task(c, b, advisor, step_id, text, touches, now=now)
         return handed
 
@@ -345,6 +357,7 @@ class Engine:
             body = render(content_text(step.content), self._values(b, t)).replace("\n", " ")
             if len(body) > 60:
                 body = body[:59] + "…"
+            body += _attachment_note(step.content)
             line = f"{len(members) + 1}. {name}：{body}\n   {self._link(t)}"
             candidate = "\n".join([head, *lines, line, "共 99 项"]).encode()
             if members and (
@@ -362,13 +375,25 @@ class Engine:
     ) -> int:
         digests = self._digest_texts(b, touches)
         # Only as many as the member may receive now; the rest stay due for a later tick.
+        # A step's image, file or link card goes beside its first digest of the day, for
+        # the advisor to forward (room kept for it under the member's cap).
         free = await self.quotas.member.free(advisor, now=now.timestamp())
-        digests = digests[: max(0, free)]
+        forwards = self._forwards(b, advisor, [t for _, ms in digests for t in ms], now=now)
+        digests = digests[: max(0, free - len(forwards))]
         if not digests:
             return 0
-        slots = await self.quotas.pacer.plan("message/send", len(digests), now=now.timestamp())
+        sent_steps = {t.step_id for _, ms in digests for t in ms}  # type: ignore[attr-defined]
+        forwards = [(k, w) for k, w, step_id in forwards if step_id in sent_steps]
+        slots = await self.quotas.pacer.plan(
+            "message/send", len(digests) + len(forwards), now=now.timestamp()
+        )
+        for (key, write), at in zip(forwards, slots[len(digests) :], strict=True):
+            # Once a day per advisor and step, however many digests carry the step.
+            await outbox.enqueue(
+                c, idem_key=key, write=write, origin=key, not_before=at if at > now else None
+            )
         handed = 0
-        for (text, members), at in zip(digests, slots, strict=True):
+        for (text, members), at in zip(digests, slots, strict=False):
             first = min(t.id for t in members)
             attempt = max(t.attempts for t in members) + 1
             row = await outbox.enqueue(
@@ -387,6 +412,25 @@ class Engine:
             )
             handed += len(members)
         return handed
+
+    def _forwards(
+        self, b: _Batch, advisor: str, touches: list[Touch], *, now: datetime
+    ) -> list[tuple[str, outbox.Write, int]]:
+        """App messages carrying the attachments of these touches' steps to the advisor."""
+        out: list[tuple[str, outbox.Write, int]] = []
+        seen: set[int] = set()
+        for t in touches:
+            step = b.steps[t.step_id]  # type: ignore[attr-defined]
+            if step.id in seen:
+                continue
+            seen.add(step.id)
+            body = _forward_body(step.content, self._values(b, t))
+            if body is None:
+                continue
+            key = f"sop.forward:{advisor}.{step.id}.{local_day(now)}"[:96]
+            payload = {"touser": advisor, "agentid": self.config.agent_id, **body}
+            out.append((key, outbox.Write("message/send", payload), step.id))
+        return out
 
     # ------------------------------------------------------------ mass sends
 
@@ -423,13 +467,12 @@ class Engine:
             )
             first = min(t.id for t in part)
             attempt = max(t.attempts for t in part) + 1
-            from sop.engine.enrol import welcome_attachments
-
             write = outbox.add_msg_template(
                 sender=advisor,
                 text=text or None,
                 external_userid=[t.customer for t in part],
-                attachments=welcome_attachments(step.content),
+                # Media ids are stand-ins, uploaded right before the send (before_send).
+                attachments=media.attachments(step.content, self._values(b, part[0])),
             )
             row = await outbox.enqueue(
                 c,
@@ -450,10 +493,12 @@ class Engine:
 
     # ------------------------------------------------------------ before send
 
-    async def before_send(self, pending: PendingWrite) -> str | None:
+    async def before_send(self, pending: PendingWrite) -> str | SendAs | None:
         """The outbox's re-check of a ``sop.*`` row, right before WeCom is called."""
         if pending.origin.startswith("sop.remind:"):
             return None  # a nudge for a task already sent: nothing to re-check
+        if pending.origin.startswith("sop.forward:"):
+            return await self._forward_check(pending)
         now = datetime.now(UTC)
         c = store.conn()
         touches = list(
@@ -496,6 +541,23 @@ class Engine:
         if first is not None and first.delivery != Delivery.WELCOME:
             if next_open(now, first.timing) > now:
                 return "quiet_hours"
+        body: dict[str, Any] | None = None
+        if media.has_uploads(pending.payload):
+            try:
+                body = await self._resolved(pending.payload)
+            except media.MediaInvalid as exc:
+                log.warning("sop media refused", extra={"outbox_id": pending.id, "why": str(exc)})
+                async with in_transaction() as tx:
+                    await (
+                        Touch.filter(
+                            id__in=[t.id for t in touches],
+                            state=TouchState.SENDING,
+                            outbox_id=pending.id,
+                        )
+                        .using_db(tx)
+                        .update(state=TouchState.SKIPPED, reason="media_invalid")
+                    )
+                return "media_invalid"
         if pending.api == "message/send":
             # Logged at the moment of sending: the caps WeCom enforces are on delivery.
             slot = await self.quotas.member.take(
@@ -503,14 +565,37 @@ class Engine:
             )
             if not slot.ok:
                 return "member_quota"
-        return None
+        return SendAs(body) if body is not None else None
+
+    async def _resolved(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """``payload`` with live media ids (``MediaUnavailable`` makes the outbox retry)."""
+        if self.media is None:
+            raise media.MediaUnavailable("no WeCom client to upload media with")
+        return await self.media.resolve(payload)
+
+    async def _forward_check(self, pending: PendingWrite) -> str | SendAs | None:
+        """A step's image, file or link card sent to the advisor beside a digest, to
+        forward: its media uploaded now, within the member's app-message cap."""
+        now = datetime.now(UTC)
+        body = dict(pending.payload)
+        if media.has_uploads(body):
+            try:
+                body = await self._resolved(body)
+            except media.MediaInvalid:
+                return "media_invalid"
+        slot = await self.quotas.member.take(
+            str(body.get("touser") or ""), ref=f"outbox:{pending.id}", now=now.timestamp()
+        )
+        if not slot.ok:
+            return "member_quota"
+        return SendAs(body)
 
     # ------------------------------------------------------------ settled
 
     async def on_settled(self, settled: Settled, c: BaseDBAsyncClient) -> None:
         """Record how the row ended on its touches (idempotent: only ``sending`` ones)."""
-        if settled.origin.startswith("sop.remind:"):
-            return
+        if settled.origin.startswith(("sop.remind:", "sop.forward:")):
+            return  # no touch rides on a nudge or a forwarded attachment
         now = datetime.now(UTC)
         touches = list(
             await Touch.filter(outbox_id=settled.id, state=TouchState.SENDING).using_db(c)
@@ -626,6 +711,44 @@ async def complete_enrolments(c: BaseDBAsyncClient, *, enrolment_ids: Sequence[i
         .using_db(c)
         .update(state=EnrolmentState.COMPLETED)
     )
+
+
+_KIND_NOTE = {"image": "图片", "file": "文件", "link": "链接", "miniprogram": "小程序"}
+
+
+def _attachment_note(content: Mapping[str, Any]) -> str:
+    """What the digest line says of a step's attachment (the file's name, the card's title)."""
+    kind = str(content.get("kind") or "text")
+    if kind not in _KIND_NOTE:
+        return ""
+    if kind in ("image", "file"):
+        ref = media.refs_of(content)
+        name = ref[0].filename if ref else ""
+    else:
+        name = str((content.get(kind) or {}).get("title") or "")
+    where = "在侧边栏发送" if kind == "miniprogram" else "见下条消息，可转发"
+    return f"［附{_KIND_NOTE[kind]}「{name[:20]}」，{where}］"
+
+
+def _forward_body(content: Mapping[str, Any], values: Mapping[str, str]) -> dict[str, Any] | None:
+    """A step's attachment as an app message to the advisor (``message/send``), or None.
+
+    An image or a file goes as itself, a link card as a ``news`` article; a mini-program
+    card cannot be an app message, so the digest points to the sidebar for it.
+    """
+    (item,) = media.attachments(content, values) or (None,)
+    if item is None:
+        return None
+    kind = item["msgtype"]
+    if kind in ("image", "file"):
+        return {"msgtype": kind, kind: dict(item[kind])}
+    if kind == "link":
+        link = item["link"]
+        article = {"title": link["title"], "description": link["desc"], "url": link["url"]}
+        if link["picurl"]:
+            article["picurl"] = link["picurl"]
+        return {"msgtype": "news", "news": {"articles": [article]}}
+    return None
 
 
 def digest_count(due: int, per_digest: int) -> int:

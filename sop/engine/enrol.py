@@ -29,9 +29,10 @@ from tortoise.transactions import in_transaction
 from bot import opt_out as bot_opt_out
 from bot import outbox
 from bot.hooks import StoredEvent, StoredMessage
+from sop.engine import media as sop_media
 from sop.engine import store
 from sop.engine.planner import Target, VersionPlan, active_plans, enrol
-from sop.engine.specs import content_text, render
+from sop.engine.specs import missing_variables, render
 from sop.engine.timing import SHANGHAI
 from sop.models import (
     Delivery,
@@ -220,19 +221,27 @@ async def _customer_added(record: StoredEvent, c: BaseDBAsyncClient) -> None:
             continue
         names = await store.advisor_names(c, userids=[record.advisor])
         facts = await store.customer_facts(c, customers=[record.customer])
-        text = render(
-            content_text(welcome.content)
-            if welcome.content.get("kind") == "text"
-            else str(welcome.content.get("text") or ""),
-            {
-                "customer_name": facts.get(record.customer, ("", {}))[0],
-                "advisor_name": names.get(record.advisor, ""),
-            },
-        )
+        name, attrs = facts.get(record.customer, ("", {}))
+        values = {
+            "customer_name": name,
+            "advisor_name": names.get(record.advisor, ""),
+            "product_name": str((plan.product or {}).get("name") or ""),
+            "maturity_date": str(attrs.get("maturity_date") or ""),
+        }
+        if missing_variables(welcome.content, values):
+            # Never a literal {maturity_date} in a welcome: skipped, the reason kept.
+            await (
+                Touch.filter(id=touch_id)
+                .using_db(c)
+                .update(state=TouchState.SKIPPED, reason="missing_variable")
+            )
+            continue
+        text = render(str(welcome.content.get("text") or ""), values)
         write = outbox.send_welcome_msg(
             welcome_code=record.welcome_code,
             text=text or None,
-            attachments=welcome_attachments(welcome.content),
+            # Media ids are stand-ins, uploaded right before the send (Engine.before_send).
+            attachments=sop_media.attachments(welcome.content, values),
         )
         # The WelcomeCode dies 20 s after the event: sent now, ahead of planned touches.
         row = await outbox.enqueue(
@@ -244,24 +253,6 @@ async def _customer_added(record: StoredEvent, c: BaseDBAsyncClient) -> None:
             .update(outbox_id=row.id if row else None, attempts=1)
         )
         log.info("welcome queued", extra={"touch_id": touch_id, "enrolment_id": enrolment_id})
-
-
-def welcome_attachments(content: dict[str, Any]) -> list[dict[str, Any]]:
-    """A link card rides along; media (image, file, mini-program) needs an upload first."""
-    link = content.get("link")
-    if content.get("kind") == "link" and isinstance(link, dict):
-        return [
-            {
-                "msgtype": "link",
-                "link": {
-                    "title": str(link.get("title") or ""),
-                    "picurl": str(link.get("picurl") or ""),
-                    "desc": str(link.get("desc") or ""),
-                    "url": str(link.get("url") or ""),
-                },
-            }
-        ]
-    return []
 
 
 async def _relation_ended(record: StoredEvent, c: BaseDBAsyncClient) -> None:

@@ -14,13 +14,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from sop.engine import store
 from sop.engine.holidays import HolidayCalendarMissing
 from sop.engine.specs import ExitSpec, GoalSpec, check_exits, check_goal, timing_of
-from sop.engine.timing import StepTiming, due_at
+from sop.engine.timing import SHANGHAI, StepTiming, due_at, zone
 from sop.models import (
     Anchor,
     Campaign,
@@ -84,6 +85,16 @@ class VersionPlan:
         return [e for e in self.exits if e.kind == kind]
 
 
+def _zone_of(version: CampaignVersion) -> ZoneInfo:
+    """The version's customer-local zone; one the zone database no longer knows (checked
+    at save, so only after a system change) falls back to Asia/Shanghai, logged."""
+    try:
+        return zone(version.timezone)
+    except ValueError:
+        log.warning("unknown time zone", extra={"version_id": version.id})
+        return SHANGHAI
+
+
 def _plan_of(
     campaign: Campaign, version: CampaignVersion, steps: list[CampaignStep]
 ) -> VersionPlan:
@@ -108,7 +119,7 @@ def _plan_of(
                 id=s.id,
                 position=s.position,
                 anchor=Anchor(s.anchor),
-                timing=timing_of(s),
+                timing=timing_of(s, tz=_zone_of(version)),
                 delivery=Delivery(s.delivery),
                 content=dict(s.content or {}),
             )

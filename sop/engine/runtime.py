@@ -19,7 +19,7 @@ from aiohttp import web
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from bot.hooks import StoredEvent, StoredMessage
-from bot.outbox import PendingWrite, Settled
+from bot.outbox import PendingWrite, SendAs, Settled
 from compliance_nlp import AnalyzerConfig
 from core.appkit import REDIS, SETTINGS
 from core.domain import HookPoint, JobSpec, JobTick
@@ -27,6 +27,7 @@ from core.settings import Settings
 from sop.engine import enrol
 from sop.engine.checks import ContentChecker
 from sop.engine.dispatch import Engine, EngineConfig
+from sop.engine.media import MediaCache
 from sop.engine.quotas import Quotas
 
 log = logging.getLogger(__name__)
@@ -82,11 +83,16 @@ def build_engine(settings: Settings, redis: Any) -> Engine:
 
 
 async def engine_ctx(app: web.Application) -> AsyncIterator[None]:
+    from bot.keys import WECOM_CLIENT
+
     engine = build_engine(app[SETTINGS], app[REDIS])
+    # Read when a send needs media, not now: the client is built by the edge's context.
+    engine.media = MediaCache(app[REDIS], client_of=lambda: app.get(WECOM_CLIENT))
     bind(engine)
     try:
         yield
     finally:
+        await engine.media.close()
         if _bound and _bound[0] is engine:
             bind(None)
 
@@ -94,7 +100,7 @@ async def engine_ctx(app: web.Application) -> AsyncIterator[None]:
 # ---------------------------------------------------------------- outbox policies
 
 
-async def before_send(pending: PendingWrite) -> str | None:
+async def before_send(pending: PendingWrite) -> str | SendAs | None:
     return await current().before_send(pending)
 
 
@@ -159,7 +165,9 @@ class EngineHooks:
     contexts: dict[str, tuple[Callable[[web.Application], AsyncIterator[None]], ...]]
     hooks: dict[HookPoint, Callable[..., Awaitable[None]]]
     jobs: tuple[JobSpec, ...]
-    outbox_checks: dict[str, Callable[..., Awaitable[str | None]]] = field(default_factory=dict)
+    outbox_checks: dict[str, Callable[..., Awaitable[str | SendAs | None]]] = field(
+        default_factory=dict
+    )
     outbox_settled: dict[str, Callable[..., Awaitable[None]]] = field(default_factory=dict)
 
 

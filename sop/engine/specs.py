@@ -12,10 +12,11 @@ import string
 from collections.abc import Mapping
 from datetime import time
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from sop.engine.timing import StepTiming
+from sop.engine.timing import SHANGHAI, StepTiming
 
 __all__ = [
     "VARIABLES",
@@ -27,6 +28,7 @@ __all__ = [
     "check_goal",
     "check_trigger",
     "content_text",
+    "missing_variables",
     "parse_clock",
     "render",
     "timing_of",
@@ -167,17 +169,33 @@ def content_text(content: Mapping[str, Any]) -> str:
     return "\n".join(p for p in parts if p)
 
 
+#: Variables that read naturally with a neutral word when a customer lacks the value
+#: (「您好」 for a customer without a name); any other missing value skips the touch.
+FALLBACKS: dict[str, str] = {"customer_name": "您", "advisor_name": "您的客户经理"}
+
+
 class _Keep(dict[str, str]):
     def __missing__(self, key: str) -> str:
         return "{" + key + "}"
 
 
 def render(text: str, values: Mapping[str, str]) -> str:
-    """Fill ``{variables}``; a value missing for this customer leaves a neutral word."""
-    fallback = {"customer_name": "您", "advisor_name": "您的客户经理"}
-    filled = _Keep({k: v for k, v in fallback.items()})
+    """Fill ``{variables}``; a name missing for this customer leaves a neutral word.
+
+    A variable with neither a value nor a neutral word is left as written: callers ask
+    :func:`missing_variables` first and do not send such a text.
+    """
+    filled = _Keep(dict(FALLBACKS))
     filled.update({k: v for k, v in values.items() if v})
     return _FIELD.sub(lambda m: filled[m.group(1)], text)
+
+
+def missing_variables(content: Mapping[str, Any], values: Mapping[str, str]) -> list[str]:
+    """The variables a step's texts use that this customer has no value for (e.g. no
+    maturity date imported): the touch is skipped (``missing_variable``), never sent
+    with a literal ``{maturity_date}``."""
+    used = dict.fromkeys(m.group(1) for m in _FIELD.finditer(content_text(content)))
+    return [v for v in used if not values.get(v) and v not in FALLBACKS]
 
 
 # ---------------------------------------------------------------- timing
@@ -192,8 +210,9 @@ def parse_clock(raw: str | None, *, field: str) -> time | None:
     return time(int(m.group(1)), int(m.group(2)))
 
 
-def timing_of(step: Any) -> StepTiming:
-    """A ``CampaignStep`` row's timing fields as :class:`StepTiming`."""
+def timing_of(step: Any, *, tz: ZoneInfo = SHANGHAI) -> StepTiming:
+    """A ``CampaignStep`` row's timing fields as :class:`StepTiming`, read in ``tz``
+    (its version's zone)."""
     return StepTiming(
         offset_days=int(step.offset_days),
         offset_minutes=int(step.offset_minutes),
@@ -202,4 +221,5 @@ def timing_of(step: Any) -> StepTiming:
         window_end=parse_clock(step.window_end, field="window_end") or time(21),
         skip_weekends=bool(step.skip_weekends),
         skip_holidays=bool(step.skip_holidays),
+        tz=tz,
     )

@@ -1,8 +1,10 @@
 """When a step's touch is due: pure functions of an anchor time and the step's timing.
 
-Everything a customer sees happens in customer-local time, Asia/Shanghai (China keeps
-one time zone and no daylight saving).  Datetimes in and out are timezone-aware;
-callers store them in UTC.
+Everything a customer sees happens in customer-local time: the campaign version's time
+zone (``CampaignVersion.timezone``, an IANA name, Asia/Shanghai unless the version says
+otherwise — an institution's customers abroad, a Hong Kong desk), carried by
+:class:`StepTiming` as ``tz``.  Datetimes in and out are timezone-aware; callers store
+them in UTC.  Statutory holidays are mainland China's whatever the zone.
 
 The order of the rules, and why:
 
@@ -40,6 +42,7 @@ __all__ = [
     "is_late",
     "next_open",
     "skip_reason",
+    "zone",
 ]
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -71,6 +74,8 @@ class StepTiming:
     window_end: time = DEFAULT_WINDOW[1]
     skip_weekends: bool = False
     skip_holidays: bool = False
+    #: Customer-local time: clock times, windows and days are read in this zone.
+    tz: ZoneInfo = SHANGHAI
 
     def check(self) -> None:
         """Raise :class:`TimingError` naming the field when the timing is impossible."""
@@ -96,14 +101,26 @@ class StepTiming:
             )
 
 
-def _local(at: datetime) -> datetime:
+def zone(name: str | None) -> ZoneInfo:
+    """The zone an IANA name names (``ValueError`` for one the zone database lacks)."""
+    if not name:
+        return SHANGHAI
+    try:
+        return ZoneInfo(name)
+    except (ValueError, KeyError, OSError):
+        # ZoneInfoNotFoundError is a KeyError; a malformed key is a ValueError.
+        raise ValueError(f"unknown time zone {name!r}") from None
+
+
+def _local(at: datetime, tz: ZoneInfo) -> datetime:
     if at.tzinfo is None:
         raise ValueError("timing needs timezone-aware datetimes")
-    return at.astimezone(SHANGHAI)
+    return at.astimezone(tz)
 
 
-def _at(day: date, clock: time) -> datetime:
-    return datetime.combine(day, clock, tzinfo=SHANGHAI)
+def _at(day: date, clock: time, tz: ZoneInfo) -> datetime:
+    # A clock time a DST change skips lands past the gap (fold 0, normalised).
+    return datetime.combine(day, clock, tzinfo=tz).astimezone(UTC).astimezone(tz)
 
 
 def skip_reason(day: date, timing: StepTiming) -> str | None:
@@ -129,27 +146,29 @@ def next_open(at: datetime, timing: StepTiming, *, clock: time | None = None) ->
     ``clock`` is where a moved touch lands on a later day (the step's ``at_time``);
     without it, the window's start.
     """
-    local = _local(at)
+    tz = timing.tz
+    local = _local(at, tz)
     land = clock or timing.window_start
     if local.timetz().replace(tzinfo=None) < timing.window_start:
-        local = _at(local.date(), max(land, timing.window_start))
+        local = _at(local.date(), max(land, timing.window_start), tz)
     elif local.timetz().replace(tzinfo=None) >= timing.window_end:
-        local = _at(local.date() + timedelta(days=1), land)
+        local = _at(local.date() + timedelta(days=1), land, tz)
     for _ in range(_MAX_DAYS_SEARCHED):
         if skip_reason(local.date(), timing) is None:
             return local.astimezone(UTC)
-        local = _at(local.date() + timedelta(days=1), land)
+        local = _at(local.date() + timedelta(days=1), land, tz)
     raise TimingError("skip_holidays", f"no allowed day within {_MAX_DAYS_SEARCHED} days")
 
 
 def due_at(anchor: datetime, timing: StepTiming) -> datetime:
     """When the step's touch is due, from ``anchor`` (UTC, aware)."""
-    local = _local(anchor)
+    tz = timing.tz
+    local = _local(anchor, tz)
     if timing.at_time is not None:
         day = local.date() + timedelta(days=timing.offset_days)
-        candidate = _at(day, timing.at_time)
+        candidate = _at(day, timing.at_time, tz)
         if candidate < local:
-            candidate = _at(day + timedelta(days=1), timing.at_time)
+            candidate = _at(day + timedelta(days=1), timing.at_time, tz)
     else:
         candidate = local + timedelta(days=timing.offset_days, minutes=timing.offset_minutes)
     return next_open(candidate, timing, clock=timing.at_time)
