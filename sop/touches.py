@@ -151,7 +151,8 @@ async def _problem(touch: Touch, *, customer: str | None, now: datetime) -> Prob
     if enrolment is not None and enrolment.state == EnrolmentState.EXITED:
         why = stats.exit_label(enrolment.exit_reason or "")
         return Problem("ended", f"客户已退出这个旅程（{why}），不再发送。")
-    status = await Campaign.filter(id=touch.campaign_id).first().values_list("status", flat=True)  # type: ignore[attr-defined]
+    campaign = await Campaign.get_or_none(id=touch.campaign_id)  # type: ignore[attr-defined]
+    status = campaign.status if campaign is not None else None
     if status == CampaignStatus.PAUSED:
         return Problem("paused", "活动已暂停，暂不发送。")
     if status != CampaignStatus.ACTIVE:
@@ -221,7 +222,7 @@ async def do_record_sidebar_send(
             )
         )
         if not changed:
-            fresh = await Touch.get(id=touch.id).using_db(conn)
+            fresh = await Touch.get(id=touch.id, using_db=conn)
             return Recorded(touch=fresh, created=False)
         await complete_enrolments(conn, enrolment_ids=[touch.enrolment_id])  # type: ignore[attr-defined]
         await audit.append(
@@ -237,7 +238,7 @@ async def do_record_sidebar_send(
             },
             at=now,
         )
-        fresh = await Touch.get(id=touch.id).using_db(conn)
+        fresh = await Touch.get(id=touch.id, using_db=conn)
     return Recorded(touch=fresh, created=True)
 
 
