@@ -13,14 +13,18 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
+from tortoise.transactions import in_transaction
 
 from admin.models import Operator
 from bot import models as bot_models
+from bot.hooks import StoredMessage
+from bot.schemas import Direction
 from core import audit
 from core.audit import Actor
 from core.settings import Settings
 from sop import stats, touches
 from sop.campaigns import NotFound
+from sop.engine import enrol
 from sop.engine.timing import SHANGHAI
 from sop.models import EnrolmentState, OptOut, OptOutSource, Touch, TouchState
 from tests.admin import review_seed
@@ -282,31 +286,50 @@ async def test_a_send_from_the_sidebar_is_recorded_once_and_counted(
 async def test_the_reply_window_runs_from_the_sidebar_send(
     world: SidebarWorld, analyzer: Any
 ) -> None:
-    """Digested four days before the customer replied, sent from the sidebar two days
-    before: the reply counts (within 3 days of the send), as for an engine's send."""
+    """Digested 3½ days before the customer wrote back, sent from the sidebar 2½ days
+    before: the engine's reply hook credits the send, as for its own sends, and the
+    results count it; the same touch never sent from the sidebar is not credited."""
     journey = await Journey.build(world, analyzer)
     now = datetime.now(UTC)
-    digest = now - timedelta(days=4)
-    t = await journey.reminder(reminded_at=digest, sent_at=digest, due=now - timedelta(hours=1))
+    digest = now - timedelta(days=3, hours=12)
+    sent = await journey.reminder(reminded_at=digest, sent_at=digest, due=digest)
+    only_digest = await journey.reminder(reminded_at=digest, sent_at=digest, due=digest)
     # A customer line before the content went out is no reply to it.
-    await Touch.filter(id=t.id).update(replied_at=now - timedelta(days=3))
+    await Touch.filter(id=sent.id).update(replied_at=digest + timedelta(hours=2))
     recorded = await touches.do_record_sidebar_send(
-        touch_id=t.id,
+        touch_id=sent.id,
         reach=frozenset({ADVISOR}),
         customer=CUSTOMER,
         actor=Actor("operator", "99", "张伟"),
         source="test",
-        now=now - timedelta(days=2),
+        now=now - timedelta(days=2, hours=12),
     )
     assert recorded.created and recorded.touch.replied_at is None
-    # The engine's reply hook sets replied_at for a touch sent within 3 days (sent_at).
-    await Touch.filter(id=t.id).update(replied_at=now)
+
+    reply = StoredMessage(
+        id=1,
+        source="archive",
+        msgid="reply-1",
+        direction=Direction.CUSTOMER_TO_ADVISOR,
+        sender_role="customer",
+        customer=CUSTOMER,
+        advisor=ADVISOR,
+        roomid=None,
+        msgtime=now,
+        msgtype="text",
+        text_masked="好的，我考虑一下续作。",
+        intent=None,
+        intent_score=None,
+        sentiment="neutral",
+        violation_categories=(),
+        has_violation=False,
+    )
+    async with in_transaction() as conn:
+        await enrol.on_messages([reply], conn)
+    assert (await Touch.get(id=sent.id)).replied_at == now
+    assert (await Touch.get(id=only_digest.id)).replied_at is None
     step = (await stats.campaign_stats(journey.rows.c)).versions[0].steps[0]
-    assert (step.sent, step.replied) == (1, 1)
-    # Measured from the digest it would not have counted.
-    await Touch.filter(id=t.id).update(sent_at=digest)
-    step = (await stats.campaign_stats(journey.rows.c)).versions[0].steps[0]
-    assert step.replied == 0
+    assert (step.sent, step.replied) == (2, 1)
 
 
 async def test_only_advisors_record_and_only_their_own(world: SidebarWorld, analyzer: Any) -> None:
