@@ -350,7 +350,9 @@ async def on_messages(records: Sequence[StoredMessage], conn: BaseDBAsyncClient)
     stored, as tagging reads its rules) and its customers' active enrolments and recent
     touches, one query each for the whole read.  Most customer lines answer no touch,
     end no journey and trigger none: they cost the read nothing more, where each cost
-    three queries alone.
+    three queries alone.  The intent triggers of a customer's last line in the read are
+    enrolled together, a campaign at a time, once every line is judged: no later line
+    of theirs can see the enrolment, and other customers' lines never do.
     """
     mine = [r for r in records if _from_customer(r)]
     if not mine:
@@ -361,9 +363,14 @@ async def on_messages(records: Sequence[StoredMessage], conn: BaseDBAsyncClient)
         customers=sorted({r.customer for r in mine if r.customer}),
         since=min(r.msgtime for r in mine) - _REPLY_LOOKBACK,
     )
-    for record in mine:
-        if await _customer_message(record, conn, plans=plans, state=state):
+    last = {r.customer: pos for pos, r in enumerate(mine)}
+    triggered: dict[int, list[Target]] = {}
+    for pos, record in enumerate(mine):
+        later = triggered if last[record.customer] == pos else None
+        if await _customer_message(record, conn, plans=plans, state=state, triggered=later):
             state.changed.add(record.customer or "")
+    for campaign_id, targets in triggered.items():
+        await _enrol_filtered(conn, plans[campaign_id], targets)
 
 
 async def _customer_message(
@@ -372,8 +379,13 @@ async def _customer_message(
     *,
     plans: dict[int, VersionPlan],
     state: _ReadState,
+    triggered: dict[int, list[Target]] | None = None,
 ) -> bool:
-    """One customer message's replies, exits and intent triggers; True if it wrote any."""
+    """One customer message's replies, exits and intent triggers; True if it wrote any.
+
+    With ``triggered``, the enrolments its intent triggers are added there (by campaign)
+    for the caller to make, instead of made here.
+    """
     assert record.customer
     customer, at = record.customer, record.msgtime
     if is_opt_out(record.text_masked):
@@ -430,7 +442,11 @@ async def _customer_message(
             trig = plan.trigger or {}
             if trig.get("kind") == "intent" and trig.get("intent") == record.intent:
                 ref = f"intent:{record.source}:{record.msgid}"[:160]
-                await _enrol_filtered(c, plan, [Target(customer, record.advisor, ref, at)])
+                target = Target(customer, record.advisor, ref, at)
+                if triggered is not None:
+                    triggered.setdefault(plan.campaign_id, []).append(target)
+                    continue
+                await _enrol_filtered(c, plan, [target])
                 wrote = True
     return wrote
 

@@ -108,7 +108,7 @@ async def _campaigns() -> dict[str, Campaign]:
 
 
 def _customers(run: str) -> dict[str, str]:
-    return {k: f"wmREAD{run}{k}" for k in ("c1", "c2", "c3", "c4")}
+    return {k: f"wmREAD{run}{k}" for k in ("c1", "c2", "c3", "c4", "c5", "c6")}
 
 
 async def _before(run: str, now: datetime, campaigns: dict[str, Campaign]) -> None:
@@ -145,6 +145,9 @@ def _records(run: str, now: datetime, *, refused: bool) -> list[dict[str, Any]]:
         # A day before, in Shanghai: another day's counters.
         _line(f"{run}-8", cs["c4"], ADVISOR, INQUIRY, now - timedelta(days=1)),
         _line(f"{run}-9", ADVISOR, cs["c4"], "您好，第3期周报已发您", at[7]),
+        # Two customers whose last lines in the read ask to redeem: enrolled together.
+        _line(f"{run}-10", cs["c5"], ADVISOR, REDEMPTION, at[9]),
+        _line(f"{run}-11", cs["c6"], ADVISOR, REDEMPTION, at[10]),
     ]
     if refused:
         lines.insert(5, _line(f"{run}-x", cs["c4"], ADVISOR, REFUSED, at[8]))
@@ -228,7 +231,7 @@ async def test_a_read_stored_together_ends_as_messages_stored_alone(
 
     # And what they both did is what each message calls for.
     stored, daily, seen, journeys = together
-    assert stored == [True] * 5 + (["RuntimeError"] if refused else []) + [True] * 4
+    assert stored == [True] * 5 + (["RuntimeError"] if refused else []) + [True] * 6
     days = Counter(
         dashboard.day_of(datetime.fromtimestamp(r["msgtime"] / 1000, UTC))
         for r in _records("a", now, refused=False)
@@ -244,6 +247,8 @@ async def test_a_read_stored_together_ends_as_messages_stored_alone(
     assert enrolments[(care, "c1")][7] is not None  # goal reached
     assert enrolments[(care, "c2")][4:6] == ("exited", "opted_out")
     assert enrolments[(win_back, "c3")][4:7] == ("exited", "replied", "intent:archive:RUN-3")
+    for c, msgid in (("c5", "RUN-10"), ("c6", "RUN-11")):
+        assert enrolments[(win_back, c)][4:7] == ("active", None, f"intent:archive:{msgid}")
     assert ("opt_out", "c2", "customer_reply", "退订") in journeys
     replied = [r for r in journeys if r[0] == "touch" and r[1] == "c1"]
     assert replied and replied[0][4] is not None  # the reply counts for the sent touch
@@ -256,7 +261,8 @@ async def test_a_read_costs_the_hooks_a_few_statements(
 ) -> None:
     """Forty customer lines that answer no touch and start nothing: the dashboard writes
     its two rollups with one statement each, sop reads the read's enrolments and
-    touches with one query each (it was up to four statements per message)."""
+    touches with one query each (it was up to four statements per message); ten that
+    each trigger a journey are enrolled with one insert (it was one per message)."""
     await _campaigns()
     now = datetime.now(UTC)
     records = [
@@ -280,3 +286,16 @@ async def test_a_read_costs_the_hooks_a_few_statements(
     daily, seen = await _rollups()
     assert sum(n for (_, m, _), n in daily.items() if m == "messages") == 40
     assert sum(seen.values()) == 40
+
+    # Ten customers asking to redeem: enrolled in the win-back journey together.
+    records = [
+        _line(f"r{i}", f"wmREDEEM{i:03d}", ADVISOR, REDEMPTION, now - timedelta(minutes=i))
+        for i in range(10)
+    ]
+    read = await _read(analyzer, records)
+    caplog.clear()
+    await do_store_messages(items=read, deps=_deps(settings))
+    statements = [r.getMessage() for r in caplog.records if r.name == "tortoise.db_client"]
+    assert count("INSERT", "sop_enrolment") == 1
+    assert count("INSERT", "sop_touch") == 1
+    assert await Enrolment.filter(customer__startswith="wmREDEEM").count() == 10
