@@ -313,10 +313,12 @@ async def _dispatch_day(
         finished = asyncio.Event()
 
         async def schedule() -> None:
-            # Until every touch of the day is settled (sent, skipped or failed).
+            # Until every touch of the day is settled (sent, skipped or failed).  Paced
+            # as the sop-scheduler job is: again at once while a tick finds work, else
+            # after SIYU_SOP__SCHEDULER_INTERVAL_S.
             while await _pending(plan.campaign_id):
                 if not await engine.tick():
-                    await asyncio.sleep(1.0)
+                    await asyncio.sleep(settings.sop.scheduler_interval_s)
             finished.set()
 
         async def send() -> None:

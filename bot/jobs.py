@@ -321,11 +321,17 @@ class OutboxDispatcher:
         errcode: int | None = None,
         error: str = "",
     ) -> None:
-        # The state commits first; the callback follows in its own transaction and is
-        # retried until it succeeds, so an outcome is never lost to a failing callback.
+        # The outcome and its callback commit together — one transaction a row, which
+        # on SQLite (one writer, a sync per commit) is most of a row's cost.  A callback
+        # that fails rolls that back: the outcome then commits alone, flagged, and the
+        # callback is retried until it succeeds, so an outcome is never lost to it.
         # A dispatcher that lost its claim records nothing and calls back nothing: the
         # row's owner settles it and its callback runs once.
         callback = self.policies.settled_for(item.origin)
+        if callback is not None and await self._settle_together(
+            item, state, callback, result=result, errcode=errcode, error=error
+        ):
+            return
         settled = await self._finish(
             item,
             state,
@@ -337,6 +343,59 @@ class OutboxDispatcher:
         )
         if settled and callback is not None:
             await self._notify(item)
+
+    async def _settle_together(
+        self,
+        item: OutboxItem,
+        state: OutboxState,
+        callback: Any,
+        *,
+        result: dict[str, Any] | None,
+        errcode: int | None,
+        error: str,
+    ) -> bool:
+        """Outcome and callback in one transaction; False (nothing written) when the
+        callback failed, for the caller to record the outcome on its own."""
+        outcome = _OUTCOMES.get(state)
+        if outcome is None:
+            return False
+        before = {f: getattr(item, f) for f in _FINISHED_FIELDS}
+        try:
+            async with in_transaction() as conn:
+                done = await bot_service.finish_outbox(
+                    item=item,
+                    state=state,
+                    result=result,
+                    errcode=errcode,
+                    error=error,
+                    request_at=None if state == OutboxState.DONE else item.request_at,
+                    conn=conn,
+                )
+                if not done:
+                    log.warning(
+                        "outbox finish lost its claim",
+                        extra={"outbox_id": item.id, "api": item.api, "outcome": state.value},
+                    )
+                    return True
+                settled = Settled(
+                    id=item.id,
+                    idem_key=item.idem_key,
+                    origin=item.origin,
+                    api=item.api,
+                    outcome=outcome,
+                    result=item.result,
+                    errcode=item.last_errcode,
+                    reason=item.last_error,
+                )
+                await callback(settled, conn)
+        except Exception:
+            log.exception(
+                "on-settled callback failed", extra={"outbox_id": item.id, "origin": item.origin}
+            )
+            for f, v in before.items():  # rolled back: the row is as it was
+                setattr(item, f, v)
+            return False
+        return True
 
     async def notify_settled(self, *, limit: int = 50) -> int:
         """Retry on-settled callbacks that have not succeeded yet."""
@@ -376,6 +435,22 @@ class OutboxDispatcher:
             return False
         return True
 
+
+#: What ``finish_outbox`` writes on the row object (restored when its transaction rolls back).
+_FINISHED_FIELDS = (
+    "state",
+    "lease_until",
+    "claim",
+    "request_at",
+    "last_errcode",
+    "last_error",
+    "updated_at",
+    "result",
+    "done_at",
+    "settled_at",
+    "notify_pending",
+    "next_attempt_at",
+)
 
 _OUTCOMES: dict[OutboxState, Outcome] = {
     OutboxState.DONE: "sent",

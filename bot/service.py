@@ -711,6 +711,7 @@ async def finish_outbox(
     retry_at: datetime | None = None,
     notify: bool = False,
     request_at: datetime | None = None,
+    conn: BaseDBAsyncClient | None = None,
 ) -> bool:
     """Record an attempt's outcome, only while ``item.claim`` still owns the row.
 
@@ -738,11 +739,12 @@ async def finish_outbox(
         values["notify_pending"] = notify
     if retry_at is not None:
         values["next_attempt_at"] = retry_at
-    n = await models.OutboxItem.filter(
+    query = models.OutboxItem.filter(
         id=item.id,
         claim=item.claim,
         state__in=(OutboxState.SENDING, OutboxState.UNKNOWN),
-    ).update(**values)
+    )
+    n = await (query.using_db(conn) if conn is not None else query).update(**values)
     if not n:
         return False
     for name, value in values.items():
