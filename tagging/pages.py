@@ -38,12 +38,13 @@ from aiohttp.web_request import FileField
 from multidict import MultiDictProxy
 from pydantic import ValidationError
 
+from bot.keys import WECOM_CLIENT
 from bot.outbox import mask_external_userid
 from compliance_nlp.types import INTENTS, SENTIMENTS
 from core.access import PAGE_CONTEXT, REACH, Principal, menu, principal_of, requires
-from core.appkit import DOMAINS, KEYRING
+from core.appkit import DOMAINS, KEYRING, REDIS, TASKS
 from core.audit import Actor
-from tagging import attributes, audience, fields, flows, rules, service
+from tagging import attributes, audience, fields, flows, jobs, rules, service
 from tagging.models import AttributeImport, CustomerTag, Origin, Tag, TagGroup, TagRule
 from tagging.schemas import GroupEdit, GroupIn, TagEdit, TagIn
 
@@ -358,6 +359,7 @@ async def _library(
     counts = await service.tag_counts(reach=reach)
     runs = {kind: await service.last_run(kind=kind) for kind in ("reconcile", "pull", "contact")}
     report = runs["reconcile"]
+    sync_now = await jobs.sync_now_running(request.app[REDIS])
     names = _names_for_report(groups, tags)
     notice = request.query.get("notice", "")[:200]
     return render(
@@ -374,6 +376,8 @@ async def _library(
                 :200
             ],
             "recent_runs": await service.recent_runs(limit=8),
+            "sync_now": sync_now,
+            "can_sync": request.app.get(WECOM_CLIENT) is not None,
             "pending_pushes": await service.pending_pushes(),
             "waiting_requests": await service.sync_requests_waiting(),
             "can_write": may(request, "tags:write"),
@@ -385,6 +389,32 @@ async def _library(
             "default_colour": DEFAULT_COLOUR,
         },
         status=status,
+    )
+
+
+@requires("tags:write")
+async def sync_now(request: web.Request) -> web.StreamResponse:
+    """Start the full pull and reconcile in the background; the page shows it running."""
+    client = request.app.get(WECOM_CLIENT)
+    if client is None:
+        return await _library(
+            request,
+            errors={"sync": "未配置企业微信应用（SIYU_WECOM__APP_SECRET），无法同步"},
+            form_key="sync",
+            status=409,
+        )
+    started = await jobs.start_sync_now(
+        redis=request.app[REDIS], client=client, actor=actor_of(request), tasks=request.app[TASKS]
+    )
+    if not started:
+        return await _library(
+            request,
+            errors={"sync": "已有一次同步正在进行，请等它结束"},
+            form_key="sync",
+            status=409,
+        )
+    raise _see_other(
+        _url(request, "tagging_library", {"notice": "已开始同步：完成后这里显示对账报告"})
     )
 
 
@@ -1511,10 +1541,14 @@ async def tags_panel(request: web.Request, customer_id: int, viewer: Principal) 
         for ref in [*(ct.applied_by for ct in current), *(h.actor for h in history)]
         if ref.startswith("rule:") and ref.split(":", 1)[1].isdigit()
     }
-    rule_names = {
-        int(i): str(n)
-        for i, n in await TagRule.filter(id__in=sorted(rule_ids)).values_list("id", "name")
-    }
+    rule_names = (
+        {
+            int(i): str(n)
+            for i, n in await TagRule.filter(id__in=sorted(rule_ids)).values_list("id", "name")
+        }
+        if rule_ids
+        else {}
+    )
     tags = await service.tags_by_ids(ids=[h.tag_id for h in history])
     return aiohttp_jinja2.render_string(
         "tagging_panel_tags.html",
@@ -1561,8 +1595,14 @@ async def attributes_panel(request: web.Request, customer_id: int, viewer: Princ
 
     conn = Tortoise.get_connection("default")
     schema = await attributes.load_schema(conn=conn)
-    clear = (await service.customer_attributes(conn=conn, customer_ids=[customer_id])).get(
-        customer_id, {}
+    # Only custom fields are drawn here: without one, the customer's row has nothing to add.
+    shown = any(not spec.builtin and not spec.sensitive for spec in schema.values())
+    clear = (
+        (await service.customer_attributes(conn=conn, customer_ids=[customer_id])).get(
+            customer_id, {}
+        )
+        if shown
+        else {}
     )
     sealed = sorted(
         (await service.sealed_names(conn=conn, customer_ids=[customer_id])).get(customer_id, set())
@@ -1632,6 +1672,7 @@ def add_pages(app: web.Application) -> None:
     # The stylesheet of these pages; static files pass the shell's guard untouched.
     r.add_static("/static/tagging", str(resources.files("tagging").joinpath("static")))
     r.add_get("/tags", library, name="tagging_library")
+    r.add_post("/tags/sync", sync_now, name="tagging_sync_now")
     r.add_post("/tags/groups", create_group, name="tagging_group_create")
     r.add_post("/tags/groups/{group_id}", edit_group, name="tagging_group_edit")
     r.add_post("/tags/groups/{group_id}/delete", delete_group, name="tagging_group_delete")
