@@ -13,7 +13,7 @@ from bot import service as bot_service
 from core.audit import Actor
 from tagging import audience, flows
 from tagging.models import TagSource
-from tagging.schemas import GroupIn, TagIn
+from tagging.schemas import GroupIn, TagEdit, TagIn
 
 OPS = Actor("operator", "7", "运营小王")
 TODAY = date(2026, 12, 6)
@@ -149,6 +149,50 @@ async def test_unknown_names_and_bad_values_are_refused_with_positions(db: None)
             await _count(expr)
         assert info.value.position == position, expr
         assert message in info.value.message, expr
+
+
+async def test_a_preview_refuses_an_unknown_tag_though_it_finds_rows(db: None) -> None:
+    """A preview reads its tags' live ids inside its one query; a name that is not
+    there is still an error at its position — with no rows, and with rows found by
+    the rest of the expression."""
+    await _seed()
+    for expr, position in (
+        ('tag:"高净值" AND tag:"不存在"', 14),
+        ('tag:"高净值" OR tag:"不存在"', 13),
+        ('NOT tag:"不存在"', 4),
+    ):
+        with pytest.raises(audience.ExpressionError, match="unknown tag") as info:
+            await audience.preview(audience.parse(expr), limit=5, today=TODAY)
+        assert info.value.position == position, expr
+    assert len(await audience.preview(audience.parse('tag:"高净值"'), limit=5, today=TODAY)) == 4
+
+
+async def test_a_preview_follows_tags_renamed_or_deleted_since_the_last_one(db: None) -> None:
+    """A preview reuses the tag ids the last one found, checked in its own query: a
+    name that now means another tag, or no tag, is answered as it is now."""
+    tags = await _seed()
+
+    async def shown(expr: str) -> list[str]:
+        rows = await audience.preview(audience.parse(expr), limit=10, today=TODAY)
+        return [r.name for r in rows]
+
+    assert await shown('tag:"高净值"') == ["张**", "李*", "王*", "赵*"]
+    assert await shown('tag:"已退订"') == ["王*"]
+    # The two names swap tags: the ids remembered for them are now each other's.
+    await flows.do_edit_tag(tag_id=tags["高净值"], edit=TagEdit(name="临时"), actor=OPS)
+    await flows.do_edit_tag(tag_id=tags["已退订"], edit=TagEdit(name="高净值"), actor=OPS)
+    await flows.do_edit_tag(tag_id=tags["高净值"], edit=TagEdit(name="已退订"), actor=OPS)
+    assert await shown('tag:"高净值"') == ["王*"]
+    assert await shown('tag:"已退订"') == ["张**", "李*", "王*", "赵*"]
+    # Nobody matching is told apart from a name that went away.
+    assert await shown('tag:"高净值" AND tag:"关注养老"') == []
+    await flows.do_delete_tag(tag_id=tags["关注养老"], actor=OPS)
+    with pytest.raises(audience.ExpressionError, match="unknown tag"):
+        await shown('tag:"高净值" AND tag:"关注养老"')
+    with pytest.raises(audience.ExpressionError, match="unknown tag"):
+        await shown('tag:"已退订" OR tag:"关注养老"')
+    never = audience.parse('tag:"已退订" AND NOT tag:"已退订"')
+    assert await audience.preview(never, limit=5) == []
 
 
 async def test_api_count_preview_and_saved_audiences(edge: Any) -> None:
@@ -292,3 +336,25 @@ async def test_random_expressions_count_and_select_as_their_logic_says(db: None)
         masked = {audience.mask_name(people[cid].name) for cid in want}
         assert len(rows) == len(by_id), text
         assert {r.name for r in rows} <= masked, text
+
+
+async def test_a_preview_masks_in_the_database_as_python_does(db: None) -> None:
+    """The preview's columns are masked by SQL; they agree with ``mask_external_userid``
+    and ``mask_name`` on both databases, for short and long, CJK and emoji values."""
+    from bot.outbox import mask_external_userid
+
+    people = [
+        ("wm1", ""),
+        ("wm12345678", "李"),
+        ("wm123456789", "张三"),
+        ("wmAUDMASK00000000000001", "欧阳娜娜子"),
+        ("wmAUDMASK😀0000000000002", "😀x"),
+        ("wmAUDMASK00000000000003", "Ann"),
+    ]
+    for ext, name in people:
+        await bot_models.Customer.create(external_userid=ext, name=name, attributes={})
+    rows = await audience.preview(audience.parse("NOT attr.age = 999"), limit=10, today=TODAY)
+    assert [(r.external_userid, r.name) for r in rows] == [
+        (mask_external_userid(ext), audience.mask_name(name)) for ext, name in people
+    ]
+    assert rows[3] == ("wmAU…0001", "欧***")
