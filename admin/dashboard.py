@@ -8,8 +8,9 @@ from the stored rows for a database that had messages before the hook existed, o
 after a repair; running it twice gives the same rows.
 
 A day is a calendar day in Asia/Shanghai (the bank's and the regulator's day).
-Alerts are counted from ``bot_alert`` at page time, over the window only: they are
-written after the hooks run (``bot.flows._store_together``) and are few.  The review
+Alerts are counted from ``bot_alert`` at page time, over the window only, per day and
+kind by the database (its (created_at, kind) index): they are written after the hooks
+run (``bot.flows._store_together``) and are few.  The review
 backlog is read from the open cases through the (status, created_at) index.
 """
 
@@ -29,6 +30,7 @@ from tortoise.transactions import in_transaction
 
 from admin.dashboard_models import DashCustomerDay, DashDaily
 from bot import models as bot_models
+from bot import service as bot_service
 from bot.hooks import StoredMessage
 from bot.schemas import Source
 
@@ -297,32 +299,33 @@ class Series:
 
 
 async def daily_series(*, metrics: Iterable[str], days: list[str]) -> dict[str, Series]:
-    """Each metric's counters over ``days``: reads the rollup only."""
+    """Each metric's counters over ``days``: reads the rollup only, in one pass."""
     wanted = list(metrics)
-    rows = await DashDaily.filter(metric__in=wanted, day__gte=days[0], day__lte=days[-1]).values(
-        "day", "metric", "dim", "n"
-    )
+    rows = await DashDaily.filter(
+        metric__in=wanted, day__gte=days[0], day__lte=days[-1]
+    ).values_list("day", "metric", "dim", "n")
     index = {d: i for i, d in enumerate(days)}
+    values: dict[str, dict[str, list[int]]] = {m: {} for m in wanted}
+    for day, metric, dim, n in rows:
+        at = index.get(day)
+        if at is not None and metric in values:
+            values[metric].setdefault(dim, [0] * len(days))[at] += int(n)
     out: dict[str, Series] = {}
-    for metric in wanted:
-        values: dict[str, list[int]] = {}
-        for r in rows:
-            if r["metric"] == metric and r["day"] in index:
-                values.setdefault(r["dim"], [0] * len(days))[index[r["day"]]] += int(r["n"])
-        dims = sorted(values, key=lambda k: (-sum(values[k]), k))
-        out[metric] = Series(days=days, dims=dims, values=values)
+    for metric, found in values.items():
+        dims = sorted(found, key=lambda k: (-sum(found[k]), k))
+        out[metric] = Series(days=days, dims=dims, values=found)
     return out
 
 
 async def alerts_series(*, days: list[str]) -> Series:
+    """Alerts per day and kind over ``days``, counted by the database."""
     start = datetime.fromisoformat(days[0]).replace(tzinfo=SHANGHAI).astimezone(UTC)
-    rows = await bot_models.Alert.filter(created_at__gte=start).values("created_at", "kind")
     index = {d: i for i, d in enumerate(days)}
     values: dict[str, list[int]] = {}
-    for r in rows:
-        day = day_of(r["created_at"])
-        if day in index:
-            values.setdefault(r["kind"], [0] * len(days))[index[day]] += 1
+    for day, kind, n in await bot_service.alerts_per_day(since=start):
+        at = index.get(day)
+        if at is not None:
+            values.setdefault(kind, [0] * len(days))[at] += n
     dims = sorted(values, key=lambda k: (-sum(values[k]), k))
     return Series(days=days, dims=dims, values=values)
 

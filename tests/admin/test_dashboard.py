@@ -235,6 +235,34 @@ async def test_backlog_counts_open_cases_by_age(console: Console) -> None:
     assert backlog.oldest_at is not None and now - backlog.oldest_at >= timedelta(days=10)
 
 
+async def test_alerts_are_counted_per_shanghai_day_and_kind(console: Console) -> None:
+    """The alerts chart counts in the database, by Beijing day: 00:30 there is the
+    previous day in UTC; an alert before the window is not counted."""
+    today = dashboard.today_in_shanghai()
+    window = dashboard.window_days(days=7, today=today)
+
+    def at(d: date, hour: int, minute: int = 0) -> datetime:
+        return datetime(d.year, d.month, d.day, hour, minute, tzinfo=dashboard.SHANGHAI)
+
+    y, before = today - timedelta(days=1), today - timedelta(days=7)
+    raised = [
+        ("churn", at(y, 0, 30)),  # 16:30 UTC the day before: Beijing's day counts
+        ("churn", at(y, 23, 59)),
+        ("complaint", at(y, 12)),
+        ("complaint", at(today, 0, 5)),
+        ("churn", at(before, 23, 59)),  # the day before the window's first
+    ]
+    for i, (kind, when) in enumerate(raised):
+        alert = await models.Alert.create(
+            idem_key=f"{kind}:t{i}", kind=kind, recipient_userid="adv-zhao", detail={}
+        )
+        await models.Alert.filter(id=alert.id).update(created_at=when.astimezone(UTC))
+    series = await dashboard.alerts_series(days=window)
+    assert series.dims == ["churn", "complaint"]
+    assert series.values["churn"] == [0, 0, 0, 0, 0, 2, 0]
+    assert series.values["complaint"] == [0, 0, 0, 0, 0, 1, 1]
+
+
 @pytest.mark.parametrize(
     ("role", "sees"),
     [
