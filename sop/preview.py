@@ -21,10 +21,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from tortoise import Tortoise
 
-from sop.campaigns import check_steps, plan_offsets
+from sop.campaigns import check_steps, plan_offsets, zone_of
 from sop.engine import holidays, timing
 from sop.models import Delivery
 from sop.schemas import CampaignIn, StepIn
@@ -87,10 +88,11 @@ def _add(
     steps: Sequence[StepIn],
     entry: datetime,
     n: int,
+    tz: ZoneInfo = timing.SHANGHAI,
 ) -> None:
     first = days[0].day
-    for step, due in zip(steps, plan_offsets(steps, entry), strict=True):
-        i = (due.astimezone(timing.SHANGHAI).date() - first).days
+    for step, due in zip(steps, plan_offsets(steps, entry, tz), strict=True):
+        i = (due.astimezone(tz).date() - first).days
         if 0 <= i < len(days):
             key = step.delivery.value if isinstance(step.delivery, Delivery) else str(step.delivery)
             days[i].counts[key] = days[i].counts.get(key, 0) + n
@@ -115,7 +117,8 @@ async def _date_counts(attribute: str, where: str, params: list[Any]) -> dict[st
 async def calendar(spec: CampaignIn, *, now: datetime | None = None) -> Calendar:
     """The next 30 days (from today, Beijing time) of touches ``spec`` would plan."""
     now = now or datetime.now(UTC)
-    today = now.astimezone(timing.SHANGHAI).date()
+    tz = zone_of(spec)  # the customers' days, as the engine plans them
+    today = now.astimezone(tz).date()
     days = _empty(today)
     if not spec.steps:
         return Calendar(days=days, basis="", error="还没有步骤")
@@ -138,7 +141,7 @@ async def calendar(spec: CampaignIn, *, now: datetime | None = None) -> Calendar
             n = 0
             if spec.audience:
                 n = await tagging_audience.count(tagging_audience.parse(spec.audience))
-            _add(days, spec.steps, now, n)
+            _add(days, spec.steps, now, n, tz)
             return Calendar(days=days, basis=f"受众当前 {n} 人，按今天启用、同时入组估算")
         if trigger.kind == "attribute_date" and trigger.attribute in ("maturity_date", "birthday"):
             before = trigger.days_before or 0
@@ -154,13 +157,13 @@ async def calendar(spec: CampaignIn, *, now: datetime | None = None) -> Calendar
                 n = counts.get(key, 0)
                 if n:
                     entry = datetime.combine(entry_day, DATE_TRIGGER_ENTRY, tzinfo=timing.SHANGHAI)
-                    _add(days, spec.steps, max(entry, now), n)
+                    _add(days, spec.steps, max(entry, now), n, tz)
             label = "到期日" if trigger.attribute == "maturity_date" else "生日"
             return Calendar(
                 days=days,
                 basis=f"按客户已导入的{label}（提前 {before} 天入组，每天 08:00 入组）估算",
             )
-        _add(days, spec.steps, now, 1)
+        _add(days, spec.steps, now, 1, tz)
         return Calendar(
             days=days,
             basis="入组时间取决于事件，无法预估人数：图中为此刻入组的一位客户的触达日程",

@@ -408,3 +408,37 @@ async def test_save_refuses_media_wecom_would_refuse_with_clear_errors(
 def test_a_timezone_survives_the_version_round_trip() -> None:
     spec = _spec({"kind": "text", "text": "您好"}, timezone="Asia/Hong_Kong")
     assert campaigns._version_fields(spec, [])["timezone"] == "Asia/Hong_Kong"
+
+
+async def test_the_builders_calendar_counts_days_in_the_versions_zone() -> None:
+    from datetime import date
+
+    from sop.preview import calendar
+
+    steps = [{"delivery": "reminder", "at_time": "10:00", "content": {"text": "您好"}}]
+    # 14:00 UTC: 22:00 on the 15th in Beijing, 02:00 on the 16th in Auckland.
+    at = datetime(2026, 9, 15, 14, 0, tzinfo=UTC)
+    beijing = await calendar(
+        CampaignIn.model_validate(
+            {"name": "日历", "trigger": {"kind": "customer_added"}, "steps": steps}
+        ),
+        now=at,
+    )
+    auckland = await calendar(
+        CampaignIn.model_validate(
+            {
+                "name": "日历",
+                "trigger": {"kind": "customer_added"},
+                "steps": steps,
+                "timezone": "Pacific/Auckland",
+            }
+        ),
+        now=at,
+    )
+    # Beijing: today is the 15th, the touch tomorrow at 10:00; Auckland: today is the
+    # 16th and 10:00 is still ahead of its customers.
+    assert [(d.day, sum(d.counts.values())) for d in beijing.days[:2]] == [
+        (date(2026, 9, 15), 0),
+        (date(2026, 9, 16), 1),
+    ]
+    assert [(d.day, sum(d.counts.values())) for d in auckland.days[:1]] == [(date(2026, 9, 16), 1)]
