@@ -115,6 +115,41 @@ def test_probabilities_agree_on_model_inputs_of_every_length(
             assert row_a == pytest.approx(row_b, abs=TOLERANCE)
 
 
+def test_a_bert_classifiers_export_runs_its_last_layer_for_cls_alone() -> None:
+    """The exported graph skips what the classifier never reads, and keeps its logits.
+
+    The pooler reads the last layer at ``[CLS]`` only: the export's last layer runs its
+    feed-forward on one position per text, where transformers runs it on every token.
+    """
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from compliance_nlp.model import MAX_TOKENS
+    from compliance_nlp.training.export import _cls_only_classifier, _is_plain_bert_classifier
+
+    directory = str(shipped_model_dir("violation"))
+    tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    model = AutoModelForSequenceClassification.from_pretrained(directory, local_files_only=True)
+    model.eval()
+    assert _is_plain_bert_classifier(model)
+    texts = ["好", "保本保息，稳赚不赔[SEP]能保本吗？", "收益" * 60]
+    enc = tokenizer(
+        texts, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt"
+    )
+    rows: list[tuple[int, ...]] = []
+    hook = model.bert.encoder.layer[-1].intermediate.register_forward_hook(
+        lambda _module, args, _out: rows.append(tuple(args[0].shape[:2]))
+    )
+    try:
+        with torch.inference_mode():
+            expected = model(**enc).logits
+            got = _cls_only_classifier(model, torch)(**enc)
+    finally:
+        hook.remove()
+    assert rows == [(3, enc["input_ids"].shape[1]), (3, 1)]
+    assert torch.allclose(got, expected, atol=TOLERANCE / 10)
+
+
 def _tiny_corpus(tmp_path: Path) -> Path:
     rows = [
         {"text": "我想赎回", "role": "customer", "intent": "redemption_intent"},
