@@ -19,8 +19,9 @@ prefix, registered in the domain record:
   (temporary media uploaded just now).
 - an **on-settled callback** (``async (Settled, conn) -> None``) learns how the row
   ended — sent (with WeCom's answer, e.g. the ``msgid`` of a mass-send task),
-  failed, or cancelled — in a transaction of its own after the row's state is
-  committed.  It runs at least once: a callback that fails is retried by the
+  failed, or cancelled — in the transaction that records the row's outcome (``conn``
+  sees the row settled).  It runs at least once: a callback that fails rolls that
+  transaction back, the outcome is recorded alone and the callback retried by the
   dispatcher (``notify_pending``), so it must be idempotent by outbox id.
 
 ``idem_key`` is the business key under a unique constraint: enqueueing twice is
