@@ -466,13 +466,15 @@ TURNS_BEFORE = 12
 TURNS_AFTER = 6
 
 
-def _side(m: bot_models.Message) -> str:
+def _side(m: bot_models.Message | bot_service.ConversationLine) -> str:
     return m.sender_role if m.sender_role in ("advisor", "customer") else "other"
 
 
 def _context_source(
-    finding: dict[str, Any], flagged: bot_models.Message, prior: Sequence[bot_models.Message]
-) -> bot_models.Message | None:
+    finding: dict[str, Any],
+    flagged: bot_models.Message,
+    prior: Sequence[bot_service.ConversationLine],
+) -> bot_service.ConversationLine | None:
     """The earlier message a finding's ``context_index`` names, checked by its evidence."""
     evidence = str(finding.get("context_evidence") or "")
     index = finding.get("context_index")
@@ -497,7 +499,7 @@ async def case_view(*, case: bot_models.ReviewCase) -> CaseView:
     analysis = message.analysis if isinstance(message.analysis, dict) else {}
     raw_findings = [f for f in analysis.get("violations") or [] if isinstance(f, dict)]
     pii = [p for p in analysis.get("pii") or [] if isinstance(p, dict)]
-    prior, following = await bot_service.conversation_around(
+    prior, following = await bot_service.conversation_lines_around(
         message=message, before=TURNS_BEFORE, after=TURNS_AFTER
     )
     findings: list[FindingView] = []
@@ -547,7 +549,7 @@ async def case_view(*, case: bot_models.ReviewCase) -> CaseView:
     customer_name = customer.name if customer is not None else ""
     customer_id = customer.external_userid if customer is not None else ""
 
-    def label_of(m: bot_models.Message) -> str:
+    def label_of(m: bot_models.Message | bot_service.ConversationLine) -> str:
         if m.sender_role == "advisor":
             return (
                 advisor.name if advisor and m.sender_id == advisor.userid else ""
@@ -559,7 +561,8 @@ async def case_view(*, case: bot_models.ReviewCase) -> CaseView:
         return m.sender_id
 
     turns = []
-    for m in [*prior, message, *following]:
+    shown: list[bot_models.Message | bot_service.ConversationLine] = [*prior, message, *following]
+    for m in shown:
         flagged = m.id == message.id
         marks = flagged_marks if flagged else context_marks.get(m.id, [])
         turns.append(

@@ -362,8 +362,15 @@ def search_query(query: CustomerQuery, *, keyring: Keyring) -> Any:
             noted = models.CustomerPhone.filter(phone_bidx__in=tokens).values("customer_id")
             q = q.filter(id__in=Subquery(noted))
         else:
-            remarked = models.FollowRelation.filter(remark__icontains=text).values("customer_id")
-            q = q.filter(Q(name__icontains=text) | Q(id__in=Subquery(remarked)))
+            # Case-insensitive on both: SQLite's LIKE already folds ASCII case (its UPPER()
+            # folds no more), so icontains' UPPER(CAST(…)) of every row would only double
+            # the scan there; PostgreSQL needs ILIKE.
+            sqlite = models.Customer._meta.db.capabilities.dialect == "sqlite"
+            lookup = "contains" if sqlite else "icontains"
+            remarked = models.FollowRelation.filter(**{f"remark__{lookup}": text}).values(
+                "customer_id"
+            )
+            q = q.filter(Q(**{f"name__{lookup}": text}) | Q(id__in=Subquery(remarked)))
     reach = _reach_filter(query.advisors)
     if reach is not None:
         q = q.filter(reach)
@@ -503,6 +510,12 @@ async def customer_id_of(*, external_userid: str) -> int | None:
     return int(row[0]) if row else None
 
 
+async def external_userid_of(*, customer_id: int) -> str | None:
+    """The customer's WeCom external_userid (one column of one row), or None."""
+    row = await models.Customer.filter(id=customer_id).first().values_list("external_userid")
+    return str(row[0]) if row else None
+
+
 def timeline_query(
     *,
     customer_id: int,
@@ -537,6 +550,78 @@ async def timeline(
         before = (anchor.msgtime, anchor.id)
     q = timeline_query(customer_id=customer_id, advisors=advisors, before=before, limit=limit)
     return list(await q.select_related("advisor"))
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineLine:
+    """A message as the customer page's timeline draws it (the sealed original stays)."""
+
+    id: int
+    sender_role: str
+    sender_id: str
+    msgtime: datetime
+    msgtype: str
+    roomid: str | None
+    masked_text: str
+    analysis: dict[str, Any]
+    intent: str | None
+    advisor_name: str  # "" for a message without an advisor
+
+
+async def timeline_lines(
+    *, customer_id: int, advisors: frozenset[str] | None, before_id: int | None, limit: int = 50
+) -> list[TimelineLine]:
+    """As ``timeline``, the columns a page draws only: read as plain values (the advisor's
+    name joined in), not a model and its advisor built for every message."""
+    before = None
+    if before_id is not None:
+        anchor = (
+            await models.Message.filter(id=before_id, customer_id=customer_id)
+            .first()
+            .values_list("msgtime", "id")
+        )
+        if anchor is None:
+            return []
+        before = (anchor[0], int(anchor[1]))
+    q = timeline_query(customer_id=customer_id, advisors=advisors, before=before, limit=limit)
+    rows = await q.values(
+        "id",
+        "sender_role",
+        "sender_id",
+        "msgtime",
+        "msgtype",
+        "roomid",
+        "masked_text",
+        "analysis",
+        "intent",
+        "advisor__name",
+    )
+    return [
+        TimelineLine(
+            id=int(r["id"]),
+            sender_role=str(r["sender_role"]),
+            sender_id=str(r["sender_id"]),
+            msgtime=r["msgtime"],
+            msgtype=str(r["msgtype"]),
+            roomid=r["roomid"],
+            masked_text=str(r["masked_text"] or ""),
+            analysis=r["analysis"] if isinstance(r["analysis"], dict) else {},
+            intent=r["intent"],
+            advisor_name=str(r["advisor__name"] or ""),
+        )
+        for r in rows
+    ]
+
+
+async def case_states_of_messages(*, message_ids: Iterable[int]) -> dict[int, tuple[int, str]]:
+    """``message id → (case id, status)`` for those of ``message_ids`` with a review case."""
+    wanted = sorted(set(message_ids))
+    if not wanted:
+        return {}
+    rows = await models.ReviewCase.filter(message_id__in=wanted).values_list(
+        "message_id", "id", "status"
+    )
+    return {int(m): (int(c), str(st)) for m, c, st in rows}
 
 
 async def cases_of_messages(*, message_ids: Iterable[int]) -> dict[int, models.ReviewCase]:

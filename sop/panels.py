@@ -141,10 +141,11 @@ async def journeys_of(*, external_userid: str, reach: frozenset[str] | None) -> 
     q = Enrolment.filter(customer=external_userid)
     if reach is not None:
         q = q.filter(advisor__in=sorted(reach))
-    total = await q.count()
     enrolments = list(await q.order_by("-entered_at", "-id").limit(JOURNEYS_SHOWN))
     if not enrolments:
         return Journeys(lines=[], more=0)
+    # Counted only when the page is full: fewer rows than the page holds are all of them.
+    total = await q.count() if len(enrolments) == JOURNEYS_SHOWN else len(enrolments)
     touches = list(
         await Touch.filter(enrolment_id__in=[e.id for e in enrolments]).order_by("due_at", "id")
     )
@@ -215,10 +216,11 @@ async def _customer_row(customer_id: int) -> bot_customers.CustomerRow | None:
 async def journeys_panel(request: web.Request, customer_id: int, viewer: Principal) -> str | None:
     """The customer page's SOP box: enrolments (campaign, version, state, entry, exit)
     and their touches (step, due, state, reason).  Nothing personal is drawn."""
-    row = await _customer_row(customer_id)
-    if row is None:
+    # Enrolments name the customer by external_userid: that one column is all it needs.
+    external_userid = await bot_customers.external_userid_of(customer_id=customer_id)
+    if external_userid is None:
         return None
-    found = await journeys_of(external_userid=row.external_userid, reach=await _reach(request))
+    found = await journeys_of(external_userid=external_userid, reach=await _reach(request))
     link = "campaigns:read" in viewer.permissions
     return aiohttp_jinja2.render_string(
         "sop_panel_journeys.html",

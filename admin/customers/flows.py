@@ -20,7 +20,6 @@ from admin import review
 from admin.flows import FieldError, NotFound
 from admin.keys import OPERATOR
 from bot import customers as bot_customers
-from bot import models as bot_models
 from bot.flows import CATEGORY_LABELS, mask_free_text
 from core import audit
 from core.access import Principal, principal_of
@@ -275,19 +274,19 @@ async def timeline(
     *, viewer: Viewer, card: CustomerCard, before_id: int | None, limit: int = TIMELINE_PAGE
 ) -> tuple[list[TimelineTurn], bool]:
     """The latest ``limit`` messages before ``before_id``, oldest first; and whether more."""
-    rows = await bot_customers.timeline(
+    rows = await bot_customers.timeline_lines(
         customer_id=card.id, advisors=viewer.reach, before_id=before_id, limit=limit + 1
     )
     more = len(rows) > limit
     rows = rows[:limit]
-    cases = await bot_customers.cases_of_messages(message_ids=[m.id for m in rows])
+    cases = await bot_customers.case_states_of_messages(message_ids=[m.id for m in rows])
     return [_turn(m, card, cases.get(m.id)) for m in reversed(rows)], more
 
 
 def _turn(
-    m: bot_models.Message, card: CustomerCard, case: bot_models.ReviewCase | None
+    m: bot_customers.TimelineLine, card: CustomerCard, case: tuple[int, str] | None
 ) -> TimelineTurn:
-    analysis = m.analysis if isinstance(m.analysis, dict) else {}
+    analysis = m.analysis
     pii = [p for p in analysis.get("pii") or [] if isinstance(p, dict)]
     marks: list[tuple[int, int, str, str]] = []
     findings = []
@@ -305,9 +304,8 @@ def _turn(
                 tone = "hl-violation" if severity == "violation" else "hl-review"
                 marks.append((where[0], where[1], tone, label))
     side = m.sender_role if m.sender_role in ("advisor", "customer") else "other"
-    advisor = m.advisor
     if side == "advisor":
-        label = (advisor.name if advisor is not None and advisor.name else "") or m.sender_id
+        label = m.advisor_name or m.sender_id
     elif side == "customer":
         label = card.name or "客户"
     else:
@@ -325,8 +323,8 @@ def _turn(
         intent=intent,
         intent_label=INTENT_LABELS.get(intent, intent),
         findings=tuple(findings),
-        case_id=case.id if case is not None else None,
-        case_status=case.status if case is not None else "",
+        case_id=case[0] if case is not None else None,
+        case_status=case[1] if case is not None else "",
     )
 
 
