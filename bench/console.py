@@ -716,7 +716,7 @@ async def _bare_dashboard(conn: Any, d: str, top_advisors: list[str]) -> None:
     day = (
         "to_char(created_at AT TIME ZONE 'Asia/Shanghai', 'YYYY-MM-DD')"
         if d == "postgres"
-        else "date(created_at, '+8 hours')"
+        else "date(substr(created_at, 1, 19) || substr(created_at, -6), '+8 hours')"
     )
     await q(
         _sql(

@@ -507,8 +507,10 @@ async def alerts_per_day(*, since: datetime) -> list[tuple[str, str, int]]:
     if conn.capabilities.dialect == "postgres":
         day, mark = "to_char(created_at AT TIME ZONE 'Asia/Shanghai', 'YYYY-MM-DD')", "$1"
     else:
-        # created_at is stored as text with its UTC offset; date() reads the offset.
-        day, mark = "date(created_at, '+8 hours')", "?"
+        # created_at is text with its UTC offset (…SS.ffffff+00:00). date() reads the
+        # offset but rounds the fraction to milliseconds, which moves 23:59:59.9995 to
+        # the next day: the whole seconds and the offset give the day exactly.
+        day, mark = "date(substr(created_at, 1, 19) || substr(created_at, -6), '+8 hours')", "?"
     rows = await conn.execute_query_dict(
         f"SELECT {day} AS day, kind, COUNT(*) AS n FROM bot_alert "  # noqa: S608 - constants only
         f"WHERE created_at >= {mark} GROUP BY 1, 2",

@@ -237,7 +237,8 @@ async def test_backlog_counts_open_cases_by_age(console: Console) -> None:
 
 async def test_alerts_are_counted_per_shanghai_day_and_kind(console: Console) -> None:
     """The alerts chart counts in the database, by Beijing day: 00:30 there is the
-    previous day in UTC; an alert before the window is not counted."""
+    previous day in UTC, 23:59:59.9996 is still the same day (SQLite rounds a time's
+    fraction to milliseconds); an alert before the window is not counted."""
     today = dashboard.today_in_shanghai()
     window = dashboard.window_days(days=7, today=today)
 
@@ -247,7 +248,7 @@ async def test_alerts_are_counted_per_shanghai_day_and_kind(console: Console) ->
     y, before = today - timedelta(days=1), today - timedelta(days=7)
     raised = [
         ("churn", at(y, 0, 30)),  # 16:30 UTC the day before: Beijing's day counts
-        ("churn", at(y, 23, 59)),
+        ("churn", at(y, 23, 59) + timedelta(seconds=59, microseconds=999_600)),
         ("complaint", at(y, 12)),
         ("complaint", at(today, 0, 5)),
         ("churn", at(before, 23, 59)),  # the day before the window's first
