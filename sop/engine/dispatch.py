@@ -95,6 +95,8 @@ class _Batch:
     facts: dict[str, tuple[str, dict[str, Any]]]
     advisor_names: dict[str, str]
     steps: dict[int, Any] = field(default_factory=dict)
+    #: The content check's answer per step, read once for the batch.
+    content_reasons: dict[int, str | None] = field(default_factory=dict)
 
 
 class Engine:
@@ -198,7 +200,11 @@ class Engine:
         attrs = b.facts.get(t.customer, ("", {}))[1]
         if reason := check_suitability(plan.product, attrs):
             return reason
-        if reason := await check_content(self.checker, step.content):
+        if step.id not in b.content_reasons:
+            # Once a step per batch: the same text gets the same answer, and a digest's
+            # or a task's touches share their step.
+            b.content_reasons[step.id] = await check_content(self.checker, step.content)
+        if reason := b.content_reasons[step.id]:
             return reason
         allowance = late_after(step.delivery, self.config.late_after)
         if is_late(t.due_at, now, late_after=allowance):

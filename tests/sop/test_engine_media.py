@@ -442,3 +442,29 @@ async def test_the_builders_calendar_counts_days_in_the_versions_zone() -> None:
         (date(2026, 9, 16), 1),
     ]
     assert [(d.day, sum(d.counts.values())) for d in auckland.days[:1]] == [(date(2026, 9, 16), 1)]
+
+
+async def test_content_failing_compliance_now_skips_every_touch_of_the_step(edge: Edge) -> None:
+    # Approved once, but the rules in force read it as a promise of returns: each of the
+    # batch's touches is skipped (the step is analysed once for the batch).
+    with time_machine.travel(sh(2026, 9, 15, 9, 0), tick=False) as clock:
+        campaign = await make_campaign(
+            trigger={"kind": "manual"},
+            steps=[
+                {
+                    "delivery": "reminder",
+                    "at_time": "10:00",
+                    "content": {"text": "{customer_name}您好，这款产品保本保收益，稳赚不赔"},
+                },
+            ],
+        )
+        customers = await _customers(edge, 3, "zhangwei")
+        await enrol.enrol_list(await _plan(campaign.id), customers=customers, ref="m:1")
+        clock.move_to(sh(2026, 9, 15, 10, 0, 5))
+        await drain(edge)
+        assert [(t.state, t.reason) for t in await Touch.all()] == [("skipped", "compliance")] * 3
+        assert not [
+            m
+            for m in edge.state.delivered_app_messages("zhangwei")
+            if "SOP" in m.content.get("content", "")
+        ]
