@@ -25,6 +25,7 @@ from aiohttp import web
 from markupsafe import Markup
 
 from admin import dashboard_pages, pages, review, review_pages, views
+from admin import service as admin_service
 from admin.auth import guard
 from admin.customers import pages as customer_pages
 from admin.customers import views as customer_views
@@ -34,7 +35,15 @@ from admin.render import shell_context
 from admin.review_views import add_routes as add_review_api
 from admin.sessions import LoginThrottle, SessionStore, TotpReplay
 from admin.sidebar import views as sidebar_views
-from core.access import ACCESS_GUARD, PAGE_CONTEXT, REACH, access_of, menu_of, principal_of
+from core.access import (
+    ACCESS_GUARD,
+    ACTOR_NAMES,
+    PAGE_CONTEXT,
+    REACH,
+    access_of,
+    menu_of,
+    principal_of,
+)
 from core.appkit import DOMAINS, REDIS, SETTINGS
 
 log = logging.getLogger(__name__)
@@ -252,6 +261,8 @@ def add_console_routes(app: web.Application) -> None:
     # What other domains' pages render with (the shell's context) and filter by (reach).
     app[PAGE_CONTEXT] = shell_context
     app[REACH] = _reach
+    # Who did something, by name, on other domains' pages (operators and keys are ours).
+    app[ACTOR_NAMES] = admin_service.actor_names
     # Other domains' console pages, mounted inside the shell: the guard below checks
     # the permission each page declares, the sidebar lists those with a @menu entry.
     for d in domains:

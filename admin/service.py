@@ -6,6 +6,7 @@ put the change and its audit entry in one commit.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -147,3 +148,26 @@ async def touch_api_key(
 async def console_counts() -> dict[str, int]:
     """What the system holds today, for the home page (the edge's own counts)."""
     return await bot_service.console_counts()
+
+
+async def actor_names(refs: Iterable[str]) -> dict[str, str]:
+    """Display names of ``operator:<id>`` and ``api_key:<key id>`` refs: one query per
+    kind, however many refs (a page lists many rows by few people)."""
+    operators: set[int] = set()
+    keys: set[str] = set()
+    for ref in refs:
+        kind, _, ident = ref.partition(":")
+        if kind == "operator" and ident.isdigit():
+            operators.add(int(ident))
+        elif kind == "api_key" and ident:
+            keys.add(ident)
+    out: dict[str, str] = {}
+    if operators:
+        rows = await Operator.filter(id__in=sorted(operators)).values_list(
+            "id", "display_name", "name"
+        )
+        out.update({f"operator:{i}": str(shown or name) for i, shown, name in rows})
+    if keys:
+        found = await ApiKey.filter(key_id__in=sorted(keys)).values_list("key_id", "name")
+        out.update({f"api_key:{k}": str(name) for k, name in found})
+    return out

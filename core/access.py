@@ -15,7 +15,7 @@ so a domain's page appears in the shell's navigation without the shell knowing i
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -142,3 +142,12 @@ Reach = Callable[[web.Request], Awaitable[frozenset[str] | None]]
 REACH: web.AppKey[Reach] = web.AppKey("reach")
 """Set by the console shell (one rule for every page: an advisor their own customers,
 a team lead their advisors'); a domain's page that lists customers filters by it."""
+
+ActorNames = Callable[[Iterable[str]], Awaitable[dict[str, str]]]
+"""Names to show for the refs a domain recorded (``operator:12`` → the operator's
+display name, ``api_key:ab12cd34`` → the key's name), looked up in one query per kind;
+refs it does not know are left out (the caller shows them as they are)."""
+
+ACTOR_NAMES: web.AppKey[ActorNames] = web.AppKey("actor_names")
+"""Set by the console shell, which owns operators and API keys: a domain's page shows
+who did something by name without importing the shell."""

@@ -41,7 +41,15 @@ from pydantic import ValidationError
 from bot.keys import WECOM_CLIENT
 from bot.outbox import mask_external_userid
 from compliance_nlp.types import INTENTS, SENTIMENTS
-from core.access import PAGE_CONTEXT, REACH, Principal, menu, principal_of, requires
+from core.access import (
+    ACTOR_NAMES,
+    PAGE_CONTEXT,
+    REACH,
+    Principal,
+    menu,
+    principal_of,
+    requires,
+)
 from core.appkit import DOMAINS, KEYRING, REDIS, TASKS
 from core.audit import Actor
 from tagging import attributes, audience, fields, flows, jobs, rules, service
@@ -151,22 +159,36 @@ def colour_of(value: str) -> str:
     return value if _COLOUR.match(value or "") else "#c3cad6"
 
 
-def actor_label(ref: str, rule_names: Mapping[int, str] | None = None) -> str:
+def actor_label(
+    ref: str,
+    rule_names: Mapping[int, str] | None = None,
+    names: Mapping[str, str] | None = None,
+) -> str:
+    """Who or what did something, as an operator reads it.  ``names`` (from
+    ``actor_names``) gives operators', keys' and advisors' names by ref; without one
+    the ref's id is shown."""
     kind, _, ident = ref.partition(":")
+    shown = (names or {}).get(ref)
     if kind == "operator":
-        return f"用户 #{ident}"
+        return shown or f"用户 #{ident}"
     if kind == "api_key":
-        return f"API 密钥 {ident}"
+        return f"API 密钥「{shown}」" if shown else f"API 密钥 {ident}"
     if kind == "rule":
-        name = (rule_names or {}).get(int(ident)) if ident.isdigit() else None
+        name = shown or ((rule_names or {}).get(int(ident)) if ident.isdigit() else None)
         return f"规则「{name}」" if name else f"规则 #{ident}"
     if kind == "wecom":
-        return f"企业微信 · {ident}" if ident else "企业微信"
+        if not ident:
+            return "企业微信"
+        return f"企业微信 · {shown}（{ident}）" if shown else f"企业微信 · {ident}"
     if kind == "import":
         return "导入"
     if ref == "expiry":
         return "到期自动移除"
     return ref
+
+
+async def actor_names(request: web.Request, refs: Iterable[str]) -> dict[str, str]:
+    return await service.actor_names(refs=refs, lookup=request.app.get(ACTOR_NAMES))
 
 
 def principal(request: web.Request) -> Principal:
@@ -603,6 +625,7 @@ async def _tag_page(
         for i, n in await TagRule.filter(id__in=sorted(rule_ids)).values_list("id", "name")
     }
     full = may(request, "customers:sensitive")
+    names = await actor_names(request, (r.applied_by for r in rows))
     pages = max(1, ceil(total / PAGE_SIZE))
     return render(
         "tagging_tag.html",
@@ -610,7 +633,10 @@ async def _tag_page(
         {
             "tag": tag,
             "group": tag.group,
-            "rows": [_customer_row(request, r, full=full, rule_names=rule_names) for r in rows],
+            "rows": [
+                _customer_row(request, r, full=full, rule_names=rule_names, names=names)
+                for r in rows
+            ],
             "total": total,
             "page": page,
             "pages": pages,
@@ -628,7 +654,12 @@ async def _tag_page(
 
 
 def _customer_row(
-    request: web.Request, ct: CustomerTag, *, full: bool, rule_names: Mapping[int, str]
+    request: web.Request,
+    ct: CustomerTag,
+    *,
+    full: bool,
+    rule_names: Mapping[int, str],
+    names: Mapping[str, str],
 ) -> dict[str, Any]:
     customer = ct.customer
     return {
@@ -636,7 +667,7 @@ def _customer_row(
         "external_userid": mask_external_userid(customer.external_userid),
         "link": customer_link(request, customer.id),
         "source": ct.source.value,
-        "applied_by": actor_label(ct.applied_by, rule_names),
+        "applied_by": actor_label(ct.applied_by, rule_names, names),
         "applied_at": ct.applied_at,
         "expires_at": ct.expires_at,
         "reason": reason_text(ct.reason, rule_names),
@@ -950,6 +981,7 @@ async def _rule_editor(
         request,
         {
             "rule": rule,
+            "names": await actor_names(request, [rule.created_by] if rule else []),
             "v": values,
             "errors": errors or {},
             "expr": expr,
@@ -1056,13 +1088,15 @@ async def _audience_page(
     status: int = 200,
 ) -> web.Response:
     schema = await attributes.load_schema()
+    saved = await service.audiences()
     return render(
         "tagging_audience.html",
         request,
         {
             "expr": request.query.get("expr", "")[: audience.MAX_LENGTH] if expr is None else expr,
             "name": name,
-            "saved": await service.audiences(),
+            "saved": saved,
+            "names": await actor_names(request, (a.created_by for a in saved)),
             "groups": await service.live_groups(),
             "tags": await service.live_tags(),
             "schema": schema,
@@ -1221,13 +1255,15 @@ async def _field_page(
     spec = schema.get(name)
     if spec is None or spec.builtin or spec.derived_from is not None:
         raise web.HTTPNotFound(text="没有这个自定义字段")
+    row = await service.attribute_field(name=name)
     return render(
         "tagging_attribute.html",
         request,
         {
             "name": name,
             "spec": spec,
-            "row": await service.attribute_field(name=name),
+            "row": row,
+            "names": await actor_names(request, [row.retired_by] if row else []),
             "can_manage": may(request, "attributes:manage"),
             "errors": errors or {},
             "form": form or {},
@@ -1550,6 +1586,9 @@ async def tags_panel(request: web.Request, customer_id: int, viewer: Principal) 
         else {}
     )
     tags = await service.tags_by_ids(ids=[h.tag_id for h in history])
+    names = await actor_names(
+        request, [*(ct.applied_by for ct in current), *(h.actor for h in history)]
+    )
     return aiohttp_jinja2.render_string(
         "tagging_panel_tags.html",
         request,
@@ -1559,7 +1598,7 @@ async def tags_panel(request: web.Request, customer_id: int, viewer: Principal) 
                 {
                     "tag": ct.tag,
                     "source": ct.source.value,
-                    "applied_by": actor_label(ct.applied_by, rule_names),
+                    "applied_by": actor_label(ct.applied_by, rule_names, names),
                     "applied_at": ct.applied_at,
                     "expires_at": ct.expires_at,
                     "reason": reason_text(ct.reason, rule_names),
@@ -1573,7 +1612,7 @@ async def tags_panel(request: web.Request, customer_id: int, viewer: Principal) 
                     "tag_id": h.tag_id,
                     "action": h.action,
                     "source": h.source.value,
-                    "actor": actor_label(h.actor, rule_names),
+                    "actor": actor_label(h.actor, rule_names, names),
                     "reason": reason_text(h.reason, rule_names),
                     "at": h.at,
                 }

@@ -6,7 +6,7 @@ Customers and their advisor relations are ``bot``'s: read them through
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -15,6 +15,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F, Subquery
 
+from bot import service as bot_service
 from bot.models import Customer, FollowRelation, RelationStatus
 from tagging.models import (
     AttributeField,
@@ -705,6 +706,30 @@ async def count_attribute_breaking(
         params,
     )
     return {k: int(v or 0) for k, v in dict(rows[0]).items()}
+
+
+async def actor_names(
+    *, refs: Iterable[str], lookup: Callable[[Iterable[str]], Awaitable[dict[str, str]]] | None
+) -> dict[str, str]:
+    """Names for the refs of who applied a tag (``operator:12``, ``api_key:…``,
+    ``wecom:<advisor>``, ``rule:5``), one query per kind however many rows show them:
+    operators and API keys through ``lookup`` (the console shell's ``ACTOR_NAMES``),
+    advisors from ``bot``, rules from this domain.  Unknown refs are left out."""
+    wanted = set(refs)
+    out: dict[str, str] = {}
+    if lookup is not None:
+        out.update(
+            await lookup(sorted(r for r in wanted if r.startswith(("operator:", "api_key:"))))
+        )
+    advisors = {r.partition(":")[2] for r in wanted if r.startswith("wecom:")} - {""}
+    if advisors:
+        found = await bot_service.advisors_by_userid(userids=advisors)
+        out.update({f"wecom:{u}": a.name for u, a in found.items() if a.name})
+    rules = {int(i) for r in wanted if r.startswith("rule:") and (i := r[5:]).isdigit()}
+    if rules:
+        rows = await TagRule.filter(id__in=sorted(rules)).values_list("id", "name")
+        out.update({f"rule:{i}": str(n) for i, n in rows})
+    return out
 
 
 async def attribute_field(*, name: str) -> AttributeField | None:

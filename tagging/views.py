@@ -8,12 +8,13 @@ tags, ``customers:read`` reads them).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from core.access import REACH, principal_of, requires
+from core.access import ACTOR_NAMES, REACH, principal_of, requires
 from core.apidoc import api_doc
 from core.appkit import DOMAINS, KEYRING
 from core.audit import Actor
@@ -108,12 +109,14 @@ def tag_dict(t: Tag) -> dict[str, Any]:
     }
 
 
-def customer_tag_dict(ct: CustomerTag) -> dict[str, Any]:
+def customer_tag_dict(ct: CustomerTag, names: Mapping[str, str] | None = None) -> dict[str, Any]:
     return {
         "tag_id": ct.tag_id,  # type: ignore[attr-defined]
         "tag": ct.tag.name,
         "source": ct.source.value,
         "applied_by": ct.applied_by,
+        # The operator's, key's, advisor's or rule's name; null when not known.
+        "applied_by_name": (names or {}).get(ct.applied_by),
         "applied_at": ct.applied_at.isoformat(),
         "reason": ct.reason,
         "advisor_userid": ct.advisor_userid,
@@ -272,15 +275,20 @@ async def customer_tags(request: web.Request) -> web.Response:
             raise flows.NotFound("customer")
         rows = await flows.customer_tags(external_userid=ext)
         history = await service.history_of_customer(customer_id=cid or 0)
+        names = await service.actor_names(
+            refs=[*(ct.applied_by for ct in rows), *(h.actor for h in history)],
+            lookup=request.app.get(ACTOR_NAMES),
+        )
         return web.json_response(
             {
-                "tags": [customer_tag_dict(ct) for ct in rows],
+                "tags": [customer_tag_dict(ct, names) for ct in rows],
                 "history": [
                     {
                         "tag_id": h.tag_id,
                         "action": h.action,
                         "source": h.source.value,
                         "actor": h.actor,
+                        "actor_name": names.get(h.actor),
                         "reason": h.reason,
                         "at": h.at.isoformat(),
                     }

@@ -377,8 +377,62 @@ async def test_the_customer_panel_shows_tags_reasons_and_history(console: Consol
     assert "暂无标签" in html  # the only tag was deleted …
     assert "移除" in html and "已退订" in html and "标签已删除" in html  # … and that is recorded
     html = await pages.tags_panel(request, book.customers["wmBOOK00000000000000001"], viewer)
-    assert html is not None and "高净值" in html and "电话回访确认" in html and "用户 #1" in html
+    assert html is not None and "高净值" in html and "电话回访确认" in html
     assert 'href="/tags/' in html
+
+
+async def test_who_applied_a_tag_is_shown_by_name(console: Console) -> None:
+    """The operator's display name, the rule's name, the advisor's name — never
+    「用户 #N」 — on the customer's tag panel and history, a tag's customers and the
+    API, looked up once per kind however many rows name them."""
+    from tortoise.transactions import in_transaction
+
+    from core.audit import Actor
+    from tagging import flows
+    from tagging.models import TagSource
+
+    op = await make_operator("marketing", name="qian", display_name="钱运营")
+    book = await seed.book()  # its tags were applied by operator:1 — qian
+    assert op.id == 1
+    rule = await TagRule.create(name="养老意向", trigger="schedule", spec={})
+    await bot_models.Advisor.filter(userid="adv-zhao").update(name="赵经理")
+    zhou = "wmBOOK00000000000000001"
+    async with in_transaction() as conn:
+        for tag, source, by in (
+            (book.tags["养老客群"], TagSource.RULE, f"rule:{rule.id}"),
+            (book.tags["已退订"], TagSource.WECOM, "wecom:adv-zhao"),
+        ):
+            await flows.tag_customer(
+                conn=conn, external_userid=zhou, tag=tag, source=source, applied_by=by, push=False
+            )
+    await flows.do_untag_customer(
+        external_userid=zhou, tag_id=book.tags["关注养老"].id, actor=Actor("operator", "1", "qian")
+    )
+
+    calls: list[list[str]] = []
+    real = console.app[pages.ACTOR_NAMES]
+
+    async def counting(refs: Any) -> dict[str, str]:
+        calls.append(list(refs))
+        return await real(calls[-1])
+
+    console.app._state[pages.ACTOR_NAMES] = counting  # type: ignore[attr-defined]
+    html = await pages.tags_panel(_request(console), book.customers[zhou], _principal("admin"))
+    assert html is not None and "用户 #" not in html
+    assert (
+        "钱运营" in html and "规则「养老意向」" in html and "企业微信 · 赵经理（adv-zhao）" in html
+    )
+    assert calls == [["operator:1"]]  # one lookup for every row and history entry
+
+    ops, _ = await signed_in_client(console, "qian")
+    async with ops:
+        status, page = await _get(ops, console, f"/tags/{book.tags['高净值'].id}")
+        assert status == 200 and "钱运营" in page and "用户 #" not in page
+        async with ops.get(console.url(f"/api/v1/customers/{zhou}/tags")) as r:
+            body = await r.json()
+    names = {t["tag"]: t["applied_by_name"] for t in body["tags"]}
+    assert names == {"高净值": "钱运营", "养老客群": "养老意向", "已退订": "赵经理"}
+    assert {h["actor_name"] for h in body["history"]} == {"钱运营", "养老意向", "赵经理"}
 
 
 def _principal(role: str) -> Any:

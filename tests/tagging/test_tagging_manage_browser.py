@@ -2,8 +2,9 @@
 
 An administrator edits a custom attribute field (a narrowing that stored values
 break is refused with the count), tries to retire it while a saved audience uses it
-(the use is listed), retires it once free and restores it.  Screenshots in
-var/screenshots/ (tagging-field-*.png).
+(the use is listed), retires it once free and restores it.  Marketing starts a sync
+of the corp tags from the library and reads who applied a customer's tags by name.
+Screenshots in var/screenshots/ (tagging-field-*.png, tagging-sync-now-*.png).
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ from typing import Any
 
 from bot import models as bot_models
 from core.models import AuditEntry
-from tagging import attributes
+from tagging import attributes, jobs
 from tagging.models import Audience
 from tests.admin.console import Console, make_operator
 from tests.admin.test_browser import browser, no_horizontal_overflow, shot, sign_in
+from tests.bot.outbox_fakes import FakeCorp
 from tests.tagging import seed
+from tests.tagging.test_sync_now import corp, finished_run, wecom_console
 
-__all__ = ["browser"]  # fixtures
+__all__ = ["browser", "corp", "wecom_console"]  # fixtures
 
 
 async def test_admin_edits_retires_and_restores_a_custom_field(
@@ -97,5 +100,53 @@ async def test_admin_edits_retires_and_restores_a_custom_field(
     await page.set_viewport_size({"width": 375, "height": 812})
     await no_horizontal_overflow(page)
     await shot(page, "tagging-field-375")
+    assert refused == [], refused
+    await context.close()
+
+
+async def test_marketing_syncs_now_and_sees_who_applied_tags(
+    wecom_console: Console, browser: Any, corp: FakeCorp, redis_client: Any
+) -> None:
+    """「立即同步」: the sandbox's corp tags arrive with the report, the panel reloads
+    itself while a sync runs; the customer's tags name the operator who applied them."""
+    await make_operator("marketing", name="ops", display_name="钱运营")  # operator:1
+    book = await seed.book()
+    context = await browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN")
+    page = await context.new_page()
+    refused: list[str] = []
+    page.on("console", lambda m: refused.append(m.text) if "Content Security" in m.text else None)
+    await sign_in(page, wecom_console, "ops")
+    await page.wait_for_url(wecom_console.url("/"))
+    await page.click("nav >> text=标签库")
+    assert "尚无对账记录" in await page.inner_text("#sync-report")
+    await page.click("#sync-now-submit")
+    await page.wait_for_url("**/tags?notice=*")
+    assert "已开始同步" in await page.inner_text("#tagging-notice")
+    await finished_run()
+    await page.reload()
+    report = await page.inner_text("#sync-report")
+    group = sorted(corp.state.tag_groups.values(), key=lambda g: g.order)[0]
+    assert "新增标签组" in report or group.group_name in report
+    assert await page.locator("#sync-now-submit").is_enabled()
+    await shot(page, "tagging-sync-now-done")
+
+    # Another process's sync is running: the button waits, and the panel reloads
+    # itself until it ends.
+    await redis_client.set(
+        jobs.SYNC_NOW_KEY, '{"by": "李运营", "at": "2026-12-06T01:00:00+00:00"}', ex=60
+    )
+    await page.reload()
+    assert "李运营" in await page.inner_text("#sync-running")
+    assert not await page.locator("#sync-now-submit").is_enabled()
+    await shot(page, "tagging-sync-now-running")
+    await redis_client.delete(jobs.SYNC_NOW_KEY)
+    await page.locator("#sync-now-submit:enabled").wait_for()
+    assert await page.locator("#sync-running").count() == 0
+
+    # The customer page: who applied each tag, by name.
+    await page.goto(wecom_console.url(f"/customers/{book.customers['wmBOOK00000000000000001']}"))
+    tags = await page.inner_text("#customer-tags")
+    assert "钱运营" in tags and "用户 #" not in tags
+    await shot(page, "tagging-applied-by-names")
     assert refused == [], refused
     await context.close()
