@@ -141,6 +141,14 @@ class SopSettings(BaseModel):
     # confirmed after remind_after_s (at most 3 reminders per task in 24 h).
     results_interval_s: float = Field(default=300.0, gt=0)
     remind_after_s: int = Field(default=4 * 3600, ge=600)
+    # Where image, file and mini-program cover addresses of steps may be fetched from
+    # (at save and before each send, by this server): a JSON list of host names.
+    # "files.bank.example" allows that host alone, internal addresses included;
+    # ".bank.example" allows it and every name under it when they resolve to public
+    # addresses (never private, loopback, link-local/metadata).  Empty: none.
+    media_hosts: list[str] = Field(default_factory=list)
+    # A media fetch (connection, redirects and body) gives up after this long.
+    media_fetch_timeout_s: float = Field(default=30.0, gt=0, le=300)
 
 
 OperatorRole = Literal["advisor", "team_lead", "marketing", "compliance", "admin"]

@@ -679,8 +679,10 @@ async def check_campaign(spec: CampaignIn) -> CheckReport:
 
 async def check_media_files(spec: CampaignIn, *, skip: set[str]) -> list[Problem]:
     """Each image, file and mini-program cover fetched once, as the send will fetch it:
-    WeCom's size limits (image 10 MB, file 20 MB), JPG/PNG for an image, an address that
-    answers.  Fields already refused (``skip``) are not fetched."""
+    an allowed source (``SIYU_SOP__MEDIA_HOSTS``; others are refused unfetched as
+    ``media_source_refused``), WeCom's size limits (image 10 MB, file 20 MB), JPG/PNG
+    for an image, an address that answers.  Fields already refused (``skip``) are not
+    fetched."""
     problems: list[Problem] = []
     for i, step in enumerate(spec.steps, 1):
         refs = sop_media.refs_of(dump(step.content))
@@ -692,8 +694,8 @@ async def check_media_files(spec: CampaignIn, *, skip: set[str]) -> list[Problem
         )
         if where in skip:
             continue
-        if (problem := await sop_media.probe(refs[0])) is not None:
-            problems.append(Problem(where, "media_invalid", problem))
+        if (found := await sop_media.probe(refs[0])) is not None:
+            problems.append(Problem(where, *found))
     return problems
 
 

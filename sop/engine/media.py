@@ -19,14 +19,27 @@ A file WeCom would refuse (too large, not a JPG/PNG for an image) is refused whe
 campaign is saved (``probe``) and again at the send (:class:`MediaInvalid`: the touch
 is skipped as ``media_invalid``); a download that fails for a while (timeout, 5xx)
 raises :class:`MediaUnavailable`, and the outbox retries the row with back-off.
+
+Fetching an address marketing typed is a request from inside the institution's network,
+so it is fenced (:class:`MediaPolicy`, ``SIYU_SOP__MEDIA_HOSTS``): only the listed hosts
+are fetched (refused at save, :func:`source_problem`, and again at each fetch and each
+redirect); a host matched by a suffix entry (``.cdn.bank.example``) must resolve to
+public addresses — private, loopback, link-local (cloud metadata), shared and reserved
+ones are refused when the connection is made, so a name that changes its answer between
+the check and the connection gains nothing — while a host listed by its exact name is
+the administrator's own and may be internal.  The body is read in chunks and dropped
+past WeCom's limit, and the whole fetch has a timeout.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import hashlib
+import ipaddress
 import json
 import logging
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,6 +48,8 @@ from typing import Any, Final, Literal
 from urllib.parse import unquote, urlparse
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
 
 from bot import media as bot_media
 from bot.wecom.client import WeComError
@@ -46,17 +61,23 @@ log = logging.getLogger(__name__)
 __all__ = [
     "MediaCache",
     "MediaInvalid",
+    "MediaPolicy",
     "MediaRef",
+    "MediaRefused",
     "MediaUnavailable",
     "attachments",
     "has_uploads",
+    "configure",
+    "policy",
     "probe",
     "refs_of",
+    "source_problem",
 ]
 
 #: WeCom's upload errcodes that say the file itself is wrong (type, size, format).
 _BAD_FILE: Final = frozenset({40004, 40005, 40006, 40009, 40011, 44001})
-_FETCH_TIMEOUT: Final = aiohttp.ClientTimeout(total=60, sock_connect=10)
+_REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
+_CHUNK: Final = 64 * 1024
 
 
 class MediaInvalid(ValueError):
@@ -65,6 +86,138 @@ class MediaInvalid(ValueError):
 
 class MediaUnavailable(RuntimeError):
     """The file could not be fetched or uploaded just now: try again later."""
+
+
+class MediaRefused(MediaInvalid):
+    """The address is not an allowed media source (host not listed, an internal
+    address, a redirect elsewhere): never fetched."""
+
+
+@dataclass(frozen=True)
+class MediaPolicy:
+    """Where step media may be fetched from (``SIYU_SOP__MEDIA_HOSTS`` and its timeout).
+
+    ``hosts``: ``files.bank.example`` allows that host alone (and it may resolve to an
+    internal address: the administrator named it); ``.bank.example`` allows it and every
+    name under it, as long as they resolve to public addresses.  Empty: no address is
+    fetched.  An IP address is allowed by its exact entry only.
+    """
+
+    hosts: tuple[str, ...] = ()
+    timeout_s: float = 30.0
+    max_redirects: int = 3
+
+    @staticmethod
+    def _norm(host: str) -> str:
+        return host.strip().lower().rstrip(".").strip("[]")
+
+    def trusted(self, host: str) -> bool:
+        """Listed by its exact name: may be internal."""
+        h = self._norm(host)
+        return any(self._norm(e) == h for e in self.hosts if not e.startswith("."))
+
+    def allows(self, host: str) -> bool:
+        h = self._norm(host)
+        if not h:
+            return False
+        if self.trusted(h):
+            return True
+        if _ip(h) is not None:
+            return False
+        for entry in self.hosts:
+            e = self._norm(entry).lstrip(".")
+            if entry.strip().startswith(".") and e and (h == e or h.endswith("." + e)):
+                return True
+        return False
+
+
+_policy: list[MediaPolicy] = [MediaPolicy()]
+
+
+def configure(value: MediaPolicy) -> None:
+    """The process's media policy (set from settings by the engine's context)."""
+    _policy[0] = value
+
+
+def policy() -> MediaPolicy:
+    return _policy[0]
+
+
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
+
+
+def internal_address(address: str) -> bool:
+    """Private, loopback, link-local (169.254.169.254: cloud metadata), shared
+    (100.64/10: some clouds' metadata), multicast, reserved or unspecified — anything
+    not on the public internet.  An IPv4 address mapped into IPv6 is judged as IPv4."""
+    ip = _ip(address)
+    if ip is None:
+        return True
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not ip.is_global or ip.is_multicast
+
+
+def source_problem(url: str, value: MediaPolicy | None = None) -> str | None:
+    """Why this address may not be fetched (a sentence for the builder), or None."""
+    rule = value or policy()
+    try:
+        parsed = URL(url)
+    except ValueError:
+        return "素材地址无效"
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        return "素材地址须以 http:// 或 https:// 开头"
+    if parsed.user or parsed.password:
+        return "素材地址不能包含用户名或密码"
+    host = MediaPolicy._norm(parsed.host)
+    if not rule.allows(host):
+        if not rule.hosts:
+            return (
+                "未配置允许的素材来源：请管理员在 SIYU_SOP__MEDIA_HOSTS 中列出素材服务器，"
+                f"主机 {host} 不可用"
+            )
+        return f"素材地址的主机 {host} 不在允许的素材来源中（SIYU_SOP__MEDIA_HOSTS）"
+    if not rule.trusted(host) and _ip(host) is not None and internal_address(host):
+        return f"素材地址 {host} 是内网地址"
+    return None
+
+
+class _GuardedResolver(AbstractResolver):
+    """The system resolver, refusing internal answers for hosts not trusted by name.
+
+    The connection goes to the addresses checked here, so a name cannot pass the check
+    with one answer and be fetched at another."""
+
+    def __init__(self, rule: MediaPolicy) -> None:
+        self.rule = rule
+        self.inner = aiohttp.ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        found = await self.inner.resolve(host, port, family)
+        if not self.rule.trusted(host):
+            for info in found:
+                if internal_address(info["host"]):
+                    raise MediaRefused(f"素材地址 {MediaPolicy._norm(host)} 解析到内网地址，已拒绝")
+        return found
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+def guarded_session(rule: MediaPolicy | None = None) -> aiohttp.ClientSession:
+    """A session for media fetches under ``rule``: checked resolver, no DNS cache, no
+    proxy from the environment, no cookies kept."""
+    rule = rule or policy()
+    connector = aiohttp.TCPConnector(resolver=_GuardedResolver(rule), use_dns_cache=False)
+    return aiohttp.ClientSession(
+        connector=connector, trust_env=False, cookie_jar=aiohttp.DummyCookieJar()
+    )
 
 
 @dataclass(frozen=True)
@@ -162,20 +315,44 @@ def _too_large(kind: str, size: int) -> str:
     return f"{what} {size / 2**20:.1f} MB，超过企业微信的上限 {limit // 2**20} MB"
 
 
-async def _fetch(session: aiohttp.ClientSession, ref: MediaRef) -> tuple[bytes, str]:
-    """The file's bytes and content type, read no further than WeCom's limit."""
+async def _fetch(
+    session: aiohttp.ClientSession, ref: MediaRef, rule: MediaPolicy | None = None
+) -> tuple[bytes, str]:
+    """The file's bytes and content type, read no further than WeCom's limit.
+
+    Every address (the step's and each redirect's) is checked against ``rule`` before
+    it is asked; the session's resolver refuses internal answers (:func:`guarded_session`).
+    """
+    rule = rule or policy()
     limit = bot_media.MAX_BYTES[ref.type]
+    timeout = aiohttp.ClientTimeout(total=rule.timeout_s, sock_connect=min(rule.timeout_s, 10))
+    url = ref.url
     try:
-        async with session.get(ref.url, timeout=_FETCH_TIMEOUT) as resp:
-            if resp.status >= 500:
-                raise MediaUnavailable(f"HTTP {resp.status}")
-            if resp.status != 200:
-                raise MediaInvalid(f"素材地址无法下载（HTTP {resp.status}）")
-            declared = resp.content_length
-            if declared is not None and declared > limit:
-                raise MediaInvalid(_too_large(ref.type, declared))
-            content = await resp.content.read(limit + 1)
-            ctype = resp.content_type or "application/octet-stream"
+        async with asyncio.timeout(rule.timeout_s):
+            for _ in range(rule.max_redirects + 1):
+                if (problem := source_problem(url, rule)) is not None:
+                    raise MediaRefused(problem)
+                async with session.get(URL(url), timeout=timeout, allow_redirects=False) as resp:
+                    if resp.status in _REDIRECTS and resp.headers.get("Location"):
+                        url = str(resp.url.join(URL(resp.headers["Location"])))
+                        continue
+                    if resp.status >= 500:
+                        raise MediaUnavailable(f"HTTP {resp.status}")
+                    if resp.status != 200:
+                        raise MediaInvalid(f"素材地址无法下载（HTTP {resp.status}）")
+                    declared = resp.content_length
+                    if declared is not None and declared > limit:
+                        raise MediaInvalid(_too_large(ref.type, declared))
+                    body = bytearray()
+                    async for chunk in resp.content.iter_chunked(_CHUNK):
+                        body += chunk
+                        if len(body) > limit:
+                            raise MediaInvalid(_too_large(ref.type, len(body)))
+                    content = bytes(body)
+                    ctype = resp.content_type or "application/octet-stream"
+                    break
+            else:
+                raise MediaRefused(f"素材地址重定向超过 {rule.max_redirects} 次")
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise MediaUnavailable(type(exc).__name__) from None
     if (problem := bot_media.media_problem(ref.type, content)) is not None:
@@ -185,19 +362,22 @@ async def _fetch(session: aiohttp.ClientSession, ref: MediaRef) -> tuple[bytes, 
     return content, ctype
 
 
-async def probe(ref: MediaRef, *, session: aiohttp.ClientSession | None = None) -> str | None:
-    """Why this file cannot be sent (a sentence for the builder), or None — at save time."""
-    own = session is None
-    s = session or aiohttp.ClientSession()
-    try:
-        await _fetch(s, ref)
-    except MediaInvalid as exc:
-        return str(exc)
-    except MediaUnavailable as exc:
-        return f"素材地址暂时无法下载（{exc}），请确认地址可访问"
-    finally:
-        if own:
-            await s.close()
+async def probe(ref: MediaRef, rule: MediaPolicy | None = None) -> tuple[str, str] | None:
+    """Why this file cannot be sent, as (code, sentence for the builder), or None — at
+    save time: ``media_source_refused`` (not an allowed source; never fetched) or
+    ``media_invalid``."""
+    rule = rule or policy()
+    if (problem := source_problem(ref.url, rule)) is not None:
+        return "media_source_refused", problem
+    async with guarded_session(rule) as session:
+        try:
+            await _fetch(session, ref, rule)
+        except MediaRefused as exc:
+            return "media_source_refused", str(exc)
+        except MediaInvalid as exc:
+            return "media_invalid", str(exc)
+        except MediaUnavailable as exc:
+            return "media_invalid", f"素材地址暂时无法下载（{exc}），请确认地址可访问"
     return None
 
 
@@ -215,8 +395,10 @@ class MediaCache:
         client_of: Callable[[], Any],
         keys: Keyspace | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        rule: MediaPolicy | None = None,
     ) -> None:
         self.redis = redis
+        self.rule = rule
         self.client_of = client_of
         self.keys = keys or Keyspace()
         self.clock = clock
@@ -243,9 +425,10 @@ class MediaCache:
         client = self.client_of()
         if client is None:
             raise MediaUnavailable("no WeCom client")
+        rule = self.rule or policy()
         if self._session is None:
-            self._session = aiohttp.ClientSession()
-        content, ctype = await _fetch(self._session, ref)
+            self._session = guarded_session(rule)
+        content, ctype = await _fetch(self._session, ref, rule)
         try:
             media_id = await bot_media.upload(
                 client, ref.type, filename=ref.filename, content=content, content_type=ctype

@@ -27,7 +27,8 @@ from core.settings import Settings
 from sop.engine import enrol
 from sop.engine.checks import ContentChecker
 from sop.engine.dispatch import Engine, EngineConfig
-from sop.engine.media import MediaCache
+from sop.engine.media import MediaCache, MediaPolicy
+from sop.engine.media import configure as media_configure
 from sop.engine.quotas import Quotas
 
 log = logging.getLogger(__name__)
@@ -87,12 +88,17 @@ async def engine_ctx(app: web.Application) -> AsyncIterator[None]:
 
     engine = build_engine(app[SETTINGS], app[REDIS])
     # Read when a send needs media, not now: the client is built by the edge's context.
-    engine.media = MediaCache(app[REDIS], client_of=lambda: app.get(WECOM_CLIENT))
+    s = app[SETTINGS].sop
+    rule = MediaPolicy(hosts=tuple(s.media_hosts), timeout_s=s.media_fetch_timeout_s)
+    # Saving a campaign checks its media under the same fence (sop.campaigns).
+    media_configure(rule)
+    engine.media = MediaCache(app[REDIS], client_of=lambda: app.get(WECOM_CLIENT), rule=rule)
     bind(engine)
     try:
         yield
     finally:
         await engine.media.close()
+        media_configure(MediaPolicy())
         if _bound and _bound[0] is engine:
             bind(None)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 from zoneinfo import ZoneInfo
@@ -16,12 +17,14 @@ import time_machine
 from aiohttp import web
 
 from bot.sandbox.fake_api.media import check_media
+from core.settings import Settings
 from sop import campaigns
 from sop.engine import enrol, planner, store
 from sop.engine.timing import SHANGHAI
 from sop.models import CampaignVersion, Touch
 from sop.schemas import CampaignIn
 from tests.bot.harness import Edge
+from tests.conftest import make_settings
 from tests.sop.test_engine_flow import (
     add_relation,
     contact_event,
@@ -30,6 +33,16 @@ from tests.sop.test_engine_flow import (
     make_campaign,
     sh,
 )
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str, redis_url: str) -> Settings:
+    # The content server of these tests runs on loopback: allowed here by name, as an
+    # institution lists its own file server (the default allows no media source).
+    return make_settings(
+        tmp_path, database_url=database_url, redis_url=redis_url, sop={"media_hosts": ["127.0.0.1"]}
+    )
+
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
 PDF = b"%PDF-1.4\n" + b"0" * 4000
