@@ -23,6 +23,7 @@ from bot import customers as bot_customers
 from bot import service as bot_service
 from core.access import REACH, Principal
 from sop import stats
+from sop.engine.specs import VARIABLES, missing_variables
 from sop.engine.specs import render as render_text
 from sop.engine.timing import SHANGHAI
 from sop.models import (
@@ -262,6 +263,21 @@ class DueTouch:
     state: str = ""
     # Sent from the sidebar: when (``sent_at``); None while only the digest went out.
     sent_at: datetime | None = None
+    # Variables the content uses that this customer has no value for (no maturity date
+    # imported): nothing is filled in or offered, ``missing_note`` says why.
+    missing: tuple[str, ...] = ()
+
+    @property
+    def missing_note(self) -> str:
+        return missing_note(self.missing)
+
+
+def missing_note(missing: Sequence[str]) -> str:
+    """Why a touch cannot be filled for this customer (zh-CN), "" when it can."""
+    if not missing:
+        return ""
+    which = "、".join(f"「{VARIABLES.get(v, v)}」（{{{v}}}）" for v in missing)
+    return f"无法为该客户填写：客户资料中没有{which}，请先补充客户资料，或自行编辑后发送。"
 
 
 def _content_values(
@@ -360,8 +376,10 @@ async def render_touches(
             customer_name=customer_name, advisor_name=advisor_name, version=version, attrs=attrs
         )
         content = dict(step.content or {})
-        text = render_text(str(content.get("text") or ""), values)
-        link = _link_card(content)
+        # A variable without a value would be left as literal braces: not filled in.
+        missing = tuple(missing_variables(content, values))
+        text = "" if missing else render_text(str(content.get("text") or ""), values)
+        link = None if missing else _link_card(content)
         chat = None
         if link is not None and link["url"]:
             chat = {
@@ -394,6 +412,7 @@ async def render_touches(
                 advisor=advisor_name or t.advisor,
                 state=t.state.value,
                 sent_at=t.sent_at if t.sent_via == SENT_VIA_SIDEBAR else None,
+                missing=missing,
             )
         )
     return out

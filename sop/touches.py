@@ -174,9 +174,11 @@ async def check_advisor_touch(
     ) or (None,)
     if view is None:
         raise _not_found()  # its step is gone (a version removed it)
-    return AdvisorTouch(
-        touch=touch, view=view, problem=await _problem(touch, customer=customer, now=now)
-    )
+    problem = await _problem(touch, customer=customer, now=now)
+    if problem is None and view.missing:
+        # Filled, it would read 「将于{maturity_date}到期」: nothing to insert.
+        problem = Problem("missing_variable", view.missing_note)
+    return AdvisorTouch(touch=touch, view=view, problem=problem)
 
 
 async def do_record_sidebar_send(
@@ -260,6 +262,7 @@ def touch_dict(found: AdvisorTouch, *, now: datetime) -> dict[str, object]:
         "text": v.text,
         "link": v.link,
         "chat_message": v.chat_message,
+        "missing": list(v.missing),
         "sent": _sent_dict(t),
         "sendable": found.sendable,
         "problem": found.problem.as_dict() if found.problem else None,

@@ -157,5 +157,17 @@ async def test_a_touch_not_to_send_says_why(
     await shot(page, "sidebar-touch-outside-chat")
     assert await _sent(page) == []
     assert (await Touch.get(id=mine.id)).sent_via is None
+
+    # A customer without the maturity date the text uses: no literal {maturity_date}.
+    world.customer.attributes = {
+        k: v for k, v in world.customer.attributes.items() if k != "maturity_date"
+    }
+    await world.customer.save()
+    await page.goto(world.console.url(f"/sidebar/?customer={CUSTOMER}&touch={mine.id}"))
+    await card.locator(".sb-touch-problem").wait_for()
+    assert "客户资料中没有「到期日」" in await card.inner_text()
+    assert "将于{maturity_date}" not in await page.locator("body").inner_text()
+    assert await page.locator("#sb-touch-compose").count() == 0
+    await shot(page, "sidebar-touch-missing-value")
     assert refused == []
     await ctx.close()

@@ -180,6 +180,38 @@ async def test_the_advisor_reads_their_touch_filled_in_or_why_not(
         assert (await problem(mine))["code"] == "opted_out"
 
 
+async def test_a_customer_without_a_value_gets_no_fill_in_and_is_told_why(
+    world: SidebarWorld, analyzer: Any
+) -> None:
+    """No maturity date imported: neither the touch nor the due panel offers text with a
+    literal {maturity_date}; both say which value is missing."""
+    journey = await Journey.build(world, analyzer)
+    world.customer.attributes = {
+        k: v for k, v in world.customer.attributes.items() if k != "maturity_date"
+    }
+    await world.customer.save()
+    t = await journey.reminder()
+    said = "无法为该客户填写：客户资料中没有「到期日」（{maturity_date}）"
+    async with world.client() as client:
+        await _sidebar(world, client)
+        status, body = await _get(
+            client, world.console.url(f"/api/v1/touches/{t.id}?customer={CUSTOMER}")
+        )
+        assert status == 200
+        assert body["sendable"] is False and body["problem"]["code"] == "missing_variable"
+        assert said in body["problem"]["message"]
+        assert body["missing"] == ["maturity_date"] and body["text"] == ""
+        assert body["chat_message"] is None
+        async with client.get(
+            world.console.url(f"/sidebar/customer?external_userid={CUSTOMER}")
+        ) as r:
+            assert r.status == 200
+            html = await r.text()
+    item = html.split(f'id="sop-touch-{t.id}"', 1)[1].split("sop-due-item", 1)[0]
+    assert said in item
+    assert "data-sb-compose" not in item and "将于{maturity_date}" not in html
+
+
 async def test_a_send_from_the_sidebar_is_recorded_once_and_counted(
     world: SidebarWorld, analyzer: Any
 ) -> None:
