@@ -15,6 +15,7 @@ name, so nothing that runs today stops matching silently.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -337,7 +338,11 @@ async def do_edit_field(
             actor=actor,
             action="tagging.attribute_field.edit",
             target=f"attribute_field:{row.name}",
-            detail={"before": before, "after": changes},
+            # Each changed setting as "[before, after]" (the detail holds flat values).
+            detail={
+                k: json.dumps([before[k], v], ensure_ascii=False, default=str)
+                for k, v in changes.items()
+            },
         )
     return row
 

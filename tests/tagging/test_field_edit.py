@@ -3,6 +3,7 @@ stored value breaks it, retirement blocked by what uses the field and reversible
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -91,6 +92,8 @@ async def test_edit_loosens_freely_and_tightens_only_when_no_stored_value_breaks
         "attribute_field:score",
         "attribute_field:score",
     ]
+    first = json.loads((await _audit("tagging.attribute_field.edit"))[0].detail)
+    assert first["label"] == '["等级", "客户等级"]' and "values" not in first
     # Built-in fields are not edited; unknown ones are not found.
     status, err = await edge.api("PATCH", f"{FIELDS}/risk_level", json={"label": "x"})
     assert status == 400
