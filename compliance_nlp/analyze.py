@@ -10,6 +10,9 @@ Order of work, and why:
    (「是的👌」 promises the principal after 「到期本金能拿回来吧？」, and is service after
    「明天能到账吗？」); a violation only the model sees needs financial ground in the
    line or that turn (``DomainAnchors``), so everyday chat never reaches a reviewer;
+   a short line with context that nothing made a violation is then read by the pair
+   model (``pair``: learned from conversations, not from enumerated phrasings) after
+   each customer turn it may answer, unless the frames read it as a refusal or a fact;
    customer messages: intent (model, or keywords) — compliance categories describe
    what a *seller* may not say, so they are not applied to customers;
 4. sentiment from the lexicon (complaints with no sentiment words count as negative).
@@ -25,7 +28,7 @@ from dataclasses import replace
 from typing import TypeGuard, get_args
 
 from compliance_nlp import segment
-from compliance_nlp.dialogue import DialogueRules, asked_turns
+from compliance_nlp.dialogue import DialogueRules, Reading, asked_turns
 from compliance_nlp.lexicon import DomainAnchors, KeywordIntent, SentimentLexicon
 from compliance_nlp.matcher import RuleMatcher
 from compliance_nlp.model import (
@@ -38,6 +41,8 @@ from compliance_nlp.model import (
 )
 from compliance_nlp.normalize import Normalized, normalize, translate_chars
 from compliance_nlp.overlay import Overlay, apply_overlay
+from compliance_nlp.pair import MAX_REPLY_CHARS as PAIR_MAX_REPLY_CHARS
+from compliance_nlp.pair import PairModel, load_pair_model
 from compliance_nlp.pii import MASK_STYLES, find_pii, load_pii_words, mask_pii, mask_span
 from compliance_nlp.rules import CATEGORIES, load_ruleset
 from compliance_nlp.types import (
@@ -100,10 +105,17 @@ class Analyzer:
         if self.config.use_model:
             self.intent_model = self._load(self.config.intent_model_dir, "intent")
             self.violation_model = self._load(self.config.violation_model_dir, "violation")
+        self.pair_model: PairModel | None = None
+        if self.config.use_model and self.config.use_pair_model:
+            self.pair_model = load_pair_model(
+                self.config.pair_model_dir, rules_dir=self.config.rules_dir
+            )
         parts = [self.ruleset.version]
         for label, model in (("intent", self.intent_model), ("violation", self.violation_model)):
             if model is not None:
                 parts.append(f"{label} {model.name}@{model.version}")
+        if self.pair_model is not None:
+            parts.append(f"pair {self.pair_model.name}@{self.pair_model.version}")
         self.model_version = "; ".join(parts)
 
     def with_overlay(self, overlay: Overlay | None) -> Analyzer:
@@ -219,6 +231,7 @@ class Analyzer:
                 answered_norm = normalize(turn[1]).text if turn else ""
                 rule_findings = self.matcher.find(norms[i], answered=answered_norm)
                 model_found = model_findings.get(i, [])
+                reading = None
                 if i in asked:
                     reading = self.dialogue.find(
                         norms[i],
@@ -235,6 +248,8 @@ class Analyzer:
                     anchored=self.anchors.anchored(norms[i].text)
                     or (bool(answered_norm) and self.anchors.anchored(answered_norm)),
                 )
+                if i in asked and self.pair_model is not None:
+                    findings += self._pair_findings(text, norms[i], findings, asked[i], reading)
                 # A compliant rewording where the rule data has one (suggestions.json and
                 # the institution's overlay): by rule, else by category for model findings.
                 findings = [
@@ -277,6 +292,63 @@ class Analyzer:
                 )
             )
         return results
+
+    def _pair_findings(
+        self,
+        text: str,
+        norm: Normalized,
+        findings: list[Finding],
+        asked: list[tuple[int, str]],
+        reading: Reading | None,
+    ) -> list[Finding]:
+        """A violation the conversation makes, by the pair model (``pair``): the customer
+        turn it may answer (``asked``: index, masked text) after which the model is surest
+        of a category, at or above ``pair_threshold``, on a short line nothing else made a
+        violation — unless the frames read the reply as refusing or correcting (or stating
+        a fact about) what was asked."""
+        model = self.pair_model
+        reply = norm.text
+        if model is None or len(reply) > PAIR_MAX_REPLY_CHARS:
+            return []
+        if any(f.severity == "violation" for f in findings):
+            return []
+        # As for the line model: a conversation off financial ground is no evidence
+        # (「楼下那家包子铺还开着吗」 → 「开着呢」), and a reply that only refuses or
+        # corrects (「零风险的产品是没有的」) goes along with nothing.
+        reply_anchored = self.anchors.anchored(reply)
+        turns = [
+            (j, t) for j, t in asked if reply_anchored or self.anchors.anchored(normalize(t).text)
+        ]
+        if not turns:
+            return []
+        stance = set(model.stance.read(reply))
+        if "refuse" in stance and not stance & {"assure", "comply"}:
+            return []
+        probs = model.proba([(t, text) for _, t in turns])
+        best: tuple[float, int, str, str] | None = None
+        for (j, turn), row in zip(turns, probs, strict=True):
+            for k, label in enumerate(model.labels):
+                if label != "none" and (best is None or row[k] > best[0]):
+                    best = (float(row[k]), j, turn, label)
+        if best is None or best[0] < self.config.pair_threshold:
+            return []
+        score, j, turn, category = best
+        if reading is not None and (reading.refused or reading.cleared.get(category)):
+            return []
+        finding = Finding(
+            category=category,
+            severity="violation",
+            start=0,
+            end=len(text),
+            evidence=text,
+            rule_id="PAIR",
+            source="model",
+            score=round(score, 4),
+            basis=self.ruleset.category_basis(category),
+            context_index=j,
+            context_evidence=turn[:_CONTEXT_EVIDENCE_CHARS],
+        )
+        return [self._whole_line(finding, text)]
 
     def _answered_turns(
         self, contexts: Sequence[Context | None] | None, count: int

@@ -96,6 +96,16 @@ class AnalyzerConfig:
     # How many earlier turns of a conversation are read (``Analyzer.analyze_many``); the
     # pipeline hands over at most this many, from the last 24 hours.
     context_turns: int = 8
+    # The pair model (``compliance_nlp.pair``): an advisor line with context that nothing
+    # else made a violation becomes one when the model gives a category at least
+    # ``pair_threshold`` after a customer turn it answers. Calibrated by cross-validation
+    # holding out each thread file in turn (``training.pair_train --crossval``): on the
+    # two files no other part was written from (threads_dev5/6), 0.75 caught 0.821/0.845
+    # of context-only violations (0.692/0.672 without the pair model); 0.85 gave up
+    # recall for one or two clean threads a file.
+    use_pair_model: bool = True
+    pair_model_dir: str = ""
+    pair_threshold: float = 0.75
     # Threads per model run (onnxruntime's intra-op pool, or torch's when a model has no
     # model.onnx); 0 = the library's default. Pool workers use 1 each. The name is kept
     # from when torch ran every model.

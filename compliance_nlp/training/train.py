@@ -36,7 +36,7 @@ from compliance_nlp.model import (
     violation_input,
 )
 from compliance_nlp.pii import PiiMatch, PiiType
-from compliance_nlp.rules import CATEGORIES
+from compliance_nlp.rules import CATEGORIES, RULES_DIR
 from compliance_nlp.training import pairs as context_pairs
 from compliance_nlp.training.evaluate import read_jsonl
 from compliance_nlp.training.export import export_onnx
@@ -93,7 +93,9 @@ class TrainOptions:
     # Soft targets keep the small model from learning 0.999 on everything it half
     # recognises (dev4: 「好的收到，我下午给您回个电话」 read as off-book at 0.99).
     label_smoothing: float = 0.1
-    kinds: tuple[str, ...] = ("intent", "violation")
+    # "pair": the pair model (``compliance_nlp.pair``, ``training.pair_train``), trained
+    # on the same dev pool; numpy only, seconds to minutes.
+    kinds: tuple[str, ...] = ("intent", "violation", "pair")
     # Members per model: seeds ``seed``, ``seed + 1`` …, probabilities averaged at
     # inference (``model.ENSEMBLE_FILE``). 1 = a single model directory.
     ensemble: int = 1
@@ -324,7 +326,11 @@ def train_all(options: TrainOptions, *, threads: int = 2) -> dict[str, dict[str,
         "intent": (INTENTS, "siyu-intent-charbert"),
         "violation": ((NO_VIOLATION, *CATEGORIES), "siyu-violation-charbert"),
     }
+    if "pair" in options.kinds:
+        results["pair"] = _train_pair(options, digest)
     for kind in options.kinds:
+        if kind == "pair":
+            continue
         labels, name = specs[kind]
         examples = _examples(rows, kind)
         target = options.output_dir / kind
@@ -357,6 +363,26 @@ def train_all(options: TrainOptions, *, threads: int = 2) -> dict[str, dict[str,
             export_onnx(staging)
         _swap_in(staging, target)
     return results
+
+
+def _train_pair(options: TrainOptions, digest: str) -> dict[str, float]:
+    from compliance_nlp.training import pair_train
+
+    pair_options = pair_train.PairOptions(
+        seed=options.seed, generated=options.context_pairs, max_steps=options.max_steps
+    )
+    examples = pair_train.pair_examples(
+        options.dev_files, pair_options, exclude_texts=options.dev_exclude
+    )
+    # The pair model also reads the stance words: they are part of what it was made from.
+    stance = (RULES_DIR / "stance.json").read_bytes()
+    digest = hashlib.sha256(digest.encode() + stance).hexdigest()
+    staging = options.output_dir / ".pair.training"
+    shutil.rmtree(staging, ignore_errors=True)
+    weights, bias, figures = pair_train.train_pair(examples, pair_options)
+    pair_train.save_pair(staging, weights, bias, f"{digest[:8]}-s{options.seed}")
+    _swap_in(staging, options.output_dir / "pair")
+    return figures
 
 
 def _swap_in(staging: Path, target: Path) -> None:

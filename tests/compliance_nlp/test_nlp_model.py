@@ -109,6 +109,7 @@ def test_smoke_train_into_tmp_dir(tmp_path: Path) -> None:
         )
     )
     assert (out / "intent" / "model.safetensors").is_file()
+    assert (out / "pair" / "pair.npz").is_file()  # the pair model is part of the recipe
     # The dev pool is trained on (its characters are in the vocabulary); the held-out
     # fold of cross-validation is not.
     vocab = json.loads((out / "violation" / "tokenizer.json").read_text(encoding="utf-8"))

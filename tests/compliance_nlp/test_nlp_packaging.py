@@ -114,3 +114,4 @@ def test_installed_package_analyses_with_its_shipped_models(wheel: Path, tmp_pat
     assert result["masked"].endswith("138****5678")
     assert result["intent"] == "redemption_intent"
     assert "intent siyu-intent-charbert" in result["model"]
+    assert "pair siyu-pair-logreg" in result["model"]  # models/pair/pair.npz ships too

@@ -81,12 +81,10 @@ def dev_reports(analyzer: Analyzer) -> dict[str, EvalReport]:
 # Dev targets not met (strict xfail: reaching one fails until it is removed here). The
 # models are trained on the dev pool, so these figures are fitted: they guard against
 # regressions only; the honest estimate is cross-validated (``crossval``). dev22 (blind7)
-# joined the pool after the shipped models were trained: its held-out misses stand
-# until they are retrained on it.
-DEV_GAPS: set[tuple[str, str]] = {
-    ("dev22.jsonl", "violation_recall"),
-    ("dev22.jsonl", "clean_flagged_violation"),
-}
+# joined the pool after the shipped line models were trained: its recall miss stands
+# until they are retrained on it (its clean lines flagged fell to 0.034 with the cues
+# that read refusals).
+DEV_GAPS: set[tuple[str, str]] = {("dev22.jsonl", "violation_recall")}
 
 
 @pytest.mark.parametrize("name", DEV_SETS)
@@ -300,11 +298,17 @@ def test_blind_threads_share_no_advisor_line_with_training() -> None:
 # threads flagged 0.056 (<= 0.04); everyday advisor lines flagged 0.013 (<= 0.01);
 # blind7 recall 0.888 (>= 0.90), clean flagged 0.057 (<= 0.05, and <= 0.03 for issue 9),
 # category 0.874, intent 0.880.
+# Expected of the third (blind_threads4+5, blind_everyday3, blind8), from cross-validation
+# holding out each thread file (``training.pair_train --crossval``; threads_dev5/6, the
+# files no frame was written from: context-only 0.821/0.845, clean threads flagged
+# 0.022/0.074) and with the line models unchanged (not retrained on dev22/dev23): the
+# same four still missed.
 CONTEXT_GAPS: set[str] = {"context_only_recall", "clean_threads_flagged", "everyday", "clean_lines"}
-# Line-level issue-3 targets missed on a blind set at its one measurement (same rule).
+# Line-level issue-3 targets missed on a blind set at its one measurement (same rule);
+# for blind8, what blind7 missed with the same line models.
 BLIND_GAPS: set[tuple[str, str]] = {
-    ("blind7.jsonl", "violation_recall"),
-    ("blind7.jsonl", "clean_flagged_violation"),
+    ("blind8.jsonl", "violation_recall"),
+    ("blind8.jsonl", "clean_flagged_violation"),
 }
 
 

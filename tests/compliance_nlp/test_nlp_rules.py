@@ -293,3 +293,41 @@ def test_question_fillers_are_read_from_cues_json(tmp_path: Path) -> None:
     assert flagged.has_violation
     older = Analyzer(AnalyzerConfig(use_model=False, rules_dir=older_copy)).analyze(text, "advisor")
     assert not older.has_violation
+
+
+# Refusals and corrections that name the forbidden thing (written for this test): the
+# prohibition inside the match (「千万别告诉我」, 「不用给我」), a prohibition the clause
+# extends (「……包括我的私人账户」), a fact about what is principal-protected (「……只有存款」),
+# a question of preference (「是想要保本型的，还是……」), and a contract's guaranteed rate.
+REFUSALS = [
+    "您是想要保本型的吗？我们现在保本的只有存款类",
+    "这笔钱您是想要保本型的，还是能接受点波动？",
+    "口令千万别告诉我，您自己在手机银行里确认",
+    "U盾不用给我，您自己插上电脑点确认",
+    "验证码是您本人的，别发给我，您自己输",
+    "请不要把钱转给任何个人，包括我的私人账户",
+    "零风险的理财产品是没有的，存款相对稳一些",
+    "不是的，合同保证的是2%那部分，演示的中高档只是假设，不保证",
+    "开通要求前20个交易日日均资产不低于50万",
+]
+# The same words going along with it stay violations.
+STILL_FORBIDDEN = {
+    "验证码发给我，我帮您点": "account_custody",
+    "U盾给我，我帮您操作": "account_custody",
+    "钱先转我私人账户，回头我帮您买": "off_book_dealing",
+    "这款保本的，放心买": "guaranteed_return",
+    "这款零风险": "misleading_promotion",
+    "保证年化不低于5%": "guaranteed_return",
+}
+
+
+@pytest.mark.parametrize("text", REFUSALS)
+def test_refusals_naming_the_forbidden_thing_are_clean(rules_only: Analyzer, text: str) -> None:
+    result = rules_only.analyze(text, "advisor")
+    assert not result.has_violation, [(f.rule_id, f.evidence) for f in result.violations]
+
+
+@pytest.mark.parametrize(("text", "category"), sorted(STILL_FORBIDDEN.items()))
+def test_going_along_is_still_forbidden(rules_only: Analyzer, text: str, category: str) -> None:
+    result = rules_only.analyze(text, "advisor")
+    assert category in {f.category for f in result.violations if f.severity == "violation"}

@@ -1,0 +1,231 @@
+"""The pair model: does this reply, read after that customer turn, break a rule?
+
+The question/answer frames (``dialogue``) enumerate what a customer asks and how an
+advisor goes along with it; they catch the phrasings they were written from and little
+else. The pair model learns the same judgement from examples: a multinomial logistic
+regression over hashed features of the customer turn, of the reply, and of the two
+crossed through the reply's *stance* (assures, goes along, refuses or corrects, asks
+back: ``rules/stance.json``, general chat vocabulary). 「是不是要暴雷了」 × assure reads as
+disparagement whatever the assuring word is; 「U盾放你那」 × comply as account custody;
+the same questions × refuse stay clean. Its labels are the violation categories and
+``none``.
+
+Small and numpy-only (a few MB of weights in ``models/pair/pair.npz``), trained in
+seconds by ``training.pair_train`` (run by ``siyu nlp train``), so cross-validation can
+hold out every annotator's thread file in turn. The analyzer consults it for an advisor
+line with context that no rule, frame or model already made a violation
+(``Analyzer._pair_findings``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compliance_nlp.model import MODELS_DIR
+from compliance_nlp.normalize import normalize
+from compliance_nlp.rules import RULES_DIR, RuleDataError, load_json
+
+__all__ = [
+    "PAIR_FILE",
+    "PairModel",
+    "Stance",
+    "pair_features",
+    "shipped_pair_dir",
+]
+
+PAIR_FILE = "pair.npz"
+STANCE_FILE = "stance.json"
+STANCES = ("assure", "comply", "refuse", "ask")
+# Feature hashing: the weight matrix has this many rows (one per hashed feature).
+DIM = 1 << 18
+# Replies longer than this (normalised characters) are left to the line rules and model.
+MAX_REPLY_CHARS = 48
+# Stance classes crossed with the question's bigrams.
+_CROSSED = frozenset(("assure", "comply", "refuse", "^assure", "^comply", "^refuse", "nostance"))
+_BREAKS = re.compile(r"[\s，,。.！!？?~～、；;：:…]+")
+# One-character stance words read anywhere (punctuation and emoji carry their meaning).
+_ALWAYS = frozenset("？?👌👍💪")
+_EMOJI_ONLY = frozenset("👌👍🆗✅🙆✌🤝💪😎😉😄😁😊🙏")
+
+
+def shipped_pair_dir() -> Path:
+    return MODELS_DIR / "pair"
+
+
+@dataclass(frozen=True, slots=True)
+class Stance:
+    """Which stance classes a reply holds, and which it opens with."""
+
+    words: dict[str, tuple[str, ...]]
+    # Per class: the words of two or more characters, then the one-character words (the
+    # order of ``words``: longest first).
+    _split: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        split = {
+            name: (
+                tuple(w for w in words if len(w) > 1),
+                tuple(w for w in words if len(w) == 1),
+            )
+            for name, words in self.words.items()
+        }
+        object.__setattr__(self, "_split", split)
+
+    @classmethod
+    def load(cls, directory: str = "") -> Stance:
+        where = Path(directory) if directory else None
+        if where is not None and not (where / STANCE_FILE).is_file():
+            where = RULES_DIR
+        data = load_json(STANCE_FILE, where)
+        classes = data.get("classes")
+        if not isinstance(classes, dict) or set(classes) != set(STANCES):
+            raise RuleDataError(f"{STANCE_FILE}: classes must be exactly {STANCES}")
+        words = {}
+        for name in STANCES:
+            raw = classes[name]
+            if not isinstance(raw, list) or not all(isinstance(w, str) and w for w in raw):
+                raise RuleDataError(f"{STANCE_FILE}: {name} must be a list of words")
+            # Longest first: 「不会少」 is read before 「不会」.
+            words[name] = tuple(sorted({w.lower() for w in raw}, key=lambda w: (-len(w), w)))
+        return cls(words)
+
+    def read(self, reply: str) -> list[str]:
+        """Stance tokens of a normalised reply: ``name`` for each class present,
+        ``^name`` for the class of its opening word, ``name:word`` for each word."""
+        out: list[str] = []
+        # A one-character word counts only as a short piece of its own (「对」, 「是啊」,
+        # 「行吧」): inside a longer piece 是 and 准 are no answer (「不是」, 「说不准」).
+        starts = {p[0] for p in _BREAKS.split(reply) if p and len(p) <= 3}
+        found: dict[str, list[str]] = {}
+        for name in STANCES:
+            longer, single = self._split[name]
+            found[name] = [w for w in longer if w in reply] + [
+                w for w in single if w in starts or (w in _ALWAYS and w in reply)
+            ]
+        every = {w for hits in found.values() for w in hits}
+        for name in STANCES:
+            # A word only ever inside a longer word found (保证 in 不保证) is that word.
+            hits = [
+                w
+                for w in found[name]
+                if not any(
+                    len(o) > len(w) and w in o and reply.count(w) == reply.count(o) for o in every
+                )
+            ]
+            if not hits:
+                continue
+            out.append(name)
+            out.extend(f"{name}:{w}" for w in hits[:6])
+            if any(reply.startswith(w) for w in hits):
+                out.append(f"^{name}")
+        if not out:
+            out.append("nostance")
+        return out
+
+
+def _grams(text: str, prefix: str, sizes: Iterable[int]) -> list[str]:
+    out = []
+    for n in sizes:
+        out.extend(f"{prefix}{n}:{text[i : i + n]}" for i in range(len(text) - n + 1))
+    return out
+
+
+def _length_bucket(n: int) -> str:
+    for bound in (0, 2, 5, 10, 20, 48):
+        if n <= bound:
+            return str(bound)
+    return "long"
+
+
+def pair_features(question: str, reply: str, reply_raw: str, stance: Stance) -> list[str]:
+    """Feature names of (customer turn, reply); both normalised (``normalize(...).text``)
+    except ``reply_raw``, the reply as written (its emoji)."""
+    q = question.replace(" ", "")
+    r = reply.replace(" ", "")
+    feats = ["bias", f"rlen:{_length_bucket(len(r))}"]
+    raw = reply_raw.strip()
+    if raw and not r and all(c in _EMOJI_ONLY or not c.isalnum() for c in raw):
+        feats.append("emoji_only")
+    feats += _grams(r, "r", (1, 2, 3))
+    feats += [f"r^:{r[:2]}", f"r$:{r[-2:]}"]
+    qgrams = _grams(q, "q", (2,))
+    feats += _grams(q, "q", (1, 3)) + qgrams
+    tokens = stance.read(r) if r else (["assure", "^assure"] if "emoji_only" in feats else [])
+    feats += [f"s:{t}" for t in tokens]
+    # The crossing: what the customer asked, by how the reply answers it.
+    classes = [t for t in tokens if t in _CROSSED]
+    for c in classes:
+        feats += [f"x:{c}|{g}" for g in qgrams]
+    return feats
+
+
+_HASHES: dict[str, int] = {}
+
+
+def _hash(name: str) -> int:
+    value = _HASHES.get(name)
+    if value is None:
+        if len(_HASHES) > 500_000:  # bounded: features of text never seen again
+            _HASHES.clear()
+        value = _HASHES[name] = zlib.crc32(name.encode("utf-8")) % DIM
+    return value
+
+
+def hashed(features: Sequence[str]) -> np.ndarray:
+    return np.fromiter((_hash(f) for f in features), dtype=np.int64, count=len(features))
+
+
+class PairModel:
+    """Weights of a trained pair model (``pair.npz``); ``proba`` is pure."""
+
+    def __init__(self, directory: Path, *, rules_dir: str = "") -> None:
+        path = directory / PAIR_FILE
+        with np.load(path, allow_pickle=False) as data:
+            self.weights = data["weights"].astype(np.float32)
+            self.bias = data["bias"].astype(np.float32)
+            self.labels = tuple(str(x) for x in data["labels"])
+            meta: dict[str, Any] = json.loads(str(data["meta"]))
+        if self.weights.shape != (DIM, len(self.labels)):
+            raise ValueError(f"{path}: weights of shape {self.weights.shape}, expected {DIM}")
+        self.version = str(meta.get("version", "?"))
+        self.name = str(meta.get("name", "siyu-pair-logreg"))
+        self.stance = Stance.load(rules_dir)
+        self._read = lru_cache(maxsize=4096)(self._normal)
+
+    @staticmethod
+    def _normal(text: str) -> str:
+        return normalize(text).text
+
+    def proba(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        """Label probabilities per (customer turn, advisor reply), as written."""
+        out = np.zeros((len(pairs), len(self.labels)), dtype=np.float32)
+        for k, (question, reply) in enumerate(pairs):
+            feats = pair_features(
+                self._read(question), self._read(reply), reply.lower(), self.stance
+            )
+            logits = self.weights[hashed(feats)].sum(axis=0) + self.bias
+            logits -= logits.max()
+            e = np.exp(logits)
+            out[k] = e / e.sum()
+        return out
+
+
+def load_pair_model(directory: str = "", *, rules_dir: str = "") -> PairModel | None:
+    """The pair model in ``directory``, or the shipped one; None when none is trained."""
+    where = Path(directory) if directory else shipped_pair_dir()
+    if not (where / PAIR_FILE).is_file():
+        if directory:
+            raise FileNotFoundError(f"no {PAIR_FILE} in {where}")
+        return None
+    return PairModel(where, rules_dir=rules_dir)
