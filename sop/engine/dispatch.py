@@ -51,6 +51,7 @@ from sop.engine.timing import SHANGHAI, due_at, is_late, next_open
 from sop.models import (
     Campaign,
     CampaignStatus,
+    CampaignStep,
     Delivery,
     Enrolment,
     EnrolmentState,
@@ -612,12 +613,66 @@ class Engine:
                 body = await self._resolved(body)
             except media.MediaInvalid:
                 return "media_invalid"
-        slot = await self.quotas.member.take(
+        member = self.quotas.member
+        moved = member.keys.key("sop", "forward", "moved", str(pending.id))
+        if (raw := await member.redis.get(moved)) is not None:
+            # Moved to a later slot by an earlier check cut short: its retry is queued
+            # (again, idempotent), never this row as well.
+            at = datetime.fromisoformat(raw.decode() if isinstance(raw, bytes) else str(raw))
+            await self._queue_retry(pending, at)
+            return "member_quota"
+        slot = await member.take(
             str(body.get("touser") or ""), ref=f"outbox:{pending.id}", now=now.timestamp()
         )
         if not slot.ok:
+            await self._retry_forward(pending, wait_s=slot.wait_s, now=now, moved=moved)
             return "member_quota"
         return SendAs(body)
+
+    async def _retry_forward(
+        self, pending: PendingWrite, *, wait_s: float, now: datetime, moved: str
+    ) -> None:
+        """The member's cap was full at the send: the attachment is queued again for the
+        moment a slot frees, if that is still inside the step's window on the same day
+        (the re-check takes the slot then, so the caps hold); otherwise it is dropped for
+        the day, logged."""
+        # origin: sop.forward:<advisor>.<step id>.<day>
+        try:
+            step_id = int(pending.origin.rsplit(".", 2)[-2])
+        except (IndexError, ValueError):
+            step_id = 0
+        row = await CampaignStep.get_or_none(id=step_id) if step_id else None
+        if row is None:
+            return
+        plan = await self._plan(store.conn(), int(row.version_id))  # type: ignore[attr-defined]
+        step = next((s for s in plan.steps if s.id == step_id), None)
+        if step is None:
+            return
+        at = next_open(now + timedelta(seconds=max(wait_s, 1.0)), step.timing)
+        tz = step.timing.tz
+        if at.astimezone(tz).date() != now.astimezone(tz).date():
+            log.warning(
+                "sop forward dropped: member cap full until the window closes",
+                extra={"outbox_id": pending.id, "step_id": step_id},
+            )
+            return
+        # Noted before the retry is queued: a check cut short between the two queues it
+        # on the next try of this row (above) rather than send this row.
+        await self.quotas.member.redis.set(moved, at.isoformat(), ex=2 * 86400)
+        await self._queue_retry(pending, at)
+        log.info(
+            "sop forward moved to the next free slot",
+            extra={"outbox_id": pending.id, "at": at.isoformat()},
+        )
+
+    async def _queue_retry(self, pending: PendingWrite, at: datetime) -> None:
+        await outbox.enqueue(
+            store.conn(),
+            idem_key=f"{pending.origin}.r{pending.id}"[:160],
+            write=outbox.Write(pending.api, dict(pending.payload)),
+            origin=pending.origin,
+            not_before=at,
+        )
 
     # ------------------------------------------------------------ settled
 

@@ -158,6 +158,9 @@ class MemberAppQuota:
         self._redis = redis
         self._keys = keys
         self.limits = ((minute_cap, 60), (hour_cap, 3600))
+        # Also read by the dispatcher for its notes about rows it moved to a later slot.
+        self.redis = redis
+        self.keys = keys
         self._take = redis.register_script(_MEMBER_TAKE)
         self._free = redis.register_script(_MEMBER_FREE)
 

@@ -16,10 +16,12 @@ import pytest
 import time_machine
 from aiohttp import web
 
+from bot.models import OutboxItem, OutboxState
+from bot.outbox import PendingWrite
 from bot.sandbox.fake_api.media import check_media
 from core.settings import Settings
 from sop import campaigns
-from sop.engine import enrol, planner, store
+from sop.engine import enrol, planner, runtime, store
 from sop.engine.timing import SHANGHAI
 from sop.models import CampaignVersion, Touch
 from sop.schemas import CampaignIn
@@ -251,6 +253,87 @@ async def test_welcome_with_a_file_and_reminders_forward_the_content(
             "sent",
             "sent",
         ]
+
+
+def _forward_campaign(files: Files, **timing: Any) -> dict[str, Any]:
+    return {
+        "delivery": "reminder",
+        "at_time": "10:00",
+        **timing,
+        "content": {
+            "kind": "image",
+            "text": "请把本周市场观察转发给{customer_name}",
+            "media": {"url": files.url("cover.png"), "name": "周报.png"},
+        },
+    }
+
+
+async def _fill_member_cap(edge: Edge, userid: str, at: datetime, *, hour: bool = False) -> None:
+    """Other app messages took the member's room (compliance alerts, another digest)."""
+    quota = runtime.current().quotas.member
+    n = edge.settings.sop.member_hour_cap if hour else edge.settings.sop.member_minute_cap
+    # The hour's: spread over its last 41 minutes, under the minute cap all along.
+    step = 3.1 if hour else 0.0
+    for i in range(n):
+        ok = await quota.take(userid, ref=f"other:{i}", now=at.timestamp() - (n - 1 - i) * step)
+        assert ok.ok
+
+
+async def test_a_forward_refused_for_a_full_cap_goes_at_the_next_free_slot(
+    edge: Edge, files: Files
+) -> None:
+    with time_machine.travel(sh(2026, 9, 15, 9, 0), tick=False) as clock:
+        campaign = await make_campaign(trigger={"kind": "manual"}, steps=[_forward_campaign(files)])
+        customers = await _customers(edge, 1, "zhangwei")
+        await enrol.enrol_list(await _plan(campaign.id), customers=customers, ref="m:1")
+        clock.move_to(sh(2026, 9, 15, 10, 0, 1))
+        # The digest and its attachment are queued with room under the cap; by the time
+        # they go, the member's minute is full.
+        assert await runtime.current().tick()
+        await _fill_member_cap(edge, "zhangwei", sh(2026, 9, 15, 10, 0, 1))
+        await drain(edge)
+        assert edge.state.delivered_app_messages("zhangwei") == []
+        first, retry = await OutboxItem.filter(origin__startswith="sop.forward:").order_by("id")
+        assert (first.state, retry.state) == (OutboxState.CANCELLED, OutboxState.PENDING)
+        assert retry.next_attempt_at == sh(2026, 9, 15, 10, 1, 1)
+        # The refused row checked again (a check cut short) never goes itself: it queues
+        # the same retry, once.
+        again = PendingWrite(first.id, first.idem_key, first.origin, first.api, first.payload, 1)
+        assert await runtime.current().before_send(again) == "member_quota"
+        assert await OutboxItem.filter(origin__startswith="sop.forward:").count() == 2
+        clock.move_to(sh(2026, 9, 15, 10, 1, 5))
+        await drain(edge)
+        got = edge.state.delivered_app_messages("zhangwei")
+        assert sorted(m.msgtype for m in got) == ["image", "text"]
+        assert edge.state.dropped_app_messages("zhangwei") == []
+        # Later rounds find nothing more to send: one image, not one per try.
+        clock.move_to(sh(2026, 9, 15, 10, 30))
+        await drain(edge)
+        assert len(edge.state.delivered_app_messages("zhangwei")) == 2
+
+
+async def test_a_forward_whose_cap_frees_after_the_window_is_dropped_for_the_day(
+    edge: Edge, files: Files
+) -> None:
+    with time_machine.travel(sh(2026, 9, 15, 9, 0), tick=False) as clock:
+        campaign = await make_campaign(
+            trigger={"kind": "manual"},
+            steps=[_forward_campaign(files, window_start="09:00", window_end="10:10")],
+        )
+        customers = await _customers(edge, 1, "zhangwei")
+        await enrol.enrol_list(await _plan(campaign.id), customers=customers, ref="m:1")
+        clock.move_to(sh(2026, 9, 15, 10, 0, 1))
+        assert await runtime.current().tick()
+        # The hour is full until 10:18, past the window's end: the attachment is not
+        # moved out of the window (nor to another day: a day's digest carries its own).
+        await _fill_member_cap(edge, "zhangwei", sh(2026, 9, 15, 10, 0, 1), hour=True)
+        await drain(edge)
+        for minute in (11, 19, 59):
+            clock.move_to(sh(2026, 9, 15, 10, minute))
+            await drain(edge)
+        assert edge.state.delivered_app_messages("zhangwei") == []
+        forwards = await OutboxItem.filter(origin__startswith="sop.forward:")
+        assert [f.state for f in forwards] == [OutboxState.CANCELLED]
 
 
 async def test_a_file_gone_from_its_address_is_skipped_with_the_reason(
