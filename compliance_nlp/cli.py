@@ -67,6 +67,11 @@ def register(subparsers: Any, config_factory: Callable[[], AnalyzerConfig]) -> N
     )
     p_tr.add_argument("--dev-weight", type=int, default=TrainOptions.dev_weight)
     p_tr.add_argument(
+        "--kinds",
+        default=",".join(TrainOptions.kinds),
+        help="models to train, comma-separated (intent, violation, pair); default: all",
+    )
+    p_tr.add_argument(
         "--max-steps", type=int, default=0, help="cap optimisation steps (smoke runs)"
     )
     p_tr.set_defaults(func=lambda a: _cmd_train(a, config_factory))
@@ -209,6 +214,16 @@ def _cmd_train(args: argparse.Namespace, factory: Callable[[], AnalyzerConfig]) 
         ensemble=args.ensemble,
         dev_weight=args.dev_weight,
     )
+    kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
+    unknown = [k for k in kinds if k not in TrainOptions.kinds]
+    if unknown or not kinds:
+        print(
+            f"unknown model kind: {', '.join(unknown) or '(none)'}; "
+            f"choose from {', '.join(TrainOptions.kinds)}",
+            file=sys.stderr,
+        )
+        return 2
+    options = replace(options, kinds=kinds)
     if args.output_dir is not None:
         options = replace(options, output_dir=args.output_dir)
     if args.train_file is not None:

@@ -26,13 +26,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from compliance_nlp.model import MODELS_DIR
 from compliance_nlp.normalize import normalize
 from compliance_nlp.rules import RULES_DIR, RuleDataError, load_json
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = [
     "PAIR_FILE",
@@ -183,6 +184,8 @@ def _hash(name: str) -> int:
 
 
 def hashed(features: Sequence[str]) -> np.ndarray:
+    import numpy as np  # loaded with the model only: a receiver never needs it
+
     return np.fromiter((_hash(f) for f in features), dtype=np.int64, count=len(features))
 
 
@@ -190,6 +193,8 @@ class PairModel:
     """Weights of a trained pair model (``pair.npz``); ``proba`` is pure."""
 
     def __init__(self, directory: Path, *, rules_dir: str = "") -> None:
+        import numpy as np
+
         path = directory / PAIR_FILE
         with np.load(path, allow_pickle=False) as data:
             self.weights = data["weights"].astype(np.float32)
@@ -209,6 +214,8 @@ class PairModel:
 
     def proba(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         """Label probabilities per (customer turn, advisor reply), as written."""
+        import numpy as np
+
         out = np.zeros((len(pairs), len(self.labels)), dtype=np.float32)
         for k, (question, reply) in enumerate(pairs):
             feats = pair_features(

@@ -40,28 +40,14 @@ from compliance_nlp.rules import CATEGORIES, RULES_DIR
 from compliance_nlp.training import pairs as context_pairs
 from compliance_nlp.training.evaluate import read_jsonl
 from compliance_nlp.training.export import export_onnx
+from compliance_nlp.training.pool import DATA_DIR, DEV_POOL
 from compliance_nlp.training.threads import is_thread, thread_rows
 from compliance_nlp.types import INTENTS, AnalyzerConfig, Turn
 
 __all__ = ["TrainOptions", "train_all", "train_classifier"]
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
 NO_VIOLATION = "none"
 PII_TYPES: tuple[PiiType, ...] = get_args(PiiType)
-# The hand-written development pool; blind sets are deliberately not listed. Line sets
-# first (dev19, dev20 and dev22 were the blind5/blind6/blind7 held-out sets), then
-# everyday advisor chat (dev17, dev18, dev21, dev23: greetings, logistics, wishes; dev23
-# was blind_everyday2), then conversations labelled in context
-# (``data/ANNOTATION_THREADS.md``; threads_dev3 was blind_threads1, threads_dev5 and
-# threads_dev6 were blind_threads2 and blind_threads3).
-DEV_POOL = (
-    *(f"dev{n}.jsonl" for n in ("", *range(2, 17), 19, 20, 22)),
-    "dev17.jsonl",
-    "dev18.jsonl",
-    "dev21.jsonl",
-    "dev23.jsonl",
-    *(f"threads_dev{n}.jsonl" for n in range(1, 7)),
-)
 # The turns the analyzer reads before a line; training builds its pairs the same way.
 CONTEXT_TURNS = AnalyzerConfig().context_turns
 _SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

@@ -204,3 +204,15 @@ def test_cli_train_without_its_data_is_exit_2_and_writes_nothing(
     assert args.func(args) == 2
     assert "missing training data" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_cli_train_refuses_an_unknown_model_kind_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "models"
+    args = _parser().parse_args(
+        ["nlp", "train", "--kinds", "pair,sentiment", "--output-dir", str(out)]
+    )
+    assert args.func(args) == 2
+    assert "unknown model kind: sentiment" in capsys.readouterr().err
+    assert not out.exists()
