@@ -32,6 +32,10 @@ ID = _id_number()
         ("邮箱zhangsan@example.com", "email", "邮箱z*******@example.com"),
         # a phone number given as a WeChat id, glued to the V
         ("加我私人V13521619354聊", "phone", "加我私人V135****9354聊"),
+        # a word of time after the number is not a unit of it: no number of days or
+        # years runs to eleven digits (「天天」 here is "every day")
+        ("我的号码19571875876天天收到短信", "phone", "我的号码195****5876天天收到短信"),
+        ("19912345678年前留过的那个", "phone", "199****5678年前留过的那个"),
     ],
 )
 def test_pii_is_masked_default_style(text: str, kind: str, masked: str) -> None:
