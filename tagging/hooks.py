@@ -10,6 +10,8 @@ that advisor set in WeCom with it, right here: nothing needs fetching for that.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from bot.hooks import StoredEvent, StoredMessage
@@ -20,9 +22,9 @@ _CONTACT_PULL = {"add_external_contact", "add_half_external_contact", "edit_exte
 _RELATION_END = {"del_external_contact", "del_follow_user"}
 
 
-async def on_message(record: StoredMessage, conn: BaseDBAsyncClient) -> None:
-    # Auto-tag rules on the analysed message (intent, sentiment, masked keywords).
-    await rules.on_message(record, conn)
+async def on_messages(records: Sequence[StoredMessage], conn: BaseDBAsyncClient) -> None:
+    # Auto-tag rules on a read's analysed messages (intent, sentiment, masked keywords).
+    await rules.on_messages(records, conn)
 
 
 async def on_event(record: StoredEvent, conn: BaseDBAsyncClient) -> None:

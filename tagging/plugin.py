@@ -39,7 +39,7 @@ DOMAIN = Domain(
         ),
     ),
     cli=register_cli,
-    hooks={"on_message": hooks.on_message, "on_event": hooks.on_event},
+    hooks={"on_messages": hooks.on_messages, "on_event": hooks.on_event},
     export_customer=service.export_customer,
     outbox_checks={"tagging.tag": sync.before_tag_write, "tagging.mark": sync.before_mark},
     outbox_settled={"tagging.tag": sync.on_tag_settled, "tagging.group": sync.on_tag_settled},

@@ -6,8 +6,8 @@ A rule is JSON of three parts::
      "when": {"intent": "product_inquiry", "keywords": ["养老"], "min_count": 2, "within_days": 14},
      "then": {"add": [12], "remove": [], "expires_after_days": 30}}
 
-- ``message`` rules run in the pipeline's ``on_message`` hook on every analysed customer
-  message, inside the storing transaction (no network: a WeCom ``mark_tag`` is an
+- ``message`` rules run in the pipeline's ``on_messages`` hook on every analysed customer
+  message of a read, inside the storing transaction (no network: a WeCom ``mark_tag`` is an
   outbox row).  Conditions: intent, sentiment, keywords in the *masked* text, and how
   many such messages within how many days (the evidence: their message ids).
 - ``event`` rules run in ``on_event``: a 客户联系 change (e.g. ``add_external_contact``
@@ -27,6 +27,7 @@ import json
 import logging
 import sqlite3
 import weakref
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -348,8 +349,8 @@ async def _load_tags(conn: BaseDBAsyncClient, then: Then) -> dict[int, Tag | Non
     }
 
 
-# The enabled rules per storing transaction: the pipeline stores a read's messages in one
-# transaction and calls ``on_message`` for each, so reading the rules for every message
+# The enabled rules per storing transaction: the pipeline stores a read in one transaction
+# (``on_messages`` once, each event's ``on_event`` in turn), so reading the rules per call
 # cost a query each (about a tenth of a worker's time per message).  Read once per
 # transaction, the read's messages are judged by the rules as they stood when it began,
 # as if the read had been stored at that instant; a rule saved meanwhile applies from the
@@ -396,41 +397,117 @@ def _matches(when: MessageWhen, record: StoredMessage) -> bool:
     return not when.keywords or any(k in record.text_masked for k in when.keywords)
 
 
-async def on_message(record: StoredMessage, conn: BaseDBAsyncClient) -> None:
-    """Message rules, in the storing transaction (this message is visible through ``conn``)."""
-    if record.customer is None:
+async def on_messages(records: Sequence[StoredMessage], conn: BaseDBAsyncClient) -> None:
+    """Message rules for a read's stored messages, in the storing transaction.
+
+    The same as judging each message alone, in the order read, right after storing it:
+    for every rule a message matches, its evidence is the customer's messages that match
+    the rule in its window — the rows stored before and the read's messages up to this
+    one, never a later one of the read — newest first, ``min_count + 4`` of them (the
+    message itself always in); with ``min_count`` of them, ``then`` is applied.  The
+    evidence is read once per rule for the whole read: a rule's conditions are on the
+    messages, never on tags, so what one message's rules apply changes no other
+    message's evidence.
+    """
+    mine = [(pos, r) for pos, r in enumerate(records) if r.customer is not None]
+    if not mine:
         return
     rules = await _enabled(conn, "message")
     if not rules:
         return
+    judged: list[tuple[TagRule, RuleIn, MessageWhen, list[tuple[int, StoredMessage]]]] = []
     for rule in rules:
         parsed = _parsed(rule, MessageWhen)
         if parsed is None:
             continue
         spec, when = parsed
-        if not _matches(when, record):
-            continue
-        since = record.msgtime - timedelta(days=when.within_days)
-        evidence = (
-            await Message.filter(
-                _message_filter(when, since=since), customer__external_userid=record.customer
-            )
-            .using_db(conn)
-            .order_by("-msgtime")
-            .limit(max(when.min_count, 1) + 4)
-            .values_list("id", flat=True)
+        matching = [(pos, r) for pos, r in mine if _matches(when, r)]
+        if matching:
+            judged.append((rule, spec, when, matching))
+    if not judged:
+        return
+    customer_ids = await _customer_ids(
+        conn, {str(r.customer) for _, _, _, matching in judged for _, r in matching}
+    )
+    position = {r.id: pos for pos, r in enumerate(records)}
+    in_read = Counter(str(r.customer) for _, r in mine)
+    plan: list[tuple[int, int, list[int]]] = []  # (position in the read, rule, evidence)
+    tags: list[dict[int, Tag | None]] = []
+    for index, (_, spec, when, matching) in enumerate(judged):
+        keep = max(when.min_count, 1) + 4
+        newest = await _newest_matching(
+            conn, when, [r for _, r in matching], customer_ids, keep=keep, extra=in_read
         )
-        ids = sorted({int(i) for i in evidence} | {record.id})  # type: ignore[call-overload]
-        if len(ids) < when.min_count:
-            continue
+        for pos, record in matching:
+            since = record.msgtime - timedelta(days=when.within_days)
+            found = [
+                i
+                for i, t in newest.get(str(record.customer), ())
+                if t >= since and position.get(i, -1) <= pos
+            ]
+            ids = sorted({*found[:keep], record.id})
+            if len(ids) >= when.min_count:
+                plan.append((pos, index, ids))
+        tags.append(await _load_tags(conn, spec.then) if any(p[1] == index for p in plan) else {})
+    # Applied in the order storing message by message would: message, then rule.
+    for pos, index, ids in sorted(plan, key=lambda p: (p[0], p[1])):
+        rule, spec, _, _ = judged[index]
+        record = records[pos]
         await _apply(
             conn=conn,
             rule=rule,
             then=spec.then,
-            external_userid=record.customer,
+            external_userid=str(record.customer),
             reason={"message_ids": ids[-20:]},
             now=record.msgtime,
+            customer_id=customer_ids.get(str(record.customer)),
+            tags=tags[index],
         )
+
+
+async def _customer_ids(conn: BaseDBAsyncClient, external_userids: set[str]) -> dict[str, int]:
+    rows = (
+        await Customer.filter(external_userid__in=sorted(external_userids))
+        .using_db(conn)
+        .values_list("external_userid", "id")
+    )
+    return {str(e): int(i) for e, i in rows}  # type: ignore[call-overload]
+
+
+async def _newest_matching(
+    conn: BaseDBAsyncClient,
+    when: MessageWhen,
+    matching: Sequence[StoredMessage],
+    customer_ids: dict[str, int],
+    *,
+    keep: int,
+    extra: Counter[str],
+) -> dict[str, list[tuple[int, datetime]]]:
+    """Each customer's newest messages matching ``when`` since the earliest window of
+    ``matching``, as (id, msgtime), newest first: ``keep`` plus the customer's ``extra``
+    (their messages in the read, which a message's evidence may have to leave out).
+
+    One query for the read.  The newest messages of a window are the newest overall
+    that fall in it, so each message's evidence is cut from these.
+    """
+    ids = {customer_ids[str(r.customer)] for r in matching if str(r.customer) in customer_ids}
+    if not ids:
+        return {}
+    since = min(r.msgtime for r in matching) - timedelta(days=when.within_days)
+    rows = (
+        await Message.filter(_message_filter(when, since=since), customer_id__in=sorted(ids))
+        .using_db(conn)
+        .order_by("customer_id", "-msgtime", "-id")
+        .values_list("customer_id", "id", "msgtime")
+    )
+    external = {v: k for k, v in customer_ids.items()}
+    newest: dict[str, list[tuple[int, datetime]]] = {}
+    for customer_id, message_id, msgtime in rows:
+        customer = external[int(customer_id)]  # type: ignore[call-overload]
+        found = newest.setdefault(customer, [])
+        if len(found) < keep + extra[customer]:
+            found.append((int(message_id), msgtime))  # type: ignore[call-overload]
+    return newest
 
 
 async def on_event(record: StoredEvent, conn: BaseDBAsyncClient) -> None:

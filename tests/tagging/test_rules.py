@@ -285,7 +285,10 @@ async def test_rules_api(edge: Any) -> None:
 def test_hooks_are_registered() -> None:
     from tagging import DOMAIN
 
-    assert DOMAIN.hooks["on_message"] is hooks.on_message
+    # Message rules run once per read (``on_messages``), events one at a time.
+    assert DOMAIN.hooks["on_messages"] is hooks.on_messages
+    assert "on_message" not in DOMAIN.hooks
+    assert DOMAIN.hooks["on_event"] is hooks.on_event
     assert {j.name for j in DOMAIN.jobs} == {"tagging-sync", "tagging-rules"}
     assert service is not None
 
@@ -342,7 +345,9 @@ async def test_message_rules_are_read_once_per_storing_transaction(
     db: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A read's messages share one transaction: the rules are read once for all of them,
-    and a rule saved after that transaction applies to the next one."""
+    and a rule saved after that transaction applies to the next one.  The message hook
+    is the read's (``on_messages``): the same transaction calls it again for the rows a
+    failed read stores message by message."""
     (tag,) = await _tags("关注养老")
     ext = "wmONCE0000000000000001"
     async with in_transaction() as conn:
@@ -356,8 +361,8 @@ async def test_message_rules_are_read_once_per_storing_transaction(
 
     monkeypatch.setattr(rules, "_read_enabled", counted)
     async with in_transaction() as conn:
-        for n in range(3):
-            await hooks.on_message(_stored(n + 1, ext, "养老的产品"), conn)
+        await hooks.on_messages([_stored(n + 1, ext, "养老的产品") for n in range(3)], conn)
+        await hooks.on_messages([_stored(4, ext, "养老的产品")], conn)
     assert reads == ["message"]
     assert not await CustomerTag.all().exists()  # no rule yet
 
@@ -365,7 +370,9 @@ async def test_message_rules_are_read_once_per_storing_transaction(
         spec=rule("养老", "message", {"keywords": ["养老"]}, add=[tag]), actor=OPS
     )
     async with in_transaction() as conn:
-        await hooks.on_message(_stored(4, ext, "养老的产品"), conn)
-        await hooks.on_message(_stored(5, ext, "养老"), conn)
+        await hooks.on_messages([_stored(5, ext, "养老的产品"), _stored(6, ext, "养老")], conn)
     assert reads == ["message", "message"]
-    assert await CustomerTag.filter(tag_id=tag).count() == 1
+    (applied,) = await CustomerTag.filter(tag_id=tag)
+    # The first of the read that matches applies it, its own id as evidence.
+    assert applied.reason["message_ids"] == [5]
+    assert await CustomerTagHistory.filter(tag_id=tag).count() == 1
