@@ -298,16 +298,16 @@ def test_blind_threads_share_no_advisor_line_with_training() -> None:
 # threads flagged 0.056 (<= 0.04); everyday advisor lines flagged 0.013 (<= 0.01);
 # blind7 recall 0.888 (>= 0.90), clean flagged 0.057 (<= 0.05, and <= 0.03 for issue 9),
 # category 0.874, intent 0.880.
-# Expected of the third (blind_threads4+5, blind_everyday3, blind8), from cross-validation
-# holding out each thread file (``training.pair_train --crossval``; threads_dev5/6, the
-# files no frame was written from: context-only 0.821/0.845, clean threads flagged
-# 0.022/0.074) and with the line models unchanged (not retrained on dev22/dev23): the
-# same four still missed.
-CONTEXT_GAPS: set[str] = {"context_only_recall", "clean_threads_flagged", "everyday", "clean_lines"}
-# Line-level issue-3 targets missed on a blind set at its one measurement (same rule);
-# for blind8, what blind7 missed with the same line models.
+# The third (blind_threads4+5: 398 threads, blind_everyday3, blind8), measured once with
+# the models of fa19f5e (violation and intent cdd2085d-s13, pair 0b4c6bd2-s13, lexicon
+# 2026.12-1.5): context-only caught 0.710 (120/169, >= 0.90), line-visible 0.952, clean
+# threads flagged 0.073 (13/178, <= 0.04); everyday advisor lines flagged 0.009 (2/219,
+# met); blind8 recall 0.961, clean flagged 0.081 (<= 0.05, and <= 0.03 for issue 9),
+# category 0.941, intent 0.899, PII recall 0.923 (one phone followed by 「天天」, a rules
+# bug fixed after the measurement in 77037cd; 1.000 since).
+CONTEXT_GAPS: set[str] = {"context_only_recall", "clean_threads_flagged", "clean_lines"}
+# Line-level issue-3 targets missed on a blind set at its one measurement (same rule).
 BLIND_GAPS: set[tuple[str, str]] = {
-    ("blind8.jsonl", "violation_recall"),
     ("blind8.jsonl", "clean_flagged_violation"),
 }
 
