@@ -98,7 +98,21 @@ async def _insert_many(
             value = field.default() if callable(field.default) else field.default
         return field.to_db_value(value, model)
 
-    values = [[db_value(f, row) for f in fields] for row in rows]
+    # A column whose value is the same for every row (the timestamps, a constant default
+    # no row gives) is converted once per call, not once per row: the per-value work
+    # was most of a multi-row insert's cost in the worker.
+    same: dict[str, Any] = {}
+    for f in fields:
+        if all(f not in row for row in rows) or (
+            getattr(meta.fields_map[f], "auto_now", False)
+            or getattr(meta.fields_map[f], "auto_now_add", False)
+            and all(row.get(f) is None for row in rows)
+        ):
+            default = meta.fields_map[f].default
+            if not callable(default) or getattr(meta.fields_map[f], "auto_now", False):
+                same[f] = db_value(f, {})
+    plan = [(f, f in same, same.get(f)) for f in fields]
+    values = [[v if fixed else db_value(f, row) for f, fixed, v in plan] for row in rows]
     # Identifiers come from the model, never from input; every value is bound.
     table, names = _quoted(meta.db_table), ", ".join(map(_quoted, columns))
     keys = ", ".join(_quoted(meta.fields_db_projection.get(c, c)) for c in conflict)
