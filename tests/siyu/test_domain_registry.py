@@ -85,7 +85,8 @@ async def test_failing_settled_callback_is_retried_until_it_succeeds(
     from tests.stubdomain import on_settled
     from tests.stubdomain.models import StubNote
 
-    calls = {"fail": 1}
+    # Once with the outcome (rolled back together), once on its own right after.
+    calls = {"fail": 2}
 
     async def flaky_settled(settled: Any, conn: Any) -> None:
         if calls["fail"]:
