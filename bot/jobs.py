@@ -377,17 +377,7 @@ class OutboxDispatcher:
                         extra={"outbox_id": item.id, "api": item.api, "outcome": state.value},
                     )
                     return True
-                settled = Settled(
-                    id=item.id,
-                    idem_key=item.idem_key,
-                    origin=item.origin,
-                    api=item.api,
-                    outcome=outcome,
-                    result=item.result,
-                    errcode=item.last_errcode,
-                    reason=item.last_error,
-                )
-                await callback(settled, conn)
+                await callback(_settled(item, outcome), conn)
         except Exception:
             log.exception(
                 "on-settled callback failed", extra={"outbox_id": item.id, "origin": item.origin}
@@ -413,16 +403,7 @@ class OutboxDispatcher:
             async with in_transaction() as conn:
                 await bot_service.mark_outbox_notified(conn=conn, item_id=item.id)
             return False
-        settled = Settled(
-            id=item.id,
-            idem_key=item.idem_key,
-            origin=item.origin,
-            api=item.api,
-            outcome=outcome,
-            result=item.result,
-            errcode=item.last_errcode,
-            reason=item.last_error,
-        )
+        settled = _settled(item, outcome)
         try:
             async with in_transaction() as conn:
                 if not await bot_service.mark_outbox_notified(conn=conn, item_id=item.id):
@@ -434,6 +415,20 @@ class OutboxDispatcher:
             )
             return False
         return True
+
+
+def _settled(item: OutboxItem, outcome: Outcome) -> Settled:
+    """What an origin's on-settled callback is told of its row."""
+    return Settled(
+        id=item.id,
+        idem_key=item.idem_key,
+        origin=item.origin,
+        api=item.api,
+        outcome=outcome,
+        result=item.result,
+        errcode=item.last_errcode,
+        reason=item.last_error,
+    )
 
 
 #: What ``finish_outbox`` writes on the row object (restored when its transaction rolls back).
