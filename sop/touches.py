@@ -198,12 +198,22 @@ async def do_record_sidebar_send(
             "invalid_input", "external_userid: 缺少客户标识", field="external_userid"
         )
     async with in_transaction() as conn:
-        touch, _row = await _touch_in_reach(touch_id, reach=reach, conn=conn)
+        touch, row = await _touch_in_reach(touch_id, reach=reach, conn=conn)
         if touch.sent_via == SENT_VIA_SIDEBAR:
             if customer != touch.customer:
                 raise StateConflict("other_customer", "这条提醒是关于另一位客户的")
             return Recorded(touch=touch, created=False)
         problem = await _problem(touch, customer=customer, now=now)
+        if problem is None:
+            # What the sidebar would not fill in was not sent either: a send recorded
+            # for it would count content the customer never had (「将于{maturity_date}」).
+            (view,) = await panels.render_touches(
+                [touch], customer_name=row.name, attrs=row.attributes, now=now, welcome=True
+            ) or (None,)
+            if view is None:
+                raise _not_found()
+            if view.missing:
+                problem = Problem("missing_variable", view.missing_note)
         if problem is not None:
             raise StateConflict(problem.code, problem.message)
         was = touch.state

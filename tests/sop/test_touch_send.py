@@ -207,9 +207,23 @@ async def test_a_customer_without_a_value_gets_no_fill_in_and_is_told_why(
         ) as r:
             assert r.status == 200
             html = await r.text()
+        # Recording a send of it (a direct call, not the sidebar's button) is refused
+        # the same way, and changes nothing.
+        csrf = await _sidebar(world, client)
+        status, body = await _post(
+            client,
+            world.console.url(f"/api/v1/touches/{t.id}/sent"),
+            csrf,
+            {"external_userid": CUSTOMER},
+        )
+        assert (status, body["error"]["code"]) == (409, "missing_variable")
+        assert said in body["error"]["message"]
     item = html.split(f'id="sop-touch-{t.id}"', 1)[1].split("sop-due-item", 1)[0]
     assert said in item
     assert "data-sb-compose" not in item and "将于{maturity_date}" not in html
+    fresh = await Touch.get(id=t.id)
+    assert (fresh.sent_via, fresh.sent_at, fresh.state) == (None, t.sent_at, t.state)
+    assert await _sent_entries(t.id) == []
 
 
 async def test_a_send_from_the_sidebar_is_recorded_once_and_counted(
