@@ -29,6 +29,11 @@ _TRIGGER = 1
 _CLAUSE_REACH = 120
 # A reviewer needs the evidence once, not 25,000 times (「保本保息」 pasted in a loop).
 _MAX_HITS_PER_RULE = 5
+_SENTENCE_BREAKS = frozenset("。！？!?\n")
+# Before a sentence refutation these turn it around: 「这不是骗局」, 「并非违规」.
+_NEGATING_CHARS = ("不", "没", "非", "无")
+# After one they set the named thing apart from it: 「跟那些骗局不一样」.
+_CONTRASTS = ("不一样", "不同", "两回事", "区别")
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +150,31 @@ class RuleMatcher:
             if any(n in prefix for n in cues.negators):
                 return True
         suffix = text[end : min(ce, end + cues.suffix_window)]
-        return bool(suffix) and any(r in suffix for r in cues.refutations)
+        if suffix and any(r in suffix for r in cues.refutations):
+            return True
+        return self._refuted_later(text, end)
+
+    def _refuted_later(self, text: str, end: int) -> bool:
+        """The rest of the sentence calls what was matched a scam or a breach."""
+        phrases = self._cues.sentence_refutations
+        if not phrases:
+            return False
+        stop = end
+        ceiling = min(len(text), end + _CLAUSE_REACH)
+        while stop < ceiling and text[stop] not in _SENTENCE_BREAKS:
+            stop += 1
+        rest = text[end:stop]
+        for phrase in phrases:
+            at = rest.find(phrase)
+            while at >= 0:
+                before = rest[max(0, at - 2) : at]
+                after = rest[at + len(phrase) : at + len(phrase) + 4]
+                if not any(n in before for n in _NEGATING_CHARS) and not any(
+                    c in after for c in _CONTRASTS
+                ):
+                    return True
+                at = rest.find(phrase, at + 1)
+        return False
 
     def _quoted(self, text: str, start: int, end: int) -> bool:
         for open_q, close_q in self._cues.quote_pairs:

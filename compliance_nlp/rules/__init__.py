@@ -81,6 +81,10 @@ class Cues:
     # Found inside a matched span, these reverse it: a pattern reaching across
     # 「去年年化8%，但不代表以后也能」 matched the disclaimer itself.
     span_refutations: tuple[str, ...]
+    # Read to the end of the sentence, past the clause: the named claim called a scam or
+    # a breach of the rules (「有人私下跟您说能保本保息，那多半是非法集资」) — unless the
+    # word is itself negated (「这不是骗局」).
+    sentence_refutations: tuple[str, ...]
     quote_pairs: tuple[tuple[str, str], ...]
     report_cues: tuple[str, ...]
     question_marks: frozenset[str]
@@ -242,6 +246,7 @@ def _cues(raw: dict[str, Any]) -> Cues:
         negation_barriers=tuple(raw.get("negation_barriers", [])),
         refutations=tuple(raw["refutations"]),
         span_refutations=tuple(raw.get("span_refutations", [])),
+        sentence_refutations=tuple(raw.get("sentence_refutations", [])),
         quote_pairs=tuple((p[0], p[-1]) for p in raw["quote_pairs"]),
         report_cues=tuple(raw["report_cues"]),
         question_marks=frozenset(raw["question_marks"]),

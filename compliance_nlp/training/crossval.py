@@ -104,9 +104,10 @@ def kept_held_files(fold_dir: Path, fold: int, k: int) -> list[str]:
     return held_files(fold, k)
 
 
-def score_fold(model_dir: Path, names: list[str]) -> dict[str, EvalReport]:
+def score_fold(model_dir: Path, names: list[str], rules_dir: str = "") -> dict[str, EvalReport]:
     """A fold's trained models on its held files: the threshold grid, the intent fallback,
-    the shipped thresholds pooled, and per held file (``file:NAME``)."""
+    the shipped thresholds pooled, and per held file (``file:NAME``). ``rules_dir``: another
+    copy of the rules (e.g. the last commit's, to compare a rule change on the same folds)."""
     from compliance_nlp.analyze import Analyzer
 
     held_by_file = {name: read_rows(DATA_DIR / name) for name in names}
@@ -115,6 +116,7 @@ def score_fold(model_dir: Path, names: list[str]) -> dict[str, EvalReport]:
         intent_model_dir=str(model_dir / "intent"),
         violation_model_dir=str(model_dir / "violation"),
         torch_threads=1,
+        rules_dir=rules_dir,
     )
     analyzer = Analyzer(base)
     out: dict[str, EvalReport] = {}
@@ -132,7 +134,9 @@ def score_fold(model_dir: Path, names: list[str]) -> dict[str, EvalReport]:
     return out
 
 
-def score_fold_threads(model_dir: Path, names: list[str]) -> dict[str, ThreadReport]:
+def score_fold_threads(
+    model_dir: Path, names: list[str], rules_dir: str = ""
+) -> dict[str, ThreadReport]:
     """The issue-9 thread figures of a fold's models on its held thread files."""
     from compliance_nlp.analyze import Analyzer
 
@@ -141,6 +145,7 @@ def score_fold_threads(model_dir: Path, names: list[str]) -> dict[str, ThreadRep
             intent_model_dir=str(model_dir / "intent"),
             violation_model_dir=str(model_dir / "violation"),
             torch_threads=1,
+            rules_dir=rules_dir,
         )
     )
     out: dict[str, ThreadReport] = {}
@@ -212,15 +217,18 @@ def _pooled(parts: list[dict[str, EvalReport]]) -> dict[str, EvalReport]:
     return {key: merge_reports([p[key] for p in parts if key in p]) for key in keys}
 
 
-def rescore(keep: Path, k: int) -> tuple[dict[str, EvalReport], dict[str, ThreadReport]]:
-    """Score the models a ``--keep`` run left with the rules and thresholds as they are now."""
+def rescore(
+    keep: Path, k: int, rules_dir: str = ""
+) -> tuple[dict[str, EvalReport], dict[str, ThreadReport]]:
+    """Score the models a ``--keep`` run left with the rules and thresholds as they are now
+    (or with the rules in ``rules_dir``)."""
     parts = []
     threads: dict[str, ThreadReport] = {}
     for fold in range(k):
         fold_dir = keep / f"fold{fold}"
         names = kept_held_files(fold_dir, fold, k)
-        parts.append(score_fold(fold_dir, names))
-        threads.update(score_fold_threads(fold_dir, names))
+        parts.append(score_fold(fold_dir, names, rules_dir))
+        threads.update(score_fold_threads(fold_dir, names, rules_dir))
     return _pooled(parts), threads
 
 
@@ -267,6 +275,12 @@ def main(argv: list[str] | None = None) -> int:
         help="train nothing: score the models a --keep run left in DIR with the current rules",
     )
     parser.add_argument(
+        "--rules",
+        default="",
+        metavar="DIR",
+        help="with --score: read the rules from DIR (e.g. the last commit's) instead",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -276,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     threads: dict[str, ThreadReport] = {}
     if args.score is not None:
-        reports, threads = rescore(args.score, args.folds)
+        reports, threads = rescore(args.score, args.folds, args.rules)
     else:
         reports = cross_validate(
             args.folds, args.epochs, args.seed, args.workers, _overrides(args.set), args.keep

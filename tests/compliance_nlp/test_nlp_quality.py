@@ -84,11 +84,11 @@ def dev_reports(analyzer: Analyzer) -> dict[str, EvalReport]:
 # regressions only; the honest estimate is cross-validated (``crossval``). dev22 (blind7)
 # joined the pool after the shipped line models were trained: its recall miss stands
 # until they are retrained on it (its clean lines flagged fell to 0.034 with the cues
-# that read refusals). dev24 (blind8) joined the same way: its clean lines flagged
-# (0.081 at its one measurement) stand until the models and cues learn from it.
+# that read refusals). dev24 (blind8) joined the same way: its clean lines flagged were
+# 0.081 at its one measurement, 0.041 once the cues read a refusal inside the match, the
+# rest of a sentence calling a claim a scam and a rumour called baseless.
 DEV_GAPS: set[tuple[str, str]] = {
     ("dev22.jsonl", "violation_recall"),
-    ("dev24.jsonl", "clean_flagged_violation"),
 }
 
 

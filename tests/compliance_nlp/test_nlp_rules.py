@@ -309,6 +309,16 @@ REFUSALS = [
     "零风险的理财产品是没有的，存款相对稳一些",
     "不是的，合同保证的是2%那部分，演示的中高档只是假设，不保证",
     "开通要求前20个交易日日均资产不低于50万",
+    # the handing-over verb refused inside the match, a rhetorical 哪有, a rumour called
+    # baseless, the rest of the sentence calling the claim a scam, a contract's floor
+    "交易密码不能告诉我，您自己输",
+    "身份证原件不能交给我保管，您自己收好",
+    "款项不能转给我个人，只能走对公账户",
+    "哪有什么保本的理财，都有波动",
+    "那家公司要倒闭的传言没有依据，别轻信",
+    "有人说买这个能保本保息，那多半是非法集资",
+    "群里说下周有重组的消息，基本都是骗子在放",
+    "年金合同里的保证利率是2%，分红不一定有",
 ]
 # The same words going along with it stay violations.
 STILL_FORBIDDEN = {
@@ -318,6 +328,10 @@ STILL_FORBIDDEN = {
     "这款保本的，放心买": "guaranteed_return",
     "这款零风险": "misleading_promotion",
     "保证年化不低于5%": "guaranteed_return",
+    # a scam word negated or set apart does not reverse the promise before it
+    "保本保息，这不是骗局，放心买": "guaranteed_return",
+    "这款保本的，跟那些非法集资不一样": "guaranteed_return",
+    "密码发给我，不能告诉别人哈": "account_custody",
 }
 
 
