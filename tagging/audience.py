@@ -12,7 +12,7 @@ input), and comparisons bind their operand.  Bad input raises
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, NamedTuple
@@ -212,8 +212,25 @@ def _count_terms(node: Node) -> int:
     return 1
 
 
+#: ASTs by expression text: an AST is immutable (frozen dataclasses and tuples), and the
+#: console's builders send the same expressions again and again (lark's parse of one is
+#: a fraction of a millisecond of Python).  Bounded; cleared whole when full.
+_PARSED: dict[str, Node] = {}
+_PARSED_MAX = 1024
+
+
 def parse(expr: str) -> Node:
     """The AST of ``expr``, or :class:`ExpressionError` with the position."""
+    node = _PARSED.get(expr)
+    if node is None:
+        node = _parse(expr)
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[expr] = node
+    return node
+
+
+def _parse(expr: str) -> Node:
     if len(expr) > MAX_LENGTH:
         raise ExpressionError(f"expression longer than {MAX_LENGTH} characters", MAX_LENGTH)
     if not expr.strip():
@@ -550,17 +567,6 @@ async def _schema_for(node: Node) -> Schema:
     return await attributes.load_schema()
 
 
-async def count(node: Node, *, today: date | None = None) -> int:
-    conn = _conn()
-    clause, params = await where_clause(node, conn=conn, today=today, whole=True)
-    _, rows = await conn.execute_query(
-        # The clause is built from the grammar's fixed fragments and placeholders.
-        f"SELECT COUNT(*) AS n FROM bot_customer c WHERE {clause}",  # noqa: S608 - see above
-        params,
-    )
-    return int(rows[0]["n"])
-
-
 class PreviewRow(NamedTuple):
     """One customer of a preview, masked.  A tuple: a preview builds one per row on
     every keystroke of the console's builders."""
@@ -577,18 +583,55 @@ def mask_name(name: str) -> str:
 #: A preview's columns, masked by the database as ``bot.outbox.mask_external_userid`` and
 #: ``mask_name`` do (a test holds them equal): a name in the clear never leaves the
 #: database for a sample that shows it masked, and 20 rows cost no Python per row.
-_MASKED_COLUMNS = (
+MASKED_COLUMNS = (
     "CASE WHEN length(c.external_userid) <= 10 THEN '…' ELSE substr(c.external_userid, 1, 4) "
     "|| '…' || substr(c.external_userid, length(c.external_userid) - 3) END AS external_userid, "
     "CASE WHEN c.name IS NULL OR c.name = '' THEN '' WHEN length(c.name) = 1 THEN '*' "
     "ELSE substr(c.name, 1, 1) || substr('***', 1, length(c.name) - 1) END AS name"
 )
 
-#: Tag ids by name as a preview last found them, in this process.  Never trusted: each
-#: preview reads the live (name, id) pairs of its names in the same query and compares
-#: (``preview``).  Bounded; cleared whole when full.
-_TAG_IDS: dict[str, tuple[int, ...]] = {}
-_TAG_IDS_MAX = 4096
+#: What the custom attribute fields are now, as one text: any field added, edited,
+#: retired or removed changes it (every change of a field sets its ``updated_at``).
+_FIELDS_STAMP = (
+    "(SELECT CAST(COUNT(*) AS TEXT) || '/' || COALESCE(CAST(MAX(f.updated_at) AS TEXT), '') "
+    "FROM tagging_attribute_field f)"
+)
+
+
+async def fetch(conn: BaseDBAsyncClient, sql: str, params: Sequence[Any]) -> list[Any]:
+    """Rows of a SELECT as tuples, straight from the driver (sqlite3 rows, asyncpg
+    records: both index by position), under the client's connection lock — no dicts,
+    no statement-kind sniffing.  The bench runs its hand-written queries through it too.
+    """
+    async with conn.acquire_connection() as raw:
+        if _dialect(conn) == "postgres":
+            return list(await raw.fetch(sql, *params))
+        return list(await raw.execute_fetchall(sql, params))
+
+
+@dataclass(frozen=True)
+class _Statement:
+    """An expression compiled for one use (a count, or a preview of ``limit`` rows) on
+    one dialect and day: the statement, its parameters, and what it was compiled with —
+    the tag ids of its names and, when it names custom attributes, the fields' stamp.
+    Its first two columns read those again, live, in the same query (``_run``)."""
+
+    sql: str
+    params: tuple[Any, ...]
+    tag_ids: dict[str, tuple[int, ...]]
+    fields: str | None
+
+    def current(self, row: Sequence[Any]) -> bool:
+        if self.tag_ids and _as_ids(row[0]) != self.tag_ids:
+            return False
+        return self.fields is None or str(row[1]) == self.fields
+
+
+#: Compiled statements by (expression, use, dialect, day).  Never trusted alone: every
+#: run reads the live tag ids and field stamp it was compiled with in its own query and
+#: compiles again when they differ.  Bounded; cleared whole when full.
+_STATEMENTS: dict[tuple[Any, ...], _Statement] = {}
+_STATEMENTS_MAX = 1024
 
 
 def _tag_pairs(sql: _Sql, names: Sequence[str]) -> str:
@@ -612,56 +655,101 @@ def _as_ids(pairs: Any) -> dict[str, tuple[int, ...]]:
     return {name: tuple(sorted(ids)) for name, ids in found.items()}
 
 
-async def preview(node: Node, *, limit: int, today: date | None = None) -> list[PreviewRow]:
-    """The first ``limit`` customers of the audience in id order, masked.
+async def _fields_stamp(conn: BaseDBAsyncClient) -> str:
+    rows = await fetch(conn, f"SELECT {_FIELDS_STAMP}", ())
+    return str(rows[0][0])
+
+
+async def _compile_statement(
+    node: Node, *, conn: BaseDBAsyncClient, dialect: str, today: date, limit: int | None
+) -> _Statement:
+    """Look the names up and compile (``limit=None``: a count)."""
+    names = sorted(set(_tag_names(node)))
+    custom = not set(attribute_names(node)) <= set(attributes.BUILTIN)
+    # The stamp is read before the schema: a change in between compiles from the newer
+    # schema under the older stamp, which the next run finds stale (never the reverse).
+    stamp = await _fields_stamp(conn) if custom else None
+    schema = await attributes.load_schema() if custom else attributes.BUILTIN
+    found = await service.tags_named(names=names)
+    tag_ids = {name: tuple(sorted(v)) for name, v in found.items()}
+    sql = _Sql(dialect, whole=limit is None)
+    # First in the statement, so first among SQLite's "?" parameters.
+    pairs = _tag_pairs(sql, names) if names else "NULL"
+    fields = _FIELDS_STAMP if custom else "NULL"
+    ids = {n: list(v) for n, v in tag_ids.items()}
+    clause = await _compile(node, sql, ids, today, schema)
+    # The clause is built from the grammar's fixed fragments and placeholders; the limit
+    # is a literal (an int): SQLite plans a bound one as if it could be large.
+    if limit is None:
+        text = (
+            f"SELECT {pairs}, {fields}, COUNT(*) FROM bot_customer c "  # noqa: S608
+            f"WHERE {clause}"
+        )
+    else:
+        text = (
+            f"SELECT {pairs}, {fields}, {MASKED_COLUMNS} FROM bot_customer c "  # noqa: S608
+            f"WHERE {clause} ORDER BY c.id LIMIT {int(limit)}"
+        )
+    return _Statement(text, tuple(sql.params), tag_ids, stamp)
+
+
+async def _run(expr: Node | str, *, today: date | None, limit: int | None) -> list[Any]:
+    """The rows of an expression's count or preview statement, compiled once per
+    expression and kept (``_STATEMENTS``) while its tags and fields stay as they were.
 
     A preview is the live answer of the console's builders, and the hand-written query
     it is measured against (bench/audience.py) answers in a fraction of a millisecond:
-    a lookup of the tag names first — one more round trip, on SQLite a hop to the
-    database thread — was most of its time.  So it takes the ids from the last
-    preview's lookup and reads, in the same query, the live (name, id) pairs of its
-    names: only when they differ (a tag renamed, deleted, added under the name), or no
-    row came back, does it look them up and, if they changed, ask again.  The ids stay
-    bound values, not a subquery: PostgreSQL cannot estimate ``tag_id IN (SELECT …)``
-    and chose a hashed scan of every tagged row (50x the hand-written query).  The
-    limit is a literal (an ``int``): SQLite plans a bound one as if it could be large.
+    parsing, looking the tag names up (a round trip; on SQLite a hop to the database
+    thread) and compiling again on every keystroke were most of its time.  So a run is
+    one query: the kept statement reads, beside its rows, the live (name, id) pairs of
+    its tag names and the fields' stamp; only when they differ from what it was compiled
+    with — or a preview finds no row to carry them — is it looked up and compiled again
+    (an unknown name then raises, with its position).  The ids stay bound values, not a
+    subquery: PostgreSQL cannot estimate ``tag_id IN (SELECT …)`` and chose a hashed
+    scan of every tagged row (50x the hand-written query).
     """
     conn = _conn()
-    names = sorted(set(_tag_names(node)))
-    schema = await _schema_for(node)
-    cached = {n: _TAG_IDS[n] for n in names if n in _TAG_IDS}
-    known: dict[str, tuple[int, ...]] | None = cached if len(cached) == len(names) else None
+    dialect = _dialect(conn)
+    day = today or _today()
+    key = (expr, limit, dialect, day)
     for _ in range(3):
-        fresh = known is None
-        if known is None:
-            known = _remember(await service.tags_named(names=names))
-        sql = _Sql(_dialect(conn))
-        # First in the statement, so first among SQLite's "?" parameters.
-        pairs = _tag_pairs(sql, names) if names else "NULL"
-        ids = {n: list(v) for n, v in known.items()}
-        clause = await _compile(node, sql, ids, today or _today(), schema)
-        _, rows = await conn.execute_query(
-            # The clause is built from the grammar's fixed fragments and placeholders.
-            f"SELECT {pairs} AS tags, {_MASKED_COLUMNS} FROM bot_customer c "  # noqa: S608
-            f"WHERE {clause} ORDER BY c.id LIMIT {int(limit)}",
-            sql.params,
-        )
-        if not names or (rows and _as_ids(rows[0][0]) == known):
-            break
-        if not rows and (fresh or _remember(await service.tags_named(names=names)) == known):
-            break  # nobody matches, and with the right ids
-        known = None  # a tag changed under a name: look up, compile again (unknown: raise)
-    else:
-        raise RuntimeError("the tags an audience names kept changing during its preview")
-    return [PreviewRow(r[1], r[2]) for r in rows]
+        statement = _STATEMENTS.get(key)
+        fresh = statement is None
+        if statement is None:
+            node = parse(expr) if isinstance(expr, str) else expr
+            statement = await _compile_statement(
+                node, conn=conn, dialect=dialect, today=day, limit=limit
+            )
+            if len(_STATEMENTS) >= _STATEMENTS_MAX:
+                _STATEMENTS.clear()
+            _STATEMENTS[key] = statement
+        rows = await fetch(conn, statement.sql, statement.params)
+        if rows:
+            if statement.current(rows[0]):
+                return rows
+        elif fresh or await _still_current(conn, statement):
+            return rows  # nobody matches, and with the right ids
+        _STATEMENTS.pop(key, None)  # a tag or field changed: look up, compile again
+    raise RuntimeError("the tags or fields an audience names kept changing while it ran")
 
 
-def _remember(found: Mapping[str, Sequence[int]]) -> dict[str, tuple[int, ...]]:
-    ids = {name: tuple(sorted(v)) for name, v in found.items()}
-    if len(_TAG_IDS) + len(ids) > _TAG_IDS_MAX:
-        _TAG_IDS.clear()
-    _TAG_IDS.update(ids)
-    return ids
+async def _still_current(conn: BaseDBAsyncClient, statement: _Statement) -> bool:
+    found = await service.tags_named(names=sorted(statement.tag_ids))
+    if {n: tuple(sorted(v)) for n, v in found.items()} != statement.tag_ids:
+        return False
+    return statement.fields is None or await _fields_stamp(conn) == statement.fields
+
+
+async def count(expr: Node | str, *, today: date | None = None) -> int:
+    """How many customers ``expr`` (an expression, or its parsed AST) selects."""
+    rows = await _run(expr, today=today, limit=None)
+    return int(rows[0][2])
+
+
+async def preview(expr: Node | str, *, limit: int, today: date | None = None) -> list[PreviewRow]:
+    """The first ``limit`` customers of the audience in id order, masked (by the
+    database: ``MASKED_COLUMNS``)."""
+    return [PreviewRow(r[2], r[3]) for r in await _run(expr, today=today, limit=int(limit))]
 
 
 def check_all(exprs: Sequence[str]) -> None:

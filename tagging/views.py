@@ -354,8 +354,8 @@ async def audience_count(request: web.Request) -> web.Response:
     """``GET /api/v1/audiences/count?expr=…`` → ``{"count": N}``."""
     expr = request.query.get("expr", "")
     try:
-        node = await flows.check_audience(expr=expr)
-        n = await audience.count(node)
+        # Parsed and compiled once per expression (``audience._run``): errors as well.
+        n = await audience.count(expr)
     except audience.ExpressionError as exc:
         return _invalid(exc)
     return web.json_response({"count": n})
@@ -377,9 +377,8 @@ async def audience_preview(request: web.Request) -> web.Response:
     if not 1 <= limit <= PREVIEW_MAX:
         return error(400, "invalid_input", f"limit must be 1..{PREVIEW_MAX}", field="limit")
     try:
-        node = await flows.check_audience(expr=expr)
-        rows = await audience.preview(node, limit=limit)
-        n = await audience.count(node)
+        rows = await audience.preview(expr, limit=limit)
+        n = await audience.count(expr)
     except audience.ExpressionError as exc:
         return _invalid(exc)
     return web.json_response(

@@ -358,3 +358,48 @@ async def test_a_preview_masks_in_the_database_as_python_does(db: None) -> None:
         (mask_external_userid(ext), audience.mask_name(name)) for ext, name in people
     ]
     assert rows[3] == ("wmAU…0001", "欧***")
+
+
+async def test_a_kept_count_follows_tags_and_fields_changed_since_it_was_compiled(
+    db: None,
+) -> None:
+    """A count and a preview are compiled once per expression and kept; each run reads
+    the live tag ids and the fields' stamp in its own query, so a renamed or deleted
+    tag, and a custom field edited or retired since, are answered as they are now."""
+    from tagging import attributes, fields
+
+    tags = await _seed()
+    await attributes.do_add_field(
+        spec=attributes.FieldIn(name="segment", type="enum", enum_values=("A", "B")), actor=OPS
+    )
+    await bot_models.Customer.filter(external_userid="wmAUD00000000000000001").update(
+        attributes={"risk_level": "C4", "segment": "B"}
+    )
+    expr = 'tag:"高净值" AND attr.segment = "B"'
+    assert await audience.count(expr, today=TODAY) == 1
+    assert await audience.count(expr, today=TODAY) == 1  # kept: one query, same answer
+    assert audience.parse(expr) is audience.parse(expr)
+    # The tag's name moves to another tag: the kept statement's ids are stale.
+    await flows.do_edit_tag(tag_id=tags["高净值"], edit=TagEdit(name="临时"), actor=OPS)
+    await flows.do_edit_tag(tag_id=tags["关注养老"], edit=TagEdit(name="高净值"), actor=OPS)
+    assert await audience.count(expr, today=TODAY) == 0
+    assert await audience.count('tag:"高净值"', today=TODAY) == 1
+    # An enum value withdrawn, then the field retired: refused at its position.
+    await bot_models.Customer.filter(external_userid="wmAUD00000000000000001").update(
+        attributes={"risk_level": "C4", "segment": "A"}
+    )
+    assert await audience.count('attr.segment = "A"', today=TODAY) == 1
+    await fields.do_edit_field(
+        name="segment", edit=fields.FieldEdit(enum_values=("A", "C")), actor=OPS
+    )
+    with pytest.raises(audience.ExpressionError, match="one of A, C") as refused:
+        await audience.count(expr, today=TODAY)
+    assert refused.value.position == 14
+    await fields.do_retire_field(name="segment", actor=OPS)
+    for run in (audience.count, audience.preview):
+        with pytest.raises(audience.ExpressionError, match="retired") as refused:
+            await run('attr.segment = "A"', **({"limit": 5} if run is audience.preview else {}))
+        assert refused.value.position == 0
+    await flows.do_delete_tag(tag_id=tags["关注养老"], actor=OPS)
+    with pytest.raises(audience.ExpressionError, match="unknown tag"):
+        await audience.count('tag:"高净值"', today=TODAY)
