@@ -13,7 +13,16 @@ log = logging.getLogger(__name__)
 
 async def start_site(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
+    try:
+        await runner.setup()
+    except BaseException:
+        # A context that refused to start (a bad setting, a database not migrated):
+        # close the ones already started, in reverse, before the error is reported.
+        try:
+            await runner.cleanup()
+        except Exception:
+            log.exception("cleanup after a failed start")
+        raise
     site = web.TCPSite(runner, host, port)
     await site.start()
     server = getattr(site, "_server", None)

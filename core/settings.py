@@ -149,6 +149,10 @@ class SopSettings(BaseModel):
     media_hosts: list[str] = Field(default_factory=list)
     # A media fetch (connection, redirects and body) gives up after this long.
     media_fetch_timeout_s: float = Field(default=30.0, gt=0, le=300)
+    # The operator's holiday calendar (JSON; docs/sop-engine.md): the years the State
+    # Council's notice has fixed and the chinesecalendar package does not know yet, or
+    # corrections to it.  "" = the package alone.
+    holiday_file: str = ""
 
 
 OperatorRole = Literal["advisor", "team_lead", "marketing", "compliance", "admin"]

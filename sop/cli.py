@@ -135,6 +135,38 @@ def cmd_opt_out(args: argparse.Namespace, ctx: CliContext) -> int:
     return 0
 
 
+def cmd_calendar(args: argparse.Namespace, ctx: CliContext) -> int:
+    """The holiday calendar steps are planned with: each year and where it comes from,
+    after checking the operator's file (``--file``, else ``SIYU_SOP__HOLIDAY_FILE``)."""
+    from sop.engine import holidays
+
+    path = args.file if args.file is not None else ctx.settings.sop.holiday_file
+    try:
+        years = holidays.read_calendar_file(path) if path else {}
+    except holidays.HolidayFileError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    holidays.configure(years)
+    try:
+        first, last = holidays.covered_years()
+        out = {
+            "file": path or None,
+            "covered": f"{first}–{last}",
+            "years": {str(y): src for y, src in holidays.year_sources().items() if y >= last - 2},
+            "file_years": {
+                str(y.year): {
+                    "holidays": len(y.holidays),
+                    "workdays": sorted(d.isoformat() for d in y.workdays),
+                }
+                for y in years.values()
+            },
+        }
+    finally:
+        holidays.configure(None)
+    print(json.dumps(out, ensure_ascii=False, indent=2))
+    return 0
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], ctx: CliContext) -> None:
     sp = sub.add_parser("campaigns", help="SOP campaigns: list, show, results, pause, archive")
     csub = sp.add_subparsers(dest="campaigns_command", required=True)
@@ -163,3 +195,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], ctx: CliC
     oo.add_argument("external_userid")
     oo.add_argument("--reason", default="", help="why (kept, audited)")
     oo.set_defaults(func=lambda a: cmd_opt_out(a, ctx))
+    cal = csub.add_parser(
+        "calendar",
+        help="check the holiday calendar file and show which years steps can skip holidays in",
+    )
+    cal.add_argument(
+        "--file",
+        help="a calendar file to check (JSON, docs/sop-engine.md); default: SIYU_SOP__HOLIDAY_FILE",
+    )
+    cal.set_defaults(func=lambda a: cmd_calendar(a, ctx))

@@ -24,7 +24,7 @@ from compliance_nlp import AnalyzerConfig
 from core.appkit import REDIS, SETTINGS
 from core.domain import HookPoint, JobSpec, JobTick
 from core.settings import Settings
-from sop.engine import enrol
+from sop.engine import enrol, holidays
 from sop.engine.checks import ContentChecker
 from sop.engine.dispatch import Engine, EngineConfig
 from sop.engine.media import MediaCache, MediaPolicy
@@ -87,6 +87,8 @@ async def engine_ctx(app: web.Application) -> AsyncIterator[None]:
     from bot.keys import WECOM_CLIENT
 
     engine = build_engine(app[SETTINGS], app[REDIS])
+    # The operator's holiday years, checked whole before anything is planned with them.
+    holidays.configure(holidays.load_configured(app[SETTINGS].sop.holiday_file))
     # Read when a send needs media, not now: the client is built by the edge's context.
     s = app[SETTINGS].sop
     rule = MediaPolicy(hosts=tuple(s.media_hosts), timeout_s=s.media_fetch_timeout_s)
@@ -99,6 +101,7 @@ async def engine_ctx(app: web.Application) -> AsyncIterator[None]:
     finally:
         await engine.media.close()
         media_configure(MediaPolicy())
+        holidays.configure(None)
         if _bound and _bound[0] is engine:
             bind(None)
 

@@ -110,3 +110,37 @@ async def test_a_batch_takes_whole_advisors_so_digests_stay_full(edge: Edge) -> 
         # Six touches of one advisor per batch: ten digests of six, not thirty of two.
         assert len(rows) <= 12
         assert {t.state for t in await Touch.all()} == {"sending"}
+
+
+async def test_a_bad_holiday_file_stops_the_start_and_closes_what_started(
+    settings: Settings, redis_client: object, db: None, tmp_path: object
+) -> None:
+    """The operator's calendar is checked when the engine starts: a bad file stops the
+    process with the entry named (a configuration error), and the contexts started
+    before it (database, Redis, the edge) are closed, not left for the loop to reap."""
+    from pathlib import Path
+
+    import pytest
+
+    from core.settings import SettingsError
+    from siyu.app import create_app
+    from sop.engine import holidays
+
+    bad = Path(str(tmp_path)) / "holidays.json"
+    bad.write_text('{"2027": {"holidays": {"2027-01-01": "元旦"}, "workdays": ["2027-01-04"]}}')
+    settings.sop.holiday_file = str(bad)
+    settings.wecom.app_secret = SecretStr("x" * 43)
+    settings.wecom.agent_id = 1000002
+    app = create_app(settings, ("scheduler",), auto_migrate=True)
+    closed: list[str] = []
+
+    async def first(_app: object) -> object:
+        yield
+        closed.append("first")
+
+    app.cleanup_ctx.insert(0, first)
+    with pytest.raises(SettingsError) as err:
+        await start_site(app, "127.0.0.1", 0)
+    assert "2027.workdays: 2027-01-04 is a weekday" in str(err.value)
+    assert closed == ["first"]
+    assert holidays.year_sources().get(2027) is None
