@@ -345,3 +345,30 @@ def test_refusals_naming_the_forbidden_thing_are_clean(rules_only: Analyzer, tex
 def test_going_along_is_still_forbidden(rules_only: Analyzer, text: str, category: str) -> None:
     result = rules_only.analyze(text, "advisor")
     assert category in {f.category for f in result.violations if f.severity == "violation"}
+
+
+# Everyday chat in English words, and everyday words holding 卡, stand on no financial
+# ground (a model-only violation needs one); pinyin around a keyword still does.
+@pytest.mark.parametrize(
+    ("text", "anchored"),
+    [
+        ("sorry~", False),
+        ("good night 早点休息", False),
+        ("打印机卡纸了，等我两分钟", False),
+        ("手机有点卡顿，我重启一下", False),
+        ("bao ben de", True),
+        ("卡号发我一下", True),
+    ],
+)
+def test_everyday_words_are_no_financial_ground(text: str, anchored: bool) -> None:
+    from compliance_nlp.lexicon import DomainAnchors
+    from compliance_nlp.normalize import normalize
+
+    assert DomainAnchors().anchored(normalize(text).text) is anchored
+
+
+def test_but_is_not_bypassing_the_system(rules_only: Analyzer) -> None:
+    # 不过 is "but" far more often than "not through": only the latter is off the books.
+    assert not rules_only.analyze("可以预约上门，不过要先在系统里登记", "advisor").has_violation
+    found = rules_only.analyze("这笔不过公司的账，走我这边", "advisor")
+    assert "off_book_dealing" in {f.category for f in found.violations}
