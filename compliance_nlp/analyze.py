@@ -247,6 +247,7 @@ class Analyzer:
                     clean_probs.get(i, 0.0),
                     anchored=self.anchors.anchored(norms[i].text)
                     or (bool(answered_norm) and self.anchors.anchored(answered_norm)),
+                    countered=self.anchors.countered(norms[i].text),
                 )
                 if i in asked and self.pair_model is not None:
                     findings += self._pair_findings(text, norms[i], findings, asked[i], reading)
@@ -390,6 +391,7 @@ class Analyzer:
         clean_prob: float,
         *,
         anchored: bool = True,
+        countered: frozenset[str] = frozenset(),
     ) -> list[Finding]:
         """Merge what the rules and the model found; each finding keeps its source.
 
@@ -415,6 +417,9 @@ class Analyzer:
           the customer turn it answers, stands on financial ground (``anchored``): the
           model's score saturates on lines unlike its training data, so without such
           evidence it is no evidence.
+        - A model finding no rule shares, of a category the line itself speaks against
+          (``countered``: a risk disclosed, a level mismatch refused, a scam warned
+          against — ``DomainAnchors.countered``), queues for review at most.
         - The model sure the line is clean (``clean_prob`` at or above
           ``model_veto_threshold``) turns rule violations on a line that warns the
           customer (a ``report_cues`` word: 报警, 警惕, 别信 …) into review findings:
@@ -448,8 +453,11 @@ class Analyzer:
                 continue
             if rule_violation and score >= cfg.model_agree_threshold:
                 severity: Severity = "violation"
-            elif not rule_violation and score >= (
-                cfg.model_framed_threshold if framed else cfg.model_violation_threshold
+            elif (
+                not rule_violation
+                and m.category not in countered
+                and score
+                >= (cfg.model_framed_threshold if framed else cfg.model_violation_threshold)
             ):
                 severity = "violation"
             else:

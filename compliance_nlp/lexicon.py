@@ -118,6 +118,15 @@ class DomainAnchors:
         # Everyday words holding an anchor (不好意思, 钱先生, 车票): blanked first.
         words = sorted((str(w) for w in data.get("not_anchors", [])), key=len, reverse=True)
         self._not_anchors = re.compile("|".join(map(re.escape, words))) if words else None
+        # What the line itself says against a category the model alone proposes: a risk
+        # disclosed, a level mismatch refused, a scam warned against (``counter_evidence``).
+        self._counter: tuple[tuple[frozenset[str], tuple[re.Pattern[str], ...]], ...] = tuple(
+            (
+                frozenset(str(c) for c in group["categories"]),
+                tuple(re.compile(p) for p in group["patterns"]),
+            )
+            for group in data.get("counter_evidence", [])
+        )
 
     def anchored(self, norm_text: str) -> bool:
         """True when the normalised text names something financial (see the class doc)."""
@@ -129,3 +138,15 @@ class DomainAnchors:
         if any(p.search(text) for p in self._patterns):
             return True
         return any(w not in self._latin_everyday for w in self._latin.findall(text))
+
+    def countered(self, norm_text: str) -> frozenset[str]:
+        """Categories the normalised line speaks against (``counter_evidence`` in
+        anchors.json): a violation of one of them only the model proposes is no evidence
+        there — the small model reads 「港股通有汇率风险」 or 「您是C2，这款R4的超出您的等级
+        了，我不能给您推荐」 as the violation the line is disclosing or refusing."""
+        text = norm_text.lower()
+        out: set[str] = set()
+        for categories, patterns in self._counter:
+            if not categories <= out and any(p.search(text) for p in patterns):
+                out |= categories
+        return frozenset(out)

@@ -372,3 +372,47 @@ def test_but_is_not_bypassing_the_system(rules_only: Analyzer) -> None:
     assert not rules_only.analyze("可以预约上门，不过要先在系统里登记", "advisor").has_violation
     found = rules_only.analyze("这笔不过公司的账，走我这边", "advisor")
     assert "off_book_dealing" in {f.category for f in found.violations}
+
+
+# What a line says against a category (anchors.json counter_evidence): a disclosure, a
+# refusal with no way round it, a warning. Written for this test; the violating twins
+# use the same words to go along.
+@pytest.mark.parametrize(
+    ("text", "category", "countered"),
+    [
+        ("美股基金有汇率风险，收益按人民币算", "misleading_promotion", True),
+        ("这期收益以实际到账为准，业绩比较基准只是参考", "guaranteed_return", True),
+        ("理财哪能有什么风险呢，银行的东西", "misleading_promotion", False),
+        ("您的等级是C2，这只R4超出您的承受范围，我不能给您推荐", "suitability_evasion", True),
+        ("这只R4您买不了，我给您挑两只R2的看看", "suitability_evasion", True),
+        ("这只R4您买不了，换您女儿的名义买就行", "suitability_evasion", False),
+        ("有人让您把钱转到私人账户的话一定小心，多半是诈骗", "off_book_dealing", True),
+        ("签完我这边还有点小心意", "improper_inducement", False),
+    ],
+)
+def test_counter_evidence(text: str, category: str, countered: bool) -> None:
+    from compliance_nlp.lexicon import DomainAnchors
+    from compliance_nlp.normalize import normalize
+
+    assert (category in DomainAnchors().countered(normalize(text).text)) is countered
+
+
+def test_countered_model_finding_is_review_only(rules_only: Analyzer) -> None:
+    from compliance_nlp.types import Finding
+
+    text = "美股基金有汇率风险，收益按人民币算"
+    model = Finding(
+        category="misleading_promotion",
+        severity="review",
+        start=0,
+        end=len(text),
+        evidence=text,
+        rule_id="model:test",
+        source="model",
+        basis="",
+        score=0.95,
+    )
+    countered = rules_only.anchors.countered(text)
+    kept = rules_only._combine([], [model], text, 0.0, countered=countered)
+    assert [f.severity for f in kept] == ["review"]
+    assert [f.severity for f in rules_only._combine([], [model], text, 0.0)] == ["violation"]
