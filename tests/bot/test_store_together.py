@@ -423,3 +423,72 @@ async def test_a_stored_customer_never_fetched_is_marked_for_the_reconcile_job(d
     assert sorted(refs) == ["wmNEVER", "wmSYNCED"] and refs["wmSYNCED"].name == "赵女士"
     flags = dict(await models.Customer.all().values_list("external_userid", "needs_sync"))
     assert flags == {"wmNEVER": True, "wmSYNCED": False}
+
+
+# ------------------------------------------------------------------ the multi-row insert
+
+
+def _row_values() -> list[tuple[type[Any], str, Any]]:
+    """Values a read's rows carry, and the odd ones a caller might pass."""
+    when = models.Message._meta.fields_map["msgtime"]
+    return [
+        (models.Message, "msgid", "m" * 128),
+        (models.Message, "msgid", 12345),  # not a str: converted as the ORM does
+        (models.Message, "roomid", None),
+        (models.Message, "has_violation", True),
+        (models.Message, "has_violation", 1),
+        (models.Customer, "gender", 1),
+        (models.OutboxItem, "last_errcode", None),
+        (models.OutboxItem, "last_errcode", 40001),
+        (models.Message, "receiver_ids", ["a", "b"]),
+        (models.Message, "analysis", {"violations": [{"evidence": "保本"}], "score": 0.5}),
+        (models.Message, "analysis", None),
+        (models.Message, "analysis", '{"a": 1}'),
+        (models.Message, "masked_text", "您好" * 500),
+        (models.Customer, "contact_type", 2),
+        (models.Customer, "needs_sync", False),
+        (models.OutboxItem, "attempts", 0),
+        (models.OutboxItem, "state", models.OutboxState.PENDING),
+        (models.Message, "msgtime", when.to_python_value("2026-12-06T01:02:03+00:00")),
+    ]
+
+
+@pytest.mark.parametrize("model, name, value", _row_values())
+def test_a_column_value_is_converted_as_the_orm_converts_it(
+    model: type[Any], name: str, value: Any
+) -> None:
+    field = model._meta.fields_map[name]
+    assert bot_service._converter_of(model, name)(value) == field.to_db_value(value, model)
+
+
+@pytest.mark.parametrize(
+    "name, value", [("msgid", "m" * 129), ("source", "s" * 17), ("sender_id", None)]
+)
+def test_a_value_the_orm_refuses_is_refused(name: str, value: Any) -> None:
+    field = models.Message._meta.fields_map[name]
+    with pytest.raises(Exception) as orm:
+        field.to_db_value(value, models.Message)
+    with pytest.raises(type(orm.value)):
+        bot_service._converter_of(models.Message, name)(value)
+
+
+async def test_a_multi_row_insert_is_one_statement_text_whatever_the_rows_on_postgresql(
+    db: None, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL gets a read's rows as one array per column: the statement's text does
+    not depend on how many rows a read has, so the driver prepares it once, not once per
+    length (and evicts it again from its cache)."""
+    if not settings.database_url.startswith("postgres"):
+        pytest.skip("SQLite caches statements by text too, but a read has one length")
+    caplog.set_level(logging.DEBUG, logger="tortoise.db_client")
+    async with in_transaction() as conn:
+        for n in (1, 3, 5):
+            await bot_service.ensure_advisors(conn=conn, userids=[f"a{n}x{i}" for i in range(n)])
+    inserts = {
+        r.getMessage().split(": [", 1)[0]
+        for r in caplog.records
+        if r.name == "tortoise.db_client" and r.getMessage().startswith('INSERT INTO "bot_advisor"')
+    }
+    assert len(inserts) == 1
+    stored = await models.Advisor.all().values_list("userid", flat=True)
+    assert sorted(stored) == sorted(f"a{n}x{i}" for n in (1, 3, 5) for i in range(n))
