@@ -143,16 +143,18 @@ class Message(Timestamped):
     msgid = fields.CharField(max_length=128)
     source = fields.CharField(max_length=16)  # callback | archive
     direction = fields.CharField(max_length=32)  # see bot.schemas.Direction
-    sender_id = fields.CharField(max_length=64, db_index=True)
+    # Indexes (bot migrations): (roomid, msgtime), (customer_id, msgtime), msgtime,
+    # has_violation, intent where set (0014), and the unique (source, msgid).
+    sender_id = fields.CharField(max_length=64)
     sender_role = fields.CharField(max_length=16)  # advisor | customer | member | unknown
     receiver_ids: Any = fields.JSONField(default=list)
-    roomid = fields.CharField(max_length=64, null=True, db_index=True)
+    roomid = fields.CharField(max_length=64, null=True)
     msgtime = fields.DatetimeField(db_index=True)
     msgtype = fields.CharField(max_length=32)
     action = fields.CharField(max_length=16, default="send")
     masked_text = fields.TextField(default="")
     original_sealed = fields.TextField(null=True)
-    intent = fields.CharField(max_length=32, null=True, db_index=True)
+    intent = fields.CharField(max_length=32, null=True)
     sentiment = fields.CharField(max_length=16, null=True)
     has_violation = fields.BooleanField(default=False, db_index=True)
     analysis: Any = fields.JSONField(null=True)
