@@ -331,8 +331,8 @@ async def ensure_advisors(*, conn: BaseDBAsyncClient, userids: Iterable[str]) ->
     wanted = sorted(set(userids))
     if not wanted:
         return {}
-    rows = models.Advisor.filter(userid__in=wanted).using_db(conn)
-    found = {str(u): int(i) for u, i in await rows.values_list("userid", "id")}
+    rows = await _rows_by_key(conn, models.Advisor, "userid", wanted, ("userid", "id"))
+    found = {str(r["userid"]): int(r["id"]) for r in rows}
     missing = [u for u in wanted if u not in found]
     if missing:
         inserted = await _insert_many(
@@ -344,9 +344,31 @@ async def ensure_advisors(*, conn: BaseDBAsyncClient, userids: Iterable[str]) ->
         )
         found.update((str(r["userid"]), int(r["id"])) for r in inserted)
         if raced := [u for u in missing if u not in found]:
-            rows = models.Advisor.filter(userid__in=raced).using_db(conn)
-            found.update((str(u), int(i)) for u, i in await rows.values_list("userid", "id"))
+            rows = await _rows_by_key(conn, models.Advisor, "userid", raced, ("userid", "id"))
+            found.update((str(r["userid"]), int(r["id"])) for r in rows)
     return found
+
+
+async def _rows_by_key(
+    conn: BaseDBAsyncClient,
+    model: type[Model],
+    key: str,
+    values: Sequence[str],
+    columns: Sequence[str],
+) -> list[dict[str, Any]]:
+    """``columns`` of the rows whose ``key`` is one of ``values``, as plain values.
+
+    Written out: the storing transaction reads a read's members and customers this way,
+    and the ORM spent longer building the query than the database running it.
+    """
+    postgres = conn.capabilities.dialect == "postgres"
+    params: list[Any] = []
+    mark = _marker(params, postgres=postgres)
+    sql = (
+        f"SELECT {', '.join(map(_quoted, columns))} FROM {_quoted(model._meta.db_table)} "  # noqa: S608 - model identifiers, values bound
+        f"WHERE {_one_of(_quoted(key), values, mark, postgres=postgres)}"
+    )
+    return list(await conn.execute_query_dict(sql, params))
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,9 +393,10 @@ async def ensure_customers(
     if not wanted:
         return {}
     fields = ("id", "external_userid", "name", "needs_sync", "synced_at")
-    rows = await (
-        models.Customer.filter(external_userid__in=wanted).using_db(conn).values_list(*fields)
-    )
+    rows = [
+        tuple(r[f] for f in fields)
+        for r in await _rows_by_key(conn, models.Customer, "external_userid", wanted, fields)
+    ]
     found = {
         str(r[1]): CustomerRef(id=int(r[0]), external_userid=str(r[1]), name=str(r[2]))
         for r in rows
@@ -391,11 +414,10 @@ async def ensure_customers(
             e = str(r["external_userid"])
             found[e] = CustomerRef(id=int(r["id"]), external_userid=e, name="")
         if raced := [e for e in missing if e not in found]:
-            rows += await (
-                models.Customer.filter(external_userid__in=raced)
-                .using_db(conn)
-                .values_list(*fields)
-            )
+            rows += [
+                tuple(r[f] for f in fields)
+                for r in await _rows_by_key(conn, models.Customer, "external_userid", raced, fields)
+            ]
             found.update(
                 (str(r[1]), CustomerRef(id=int(r[0]), external_userid=str(r[1]), name=str(r[2])))
                 for r in rows
@@ -513,6 +535,17 @@ def _marker(params: list[Any], *, postgres: bool) -> Callable[[Any], str]:
     return mark
 
 
+def _one_of(
+    column: str, values: Sequence[Any], mark: Callable[[Any], str], *, postgres: bool
+) -> str:
+    """``column`` is one of ``values``: ``IN (?, …)`` on SQLite, ``= ANY($n::text[])`` on
+    PostgreSQL, where the statement's text then does not depend on how many values a
+    read brings, so the driver prepares it once rather than once per length."""
+    if postgres:
+        return f"{column} = ANY({mark(list(values))}::text[])"
+    return f"{column} IN ({', '.join(map(mark, values))})"
+
+
 def stored_message_sql(
     by_source: Mapping[str, Sequence[str]], *, postgres: bool
 ) -> tuple[str, list[Any]]:
@@ -524,11 +557,15 @@ def stored_message_sql(
     """
     params: list[Any] = []
     mark = _marker(params, postgres=postgres)
-    branches = [
-        'SELECT "source", "msgid" FROM "bot_message" '  # noqa: S608 - placeholders only
-        f'WHERE "source" = {mark(source)} AND "msgid" IN ({", ".join(map(mark, msgids))})'
-        for source, msgids in by_source.items()
-    ]
+    branches = []
+    for source, msgids in sorted(by_source.items()):
+        # Marked in the order the placeholders appear (SQLite's are positional).
+        same_source = f'"source" = {mark(source)}'
+        one_of = _one_of('"msgid"', msgids, mark, postgres=postgres)
+        branches.append(
+            'SELECT "source", "msgid" FROM "bot_message" '  # noqa: S608 - placeholders only
+            f"WHERE {same_source} AND {one_of}"
+        )
     return " UNION ALL ".join(branches), params
 
 
@@ -1312,14 +1349,13 @@ def conversation_turns_sql(
     mark = _marker(params, postgres=postgres)
     where = []
     if rooms:
-        where.append(f'm."roomid" IN ({", ".join(map(mark, sorted(rooms)))})')
+        where.append(_one_of('m."roomid"', sorted(rooms), mark, postgres=postgres))
     if pairs:
-        advisors = ", ".join(map(mark, sorted({a for a, _ in pairs})))
-        customers = ", ".join(map(mark, sorted({c for _, c in pairs})))
-        where.append(
-            f'(m."roomid" IS NULL AND a."userid" IN ({advisors}) '
-            f'AND c."external_userid" IN ({customers}))'
+        advisors = _one_of('a."userid"', sorted({a for a, _ in pairs}), mark, postgres=postgres)
+        customers = _one_of(
+            'c."external_userid"', sorted({c for _, c in pairs}), mark, postgres=postgres
         )
+        where.append(f'(m."roomid" IS NULL AND {advisors} AND {customers})')
     # Identifiers and placeholders only: every value is bound.
     sql = (
         'SELECT m."roomid" AS "roomid", a."userid" AS "advisor_userid", '  # noqa: S608

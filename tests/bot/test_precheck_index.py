@@ -139,3 +139,21 @@ async def test_the_written_out_conversation_query_finds_what_the_orm_query_finds
         r["msgtime"] for r in orm if r["masked_text"] in {t.masked_text for t in turns}
     ]
     assert all(t.msgtime.tzinfo is not None for t in turns)
+
+
+def test_the_reads_of_a_batch_are_one_statement_text_whatever_its_length_on_postgresql() -> None:
+    """On PostgreSQL the pre-check and the conversation read bind a read's keys as one
+    array each: the text does not change with the read's length, so asyncpg prepares
+    each statement once per connection (an IN list of each new length was parsed and
+    planned again, and pushed older statements out of the driver's cache)."""
+    one, _ = bot_service.stored_message_sql({"archive": ["a"]}, postgres=True)
+    three, params = bot_service.stored_message_sql({"archive": ["a", "b", "c"]}, postgres=True)
+    assert one == three and params == ["archive", ["a", "b", "c"]]
+    at = datetime.now(UTC)
+    ask = {"rooms": {"r1"}, "since": at - timedelta(days=1), "until": at, "postgres": True}
+    turns_one, _ = bot_service.conversation_turns_sql(pairs={("lina", "wmA")}, **ask)  # type: ignore[arg-type]
+    turns_three, _ = bot_service.conversation_turns_sql(
+        pairs={("lina", "wmA"), ("wang", "wmB"), ("lina", "wmC")},
+        **ask,  # type: ignore[arg-type]
+    )
+    assert turns_one == turns_three
