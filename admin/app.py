@@ -189,12 +189,32 @@ async def console_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def _static_url(app: web.Application) -> Any:
+    @functools.cache
     def url(filename: str) -> str:
+        # Fixed for the process (the file's hash is): built once per asset.
         return str(
             app.router["admin_static"]
             .url_for(filename=filename)
             .with_query({"v": _asset_version(filename)})
         )
+
+    return url
+
+
+def _cached_url(url_for: Any) -> Any:
+    """aiohttp-jinja2's ``url()``, with a route's plain URL (no parts, no query) built
+    once: the shell's sidebar and a page's links ask for the same dozen on every
+    render, and each build through the router cost more than the link's markup."""
+    plain: dict[str, Any] = {}
+
+    @jinja2.pass_context
+    def url(context: Any, __route_name: str, query_: Any = None, **parts: Any) -> Any:
+        if parts or query_:
+            return url_for(context, __route_name, query_, **parts)
+        found = plain.get(__route_name)
+        if found is None:
+            found = plain[__route_name] = url_for(context, __route_name)
+        return found
 
     return url
 
@@ -244,8 +264,12 @@ def add_console_routes(app: web.Application) -> None:
         loader=jinja2.ChoiceLoader(loaders),
         autoescape=jinja2.select_autoescape(["html"], default=True),
         undefined=jinja2.StrictUndefined,
+        # Templates ship inside the packages: compiled once per process, never checked
+        # against the files again on a render (a stat per template and per base).
+        auto_reload=False,
     )
     env.filters["cst"] = _cst
+    env.globals["url"] = _cached_url(env.globals["url"])
     env.globals["action_label"] = action_label
     env.globals["result_tag"] = result_tag
     env.globals["one_second"] = timedelta(seconds=1)

@@ -122,14 +122,17 @@ async def _queue_page(
     op = request[OPERATOR]
     reach = await review.reach_of(op)
     query, errors = parse_queue_query(params, reach=reach)
-    rows, total = await bot_service.review_cases(
+    chosen = await review.queue_advisors(advisors=reach)
+    advisors = chosen.advisors
+    infos = {a.userid: a for a in advisors}
+    total, facets = await review.queue_counts(
+        where=query.where,
+        categories=list(CATEGORY_LABELS),
+        managers={a.userid: a.manager_userid for a in advisors},
+    )
+    rows = await review.queue_page(
         where=query.where, offset=(query.page - 1) * PAGE_SIZE, limit=PAGE_SIZE
     )
-    facets = await bot_service.review_facets(where=query.where, categories=list(CATEGORY_LABELS))
-    advisors = await bot_service.review_advisors(advisors=reach)
-    infos = {a.userid: a for a in advisors}
-    leader_ids = sorted({a.manager_userid for a in advisors if a.manager_userid})
-    leaders = await bot_service.advisors_by_userid(userids=leader_ids)
     at = review.now()
     table = request.app[CONSOLE].table
     pages = max(1, ceil(total / PAGE_SIZE))
@@ -161,7 +164,7 @@ async def _queue_page(
             "errors": errors,
             "facets": facets,
             "advisors": advisors,
-            "leaders": [(u, leaders.get(u)) for u in leader_ids],
+            "leaders": chosen.leaders,
             "categories": CATEGORY_LABELS,
             "severities": review.SEVERITY_LABELS,
             "statuses": STATUS_CHOICES,

@@ -13,6 +13,7 @@ from typing import Any
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.expressions import F
 
+from admin import rows
 from admin.models import ApiKey, Operator
 from bot import service as bot_service
 
@@ -24,7 +25,23 @@ async def operator_by_name(*, name: str) -> Operator | None:
 
 
 async def operator_by_id(*, operator_id: int) -> Operator | None:
-    return await Operator.filter(id=operator_id).first()
+    """Every console request's second read (after its session): written out, a
+    fifth of the ORM's cost on SQLite (admin.rows)."""
+    found = await rows.fetch(
+        f'SELECT {rows.columns(Operator, "o")} FROM "admin_operator" "o" WHERE "o"."id" = ?',  # noqa: S608 - model columns only
+        [operator_id],
+    )
+    return rows.hydrate_all(Operator, found)[0] if found else None
+
+
+async def operators_with_role(*, role: str, status: str) -> list[Operator]:
+    """The operators of one role and status, ordered as ``operators()``."""
+    found = await rows.fetch(
+        f'SELECT {rows.columns(Operator, "o")} FROM "admin_operator" "o" '  # noqa: S608 - model columns only
+        'WHERE "o"."role" = ? AND "o"."status" = ? ORDER BY "o"."name"',
+        [role, status],
+    )
+    return rows.hydrate_all(Operator, found)
 
 
 async def operators_by_wecom_userid(*, userid: str) -> list[Operator]:

@@ -788,6 +788,16 @@ async def _run(url: str, data_dir: Path, args: argparse.Namespace, redis_url: st
 
     dialect = core_db.dialect_of(url)
     sec = BenchSecrets.generate()
+    # A kept database is reused with the field key it was sealed under and the sizes it
+    # was seeded with (the key is a throwaway one, written only into the bench folder).
+    state_file = data_dir / f"seeded-{dialect}.json"
+    state: dict[str, Any] | None = None
+    if args.reuse and state_file.exists():
+        state = json.loads(state_file.read_text())
+        sizes = [state["messages"], state["customers"], state["requested_cases"]]
+        if sizes != [args.messages, args.customers, args.cases]:
+            raise SystemExit(f"{state_file} was seeded at other sizes: {sizes}")
+        sec = BenchSecrets(**{**sec.__dict__, "field_key": state["field_key"]})
     settings = Settings(
         _env_file=None,
         data_dir=data_dir,
@@ -802,23 +812,48 @@ async def _run(url: str, data_dir: Path, args: argparse.Namespace, redis_url: st
     base = f"http://127.0.0.1:{port}"
     try:
         conn = Tortoise.get_connection("default")
-        t0 = time.perf_counter()
-        seeded = await _seed(conn, dialect, args, app[KEYRING])
-        print(
-            f"[{dialect}] seeded {args.customers:,} customers, {args.messages:,} messages, "
-            f"{seeded['cases']:,} review cases in {time.perf_counter() - t0:.0f} s",
-            flush=True,
-        )
-        t0 = time.perf_counter()
-        rebuilt = await dashboard.rebuild()
-        print(
-            f"[{dialect}] dashboard rollups rebuilt in {time.perf_counter() - t0:.0f} s ({rebuilt})",
-            flush=True,
-        )
+        if state is None:
+            t0 = time.perf_counter()
+            seeded = await _seed(conn, dialect, args, app[KEYRING])
+            print(
+                f"[{dialect}] seeded {args.customers:,} customers, {args.messages:,} messages, "
+                f"{seeded['cases']:,} review cases in {time.perf_counter() - t0:.0f} s",
+                flush=True,
+            )
+            t0 = time.perf_counter()
+            rebuilt = await dashboard.rebuild()
+            print(
+                f"[{dialect}] dashboard rollups rebuilt in {time.perf_counter() - t0:.0f} s ({rebuilt})",
+                flush=True,
+            )
+            if args.keep:
+                state_file.write_text(
+                    json.dumps(
+                        {
+                            "messages": args.messages,
+                            "customers": args.customers,
+                            "requested_cases": args.cases,
+                            "cases": seeded["cases"],
+                            "field_key": sec.field_key,
+                        }
+                    )
+                )
+                state_file.chmod(0o600)
+        else:
+            seeded = {
+                "customers": state["customers"],
+                "case_ids": list(range(1, state["cases"] + 1)),
+            }
+            print(f"[{dialect}] reusing the database seeded earlier ({state_file})", flush=True)
+            # One reviewer account, as in a fresh run: the case page lists the reviewers.
+            await conn.execute_query(
+                "DELETE FROM admin_operator WHERE name LIKE 'bench-reviewer-%'"
+            )
+        reviewer = f"bench-reviewer-{uuid.uuid4().hex[:8]}"
         await admin_flows.do_create_operator(
             actor=Actor("system", "bench", "bench"),
             source="bench",
-            name="bench-reviewer",
+            name=reviewer,
             role="compliance",
             password=PASSWORD,
         )
@@ -844,7 +879,7 @@ async def _run(url: str, data_dir: Path, args: argparse.Namespace, redis_url: st
             assert token is not None
             async with http.post(
                 f"{base}/login",
-                data={"_csrf": token.group(1), "name": "bench-reviewer", "password": PASSWORD},
+                data={"_csrf": token.group(1), "name": reviewer, "password": PASSWORD},
                 allow_redirects=False,
             ) as r:
                 assert r.status == 303, r.status
@@ -897,6 +932,8 @@ async def _run(url: str, data_dir: Path, args: argparse.Namespace, redis_url: st
                 flush=True,
             )
             for label, page_fn, sql_fn in cases:
+                if args.only and args.only not in label:
+                    continue
                 page_t, sql_t = await _times(page_fn, sql_fn, args.runs)
                 p50, s50 = statistics.median(page_t), statistics.median(sql_t)
                 print(
@@ -921,11 +958,28 @@ def main() -> None:
     )
     parser.add_argument("--redis-url", default="", help="a Redis to use (default: embedded)")
     parser.add_argument("--data-dir", type=Path, default=ROOT / "var" / "bench-console")
-    parser.add_argument("--keep", action="store_true", help="keep the SQLite file")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the seeded databases (the SQLite file, and the PostgreSQL one named by --pg-db)",
+    )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="time against the databases a --keep run left (same sizes), seeding only what is missing",
+    )
+    parser.add_argument(
+        "--pg-db", default="", help="the kept PostgreSQL database's name (with --keep/--reuse)"
+    )
+    parser.add_argument(
+        "--only", default="", help="time only the pages whose label contains this text"
+    )
+    parser.add_argument("--skip-sqlite", action="store_true", help="PostgreSQL only")
     args = parser.parse_args()
     data_dir: Path = args.data_dir
-    shutil.rmtree(data_dir, ignore_errors=True)
-    data_dir.mkdir(parents=True)
+    if not args.reuse:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    data_dir.mkdir(parents=True, exist_ok=True)
     embedded = None
     redis_url = args.redis_url
     if not redis_url:
@@ -934,21 +988,29 @@ def main() -> None:
         embedded = core_redis.start_embedded(data_dir / "redis")
         redis_url = embedded.url
     try:
-        asyncio.run(_run(f"sqlite://{data_dir / 'console.sqlite3'}", data_dir, args, redis_url))
+        if not args.skip_sqlite:
+            asyncio.run(_run(f"sqlite://{data_dir / 'console.sqlite3'}", data_dir, args, redis_url))
         if args.pg_server:
-            name = f"siyu_bench_{uuid.uuid4().hex[:10]}"
-            asyncio.run(pg_admin(args.pg_server, f'CREATE DATABASE "{name}"'))
+            kept = (args.keep or args.reuse) and args.pg_db
+            name = args.pg_db if kept else f"siyu_bench_{uuid.uuid4().hex[:10]}"
+            if not (args.reuse and (data_dir / "seeded-postgres.json").exists()):
+                if kept:
+                    asyncio.run(
+                        pg_admin(args.pg_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                    )
+                asyncio.run(pg_admin(args.pg_server, f'CREATE DATABASE "{name}"'))
             try:
                 url = f"{args.pg_server.rsplit('/', 1)[0]}/{name}"
                 asyncio.run(_run(url, data_dir, args, redis_url))
             finally:
-                asyncio.run(
-                    pg_admin(args.pg_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                )
+                if not kept:
+                    asyncio.run(
+                        pg_admin(args.pg_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                    )
     finally:
         if embedded is not None:
             embedded.shutdown()
-        if not args.keep:
+        if not (args.keep or args.reuse):
             shutil.rmtree(data_dir, ignore_errors=True)
 
 

@@ -566,14 +566,29 @@ class TimelineLine:
     analysis: dict[str, Any]
     intent: str | None
     advisor_name: str  # "" for a message without an advisor
+    # The message's review case, if one was opened on it (a message has at most one).
+    case_id: int | None = None
+    case_status: str = ""
 
 
 async def timeline_lines(
     *, customer_id: int, advisors: frozenset[str] | None, before_id: int | None, limit: int = 50
 ) -> list[TimelineLine]:
-    """As ``timeline``, the columns a page draws only: read as plain values (the advisor's
-    name joined in), not a model and its advisor built for every message."""
-    before = None
+    """As ``timeline``, the columns a page draws only, with each message's review case:
+    one written-out statement (the advisor's name and the case joined in), not a model
+    and its advisor built for every message and the cases read after."""
+    conn = models.Message._meta.db
+    params: list[Any] = []
+
+    def mark(value: Any) -> str:
+        params.append(value)
+        return f"${len(params)}" if conn.capabilities.dialect == "postgres" else "?"
+
+    fields = models.Message._meta.fields_map
+    where = f'"m"."customer_id" = {mark(customer_id)}'
+    if advisors is not None:
+        marks = ", ".join(mark(a) for a in sorted(advisors) or [""])
+        where += f' AND "a"."userid" IN ({marks})'
     if before_id is not None:
         anchor = (
             await models.Message.filter(id=before_id, customer_id=customer_id)
@@ -582,35 +597,45 @@ async def timeline_lines(
         )
         if anchor is None:
             return []
-        before = (anchor[0], int(anchor[1]))
-    q = timeline_query(customer_id=customer_id, advisors=advisors, before=before, limit=limit)
-    rows = await q.values(
-        "id",
-        "sender_role",
-        "sender_id",
-        "msgtime",
-        "msgtype",
-        "roomid",
-        "masked_text",
-        "analysis",
-        "intent",
-        "advisor__name",
-    )
-    return [
-        TimelineLine(
-            id=int(r["id"]),
-            sender_role=str(r["sender_role"]),
-            sender_id=str(r["sender_id"]),
-            msgtime=r["msgtime"],
-            msgtype=str(r["msgtype"]),
-            roomid=r["roomid"],
-            masked_text=str(r["masked_text"] or ""),
-            analysis=r["analysis"] if isinstance(r["analysis"], dict) else {},
-            intent=r["intent"],
-            advisor_name=str(r["advisor__name"] or ""),
+        at = fields["msgtime"].to_db_value(anchor[0], models.Message)
+        where += (
+            f' AND ("m"."msgtime" < {mark(at)} OR ("m"."msgtime" = {mark(at)} '
+            f'AND "m"."id" < {mark(int(anchor[1]))}))'
         )
-        for r in rows
-    ]
+    sql = (
+        'SELECT "m"."id", "m"."sender_role", "m"."sender_id", "m"."msgtime", "m"."msgtype", '  # noqa: S608 - identifiers and placeholders only
+        '"m"."roomid", "m"."masked_text", "m"."analysis", "m"."intent", '
+        '"a"."name" AS "advisor_name", "rc"."id" AS "case_id", "rc"."status" AS "case_status" '
+        'FROM "bot_message" "m" LEFT JOIN "bot_advisor" "a" ON "a"."id" = "m"."advisor_id" '
+        'LEFT JOIN "bot_review_case" "rc" ON "rc"."message_id" = "m"."id" '
+        f'WHERE {where} ORDER BY "m"."msgtime" DESC, "m"."id" DESC LIMIT {mark(limit)}'
+    )
+    msgtime, analysis = fields["msgtime"], fields["analysis"]
+    out = []
+    for r in await conn.execute_query_dict(sql, params):
+        data = analysis.to_python_value(r["analysis"])
+        out.append(
+            TimelineLine(
+                id=int(r["id"]),
+                sender_role=str(r["sender_role"]),
+                sender_id=str(r["sender_id"]),
+                # SQLite's ISO text parsed as the ORM does (naive stays naive), faster.
+                msgtime=msgtime.to_python_value(
+                    datetime.fromisoformat(r["msgtime"])
+                    if isinstance(r["msgtime"], str)
+                    else r["msgtime"]
+                ),
+                msgtype=str(r["msgtype"]),
+                roomid=r["roomid"],
+                masked_text=str(r["masked_text"] or ""),
+                analysis=data if isinstance(data, dict) else {},
+                intent=r["intent"],
+                advisor_name=str(r["advisor_name"] or ""),
+                case_id=int(r["case_id"]) if r["case_id"] is not None else None,
+                case_status=str(r["case_status"] or ""),
+            )
+        )
+    return out
 
 
 async def case_states_of_messages(*, message_ids: Iterable[int]) -> dict[int, tuple[int, str]]:

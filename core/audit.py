@@ -307,6 +307,8 @@ async def entries(
     """Newest first, keyset-paged by ``seq`` (stable while entries are appended)."""
     from tortoise.expressions import Q
 
+    if where.target and where == AuditFilter(target=where.target) and before_seq is None:
+        return await _target_entries(where.target, limit)
     q = AuditEntry.all()
     if where.actor_kind:
         q = q.filter(actor_kind=where.actor_kind)
@@ -329,6 +331,24 @@ async def entries(
         q = q.filter(seq__lt=before_seq)
     rows = await q.order_by("-seq").limit(limit)
     return [_record(r) for r in rows]
+
+
+async def _target_entries(target: str, limit: int) -> list[AuditRecord]:
+    """One thing's entries, newest first — what a case or customer page shows beside
+    it, on every view: written out (index ``core_audit_log(target, seq)``), the ORM's
+    statement building cost more than the read."""
+    conn = AuditEntry._meta.db
+    marks = ("$1", "$2") if conn.capabilities.dialect == "postgres" else ("?", "?")
+    columns = ", ".join(f'"{c}"' for c in AuditEntry._meta.fields_db_projection.values())
+    rows = await conn.execute_query_dict(
+        f'SELECT {columns} FROM "core_audit_log" WHERE "target" = {marks[0]} '  # noqa: S608 - model columns and placeholders only
+        f'ORDER BY "seq" DESC LIMIT {marks[1]}',
+        [target, limit],
+    )
+    for r in rows:  # SQLite's ISO text read as the ORM reads it (naive stays naive), faster
+        if isinstance(r["at"], str):
+            r["at"] = datetime.fromisoformat(r["at"])
+    return [_record(AuditEntry._init_from_db(**r)) for r in rows]
 
 
 async def distinct_actions() -> list[str]:

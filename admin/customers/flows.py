@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 from markupsafe import Markup
 
-from admin import review
+from admin import review, rows
 from admin.flows import FieldError, NotFound
 from admin.keys import OPERATOR
 from bot import customers as bot_customers
+from bot import models as bot_models
 from bot.flows import CATEGORY_LABELS, mask_free_text
+from bot.models import RelationStatus
 from core import audit
 from core.access import Principal, principal_of
 from core.appkit import DOMAINS
@@ -230,10 +232,96 @@ async def search(
     return [card_of(r, viewer) for r in rows], total
 
 
+def _aware(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):  # SQLite's MAX() of a timestamp column comes back as text
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+async def customer_row(
+    *, customer_id: int, advisors: frozenset[str] | None
+) -> bot_customers.CustomerRow | None:
+    """``bot.customers.customer_rows`` for the one customer a page shows, in two
+    written-out statements rather than four built ones: the customer with their last
+    message (within ``advisors``' conversations), then their relations (advisor joined)
+    and masked numbers together."""
+    reach = ""
+    params: list[Any] = []
+    if advisors is not None:
+        wanted = sorted(advisors) or [""]
+        marks = ", ".join("?" * len(wanted))
+        reach = f' AND "m"."advisor_id" IN (SELECT "ra"."id" FROM "bot_advisor" "ra" WHERE "ra"."userid" IN ({marks}))'  # noqa: S608, E501 - placeholders only
+        params.extend(wanted)
+    found = await rows.fetch(
+        f"SELECT {rows.columns(bot_models.Customer, 'c', 'c__')}, "  # noqa: S608 - model columns and placeholders only
+        '(SELECT MAX("m"."msgtime") FROM "bot_message" "m" '
+        f'WHERE "m"."customer_id" = "c"."id"{reach}) AS "last" '
+        'FROM "bot_customer" "c" WHERE "c"."id" = ?',
+        [*params, customer_id],
+    )
+    if not found:
+        return None
+    c = rows.hydrate(bot_models.Customer, found[0], "c__")
+    assert c is not None
+    related = await rows.fetch(
+        'SELECT \'f\' AS "kind", "f"."id" AS "id", "f"."remark", "f"."description", "f"."status", '
+        '"f"."added_at", "f"."state", "a"."userid", "a"."name", NULL AS "phone" '
+        'FROM "bot_follow_relation" "f" JOIN "bot_advisor" "a" ON "a"."id" = "f"."advisor_id" '
+        'WHERE "f"."customer_id" = ? UNION ALL '
+        'SELECT \'p\', "p"."id", NULL, NULL, NULL, NULL, NULL, NULL, NULL, "p"."phone_masked" '
+        'FROM "bot_customer_phone" "p" WHERE "p"."customer_id" = ? ORDER BY 1, 2',
+        [customer_id, customer_id],
+    )
+    added_at = bot_models.FollowRelation._meta.fields_map["added_at"]
+    follows, phones = [], []
+    for r in related:
+        if r["kind"] == "p":
+            if r["phone"] not in phones:
+                phones.append(str(r["phone"]))
+            continue
+        follows.append(
+            bot_customers.FollowView(
+                advisor_userid=str(r["userid"]),
+                advisor_name=str(r["name"] or ""),
+                remark=str(r["remark"] or ""),
+                description=str(r["description"] or ""),
+                status=str(r["status"]),
+                added_at=added_at.to_python_value(r["added_at"]),
+                state=str(r["state"] or ""),
+            )
+        )
+    return bot_customers.CustomerRow(
+        id=c.id,
+        external_userid=c.external_userid,
+        name=c.name,
+        corp_name=c.corp_name,
+        contact_type=c.contact_type,
+        gender=c.gender,
+        attributes=dict(c.attributes or {}),
+        created_at=c.created_at,
+        synced_at=c.synced_at,
+        follows=tuple(sorted(follows, key=lambda f: (f.status != "active", f.advisor_userid))),
+        phones=tuple(phones),
+        last_message_at=_aware(found[0]["last"]),
+    )
+
+
 async def customer_for(*, viewer: Viewer, customer_id: int) -> CustomerCard:
-    """The customer if this viewer may see them, else NotFound (the same either way)."""
-    row = await bot_customers.customer_in_reach(customer_id=customer_id, advisors=viewer.reach)
-    if row is None:
+    """The customer if this viewer may see them, else NotFound (the same either way).
+
+    In reach: some advisor of the viewer's reach still follows them (as
+    ``bot.customers.customer_in_reach``), read from the relations the row brings anyway.
+    """
+    row = await customer_row(customer_id=customer_id, advisors=viewer.reach)
+    if row is None or (
+        viewer.reach is not None
+        and not any(
+            f.status == RelationStatus.ACTIVE.value and f.advisor_userid in viewer.reach
+            for f in row.follows
+        )
+    ):
         raise NotFound(customer_target(customer_id))
     return card_of(row, viewer)
 
@@ -279,8 +367,10 @@ async def timeline(
     )
     more = len(rows) > limit
     rows = rows[:limit]
-    cases = await bot_customers.case_states_of_messages(message_ids=[m.id for m in rows])
-    return [_turn(m, card, cases.get(m.id)) for m in reversed(rows)], more
+    return [
+        _turn(m, card, (m.case_id, m.case_status) if m.case_id is not None else None)
+        for m in reversed(rows)
+    ], more
 
 
 def _turn(
@@ -338,9 +428,22 @@ class AlertCard:
     status: str
 
 
+ALERTS_SHOWN = 20
+
+
 async def alerts(*, viewer: Viewer, card: CustomerCard) -> list[AlertCard]:
-    rows = await bot_customers.alerts_of(
-        external_userid=card.external_userid, advisors=viewer.reach
+    # ``bot.customers.alerts_of`` written out: newest first, within the viewer's reach.
+    params: list[Any] = [card.external_userid]
+    reach = ""
+    if viewer.reach is not None:
+        wanted = sorted(viewer.reach) or [""]
+        reach = f' AND "al"."advisor_userid" IN ({", ".join("?" * len(wanted))})'
+        params.extend(wanted)
+    found = await rows.fetch(
+        f'SELECT {rows.columns(bot_models.Alert, "al")} FROM "bot_alert" "al" '  # noqa: S608 - model columns and placeholders only
+        f'WHERE "al"."external_userid" = ?{reach} '
+        'ORDER BY "al"."created_at" DESC, "al"."id" DESC LIMIT ?',
+        [*params, ALERTS_SHOWN],
     )
     names = {f.advisor_userid: f.advisor_name for f in card.follows}
     return [
@@ -352,7 +455,7 @@ async def alerts(*, viewer: Viewer, card: CustomerCard) -> list[AlertCard]:
             created_at=a.created_at,
             status=a.status,
         )
-        for a in rows
+        for a in rows.hydrate_all(bot_models.Alert, found)
     ]
 
 
