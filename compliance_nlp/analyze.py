@@ -42,6 +42,7 @@ from compliance_nlp.model import (
 from compliance_nlp.normalize import Normalized, normalize, translate_chars
 from compliance_nlp.overlay import Overlay, apply_overlay
 from compliance_nlp.pair import MAX_REPLY_CHARS as PAIR_MAX_REPLY_CHARS
+from compliance_nlp.pair import UNASKED_SCORE as PAIR_UNASKED_SCORE
 from compliance_nlp.pair import PairModel, load_pair_model
 from compliance_nlp.pii import MASK_STYLES, find_pii, load_pii_words, mask_pii, mask_span
 from compliance_nlp.rules import CATEGORIES, load_ruleset
@@ -304,21 +305,26 @@ class Analyzer:
     ) -> list[Finding]:
         """A violation the conversation makes, by the pair model (``pair``): the customer
         turn it may answer (``asked``: index, masked text) after which the model is surest
-        of a category, at or above ``pair_threshold``, on a short line nothing else made a
-        violation — unless the frames read the reply as refusing or correcting (or stating
+        of a category, at or above ``pair_threshold`` (``pair.UNASKED_SCORE`` after a turn
+        that names nothing forbidden), on a short line, when nothing else found that
+        category — unless the frames read the reply as refusing or correcting (or stating
         a fact about) what was asked."""
         model = self.pair_model
         reply = norm.text
         if model is None or len(reply) > PAIR_MAX_REPLY_CHARS:
             return []
-        if any(f.severity == "violation" for f in findings):
-            return []
+        violated = {f.category for f in findings if f.severity == "violation"}
         # As for the line model: a conversation off financial ground is no evidence
         # (「楼下那家包子铺还开着吗」 → 「开着呢」), and a reply that only refuses or
         # corrects (「零风险的产品是没有的」) goes along with nothing.
         reply_anchored = self.anchors.anchored(reply)
+        # A turn that names something a rule forbids (``stance.json`` requests) is on
+        # financial ground whatever its anchors.
+        names = {j: bool(model.stance.asks(normalize(t).text)) for j, t in asked}
         turns = [
-            (j, t) for j, t in asked if reply_anchored or self.anchors.anchored(normalize(t).text)
+            (j, t)
+            for j, t in asked
+            if reply_anchored or names[j] or self.anchors.anchored(normalize(t).text)
         ]
         if not turns:
             return []
@@ -328,12 +334,17 @@ class Analyzer:
         probs = model.proba([(t, text) for _, t in turns])
         best: tuple[float, int, str, str] | None = None
         for (j, turn), row in zip(turns, probs, strict=True):
+            # A turn that names nothing a rule forbids (``stance.json`` requests) is weak
+            # evidence: 「要带啥」 → 「身份证原件+银行卡」 needs a surer model.
+            bar = 0.0 if names[j] else PAIR_UNASKED_SCORE
             for k, label in enumerate(model.labels):
-                if label != "none" and (best is None or row[k] > best[0]):
+                if label != "none" and row[k] >= bar and (best is None or row[k] > best[0]):
                     best = (float(row[k]), j, turn, label)
         if best is None or best[0] < self.config.pair_threshold:
             return []
         score, j, turn, category = best
+        if category in violated:
+            return []  # already found, by a rule or the line model
         if reading is not None and (reading.refused or reading.cleared.get(category)):
             return []
         finding = Finding(

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PAIR_FILE",
+    "UNASKED_SCORE",
     "PairModel",
     "Stance",
     "pair_features",
@@ -50,6 +51,9 @@ STANCES = ("assure", "comply", "refuse", "ask")
 DIM = 1 << 18
 # Replies longer than this (normalised characters) are left to the line rules and model.
 MAX_REPLY_CHARS = 48
+# The least score of a finding after a customer turn that names nothing a rule forbids
+# (no word of ``requests`` in stance.json), whatever the analyzer's threshold.
+UNASKED_SCORE = 0.9
 # Stance classes crossed with the question's bigrams.
 _CROSSED = frozenset(("assure", "comply", "refuse", "^assure", "^comply", "^refuse", "nostance"))
 _BREAKS = re.compile(r"[\s，,。.！!？?~～、；;：:…]+")
@@ -67,6 +71,11 @@ class Stance:
     """Which stance classes a reply holds, and which it opens with."""
 
     words: dict[str, tuple[str, ...]]
+    # What a customer turn asks about, per violation category (``requests`` in
+    # stance.json: the forbidden thing named, in general words): the model crosses it
+    # with the reply's stance and words, so what it learns of 「少不了您的」 after one
+    # request for a gift carries to every other way of asking for one.
+    requests: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # Per class: the words of two or more characters, then the one-character words (the
     # order of ``words``: longest first).
     _split: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = field(
@@ -99,7 +108,19 @@ class Stance:
                 raise RuleDataError(f"{STANCE_FILE}: {name} must be a list of words")
             # Longest first: 「不会少」 is read before 「不会」.
             words[name] = tuple(sorted({w.lower() for w in raw}, key=lambda w: (-len(w), w)))
-        return cls(words)
+        raw_requests = data.get("requests", {})
+        if not isinstance(raw_requests, dict):
+            raise RuleDataError(f"{STANCE_FILE}: requests must map a category to words")
+        requests = {}
+        for name, raw in raw_requests.items():
+            if not isinstance(raw, list) or not all(isinstance(w, str) and w for w in raw):
+                raise RuleDataError(f"{STANCE_FILE}: requests.{name} must be a list of words")
+            requests[str(name)] = tuple(sorted({w.lower() for w in raw}, key=len, reverse=True))
+        return cls(words, requests)
+
+    def asks(self, question: str) -> list[str]:
+        """The categories whose forbidden thing a normalised customer turn names."""
+        return [name for name, words in self.requests.items() if any(w in question for w in words)]
 
     def read(self, reply: str) -> list[str]:
         """Stance tokens of a normalised reply: ``name`` for each class present,
@@ -168,6 +189,12 @@ def pair_features(question: str, reply: str, reply_raw: str, stance: Stance) -> 
     classes = [t for t in tokens if t in _CROSSED]
     for c in classes:
         feats += [f"x:{c}|{g}" for g in qgrams]
+    # What the turn asks for (a category's words), by the reply's stance and its words.
+    words = [t for t in tokens if ":" in t] + _grams(r, "r", (1, 2))
+    for cat in stance.asks(q):
+        feats.append(f"qc:{cat}")
+        feats += [f"xc:{cat}|{c}" for c in classes]
+        feats += [f"xc:{cat}|{w}" for w in words]
     return feats
 
 

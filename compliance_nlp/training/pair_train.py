@@ -12,7 +12,9 @@ Examples, all (customer turn, advisor reply) with a label (a category or ``none`
   the meaning is known), a clean turn with each candidate (``none``), a line-visible
   violation with the turn it answers (its category);
 - the generated pairs of ``training.pairs`` (questions of every category met with
-  assurances, compliance, refusals, facts; everyday requests met with 好的);
+  assurances, compliance, refusals, facts; everyday requests met with 好的) and of
+  ``training.pair_gen`` (requests of every shape crossed with reply stances: going
+  along, acting on it, a workaround; refusals, corrections, questions back);
 - advisor lines of the line sets and everyday chat paired with an unrelated customer
   line (their own label: a line the annotator judged alone keeps its judgement).
 
@@ -37,6 +39,7 @@ import numpy as np
 
 from compliance_nlp.pair import DIM, PAIR_FILE, Stance, hashed, pair_features
 from compliance_nlp.rules import CATEGORIES
+from compliance_nlp.training import pair_gen
 from compliance_nlp.training import pairs as context_pairs
 from compliance_nlp.training.evaluate import read_jsonl
 from compliance_nlp.training.pool import DATA_DIR, DEV_POOL
@@ -58,6 +61,8 @@ class PairOptions:
     l2: float = 1e-6
     # Generated pairs per category (``training.pairs``).
     generated: int = 420
+    # Request x reply-shape pairs per category (``training.pair_gen``); 0 leaves them out.
+    shapes: int = 420
     # Each thread example repeated this many times (hand-written, in context).
     thread_weight: int = 3
     # Share of line-set advisor lines also paired with an unrelated customer line.
@@ -152,6 +157,11 @@ def pair_examples(
         (p.context, p.text, p.label)
         for p in context_pairs.generate_pairs(seed=options.seed, per_category=options.generated)
     ]
+    if options.shapes:
+        generated += [
+            (p.context, p.text, p.label)
+            for p in pair_gen.generate_shape_pairs(seed=options.seed, per_category=options.shapes)
+        ]
     out = thread_ex * max(options.thread_weight, 1) + line_ex + generated
     if options.max_steps:
         rng.shuffle(out)

@@ -140,6 +140,7 @@ def evaluate_threads(threads: Iterable[dict[str, Any]], analyzer: Analyzer) -> T
                             "because": turns[because]["text"] if because is not None else None,
                             "text": turns[i]["text"],
                             "found": sorted(found),
+                            "by": sorted({f.rule_id for f in found.values()}),
                         }
                     )
             if not gold_any and found:
@@ -153,6 +154,7 @@ def evaluate_threads(threads: Iterable[dict[str, Any]], analyzer: Analyzer) -> T
                         "before": turns[i - 1]["text"] if i else None,
                         "text": turns[i]["text"],
                         "found": sorted(found),
+                        "by": sorted({f.rule_id for f in found.values()}),
                     }
                 )
         if not gold_any:
