@@ -12,6 +12,7 @@ and that reading is audited.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -527,8 +528,16 @@ async def case_view(*, case: bot_models.ReviewCase) -> CaseView:
     analysis = message.analysis if isinstance(message.analysis, dict) else {}
     raw_findings = [f for f in analysis.get("violations") or [] if isinstance(f, dict)]
     pii = [p for p in analysis.get("pii") or [] if isinstance(p, dict)]
-    prior, following = await bot_service.conversation_lines_around(
-        message=message, before=TURNS_BEFORE, after=TURNS_AFTER
+    # The page's reads depend on the case alone: asked together (PostgreSQL answers them
+    # on the pool's connections at once; SQLite's thread reads while the next is built).
+    (prior, following), (advisor, leader), earlier, audit_entries, via = await asyncio.gather(
+        bot_service.conversation_lines_around(
+            message=message, before=TURNS_BEFORE, after=TURNS_AFTER
+        ),
+        advisor_and_leader(case.advisor_userid),
+        advisor_cases(advisor_userid=case.advisor_userid, exclude_id=case.id),
+        audit.entries(where=audit.AuditFilter(target=case_target(case.id)), limit=20),
+        ingested_via(message),
     )
     findings: list[FindingView] = []
     flagged_marks: list[tuple[int, int, str, str]] = []
@@ -566,7 +575,6 @@ async def case_view(*, case: bot_models.ReviewCase) -> CaseView:
                 context_message_id=source_msg.id if source_msg is not None else None,
             )
         )
-    advisor, leader = await advisor_and_leader(case.advisor_userid)
     customer = message.customer
     customer_name = customer.name if customer is not None else ""
     customer_id = customer.external_userid if customer is not None else ""
@@ -608,11 +616,9 @@ async def case_view(*, case: bot_models.ReviewCase) -> CaseView:
         leader=leader,
         customer_name=customer_name,
         customer_id=customer_id,
-        earlier=await advisor_cases(advisor_userid=case.advisor_userid, exclude_id=case.id),
-        audit_entries=await audit.entries(
-            where=audit.AuditFilter(target=case_target(case.id)), limit=20
-        ),
-        ingested_via=await ingested_via(message),
+        earlier=earlier,
+        audit_entries=audit_entries,
+        ingested_via=via,
     )
 
 

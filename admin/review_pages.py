@@ -7,6 +7,7 @@ reach, ``admin.review.reach_of``); ``review:decide`` assigns and decides; ``revi
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from math import ceil
 from typing import Any
@@ -200,9 +201,12 @@ async def _case_page(
         case = await review.case_in_reach(case_id=case_id, reach=reach)
     except NotFound:
         raise web.HTTPNotFound() from None
-    view = await review.case_view(case=case)
     table = request.app[CONSOLE].table
     can_decide = table.allows(op.role, "review:decide")
+    view, reviewers = await asyncio.gather(
+        review.case_view(case=case),
+        review.compliance_reviewers() if can_decide else _nobody(),
+    )
     at = review.now()
     response = render(
         "review_case.html",
@@ -223,7 +227,7 @@ async def _case_page(
             "effective": review.effective_categories(case),
             "corrected_notice": bool(request.query.get("corrected")),
             "undecided": case.status in bot_service.REVIEW_UNDECIDED,
-            "reviewers": await review.compliance_reviewers() if can_decide else [],
+            "reviewers": reviewers,
             "errors": errors or {},
             "form": form or {},
             "notice": notice,
@@ -239,6 +243,10 @@ async def _case_page(
         # The unmasked text is for this screen only: no browser or proxy keeps it.
         response.headers["Cache-Control"] = "no-store"
     return response
+
+
+async def _nobody() -> list[Any]:
+    return []
 
 
 @requires("review:read")

@@ -7,7 +7,9 @@ alone — shows a customer's numbers in clear with a stated reason.
 
 from __future__ import annotations
 
+import asyncio
 from math import ceil
+from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -106,6 +108,10 @@ async def _list_page(request: web.Request, *, text: str, page: int) -> web.Strea
     )
 
 
+async def _none() -> list[Any]:
+    return []
+
+
 async def _customer_page(
     request: web.Request,
     *,
@@ -116,7 +122,15 @@ async def _customer_page(
 ) -> web.Response:
     viewer = await flows.viewer_of(request)
     card = await _customer(request, viewer)
-    turns, more = await flows.timeline(viewer=viewer, card=card, before_id=None)
+    # What the page shows besides the customer depends on the customer alone: asked
+    # together (PostgreSQL answers on the pool's connections at once; SQLite's thread
+    # reads while the next statement is built).
+    (turns, more), alerts, panels, audit_entries = await asyncio.gather(
+        flows.timeline(viewer=viewer, card=card, before_id=None),
+        flows.alerts(viewer=viewer, card=card),
+        flows.panels(request, viewer=viewer, card=card),
+        flows.audit_entries_for(card.id) if viewer.may("audit:read") else _none(),
+    )
     response = render(
         "customers/detail.html",
         request,
@@ -125,13 +139,11 @@ async def _customer_page(
             "viewer": viewer,
             "turns": turns,
             "more": more,
-            "alerts": await flows.alerts(viewer=viewer, card=card),
-            "panels": await flows.panels(request, viewer=viewer, card=card),
+            "alerts": alerts,
+            "panels": panels,
             "can_unmask": viewer.may("customers:unmask"),
             "can_review": viewer.may("review:read"),
-            "audit_entries": await flows.audit_entries_for(card.id)
-            if viewer.may("audit:read")
-            else [],
+            "audit_entries": audit_entries,
             "errors": errors or {},
             "form": form or {},
             "unmasked": unmasked,
