@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import socket
@@ -196,6 +197,10 @@ class Worker:
         # (XAUTOCLAIM) and retried.
         log.info("worker started", extra={"consumer": self.consumer})
         self._stop = stop
+        # What start-up built (modules, the ORM's models, the app) lives as long as the
+        # process: moved out of the collector's reach, a full collection no longer walks
+        # it again and again while messages flow (it was a tenth of storing's CPU).
+        gc.freeze()
         group_ready = False
         while not stop.is_set():
             try:
