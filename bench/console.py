@@ -4,6 +4,12 @@
                                       [--cases 20000] [--runs 30]
                                       [--pg-server postgres://postgres@127.0.0.1:5432/postgres]
                                       [--data-dir var/bench-console] [--keep]
+                                      [--pg-db NAME] [--reuse] [--only TEXT] [--skip-sqlite]
+
+Seeding a full-size database takes minutes (SQLite ~2.5, PostgreSQL ~3, the rollups
+~1.5 each); ``--keep --pg-db NAME`` keeps both databases (and the throwaway field key
+they were sealed with, in the data folder) and ``--reuse`` times against them again —
+migrations newer than the seed are applied first, as at any start.
 
 Seeds advisors in teams, customers with their follow relations and a phone number each
 (sealed, masked, blind-indexed as the edge stores them), messages (both sides, masked
