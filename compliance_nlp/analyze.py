@@ -320,7 +320,7 @@ class Analyzer:
         reply_anchored = self.anchors.anchored(reply)
         # A turn that names something a rule forbids (``stance.json`` requests) is on
         # financial ground whatever its anchors.
-        names = {j: bool(model.stance.asks(normalize(t).text)) for j, t in asked}
+        names = {j: model.asks(t) for j, t in asked}
         turns = [
             (j, t)
             for j, t in asked

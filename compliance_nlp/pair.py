@@ -41,6 +41,7 @@ __all__ = [
     "PairModel",
     "Stance",
     "pair_features",
+    "pair_index",
     "shipped_pair_dir",
 ]
 
@@ -81,8 +82,18 @@ class Stance:
     _split: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = field(
         init=False, repr=False, compare=False
     )
+    _asks: dict[str, re.Pattern[str]] = field(init=False, repr=False, compare=False)
+    # ``read`` per reply, kept: the analyzer and the model read the same reply.
+    _reads: Any = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        asks = {
+            name: re.compile("|".join(re.escape(w) for w in words))
+            for name, words in self.requests.items()
+            if words
+        }
+        object.__setattr__(self, "_asks", asks)
+        object.__setattr__(self, "_reads", lru_cache(maxsize=4096)(self._read))
         split = {
             name: (
                 tuple(w for w in words if len(w) > 1),
@@ -120,11 +131,14 @@ class Stance:
 
     def asks(self, question: str) -> list[str]:
         """The categories whose forbidden thing a normalised customer turn names."""
-        return [name for name, words in self.requests.items() if any(w in question for w in words)]
+        return [name for name, pattern in self._asks.items() if pattern.search(question)]
 
     def read(self, reply: str) -> list[str]:
         """Stance tokens of a normalised reply: ``name`` for each class present,
         ``^name`` for the class of its opening word, ``name:word`` for each word."""
+        return list(self._reads(reply))
+
+    def _read(self, reply: str) -> tuple[str, ...]:
         out: list[str] = []
         # A one-character word counts only as a short piece of its own (「对」, 「是啊」,
         # 「行吧」): inside a longer piece 是 and 准 are no answer (「不是」, 「说不准」).
@@ -153,7 +167,7 @@ class Stance:
                 out.append(f"^{name}")
         if not out:
             out.append("nostance")
-        return out
+        return tuple(out)
 
 
 def _grams(text: str, prefix: str, sizes: Iterable[int]) -> list[str]:
@@ -170,35 +184,75 @@ def _length_bucket(n: int) -> str:
     return "long"
 
 
-def pair_features(question: str, reply: str, reply_raw: str, stance: Stance) -> list[str]:
-    """Feature names of (customer turn, reply); both normalised (``normalize(...).text``)
-    except ``reply_raw``, the reply as written (its emoji)."""
+@dataclass(frozen=True, slots=True)
+class PairParts:
+    """What ``pair_index`` hashes: named features, and the two crossings (what the
+    customer asked — its bigrams, the categories its words name — by how the reply
+    answers it: its stance classes, its stance words and bigrams)."""
+
+    features: list[str]
+    qgrams: list[str]
+    classes: list[str]
+    categories: list[str]
+    words: list[str]
+
+
+_Side = tuple[list[str], list[str], list[str]]
+
+
+def _question_side(question: str, stance: Stance) -> _Side:
+    """The customer turn's named features, its bigrams (crossed with the reply's stance)
+    and the categories its words name."""
     q = question.replace(" ", "")
+    qgrams = _grams(q, "q", (2,))
+    return _grams(q, "q", (1, 3)) + qgrams, qgrams, stance.asks(q)
+
+
+def _reply_side(
+    reply: str, reply_raw: str, stance: Stance
+) -> tuple[list[str], list[str], list[str]]:
+    """The reply's named features, its stance classes and its words (stance words and
+    character uni/bigrams, crossed with what the turn asks for)."""
     r = reply.replace(" ", "")
     feats = ["bias", f"rlen:{_length_bucket(len(r))}"]
     raw = reply_raw.strip()
-    if raw and not r and all(c in _EMOJI_ONLY or not c.isalnum() for c in raw):
+    emoji_only = bool(raw and not r and all(c in _EMOJI_ONLY or not c.isalnum() for c in raw))
+    if emoji_only:
         feats.append("emoji_only")
-    feats += _grams(r, "r", (1, 2, 3))
+    r12 = _grams(r, "r", (1, 2))
+    feats += r12 + _grams(r, "r", (3,))
     feats += [f"r^:{r[:2]}", f"r$:{r[-2:]}"]
-    qgrams = _grams(q, "q", (2,))
-    feats += _grams(q, "q", (1, 3)) + qgrams
-    tokens = stance.read(r) if r else (["assure", "^assure"] if "emoji_only" in feats else [])
+    tokens = stance.read(r) if r else (["assure", "^assure"] if emoji_only else [])
     feats += [f"s:{t}" for t in tokens]
-    # The crossing: what the customer asked, by how the reply answers it.
     classes = [t for t in tokens if t in _CROSSED]
-    for c in classes:
-        feats += [f"x:{c}|{g}" for g in qgrams]
-    # What the turn asks for (a category's words), by the reply's stance and its words.
-    words = [t for t in tokens if ":" in t] + _grams(r, "r", (1, 2))
-    for cat in stance.asks(q):
-        feats.append(f"qc:{cat}")
-        feats += [f"xc:{cat}|{c}" for c in classes]
-        feats += [f"xc:{cat}|{w}" for w in words]
-    return feats
+    words = [f"s:{t}" for t in tokens if ":" in t] + r12
+    return feats, classes, words
+
+
+def _asked_features(categories: Sequence[str], classes: Sequence[str]) -> list[str]:
+    out = []
+    for cat in categories:
+        out.append(f"qc:{cat}")
+        out += [f"xc:{cat}|{c}" for c in classes]
+    return out
+
+
+def pair_parts(question: str, reply: str, reply_raw: str, stance: Stance) -> PairParts:
+    """Features of (customer turn, reply); both normalised (``normalize(...).text``)
+    except ``reply_raw``, the reply as written (its emoji)."""
+    qfeats, qgrams, categories = _question_side(question, stance)
+    rfeats, classes, words = _reply_side(reply, reply_raw, stance)
+    feats = rfeats + qfeats + _asked_features(categories, classes)
+    return PairParts(feats, qgrams, classes, categories, words)
+
+
+def pair_features(question: str, reply: str, reply_raw: str, stance: Stance) -> list[str]:
+    """The named features of (customer turn, reply) (``pair_parts``), crossings apart."""
+    return pair_parts(question, reply, reply_raw, stance).features
 
 
 _HASHES: dict[str, int] = {}
+_CROSS_IDS = {name: k + 1 for k, name in enumerate(sorted(_CROSSED))}
 
 
 def _hash(name: str) -> int:
@@ -213,7 +267,59 @@ def _hash(name: str) -> int:
 def hashed(features: Sequence[str]) -> np.ndarray:
     import numpy as np  # loaded with the model only: a receiver never needs it
 
-    return np.fromiter((_hash(f) for f in features), dtype=np.int64, count=len(features))
+    get = _HASHES.get
+    values = [get(f) for f in features]
+    if None in values:
+        values = [_hash(f) for f in features]
+    return np.array(values, dtype=np.int64)
+
+
+def _crossed(rows: np.ndarray, ids: Sequence[int]) -> np.ndarray:
+    """Each hashed feature of ``rows`` crossed with each id (a stance class, a category):
+    arithmetic on the hashes, no feature names built."""
+    import numpy as np
+
+    tags = np.asarray(ids, dtype=np.int64)[:, None] * 1_000_003
+    return ((rows[None, :] * 131 + tags) % DIM).ravel()
+
+
+# One side hashed: (rows of its named features, rows to cross, names to cross by).
+_Hashed = tuple[Any, Any, list[str]]
+
+
+def _hashed_question(question: str, stance: Stance) -> _Hashed:
+    feats, qgrams, categories = _question_side(question, stance)
+    return hashed(feats), hashed(qgrams), categories
+
+
+def _hashed_reply(reply: str, reply_raw: str, stance: Stance) -> _Hashed:
+    feats, classes, words = _reply_side(reply, reply_raw, stance)
+    return hashed(feats), hashed(words), classes
+
+
+def _rows(q: _Hashed, r: _Hashed, stance: Stance) -> np.ndarray:
+    import numpy as np
+
+    qrows, qgrams, categories = q
+    rrows, words, classes = r
+    out = [rrows, qrows]
+    if categories:
+        out.append(hashed(_asked_features(categories, classes)))
+    if classes and len(qgrams):
+        # What the customer asked, by how the reply answers it.
+        out.append(_crossed(qgrams, [_CROSS_IDS[c] for c in classes]))
+    if categories and len(words):
+        # What the turn asks for, by the reply's stance words and its own words.
+        order = sorted(stance.requests)
+        out.append(_crossed(words, [100 + order.index(c) for c in categories]))
+    return np.concatenate(out)
+
+
+def pair_index(question: str, reply: str, reply_raw: str, stance: Stance) -> np.ndarray:
+    """Hashed feature rows of (customer turn, reply) (arguments as ``pair_parts``)."""
+    return _rows(
+        _hashed_question(question, stance), _hashed_reply(reply, reply_raw, stance), stance
+    )
 
 
 class PairModel:
@@ -234,10 +340,22 @@ class PairModel:
         self.name = str(meta.get("name", "siyu-pair-logreg"))
         self.stance = Stance.load(rules_dir)
         self._read = lru_cache(maxsize=4096)(self._normal)
+        # A customer turn is read by the replies after it, a reply with each turn it may
+        # answer: each side is hashed once.
+        self._question = lru_cache(maxsize=4096)(
+            lambda text: _hashed_question(self._read(text), self.stance)
+        )
+        self._reply = lru_cache(maxsize=4096)(
+            lambda text: _hashed_reply(self._read(text), text.lower(), self.stance)
+        )
 
     @staticmethod
     def _normal(text: str) -> str:
         return normalize(text).text
+
+    def asks(self, text: str) -> bool:
+        """Whether a customer turn (as written) names something a rule forbids."""
+        return bool(self.stance.asks(self._read(text)))
 
     def proba(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         """Label probabilities per (customer turn, advisor reply), as written."""
@@ -245,10 +363,8 @@ class PairModel:
 
         out = np.zeros((len(pairs), len(self.labels)), dtype=np.float32)
         for k, (question, reply) in enumerate(pairs):
-            feats = pair_features(
-                self._read(question), self._read(reply), reply.lower(), self.stance
-            )
-            logits = self.weights[hashed(feats)].sum(axis=0) + self.bias
+            rows = _rows(self._question(question), self._reply(reply), self.stance)
+            logits = self.weights[rows].sum(axis=0) + self.bias
             logits -= logits.max()
             e = np.exp(logits)
             out[k] = e / e.sum()

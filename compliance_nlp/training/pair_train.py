@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from compliance_nlp.pair import DIM, PAIR_FILE, Stance, hashed, pair_features
+from compliance_nlp.pair import DIM, PAIR_FILE, Stance, pair_index
 from compliance_nlp.rules import CATEGORIES
 from compliance_nlp.training import pair_gen
 from compliance_nlp.training import pairs as context_pairs
@@ -178,8 +178,7 @@ def _featurise(examples: Sequence[tuple[str, str, str]], stance: Stance) -> list
     for q, r, _ in examples:
         key = (q, r)
         if key not in _FEATURES:
-            feats = pair_features(_normal(q), _normal(r), r.lower(), stance)
-            _FEATURES[key] = np.unique(hashed(feats))
+            _FEATURES[key] = np.unique(pair_index(_normal(q), _normal(r), r.lower(), stance))
         out.append(_FEATURES[key])
     return out
 

@@ -16,7 +16,15 @@ import numpy as np
 import pytest
 
 from compliance_nlp import Analyzer, AnalyzerConfig
-from compliance_nlp.pair import PAIR_FILE, STANCES, Stance, load_pair_model, pair_features
+from compliance_nlp.pair import (
+    PAIR_FILE,
+    STANCES,
+    Stance,
+    load_pair_model,
+    pair_features,
+    pair_index,
+    pair_parts,
+)
 from compliance_nlp.rules import RULES_DIR, RuleDataError
 from compliance_nlp.training.pair_train import PairOptions, save_pair, train_pair
 from compliance_nlp.types import Turn
@@ -49,11 +57,16 @@ def pair_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_features_cross_the_question_with_the_reply_stance() -> None:
     stance = Stance.load()
-    feats = pair_features("本金能拿回来吧", "放心", "放心", stance)
-    assert "s:assure" in feats and "x:assure|q2:本金" in feats
-    refused = pair_features("本金能拿回来吧", "这个说不准", "这个说不准", stance)
-    assert "x:refuse|q2:本金" in refused and "x:assure|q2:本金" not in refused
+    parts = pair_parts("本金能拿回来吧", "放心", "放心", stance)
+    assert "s:assure" in parts.features and "assure" in parts.classes
+    assert "q2:本金" in parts.qgrams
+    refused = pair_parts("本金能拿回来吧", "这个说不准", "这个说不准", stance)
+    assert "refuse" in refused.classes and "assure" not in refused.classes
     assert "emoji_only" in pair_features("本金能拿回来吧", "", "👌", stance)
+    # The crossings are rows of their own: the same words answered otherwise differ.
+    assured = set(pair_index("本金能拿回来吧", "放心", "放心", stance).tolist())
+    alone = set(pair_index("", "放心", "放心", stance).tolist())
+    assert len(assured - alone) > len(parts.qgrams) + 1
 
 
 def test_bad_stance_file_is_refused(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from collections import Counter
 from difflib import SequenceMatcher
 
 from compliance_nlp.normalize import normalize
-from compliance_nlp.pair import Stance, pair_features
+from compliance_nlp.pair import Stance, pair_parts
 from compliance_nlp.rules import CATEGORIES
 from compliance_nlp.training.evaluate import read_jsonl
 from compliance_nlp.training.pair_gen import generate_shape_pairs, templates
@@ -72,6 +72,7 @@ def test_request_words_name_the_category_asked_about() -> None:
     assert "guaranteed_return" in stance.asks(text)
     assert "account_custody" in stance.asks(normalize("验证码发你了").text)
     assert stance.asks(normalize("明早几点开门").text) == []
-    feats = pair_features(text, "放心", "放心", stance)
-    assert "qc:guaranteed_return" in feats and "xc:guaranteed_return|assure" in feats
-    assert "xc:guaranteed_return|assure:放心" in feats
+    parts = pair_parts(text, "放心", "放心", stance)
+    assert "qc:guaranteed_return" in parts.features
+    assert "xc:guaranteed_return|assure" in parts.features
+    assert "guaranteed_return" in parts.categories and "s:assure:放心" in parts.words
