@@ -329,7 +329,7 @@ class Analyzer:
         if not turns:
             return []
         stance = set(model.stance.read(reply))
-        if "refuse" in stance and not stance & {"assure", "comply"}:
+        if "^refuse" in stance and not stance & {"assure", "comply"}:
             return []
         probs = model.proba([(t, text) for _, t in turns])
         best: tuple[float, int, str, str] | None = None

@@ -306,7 +306,10 @@ def crossval(
                 filtered.threshold = t
                 fold[f"pair>={t}"] = _report(threads, filtered)
         out[path.name] = fold
-        print(path.name, json.dumps(fold, ensure_ascii=False), flush=True)
+        brief = {k: {m: v for m, v in r.items() if m != "misses"} for k, r in fold.items()}
+        print(path.name, json.dumps(brief, ensure_ascii=False), flush=True)
+    for setting, figures in pooled(out).items():
+        print(f"pooled {'+'.join(n[8:-6] for n in UNREAD)} {setting}: {figures}", flush=True)
     return out
 
 
@@ -317,7 +320,37 @@ def _report(threads: list[dict[str, Any]], analyzer: Any) -> dict[str, Any]:
     out: dict[str, Any] = {
         k: round(v, 3) for k, v in report.metrics().items() if k != "context_named"
     }
+    out["counts"] = [
+        report.context_only_caught,
+        report.context_only,
+        report.line_visible_caught,
+        report.line_visible,
+        report.clean_threads_flagged,
+        report.clean_threads,
+    ]
     out["misses"] = report.misses
+    return out
+
+
+# Thread files no question/answer frame was written from: their pooled figure is the
+# one that says how the analysis does on writers it has not read.
+UNREAD = ("threads_dev5.jsonl", "threads_dev6.jsonl", "threads_dev7.jsonl", "threads_dev8.jsonl")
+
+
+def pooled(result: dict[str, Any], names: Sequence[str] = UNREAD) -> dict[str, dict[str, float]]:
+    """Per setting (``before``, ``pair>=t``), the held-out files ``names`` pooled: context-
+    only caught, line-visible caught, clean threads flagged."""
+    out: dict[str, dict[str, float]] = {}
+    folds = [result[n] for n in names if n in result]
+    if not folds:
+        return out
+    for setting in folds[0]:
+        c = [sum(f[setting]["counts"][k] for f in folds) for k in range(6)]
+        out[setting] = {
+            "context_only_recall": round(c[0] / max(c[1], 1), 3),
+            "line_visible_recall": round(c[2] / max(c[3], 1), 3),
+            "clean_threads_flagged": round(c[4] / max(c[5], 1), 3),
+        }
     return out
 
 
