@@ -189,19 +189,21 @@ async def _timed_count(
     runs: int = 5,
 ) -> tuple[float, float, int, int]:
     """Medians of a count and of its hand-written forms, run in turns after one untimed
-    run of each; the baseline is the fastest hand-written form."""
+    run of each, the order reversed every other round (a full scan pays for the one
+    before it on a loaded machine); the baseline is the fastest hand-written form."""
     n = await ours()
     hand_n = [int((await h())[0][0]) for h in hands]
     assert len(set(hand_n)) == 1, hand_n
     a: list[float] = []
     b: list[list[float]] = [[] for _ in hands]
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        await ours()
-        a.append(time.perf_counter() - t0)
-        for h, into in zip(hands, b, strict=True):
+    turns: list[tuple[Callable[[], Awaitable[Any]], list[float]]] = [
+        (ours, a),
+        *zip(hands, b, strict=True),
+    ]
+    for i in range(runs):
+        for fn, into in turns if i % 2 == 0 else turns[::-1]:
             t0 = time.perf_counter()
-            await h()
+            await fn()
             into.append(time.perf_counter() - t0)
     return statistics.median(a), min(statistics.median(x) for x in b), n, hand_n[0]
 
@@ -219,8 +221,9 @@ async def _timed_pair(
     await hand()
     a: list[float] = []
     b: list[float] = []
-    for _ in range(runs):
-        for fn, into in ((ours, a), (hand, b)):
+    turns = ((ours, a), (hand, b))
+    for i in range(runs):
+        for fn, into in turns if i % 2 == 0 else turns[::-1]:
             t0 = time.perf_counter()
             await fn()
             into.append(time.perf_counter() - t0)
