@@ -388,6 +388,9 @@ def test_but_is_not_bypassing_the_system(rules_only: Analyzer) -> None:
         ("这只R4您买不了，换您女儿的名义买就行", "suitability_evasion", False),
         ("有人让您把钱转到私人账户的话一定小心，多半是诈骗", "off_book_dealing", True),
         ("签完我这边还有点小心意", "improper_inducement", False),
+        ("转账这一步我真不能替您做，您在APP里点，我电话里陪着", "account_custody", True),
+        ("测评结果我改不了，是系统按您的答案算的", "suitability_evasion", True),
+        ("这一步我不能替您做，回头单独跟您说怎么弄", "account_custody", False),
     ],
 )
 def test_counter_evidence(text: str, category: str, countered: bool) -> None:
