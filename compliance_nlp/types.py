@@ -100,9 +100,9 @@ class AnalyzerConfig:
     # else made a violation becomes one when the model gives a category at least
     # ``pair_threshold`` after a customer turn it answers. Calibrated by cross-validation
     # holding out each thread file in turn (``training.pair_train --crossval``): on the
-    # two files no other part was written from (threads_dev5/6), 0.75 caught 0.821/0.845
-    # of context-only violations (0.692/0.672 without the pair model); 0.85 gave up
-    # recall for one or two clean threads a file.
+    # four files no frame was written from (threads_dev5-8 pooled), 0.75 caught 0.885 of
+    # context-only violations (0.61 without the pair model) with 0.012 of clean threads
+    # flagged either way; 0.7 caught 0.892 for a clean thread more in dev1/dev2.
     use_pair_model: bool = True
     pair_model_dir: str = ""
     pair_threshold: float = 0.75
