@@ -310,9 +310,21 @@ def test_blind_threads_share_no_advisor_line_with_training() -> None:
 # met); blind8 recall 0.961, clean flagged 0.081 (<= 0.05, and <= 0.03 for issue 9),
 # category 0.941, intent 0.899, PII recall 0.923 (one phone followed by 「天天」, a rules
 # bug fixed after the measurement in 77037cd; 1.000 since). Those sets are now
-# threads_dev7+8, dev25 and dev24; the fourth held-out sets (blind_threads6+7,
-# blind_everyday4, blind9) are written by new annotators and measured once.
-CONTEXT_GAPS: set[str] = {"context_only_recall", "clean_threads_flagged", "clean_lines"}
+# threads_dev7+8, dev25 and dev24.
+# The fourth (blind_threads6+7: 398 threads, blind_everyday4, blind9), written by three
+# new annotators and measured once with the models of 4210206 (violation and intent
+# cdd2085d-s13, pair b1507322-s13, lexicon 2026.12-1.5 with the cues and anchors of
+# d1be1e5): context-only caught 0.807 (134/166, >= 0.90), line-visible 0.938 (60/64,
+# >= 0.95), clean threads flagged 0.078 (14/179, <= 0.04); everyday advisor lines
+# flagged 0.019 (4/215, <= 0.01); blind9 recall 0.931, clean flagged 0.071 (<= 0.05, and
+# <= 0.03 for issue 9), category 0.910, intent 0.956, PII recall 1.000.
+CONTEXT_GAPS: set[str] = {
+    "context_only_recall",
+    "line_visible_recall",
+    "clean_threads_flagged",
+    "clean_lines",
+    "everyday",
+}
 # Line-level issue-3 targets missed on a blind set at its one measurement (same rule).
 BLIND_GAPS: set[tuple[str, str]] = {
     ("blind9.jsonl", "clean_flagged_violation"),
