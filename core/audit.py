@@ -248,6 +248,10 @@ async def _start_chain(conn: BaseDBAsyncClient) -> None:
     A log that has entries but no head was tampered with: refuse to append to it.
     """
     if await AuditEntry.all().using_db(conn).exists():
+        # A concurrent first append may have created the head and committed its entry
+        # since this transaction found no head to update: that head is the chain's.
+        if await AuditHead.filter(id=1).using_db(conn).exists():
+            return
         raise AuditHeadMissing("core_audit_head has no row but the log has entries")
     try:
         # A savepoint: on PostgreSQL a concurrent first append's insert would

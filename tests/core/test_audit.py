@@ -71,6 +71,17 @@ async def test_concurrent_appends_form_one_line(db: None) -> None:
     assert report.ok and report.entries == 20
 
 
+async def test_a_log_whose_head_was_deleted_refuses_appends(db: None) -> None:
+    """Entries without a head row: tampered with, so nothing is chained onto it (a first
+    append racing another first append finds the other's head and goes on instead)."""
+    await _append_n(2)
+    await _sql("DELETE FROM core_audit_head")
+    with pytest.raises(audit.AuditHeadMissing):
+        async with in_transaction() as conn:
+            await audit.append(conn=conn, actor=ADMIN, action="api_key.use", target="x")
+    assert (await audit.verify()).entries == 2
+
+
 async def test_edited_entry_is_reported_as_altered(db: None) -> None:
     await _append_n(5)
     await _sql("UPDATE core_audit_log SET result = 'failure' WHERE seq = 3")
