@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time
 from typing import Any
 from urllib.parse import urlparse
@@ -407,13 +407,30 @@ _REFERENCE_ENTRIES = tuple(
 
 
 def plan_offsets(
-    steps: Sequence[StepIn | CampaignStep], entry: datetime, tz: ZoneInfo = timing.SHANGHAI
+    steps: Sequence[StepIn | CampaignStep],
+    entry: datetime,
+    tz: ZoneInfo = timing.SHANGHAI,
+    *,
+    missing: set[int] | None = None,
 ) -> list[datetime]:
-    """When each step would be due for a customer entering at ``entry`` (engine's rules)."""
+    """When each step would be due for a customer entering at ``entry`` (engine's rules).
+
+    A step that skips holidays in a year the calendar lacks raises
+    :class:`holidays.HolidayCalendarMissing`, unless ``missing`` is given: then it is
+    planned as the engine plans it (without the holiday rule, reason
+    ``calendar_missing``) and the year is added to ``missing``.
+    """
     out: list[datetime] = []
     for i, step in enumerate(steps):
         anchor = entry if step.anchor == Anchor.ENTRY or i == 0 else out[-1]
-        out.append(timing.due_at(anchor, step_timing(step, tz)))
+        rule = step_timing(step, tz)
+        try:
+            out.append(timing.due_at(anchor, rule))
+        except holidays.HolidayCalendarMissing as exc:
+            if missing is None:
+                raise
+            missing.add(exc.year)
+            out.append(timing.due_at(anchor, replace(rule, skip_holidays=False)))
     return out
 
 

@@ -53,6 +53,21 @@ class Calendar:
     basis: str
     error: str = ""
     sample: bool = False
+    # Years the holiday calendar lacks that the 30 days reach with a step that skips
+    # holidays: planned without the holiday rule there, as the engine plans them.
+    missing_years: tuple[int, ...] = ()
+
+    @property
+    def notice(self) -> str:
+        """What the builder says about the years the calendar lacks (zh-CN), or ""."""
+        if not self.missing_years:
+            return ""
+        years = "、".join(str(y) for y in self.missing_years)
+        return (
+            f"{years} 年的法定节假日安排尚未载入：这些日子里「跳过节假日」的步骤"
+            "按不跳过节假日预估，引擎也这样排期，到期时再核对一次，届时仍未载入则跳过不发。"
+            "请 IT 在节假日日历文件（SIYU_SOP__HOLIDAY_FILE）中补充该年安排。"
+        )
 
     @property
     def total(self) -> int:
@@ -89,9 +104,11 @@ def _add(
     entry: datetime,
     n: int,
     tz: ZoneInfo = timing.SHANGHAI,
+    *,
+    missing: set[int],
 ) -> None:
     first = days[0].day
-    for step, due in zip(steps, plan_offsets(steps, entry, tz), strict=True):
+    for step, due in zip(steps, plan_offsets(steps, entry, tz, missing=missing), strict=True):
         i = (due.astimezone(tz).date() - first).days
         if 0 <= i < len(days):
             key = step.delivery.value if isinstance(step.delivery, Delivery) else str(step.delivery)
@@ -136,13 +153,18 @@ async def calendar(spec: CampaignIn, *, now: datetime | None = None) -> Calendar
         except tagging_audience.ExpressionError as exc:
             return Calendar(days=days, basis="", error=f"受众表达式有误：{exc.message}")
     trigger = spec.trigger
+    missing: set[int] = set()
     try:
         if trigger is None or trigger.kind == "manual":
             n = 0
             if spec.audience:
                 n = await tagging_audience.count(tagging_audience.parse(spec.audience))
-            _add(days, spec.steps, now, n, tz)
-            return Calendar(days=days, basis=f"受众当前 {n} 人，按今天启用、同时入组估算")
+            _add(days, spec.steps, now, n, tz, missing=missing)
+            return Calendar(
+                days=days,
+                basis=f"受众当前 {n} 人，按今天启用、同时入组估算",
+                missing_years=tuple(sorted(missing)),
+            )
         if trigger.kind == "attribute_date" and trigger.attribute in ("maturity_date", "birthday"):
             before = trigger.days_before or 0
             counts = await _date_counts(trigger.attribute, where, params)
@@ -157,19 +179,19 @@ async def calendar(spec: CampaignIn, *, now: datetime | None = None) -> Calendar
                 n = counts.get(key, 0)
                 if n:
                     entry = datetime.combine(entry_day, DATE_TRIGGER_ENTRY, tzinfo=timing.SHANGHAI)
-                    _add(days, spec.steps, max(entry, now), n, tz)
+                    _add(days, spec.steps, max(entry, now), n, tz, missing=missing)
             label = "到期日" if trigger.attribute == "maturity_date" else "生日"
             return Calendar(
                 days=days,
                 basis=f"按客户已导入的{label}（提前 {before} 天入组，每天 08:00 入组）估算",
+                missing_years=tuple(sorted(missing)),
             )
-        _add(days, spec.steps, now, 1, tz)
+        _add(days, spec.steps, now, 1, tz, missing=missing)
         return Calendar(
             days=days,
             basis="入组时间取决于事件，无法预估人数：图中为此刻入组的一位客户的触达日程",
             sample=True,
+            missing_years=tuple(sorted(missing)),
         )
     except timing.TimingError as exc:
         return Calendar(days=days, basis="", error=exc.message)
-    except holidays.HolidayCalendarMissing as exc:
-        return Calendar(days=days, basis="", error=str(exc))

@@ -189,3 +189,51 @@ def test_the_command_checks_a_file_before_it_is_deployed(
     monkeypatch.setenv("SIYU_SOP__HOLIDAY_FILE", str(bad))
     assert siyu_main(["campaigns", "calendar"]) == 1
     assert holidays.year_sources().get(NEXT) is None  # nothing left configured
+
+
+async def test_the_builders_calendar_plans_a_missing_year_as_the_engine_does(
+    tmp_path: Path,
+) -> None:
+    """30 days from mid-December reach a year the package lacks: the preview no longer
+    fails on it (it said so in English and drew nothing) — those days are planned
+    without the holiday rule, as the engine plans them, and a zh-CN note says so; with
+    the year in the calendar file the note goes and the holidays are kept."""
+    from sop.preview import calendar
+    from sop.schemas import CampaignIn
+
+    spec = CampaignIn.model_validate(
+        {
+            "name": "年末",
+            "trigger": {"kind": "customer_added"},
+            "steps": [
+                {
+                    "delivery": "reminder",
+                    "offset_days": days,
+                    "at_time": "10:00",
+                    "skip_holidays": True,
+                    "content": {"text": "您好"},
+                }
+                for days in (1, 12)
+            ],
+        }
+    )
+    now = datetime(LAST, 12, 20, 3, 0, tzinfo=UTC)
+    cal = await calendar(spec, now=now)
+    assert cal.error == "" and cal.total == 2
+    assert cal.missing_years == (NEXT,)
+    # The second touch, 12 days after entry, is planned on New Year's Day itself.
+    assert [d.day for d in cal.days if d.total][-1] == date(NEXT, 1, 1)
+    assert f"{NEXT} 年的法定节假日安排尚未载入" in cal.notice
+    assert "SIYU_SOP__HOLIDAY_FILE" in cal.notice
+
+    path = _next_year_file(tmp_path)
+    off = sorted(json.loads(path.read_text(encoding="utf-8"))[str(NEXT)]["holidays"])
+    holidays.configure(holidays.read_calendar_file(path))
+    known = await calendar(spec, now=now)
+    assert known.error == "" and known.total == 2 and known.notice == ""
+    drawn = {d.day.isoformat() for d in known.days if d.holiday}
+    assert set(off) & {d.day.isoformat() for d in known.days} <= drawn
+    # With the year known, it moves past the file's holidays (to the first day after).
+    due = [d.day.isoformat() for d in known.days if d.total]
+    assert not set(due) & set(off)
+    assert due[-1] == (date.fromisoformat(max(off)) + timedelta(days=1)).isoformat()
