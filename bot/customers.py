@@ -447,27 +447,28 @@ async def customer_rows(
         c = customers.get(cid)
         if c is None:
             continue
-        out.append(
-            CustomerRow(
-                id=c.id,
-                external_userid=c.external_userid,
-                name=c.name,
-                corp_name=c.corp_name,
-                contact_type=c.contact_type,
-                gender=c.gender,
-                attributes=dict(c.attributes or {}),
-                created_at=c.created_at,
-                synced_at=c.synced_at,
-                follows=tuple(
-                    sorted(
-                        follows.get(cid, []), key=lambda f: (f.status != "active", f.advisor_userid)
-                    )
-                ),
-                phones=tuple(phones.get(cid, [])),
-                last_message_at=_aware(last.get(cid)),
-            )
-        )
+        out.append(customer_row(c, follows.get(cid, []), phones.get(cid, []), last.get(cid)))
     return out
+
+
+def customer_row(
+    c: models.Customer, follows: Iterable[FollowView], phones: Iterable[str], last: Any
+) -> CustomerRow:
+    """A customer with their relations (active first), masked numbers and last message."""
+    return CustomerRow(
+        id=c.id,
+        external_userid=c.external_userid,
+        name=c.name,
+        corp_name=c.corp_name,
+        contact_type=c.contact_type,
+        gender=c.gender,
+        attributes=dict(c.attributes or {}),
+        created_at=c.created_at,
+        synced_at=c.synced_at,
+        follows=tuple(sorted(follows, key=lambda f: (f.status != "active", f.advisor_userid))),
+        phones=tuple(phones),
+        last_message_at=_aware(last),
+    )
 
 
 def _aware(value: Any) -> datetime | None:

@@ -293,20 +293,7 @@ async def customer_row(
                 state=str(r["state"] or ""),
             )
         )
-    return bot_customers.CustomerRow(
-        id=c.id,
-        external_userid=c.external_userid,
-        name=c.name,
-        corp_name=c.corp_name,
-        contact_type=c.contact_type,
-        gender=c.gender,
-        attributes=dict(c.attributes or {}),
-        created_at=c.created_at,
-        synced_at=c.synced_at,
-        follows=tuple(sorted(follows, key=lambda f: (f.status != "active", f.advisor_userid))),
-        phones=tuple(phones),
-        last_message_at=_aware(found[0]["last"]),
-    )
+    return bot_customers.customer_row(c, follows, phones, found[0]["last"])
 
 
 async def customer_for(*, viewer: Viewer, customer_id: int) -> CustomerCard:
