@@ -3,23 +3,23 @@
 The labelled files (``compliance_nlp/training/data/README.md`` says who wrote each),
 two roles:
 
-- ``dev.jsonl`` … ``dev16.jsonl``, ``dev19``, ``dev20``, ``dev22`` and ``dev24`` are the
+- ``dev.jsonl`` … ``dev16.jsonl``, ``dev19``, ``dev20``, ``dev22``, ``dev24`` and ``dev26`` are the
   *development pool*'s line sets: hand-written lines by people other than the corpus
   generator, one annotator per file. ``dev3`` … ``dev6``, ``dev19``, ``dev20``, ``dev22`` and
-  ``dev24`` were blind sets; once
+  ``dev24`` and ``dev26`` were blind sets; once
   measured they stopped being held out. The models are trained on the pool
   (``train.TrainOptions.dev_files``, each line up-weighted) and the thresholds are
   calibrated by cross-validation that holds out whole files
   (``compliance_nlp.training.crossval``), so the dev figures here are fitted, not
   estimates: they are regression guards only.
-- ``dev17``, ``dev18``, ``dev21``, ``dev23`` and ``dev25`` are everyday advisor chat (greetings, logistics,
+- ``dev17``, ``dev18``, ``dev21``, ``dev23``, ``dev25`` and ``dev27`` are everyday advisor chat (greetings, logistics,
   wishes: all clean) and ``threads_dev1`` … are conversations labelled in context; both
   are part of the development pool too.
 - The held-out sets are written by independent annotators who never saw the rules,
-  corpus or models, and are never read while they are developed: ``blind9`` (the
+  corpus or models, and are never read while they are developed: ``blind10`` (the
   issue-3 line targets, and issue 9's clean advisor lines flagged ≤ 0.03),
-  ``blind_everyday4`` (issue 9: at most 1 in 100 everyday advisor lines flagged) and
-  ``blind_threads6``/``blind_threads7`` (context-only violations caught, line-visible
+  ``blind_everyday5`` (issue 9: at most 1 in 100 everyday advisor lines flagged) and
+  ``blind_threads8``/``blind_threads9`` (context-only violations caught, line-visible
   caught, clean threads with any false violation). Each is measured once, with models
   and thresholds fixed; the tests on a held-out set skip until its file is delivered
   into the data folder. Every target is computed, never hard-coded.
@@ -42,13 +42,13 @@ from compliance_nlp.training.threads import THREAD_TARGETS, ThreadReport, evalua
 
 DATA = Path(__file__).resolve().parents[2] / "compliance_nlp" / "training" / "data"
 # Held out: never trained on, never read while the models and rules were developed.
-BLINDS = ("blind9.jsonl",)
-BLIND_EVERYDAY = ("blind_everyday4.jsonl",)
-BLIND_THREADS = ("blind_threads6.jsonl", "blind_threads7.jsonl")
+BLINDS = ("blind10.jsonl",)
+BLIND_EVERYDAY = ("blind_everyday5.jsonl",)
+BLIND_THREADS = ("blind_threads8.jsonl", "blind_threads9.jsonl")
 # Line sets scored against the issue-3 targets (each has violating and clean lines).
-DEV_SETS = tuple(f"dev{n}.jsonl" for n in ("", *range(2, 17), 19, 20, 22, 24))
-EVERYDAY_DEV = ("dev17.jsonl", "dev18.jsonl", "dev21.jsonl", "dev23.jsonl", "dev25.jsonl")
-THREAD_DEV = tuple(f"threads_dev{n}.jsonl" for n in range(1, 9))
+DEV_SETS = tuple(f"dev{n}.jsonl" for n in ("", *range(2, 17), 19, 20, 22, 24, 26))
+EVERYDAY_DEV = ("dev17.jsonl", "dev18.jsonl", "dev21.jsonl", "dev23.jsonl", "dev25.jsonl", "dev27.jsonl")
+THREAD_DEV = tuple(f"threads_dev{n}.jsonl" for n in range(1, 11))
 THREAD_FILES = (*THREAD_DEV, *BLIND_THREADS)
 # issue 9: clean advisor lines flagged on the held-out line set (issue 3 asked ≤ 0.05).
 BLIND_CLEAN_FLAGGED = 0.03
@@ -317,7 +317,9 @@ def test_blind_threads_share_no_advisor_line_with_training() -> None:
 # d1be1e5): context-only caught 0.807 (134/166, >= 0.90), line-visible 0.938 (60/64,
 # >= 0.95), clean threads flagged 0.078 (14/179, <= 0.04); everyday advisor lines
 # flagged 0.019 (4/215, <= 0.01); blind9 recall 0.931, clean flagged 0.071 (<= 0.05, and
-# <= 0.03 for issue 9), category 0.910, intent 0.956, PII recall 1.000.
+# <= 0.03 for issue 9), category 0.910, intent 0.956, PII recall 1.000. Those sets are now
+# threads_dev9+10, dev27 and dev26; the gaps below stay until the next held-out sets
+# (blind_threads8+9, blind_everyday5, blind10) are measured.
 CONTEXT_GAPS: set[str] = {
     "context_only_recall",
     "line_visible_recall",
@@ -327,7 +329,7 @@ CONTEXT_GAPS: set[str] = {
 }
 # Line-level issue-3 targets missed on a blind set at its one measurement (same rule).
 BLIND_GAPS: set[tuple[str, str]] = {
-    ("blind9.jsonl", "clean_flagged_violation"),
+    ("blind10.jsonl", "clean_flagged_violation"),
 }
 
 
