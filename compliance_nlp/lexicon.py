@@ -118,6 +118,11 @@ class DomainAnchors:
         # Everyday words holding an anchor (不好意思, 钱先生, 车票): blanked first.
         words = sorted((str(w) for w in data.get("not_anchors", [])), key=len, reverse=True)
         self._not_anchors = re.compile("|".join(map(re.escape, words))) if words else None
+        # Shapes of everyday logistics (a phone number, an extension, a room, a distance):
+        # blanked before the literal words, so their digits are no amount.
+        self._not_anchor_patterns = tuple(
+            re.compile(p) for p in data.get("not_anchor_patterns", [])
+        )
         # What the line itself says against a category the model alone proposes: a risk
         # disclosed, a level mismatch refused, a scam warned against (``counter_evidence``).
         self._counter: tuple[tuple[frozenset[str], tuple[re.Pattern[str], ...]], ...] = tuple(
@@ -131,6 +136,8 @@ class DomainAnchors:
     def anchored(self, norm_text: str) -> bool:
         """True when the normalised text names something financial (see the class doc)."""
         text = norm_text.lower()
+        for pattern in self._not_anchor_patterns:
+            text = pattern.sub("|", text)
         if self._not_anchors is not None:
             text = self._not_anchors.sub("|", text)
         for _ in self._automaton.iter(text):

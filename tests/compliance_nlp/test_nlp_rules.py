@@ -319,6 +319,21 @@ REFUSALS = [
     "有人说买这个能保本保息，那多半是非法集资",
     "群里说下周有重组的消息，基本都是骗子在放",
     "年金合同里的保证利率是2%，分红不一定有",
+    # dialect refusals and warnings (唔/冇/甭, 咪信 = 别信, 啲人讲 = 有人说), what is
+    # principal-protected stated as a fact (存款/储蓄才保本, a structured deposit's
+    # contractual floor, deposits at any bank insured), a forecast left open (不一定),
+    # an everyday word that starts like a forbidden one (登记 is not 登录)
+    "有人讲呢只基金稳赚，你千祈咪信",
+    "冇可能保本嘅，基金都有风险",
+    "唔该晒，保本嘅产品我哋冇㗎",
+    "甭信那些保本保息的说法",
+    "存款才是保本的，理财都有波动",
+    "只有储蓄存款保本，理财基金都不保本",
+    "结构性存款合同约定了最低收益率1.5%，最高那档不保证",
+    "城商行的存款一样受存款保险保障，50万以内本息都在",
+    "过去一年涨了20%，今年可不一定",
+    "钱别转到我这，我个人账户一分都不能收",
+    "我帮您登记一下预约信息",
 ]
 # The same words going along with it stay violations.
 STILL_FORBIDDEN = {
@@ -332,6 +347,13 @@ STILL_FORBIDDEN = {
     "保本保息，这不是骗局，放心买": "guaranteed_return",
     "这款保本的，跟那些非法集资不一样": "guaranteed_return",
     "密码发给我，不能告诉别人哈": "account_custody",
+    "包你保本嘅，放心买啦": "guaranteed_return",
+    "唔该晒，呢只保本嘅": "guaranteed_return",
+    "储蓄险保本的，放心": "guaranteed_return",
+    "这款跟存款一样，有存款保险": "misleading_promotion",
+    "这个结构性存款我保证您拿最高档3.2%，最低档就是摆设": "guaranteed_return",
+    "去年涨了30%，今年肯定也能涨这么多": "misleading_promotion",
+    "我帮您登进去把基金买了": "account_custody",
 }
 
 
@@ -358,6 +380,16 @@ def test_going_along_is_still_forbidden(rules_only: Analyzer, text: str, categor
         ("手机有点卡顿，我重启一下", False),
         ("bao ben de", True),
         ("卡号发我一下", True),
+        # logistics whose words or digits hold an anchor: a wifi password, an
+        # extension, a phone number, a distance, a floor, a queue ticket, a year
+        ("wifi密码在前台", False),
+        ("打分机6021找我", False),
+        ("我电话139 1234 5678", False),
+        ("往东走300米就到", False),
+        ("叫到A035就是您了", False),
+        ("2027年见", False),
+        ("先转3000给我", True),
+        ("这只600519明天要涨", True),
     ],
 )
 def test_everyday_words_are_no_financial_ground(text: str, anchored: bool) -> None:
@@ -391,6 +423,9 @@ def test_but_is_not_bypassing_the_system(rules_only: Analyzer) -> None:
         ("转账这一步我真不能替您做，您在APP里点，我电话里陪着", "account_custody", True),
         ("测评结果我改不了，是系统按您的答案算的", "suitability_evasion", True),
         ("这一步我不能替您做，回头单独跟您说怎么弄", "account_custody", False),
+        ("今年分红多少要看公司经营，去年是3.5%", "misleading_promotion", True),
+        ("有人叫您在问卷里都选最高那项的话，别听他的", "suitability_evasion", True),
+        ("别听他们的，问卷都选最高那项就行", "suitability_evasion", False),
     ],
 )
 def test_counter_evidence(text: str, category: str, countered: bool) -> None:
