@@ -76,6 +76,33 @@ def _check_values(rec: dict[str, Any]) -> None:
             raise RecordError(f"field {path!r} is not a finite number")
 
 
+def _clean_json(rec: dict[str, Any]) -> str | None:
+    """The record as compact JSON when every value passes ``_check_values`` as a whole;
+    None when one may not (the walk then names the field, or finds it fine after all).
+
+    A few C calls instead of a walk that builds every field's path: one ``json.dumps``
+    refuses NaN and infinities, encoding its text refuses a lone surrogate anywhere,
+    and a NUL is written as ``\\u0000`` (a text holding that very escape goes to the
+    walk too, which lets it through).  Only the depth is counted in Python, over the
+    containers alone.
+    """
+    try:
+        text = json.dumps(rec, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        text.encode("utf-8")
+    except (ValueError, TypeError, RecursionError):  # UnicodeEncodeError is a ValueError
+        return None
+    if "\\u0000" in text:
+        return None
+    stack: list[tuple[Any, int]] = [(rec, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_RECORD_DEPTH:
+            return None
+        children = value.values() if isinstance(value, dict) else value
+        stack += [(v, depth + 1) for v in children if isinstance(v, dict | list)]
+    return text
+
+
 def _printable(name: str) -> str:
     """A field name fit for an error message: encodable, and short."""
     name = name.encode("utf-8", "backslashreplace").decode("utf-8")
@@ -103,8 +130,11 @@ def validate_record(rec: Any) -> dict[str, Any]:
     """
     if not isinstance(rec, dict):
         raise RecordError("record must be a JSON object")
-    _check_values(rec)
-    size = len(json.dumps(rec, ensure_ascii=False, separators=(",", ":")))
+    text_json = _clean_json(rec)
+    if text_json is None:  # something to refuse, or to look at closer: the walk names it
+        _check_values(rec)
+        text_json = json.dumps(rec, ensure_ascii=False, separators=(",", ":"))
+    size = len(text_json)
     if size > MAX_RECORD_CHARS:
         raise RecordError(f"record is {size} characters as JSON; at most {MAX_RECORD_CHARS}")
     _req_str(rec, "msgid", max_chars=MAX_MSGID_CHARS)
