@@ -334,6 +334,12 @@ REFUSALS = [
     "过去一年涨了20%，今年可不一定",
     "钱别转到我这，我个人账户一分都不能收",
     "我帮您登记一下预约信息",
+    # the forbidden thing labelled a breach (违规返利), a flat 不行 after it, a rate
+    # worked out for the customer (给您算), the floor of a loan's rate
+    "这种私下返点属于违规返利，我不能答应您",
+    "返点这个可不行，我们只按公示费率收",
+    "我给您算一下，年化大概是3.2%",
+    "经营贷利率最低3.5%，以审批为准",
 ]
 # The same words going along with it stay violations.
 STILL_FORBIDDEN = {
@@ -354,6 +360,9 @@ STILL_FORBIDDEN = {
     "这个结构性存款我保证您拿最高档3.2%，最低档就是摆设": "guaranteed_return",
     "去年涨了30%，今年肯定也能涨这么多": "misleading_promotion",
     "我帮您登进去把基金买了": "account_custody",
+    "我私下给您返2个点": "improper_inducement",
+    "买了我再送您2%的返现": "improper_inducement",
+    "这款理财年化最低4.5%，我保证": "guaranteed_return",
 }
 
 
