@@ -340,6 +340,11 @@ REFUSALS = [
     "返点这个可不行，我们只按公示费率收",
     "我给您算一下，年化大概是3.2%",
     "经营贷利率最低3.5%，以审批为准",
+    # advice against what is named, a refusal to sell outside products, a pitfall
+    # warned against
+    "那个信托我帮您查了，没有备案，建议您别投",
+    "别家的产品我们不能代销，私下买的出了事没人管",
+    "健康告知瞒了保险公司可以解约，这个坑别踩",
 ]
 # The same words going along with it stay violations.
 STILL_FORBIDDEN = {
@@ -363,6 +368,8 @@ STILL_FORBIDDEN = {
     "我私下给您返2个点": "improper_inducement",
     "买了我再送您2%的返现": "improper_inducement",
     "这款理财年化最低4.5%，我保证": "guaranteed_return",
+    "别家的产品我不能代销，不过私下介绍一个可以": "off_book_dealing",
+    "那家保险公司很坑，别买": "disparagement",
 }
 
 
