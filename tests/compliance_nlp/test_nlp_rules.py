@@ -345,6 +345,11 @@ REFUSALS = [
     "那个信托我帮您查了，没有备案，建议您别投",
     "别家的产品我们不能代销，私下买的出了事没人管",
     "健康告知瞒了保险公司可以解约，这个坑别踩",
+    # the end of principal-protected products, deposits' own guarantee, a contract's
+    # guaranteed rate beside one that changes
+    "保本理财早就没有了，现在都是净值型",
+    "储蓄存款本金有保障，理财和基金都有亏损可能",
+    "万能险合同写的保证利率是1.75%，结算利率每月公布会变",
 ]
 # The same words going along with it stay violations.
 STILL_FORBIDDEN = {
@@ -442,6 +447,8 @@ def test_but_is_not_bypassing_the_system(rules_only: Analyzer) -> None:
         ("今年分红多少要看公司经营，去年是3.5%", "misleading_promotion", True),
         ("有人叫您在问卷里都选最高那项的话，别听他的", "suitability_evasion", True),
         ("别听他们的，问卷都选最高那项就行", "suitability_evasion", False),
+        ("冇得保证收益嘅，基金会跌㗎", "guaranteed_return", True),
+        ("保本的理财现在已经没有了", "misleading_promotion", True),
     ],
 )
 def test_counter_evidence(text: str, category: str, countered: bool) -> None:
