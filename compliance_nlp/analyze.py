@@ -25,6 +25,7 @@ import re
 import threading
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import lru_cache
 from typing import TypeGuard, get_args
 
 from compliance_nlp import segment
@@ -66,6 +67,10 @@ _CONTEXT_EVIDENCE_CHARS = 60
 Context = Sequence[Turn]
 
 
+def _normal_text(text: str) -> str:
+    return normalize(text).text
+
+
 def _is_role(role: object) -> TypeGuard[Role]:
     return role in ROLES
 
@@ -101,6 +106,14 @@ class Analyzer:
         self.keyword_intent = KeywordIntent(self.config.rules_dir)
         self.anchors = DomainAnchors(self.config.rules_dir)
         self.dialogue = DialogueRules(self.ruleset, self.config.rules_dir)
+        # A context turn is read by every line whose window holds it (up to
+        # ``context_turns`` of them): its normalised text, whether it stands on financial
+        # ground and whether it closes a question are worked out once.
+        self._turn_norm = lru_cache(maxsize=4096)(_normal_text)
+        self._turn_anchored = lru_cache(maxsize=4096)(
+            lambda text: self.anchors.anchored(self._turn_norm(text))
+        )
+        self._closes = lru_cache(maxsize=4096)(self.dialogue.closes)
         self.intent_model: SequenceClassifier | None = None
         self.violation_model: SequenceClassifier | None = None
         if self.config.use_model:
@@ -213,9 +226,11 @@ class Analyzer:
 
         model_findings: dict[int, list[Finding]] = {}
         clean_probs: dict[int, float] = {}
+        model_texts: dict[int, str] = {}
         if self.violation_model is not None and advisor_idx:
+            model_texts = {i: self._model_text(norms[i]) for i in advisor_idx}
             model_findings, clean_probs = self._model_findings(
-                [self._model_text(norms[i]) for i in advisor_idx], advisor_idx, answered
+                [model_texts[i] for i in advisor_idx], advisor_idx, answered
             )
             if self.ruleset.exceptions:  # the span of what was written, not of what was read
                 model_findings = {
@@ -223,31 +238,43 @@ class Analyzer:
                     for i, found in model_findings.items()
                 }
 
+        # Advisor lines: the line rules and the question/answer frames first, so the model's
+        # reading of a line alone is asked only where it decides something (``_line_alone``).
+        ruled: dict[int, tuple[list[Finding], Reading | None, bool]] = {}
+        for i in advisor_idx:
+            turn = answered.get(i)
+            answered_norm = self._turn_norm(turn[1]) if turn else ""
+            rule_findings = self.matcher.find(norms[i], answered=answered_norm)
+            reading = None
+            if i in asked:
+                reading = self.dialogue.find(
+                    norms[i],
+                    folded[i].lower(),
+                    [(j, self._turn_norm(t), t) for j, t in asked[i]],
+                )
+                rule_findings = reading.apply(rule_findings, model=False)
+            anchored = self.anchors.anchored(norms[i].text) or (
+                turn is not None and bool(answered_norm) and self._turn_anchored(turn[1])
+            )
+            ruled[i] = (rule_findings, reading, anchored)
+        if model_findings and answered:
+            model_findings = self._line_alone(model_findings, answered, ruled, model_texts)
+
         results: list[Analysis] = []
         for i, (text, role) in enumerate(checked):
             pii = piis[i]
             findings: list[Finding] = []
             if role == "advisor":
-                turn = answered.get(i)
-                answered_norm = normalize(turn[1]).text if turn else ""
-                rule_findings = self.matcher.find(norms[i], answered=answered_norm)
+                rule_findings, reading, anchored = ruled[i]
                 model_found = model_findings.get(i, [])
-                reading = None
-                if i in asked:
-                    reading = self.dialogue.find(
-                        norms[i],
-                        folded[i].lower(),
-                        [(j, normalize(t).text, t) for j, t in asked[i]],
-                    )
-                    rule_findings = reading.apply(rule_findings, model=False)
+                if reading is not None:
                     model_found = reading.apply(model_found, model=True)
                 findings = self._combine(
                     rule_findings,
                     model_found,
                     norms[i].text,
                     clean_probs.get(i, 0.0),
-                    anchored=self.anchors.anchored(norms[i].text)
-                    or (bool(answered_norm) and self.anchors.anchored(answered_norm)),
+                    anchored=anchored,
                     countered=self.anchors.countered(norms[i].text),
                 )
                 if i in asked and self.pair_model is not None:
@@ -313,6 +340,8 @@ class Analyzer:
         reply = norm.text
         if model is None or len(reply) > PAIR_MAX_REPLY_CHARS:
             return []
+        if reading is not None and reading.refused:
+            return []  # as below, before the model is asked
         violated = {f.category for f in findings if f.severity == "violation"}
         # As for the line model: a conversation off financial ground is no evidence
         # (「楼下那家包子铺还开着吗」 → 「开着呢」), and a reply that only refuses or
@@ -321,11 +350,7 @@ class Analyzer:
         # A turn that names something a rule forbids (``stance.json`` requests) is on
         # financial ground whatever its anchors.
         names = {j: model.asks(t) for j, t in asked}
-        turns = [
-            (j, t)
-            for j, t in asked
-            if reply_anchored or names[j] or self.anchors.anchored(normalize(t).text)
-        ]
+        turns = [(j, t) for j, t in asked if reply_anchored or names[j] or self._turn_anchored(t)]
         if not turns:
             return []
         stance = set(model.stance.read(reply))
@@ -390,7 +415,7 @@ class Analyzer:
                     found,
                     window=window,
                     mask_style=self.config.mask_style,
-                    closes=self.dialogue.closes,
+                    closes=self._closes,
                 )
         return out, asked
 
@@ -491,10 +516,9 @@ class Analyzer:
     ) -> tuple[dict[int, list[Finding]], dict[int, float]]:
         """The model's finding per advisor line, and how sure it is the line is clean.
 
-        A line with context is read together with the customer turn it answers. When
-        that pair is flagged, the line is read alone as well (a second pass over the few
-        flagged lines only): if the line alone does not say it, the customer turn gave
-        the line its meaning and the finding names it.
+        A line with context is read together with the customer turn it answers, and a
+        finding from that reading names the turn; ``_line_alone`` then reads the line
+        alone where that matters: if the line alone says it too, the turn is not named.
         """
         assert self.violation_model is not None
         out: dict[int, list[Finding]] = {}
@@ -506,17 +530,7 @@ class Analyzer:
             for i, text in zip(indices, texts, strict=True)
         ]
         preds = model.predict(inputs)
-        recheck = [
-            k
-            for k, (i, pred) in enumerate(zip(indices, preds, strict=True))
-            if i in answered
-            and pred.label in CATEGORIES
-            and pred.score >= cfg.model_review_threshold
-        ]
-        alone = dict(
-            zip(recheck, model.predict([violation_input(texts[k]) for k in recheck]), strict=True)
-        )
-        for k, (i, text, pred) in enumerate(zip(indices, texts, preds, strict=True)):
+        for i, text, pred in zip(indices, texts, preds, strict=True):
             # Labels outside the taxonomy (none/clean/O/LABEL_0) mean "nothing found".
             if pred.label not in CATEGORIES:
                 clean[i] = pred.score
@@ -525,10 +539,7 @@ class Analyzer:
                 continue
             context_index: int | None = None
             context_evidence: str | None = None
-            line_alone = alone.get(k)
-            if line_alone is not None and not (
-                line_alone.label == pred.label and line_alone.score >= cfg.model_review_threshold
-            ):
+            if i in answered:
                 context_index, turn_text = answered[i]
                 context_evidence = turn_text[:_CONTEXT_EVIDENCE_CHARS]
             # Severity is decided in ``_combine``, where the rules' view is known.
@@ -552,6 +563,68 @@ class Analyzer:
                 )
             ]
         return out, clean
+
+    @staticmethod
+    def _alone_decides(
+        category: str, rule_findings: list[Finding], reading: Reading | None, anchored: bool
+    ) -> bool:
+        """Whether naming the customer turn or not can change what a line's model finding
+        of ``category`` comes to, given the line's rule and frame findings (``Reading.apply``
+        done), its frames' reading and whether it stands on financial ground.
+
+        Not when the frames drop the finding either way (a category they cleared, a
+        refusal), nor when ``_combine`` keeps nothing of the line (no rule finding, off
+        financial ground). Otherwise, when frames recognised a question (or none were
+        read) the finding is kept either way, and it joins the line's findings only when
+        no rule finding shares its category (one that does only takes its score as
+        corroboration). When no frame recognised a question, ``Reading.apply`` drops a
+        finding that names a turn and keeps one that does not: that changes nothing only
+        when rule findings of its category are all violations already (a model finding
+        on a flagged line is never clean enough for ``_combine``'s veto).
+        """
+        if reading is not None and (reading.cleared.get(category) or reading.refused):
+            return False
+        if not rule_findings and not anchored:
+            return False
+        same = [f for f in rule_findings if f.category == category]
+        if reading is None or reading.asked:
+            return not same
+        return not same or any(f.severity != "violation" for f in same)
+
+    def _line_alone(
+        self,
+        found: dict[int, list[Finding]],
+        answered: dict[int, tuple[int, str]],
+        ruled: dict[int, tuple[list[Finding], Reading | None, bool]],
+        texts: dict[int, str],
+    ) -> dict[int, list[Finding]]:
+        """``found`` with the customer turn no longer named where the line alone says it.
+
+        A finding the model made from a line read with the turn it answers names that
+        turn (``_model_findings``); the line is read alone too (a second pass, over the
+        flagged lines only), and when it is flagged of the same category alone, the turn
+        gave the line no meaning of its own and the finding does not name it. The second
+        pass reads only the lines where that can change the result (``_alone_decides``).
+        """
+        assert self.violation_model is not None
+        cfg = self.config
+        decides = [
+            i
+            for i, fs in found.items()
+            if i in answered and fs and self._alone_decides(fs[0].category, *ruled[i])
+        ]
+        if not decides:
+            return found
+        preds = self.violation_model.predict([violation_input(texts[i]) for i in decides])
+        out = dict(found)
+        for i, pred in zip(decides, preds, strict=True):
+            out[i] = [
+                replace(f, context_index=None, context_evidence=None)
+                if pred.label == f.category and pred.score >= cfg.model_review_threshold
+                else f
+                for f in found[i]
+            ]
+        return out
 
 
 _cache: dict[AnalyzerConfig, Analyzer] = {}
