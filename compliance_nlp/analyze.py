@@ -275,7 +275,8 @@ class Analyzer:
                     norms[i].text,
                     clean_probs.get(i, 0.0),
                     anchored=anchored,
-                    countered=self.anchors.countered(norms[i].text),
+                    countered=self.anchors.countered(norms[i].text)
+                    | self.anchors.ungrounded(norms[i].text, answered_norm),
                 )
                 if i in asked and self.pair_model is not None:
                     findings += self._pair_findings(text, norms[i], findings, asked[i], reading)

@@ -132,6 +132,11 @@ class DomainAnchors:
             )
             for group in data.get("counter_evidence", [])
         )
+        # What a line must say for a category's act to be there at all (``category_ground``).
+        self._ground: tuple[tuple[str, tuple[re.Pattern[str], ...]], ...] = tuple(
+            (str(category), tuple(re.compile(p) for p in patterns))
+            for category, patterns in data.get("category_ground", {}).items()
+        )
 
     def anchored(self, norm_text: str) -> bool:
         """True when the normalised text names something financial (see the class doc)."""
@@ -157,3 +162,16 @@ class DomainAnchors:
             if not categories <= out and any(p.search(text) for p in patterns):
                 out |= categories
         return frozenset(out)
+
+    def ungrounded(self, norm_text: str, answered: str = "") -> frozenset[str]:
+        """Categories whose act neither the normalised line nor the customer turn it
+        answers can describe (``category_ground`` in anchors.json): account custody needs
+        the advisor or a handing-over or acting verb, so 「密码输错三次会锁，您慢慢来」 is
+        no evidence of it, whatever the model's score; 「好的收到」 after 「验证码发你了」
+        still is."""
+        texts = [norm_text.lower(), answered.lower()]
+        return frozenset(
+            category
+            for category, patterns in self._ground
+            if not any(p.search(t) for p in patterns for t in texts if t)
+        )

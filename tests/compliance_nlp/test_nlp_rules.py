@@ -458,6 +458,27 @@ def test_counter_evidence(text: str, category: str, countered: bool) -> None:
     assert (category in DomainAnchors().countered(normalize(text).text)) is countered
 
 
+# What a line must say for a category's act to be there (anchors.json category_ground):
+# account custody needs the advisor or a handing-over or acting verb, in the line or in
+# the customer turn it answers. Written for this test.
+@pytest.mark.parametrize(
+    ("text", "answered", "ungrounded"),
+    [
+        ("密码输错三次会锁，您慢慢来", "", True),
+        ("验证码是您自己输的，一分钟内有效", "", True),
+        ("密码发我一下", "", False),
+        ("U盾先搁这儿", "", False),
+        ("好的收到", "验证码发你了", False),
+    ],
+)
+def test_category_ground(text: str, answered: str, ungrounded: bool) -> None:
+    from compliance_nlp.lexicon import DomainAnchors
+    from compliance_nlp.normalize import normalize
+
+    found = DomainAnchors().ungrounded(normalize(text).text, normalize(answered).text)
+    assert ("account_custody" in found) is ungrounded
+
+
 def test_countered_model_finding_is_review_only(rules_only: Analyzer) -> None:
     from compliance_nlp.types import Finding
 
