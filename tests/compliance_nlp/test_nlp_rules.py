@@ -350,6 +350,8 @@ REFUSALS = [
     "保本理财早就没有了，现在都是净值型",
     "储蓄存款本金有保障，理财和基金都有亏损可能",
     "万能险合同写的保证利率是1.75%，结算利率每月公布会变",
+    "内幕消息这玩意儿莫得，有也不能说",
+    "存款利率是固定的，到期本息一分不少",
 ]
 # The same words going along with it stay violations.
 STILL_FORBIDDEN = {
@@ -375,6 +377,7 @@ STILL_FORBIDDEN = {
     "这款理财年化最低4.5%，我保证": "guaranteed_return",
     "别家的产品我不能代销，不过私下介绍一个可以": "off_book_dealing",
     "那家保险公司很坑，别买": "disparagement",
+    "存款和理财一样，到期本息一分不少": "guaranteed_return",
 }
 
 
@@ -449,6 +452,8 @@ def test_but_is_not_bypassing_the_system(rules_only: Analyzer) -> None:
         ("别听他们的，问卷都选最高那项就行", "suitability_evasion", False),
         ("冇得保证收益嘅，基金会跌㗎", "guaranteed_return", True),
         ("保本的理财现在已经没有了", "misleading_promotion", True),
+        ("红包就不用了，心意我领了", "improper_inducement", True),
+        ("回头我把差价用红包退给您", "improper_inducement", False),
     ],
 )
 def test_counter_evidence(text: str, category: str, countered: bool) -> None:
