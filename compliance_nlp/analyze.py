@@ -266,6 +266,8 @@ class Analyzer:
             findings: list[Finding] = []
             if role == "advisor":
                 rule_findings, reading, anchored = ruled[i]
+                turn = answered.get(i)
+                answered_norm = self._turn_norm(turn[1]) if turn else ""
                 model_found = model_findings.get(i, [])
                 if reading is not None:
                     model_found = reading.apply(model_found, model=True)
