@@ -401,14 +401,22 @@ class Analyzer:
             raise InvalidInputError(f"{len(contexts)} contexts for {count} messages")
         out: dict[int, tuple[int, str]] = {}
         asked: dict[int, list[tuple[int, str]]] = {}
+        # The windows of a conversation's lines share their turns: each is checked once.
+        valid: dict[Turn, Turn] = {}
         for i, context in enumerate(contexts):
             if not context:
                 continue
             turns = []
             for t in context:
                 turn = t if isinstance(t, Turn) else Turn.parse(t)
-                text, _ = validate_input(turn.text, turn.role, max_chars=self.config.max_chars)
-                turns.append(Turn(turn.role, text))
+                hashable = isinstance(turn.text, str) and isinstance(turn.role, str)
+                checked = valid.get(turn) if hashable else None
+                if checked is None:
+                    text, _ = validate_input(turn.text, turn.role, max_chars=self.config.max_chars)
+                    checked = Turn(turn.role, text)
+                    if hashable:
+                        valid[turn] = checked
+                turns.append(checked)
             window = self.config.context_turns
             found = answered_turn(turns, window=window, mask_style=self.config.mask_style)
             if found is not None:

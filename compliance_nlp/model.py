@@ -26,6 +26,7 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -109,8 +110,20 @@ def answered_turn(
     for j in range(len(context) - 1, first - 1, -1):
         turn = context[j]
         if turn.role == "customer":
-            return j, mask_pii(turn.text, find_pii(translate_chars(turn.text)), mask_style)
+            return j, _masked_turn(turn.text, mask_style)
     return None
+
+
+# A customer turn is answered by several advisor lines of its conversation (each of
+# their windows holds it): its masked text and what the model reads of it are kept.
+@lru_cache(maxsize=4096)
+def _masked_turn(text: str, mask_style: str) -> str:
+    return mask_pii(text, find_pii(translate_chars(text)), mask_style)
+
+
+@lru_cache(maxsize=4096)
+def _turn_model_text(text: str) -> str:
+    return model_text(text)
 
 
 def violation_input(text: str, answered: str | None = None) -> str:
@@ -123,7 +136,7 @@ def violation_input(text: str, answered: str | None = None) -> str:
     line = model_text(text)
     if not answered:
         return line
-    return f"{line}{CONTEXT_SEP}{model_text(answered)}"
+    return f"{line}{CONTEXT_SEP}{_turn_model_text(answered)}"
 
 
 def shipped_model_dir(kind: str) -> Path:
