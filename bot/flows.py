@@ -433,14 +433,30 @@ async def _store_together(items: Sequence[MessageToStore], *, deps: StoreDeps) -
     for pos, a in enumerate(analysed):
         first.setdefault(a.key, pos)
     results: list[StoreResult] = []
+    userids = [a.draft.advisor_userid for a in analysed if a.draft.advisor_userid]
+    external_userids = [a.draft.external_userid for a in analysed if a.draft.external_userid]
+    people: tuple[dict[str, int], dict[str, bot_service.CustomerRef]] | None = None
+    db = models.Message._meta.db
+    if db.capabilities.dialect == "postgres":
+        # The read's members and customers are made to exist before its transaction
+        # opens, each new row committed by its own statement.  Inside the transaction a
+        # new customer's row stayed locked until the commit, and another worker's read
+        # naming the same customer waited for it (ON CONFLICT must know whether the
+        # row commits): two workers' transactions ran one after the other.  A row
+        # left behind by a read that then fails is a customer or member WeCom knows
+        # (marked for the reconcile job), as the read's retry would create it anyway.
+        # SQLite has one writer at a time: nothing to gain there, and a commit to pay.
+        people = (
+            await bot_service.ensure_advisors(conn=db, userids=userids),
+            await bot_service.ensure_customers(conn=db, external_userids=external_userids),
+        )
     async with in_transaction() as conn:
-        advisors = await bot_service.ensure_advisors(
-            conn=conn, userids=[a.draft.advisor_userid for a in analysed if a.draft.advisor_userid]
-        )
-        customers = await bot_service.ensure_customers(
-            conn=conn,
-            external_userids=[a.draft.external_userid for a in analysed if a.draft.external_userid],
-        )
+        if people is None:
+            people = (
+                await bot_service.ensure_advisors(conn=conn, userids=userids),
+                await bot_service.ensure_customers(conn=conn, external_userids=external_userids),
+            )
+        advisors, customers = people
         ids = await bot_service.insert_messages(
             conn=conn,
             rows=[

@@ -407,6 +407,43 @@ async def test_customers_and_advisors_another_worker_inserted_meanwhile_are_read
     assert raced.needs_sync and fresh.needs_sync
 
 
+async def test_a_read_naming_a_new_customer_does_not_wait_for_another_reads_transaction(
+    db: None, settings: Settings, analyzer: Any
+) -> None:
+    """Two workers' reads naming the same new customer and member: the second is stored
+    while the first's transaction is still open.  The new rows were inserted inside the
+    transaction, where they stayed locked until its commit, and the second read's INSERT
+    … ON CONFLICT waited for it: two workers stored one after the other."""
+    if not settings.database_url.startswith("postgres"):
+        pytest.skip("SQLite has one writer at a time: the second read waits whatever it names")
+    inside, release = asyncio.Event(), asyncio.Event()
+
+    async def holding(message: StoredMessage, conn: BaseDBAsyncClient) -> None:
+        if message.msgid == "held":
+            inside.set()
+            await release.wait()
+
+    deps = _deps(settings, holding)
+    first = asyncio.create_task(
+        do_store_messages(
+            items=await _read(analyzer, [record("held", "newadvisor", "wmNEWCUSTOMER", "您好")]),
+            deps=deps,
+        )
+    )
+    await inside.wait()
+    try:
+        items = await _read(analyzer, [record("free", "wmNEWCUSTOMER", "newadvisor", "好的")])
+        # A guard against waiting forever, not a measure of speed: before, the second
+        # read waited for the first's commit, which waits for this one.
+        second = await asyncio.wait_for(do_store_messages(items=items, deps=deps), 60)
+    finally:
+        release.set()
+        held = await first
+    assert _stored(second) == [True] and _stored(held) == [True]
+    assert await models.Customer.filter(external_userid="wmNEWCUSTOMER").count() == 1
+    assert await models.Advisor.filter(userid="newadvisor").count() == 1
+
+
 async def test_a_stored_customer_never_fetched_is_marked_for_the_reconcile_job(db: None) -> None:
     """As ``upsert_customer(needs_sync=True)`` does one by one: a customer the reconcile
     job has fetched (synced_at set) is left alone."""
