@@ -352,6 +352,10 @@ REFUSALS = [
     "万能险合同写的保证利率是1.75%，结算利率每月公布会变",
     "内幕消息这玩意儿莫得，有也不能说",
     "存款利率是固定的，到期本息一分不少",
+    # a comparison with deposits negated inside the match, a rumour called baseless
+    # later in the sentence
+    "理财跟存款不是一回事，理财有风险",
+    "有人说那家平台要暴雷，我们没有依据，不好乱说",
 ]
 # The same words going along with it stay violations.
 STILL_FORBIDDEN = {
@@ -378,6 +382,8 @@ STILL_FORBIDDEN = {
     "别家的产品我不能代销，不过私下介绍一个可以": "off_book_dealing",
     "那家保险公司很坑，别买": "disparagement",
     "存款和理财一样，到期本息一分不少": "guaranteed_return",
+    "这个理财跟存款没啥两样": "misleading_promotion",
+    "听说那家平台要暴雷了": "disparagement",
 }
 
 
@@ -454,6 +460,9 @@ def test_but_is_not_bypassing_the_system(rules_only: Analyzer) -> None:
         ("保本的理财现在已经没有了", "misleading_promotion", True),
         ("红包就不用了，心意我领了", "improper_inducement", True),
         ("回头我把差价用红包退给您", "improper_inducement", False),
+        ("年化8%是去年的数据，今年未必能达到", "misleading_promotion", True),
+        ("下周有没有利好谁知道，别听群里瞎说", "insider_tip", True),
+        ("研究所内部的票，外面还不知道", "insider_tip", False),
     ],
 )
 def test_counter_evidence(text: str, category: str, countered: bool) -> None:
