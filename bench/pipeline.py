@@ -1011,6 +1011,12 @@ def report(rows: list[Row], args: argparse.Namespace) -> None:
         )
 
 
+def _worker_read_size() -> int:
+    from core.settings import PipelineSettings
+
+    return PipelineSettings().batch_size
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=2000, help="messages per configuration")
@@ -1031,8 +1037,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--batch-size",
         type=int,
-        default=64,
-        help="analysis batch of the analysis-only baseline (the worker's default)",
+        default=_worker_read_size(),
+        help="the reads of the analysis-only baseline (default: the worker's, "
+        "SIYU_PIPELINE__BATCH_SIZE's default)",
     )
     ap.add_argument(
         "--rules",
