@@ -418,6 +418,11 @@ def test_going_along_is_still_forbidden(rules_only: Analyzer, text: str, categor
         ("往东走300米就到", False),
         ("叫到A035就是您了", False),
         ("2027年见", False),
+        # everyday words holding a one-character anchor (利, 岁, 卡, 返 …)
+        ("利用周末出去走走挺好", False),
+        ("您孙子几岁了，上幼儿园了吧", False),
+        ("饭卡落在前台了", False),
+        ("返乡的车票买好了吗", False),
         ("先转3000给我", True),
         ("这只600519明天要涨", True),
     ],
