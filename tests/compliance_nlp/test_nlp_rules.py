@@ -468,6 +468,8 @@ def test_but_is_not_bypassing_the_system(rules_only: Analyzer) -> None:
         ("年化8%是去年的数据，今年未必能达到", "misleading_promotion", True),
         ("下周有没有利好谁知道，别听群里瞎说", "insider_tip", True),
         ("研究所内部的票，外面还不知道", "insider_tip", False),
+        ("办卡的时候填的手机号要是本人的", "suitability_evasion", True),
+        ("测评得您本人做，不然用您儿子的也行", "suitability_evasion", False),
     ],
 )
 def test_counter_evidence(text: str, category: str, countered: bool) -> None:
