@@ -485,6 +485,12 @@ def conversation_contexts_from(
     for d, masked in pending:
         if (key := conversation_key(d)) is not None:
             not_stored.setdefault(key, []).append((d.msgtime, d.analysis_role, masked))
+    # The read's drafts by conversation, in the order read: each line looks only at its
+    # own conversation's, not at every draft before it (a read of 128 lines).
+    in_read: dict[ConversationKey, list[tuple[int, MessageDraft]]] = {}
+    for pos, d in enumerate(drafts):
+        if d.text and (k := conversation_key(d)) is not None:
+            in_read.setdefault(k, []).append((pos, d))
     out: list[Context | None] = []
     for pos, (key, draft) in enumerate(zip(keys, drafts, strict=True)):
         if key is None:
@@ -492,8 +498,8 @@ def conversation_contexts_from(
             continue
         earlier = [
             (d.msgtime, d.analysis_role, d.text)
-            for d in drafts[:pos]
-            if d.text and conversation_key(d) == key and d.msgtime <= draft.msgtime
+            for p, d in in_read.get(key, ())
+            if p < pos and d.msgtime <= draft.msgtime
         ]
         lo = draft.msgtime - CONTEXT_WINDOW
         turns = [
