@@ -197,7 +197,7 @@ class Analyzer:
         turns are read.
         """
         checked = [validate_input(t, r, max_chars=self.config.max_chars) for t, r in items]
-        answered, asked = self._answered_turns(contexts, len(checked))
+        answered, asked = self._answered_turns(contexts, [r for _, r in checked])
         folded = [translate_chars(t) for t, _ in checked]
         norms = [normalize(t) for t, _ in checked]
         piis = [find_pii(f) for f in folded]
@@ -391,14 +391,15 @@ class Analyzer:
         return [self._whole_line(finding, text)]
 
     def _answered_turns(
-        self, contexts: Sequence[Context | None] | None, count: int
+        self, contexts: Sequence[Context | None] | None, roles: Sequence[str]
     ) -> tuple[dict[int, tuple[int, str]], dict[int, list[tuple[int, str]]]]:
-        """Per item with context, the customer turn it answers (``model.answered_turn``),
-        and the turns the question/answer frames read (``dialogue.asked_turns``)."""
+        """Per advisor item with context, the customer turn it answers
+        (``model.answered_turn``), and the turns the question/answer frames read
+        (``dialogue.asked_turns``). Every item's context is checked."""
         if contexts is None:
             return {}, {}
-        if len(contexts) != count:
-            raise InvalidInputError(f"{len(contexts)} contexts for {count} messages")
+        if len(contexts) != len(roles):
+            raise InvalidInputError(f"{len(contexts)} contexts for {len(roles)} messages")
         out: dict[int, tuple[int, str]] = {}
         asked: dict[int, list[tuple[int, str]]] = {}
         # The windows of a conversation's lines share their turns: each is checked once.
@@ -417,6 +418,8 @@ class Analyzer:
                     if hashable:
                         valid[turn] = checked
                 turns.append(checked)
+            if roles[i] != "advisor":
+                continue  # a customer message is read without its context
             window = self.config.context_turns
             found = answered_turn(turns, window=window, mask_style=self.config.mask_style)
             if found is not None:

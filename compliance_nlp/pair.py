@@ -28,6 +28,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import ahocorasick
+
 from compliance_nlp.model import MODELS_DIR
 from compliance_nlp.normalize import normalize
 from compliance_nlp.rules import RULES_DIR, RuleDataError, load_json
@@ -83,6 +85,10 @@ class Stance:
         init=False, repr=False, compare=False
     )
     _asks: dict[str, re.Pattern[str]] = field(init=False, repr=False, compare=False)
+    # The words of two or more characters of every class, found in one pass over a reply
+    # (None when there are none), and each class's words by their place in its order.
+    _longer: Any = field(init=False, repr=False, compare=False)
+    _rank: dict[str, dict[str, int]] = field(init=False, repr=False, compare=False)
     # ``read`` per reply, kept: the analyzer and the model read the same reply.
     _reads: Any = field(init=False, repr=False, compare=False)
 
@@ -102,6 +108,16 @@ class Stance:
             for name, words in self.words.items()
         }
         object.__setattr__(self, "_split", split)
+        longer: Any = None
+        if any(words for words, _ in split.values()):
+            longer = ahocorasick.Automaton()
+            for words, _ in split.values():
+                for w in words:
+                    longer.add_word(w, w)
+            longer.make_automaton()
+        object.__setattr__(self, "_longer", longer)
+        rank = {name: {w: k for k, w in enumerate(words)} for name, (words, _) in split.items()}
+        object.__setattr__(self, "_rank", rank)
 
     @classmethod
     def load(cls, directory: str = "") -> Stance:
@@ -144,9 +160,11 @@ class Stance:
         # 「行吧」): inside a longer piece 是 and 准 are no answer (「不是」, 「说不准」).
         starts = {p[0] for p in _BREAKS.split(reply) if p and len(p) <= 3}
         found: dict[str, list[str]] = {}
+        present = {w for _, w in self._longer.iter(reply)} if self._longer is not None else ()
         for name in STANCES:
-            longer, single = self._split[name]
-            found[name] = [w for w in longer if w in reply] + [
+            _, single = self._split[name]
+            rank = self._rank[name]
+            found[name] = sorted((w for w in present if w in rank), key=rank.__getitem__) + [
                 w for w in single if w in starts or (w in _ALWAYS and w in reply)
             ]
         every = {w for hits in found.values() for w in hits}
@@ -171,9 +189,10 @@ class Stance:
 
 
 def _grams(text: str, prefix: str, sizes: Iterable[int]) -> list[str]:
-    out = []
+    out: list[str] = []
     for n in sizes:
-        out.extend(f"{prefix}{n}:{text[i : i + n]}" for i in range(len(text) - n + 1))
+        head = f"{prefix}{n}:"
+        out += [head + text[i : i + n] for i in range(len(text) - n + 1)]
     return out
 
 
@@ -270,7 +289,7 @@ def hashed(features: Sequence[str]) -> np.ndarray:
     get = _HASHES.get
     values = [get(f) for f in features]
     if None in values:
-        values = [_hash(f) for f in features]
+        values = [_hash(f) if v is None else v for f, v in zip(features, values, strict=True)]
     return np.array(values, dtype=np.int64)
 
 
