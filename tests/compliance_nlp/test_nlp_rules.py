@@ -356,6 +356,8 @@ REFUSALS = [
     # later in the sentence
     "理财跟存款不是一回事，理财有风险",
     "有人说那家平台要暴雷，我们没有依据，不好乱说",
+    # northern 不兴 (not done here)
+    "返点这种事咱这儿不兴",
 ]
 # The same words going along with it stay violations.
 STILL_FORBIDDEN = {
@@ -384,6 +386,7 @@ STILL_FORBIDDEN = {
     "存款和理财一样，到期本息一分不少": "guaranteed_return",
     "这个理财跟存款没啥两样": "misleading_promotion",
     "听说那家平台要暴雷了": "disparagement",
+    "密码话俾我知，我帮你搞掂": "account_custody",
 }
 
 
@@ -470,6 +473,8 @@ def test_but_is_not_bypassing_the_system(rules_only: Analyzer) -> None:
         ("研究所内部的票，外面还不知道", "insider_tip", False),
         ("办卡的时候填的手机号要是本人的", "suitability_evasion", True),
         ("测评得您本人做，不然用您儿子的也行", "suitability_evasion", False),
+        ("我哋唔可以私下收钱，要经公司账户", "off_book_dealing", True),
+        ("测评我是不能帮你搞的，你自己弄", "suitability_evasion", True),
     ],
 )
 def test_counter_evidence(text: str, category: str, countered: bool) -> None:
