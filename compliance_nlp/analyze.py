@@ -71,6 +71,10 @@ def _normal_text(text: str) -> str:
     return normalize(text).text
 
 
+def _names_nothing(text: str) -> bool:
+    return False
+
+
 def _is_role(role: object) -> TypeGuard[Role]:
     return role in ROLES
 
@@ -108,12 +112,15 @@ class Analyzer:
         self.dialogue = DialogueRules(self.ruleset, self.config.rules_dir)
         # A context turn is read by every line whose window holds it (up to
         # ``context_turns`` of them): its normalised text, whether it stands on financial
-        # ground and whether it closes a question are worked out once.
+        # ground, whether it closes a question and whether it names something a rule
+        # forbids (``_turn_asks``, with the pair model) are worked out once. A line's own
+        # ground is asked again by the pair reading (``_anchored``).
         self._turn_norm = lru_cache(maxsize=4096)(_normal_text)
         self._turn_anchored = lru_cache(maxsize=4096)(
             lambda text: self.anchors.anchored(self._turn_norm(text))
         )
         self._closes = lru_cache(maxsize=4096)(self.dialogue.closes)
+        self._anchored = lru_cache(maxsize=1024)(self.anchors.anchored)
         self.intent_model: SequenceClassifier | None = None
         self.violation_model: SequenceClassifier | None = None
         if self.config.use_model:
@@ -124,6 +131,9 @@ class Analyzer:
             self.pair_model = load_pair_model(
                 self.config.pair_model_dir, rules_dir=self.config.rules_dir
             )
+        self._turn_asks = lru_cache(maxsize=4096)(
+            self.pair_model.asks if self.pair_model is not None else _names_nothing
+        )
         parts = [self.ruleset.version]
         for label, model in (("intent", self.intent_model), ("violation", self.violation_model)):
             if model is not None:
@@ -180,7 +190,10 @@ class Analyzer:
     def warm(self) -> None:
         """Load everything lazy (jieba, first forward pass) before traffic arrives."""
         segment.warm()
-        self.analyze_many([("您好，这款产品保本吗？", "customer"), ("确保本人操作", "advisor")])
+        question = "您好，这款产品保本吗？"
+        self.analyze_many([(question, "customer"), ("确保本人操作", "advisor")])
+        # and the reading of a line in its conversation (frames, pair model)
+        self.analyze_many([("放心", "advisor")], [[Turn("customer", question)]])
 
     def analyze(self, text: str, role: Role, *, context: Context | None = None) -> Analysis:
         return self.analyze_many([(text, role)], [context])[0]
@@ -253,7 +266,7 @@ class Analyzer:
                     [(j, self._turn_norm(t), t) for j, t in asked[i]],
                 )
                 rule_findings = reading.apply(rule_findings, model=False)
-            anchored = self.anchors.anchored(norms[i].text) or (
+            anchored = self._anchored(norms[i].text) or (
                 turn is not None and bool(answered_norm) and self._turn_anchored(turn[1])
             )
             ruled[i] = (rule_findings, reading, anchored)
@@ -349,10 +362,10 @@ class Analyzer:
         # As for the line model: a conversation off financial ground is no evidence
         # (「楼下那家包子铺还开着吗」 → 「开着呢」), and a reply that only refuses or
         # corrects (「零风险的产品是没有的」) goes along with nothing.
-        reply_anchored = self.anchors.anchored(reply)
+        reply_anchored = self._anchored(reply)
         # A turn that names something a rule forbids (``stance.json`` requests) is on
         # financial ground whatever its anchors.
-        names = {j: model.asks(t) for j, t in asked}
+        names = {j: self._turn_asks(t) for j, t in asked}
         turns = [(j, t) for j, t in asked if reply_anchored or names[j] or self._turn_anchored(t)]
         if not turns:
             return []
