@@ -179,8 +179,20 @@ class Normalized:
         return any(s < end and start < e for s, e in self.evasions)
 
 
+# A chat line is normalised by the analyzer, then again as a context turn of the lines
+# after it (the frames, the pair model, the violation model's input): short texts are
+# kept (``Normalized`` is immutable), long ones are not, so the cache stays a few MB.
+_CACHED_CHARS = 256
+
+
 def normalize(text: str) -> Normalized:
     """Normalise ``text`` for matching; see the module docstring for what and why."""
+    if len(text) <= _CACHED_CHARS:
+        return _normalize_short(text)
+    return _normalize(text)
+
+
+def _normalize(text: str) -> Normalized:
     stage1 = translate_chars(text)
     edits = _edits(stage1)
     if not edits:
@@ -211,3 +223,6 @@ def normalize(text: str) -> Normalized:
     for s, e in evasions:
         fixed.append((max(0, s - 1), e + 1) if s == e else (s, e))
     return Normalized(text, "".join(out), tuple(starts), tuple(ends), tuple(fixed))
+
+
+_normalize_short = lru_cache(maxsize=4096)(_normalize)
