@@ -505,6 +505,23 @@ def test_category_ground(text: str, answered: str, ungrounded: bool) -> None:
     assert ("account_custody" in found) is ungrounded
 
 
+# An insider tip needs the market, a source, a time or a certainty.
+@pytest.mark.parametrize(
+    ("text", "answered", "ungrounded"),
+    [
+        ("账户明细我帮您导出来了，发您邮箱", "", True),
+        ("这只下个月百分百突破前高", "", False),
+        ("🤫 低调", "听说那家车企下个月要被收购？", False),
+    ],
+)
+def test_insider_tip_ground(text: str, answered: str, ungrounded: bool) -> None:
+    from compliance_nlp.lexicon import DomainAnchors
+    from compliance_nlp.normalize import normalize
+
+    found = DomainAnchors().ungrounded(normalize(text).text, normalize(answered).text)
+    assert ("insider_tip" in found) is ungrounded
+
+
 def test_countered_model_finding_is_review_only(rules_only: Analyzer) -> None:
     from compliance_nlp.types import Finding
 
