@@ -286,8 +286,7 @@ def _hash(name: str) -> int:
 def hashed(features: Sequence[str]) -> np.ndarray:
     import numpy as np  # loaded with the model only: a receiver never needs it
 
-    get = _HASHES.get
-    values = [get(f) for f in features]
+    values = list(map(_HASHES.get, features))
     if None in values:
         values = [_hash(f) if v is None else v for f, v in zip(features, values, strict=True)]
     return np.array(values, dtype=np.int64)
@@ -383,7 +382,7 @@ class PairModel:
         out = np.zeros((len(pairs), len(self.labels)), dtype=np.float32)
         for k, (question, reply) in enumerate(pairs):
             rows = _rows(self._question(question), self._reply(reply), self.stance)
-            logits = self.weights[rows].sum(axis=0) + self.bias
+            logits = self.weights.take(rows, axis=0).sum(axis=0) + self.bias
             logits -= logits.max()
             e = np.exp(logits)
             out[k] = e / e.sum()
