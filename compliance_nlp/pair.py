@@ -62,6 +62,9 @@ _CROSSED = frozenset(("assure", "comply", "refuse", "^assure", "^comply", "^refu
 _BREAKS = re.compile(r"[\s，,。.！!？?~～、；;：:…]+")
 # One-character stance words read anywhere (punctuation and emoji carry their meaning).
 _ALWAYS = frozenset("？?👌👍💪")
+_LEAD = re.compile(
+    r"^(?:(?:这个|那个|这种|那种|这样|这|那|哎呀|哎|唉|呃|哦|噢|啊|亲)[，,。!！~～\s]*)+"
+)
 _EMOJI_ONLY = frozenset("👌👍🆗✅🙆✌🤝💪😎😉😄😁😊🙏")
 
 
@@ -168,6 +171,8 @@ class Stance:
                 w for w in single if w in starts or (w in _ALWAYS and w in reply)
             ]
         every = {w for hits in found.values() for w in hits}
+        # The opening word is read past a filler or a pointer (「这个不行」, 「哎，不能」).
+        opening = _LEAD.sub("", reply, count=1)
         for name in STANCES:
             # A word only ever inside a longer word found (保证 in 不保证) is that word.
             hits = [
@@ -181,7 +186,7 @@ class Stance:
                 continue
             out.append(name)
             out.extend(f"{name}:{w}" for w in hits[:6])
-            if any(reply.startswith(w) for w in hits):
+            if any(opening.startswith(w) for w in hits):
                 out.append(f"^{name}")
         if not out:
             out.append("nostance")

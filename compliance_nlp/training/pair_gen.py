@@ -49,6 +49,16 @@ def templates() -> list[str]:
     return out
 
 
+def _address(text: str, rng: random.Random, vocatives: list[str]) -> str:
+    """Sometimes the customer is addressed (「能的阿姨」, 「确定的嘛姐」): after the
+    reply's first clause, so a short answer is read through the name it carries."""
+    if not vocatives or rng.random() >= 0.15:
+        return text
+    name = rng.choice(vocatives)
+    head, sep, rest = text.partition("，")
+    return f"{head}{name}{sep}{rest}" if sep else f"{text}{name}"
+
+
 def generate_shape_pairs(*, seed: int = 13, per_category: int = 420) -> list[Pair]:
     shapes, slots, tails = _load()
     rng = random.Random(seed * 7919 + 1)
@@ -56,12 +66,13 @@ def generate_shape_pairs(*, seed: int = 13, per_category: int = 420) -> list[Pai
     act: list[str] = shapes["generic_act"]
     no: list[str] = shapes["generic_refuse"]
     back: list[str] = shapes["ask_back"]
+    vocatives: list[str] = slots.get("vocative", [])
     out: list[Pair] = []
     seen: set[tuple[str, str]] = set()
 
     def add(request: str, reply: str, label: str, kind: str) -> None:
         q = _fill(request.lstrip("!"), slots, rng)
-        r = _decorate(_fill(reply, slots, rng), rng, tails)
+        r = _decorate(_address(_fill(reply, slots, rng), rng, vocatives), rng, tails)
         if (q, r) not in seen:
             seen.add((q, r))
             out.append(Pair(q, r, label, kind))
