@@ -137,12 +137,38 @@ class Journeys:
     more: int
 
 
+async def _enrolments_read(
+    *, external_userid: str, reach: frozenset[str] | None
+) -> list[Enrolment]:
+    """The newest JOURNEYS_SHOWN enrolments, as ``Enrolment.filter(...)`` reads them,
+    written out: every view of a customer asks, and most customers have none — the ORM
+    building the statement cost more than the read."""
+    conn = Enrolment._meta.db
+    params: list[Any] = [external_userid]
+    where = '"customer" = ?'
+    if reach is not None:
+        wanted = sorted(reach) or [""]
+        where += f' AND "advisor" IN ({", ".join("?" * len(wanted))})'
+        params.extend(wanted)
+    params.append(JOURNEYS_SHOWN)
+    columns = ", ".join(f'"{c}"' for c in Enrolment._meta.fields_db_projection.values())
+    sql = (
+        f'SELECT {columns} FROM "sop_enrolment" WHERE {where} '  # noqa: S608 - model columns and placeholders only
+        'ORDER BY "entered_at" DESC, "id" DESC LIMIT ?'
+    )
+    if conn.capabilities.dialect == "postgres":
+        parts = sql.split("?")
+        sql = "".join(f"{p}${i}" for i, p in enumerate(parts[:-1], 1)) + parts[-1]
+    found = await conn.execute_query_dict(sql, params)
+    return [Enrolment._init_from_db(**r) for r in found]
+
+
 async def journeys_of(*, external_userid: str, reach: frozenset[str] | None) -> Journeys:
     """The customer's enrolments (newest first) with their touches, within ``reach``."""
     q = Enrolment.filter(customer=external_userid)
     if reach is not None:
         q = q.filter(advisor__in=sorted(reach))
-    enrolments = list(await q.order_by("-entered_at", "-id").limit(JOURNEYS_SHOWN))
+    enrolments = await _enrolments_read(external_userid=external_userid, reach=reach)
     if not enrolments:
         return Journeys(lines=[], more=0)
     # Counted only when the page is full: fewer rows than the page holds are all of them.

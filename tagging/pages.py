@@ -1568,8 +1568,7 @@ async def tags_panel(request: web.Request, customer_id: int, viewer: Principal) 
     The page has checked that ``viewer`` may see this customer; nothing here is
     personal beyond tag names and the masked notes operators left.
     """
-    current = await service.tags_of_customer(customer_id=customer_id)
-    history = await service.history_with_tags(customer_id=customer_id, limit=100)
+    current, history = await service.customer_tags_read(customer_id=customer_id, history_limit=100)
     reasons = [*(ct.reason for ct in current), *(h.reason for h in history)]
     rule_ids = {int(r["rule_id"]) for r in reasons if isinstance(r.get("rule_id"), int)}
     rule_ids |= {
@@ -1633,7 +1632,7 @@ async def attributes_panel(request: web.Request, customer_id: int, viewer: Princ
     from tortoise import Tortoise
 
     conn = Tortoise.get_connection("default")
-    schema = await attributes.load_schema(conn=conn)
+    schema = attributes.schema_from(await service.attribute_fields_read())
     # Only custom fields are drawn here: without one, the customer's row has nothing to add.
     shown = any(not spec.builtin and not spec.sensitive for spec in schema.values())
     clear = (
@@ -1643,9 +1642,7 @@ async def attributes_panel(request: web.Request, customer_id: int, viewer: Princ
         if shown
         else {}
     )
-    sealed = sorted(
-        (await service.sealed_names(conn=conn, customer_ids=[customer_id])).get(customer_id, set())
-    )
+    sealed = sorted(await service.sealed_names_of(customer_id=customer_id))
     full = "customers:sensitive" in viewer.permissions
     custom = []
     for name, spec in schema.items():

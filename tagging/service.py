@@ -304,6 +304,84 @@ async def _history(
     )
 
 
+def _numbered(conn: BaseDBAsyncClient, sql: str) -> str:
+    """``?`` placeholders as the connection's dialect writes them."""
+    if conn.capabilities.dialect != "postgres":
+        return sql
+    parts = sql.split("?")
+    return "".join(f"{p}${i}" for i, p in enumerate(parts[:-1], 1)) + parts[-1]
+
+
+def _columns(model: type[Any], alias: str, prefix: str = "") -> str:
+    return ", ".join(
+        f'"{alias}"."{c}" AS "{prefix}{c}"' for c in model._meta.fields_db_projection.values()
+    )
+
+
+def _hydrated(model: type[Any], row: Mapping[str, Any], prefix: str = "") -> Any:
+    # The model the ORM would build from these columns (it converts each as it reads).
+    return model._init_from_db(
+        **{c: row[prefix + c] for c in model._meta.fields_db_projection.values()}
+    )
+
+
+async def customer_tags_read(
+    *, customer_id: int, history_limit: int
+) -> tuple[list[CustomerTag], list[CustomerTagHistory]]:
+    """``tags_of_customer`` (each with its tag) and ``history_with_tags`` for the
+    customer page's panel, written out: the ORM built three statements on every view
+    of a customer, several times the cost of reading them."""
+    conn = CustomerTag._meta.db
+    current = await conn.execute_query_dict(
+        _numbered(
+            conn,
+            f"SELECT {_columns(CustomerTag, 'ct')}, {_columns(Tag, 't', 't__')} "  # noqa: S608 - model columns only
+            'FROM "tagging_customer_tag" "ct" JOIN "tagging_tag" "t" ON "t"."id" = "ct"."tag_id" '
+            'WHERE "ct"."customer_id" = ? ORDER BY "ct"."tag_id"',
+        ),
+        [customer_id],
+    )
+    history = await conn.execute_query_dict(
+        _numbered(
+            conn,
+            f"SELECT {_columns(CustomerTagHistory, 'h')} "  # noqa: S608 - model columns only
+            'FROM "tagging_customer_tag_history" "h" WHERE "h"."customer_id" = ? '
+            'ORDER BY "h"."at" DESC, "h"."id" DESC LIMIT ?',
+        ),
+        [customer_id, history_limit],
+    )
+    tags = []
+    for r in current:
+        ct = _hydrated(CustomerTag, r)
+        # As prefetch_related("tag") leaves it.
+        object.__setattr__(ct, "_tag", _hydrated(Tag, r, "t__"))
+        tags.append(ct)
+    return tags, [_hydrated(CustomerTagHistory, r) for r in history]
+
+
+async def attribute_fields_read() -> list[AttributeField]:
+    """``AttributeField.all().order_by("id")`` written out (every customer page)."""
+    conn = AttributeField._meta.db
+    found = await conn.execute_query_dict(
+        f'SELECT {_columns(AttributeField, "f")} FROM "tagging_attribute_field" "f" '  # noqa: S608 - model columns only
+        'ORDER BY "f"."id"'
+    )
+    return [_hydrated(AttributeField, r) for r in found]
+
+
+async def sealed_names_of(*, customer_id: int) -> set[str]:
+    """``sealed_names`` for one customer, written out (every customer page)."""
+    conn = SealedAttribute._meta.db
+    found = await conn.execute_query_dict(
+        _numbered(
+            conn,
+            'SELECT "name" FROM "tagging_sealed_attribute" WHERE "customer_id" = ?',
+        ),
+        [customer_id],
+    )
+    return {str(r["name"]) for r in found}
+
+
 async def tags_of_customer(
     *, conn: BaseDBAsyncClient | None = None, customer_id: int
 ) -> list[CustomerTag]:

@@ -255,3 +255,95 @@ async def test_queue_reads_are_the_services(db: None) -> None:
                 _fields(c.message.customer) if c.message.customer else None for c in want
             ]
     assert leads
+
+
+async def test_panel_reads_are_the_orms(db: None) -> None:
+    """The customer page's panels (tagging, SOP) read written out: the same models."""
+    from sop import panels as sop_panels
+    from sop.models import Campaign, CampaignVersion, Enrolment
+    from tagging import service as tagging_service
+    from tagging.models import (
+        AttributeField,
+        CustomerTag,
+        CustomerTagHistory,
+        SealedAttribute,
+        Tag,
+        TagGroup,
+        TagSource,
+    )
+
+    c = await models.Customer.create(external_userid="wm-pn-1", name="孙女士")
+    other = await models.Customer.create(external_userid="wm-pn-2", name="")
+    group = await TagGroup.create(name="风险偏好")
+    tags = [await Tag.create(group=group, name=f"标签{i}", colour="#1677ff") for i in range(3)]
+    for i, tag in enumerate(tags[:2]):
+        await CustomerTag.create(
+            customer=c,
+            tag=tag,
+            source=TagSource.RULE if i else TagSource.MANUAL,
+            applied_by=f"rule:{i}" if i else "operator:1",
+            applied_at=T0 + timedelta(hours=i),
+            reason={"rule_id": i} if i else {},
+            advisor_userid=None if i else "adv-1",
+            expires_at=T0 + timedelta(days=30) if i else None,
+        )
+    await CustomerTag.create(
+        customer=other, tag=tags[2], source=TagSource.MANUAL, applied_by="x", applied_at=T0
+    )
+    for i in range(5):
+        await CustomerTagHistory.create(
+            customer_id=c.id if i < 4 else other.id,
+            tag_id=tags[i % 3].id,
+            action="add" if i % 2 else "remove",
+            source=TagSource.MANUAL,
+            actor="operator:1",
+            reason={"i": i},
+            at=T0 + timedelta(minutes=i % 2),  # ties on time: the id orders them
+        )
+    for cid in (c.id, other.id, 10_000):
+        current, history = await tagging_service.customer_tags_read(
+            customer_id=cid, history_limit=3
+        )
+        want = await tagging_service.tags_of_customer(customer_id=cid)
+        assert [_fields(t) for t in current] == [_fields(t) for t in want], cid
+        assert [_fields(t.tag) for t in current] == [_fields(t.tag) for t in want], cid
+        want_history = await tagging_service.history_with_tags(customer_id=cid, limit=3)
+        assert [_fields(h) for h in history] == [_fields(h) for h in want_history], cid
+    await AttributeField.create(name="branch_code", label="网点代码", type="string")
+    await AttributeField.create(
+        name="tier", type="enum", enum_values=["A", "B"], masked_by_role=True
+    )
+    got_fields = await tagging_service.attribute_fields_read()
+    want_fields = await AttributeField.all().order_by("id")
+    assert [_fields(f) for f in got_fields] == [_fields(f) for f in want_fields]
+    for name in ("aum", "holdings"):
+        await SealedAttribute.create(customer=c, name=name, sealed="sealed")
+    for cid in (c.id, other.id):
+        want_names = await tagging_service.sealed_names(
+            conn=Tortoise.get_connection("default"), customer_ids=[cid]
+        )
+        assert await tagging_service.sealed_names_of(customer_id=cid) == want_names.get(cid, set())
+    campaign = await Campaign.create(name="到期提醒", owner="operator:1")
+    version = await CampaignVersion.create(campaign=campaign, version=1)
+    for i in range(sop_panels.JOURNEYS_SHOWN + 2):
+        await Enrolment.create(
+            campaign=campaign,
+            version=version,
+            customer=c.external_userid,
+            advisor=f"adv-{i % 3}",
+            entered_at=T0 + timedelta(hours=i // 2),  # pairs tie on time
+            trigger_ref=f"t{i}",
+        )
+    for reach in (None, frozenset({"adv-1"}), frozenset({"adv-1", "adv-2"}), frozenset()):
+        got = await sop_panels._enrolments_read(external_userid=c.external_userid, reach=reach)
+        q = Enrolment.filter(customer=c.external_userid)
+        if reach is not None:
+            q = q.filter(advisor__in=sorted(reach))
+        want_e = await q.order_by("-entered_at", "-id").limit(sop_panels.JOURNEYS_SHOWN)
+        assert [_fields(e) for e in got] == [_fields(e) for e in want_e], reach
+    assert await sop_panels._enrolments_read(external_userid="wm-none", reach=None) == []
+    # The SOP panel finds the customer's external_userid by row id, written out too.
+    from bot import customers as bot_customers
+
+    assert await bot_customers.external_userid_of(customer_id=c.id) == "wm-pn-1"
+    assert await bot_customers.external_userid_of(customer_id=10_000) is None
