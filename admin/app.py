@@ -51,11 +51,27 @@ log = logging.getLogger(__name__)
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
+# The formats pages use, cut from the ISO form (timespec, start, end): the same text as
+# strftime at a fraction of its cost — a case page formats some thirty times.
+_ISO_CUTS = {
+    "%Y-%m-%d %H:%M:%S": ("seconds", 0, 19),
+    "%Y-%m-%d %H:%M": ("minutes", 0, 16),
+    "%m-%d %H:%M:%S": ("seconds", 5, 19),
+    "%m-%d %H:%M": ("minutes", 5, 16),
+    "%Y-%m-%d": ("minutes", 0, 10),
+}
+
+
 def _cst(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
     """Stored in UTC, shown in Asia/Shanghai (the institution's and the regulator's clock)."""
     if value is None:
         return ""
-    return value.astimezone(SHANGHAI).strftime(fmt)
+    local = value.astimezone(SHANGHAI)
+    cut = _ISO_CUTS.get(fmt)
+    if cut is None or not 1000 <= local.year <= 9999:
+        return local.strftime(fmt)
+    timespec, start, end = cut
+    return local.isoformat(" ", timespec)[start:end]
 
 
 # How the console names audit actions; an action not listed shows as written.
@@ -201,15 +217,41 @@ def _static_url(app: web.Application) -> Any:
     return url
 
 
+def _is_id(value: Any) -> bool:
+    # What a path part holds on the busiest links (a case's, a customer's row id): the
+    # router would quote it into itself.
+    if type(value) is int:
+        return value >= 0
+    return isinstance(value, str) and value.isascii() and value.isdigit()
+
+
 def _cached_url(url_for: Any) -> Any:
     """aiohttp-jinja2's ``url()``, with a route's plain URL (no parts, no query) built
     once: the shell's sidebar and a page's links ask for the same dozen on every
-    render, and each build through the router cost more than the link's markup."""
+    render, and each build through the router cost more than the link's markup.  A
+    route with parts that are all row ids is filled into its path's pattern (the
+    resource's ``canonical`` form, ``/review/{case_id}``): the same text the router
+    builds, without building and quoting a URL per row."""
     plain: dict[str, Any] = {}
+    shapes: dict[str, str | None] = {}
 
     @jinja2.pass_context
     def url(context: Any, __route_name: str, query_: Any = None, **parts: Any) -> Any:
-        if parts or query_:
+        if query_:
+            return url_for(context, __route_name, query_, **parts)
+        if parts:
+            shape = shapes.get(__route_name, "")
+            if shape == "":
+                resource = context["app"].router[__route_name]
+                shape = shapes[__route_name] = (
+                    resource.canonical if isinstance(resource, web.DynamicResource) else None
+                )
+            if shape is not None and (
+                _is_id(next(iter(parts.values())))
+                if len(parts) == 1
+                else all(_is_id(v) for v in parts.values())
+            ):
+                return shape.format_map(parts)
             return url_for(context, __route_name, query_, **parts)
         found = plain.get(__route_name)
         if found is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from markupsafe import Markup
 
 from admin.models import Operator
 from admin.permissions import PermissionTable
@@ -32,6 +33,8 @@ class Console:
     throttle: LoginThrottle
     replay: TotpReplay
     nav: list[NavItem] = field(default_factory=list)
+    # The sidebar drawn per (role, current route): admin.render.nav_html.
+    nav_html: dict[tuple[str, str], Markup] = field(default_factory=dict)
 
 
 # Where a state-changing request carries its CSRF token: a form field, or the header
