@@ -487,6 +487,9 @@ class Analyzer:
           ``model_veto_threshold``) turns rule violations on a line that warns the
           customer (a ``report_cues`` word: 报警, 警惕, 别信 …) into review findings:
           「如果有人让您加私人微信转账，请直接报警」 names the act to warn against it.
+
+        ``_alone_decides`` reads these rules to skip the model's second reading where it
+        cannot change the result: change the two together (``test_nlp_shortcuts``).
         """
         cfg = self.config
         findings = list(rule_findings)
