@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from tortoise import Tortoise
 from tortoise.transactions import in_transaction
 
@@ -139,6 +140,34 @@ async def test_the_written_out_conversation_query_finds_what_the_orm_query_finds
         r["msgtime"] for r in orm if r["masked_text"] in {t.masked_text for t in turns}
     ]
     assert all(t.msgtime.tzinfo is not None for t in turns)
+
+
+async def test_the_conversation_read_starts_from_the_customers_on_sqlite(
+    settings: Settings, db: None
+) -> None:
+    """A one-to-one chat's lines are reached from its customer by the (customer_id,
+    msgtime) index: the OR over the joined tables walked every one-to-one line of the
+    window by (roomid, msgtime), a cost that grew with the lines stored that day."""
+    if core_db.dialect_of(settings.database_url) != "sqlite":
+        pytest.skip("the SQLite statement's plan")
+    at = datetime.now(UTC)
+    sql, params = bot_service.conversation_turns_sql(
+        rooms={"room1"},
+        pairs={("lina", "wmA"), ("wang", "wmB")},
+        since=at - timedelta(days=1),
+        until=at,
+        postgres=False,
+    )
+    conn = Tortoise.get_connection("default")
+    _, rows = await conn.execute_query(f"EXPLAIN QUERY PLAN {sql}", params)
+    plan = [str(r[-1]) for r in rows]
+    searches = [step for step in plan if step.startswith(("SEARCH m ", "SCAN m"))]
+    assert searches == [
+        "SEARCH m USING INDEX idx_bot_message_roomid_msgtime "
+        "(roomid=? AND msgtime>? AND msgtime<?)",
+        "SEARCH m USING INDEX idx_bot_message_customer_msgtime "
+        "(customer_id=? AND msgtime>? AND msgtime<?)",
+    ], plan
 
 
 def test_the_reads_of_a_batch_are_one_statement_text_whatever_its_length_on_postgresql() -> None:
