@@ -481,7 +481,7 @@ class CaseView:
     leader: bot_service.AdvisorInfo | None
     customer_name: str
     customer_id: str
-    earlier: list[bot_models.ReviewCase]
+    earlier: list[EarlierCase]
     audit_entries: list[audit.AuditRecord]
     # How the message came in: through an API key (named), the archive puller, a callback.
     ingested_via: str
@@ -654,17 +654,41 @@ async def advisor_and_leader(
     return advisor, _advisor_info(found[0], "l_")
 
 
+@dataclass(frozen=True)
+class EarlierCase:
+    """One line of a case page's 「该客户经理的其他案件」: what the table shows."""
+
+    id: int
+    categories: list[str]
+    status: str
+    created_at: datetime
+
+
 async def advisor_cases(
     *, advisor_userid: str, exclude_id: int, limit: int = 10
-) -> list[bot_models.ReviewCase]:
-    """``bot.service.advisor_cases`` written out: the advisor's other cases, newest first."""
+) -> list[EarlierCase]:
+    """``bot.service.advisor_cases`` written out, the four columns the table shows: the
+    advisor's other cases, newest first (a whole case per line cost the page more than
+    its statement)."""
     found = await rows.fetch(
-        f'SELECT {rows.columns(bot_models.ReviewCase, "c")} FROM "bot_review_case" "c" '  # noqa: S608 - model columns only
-        'WHERE "c"."advisor_userid" = ? AND "c"."id" <> ? '
+        'SELECT "c"."id", "c"."categories", "c"."status", "c"."created_at" '
+        'FROM "bot_review_case" "c" WHERE "c"."advisor_userid" = ? AND "c"."id" <> ? '
         'ORDER BY "c"."created_at" DESC, "c"."id" DESC LIMIT ?',
         [advisor_userid, exclude_id, limit],
     )
-    return rows.hydrate_all(bot_models.ReviewCase, found)
+    fields = bot_models.ReviewCase._meta.fields_map
+    categories, created_at = fields["categories"], fields["created_at"]
+    return [
+        EarlierCase(
+            id=int(r["id"]),
+            categories=list(categories.to_python_value(r["categories"]) or []),
+            status=str(r["status"]),
+            created_at=created_at.to_python_value(
+                rows.parse_times(r, ("created_at",))["created_at"]
+            ),
+        )
+        for r in found
+    ]
 
 
 async def ingested_via(message: bot_models.Message) -> str:
