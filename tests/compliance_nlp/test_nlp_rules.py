@@ -358,6 +358,8 @@ REFUSALS = [
     "有人说那家平台要暴雷，我们没有依据，不好乱说",
     # northern 不兴 (not done here)
     "返点这种事咱这儿不兴",
+    # the going-along step of a concept itself declined
+    "双录的时候有什么不明白的就直接问，不用照着念",
 ]
 # The same words going along with it stay violations.
 STILL_FORBIDDEN = {
@@ -387,6 +389,7 @@ STILL_FORBIDDEN = {
     "这个理财跟存款没啥两样": "misleading_promotion",
     "听说那家平台要暴雷了": "disparagement",
     "密码话俾我知，我帮你搞掂": "account_custody",
+    "双录的时候照着稿子念就行": "suitability_evasion",
 }
 
 
