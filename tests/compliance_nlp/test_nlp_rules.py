@@ -472,6 +472,7 @@ def test_but_is_not_bypassing_the_system(rules_only: Analyzer) -> None:
         ("红包就不用了，心意我领了", "improper_inducement", True),
         ("回头我把差价用红包退给您", "improper_inducement", False),
         ("年化8%是去年的数据，今年未必能达到", "misleading_promotion", True),
+        ("演示的那几档都别当成承诺，以合同为准", "misleading_promotion", True),
         ("下周有没有利好谁知道，别听群里瞎说", "insider_tip", True),
         ("研究所内部的票，外面还不知道", "insider_tip", False),
         ("办卡的时候填的手机号要是本人的", "suitability_evasion", True),
