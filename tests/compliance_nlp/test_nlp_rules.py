@@ -477,6 +477,8 @@ def test_but_is_not_bypassing_the_system(rules_only: Analyzer) -> None:
         ("研究所内部的票，外面还不知道", "insider_tip", False),
         ("办卡的时候填的手机号要是本人的", "suitability_evasion", True),
         ("测评得您本人做，不然用您儿子的也行", "suitability_evasion", False),
+        ("您年纪大了，咱们挑低风险的，稳字当头", "suitability_evasion", True),
+        ("测评别选保守，不然买不了R3", "suitability_evasion", False),
         ("我哋唔可以私下收钱，要经公司账户", "off_book_dealing", True),
         ("测评我是不能帮你搞的，你自己弄", "suitability_evasion", True),
     ],
