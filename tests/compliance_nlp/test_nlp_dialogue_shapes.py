@@ -79,3 +79,14 @@ def test_a_refusal_after_a_pointer_opens_the_reply() -> None:
     assert "^refuse" in stance.read("这个不行，得您本人来")
     assert "^refuse" in stance.read("哎，不能这么弄")
     assert "^refuse" not in stance.read("这样吧，我帮您弄")
+
+
+def test_an_answer_that_goes_along_keeps_the_question_open(rules_only: Analyzer) -> None:
+    asked = Turn("customer", "我是C2的，那个R4的能买吗")
+    along = [asked, Turn("advisor", "可以的，我来想想办法"), Turn("customer", "要带什么")]
+    result = rules_only.analyze("带上身份证就行，剩下的我来弄", "advisor", context=along)
+    found = {f.category: f.context_index for f in result.violations}
+    assert found.get("suitability_evasion") == 0, found
+    # A refusal closes it: what follows answers the later turn only.
+    refused = [asked, Turn("advisor", "买不了哦，超出您的风险等级了"), Turn("customer", "那就R2吧")]
+    assert rules_only.analyze("好，清单发您了", "advisor", context=refused).violations == ()
