@@ -360,6 +360,8 @@ REFUSALS = [
     "返点这种事咱这儿不兴",
     # the going-along step of a concept itself declined
     "双录的时候有什么不明白的就直接问，不用照着念",
+    # a quota stated from the system or an official notice
+    "这期额度系统显示只剩300万了，您考虑好了再定",
 ]
 # The same words going along with it stay violations.
 STILL_FORBIDDEN = {
@@ -390,6 +392,7 @@ STILL_FORBIDDEN = {
     "听说那家平台要暴雷了": "disparagement",
     "密码话俾我知，我帮你搞掂": "account_custody",
     "双录的时候照着稿子念就行": "suitability_evasion",
+    "只剩300万额度了，今天不定就没了": "misleading_promotion",
 }
 
 
