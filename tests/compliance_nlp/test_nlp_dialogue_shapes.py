@@ -90,3 +90,12 @@ def test_an_answer_that_goes_along_keeps_the_question_open(rules_only: Analyzer)
     # A refusal closes it: what follows answers the later turn only.
     refused = [asked, Turn("advisor", "买不了哦，超出您的风险等级了"), Turn("customer", "那就R2吧")]
     assert rules_only.analyze("好，清单发您了", "advisor", context=refused).violations == ()
+
+
+def test_confirming_a_rivals_trouble_is_disparagement(rules_only: Analyzer) -> None:
+    asked = "那家小贷公司是不是要跑路了"
+    assert "disparagement" in _violations(rules_only, asked, "嗯，何止是传闻")
+    assert _violations(rules_only, asked, "这个我不清楚，以官方公告为准") == {}
+    # About deposits here: deposit insurance stated is a fact, not a rival run down.
+    deposits = "存款放你们行，银行要是倒闭了咋办"
+    assert _violations(rules_only, deposits, "是的，有存款保险，50万以内本息都受保护") == {}
