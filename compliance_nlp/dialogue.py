@@ -142,10 +142,21 @@ class DialogueRules:
 
     def closes(self, advisor_text: str) -> bool:
         """Whether an advisor turn settles what was asked before it: refuses or corrects
-        it. An answer that goes along (「可以的，我给您想想办法」, 「嗯，那个搜不到的」)
-        leaves the matter open: the advisor's next lines still carry it out."""
+        it, or answers it outright (「是的👌」, 「放心」) — a reply after the customer's
+        next turn answers that turn, not the question already answered. An answer that
+        takes the matter on (「可以的，我来想想办法」: the advisor doing something, the
+        second ``generic.comply`` pattern) leaves it open: the advisor's next lines still
+        carry it out."""
         text = normalize(advisor_text).text
-        return _first(self._refuse_lead, text) is not None or _first(self._refuse, text) is not None
+        if _first(self._refuse_lead, text) is not None or _first(self._refuse, text) is not None:
+            return True
+        if len(text) > self._max_chars:
+            return False
+        if _first(self._generic["assure"], text) is not None:
+            # 「是的👌」 answers; 「可以的，我来想想办法」 takes the matter on.
+            return _first(self._generic["comply"][1:], text) is None
+        raw = advisor_text.strip().lower()
+        return not text.strip() and _first(self._affirm_raw, raw) is not None
 
     def find(
         self, reply: Normalized, reply_raw: str, asked: Sequence[tuple[int, str, str]]
@@ -293,8 +304,9 @@ def asked_turns(
     (``model.answered_turn``), then up to ``earlier`` customer turns before it within
     the window. A question stays open over a 「好」 or 「那证明啥时候能弄好」: the
     advisor's 「这周内吧，弄好了发您」 still answers 「我就200来万，咋办」. It is closed
-    by an advisor turn after it that ``closes`` (a refusal: 「这个真不行，得您本人操作」),
-    so the 「好，明晚八点」 that follows answers the later request only."""
+    by an advisor turn after it that ``closes`` (a refusal: 「这个真不行，得您本人操作」, or
+    an outright answer: 「是的👌」), so the 「好，明晚八点」 that follows answers the
+    later request only."""
     out = [answered]
     first = max(len(context) - max(window, 0), 0)
     index = answered[0]
