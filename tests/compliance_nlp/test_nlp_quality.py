@@ -318,18 +318,24 @@ def test_blind_threads_share_no_advisor_line_with_training() -> None:
 # >= 0.95), clean threads flagged 0.078 (14/179, <= 0.04); everyday advisor lines
 # flagged 0.019 (4/215, <= 0.01); blind9 recall 0.931, clean flagged 0.071 (<= 0.05, and
 # <= 0.03 for issue 9), category 0.910, intent 0.956, PII recall 1.000. Those sets are now
-# threads_dev9+10, dev27 and dev26; the gaps below stay until the next held-out sets
-# (blind_threads8+9, blind_everyday5, blind10) are measured.
+# threads_dev9+10, dev27 and dev26.
+# The fifth (blind_threads8+9: 399 threads, blind_everyday5, blind10), written by three
+# new annotators and measured once with the models of c223c85 (intent 71374f6c-s13,
+# violation cdd2085d-s13, pair cbc9c3a4-s13, lexicon 2026.12-1.13): context-only caught
+# 0.751 (127/169, >= 0.90), line-visible 0.984 (62/63, met), clean threads flagged 0.068
+# (12/177, <= 0.04); everyday advisor lines flagged 0.009 (2/226, met); blind10 recall
+# 0.863 (>= 0.90), clean flagged 0.083 (<= 0.05, and <= 0.03 for issue 9), category
+# 0.837 (>= 0.85), intent 0.888, PII recall 1.000.
 CONTEXT_GAPS: set[str] = {
     "context_only_recall",
-    "line_visible_recall",
     "clean_threads_flagged",
     "clean_lines",
-    "everyday",
 }
 # Line-level issue-3 targets missed on a blind set at its one measurement (same rule).
 BLIND_GAPS: set[tuple[str, str]] = {
+    ("blind10.jsonl", "violation_recall"),
     ("blind10.jsonl", "clean_flagged_violation"),
+    ("blind10.jsonl", "category_hit"),
 }
 
 
