@@ -386,7 +386,9 @@ class PairModel:
 
         out = np.zeros((len(pairs), len(self.labels)), dtype=np.float32)
         for k, (question, reply) in enumerate(pairs):
-            rows = _rows(self._question(question), self._reply(reply), self.stance)
+            # Each feature row once, as the model was trained (``pair_train._featurise``):
+            # a bigram a turn repeats is no more evidence than one it says once.
+            rows = np.unique(_rows(self._question(question), self._reply(reply), self.stance))
             logits = self.weights.take(rows, axis=0).sum(axis=0) + self.bias
             logits -= logits.max()
             e = np.exp(logits)
