@@ -89,10 +89,6 @@ def dev_reports(analyzer: Analyzer) -> dict[str, EvalReport]:
 # rest of a sentence calling a claim a scam and a rumour called baseless.
 DEV_GAPS: set[tuple[str, str]] = {
     ("dev22.jsonl", "violation_recall"),
-    # blind10's misses, as measured, until the development round on it.
-    ("dev28.jsonl", "violation_recall"),
-    ("dev28.jsonl", "clean_flagged_violation"),
-    ("dev28.jsonl", "category_hit"),
 }
 
 

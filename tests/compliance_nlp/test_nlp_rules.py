@@ -37,6 +37,8 @@ HARD_NEGATIVES = [
     "私募产品得先做合格投资者认定，金融资产不低于300万",
     "万能险保证利率是2%，现在结算利率3.5%，但结算利率会变",
     "这周我休假，有急事可以打我同事小周的电话",
+    "谈业务请用企业微信找我，私人号不谈业务",
+    "过去的分红我没法保证今年也一样",
 ]
 
 # Lines the cues above must not swallow: 还是 after a term is advice, not a question.
@@ -45,6 +47,23 @@ STILL_VIOLATIONS = {
     "交易量上去了我私下给您返手续费，比官方活动还多": "improper_inducement",
     "认购款先打到项目负责人私户，手续财务那边后补": "off_book_dealing",
     "钱打到我同事卡上就行": "off_book_dealing",
+    # rival agents, platforms and analysts called names; the advisor's own money or
+    # favours for a sale; off-book accounts and outside channels; doubling, refunded fees
+    # and dividends promised as certain (written for this test)
+    "那家保险经纪的业务员全是拉人头的，签完就不管了": "disparagement",
+    "那个基金平台推的都是破产品，赔了都找不到人": "disparagement",
+    "券商那个分析师就是收钱喊单的，别理他": "disparagement",
+    "这单走我这，开户费我个人给您补一半": "improper_inducement",
+    "买满五万我送一袋金豆，我自己掏钱": "improper_inducement",
+    "您把合同签了，孩子工作的事我托人帮您打招呼": "improper_inducement",
+    "钱直接打我澳门的私人户口，我帮您认购": "off_book_dealing",
+    "散会后私下加我，有几款外部渠道的产品群里不方便说": "off_book_dealing",
+    "这款我们没有，我可以从别家公司那边给您出单": "off_book_dealing",
+    "这波原油跟我做，起码翻两倍": "guaranteed_return",
+    "跟着我操作，要是亏了手续费全退您": "guaranteed_return",
+    "这款终身寿每年都有4个点的分红，肯定给": "guaranteed_return",
+    "年化3.8%保证兑付，放心买": "guaranteed_return",
+    "红利演示那档基本都能实现，您就按这个算": "misleading_promotion",
 }
 
 CATEGORY_EXAMPLES = {
@@ -484,6 +503,12 @@ def test_but_is_not_bypassing_the_system(rules_only: Analyzer) -> None:
         ("测评别选保守，不然买不了R3", "suitability_evasion", False),
         ("我哋唔可以私下收钱，要经公司账户", "off_book_dealing", True),
         ("测评我是不能帮你搞的，你自己弄", "suitability_evasion", True),
+        ("信用卡分期不是零利率，每期有手续费", "misleading_promotion", True),
+        ("指数基金一样会跌，前年就回撤了两成", "misleading_promotion", True),
+        ("这个基金不会亏，放心", "guaranteed_return", False),
+        ("这款R4您确实买不了，规定就是这样", "suitability_evasion", True),
+        ("这款R4您确实买不了，换您儿子名义就行", "suitability_evasion", False),
+        ("购汇额度不能拆给家里人分开购，外管局会关注", "off_book_dealing", True),
     ],
 )
 def test_counter_evidence(text: str, category: str, countered: bool) -> None:
