@@ -82,14 +82,14 @@ def dev_reports(analyzer: Analyzer) -> dict[str, EvalReport]:
 # Dev targets not met (strict xfail: reaching one fails until it is removed here). The
 # models are trained on the dev pool, so these figures are fitted: they guard against
 # regressions only; the honest estimate is cross-validated (``crossval``). dev22 (blind7)
-# joined the pool after the shipped line models were trained: its recall miss stands
-# until they are retrained on it (its clean lines flagged fell to 0.034 with the cues
-# that read refusals). dev24 (blind8) joined the same way: its clean lines flagged were
-# 0.081 at its one measurement, 0.041 once the cues read a refusal inside the match, the
-# rest of a sentence calling a claim a scam and a rumour called baseless.
-DEV_GAPS: set[tuple[str, str]] = {
-    ("dev22.jsonl", "violation_recall"),
-}
+# joined the pool after the shipped line models were trained: its recall (0.888) met the
+# target at 0.916 with rules for classes dev28 (blind10) missed too — a source inside
+# the company, a threshold passed with money lent or advanced (its clean lines flagged
+# fell to 0.034 with the cues that read refusals). dev24 (blind8) joined the same way:
+# its clean lines flagged were 0.081 at its one measurement, 0.041 once the cues read a
+# refusal inside the match, the rest of a sentence calling a claim a scam and a rumour
+# called baseless. dev28's three gaps closed with rules for its classes (fitted on it).
+DEV_GAPS: set[tuple[str, str]] = set()
 
 
 @pytest.mark.parametrize("name", DEV_SETS)

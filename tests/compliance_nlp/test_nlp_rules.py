@@ -39,6 +39,9 @@ HARD_NEGATIVES = [
     "这周我休假，有急事可以打我同事小周的电话",
     "谈业务请用企业微信找我，私人号不谈业务",
     "过去的分红我没法保证今年也一样",
+    "我有朋友在里面上班，说他们食堂不错",
+    "测评题没有标准答案，按您实际情况选",
+    "验资的钱得是您自己的，不能找人借",
 ]
 
 # Lines the cues above must not swallow: 还是 after a term is advice, not a question.
@@ -64,6 +67,14 @@ STILL_VIOLATIONS = {
     "这款终身寿每年都有4个点的分红，肯定给": "guaranteed_return",
     "年化3.8%保证兑付，放心买": "guaranteed_return",
     "红利演示那档基本都能实现，您就按这个算": "misleading_promotion",
+    # a person inside as the source, answers to a knowledge test handed over, a
+    # threshold met with money lent for the check, a credential asked for again
+    "我有个同学在那家公司里面，下个月订单数据会很好看": "insider_tip",
+    "这家公司大股东是我兄弟，最近要增持": "insider_tip",
+    "评级下调的事是内部人告诉我的": "insider_tip",
+    "测评题的答案我发你，照着选就行": "suitability_evasion",
+    "资产证明差一点的话，我先帮您垫上几天": "suitability_evasion",
+    "验证码您重新念一下，我这边没收到": "account_custody",
 }
 
 CATEGORY_EXAMPLES = {
