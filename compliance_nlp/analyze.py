@@ -42,6 +42,7 @@ from compliance_nlp.model import (
 )
 from compliance_nlp.normalize import Normalized, normalize, translate_chars
 from compliance_nlp.overlay import Overlay, apply_overlay
+from compliance_nlp.pair import GOES_ON as PAIR_GOES_ON
 from compliance_nlp.pair import MAX_REPLY_CHARS as PAIR_MAX_REPLY_CHARS
 from compliance_nlp.pair import UNASKED_SCORE as PAIR_UNASKED_SCORE
 from compliance_nlp.pair import PairModel, load_pair_model
@@ -370,7 +371,11 @@ class Analyzer:
         if not turns:
             return []
         stance = set(model.stance.read(reply))
-        if "^refuse" in stance and not stance & {"assure", "comply"}:
+        if (
+            "^refuse" in stance
+            and not stance & {"assure", "comply"}
+            and not PAIR_GOES_ON.search(reply)
+        ):
             return []
         probs = model.proba([(t, text) for _, t in turns])
         best: tuple[float, int, str, str] | None = None

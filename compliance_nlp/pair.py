@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 __all__ = [
+    "GOES_ON",
     "PAIR_FILE",
     "UNASKED_SCORE",
     "PairModel",
@@ -65,6 +66,9 @@ _ALWAYS = frozenset("？?👌👍💪")
 _LEAD = re.compile(
     r"^(?:(?:这个|那个|这种|那种|这样|这|那|哎呀|哎|唉|呃|哦|噢|啊|亲)[，,。!！~～\s]*)+"
 )
+# A refusal the reply goes on past (「不是哈，但放款快，我一直跟他们合作」): what follows
+# the contrast is the answer, so the opening 「不是」 refuses nothing outright.
+GOES_ON = re.compile(r"^[^，,。.！!？?]{0,6}[，,。.！!\s]+(?:但|不过|可是|只是)")
 _EMOJI_ONLY = frozenset("👌👍🆗✅🙆✌🤝💪😎😉😄😁😊🙏")
 
 
