@@ -42,6 +42,9 @@ HARD_NEGATIVES = [
     "我有朋友在里面上班，说他们食堂不错",
     "测评题没有标准答案，按您实际情况选",
     "验资的钱得是您自己的，不能找人借",
+    "到柜台您就说办理赎回就行，带上身份证",
+    "这款不是我们行的产品，建议您找发行方咨询",
+    "分红每年不一样，要看公司经营，不是确定的",
 ]
 
 # Lines the cues above must not swallow: 还是 after a term is advice, not a question.
@@ -75,6 +78,18 @@ STILL_VIOLATIONS = {
     "测评题的答案我发你，照着选就行": "suitability_evasion",
     "资产证明差一点的话，我先帮您垫上几天": "suitability_evasion",
     "验证码您重新念一下，我这边没收到": "account_custody",
+    # a false answer coached for a suitability check, a rival's merger passed on as a
+    # reason to move money, a purchase called free money, products outside the
+    # institution arranged by the advisor, a payout called certain, a gift outside the
+    # contract
+    "双录问您收入的时候，您就说每月一万多就行": "suitability_evasion",
+    "那家农商行要被兼并了，钱赶紧转过来": "disparagement",
+    "这只基金现在进场等于捡钱": "misleading_promotion",
+    "这款信托不是我们行的，不过我可以帮您对接": "off_book_dealing",
+    "保险我帮您在外面买，不进系统更便宜": "off_book_dealing",
+    "这款的分红是确定能拿的，您放心": "guaranteed_return",
+    "签约的客户另有一份合同外礼遇，别外传": "improper_inducement",
+    "开户入金的我个人另外发500红包": "improper_inducement",
 }
 
 CATEGORY_EXAMPLES = {
