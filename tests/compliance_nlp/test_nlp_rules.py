@@ -535,6 +535,12 @@ def test_but_is_not_bypassing_the_system(rules_only: Analyzer) -> None:
         ("这款R4您确实买不了，规定就是这样", "suitability_evasion", True),
         ("这款R4您确实买不了，换您儿子名义就行", "suitability_evasion", False),
         ("购汇额度不能拆给家里人分开购，外管局会关注", "off_book_dealing", True),
+        ("外币现钞不能让亲戚帮您代换，要本人来", "off_book_dealing", True),
+        ("这一步不能帮您做，换个名义就行", "off_book_dealing", False),
+        ("申购要在15点前提交，之后按下个工作日的净值算", "misleading_promotion", True),
+        ("APP提示新版本的话去应用商店更新一下", "guaranteed_return", True),
+        ("这只私募仅限合格投资者，您得先做认定", "suitability_evasion", True),
+        ("这只私募仅限合格投资者，资产证明我帮您弄", "suitability_evasion", False),
     ],
 )
 def test_counter_evidence(text: str, category: str, countered: bool) -> None:
