@@ -45,6 +45,11 @@ HARD_NEGATIVES = [
     "到柜台您就说办理赎回就行，带上身份证",
     "这款不是我们行的产品，建议您找发行方咨询",
     "分红每年不一样，要看公司经营，不是确定的",
+    # a breach called a red line, a gift no longer allowed, a margin rate (保证金)
+    "佣金返还、私下红包这些我真不能给，是红线",
+    "那种油卡现在不能送了，买产品不能附带礼品",
+    "融资融券保证金比例50%，跌多了要追加",
+    "谁要说年化12%还保本，您多留个心",
 ]
 
 # Lines the cues above must not swallow: 还是 after a term is advice, not a question.
@@ -540,6 +545,7 @@ def test_but_is_not_bypassing_the_system(rules_only: Analyzer) -> None:
         ("申购要在15点前提交，之后按下个工作日的净值算", "misleading_promotion", True),
         ("APP提示新版本的话去应用商店更新一下", "guaranteed_return", True),
         ("这只私募仅限合格投资者，您得先做认定", "suitability_evasion", True),
+        ("高股息也不是稳的，股价一跌就吃掉好几年股息", "guaranteed_return", True),
         ("这只私募仅限合格投资者，资产证明我帮您弄", "suitability_evasion", False),
     ],
 )
