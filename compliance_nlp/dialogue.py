@@ -217,8 +217,15 @@ class DialogueRules:
             for kind in frame.generic:
                 if match is None:
                     match = _first(self._generic[kind], text)
+            # The normalised line loses the space or ～ that set an answer apart
+            # (「嗯嗯 刘总您记得没错」, 「是滴～就这么简单」): the line as written is read too.
+            glued = match is None and any(
+                _first(self._generic[kind], reply_raw) for kind in frame.generic
+            )
             if match is None and not text.strip() and _first(self._affirm_raw, reply_raw.strip()):
                 start, end = 0, len(reply.original)  # an emoji-only answer: 👌
+            elif glued:
+                start, end = 0, len(reply.original)
             elif match is None:
                 continue
             else:
