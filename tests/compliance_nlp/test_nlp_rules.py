@@ -50,6 +50,9 @@ HARD_NEGATIVES = [
     "那种油卡现在不能送了，买产品不能附带礼品",
     "融资融券保证金比例50%，跌多了要追加",
     "谁要说年化12%还保本，您多留个心",
+    "测评请按真实情况答，答案没有对错",
+    "账号密码别借给任何人用",
+    "这笔签字得您本人来，钱也从您本人的卡扣",
 ]
 
 # Lines the cues above must not swallow: 还是 after a term is advice, not a question.
@@ -95,6 +98,18 @@ STILL_VIOLATIONS = {
     "这款的分红是确定能拿的，您放心": "guaranteed_return",
     "签约的客户另有一份合同外礼遇，别外传": "improper_inducement",
     "开户入金的我个人另外发500红包": "improper_inducement",
+    # another person signs while the customer pays (要不 is a proposal, not a negation),
+    # answers supplied, a login lent, trades made without asking, the advisor's own
+    # backing, a relative's platform, a manager called a sure thing
+    "您这个年纪买不了，要不让您儿子来签字，钱还是您出": "suitability_evasion",
+    "问卷别按真实情况填，按我给您的答案来": "suitability_evasion",
+    "手机银行账号借我用一下，我帮您把基金换了": "account_custody",
+    "这几天我直接帮您调仓，不用再问您了": "account_custody",
+    "亏了也没事，我给您兜着": "guaranteed_return",
+    "就算跌了，本金我也肯定帮您拿回来": "guaranteed_return",
+    "那些小券商就是割韭菜的": "disparagement",
+    "我表姐那边的平台利息高，要的话拉您进群": "off_book_dealing",
+    "买这只准没错，经理年年第一": "misleading_promotion",
 }
 
 CATEGORY_EXAMPLES = {
