@@ -53,6 +53,7 @@ HARD_NEGATIVES = [
     "测评请按真实情况答，答案没有对错",
     "账号密码别借给任何人用",
     "这笔签字得您本人来，钱也从您本人的卡扣",
+    "到期按实际净值兑付，业绩比较基准不是承诺",
 ]
 
 # Lines the cues above must not swallow: 还是 after a term is advice, not a question.
@@ -110,6 +111,9 @@ STILL_VIOLATIONS = {
     "那些小券商就是割韭菜的": "disparagement",
     "我表姐那边的平台利息高，要的话拉您进群": "off_book_dealing",
     "买这只准没错，经理年年第一": "misleading_promotion",
+    "这期到期统一按3.6%兑付给大家": "guaranteed_return",
+    "业绩比较基准就是您实际拿到的收益": "guaranteed_return",
+    "打新债百分之百赚钱": "guaranteed_return",
 }
 
 CATEGORY_EXAMPLES = {
