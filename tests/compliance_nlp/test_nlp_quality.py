@@ -3,18 +3,18 @@
 The labelled files (``compliance_nlp/training/data/README.md`` says who wrote each),
 two roles:
 
-- ``dev.jsonl`` … ``dev16.jsonl``, ``dev19``, ``dev20``, ``dev22``, ``dev24``, ``dev26`` and ``dev28`` are the
-  *development pool*'s line sets: hand-written lines by people other than the corpus
-  generator, one annotator per file. ``dev3`` … ``dev6``, ``dev19``, ``dev20``, ``dev22`` and
-  ``dev24``, ``dev26`` and ``dev28`` were blind sets; once
-  measured they stopped being held out. The models are trained on the pool
+- ``dev.jsonl`` … ``dev16.jsonl``, ``dev19``, ``dev20``, ``dev22``, ``dev24``, ``dev26``
+  and ``dev28`` are the *development pool*'s line sets: hand-written lines by people
+  other than the corpus generator, one annotator per file. ``dev3`` … ``dev6``,
+  ``dev19``, ``dev20``, ``dev22``, ``dev24``, ``dev26`` and ``dev28`` were blind sets;
+  once measured they stopped being held out. The models are trained on the pool
   (``train.TrainOptions.dev_files``, each line up-weighted) and the thresholds are
   calibrated by cross-validation that holds out whole files
   (``compliance_nlp.training.crossval``), so the dev figures here are fitted, not
   estimates: they are regression guards only.
-- ``dev17``, ``dev18``, ``dev21``, ``dev23``, ``dev25``, ``dev27`` and ``dev29`` are everyday advisor chat (greetings, logistics,
-  wishes: all clean) and ``threads_dev1`` … are conversations labelled in context; both
-  are part of the development pool too.
+- ``dev17``, ``dev18``, ``dev21``, ``dev23``, ``dev25``, ``dev27`` and ``dev29`` are
+  everyday advisor chat (greetings, logistics, wishes: all clean) and ``threads_dev1`` …
+  are conversations labelled in context; both are part of the development pool too.
 - The held-out sets are written by independent annotators who never saw the rules,
   corpus or models, and are never read while they are developed: ``blind11`` (the
   issue-3 line targets, and issue 9's clean advisor lines flagged ≤ 0.03),
@@ -47,7 +47,15 @@ BLIND_EVERYDAY = ("blind_everyday6.jsonl",)
 BLIND_THREADS = ("blind_threads10.jsonl", "blind_threads11.jsonl")
 # Line sets scored against the issue-3 targets (each has violating and clean lines).
 DEV_SETS = tuple(f"dev{n}.jsonl" for n in ("", *range(2, 17), 19, 20, 22, 24, 26, 28))
-EVERYDAY_DEV = ("dev17.jsonl", "dev18.jsonl", "dev21.jsonl", "dev23.jsonl", "dev25.jsonl", "dev27.jsonl", "dev29.jsonl")
+EVERYDAY_DEV = (
+    "dev17.jsonl",
+    "dev18.jsonl",
+    "dev21.jsonl",
+    "dev23.jsonl",
+    "dev25.jsonl",
+    "dev27.jsonl",
+    "dev29.jsonl",
+)
 THREAD_DEV = tuple(f"threads_dev{n}.jsonl" for n in range(1, 13))
 THREAD_FILES = (*THREAD_DEV, *BLIND_THREADS)
 # issue 9: clean advisor lines flagged on the held-out line set (issue 3 asked ≤ 0.05).
