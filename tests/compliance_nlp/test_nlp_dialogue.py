@@ -38,6 +38,13 @@ def _violations(analyzer: Analyzer, question: str, reply: str) -> dict[str, int 
         ("在你这买了这么多，有没有返点啊", "老规矩，少不了您的", "improper_inducement"),
         ("听说那家公司要被并购了，有风声吗", "嗯，早点上车", "insider_tip"),
         ("这个理财跟存定期是一回事吧", "差不多，一个意思", "misleading_promotion"),
+        # a product likened to a deposit is no question about deposits alone
+        ("这个收益凭证跟存定期差不多吧？", "差不多的，就是利息高点", "misleading_promotion"),
+        # 不保本 rejected is protection demanded, not a non-guaranteed product
+        ("不保本的我可不要，我只要一分不亏的", "放心，就是您要的那种", "guaranteed_return"),
+        # a no-loss premise confirmed; the answer set apart by a space or ～ only
+        ("每年稳稳拿七个点，不会亏的是吧", "嗯嗯 您记得没错", "guaranteed_return"),
+        ("本金到时候总归是在的吧", "是滴～就这么简单", "guaranteed_return"),
     ],
 )
 def test_an_answer_that_goes_along_is_the_category_the_question_names(
@@ -65,6 +72,7 @@ def test_an_answer_that_goes_along_is_the_category_the_question_names(
         ("大额存单是不是存款啊", "对，大额存单就是存款，受存款保险保护"),
         ("结构性存款最低能拿多少", "合同里写的最低收益率1.5%，最高能到3%"),
         ("这个是非保本的吧", "对的"),
+        ("这是不是非保本的", "是的 非保本"),
         # an everyday question meets the same short affirmatives
         ("明天上午能到账吗", "是的👌"),
         ("周六网点开门吗", "开的，九点到四点"),

@@ -17,6 +17,7 @@ import pytest
 
 from compliance_nlp import Analyzer, AnalyzerConfig
 from compliance_nlp.pair import (
+    GOES_ON,
     PAIR_FILE,
     STANCES,
     Stance,
@@ -124,3 +125,17 @@ def test_a_named_pair_directory_must_hold_a_model(tmp_path: Path, pair_dir: Path
 def test_shipped_pair_model_is_loaded(analyzer: Analyzer) -> None:
     assert analyzer.pair_model is not None
     assert "pair siyu-pair-logreg@" in analyzer.model_version
+
+
+@pytest.mark.parametrize(
+    ("reply", "goes_on"),
+    [
+        ("不是哈，但放款快，我跟他们合作好几年了", True),
+        ("不行，不过我可以帮您想想别的办法", True),
+        ("不是的，这个只能在柜台办", False),
+        ("不行的，私下签的东西对您没保障", False),
+        ("没有的事，别信这些", False),
+    ],
+)
+def test_a_refusal_the_reply_goes_on_past(reply: str, goes_on: bool) -> None:
+    assert bool(GOES_ON.search(reply)) is goes_on
