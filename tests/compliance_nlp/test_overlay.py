@@ -48,9 +48,7 @@ def test_an_exception_spares_the_phrase_and_only_the_phrase(analyzer: Analyzer) 
 
 def test_an_exception_of_another_category_spares_nothing(analyzer: Analyzer) -> None:
     other = analyzer.with_overlay(
-        overlay(
-            exceptions=[{"id": "EXC-1", "phrase": "稳赢增利", "categories": ["insider_tip"]}]
-        )
+        overlay(exceptions=[{"id": "EXC-1", "phrase": "稳赢增利", "categories": ["insider_tip"]}])
     )
     assert rule_ids(other, PRODUCT_LINE) == ["GR-002"]
 
