@@ -334,18 +334,23 @@ def test_blind_threads_share_no_advisor_line_with_training() -> None:
 # (12/177, <= 0.04); everyday advisor lines flagged 0.009 (2/226, met); blind10 recall
 # 0.863 (>= 0.90), clean flagged 0.083 (<= 0.05, and <= 0.03 for issue 9), category
 # 0.837 (>= 0.85), intent 0.888, PII recall 1.000. Those sets are now threads_dev11+12,
-# dev29 and dev28; the gaps below stay until the next held-out sets (blind_threads10+11,
-# blind_everyday6, blind11) are measured.
+# dev29 and dev28.
+# The sixth (blind_threads10+11: 399 threads, blind_everyday6, blind11), written by three
+# new annotators and measured once with the models of 951de07 (intent 71374f6c-s13,
+# violation cdd2085d-s13, pair e56a05b7-s13, lexicon 2026.12-1.14): context-only caught
+# 0.842 (139/165, >= 0.90), line-visible 0.919 (57/62, >= 0.95), clean threads flagged
+# 0.050 (9/179, <= 0.04); everyday advisor lines flagged 0.005 (1/218, met); blind11
+# recall 0.908, clean flagged 0.072 (<= 0.05, and <= 0.03 for issue 9), category 0.902,
+# intent 0.873, PII recall 1.000.
 CONTEXT_GAPS: set[str] = {
     "context_only_recall",
+    "line_visible_recall",
     "clean_threads_flagged",
     "clean_lines",
 }
 # Line-level issue-3 targets missed on a blind set at its one measurement (same rule).
 BLIND_GAPS: set[tuple[str, str]] = {
-    ("blind11.jsonl", "violation_recall"),
     ("blind11.jsonl", "clean_flagged_violation"),
-    ("blind11.jsonl", "category_hit"),
 }
 
 
