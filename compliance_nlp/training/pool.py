@@ -7,13 +7,14 @@ from pathlib import Path
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 # The hand-written development pool; blind sets are deliberately not listed. Line sets
-# first (dev19, dev20, dev22, dev24, dev26 and dev28 were the blind5 … blind10 held-out
-# sets), then everyday advisor chat (dev17, dev18, dev21, dev23, dev25, dev27, dev29:
-# greetings, logistics, wishes; dev23 … dev29 were blind_everyday2 … blind_everyday5), then
-# conversations labelled in context (``data/ANNOTATION_THREADS.md``; threads_dev3 was
-# blind_threads1, threads_dev5 … threads_dev12 were blind_threads2 … blind_threads9).
+# first (dev19, dev20, dev22, dev24, dev26, dev28 and dev30 were the blind5 … blind11
+# held-out sets), then everyday advisor chat (dev17, dev18, dev21, dev23, dev25, dev27,
+# dev29, dev31: greetings, logistics, wishes; dev23 … dev31 were blind_everyday2 …
+# blind_everyday6), then conversations labelled in context (``data/ANNOTATION_THREADS.md``;
+# threads_dev3 was blind_threads1, threads_dev5 … threads_dev14 were blind_threads2 …
+# blind_threads11).
 DEV_POOL = (
-    *(f"dev{n}.jsonl" for n in ("", *range(2, 17), 19, 20, 22, 24, 26, 28)),
+    *(f"dev{n}.jsonl" for n in ("", *range(2, 17), 19, 20, 22, 24, 26, 28, 30)),
     "dev17.jsonl",
     "dev18.jsonl",
     "dev21.jsonl",
@@ -21,5 +22,6 @@ DEV_POOL = (
     "dev25.jsonl",
     "dev27.jsonl",
     "dev29.jsonl",
-    *(f"threads_dev{n}.jsonl" for n in range(1, 13)),
+    "dev31.jsonl",
+    *(f"threads_dev{n}.jsonl" for n in range(1, 15)),
 )

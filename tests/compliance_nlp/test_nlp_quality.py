@@ -3,23 +3,23 @@
 The labelled files (``compliance_nlp/training/data/README.md`` says who wrote each),
 two roles:
 
-- ``dev.jsonl`` … ``dev16.jsonl``, ``dev19``, ``dev20``, ``dev22``, ``dev24``, ``dev26``
-  and ``dev28`` are the *development pool*'s line sets: hand-written lines by people
+- ``dev.jsonl`` … ``dev16.jsonl``, ``dev19``, ``dev20``, ``dev22``, ``dev24``, ``dev26``,
+  ``dev28`` and ``dev30`` are the *development pool*'s line sets: hand-written lines by people
   other than the corpus generator, one annotator per file. ``dev3`` … ``dev6``,
-  ``dev19``, ``dev20``, ``dev22``, ``dev24``, ``dev26`` and ``dev28`` were blind sets;
+  ``dev19``, ``dev20``, ``dev22``, ``dev24``, ``dev26``, ``dev28`` and ``dev30`` were blind sets;
   once measured they stopped being held out. The models are trained on the pool
   (``train.TrainOptions.dev_files``, each line up-weighted) and the thresholds are
   calibrated by cross-validation that holds out whole files
   (``compliance_nlp.training.crossval``), so the dev figures here are fitted, not
   estimates: they are regression guards only.
-- ``dev17``, ``dev18``, ``dev21``, ``dev23``, ``dev25``, ``dev27`` and ``dev29`` are
+- ``dev17``, ``dev18``, ``dev21``, ``dev23``, ``dev25``, ``dev27``, ``dev29`` and ``dev31`` are
   everyday advisor chat (greetings, logistics, wishes: all clean) and ``threads_dev1`` …
   are conversations labelled in context; both are part of the development pool too.
 - The held-out sets are written by independent annotators who never saw the rules,
-  corpus or models, and are never read while they are developed: ``blind11`` (the
+  corpus or models, and are never read while they are developed: ``blind12`` (the
   issue-3 line targets, and issue 9's clean advisor lines flagged ≤ 0.03),
-  ``blind_everyday6`` (issue 9: at most 1 in 100 everyday advisor lines flagged) and
-  ``blind_threads10``/``blind_threads11`` (context-only violations caught, line-visible
+  ``blind_everyday7`` (issue 9: at most 1 in 100 everyday advisor lines flagged) and
+  ``blind_threads12``/``blind_threads13`` (context-only violations caught, line-visible
   caught, clean threads with any false violation). Each is measured once, with models
   and thresholds fixed; the tests on a held-out set skip until its file is delivered
   into the data folder. Every target is computed, never hard-coded.
@@ -42,11 +42,11 @@ from compliance_nlp.training.threads import THREAD_TARGETS, ThreadReport, evalua
 
 DATA = Path(__file__).resolve().parents[2] / "compliance_nlp" / "training" / "data"
 # Held out: never trained on, never read while the models and rules were developed.
-BLINDS = ("blind11.jsonl",)
-BLIND_EVERYDAY = ("blind_everyday6.jsonl",)
-BLIND_THREADS = ("blind_threads10.jsonl", "blind_threads11.jsonl")
+BLINDS = ("blind12.jsonl",)
+BLIND_EVERYDAY = ("blind_everyday7.jsonl",)
+BLIND_THREADS = ("blind_threads12.jsonl", "blind_threads13.jsonl")
 # Line sets scored against the issue-3 targets (each has violating and clean lines).
-DEV_SETS = tuple(f"dev{n}.jsonl" for n in ("", *range(2, 17), 19, 20, 22, 24, 26, 28))
+DEV_SETS = tuple(f"dev{n}.jsonl" for n in ("", *range(2, 17), 19, 20, 22, 24, 26, 28, 30))
 EVERYDAY_DEV = (
     "dev17.jsonl",
     "dev18.jsonl",
@@ -55,8 +55,9 @@ EVERYDAY_DEV = (
     "dev25.jsonl",
     "dev27.jsonl",
     "dev29.jsonl",
+    "dev31.jsonl",
 )
-THREAD_DEV = tuple(f"threads_dev{n}.jsonl" for n in range(1, 13))
+THREAD_DEV = tuple(f"threads_dev{n}.jsonl" for n in range(1, 15))
 THREAD_FILES = (*THREAD_DEV, *BLIND_THREADS)
 # issue 9: clean advisor lines flagged on the held-out line set (issue 3 asked ≤ 0.05).
 BLIND_CLEAN_FLAGGED = 0.03
@@ -97,7 +98,10 @@ def dev_reports(analyzer: Analyzer) -> dict[str, EvalReport]:
 # its clean lines flagged were 0.081 at its one measurement, 0.041 once the cues read a
 # refusal inside the match, the rest of a sentence calling a claim a scam and a rumour
 # called baseless. dev28's three gaps closed with rules for its classes (fitted on it).
-DEV_GAPS: set[tuple[str, str]] = set()
+DEV_GAPS: set[tuple[str, str]] = {
+    # blind11's clean lines flagged (0.072), as measured, until the development round on it.
+    ("dev30.jsonl", "clean_flagged_violation"),
+}
 
 
 @pytest.mark.parametrize("name", DEV_SETS)
@@ -342,7 +346,9 @@ def test_blind_threads_share_no_advisor_line_with_training() -> None:
 # 0.050 (9/179, <= 0.04); everyday advisor lines flagged 0.005 (1/218, met); blind11
 # recall 0.908, clean flagged 0.072 (<= 0.05, and <= 0.03 for issue 9), category 0.902,
 # intent 0.873, PII recall 1.000. After it one generated pair template that came close to a
-# blind_threads10 line was reworded and the pair model retrained (61fa38e9-s13).
+# blind_threads10 line was reworded and the pair model retrained (61fa38e9-s13). Those sets
+# are now threads_dev13+14, dev31 and dev30; the gaps below stay until the next held-out
+# sets (blind_threads12+13, blind_everyday7, blind12) are measured.
 CONTEXT_GAPS: set[str] = {
     "context_only_recall",
     "line_visible_recall",
@@ -351,7 +357,7 @@ CONTEXT_GAPS: set[str] = {
 }
 # Line-level issue-3 targets missed on a blind set at its one measurement (same rule).
 BLIND_GAPS: set[tuple[str, str]] = {
-    ("blind11.jsonl", "clean_flagged_violation"),
+    ("blind12.jsonl", "clean_flagged_violation"),
 }
 
 
