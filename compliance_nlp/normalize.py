@@ -34,7 +34,12 @@ _ZERO_WIDTH = "\u200b\u200c\u200e\u200f\u2060\ufeff\u00ad"
 # Quotes are deliberately absent: quotation is a signal the rules need to see.
 _SEPARATORS = r"\s\.\*\-_·•|/\\~^#=`+…、—～" + _EMOJI + _ZERO_WIDTH
 
-# Order matters: WeChat variants before generic separators, so "v.x" becomes 微信.
+# Emoji that stand for a word the rules read (「把📱给我」 hands over the phone): read as
+# the word instead of being dropped with the rest.
+_ICON_WORDS = {"📱": "手机", "📲": "手机", "💳": "卡"}
+
+# Order matters: WeChat variants before generic separators, so "v.x" becomes 微信, and
+# word emoji before the separators and emoji that are dropped.
 _EDIT_RE = re.compile(
     "|".join(
         [
@@ -44,6 +49,7 @@ _EDIT_RE = re.compile(
             r"(?P<wechat>(?<![a-z])(?:v|w)[\s\.\*·_\-]*x(?![a-z])|(?:v|w|薇|威|徽|危)"
             r"[\s\.\*·_\-]*(?:信|芯|❤)|微[\s\.\*·_\-]*(?:芯|❤|心(?=号|联系|聊|上))"
             r"|(?<![a-z])(?:wechat|weixin)(?![a-z]))",
+            "(?P<icon>" + "|".join(_ICON_WORDS) + ")",
             rf"(?P<sep>(?<=[{_CJK}])[{_SEPARATORS}]+(?=[{_CJK}]))",
             rf"(?P<noise>[{_EMOJI}{_ZERO_WIDTH}]+)",
             r"(?P<punct>(?P<pc>[!?！？。，,~～])(?P=pc)+|…{2,}|\.{3,})",
@@ -131,6 +137,8 @@ def _edits(stage1: str) -> list[tuple[int, int, str, str]]:
             replacement = "微信"
         elif kind == "punct":
             replacement = match.group(0)[0]
+        elif kind == "icon":
+            replacement = _ICON_WORDS[match.group(0)]
         else:  # separators and emoji are dropped
             replacement = ""
         found.append((match.start(), match.end(), kind, replacement))

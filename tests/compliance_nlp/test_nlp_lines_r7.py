@@ -1,0 +1,158 @@
+"""Advisor lines read alone: refusals that name the forbidden thing, accurate facts, and
+classes of violation the rules did not know. Every line here is written for this test
+(none is taken from a data file); each violating line has a clean twin in the same words
+where the class could be mistaken for one.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from compliance_nlp import Analyzer
+from compliance_nlp.lexicon import DomainAnchors
+from compliance_nlp.normalize import normalize
+
+
+def _violations(analyzer: Analyzer, text: str) -> set[str]:
+    found = analyzer.analyze(text, "advisor").violations
+    return {f.category for f in found if f.severity == "violation"}
+
+
+# A refusal or a warning that names the forbidden thing: the claim called void (无效,
+# 不算数), a warning read to the end of the sentence (千万小心, 反而要小心, 可能违法), a
+# quoted offer the customer reported (您提到的 "…").
+REFUSALS = [
+    "口头答应的保本都是无效的，一切以合同为准",
+    "线下签的那种协议是无效的，您千万别签",
+    "私下约定的补偿不算数，出了事也没人认",
+    "群里要是有人拉您做飞单，可要小心",
+    "能把本金包赔给您的那种说法，反而要小心",
+    "谁说能拿到内幕消息，这本身就涉嫌违法",
+    "您提到的“开户送购物卡”我们这边没有，别当真",
+]
+
+
+@pytest.mark.parametrize("text", REFUSALS)
+def test_refusals_and_warnings_are_clean(rules_only: Analyzer, text: str) -> None:
+    assert _violations(rules_only, text) == set()
+
+
+# The same words going along with the act stay violations.
+GOING_ALONG = {
+    "口头答应您保本，合同上就不写了": "guaranteed_return",
+    "咱们私下签个协议，收益另算": "off_book_dealing",
+    "买满三十万，开户送购物卡一张": "improper_inducement",
+}
+
+
+@pytest.mark.parametrize(("text", "category"), sorted(GOING_ALONG.items()))
+def test_going_along_stays_a_violation(rules_only: Analyzer, text: str, category: str) -> None:
+    assert category in _violations(rules_only, text)
+
+
+# What a line says against a category a model alone proposes (anchors.json
+# counter_evidence): a price the market sets at the time, a headline rate narrowed to what
+# it covers, the market's risk spelled out, a level mismatch refused, a product's age
+# limit, an app step retried, an offer not made here, understanding before signing.
+@pytest.mark.parametrize(
+    ("text", "category", "countered"),
+    [
+        ("黄金ETF按卖出时的净值算，赚赔都有可能", "guaranteed_return", True),
+        ("纸黄金买卖之间存在一点价差，您心里有个数", "guaranteed_return", True),
+        ("这个活动利率只针对首月，不是每年都这么高", "misleading_promotion", True),
+        ("这个利率每年都这么高，闭眼买", "misleading_promotion", False),
+        ("创业板涨跌幅是20%，仓位别压太满", "insider_tip", True),
+        ("科创板票波动比较大，您量力而行", "insider_tip", True),
+        ("这只票下周肯定涨停，满仓干", "insider_tip", False),
+        ("您风险等级C2，这个R3的卖不了", "suitability_evasion", True),
+        ("您风险等级C2，这个R3的卖不了，重测一下就行", "suitability_evasion", False),
+        ("这款重疾的最高投保年龄是55周岁", "suitability_evasion", True),
+        ("投保年龄上限60周岁，您就说59岁", "suitability_evasion", False),
+        ("上传证件一直失败的话，退出重新登录再试试", "account_custody", True),
+        ("登录失败的话把验证码发我，我来试试", "account_custody", False),
+        ("开户送油卡这种，咱们行不搞。", "improper_inducement", True),
+        ("行里不做这个，我朋友那边有，帮您问问", "off_book_dealing", False),
+        ("条款有不明白的先问清楚，弄清楚了再签", "suitability_evasion", True),
+        ("条款不用弄清楚，先签了再说", "suitability_evasion", False),
+    ],
+)
+def test_counter_evidence_r7(text: str, category: str, countered: bool) -> None:
+    assert (category in DomainAnchors().countered(normalize(text).text)) is countered
+
+
+# A contract's guaranteed part stated with the rest called a hypothesis, and a
+# settlement notice for a holding (自动回到您卡上), are facts; the principal promised to
+# come back is not.
+def test_contract_floor_and_settlement_notice_are_facts(rules_only: Analyzer) -> None:
+    assert not _violations(
+        rules_only,
+        "保单里保证的部分按预定利率1.75%给，分红那块只是演示，可能多也可能少",
+    )
+    assert not _violations(rules_only, "您那笔定开理财6月3号到期，本息会自动回到您的卡上")
+    assert "guaranteed_return" in _violations(rules_only, "放心买，到时候本息都会回到您卡上")
+
+
+# Classes of violation: a threshold met with money borrowed for the check, a proof made
+# up, another person's name used, a waiver signed in place of a matching level, seals and
+# keys left with the advisor, the app avoided for a meeting, the advisor's own money lent
+# at a daily rate, a rate called the lowest anywhere, the past made the future, a policy
+# likened to a deposit or to public medical insurance, instalments called free or quoted
+# by the month, a return promised in tenths, a token gift from the advisor.
+VIOLATIONS = {
+    "资产差一点不要紧，找同事借三十万打进来，审核完再转走": "suitability_evasion",
+    "日均不达标的话让家里人转进来放半个月，够了就挪走": "suitability_evasion",
+    "流水这块我托人给您做一份出来": "suitability_evasion",
+    "在职证明找人帮您弄一张，月薪写三万": "suitability_evasion",
+    "您岳母够条件，用她的名义买，钱您来出": "suitability_evasion",
+    "您C3买R5也没事，签一份自担声明就可以": "suitability_evasion",
+    "您是稳健型，这款R4也能给您买": "suitability_evasion",
+    "法人章先押我手上，用的时候我帮您盖": "account_custody",
+    "U盾就放柜台我这儿，省得您来回跑": "account_custody",
+    "这款份额不多，别在手机银行预约，直接找我": "off_book_dealing",
+    "我自己有笔闲钱，借给您周转一个月，按天算利息": "off_book_dealing",
+    "这个房贷利率全国最低，外面找不着": "misleading_promotion",
+    "这只债基一直很稳，往后肯定也这样": "misleading_promotion",
+    "这份年金相当于把钱存在银行，还多个保障": "misleading_promotion",
+    "这个医疗险跟社保一样，有了它就不用再买别的保险": "misleading_promotion",
+    "账单分期零利息，真的一分不多收": "misleading_promotion",
+    "分期费率才0.5%每月，很划算": "misleading_promotion",
+    "跟着我这个策略，起码能赚三成": "guaranteed_return",
+    "阿姨您把📲递给我，我替您把那份定投签了": "account_custody",
+    "存款搬过来，逢年过节我这边另外备了一点心意": "improper_inducement",
+}
+
+
+@pytest.mark.parametrize(("text", "category"), sorted(VIOLATIONS.items()))
+def test_violation_classes_r7(rules_only: Analyzer, text: str, category: str) -> None:
+    assert category in _violations(rules_only, text)
+
+
+# The same words stating the rule, refusing, or describing the customer's own act.
+CLEAN = [
+    "资产证明的钱得是您自己的，亲戚转进来的不算",
+    "收入证明请您单位开一份，盖公章就行",
+    "账户得用您本人的名义开，不能用您女儿的名义买",
+    "您是C2，这款R4不匹配，签什么声明都不行",
+    "U盾和公章您自己收好，别放我这",
+    "这款只在手机银行里卖，您在APP上预约就行",
+    "我们行的经营贷可以借给您，利息按合同来",
+    "这个利率不是全网最低，您可以多比较",
+    "分红每年不一样，以后也不一定这样",
+    "这份年金跟把钱存在银行不一样，前几年退保会亏",
+    "惠民保跟医保报销的范围不一样，只是补充",
+    "信用卡分期有手续费，折算年化大概13%",
+    "首付至少三成，二套房要四成",
+    "心意我领了，礼物真不能收",
+    "手机给我看一眼，我帮您看看是哪一步报错",
+]
+
+
+@pytest.mark.parametrize("text", CLEAN)
+def test_clean_twins_r7(rules_only: Analyzer, text: str) -> None:
+    assert _violations(rules_only, text) == set()
+
+
+def test_phone_emoji_is_read_as_a_phone() -> None:
+    assert "手机" in normalize("把📱给我，我帮您点").text
+    # an emoji that carries no word still splits nothing: 稳😀赚 reads 稳赚
+    assert normalize("稳😀赚").text == "稳赚"
