@@ -25,7 +25,7 @@ from compliance_nlp.normalize import Normalized, normalize
 from compliance_nlp.rules import RULES_DIR, RuleDataError, RuleSet, load_json
 from compliance_nlp.types import Finding, Turn
 
-__all__ = ["DialogueRules", "Reading", "asked_turns"]
+__all__ = ["DialogueRules", "Reading", "asked_turns", "settled_turns"]
 
 DIALOGUE_FILE = "dialogue.json"
 _GENERIC_KINDS = ("assure", "comply")
@@ -88,6 +88,16 @@ class DialogueRules:
         self._affirm_raw = _compile(data.get("affirm_raw", []), "affirm_raw")
         self._refuse = _compile(data.get("refuse", []), "refuse")
         self._refuse_lead = _compile(data.get("refuse_lead", []), "refuse_lead")
+        # The proper channel named (本人, 柜台办, 对公账户) corrects a request to hand money,
+        # an account or a test to the advisor; after 「这个保险是存款吧？」 a 「对的，在我们
+        # 柜台办的，放心」 corrects nothing.
+        channel = data.get("refuse_channel") or {}
+        self._channel = _compile(channel.get("patterns", []), "refuse_channel.patterns")
+        self._channel_categories = frozenset(str(c) for c in channel.get("categories", []))
+        if not self._channel_categories <= set(CATEGORIES):
+            raise RuleDataError(
+                f"{DIALOGUE_FILE}: refuse_channel.categories must name the taxonomy"
+            )
         facts = []
         for i, raw in enumerate(data.get("facts", [])):
             fid = str(raw.get("id") or f"fact {i}")
@@ -147,9 +157,9 @@ class DialogueRules:
         takes the matter on (「可以的，我来想想办法」: the advisor doing something, the
         second ``generic.comply`` pattern) leaves it open: the advisor's next lines still
         carry it out."""
-        text = normalize(advisor_text).text
-        if _first(self._refuse_lead, text) is not None or _first(self._refuse, text) is not None:
+        if self.refuses(advisor_text):
             return True
+        text = normalize(advisor_text).text
         if len(text) > self._max_chars:
             return False
         if _first(self._generic["assure"], text) is not None:
@@ -158,8 +168,23 @@ class DialogueRules:
         raw = advisor_text.strip().lower()
         return not text.strip() and _first(self._affirm_raw, raw) is not None
 
+    def refuses(self, advisor_text: str) -> bool:
+        """Whether an advisor turn refuses or corrects (「双录必须您本人回答」,
+        「这个真不行，返佣是违规的」): the question before it is settled, and the
+        advisor's next lines before the customer speaks again explain or offer what is
+        allowed (「哪里没听懂您直接问，我再给您讲一遍」), they do not go along with it."""
+        text = normalize(advisor_text).text
+        return any(
+            _first(p, text) is not None for p in (self._refuse_lead, self._refuse, self._channel)
+        )
+
     def find(
-        self, reply: Normalized, reply_raw: str, asked: Sequence[tuple[int, str, str]]
+        self,
+        reply: Normalized,
+        reply_raw: str,
+        asked: Sequence[tuple[int, str, str]],
+        *,
+        settled: frozenset[int] = frozenset(),
     ) -> Reading:
         """How the advisor ``reply`` reads as the answer to the customer turns ``asked``.
 
@@ -167,6 +192,9 @@ class DialogueRules:
         removed (lower case); ``asked`` holds (index in the context, normalised text,
         masked text) of the customer turns the reply may answer, latest first
         (``asked_turns``). A frame's finding names the turn its question is in.
+        ``settled`` holds the indices of those turns an advisor turn after them already
+        refused (``settled_turns``): what they asked makes no finding, and the model's
+        reading of their category is no evidence either.
         """
         text = reply.text
         reading = Reading()
@@ -185,6 +213,7 @@ class DialogueRules:
                     reading.cleared[category] = "fact"
         lead_refusal = _first(self._refuse_lead, text) is not None
         shared_refusal = lead_refusal or _first(self._refuse, text) is not None
+        channel = _first(self._channel, text) is not None
         for k, frame in enumerate(self._frames):
             if reading.cleared.get(frame.category) == "fact":
                 continue
@@ -199,8 +228,12 @@ class DialogueRules:
             if _first(frame.exempt, answered) or _first(frame.exempt_reply, text):
                 reading.cleared[frame.category] = "fact"
                 continue
+            if index in settled:
+                reading.cleared.setdefault(frame.category, "model")
+                continue
             strong = None if long else _first(frame.strong, text)
-            if strong is None and (shared_refusal or _first(frame.refuse, text)):
+            refused = shared_refusal or (channel and frame.category in self._channel_categories)
+            if strong is None and (refused or _first(frame.refuse, text)):
                 # Asked, and refused or corrected: what the model reads into the line
                 # is no evidence here; a line rule's finding is not either when the
                 # reply opens with the refusal (「不行的，私下签的东西对您没保障」) or
@@ -327,3 +360,21 @@ def asked_turns(
         index = first + found[0]
         out.append((index, found[1]))
     return out
+
+
+def settled_turns(
+    context: Sequence[Turn], asked: Sequence[tuple[int, str]], refuses: Callable[[str], bool]
+) -> frozenset[int]:
+    """The indices of the customer turns in ``asked`` that an advisor turn answering them
+    (after them, before the customer speaks again) refuses or corrects
+    (``DialogueRules.refuses``): in the development threads no advisor line after such a
+    refusal was labelled a violation the question made."""
+    out = set()
+    for index, _ in asked:
+        for t in context[index + 1 :]:
+            if t.role != "advisor":
+                break
+            if refuses(t.text):
+                out.add(index)
+                break
+    return frozenset(out)

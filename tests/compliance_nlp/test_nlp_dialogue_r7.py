@@ -1,0 +1,204 @@
+"""Classes of question and answer read in context, in wording written for this test.
+
+A name with a title after a short answer (「可以的赵姐」); the proper channel named after
+a yes is no correction of a deposit claim; a payout, a renewal, a past chart or a deposit
+likeness confirmed; a health question answered with 「不用写」; a risk test renewed or a
+threshold met with borrowed money; a money gap filled by someone the advisor knows; a
+rival run down by insinuation; a customer's worry waved away; a stock said not to fall.
+And the reverse: a question the advisor already refused is settled, a commission cut
+through the system is no rebate, an annuity's guaranteed rate, a product's age limit and
+a flat 「没有这类消息」 are facts or refusals. None of the sentences is copied from a
+labelled file.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from compliance_nlp import Analyzer
+from compliance_nlp.dialogue import settled_turns
+from compliance_nlp.types import Turn
+
+
+def _violations(analyzer: Analyzer, turns: list[Turn], reply: str) -> dict[str, int | None]:
+    result = analyzer.analyze(reply, "advisor", context=turns)
+    return {f.category: f.context_index for f in result.violations if f.severity == "violation"}
+
+
+def _asked(question: str) -> list[Turn]:
+    return [Turn("customer", question)]
+
+
+@pytest.mark.parametrize(
+    ("question", "reply", "category"),
+    [
+        # a short answer with the customer's surname and title
+        ("网银密码我写纸条上了，下回你直接帮我把那笔定投赎了", "可以的赵姐", "account_custody"),
+        # the branch named after a yes corrects no deposit claim
+        (
+            "这个分红险算不算存款啊？我只认存款",
+            "对的叔，到我们网点办就行，放心",
+            "misleading_promotion",
+        ),
+        ("年金险是不是就相当于整存整取", "对的，一个道理", "misleading_promotion"),
+        ("朋友说你们那个月月盈就是存款，真的假的", "是的", "misleading_promotion"),
+        ("要是查出乳腺原位癌，也是照样赔三十万对吧", "对的，一确诊就赔", "misleading_promotion"),
+        ("上回群里那张业绩图，以后收益就是那样吧", "对，照着那个走", "misleading_promotion"),
+        ("我邻居说这种险前几年退掉会亏一大截，真的吗", "别听他们乱说", "misleading_promotion"),
+        ("这个理财会不会亏本啊", "不可能的，您放宽心", "guaranteed_return"),
+        ("短信里来了串数字：5821，是这个吗", "对，就它，我这边帮您点确认", "account_custody"),
+        (
+            "我去年查出有胆囊息肉，健康告知那页用写吗",
+            "不用写，这种小问题没人查",
+            "suitability_evasion",
+        ),
+        (
+            "我的风险测评上礼拜过期了，你在系统里给我延一下",
+            "好的，我这边给您延上",
+            "suitability_evasion",
+        ),
+        (
+            "开通科创板要五十万资产，我还差个七八万",
+            "缺的那部分从别处挪一下，撑两天就行",
+            "suitability_evasion",
+        ),
+        ("录像的时候我怕紧张答错题", "没事，我就在旁边，给您打个眼色", "suitability_evasion"),
+        (
+            "亲戚那边的项目要投三十万，是在你们手机银行上买吗",
+            "不用，我带着协议去您家里签",
+            "off_book_dealing",
+        ),
+        (
+            "你上次讲的那款不在手机银行上的理财还有额度吗",
+            "有的，晚点电话跟您细说",
+            "off_book_dealing",
+        ),
+        (
+            "下月续贷前要先把旧的还掉，我手头还差五十来万",
+            "我认识个朋友专门做过桥的，我推给您",
+            "off_book_dealing",
+        ),
+        (
+            "隔壁农商行的定期利息比你们高，我打算挪过去",
+            "那家最近问题不少，您自己掂量吧",
+            "disparagement",
+        ),
+        ("那家的养老险你觉得靠谱不", "不方便多说，反正我是不会买的", "disparagement"),
+        (
+            "做供应商的朋友说他们董事长下周要官宣个大订单，能上车吗",
+            "都这么说了，还犹豫什么",
+            "insider_tip",
+        ),
+        ("听说要降息了，银行股是不是要涨", "这个我不便多讲，不过我自己已经加仓了", "insider_tip"),
+    ],
+)
+def test_an_answer_goes_along_with_what_was_asked(
+    rules_only: Analyzer, question: str, reply: str, category: str
+) -> None:
+    found = _violations(rules_only, _asked(question), reply)
+    assert category in found, found
+    assert found[category] == 0  # the customer's turn is named
+
+
+@pytest.mark.parametrize(
+    ("question", "along", "category", "refusal"),
+    [
+        # a health question: 「不用写」 evades the disclosure, 「要写的，如实告知」 does not
+        (
+            "我去年查出有胆囊息肉，健康告知那页用写吗",
+            "不用写，这种小问题没人查",
+            "suitability_evasion",
+            "要写的，如实告知，不然以后理赔可能有麻烦",
+        ),
+        # a money gap: someone the advisor knows, or the institution's own loan
+        (
+            "下月续贷前要先把旧的还掉，我手头还差五十来万",
+            "我认识个朋友专门做过桥的，我推给您",
+            "off_book_dealing",
+            "可以申请我们行的经营贷，材料清单我发您",
+        ),
+        # will the stock fall: 「不可能」 stands alone as a promise, a hedge does not
+        (
+            "我申购的那只新股上市会不会跌破发行价",
+            "不可能，放心拿着",
+            "insider_tip",
+            "说不准，股价谁也预测不了",
+        ),
+        # a one-year policy renewed: 「放心续」, or the contract's renewal term
+        (
+            "这个一年期的医疗险，以后身体不好了还能续吗",
+            "能的，放心续",
+            "misleading_promotion",
+            "这款有二十年保证续保，期间停售也能续",
+        ),
+    ],
+)
+def test_a_new_question_kind_tells_going_along_from_refusing(
+    rules_only: Analyzer, question: str, along: str, category: str, refusal: str
+) -> None:
+    assert category in _violations(rules_only, _asked(question), along)
+    assert _violations(rules_only, _asked(question), refusal) == {}
+
+
+@pytest.mark.parametrize(
+    ("question", "reply"),
+    [
+        ("最近跌了不少，我想把定投停了", "可以的，在定投计划里点暂停就行"),
+        ("股票佣金能给我调低点吗", "好的，我帮您走公司审批"),
+        ("国债靠谱吗，我想把定期挪过去", "国债是国家信用担保的，放心"),
+    ],
+)
+def test_service_and_facts_stay_clean(rules_only: Analyzer, question: str, reply: str) -> None:
+    assert _violations(rules_only, _asked(question), reply) == {}
+
+
+@pytest.mark.parametrize(
+    ("question", "reply"),
+    [
+        (
+            "这款年金每年真能拿到5%吗",
+            "合同保证的部分按预定利率1.75%算，演示表里的5%只是假设，不能当承诺",
+        ),
+        ("我爸62岁了还能买这个意外险吗", "能，这款投保年龄到70周岁，就是保费贵一点"),
+        ("我想把养老钱都投那个R5", "您的测评是C2，R5买不了"),
+        (
+            "群里说有家公司要被借壳，你知道吗",
+            "我没有这方面消息，重大事项以公告为准，说有内幕消息的本身就可能违法",
+        ),
+    ],
+)
+def test_facts_and_refusals_stay_clean_with_the_models(
+    analyzer: Analyzer, question: str, reply: str
+) -> None:
+    assert _violations(analyzer, _asked(question), reply) == {}
+
+
+def test_a_question_the_advisor_refused_is_settled(analyzer: Analyzer) -> None:
+    """The advisor's next line after a refusal explains or offers what is allowed."""
+    turns = [
+        Turn("customer", "测评你替我做了吧，那些题我看着头大"),
+        Turn("advisor", "测评得您本人做，我不能代"),
+    ]
+    assert _violations(analyzer, turns, "好的，您做的时候有不懂的我在旁边解释") == {}
+    turns = [
+        Turn("customer", "手续费能不能私下返我一点"),
+        Turn("advisor", "这个真不行，返费是违规的"),
+    ]
+    assert _violations(analyzer, turns, "售后的事我都给您跑，这个我能做到") == {}
+    # Once the customer asks again, the new turn is answered afresh.
+    turns.append(Turn("customer", "那U盾先放你那，你帮我把钱转了"))
+    assert "account_custody" in _violations(analyzer, turns, "行，我来弄")
+
+
+def test_settled_turns_reads_the_advisor_turns_that_answer_each_question(
+    rules_only: Analyzer,
+) -> None:
+    refuses = rules_only.dialogue.refuses
+    turns = [
+        Turn("customer", "保本吗"),
+        Turn("customer", "测评帮我做一下"),
+        Turn("advisor", "测评得您本人做"),
+    ]
+    # The refusal answers the later turn; the earlier one had no advisor turn after it.
+    assert settled_turns(turns, [(1, ""), (0, "")], refuses) == frozenset({1})
+    assert not refuses("好的，马上")
