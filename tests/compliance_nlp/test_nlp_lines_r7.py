@@ -152,6 +152,58 @@ def test_clean_twins_r7(rules_only: Analyzer, text: str) -> None:
     assert _violations(rules_only, text) == set()
 
 
+# More classes of the same kind: a script to read out for a check, answers pushed up,
+# a false statement coached in place of the true one, the score raised for the customer,
+# a login used by the advisor, the top column of a demo table, the issuer's own product
+# called safe, a deadline made up, the past made the future, a bill paid as thanks, a
+# token gift pressed on the customer, bridging money, a rival's end foretold, a price
+# called certain by a date, accumulation said to be finished, no loss at all, a loss the
+# advisor takes, beating the market promised.
+VIOLATIONS_MORE = {
+    "一会儿视频回访，您照着我打的那段读就行": "suitability_evasion",
+    "第三题往高了勾，不然等级上不去": "suitability_evasion",
+    "别写您已经退休了，就写在公司上班": "suitability_evasion",
+    "做完要是等级不够，我教您怎么填": "suitability_evasion",
+    "分数我帮您弄上去，R4就能买": "suitability_evasion",
+    "我直接登您的手机银行，帮您把钱挪过去": "account_custody",
+    "利益演示表里只看高档那一列就好": "misleading_promotion",
+    "都是我们公司自己发的理财，不会出事的": "misleading_promotion",
+    "说是募集到周五，您就当今天截止吧": "misleading_promotion",
+    "这只基金年年分红，往后肯定也一样": "misleading_promotion",
+    "这回的车险我替您付了，就当谢谢您一直照顾": "improper_inducement",
+    "一点小心意，您收下，存款的事多帮衬": "improper_inducement",
+    "过桥的钱我这边有，三天就行": "off_book_dealing",
+    "那家城商行熬不过今年，钱赶紧挪出来": "disparagement",
+    "白银下个月必破新高，现在不进就晚了": "insider_tip",
+    "庄家吸筹完毕，接下来就是拉升": "insider_tip",
+    "这个放进去一分钱都不亏": "guaranteed_return",
+    "买吧，亏了我认": "guaranteed_return",
+    "交给我打理，保您跑赢通胀": "guaranteed_return",
+}
+
+
+@pytest.mark.parametrize(("text", "category"), sorted(VIOLATIONS_MORE.items()))
+def test_more_violation_classes_r7(rules_only: Analyzer, text: str, category: str) -> None:
+    assert category in _violations(rules_only, text)
+
+
+CLEAN_MORE = [
+    # a claim someone else made, reported before it is called false
+    "网上说这家是全市场独一份，您别当真",
+    "有人说测评时别说实话，就说收入很高，那是害您",
+    "您这次重测之后风险等级提高了，可以看R3的了",
+    "测评分数我改不了，按您真实情况来",
+    "这种说能刚兑的产品，行里明令禁止",
+    "年化10%还保本，这种宣传都是噱头",
+    "中档低档都要看，高档只是假设",
+]
+
+
+@pytest.mark.parametrize("text", CLEAN_MORE)
+def test_more_clean_twins_r7(rules_only: Analyzer, text: str) -> None:
+    assert _violations(rules_only, text) == set()
+
+
 def test_phone_emoji_is_read_as_a_phone() -> None:
     assert "手机" in normalize("把📱给我，我帮您点").text
     # an emoji that carries no word still splits nothing: 稳😀赚 reads 稳赚
