@@ -14,21 +14,20 @@ import hashlib
 import importlib.util
 import logging
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from importlib import resources
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
-from markupsafe import Markup
 
 from admin import dashboard_pages, pages, review, review_pages, views
 from admin import service as admin_service
 from admin.auth import guard
 from admin.customers import pages as customer_pages
 from admin.customers import views as customer_views
+from admin.fragments import action_label, cst, result_tag
 from admin.keys import CONSOLE, OPERATOR, Console, NavItem
 from admin.permissions import load_table
 from admin.render import shell_context
@@ -47,98 +46,6 @@ from core.access import (
 from core.appkit import DOMAINS, REDIS, SETTINGS
 
 log = logging.getLogger(__name__)
-
-SHANGHAI = ZoneInfo("Asia/Shanghai")
-
-
-# The formats pages use, cut from the ISO form (timespec, start, end): the same text as
-# strftime at a fraction of its cost — a case page formats some thirty times.
-_ISO_CUTS = {
-    "%Y-%m-%d %H:%M:%S": ("seconds", 0, 19),
-    "%Y-%m-%d %H:%M": ("minutes", 0, 16),
-    "%m-%d %H:%M:%S": ("seconds", 5, 19),
-    "%m-%d %H:%M": ("minutes", 5, 16),
-    "%Y-%m-%d": ("minutes", 0, 10),
-}
-
-
-def _cst(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
-    """Stored in UTC, shown in Asia/Shanghai (the institution's and the regulator's clock)."""
-    if value is None:
-        return ""
-    local = value.astimezone(SHANGHAI)
-    cut = _ISO_CUTS.get(fmt)
-    if cut is None or not 1000 <= local.year <= 9999:
-        return local.strftime(fmt)
-    timespec, start, end = cut
-    return local.isoformat(" ", timespec)[start:end]
-
-
-# How the console names audit actions; an action not listed shows as written.
-ACTION_LABELS = {
-    "auth.sign_in": "登录",
-    "auth.sign_out": "退出登录",
-    "auth.totp": "两步验证",
-    "auth.totp_enrol": "绑定两步验证",
-    "auth.password_change": "修改密码",
-    "operator.create": "新建用户",
-    "operator.enable": "启用用户",
-    "operator.disable": "停用用户",
-    "operator.role_change": "修改角色",
-    "operator.password_reset": "重置密码",
-    "operator.totp_reset": "重置两步验证",
-    "api_key.create": "新建 API 密钥",
-    "api_key.revoke": "吊销 API 密钥",
-    "api_key.use": "调用 API",
-    "audit.verify": "校验审计日志",
-    "review.assign": "分派审核案件",
-    "review.decide": "审核结论",
-    "review.unmask": "查看消息原文",
-    "review.correct_category": "更正违规类别",
-    "review.export_labels": "导出审核标注",
-    "lexicon.entry_add": "词库草稿：新增",
-    "lexicon.entry_edit": "词库草稿：修改",
-    "lexicon.entry_delete": "词库草稿：删除",
-    "lexicon.segments": "词库草稿：行业包",
-    "lexicon.discard_draft": "词库草稿：放弃修改",
-    "lexicon.import_pack": "词库草稿：导入行业包示例",
-    "lexicon.publish": "发布词库版本",
-    "lexicon.rollback": "回滚词库版本",
-    "snippet.create": "新建话术",
-    "snippet.edit": "修改话术",
-    "snippet.approve": "话术审核通过",
-    "snippet.reject": "话术退回",
-    "snippet.withdraw": "话术撤回",
-    "snippet.disable": "话术停用",
-    "snippet.use": "使用话术",
-    "snippet.media_upload": "话术图片上传企业微信",
-    "customer.unmask": "查看客户手机号原文",
-    "sidebar.override": "侧边栏：违规内容仍发送（已说明理由）",
-}
-_RESULTS = {
-    "ok": ("成功", "ok"),
-    "failure": ("失败", "bad"),
-    "locked": ("已锁定", "bad"),
-    "disabled": ("账户已停用", "bad"),
-}
-
-
-def action_label(action: str) -> str:
-    return ACTION_LABELS.get(action, action)
-
-
-def result_tag(result: str) -> Markup:
-    label, tone = _RESULTS.get(result, ("", ""))
-    if not label:
-        if result.startswith("refused:"):
-            label, tone = "拒绝 · " + result.split(":", 1)[1], "bad"
-        elif result.startswith("http_"):
-            label, tone = "HTTP " + result[5:], "warn"
-        elif result.startswith("broken"):
-            label, tone = "链已损坏", "bad"
-        else:
-            label, tone = result, ""
-    return Markup('<span class="tag {}">{}</span>').format(tone, label)
 
 
 def _nav(app: web.Application) -> list[NavItem]:
@@ -310,7 +217,7 @@ def add_console_routes(app: web.Application) -> None:
         # against the files again on a render (a stat per template and per base).
         auto_reload=False,
     )
-    env.filters["cst"] = _cst
+    env.filters["cst"] = cst
     env.globals["url"] = _cached_url(env.globals["url"])
     env.globals["action_label"] = action_label
     env.globals["result_tag"] = result_tag

@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, urlencode
 from aiohttp import web
 from multidict import MultiDict
 
-from admin import review
+from admin import fragments, review
 from admin.auth import client_address
 from admin.errors import see_other
 from admin.flows import FieldError, NotFound, operator_actor
@@ -214,6 +214,16 @@ async def _case_page(
         {
             "v": view,
             "c": case,
+            "thread": fragments.case_thread(view.turns),
+            "earlier_rows": fragments.earlier_cases(
+                view.earlier, categories=CATEGORY_LABELS, statuses=review.STATUS_LABELS
+            ),
+            "audit_rows": fragments.audit_rows(
+                view.audit_entries,
+                time_format="%m-%d %H:%M:%S",
+                detail_title=True,
+                empty="尚无处理记录",
+            ),
             # A decided case's age stops at its decision (how long the review took).
             "age": review.age_of(case.created_at, at=case.decided_at or at),
             "categories": CATEGORY_LABELS,

@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from admin import fragments
 from admin.auth import client_address
 from admin.customers import flows
 from admin.errors import see_other
@@ -138,12 +139,15 @@ async def _customer_page(
             "c": card,
             "viewer": viewer,
             "turns": turns,
+            "turns_html": fragments.timeline_turns(turns, can_review=viewer.may("review:read")),
             "more": more,
             "alerts": alerts,
             "panels": panels,
             "can_unmask": viewer.may("customers:unmask"),
-            "can_review": viewer.may("review:read"),
             "audit_entries": audit_entries,
+            "audit_rows": fragments.audit_rows(
+                audit_entries, time_format="%m-%d %H:%M", detail_title=False
+            ),
             "errors": errors or {},
             "form": form or {},
             "unmasked": unmasked,
@@ -173,7 +177,12 @@ async def customer_timeline(request: web.Request) -> web.StreamResponse:
     return render(
         "customers/timeline.html",
         request,
-        {"c": card, "turns": turns, "more": more, "can_review": viewer.may("review:read")},
+        {
+            "c": card,
+            "turns": turns,
+            "turns_html": fragments.timeline_turns(turns, can_review=viewer.may("review:read")),
+            "more": more,
+        },
     )
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 
-from admin.app import _ISO_CUTS, SHANGHAI, _cst
+from admin.fragments import _ISO_CUTS, SHANGHAI
+from admin.fragments import cst as _cst
 
 
 def test_cst_is_strftime_in_shanghai() -> None:
