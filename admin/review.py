@@ -523,6 +523,65 @@ def _context_source(
     return None
 
 
+_LINE_COLUMNS = '"id", "sender_role", "sender_id", "msgtime", "msgtype", "masked_text"'
+
+
+def _conversation_sql(*, in_room: bool) -> str:
+    same = (
+        '"roomid" = ?' if in_room else '"roomid" IS NULL AND "advisor_id" = ? AND "customer_id" = ?'
+    )
+    side = (  # identifiers and placeholders only
+        'SELECT {later} AS "later", ' + _LINE_COLUMNS + ' FROM "bot_message" WHERE ' + same + " "  # noqa: S608
+        'AND ("msgtime" {op} ? OR ("msgtime" = ? AND "id" {op} ?)) '
+        'ORDER BY "msgtime" {order}, "id" {order} LIMIT ?'
+    )
+    earlier = side.format(later=0, op="<", order="DESC")
+    later = side.format(later=1, op=">", order="ASC")
+    return f'SELECT * FROM ({earlier}) "b" UNION ALL SELECT * FROM ({later}) "f"'  # noqa: S608 - identifiers and placeholders only
+
+
+_CONVERSATION_SQL = {True: _conversation_sql(in_room=True), False: _conversation_sql(in_room=False)}
+
+
+async def conversation_around(
+    *, message: bot_models.Message, before: int, after: int
+) -> tuple[list[bot_service.ConversationLine], list[bot_service.ConversationLine]]:
+    """``bot.service.conversation_lines_around`` in one statement: the ``before`` turns
+    before the message (oldest first) and the ``after`` turns after it, of the same
+    conversation (its group chat, or the advisor and customer's one-to-one chat) — the
+    same conditions, order and columns, both sides asked at once."""
+    field = bot_models.Message._meta.fields_map["msgtime"]
+    at = field.to_db_value(message.msgtime, bot_models.Message)
+    same: list[Any] = (
+        [message.roomid] if message.roomid else [message.advisor_id, message.customer_id]  # type: ignore[attr-defined]
+    )
+    bounds = [at, at, message.id]
+    found = await rows.fetch(
+        _CONVERSATION_SQL[bool(message.roomid)],
+        [*same, *bounds, max(0, before), *same, *bounds, max(0, after)],
+    )
+    prior: list[bot_service.ConversationLine] = []
+    following: list[bot_service.ConversationLine] = []
+    for r in found:
+        line = bot_service.ConversationLine(
+            id=int(r["id"]),
+            sender_role=str(r["sender_role"]),
+            sender_id=str(r["sender_id"]),
+            msgtime=field.to_python_value(rows.parse_times(r, ("msgtime",))["msgtime"]),
+            msgtype=str(r["msgtype"]),
+            masked_text=str(r["masked_text"] or ""),
+        )
+        (following if r["later"] else prior).append(line)
+    # A union's rows come in no promised order: each side put oldest first here.
+    prior.sort(key=_line_order)
+    following.sort(key=_line_order)
+    return prior, following
+
+
+def _line_order(line: bot_service.ConversationLine) -> tuple[datetime, int]:
+    return line.msgtime, line.id
+
+
 async def case_view(*, case: bot_models.ReviewCase) -> CaseView:
     message: bot_models.Message = case.message
     analysis = message.analysis if isinstance(message.analysis, dict) else {}
@@ -531,9 +590,7 @@ async def case_view(*, case: bot_models.ReviewCase) -> CaseView:
     # The page's reads depend on the case alone: asked together (PostgreSQL answers them
     # on the pool's connections at once; SQLite's thread reads while the next is built).
     (prior, following), (advisor, leader), earlier, audit_entries, via = await asyncio.gather(
-        bot_service.conversation_lines_around(
-            message=message, before=TURNS_BEFORE, after=TURNS_AFTER
-        ),
+        conversation_around(message=message, before=TURNS_BEFORE, after=TURNS_AFTER),
         advisor_and_leader(case.advisor_userid),
         advisor_cases(advisor_userid=case.advisor_userid, exclude_id=case.id),
         audit.entries(where=audit.AuditFilter(target=case_target(case.id)), limit=20),

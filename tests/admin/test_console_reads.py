@@ -349,3 +349,29 @@ async def test_panel_reads_are_the_orms(db: None) -> None:
 
     assert await bot_customers.external_userid_of(customer_id=c.id) == "wm-pn-1"
     assert await bot_customers.external_userid_of(customer_id=10_000) is None
+
+
+async def test_conversation_in_one_statement_is_the_model_query(db: None) -> None:
+    """The case page's conversation (both sides in one statement) holds to the model
+    query: same lines, same order — ties on ``msgtime``, a group chat, the edges."""
+    from tests.bot.test_page_reads import _seed as seed_conversations
+
+    _, made = await seed_conversations()
+    for anchor in made:
+        # As the case page has it: the message read back, not the instance created.
+        case_message = await models.Message.get(id=anchor.id)
+        for before, after in ((12, 6), (3, 0), (0, 2), (40, 40)):
+            prior, following = await bot_service.conversation_around(
+                message=case_message, before=before, after=after
+            )
+            mine_prior, mine_following = await review.conversation_around(
+                message=case_message, before=before, after=after
+            )
+            for want, got in ((prior, mine_prior), (following, mine_following)):
+                assert [
+                    (m.id, m.sender_role, m.sender_id, m.msgtime, m.msgtype, m.masked_text)
+                    for m in want
+                ] == [
+                    (x.id, x.sender_role, x.sender_id, x.msgtime, x.msgtype, x.masked_text)
+                    for x in got
+                ], (anchor.msgid, before, after)
