@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import warnings
@@ -36,7 +37,7 @@ from admin.errors import api_error, error_page, see_other
 from admin.keys import CONSOLE, CSRF_FIELD, CSRF_HEADER, OPERATOR, SESSION, Console
 from admin.models import Operator
 from admin.render import shell_context
-from admin.sessions import Session
+from admin.sessions import Session, operator_hint
 from admin.sidebar import auth as sidebar_auth
 from core.access import PRINCIPAL, Access, Handler, Principal, access_of
 from core.appkit import SETTINGS
@@ -121,10 +122,23 @@ async def _csrf_ok(request: web.Request, session: Session) -> bool:
 async def current_session(request: web.Request) -> tuple[Session, Operator] | None:
     """The caller's session and operator, if both are alive and still agree."""
     console = request.app[CONSOLE]
-    session = await console.sessions.load(request.cookies.get(SESSION_COOKIE, ""))
-    if session is None:
-        return None
-    op = await admin_service.operator_by_id(operator_id=session.operator_id)
+    sid = request.cookies.get(SESSION_COOKIE, "")
+    hint = operator_hint(sid)
+    if hint is None:
+        session = await console.sessions.load(sid)
+        if session is None:
+            return None
+        op = await admin_service.operator_by_id(operator_id=session.operator_id)
+    else:
+        # The cookie names its operator: Redis finds the session while the database
+        # reads the operator, and nothing counts until the two agree.
+        session, op = await asyncio.gather(
+            console.sessions.load(sid), admin_service.operator_by_id(operator_id=hint)
+        )
+        if session is None:
+            return None
+        if session.operator_id != hint:
+            op = None
     if op is None or op.status != "active" or op.session_epoch != session.epoch:
         await console.sessions.destroy(session)
         return None

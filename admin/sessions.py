@@ -39,6 +39,23 @@ def _digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
 
+def _new_sid(operator_id: int) -> str:
+    # The operator's id, then 32 random bytes: the id lets the guard read the operator
+    # while Redis finds the session (operator_hint), and decides nothing — the whole
+    # value is the session's key, so another id in front finds no session.
+    return f"{operator_id}.{secrets.token_urlsafe(32)}"
+
+
+def operator_hint(sid: str) -> int | None:
+    """The operator id a session cookie names in front, None when it names none (a
+    value from before, or not one of ours).  Only a hint: the session it opens says
+    whose it is, and the guard checks the two agree."""
+    head, dot, _rest = sid.partition(".")
+    if not dot or not head.isdigit() or len(head) > 18:
+        return None
+    return int(head)
+
+
 @dataclass(frozen=True)
 class Session:
     operator_id: int
@@ -80,7 +97,7 @@ class SessionStore:
 
     async def create(self, *, operator_id: int, epoch: int, stage: Stage) -> tuple[str, Session]:
         """A new session (new id, new CSRF token); returns the cookie value and it."""
-        sid = secrets.token_urlsafe(32)
+        sid = _new_sid(operator_id)
         now = self.clock()
         session = Session(
             operator_id=operator_id,
@@ -122,7 +139,7 @@ class SessionStore:
     async def advance(self, session: Session, *, stage: Stage) -> tuple[str, Session]:
         """Move to the next stage under a *new* id (no fixation across privilege steps)."""
         await self.destroy(session)
-        sid = secrets.token_urlsafe(32)
+        sid = _new_sid(session.operator_id)
         moved = replace(
             session,
             stage=stage,

@@ -11,7 +11,9 @@ import time_machine
 from yarl import URL
 
 from admin import flows
+from admin.keys import CONSOLE
 from admin.models import Operator
+from admin.sessions import _digest, operator_hint
 from core import audit
 from core.audit import AuditFilter
 from tests.admin.console import (
@@ -178,6 +180,37 @@ async def test_logout_ends_the_session(console: Console) -> None:
         other.cookie_jar.update_cookies({"siyu_session": stolen})
         async with other.get(console.url("/"), allow_redirects=False) as r:
             assert r.status == 303
+
+
+async def test_the_cookie_names_its_operator_and_no_other_name_opens_it(console: Console) -> None:
+    """The session cookie starts with its operator's id, so the guard reads the operator
+    while Redis finds the session; the id decides nothing — with another id in front, or
+    none, the same random part opens no session.  A session whose cookie names no
+    operator (one made before) still opens."""
+    wu = await make_operator("advisor", name="wu")
+    boss = await make_operator("admin", name="boss")
+    client, _ = await signed_in_client(console, "wu")
+    async with client:
+        cookie = client.cookie_jar.filter_cookies(URL(console.url("/")))["siyu_session"].value
+        async with client.get(console.url("/"), allow_redirects=False) as r:
+            assert r.status == 200 and "wu" in await r.text()
+    head, _, token = cookie.partition(".")
+    assert head == str(wu.id) and operator_hint(cookie) == wu.id and len(token) >= 43
+    for forged in (f"{boss.id}.{token}", token, f"{wu.id}.{token[:-1]}", f"x{cookie}"):
+        async with console.client() as other:
+            other.cookie_jar.update_cookies({"siyu_session": forged})
+            async with other.get(console.url("/users"), allow_redirects=False) as r:
+                assert r.status == 303 and r.headers["Location"].startswith("/login"), forged
+    # A session stored under a cookie value without the operator in front.
+    store = console.app[CONSOLE].sessions
+    plain, _session = await store.create(operator_id=wu.id, epoch=wu.session_epoch, stage="full")
+    old = plain.partition(".")[2]
+    raw = await store.redis.get(store._key(_digest(plain)))
+    await store.redis.set(store._key(_digest(old)), raw)
+    async with console.client() as other:
+        other.cookie_jar.update_cookies({"siyu_session": old})
+        async with other.get(console.url("/"), allow_redirects=False) as r:
+            assert r.status == 200 and "wu" in await r.text()
 
 
 async def test_disable_and_password_reset_end_existing_sessions(console: Console) -> None:
