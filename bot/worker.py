@@ -325,6 +325,7 @@ class Worker:
         """
         handled = 0
         current: _Batch | None = None
+        following: _Batch | None = None
         try:
             for _ in range(READS_PER_ROUND):
                 if self._stop is not None and self._stop.is_set():
@@ -337,15 +338,20 @@ class Worker:
                     handled += await self._finish(current, following=following)
                 elif following is not None and following.read is not None:
                     await self.pipeline.analyse(following.read)
-                current = following
+                current, following = following, None
                 if current is None:
                     break
             if current is not None:
                 handled += await self._finish(current, following=None)
                 current = None
         finally:
-            if current is not None and current.read is not None:
-                current.read.cancel()  # stopping: its entries stay pending, reclaimed later
+            # Stopping, or the round failed half-way (Redis gone at the acknowledgement):
+            # the reads in hand that are not stored stay pending and are reclaimed later.
+            # Their analyses are called off, so batches still queued for the analyzer do
+            # not hold it from the next round's reads.
+            for batch in (current, following):
+                if batch is not None and batch.read is not None:
+                    batch.read.cancel()
         return handled
 
     async def _handle(
