@@ -41,7 +41,12 @@ Baselines measured in the same run, on the same messages:
 
 CPU per message is printed by kind of process while timed: the workers, their
 analyzer processes, the receiver, this process (the feeder), the embedded Redis
-and PostgreSQL's backends serving the run's database.
+and PostgreSQL's backends serving the run's database.  Beside it, analysis-only CPU
+per message over the pipeline's (every process's): on a machine with no core to spare
+each side gets about the same CPU, so the rate ratio falls to that one, and it moves
+far less with the machine's load than the rates do.  ``--profile DIR`` runs the workers
+under cProfile (wall-clock times: a thread waiting for the GIL is charged to whatever
+it was running).
 
 Ratios printed: 2 workers / 1 worker, pipeline / analysis-only (the target: at
 least ``TARGET_RATIO``), PostgreSQL / SQLite.  Figures only: nothing here asserts a
@@ -187,7 +192,10 @@ class SiyuProcess:
             return ""
 
 
-def start_siyu(role: str, env: dict[str, str], workdir: Path, name: str) -> SiyuProcess:
+def start_siyu(
+    role: str, env: dict[str, str], workdir: Path, name: str, *, profile: Path | None = None
+) -> SiyuProcess:
+    """Start ``siyu serve --role role``; with ``profile``, under cProfile writing there."""
     port = _free_port()
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("SIYU_")}
     child_env.update(env)
@@ -195,9 +203,12 @@ def start_siyu(role: str, env: dict[str, str], workdir: Path, name: str) -> Siyu
     child_env["SIYU_HTTP__PORT"] = str(port)
     child_env["PYTHONUNBUFFERED"] = "1"
     log = workdir / f"{name}.log"
+    command = [*_siyu_command(), "serve", "--role", role]
+    if profile is not None:
+        command = [sys.executable, "-m", "cProfile", "-o", str(profile), *command]
     with open(log, "wb") as fh:
         proc = subprocess.Popen(
-            [*_siyu_command(), "serve", "--role", role],
+            command,
             cwd=workdir,
             env=child_env,
             stdout=fh,
@@ -740,6 +751,7 @@ async def run_pipeline(
     seed: int,
     timeout_s: float,
     rules: bool = False,
+    profile_dir: Path | None = None,
 ) -> Row:
     tag = f"{db}{workers}"
     workdir = data_dir / tag
@@ -762,7 +774,16 @@ async def run_pipeline(
         if rules:
             seed_rules(env, workdir)
         traffic = make_traffic(n, tag=tag, seed=seed, callback_share=callback_share)
-        procs = [start_siyu("worker", env, workdir, f"worker{i}") for i in range(workers)]
+        procs = [
+            start_siyu(
+                "worker",
+                env,
+                workdir,
+                f"worker{i}",
+                profile=profile_dir / f"{tag}-worker{i}.prof" if profile_dir else None,
+            )
+            for i in range(workers)
+        ]
         procs.append(start_siyu("receiver", env, workdir, "receiver"))
         await wait_ready(procs, 300)
         await _wait_group(stream)
@@ -911,6 +932,7 @@ async def bench(args: argparse.Namespace) -> list[Row]:
                             seed=10 + n_cfg,
                             timeout_s=args.timeout,
                             rules=args.rules,
+                            profile_dir=Path(args.profile) if args.profile else None,
                         )
                     )
                 except Exception as exc:  # noqa: BLE001 - report and go on with the others
@@ -984,10 +1006,21 @@ def report(rows: list[Row], args: argparse.Namespace) -> None:
         cpu = r.extra.get("cpu_s")
         if cpu:
             per = ", ".join(f"{k} {1000 * v / r.n:.2f}" for k, v in cpu.items())
+            total = 1000 * sum(cpu.values()) / r.n
             print(
                 f"{r.db}, {r.workers} worker(s): CPU ms per message while timed: {per} "
-                f"(total {1000 * sum(cpu.values()) / r.n:.2f}; wall {1000 * r.seconds / r.n:.2f})"
+                f"(total {total:.2f}; wall {1000 * r.seconds / r.n:.2f})"
             )
+            # With no core to spare (the machine busy with other work), each side gets about
+            # the same CPU and the rate ratio falls to this one; it moves far less with the
+            # machine's load than the rates do.
+            a = analysis.get((r.db, r.workers))
+            if a and a.extra.get("cpu_ms") and total:
+                print(
+                    f"{r.db}, {r.workers} worker(s): CPU per message, analysis only "
+                    f"{a.extra['cpu_ms']:.2f} ms / pipeline (all its processes) {total:.2f} ms "
+                    f"= {a.extra['cpu_ms'] / total:.2f} (the rate ratio with no spare core)"
+                )
         stages = r.extra.get("stage_s")
         if stages:
             per = ", ".join(
@@ -1050,12 +1083,21 @@ def main(argv: list[str] | None = None) -> int:
         "--keep-logs", default="", help="copy the siyu processes' logs into this directory"
     )
     ap.add_argument(
+        "--profile",
+        default="",
+        help="run the workers under cProfile, writing <db><workers>-worker<i>.prof into this "
+        "directory (the figures then carry the profiler's cost)",
+    )
+    ap.add_argument(
         "--timeout",
         type=float,
         default=240.0,
         help="seconds to wait for one configuration to drain",
     )
     args = ap.parse_args(argv)
+    if args.profile:  # absolute: the workers run in their own directories
+        args.profile = str(Path(args.profile).resolve())
+        Path(args.profile).mkdir(parents=True, exist_ok=True)
     print(
         f"siyu pipeline benchmark: {machine_note()}, {args.n} messages per "
         f"configuration ({args.callback_share:.0%} callbacks, rest archive records), "
