@@ -74,6 +74,15 @@ def test_going_along_stays_a_violation(rules_only: Analyzer, text: str, category
         ("行里不做这个，我朋友那边有，帮您问问", "off_book_dealing", False),
         ("条款有不明白的先问清楚，弄清楚了再签", "suitability_evasion", True),
         ("条款不用弄清楚，先签了再说", "suitability_evasion", False),
+        ("这份增额终身寿合同里写的保证利率是2.5%，分红另算不确定", "guaranteed_return", True),
+        ("保险不是存款，别当定期来买", "misleading_promotion", True),
+        ("这款理财跟定期一样，放心存", "misleading_promotion", False),
+        ("这款产品去年收益4%，今年行情不一样，别按去年算", "misleading_promotion", True),
+        ("大额存单就是存款，纳入存款保险", "misleading_promotion", True),
+        ("这款理财就是存款，纳入存款保险", "misleading_promotion", False),
+        ("群里说的内部消息都是骗局，您别上当", "disparagement", True),
+        ("这款基金R3，您测评C2，不匹配，买不了", "suitability_evasion", True),
+        ("这款基金R3，您测评C2，不匹配，换您老伴的名义就行", "suitability_evasion", False),
     ],
 )
 def test_counter_evidence_r7(text: str, category: str, countered: bool) -> None:
@@ -178,7 +187,10 @@ VIOLATIONS_MORE = {
     "庄家吸筹完毕，接下来就是拉升": "insider_tip",
     "这个放进去一分钱都不亏": "guaranteed_return",
     "买吧，亏了我认": "guaranteed_return",
+    "收益不确定是官话，实际肯定有5个点": "guaranteed_return",
+    "资产不够的话找人借点钱放两天，证明开完再还": "suitability_evasion",
     "交给我打理，保您跑赢通胀": "guaranteed_return",
+    "账户交给我操作，包您跑赢大盘": "guaranteed_return",
 }
 
 
@@ -196,6 +208,10 @@ CLEAN_MORE = [
     "这种说能刚兑的产品，行里明令禁止",
     "年化10%还保本，这种宣传都是噱头",
     "中档低档都要看，高档只是假设",
+    # facts about deposits and contracts, and an off-book deal warned against
+    "大额存单就是存款，纳入存款保险",
+    "万能险保底利率1.75%，结算利率每月公布，会变",
+    "私下交易出了问题没人负责，请走正规流程",
 ]
 
 
