@@ -34,6 +34,10 @@ _SENTENCE_BREAKS = frozenset("。！？!?\n")
 _NEGATING_CHARS = ("不", "没", "非", "无")
 # After one they set the named thing apart from it: 「跟那些骗局不一样」.
 _CONTRASTS = ("不一样", "不同", "两回事", "区别")
+# A warning to take care (千万小心) refutes what it follows, unless what it asks care for
+# is secrecy: 「我私下返您两个点，千万小心别说出去」, 「一定要小心点」.
+_CAUTION = "小心"
+_SECRECY = ("点", "些", "别", "不要", "不能", "让", "被")
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,8 +173,11 @@ class RuleMatcher:
             while at >= 0:
                 before = rest[max(0, at - 2) : at]
                 after = rest[at + len(phrase) : at + len(phrase) + 4]
-                if not any(n in before for n in _NEGATING_CHARS) and not any(
-                    c in after for c in _CONTRASTS
+                secrecy = phrase.endswith(_CAUTION) and after.startswith(_SECRECY)
+                if (
+                    not any(n in before for n in _NEGATING_CHARS)
+                    and not any(c in after for c in _CONTRASTS)
+                    and not secrecy
                 ):
                     return True
                 at = rest.find(phrase, at + 1)

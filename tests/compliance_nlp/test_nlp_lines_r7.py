@@ -83,6 +83,9 @@ def test_going_along_stays_a_violation(rules_only: Analyzer, text: str, category
         ("群里说的内部消息都是骗局，您别上当", "disparagement", True),
         ("这款基金R3，您测评C2，不匹配，买不了", "suitability_evasion", True),
         ("这款基金R3，您测评C2，不匹配，换您老伴的名义就行", "suitability_evasion", False),
+        ("白银价格涨跌都很快，千万别借钱去炒", "misleading_promotion", True),
+        ("您发来的银行卡照片我已经删了，以后别再发卡号", "account_custody", True),
+        ("卡号别发别人，发给我就行", "account_custody", False),
     ],
 )
 def test_counter_evidence_r7(text: str, category: str, countered: bool) -> None:
@@ -189,6 +192,10 @@ VIOLATIONS_MORE = {
     "买吧，亏了我认": "guaranteed_return",
     "收益不确定是官话，实际肯定有5个点": "guaranteed_return",
     "资产不够的话找人借点钱放两天，证明开完再还": "suitability_evasion",
+    "别人都说不保本，其实到期一定能全额拿回本金": "guaranteed_return",
+    # care asked for secrecy is no warning; a proper channel named after the act is none
+    "手续费我私下退您一半，千万小心别让同事知道": "improper_inducement",
+    "认购款打我卡上，比走正规流程省事": "off_book_dealing",
     "交给我打理，保您跑赢通胀": "guaranteed_return",
     "账户交给我操作，包您跑赢大盘": "guaranteed_return",
 }
@@ -212,6 +219,7 @@ CLEAN_MORE = [
     "大额存单就是存款，纳入存款保险",
     "万能险保底利率1.75%，结算利率每月公布，会变",
     "私下交易出了问题没人负责，请走正规流程",
+    "多扣的手续费另外退您50元，系统自动处理",
 ]
 
 
