@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -100,14 +100,28 @@ def _case_sql() -> str:
     )
 
 
-async def review_case(*, case_id: int) -> bot_models.ReviewCase | None:
-    """``bot.service.review_case`` in one written-out statement: the case with its
-    message, and the message's customer and advisor, as the same model instances
-    (the ORM's prefetch ran four statements and cost a case page ~2 ms on SQLite)."""
-    found = await rows.fetch(_case_sql(), [case_id])
-    if not found:
-        return None
-    row = found[0]
+def _case_page_sql() -> str:
+    # The case read, with the case's advisor (by the userid the case names) and their
+    # team lead joined in: what advisor_and_leader reads, in the same statement.
+    people = ", ".join(
+        f'"{alias}"."{col}" AS "{alias}_{col}"'
+        for alias in ("ca", "l")
+        for col in ("userid", "name", "department", "manager_userid")
+    )
+    return (
+        _case_sql()
+        .replace(' FROM "bot_review_case" "c" ', f' , {people} FROM "bot_review_case" "c" ', 1)
+        .replace(
+            ' WHERE "c"."id" = ?',
+            ' LEFT JOIN "bot_advisor" "ca" ON "ca"."userid" = "c"."advisor_userid" '
+            'LEFT JOIN "bot_advisor" "l" ON "l"."userid" = "ca"."manager_userid" '
+            'WHERE "c"."id" = ?',
+            1,
+        )
+    )
+
+
+def _case_of(row: dict[str, Any]) -> bot_models.ReviewCase:
     case = rows.hydrate(bot_models.ReviewCase, row, "c__")
     message = rows.hydrate(bot_models.Message, row, "m__")
     assert case is not None and message is not None  # an inner join: both are there
@@ -115,6 +129,40 @@ async def review_case(*, case_id: int) -> bot_models.ReviewCase | None:
     rows.attach(message, "advisor", rows.hydrate(bot_models.Advisor, row, "a__"))
     rows.attach(case, "message", message)
     return case
+
+
+async def review_case(*, case_id: int) -> bot_models.ReviewCase | None:
+    """``bot.service.review_case`` in one written-out statement: the case with its
+    message, and the message's customer and advisor, as the same model instances
+    (the ORM's prefetch ran four statements and cost a case page ~2 ms on SQLite)."""
+    found = await rows.fetch(_case_sql(), [case_id])
+    return _case_of(found[0]) if found else None
+
+
+People = tuple[bot_service.AdvisorInfo | None, bot_service.AdvisorInfo | None]
+
+
+async def case_page_read(
+    *, case_id: int, reach: frozenset[str] | None
+) -> tuple[bot_models.ReviewCase, People]:
+    """``case_in_reach`` and ``advisor_and_leader`` of its advisor, in one statement:
+    the case page's first read."""
+    found = await rows.fetch(_case_page_sql(), [case_id])
+    if not found or (reach is not None and found[0]["c__advisor_userid"] not in reach):
+        raise NotFound(case_target(case_id))
+    return _case_of(found[0]), _people(found[0], "ca_", "l_")
+
+
+def _people(row: dict[str, Any], prefix: str, lead_prefix: str) -> People:
+    if row[prefix + "userid"] is None:
+        return None, None
+    advisor = _advisor_info(row, prefix)
+    if not advisor.manager_userid:
+        return advisor, None
+    if row[lead_prefix + "userid"] is None:
+        # A lead not (yet) synced is named by userid alone.
+        return advisor, bot_service.AdvisorInfo(advisor.manager_userid, "", "", "")
+    return advisor, _advisor_info(row, lead_prefix)
 
 
 async def case_in_reach(*, case_id: int, reach: frozenset[str] | None) -> bot_models.ReviewCase:
@@ -582,20 +630,31 @@ def _line_order(line: bot_service.ConversationLine) -> tuple[datetime, int]:
     return line.msgtime, line.id
 
 
-async def case_view(*, case: bot_models.ReviewCase) -> CaseView:
+async def case_view(*, case: bot_models.ReviewCase, people: People | None = None) -> CaseView:
+    """What the case page shows around the case; ``people`` is its advisor and team lead
+    when read with it (``case_page_read``), else read here."""
     message: bot_models.Message = case.message
     analysis = message.analysis if isinstance(message.analysis, dict) else {}
     raw_findings = [f for f in analysis.get("violations") or [] if isinstance(f, dict)]
     pii = [p for p in analysis.get("pii") or [] if isinstance(p, dict)]
     # The page's reads depend on the case alone: asked together (PostgreSQL answers them
     # on the pool's connections at once; SQLite's thread reads while the next is built).
-    (prior, following), (advisor, leader), earlier, audit_entries, via = await asyncio.gather(
+    # What needs no read (the people read with the case, a message not sent through an
+    # API key) is not made a task of its own.
+    optional: list[Coroutine[Any, Any, Any]] = []
+    if people is None:
+        optional.append(advisor_and_leader(case.advisor_userid))
+    via_key = (message.ingested_by or "").startswith("api_key:")
+    if via_key:
+        optional.append(ingested_via(message))
+    (prior, following), earlier, audit_entries, *more = await asyncio.gather(
         conversation_around(message=message, before=TURNS_BEFORE, after=TURNS_AFTER),
-        advisor_and_leader(case.advisor_userid),
         advisor_cases(advisor_userid=case.advisor_userid, exclude_id=case.id),
         audit.entries(where=audit.AuditFilter(target=case_target(case.id)), limit=20),
-        ingested_via(message),
+        *optional,
     )
+    advisor, leader = people if people is not None else more.pop(0)
+    via = more.pop(0) if via_key else _ingested_label(message)
     findings: list[FindingView] = []
     flagged_marks: list[tuple[int, int, str, str]] = []
     context_marks: dict[int, list[tuple[int, int, str, str]]] = {}
@@ -688,9 +747,7 @@ def _advisor_info(row: dict[str, Any], prefix: str = "") -> bot_service.AdvisorI
     )
 
 
-async def advisor_and_leader(
-    userid: str,
-) -> tuple[bot_service.AdvisorInfo | None, bot_service.AdvisorInfo | None]:
+async def advisor_and_leader(userid: str) -> People:
     """The case's advisor and their team lead (WeCom direct_leader) in one statement;
     a lead not (yet) synced is named by userid alone."""
     found = await rows.fetch(
@@ -701,14 +758,7 @@ async def advisor_and_leader(
         'WHERE "a"."userid" = ?',
         [userid],
     )
-    if not found:
-        return None, None
-    advisor = _advisor_info(found[0])
-    if not advisor.manager_userid:
-        return advisor, None
-    if found[0]["l_userid"] is None:
-        return advisor, bot_service.AdvisorInfo(advisor.manager_userid, "", "", "")
-    return advisor, _advisor_info(found[0], "l_")
+    return _people(found[0], "", "l_") if found else (None, None)
 
 
 @dataclass(frozen=True)
@@ -757,6 +807,12 @@ async def ingested_via(message: bot_models.Message) -> str:
         if key_id == "bootstrap":
             return "API 令牌 SIYU_API__TOKEN（已弃用）"
         return f"API 密钥 {key.name}（{key_id}）" if key is not None else f"API 密钥 {key_id}"
+    return _ingested_label(message)
+
+
+def _ingested_label(message: bot_models.Message) -> str:
+    """How a message not sent through an API key came in (no read needed)."""
+    sender = message.ingested_by or ""
     if sender:
         return sender
     return "会话存档拉取" if message.source == "archive" else "企业微信回调"

@@ -198,13 +198,13 @@ async def _case_page(
     op = request[OPERATOR]
     reach = await review.reach_of(op)
     try:
-        case = await review.case_in_reach(case_id=case_id, reach=reach)
+        case, people = await review.case_page_read(case_id=case_id, reach=reach)
     except NotFound:
         raise web.HTTPNotFound() from None
     table = request.app[CONSOLE].table
     can_decide = table.allows(op.role, "review:decide")
     view, reviewers = await asyncio.gather(
-        review.case_view(case=case),
+        review.case_view(case=case, people=people),
         review.compliance_reviewers() if can_decide else _nobody(),
     )
     at = review.now()

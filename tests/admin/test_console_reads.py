@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from tortoise import Tortoise
 from tortoise.transactions import in_transaction
 
 from admin import review
 from admin import service as admin_service
+from admin.flows import NotFound
 from admin.models import Operator
 from bot import models
 from bot import service as bot_service
@@ -375,3 +377,46 @@ async def test_conversation_in_one_statement_is_the_model_query(db: None) -> Non
                     (x.id, x.sender_role, x.sender_id, x.msgtime, x.msgtype, x.masked_text)
                     for x in got
                 ], (anchor.msgid, before, after)
+
+
+async def test_case_page_read_is_the_case_with_its_advisor_and_lead(db: None) -> None:
+    """The case page's first read (the case, its advisor and their team lead in one
+    statement) gives what ``review_case`` and ``advisor_and_leader`` give apart: a lead
+    synced, a lead not synced, no lead, an advisor not synced; out of reach, NotFound."""
+    await models.Advisor.create(userid="lead-1", name="周主管", department="2")
+    with_lead = await models.Advisor.create(userid="adv-1", name="王经理", manager_userid="lead-1")
+    unsynced = await models.Advisor.create(userid="adv-2", name="", manager_userid="lead-x")
+    alone = await models.Advisor.create(userid="adv-3", name="孙经理", department="5")
+    cust = await models.Customer.create(external_userid="wm-pr-2", name="李女士")
+    cases = []
+    for i, (adv, named) in enumerate(
+        [(with_lead, "adv-1"), (unsynced, "adv-2"), (alone, "adv-3"), (alone, "adv-gone")]
+    ):
+        m = await _message(i, customer=cust, advisor=adv)
+        cases.append(
+            await models.ReviewCase.create(
+                message=m, advisor_userid=named, categories=["guaranteed_return"], severity="review"
+            )
+        )
+    for case in cases:
+        got, people = await review.case_page_read(case_id=case.id, reach=None)
+        want = await review.review_case(case_id=case.id)
+        assert want is not None
+        assert _fields(got) == _fields(want) and _fields(got.message) == _fields(want.message)
+        assert people == await review.advisor_and_leader(case.advisor_userid)
+    assert (await review.case_page_read(case_id=cases[0].id, reach=None))[1][1] == (
+        bot_service.AdvisorInfo("lead-1", "周主管", "2", "")
+    )
+    assert (await review.case_page_read(case_id=cases[1].id, reach=None))[1][1] == (
+        bot_service.AdvisorInfo("lead-x", "", "", "")
+    )
+    assert (await review.case_page_read(case_id=cases[3].id, reach=None))[1] == (None, None)
+    got, _ = await review.case_page_read(case_id=cases[0].id, reach=frozenset({"adv-1"}))
+    assert got.id == cases[0].id
+    for case_id, reach in (
+        (cases[0].id, frozenset({"adv-2"})),
+        (cases[0].id, frozenset()),
+        (10**6, None),
+    ):
+        with pytest.raises(NotFound):
+            await review.case_page_read(case_id=case_id, reach=reach)
