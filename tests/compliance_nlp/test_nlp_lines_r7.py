@@ -86,6 +86,13 @@ def test_going_along_stays_a_violation(rules_only: Analyzer, text: str, category
         ("白银价格涨跌都很快，千万别借钱去炒", "misleading_promotion", True),
         ("您发来的银行卡照片我已经删了，以后别再发卡号", "account_custody", True),
         ("卡号别发别人，发给我就行", "account_custody", False),
+        ("开户送礼那种活动早就叫停了", "improper_inducement", True),
+        ("您是谨慎型，那只R3的我卖不了", "suitability_evasion", True),
+        ("面签的时候我不能替您答，您照实说", "suitability_evasion", True),
+        ("帮您把测评改成进取型，这样不行的话再说", "suitability_evasion", False),
+        ("返佣？我哋唔做", "improper_inducement", True),
+        ("让亲戚替您签字，钱您来出，这个不行", "suitability_evasion", True),
+        ("这个不行，换个名义就能买", "suitability_evasion", False),
     ],
 )
 def test_counter_evidence_r7(text: str, category: str, countered: bool) -> None:
@@ -220,6 +227,14 @@ CLEAN_MORE = [
     "万能险保底利率1.75%，结算利率每月公布，会变",
     "私下交易出了问题没人负责，请走正规流程",
     "多扣的手续费另外退您50元，系统自动处理",
+    # refusals that name the act: what no proper firm does, what the advisor has not
+    # got, a plain refusal closing the sentence, a group's calls called a trap
+    "差额我来补这种承诺，正规机构都不会做",
+    "内部消息我可没有，您别信那些群",
+    "借别人账户帮您买R5，这可不行",
+    "内部消息我冇，唔好信",
+    "您说要零风险的话，只有存款",
+    "荐股群里说稳涨的，都是割韭菜的套路",
 ]
 
 
