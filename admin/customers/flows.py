@@ -255,26 +255,30 @@ async def customer_row(
         marks = ", ".join("?" * len(wanted))
         reach = f' AND "m"."advisor_id" IN (SELECT "ra"."id" FROM "bot_advisor" "ra" WHERE "ra"."userid" IN ({marks}))'  # noqa: S608, E501 - placeholders only
         params.extend(wanted)
-    found = await rows.fetch(
-        f"SELECT {rows.columns(bot_models.Customer, 'c', 'c__')}, "  # noqa: S608 - model columns and placeholders only
-        '(SELECT MAX("m"."msgtime") FROM "bot_message" "m" '
-        f'WHERE "m"."customer_id" = "c"."id"{reach}) AS "last" '
-        'FROM "bot_customer" "c" WHERE "c"."id" = ?',
-        [*params, customer_id],
+    # Both read by the customer's id alone: asked together (SQLite's thread runs the
+    # second as soon as the first is done; PostgreSQL on two of the pool's connections).
+    found, related = await asyncio.gather(
+        rows.fetch(
+            f"SELECT {rows.columns(bot_models.Customer, 'c', 'c__')}, "  # noqa: S608 - model columns and placeholders only
+            '(SELECT MAX("m"."msgtime") FROM "bot_message" "m" '
+            f'WHERE "m"."customer_id" = "c"."id"{reach}) AS "last" '
+            'FROM "bot_customer" "c" WHERE "c"."id" = ?',
+            [*params, customer_id],
+        ),
+        rows.fetch(
+            'SELECT \'f\' AS "kind", "f"."id" AS "id", "f"."remark", "f"."description", '
+            '"f"."status", "f"."added_at", "f"."state", "a"."userid", "a"."name", NULL AS "phone" '
+            'FROM "bot_follow_relation" "f" JOIN "bot_advisor" "a" ON "a"."id" = "f"."advisor_id" '
+            'WHERE "f"."customer_id" = ? UNION ALL '
+            'SELECT \'p\', "p"."id", NULL, NULL, NULL, NULL, NULL, NULL, NULL, "p"."phone_masked" '
+            'FROM "bot_customer_phone" "p" WHERE "p"."customer_id" = ? ORDER BY 1, 2',
+            [customer_id, customer_id],
+        ),
     )
     if not found:
         return None
     c = rows.hydrate(bot_models.Customer, found[0], "c__")
     assert c is not None
-    related = await rows.fetch(
-        'SELECT \'f\' AS "kind", "f"."id" AS "id", "f"."remark", "f"."description", "f"."status", '
-        '"f"."added_at", "f"."state", "a"."userid", "a"."name", NULL AS "phone" '
-        'FROM "bot_follow_relation" "f" JOIN "bot_advisor" "a" ON "a"."id" = "f"."advisor_id" '
-        'WHERE "f"."customer_id" = ? UNION ALL '
-        'SELECT \'p\', "p"."id", NULL, NULL, NULL, NULL, NULL, NULL, NULL, "p"."phone_masked" '
-        'FROM "bot_customer_phone" "p" WHERE "p"."customer_id" = ? ORDER BY 1, 2',
-        [customer_id, customer_id],
-    )
     added_at = bot_models.FollowRelation._meta.fields_map["added_at"]
     follows, phones = [], []
     for r in related:
