@@ -93,6 +93,9 @@ def test_going_along_stays_a_violation(rules_only: Analyzer, text: str, category
         ("返佣？我哋唔做", "improper_inducement", True),
         ("让亲戚替您签字，钱您来出，这个不行", "suitability_evasion", True),
         ("这个不行，换个名义就能买", "suitability_evasion", False),
+        ("经营贷利率年化3.45%，按月付息，到期还本", "guaranteed_return", True),
+        ("这款理财年化3.45%，按月付息，到期还本", "guaranteed_return", False),
+        ("白银基金涨跌跟着银价走，这波别追高", "insider_tip", True),
     ],
 )
 def test_counter_evidence_r7(text: str, category: str, countered: bool) -> None:
@@ -100,15 +103,21 @@ def test_counter_evidence_r7(text: str, category: str, countered: bool) -> None:
 
 
 # A contract's guaranteed part stated with the rest called a hypothesis, and a
-# settlement notice for a holding (自动回到您卡上), are facts; the principal promised to
-# come back is not.
+# settlement notice (本金和收益会回到您卡上), are facts; a rate the advisor promises is not.
 def test_contract_floor_and_settlement_notice_are_facts(rules_only: Analyzer) -> None:
     assert not _violations(
         rules_only,
         "保单里保证的部分按预定利率1.75%给，分红那块只是演示，可能多也可能少",
     )
     assert not _violations(rules_only, "您那笔定开理财6月3号到期，本息会自动回到您的卡上")
-    assert "guaranteed_return" in _violations(rules_only, "放心买，到时候本息都会回到您卡上")
+    assert not _violations(rules_only, "理财到期当天本金和收益会回到您的卡里，节假日顺延")
+    # a named contractual floor is a fact; a floor promised by the advisor is not
+    assert not _violations(rules_only, "这份年金的保证利率是2%，写在合同第5条")
+    assert not _violations(rules_only, "万能账户保底2%，上个月结算利率是2.85%")
+    assert not _violations(rules_only, "融资融券保证金比例最低50%")
+    assert "guaranteed_return" in _violations(rules_only, "这个私募我保证年化8%，到期一起回您卡上")
+    assert "guaranteed_return" in _violations(rules_only, "年金保底2%是小头，我保证您每年能拿5%")
+    assert "guaranteed_return" in _violations(rules_only, "这个万能账户保底4%，比存定期划算")
 
 
 # Classes of violation: a threshold met with money borrowed for the check, a proof made
