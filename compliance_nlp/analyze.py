@@ -76,6 +76,17 @@ def _names_nothing(text: str) -> bool:
     return False
 
 
+# After a reported claim or a disclaimer these set the advisor's own word against it:
+# 「收益会变是官方说法，实际上我保证不低于4%」 warns of nothing.
+_OVERRIDE_CUES = ("实际上", "其实", "说白了", "说实话", "实话说", "私下跟您说", "私下跟你说")
+
+
+def _overrides(text: str, report_cues: Sequence[str]) -> bool:
+    """Whether an override cue follows the first report cue in ``text``."""
+    first = min((at for c in report_cues if (at := text.find(c)) >= 0), default=-1)
+    return first >= 0 and any(text.find(o, first) >= 0 for o in _OVERRIDE_CUES)
+
+
 def _is_role(role: object) -> TypeGuard[Role]:
     return role in ROLES
 
@@ -511,7 +522,9 @@ class Analyzer:
             return []
         rule_violation = any(f.severity == "violation" for f in findings)
         framed = self._has_frame_cue(text)
-        warns = any(c in text for c in self.ruleset.cues.report_cues)
+        warns = any(c in text for c in self.ruleset.cues.report_cues) and not _overrides(
+            text, self.ruleset.cues.report_cues
+        )
         if rule_violation and not model and warns and clean_prob >= cfg.model_veto_threshold:
             # A question/answer frame's finding (it names the customer turn) has read
             # the refusals and warnings of the reply itself: 「理解，就按您说的来」 quotes

@@ -256,3 +256,25 @@ def test_phone_emoji_is_read_as_a_phone() -> None:
     assert "手机" in normalize("把📱给我，我帮您点").text
     # an emoji that carries no word still splits nothing: 稳😀赚 reads 稳赚
     assert normalize("稳😀赚").text == "稳赚"
+
+
+def test_own_word_after_a_disclaimer_is_no_warning(rules_only: Analyzer) -> None:
+    """The model's veto on a warning line (``_combine``) does not reach a line where the
+    advisor sets their own word against the disclaimer it cites (实际上, 其实, 说白了)."""
+    from compliance_nlp.types import Finding
+
+    def combined(text: str) -> list[str]:
+        rule = Finding(
+            category="guaranteed_return",
+            severity="violation",
+            start=0,
+            end=len(text),
+            evidence=text,
+            rule_id="GR-004",
+            source="rule",
+            basis="",
+        )
+        return [f.severity for f in rules_only._combine([rule], [], text, 0.95)]
+
+    assert combined("风险提示那套是官方说法，说白了每年稳拿5个点") == ["violation"]
+    assert combined("每年稳拿5个点这种宣传，您留个心") == ["review"]
