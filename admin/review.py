@@ -13,6 +13,7 @@ and that reading is audited.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
@@ -100,6 +101,7 @@ def _case_sql() -> str:
     )
 
 
+@functools.cache
 def _case_page_sql() -> str:
     # The case read, with the case's advisor (by the userid the case names) and their
     # team lead joined in: what advisor_and_leader reads, in the same statement.
