@@ -214,6 +214,14 @@ VIOLATIONS_MORE = {
     "认购款打我卡上，比走正规流程省事": "off_book_dealing",
     "交给我打理，保您跑赢通胀": "guaranteed_return",
     "账户交给我操作，包您跑赢大盘": "guaranteed_return",
+    # a shortfall the advisor answers for, a figure said to be sure, a policy said to pay
+    # everything, a receipt written by hand with the contract later, a trip offered, a
+    # rival's staff called green
+    "年底肯定能到这个数，少一分您找我": "guaranteed_return",
+    "这个医疗险看病住院全都能报，自己不用掏一分钱": "misleading_promotion",
+    "定金先交我，我手开一张收条，合同后面再补": "off_book_dealing",
+    "签了这单，我请您全家去云南旅游": "improper_inducement",
+    "那家外资行的客户经理啥都不懂，别找他们": "disparagement",
 }
 
 
@@ -236,6 +244,9 @@ CLEAN_MORE = [
     "万能险保底利率1.75%，结算利率每月公布，会变",
     "私下交易出了问题没人负责，请走正规流程",
     "多扣的手续费另外退您50元，系统自动处理",
+    "手写的收条没有效力，以系统打印的回单为准",
+    "这种医疗险不是住院全报的，有免赔额",
+    "请您和家人一起去网点办",
     # refusals that name the act: what no proper firm does, what the advisor has not
     # got, a plain refusal closing the sentence, a group's calls called a trap
     "差额我来补这种承诺，正规机构都不会做",
