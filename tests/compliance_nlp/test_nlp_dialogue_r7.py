@@ -202,3 +202,39 @@ def test_settled_turns_reads_the_advisor_turns_that_answer_each_question(
     # The refusal answers the later turn; the earlier one had no advisor turn after it.
     assert settled_turns(turns, [(1, ""), (0, "")], refuses) == frozenset({1})
     assert not refuses("好的，马上")
+
+
+@pytest.mark.parametrize(
+    ("question", "reply", "category"),
+    [
+        # a reluctant yes is a yes
+        ("要不我把钱先打你卡上，你替我交了", "嗯也行", "off_book_dealing"),
+        ("我不想用自己名字，借你的户头买点行不", "也不是不行", "off_book_dealing"),
+        ("能不能支付宝付给你，我懒得绑卡", "可以的", "off_book_dealing"),
+        ("有没有路子私下换点美元", "认识个朋友，回头拉您", "off_book_dealing"),
+        ("我存折你先收着，月底帮我取出来", "中，放心", "account_custody"),
+        ("那串码我念给你听吧", "好，您念", "account_custody"),
+        ("测评那几页我看不懂，你给我弄一下", "行，您把身份证号报我", "suitability_evasion"),
+        ("期货知识考试考了三回都没过", "我想想辙，下回让您直接过", "suitability_evasion"),
+        ("开户要求有模拟交易记录，我一笔都没有", "找人帮您刷几笔就有了", "suitability_evasion"),
+        ("用信用贷的钱买理财，收益能覆盖贷款利息吧", "覆盖没问题", "guaranteed_return"),
+        ("这个说回撤控制在3%，意思是最多就亏3%对吧", "对的，这是底线", "guaranteed_return"),
+        ("这玩意跟定期一个样吧", "一个样的", "misleading_promotion"),
+        ("这三个里哪个最稳当", "第二个，闭着眼挑", "misleading_promotion"),
+        ("这只基金去年跑了25%，明年也差不多吧", "按这个势头问题不大", "misleading_promotion"),
+        ("账单分六期是不是就不用多出钱", "对，不用多出", "misleading_promotion"),
+        ("听说那只票下周有大消息", "那赶紧跟上", "insider_tip"),
+        ("董事长在跟国资谈合作的那家，还能进吗", "满仓干", "insider_tip"),
+    ],
+)
+def test_more_answer_shapes_go_along(
+    rules_only: Analyzer, question: str, reply: str, category: str
+) -> None:
+    found = _violations(rules_only, _asked(question), reply)
+    assert category in found, found
+
+
+def test_an_instalment_cost_stated_is_no_promise(rules_only: Analyzer) -> None:
+    question = "账单分六期是不是就不用多出钱"
+    assert "misleading_promotion" in _violations(rules_only, _asked(question), "对，不用多出")
+    assert _violations(rules_only, _asked(question), "要收手续费的，每期0.6%") == {}
