@@ -222,6 +222,10 @@ VIOLATIONS_MORE = {
     "定金先交我，我手开一张收条，合同后面再补": "off_book_dealing",
     "签了这单，我请您全家去云南旅游": "improper_inducement",
     "那家外资行的客户经理啥都不懂，别找他们": "disparagement",
+    # a deposit named only as the yardstick (收益还比定期存款高) lends the line no fact
+    "这款债基到期本金一分不少，收益还比定期存款高": "guaranteed_return",
+    "结余放这款短债，利息稳稳覆盖房租": "guaranteed_return",
+    "钱先打俺私人卡，月底给您算利息": "off_book_dealing",
 }
 
 
@@ -247,6 +251,8 @@ CLEAN_MORE = [
     "手写的收条没有效力，以系统打印的回单为准",
     "这种医疗险不是住院全报的，有免赔额",
     "请您和家人一起去网点办",
+    "定期存款到期本金一分不少，还有存款保险",
+    "大额存单利率比理财低，但是保本的",
     # refusals that name the act: what no proper firm does, what the advisor has not
     # got, a plain refusal closing the sentence, a group's calls called a trap
     "差额我来补这种承诺，正规机构都不会做",
