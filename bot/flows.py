@@ -30,7 +30,7 @@ from bot.hooks import Hooks, StoredEvent, StoredMessage, frozen_fields
 from bot.models import RelationStatus
 from bot.opt_out import is_opt_out
 from bot.schemas import Direction, EventDraft, MessageDraft, StoreResult
-from bot.stream import InboundStream
+from bot.stream import InboundStream, encode_payload
 from compliance_nlp import Analysis
 from core.crypto import DecryptionError, Keyring, sealed_key_id
 from core.settings import Settings, SettingsError
@@ -327,6 +327,9 @@ class MessageToStore:
     draft: MessageDraft
     analysis: Analysis | None
     original: Mapping[str, Any]
+    # ``original`` as JSON text, when the caller has it already (the stream entry's
+    # text, ``QueuedItem.payload_json``): sealed as it is instead of encoded again.
+    original_json: str | None = None
 
 
 async def do_store_messages(
@@ -396,7 +399,7 @@ def _analysed(item: MessageToStore, keyring: Keyring) -> _Analysed:
         masked=analysis.masked_text if analysis and draft.text else "",
         intent=_customer_intent(draft, analysis),
         sealed=keyring.seal_text(
-            json.dumps(dict(item.original), ensure_ascii=False),
+            item.original_json if item.original_json is not None else encode_payload(item.original),
             aad=message_aad(draft.source, draft.msgid),
         ),
     )

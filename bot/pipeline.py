@@ -324,7 +324,14 @@ class Pipeline:
         for i in run:
             d, analysis = drafts[i], analyses.get(i)
             assert isinstance(d, MessageDraft) and not isinstance(analysis, BaseException)
-            batch.append(MessageToStore(draft=d, analysis=analysis, original=original_of(items[i])))
+            batch.append(
+                MessageToStore(
+                    draft=d,
+                    analysis=analysis,
+                    original=original_of(items[i]),
+                    original_json=items[i].payload_json,
+                )
+            )
         with self._timed("store"):
             results = await do_store_messages(items=batch, deps=self.deps)
         for i, result in zip(run, results, strict=True):

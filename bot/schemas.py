@@ -41,6 +41,9 @@ class QueuedItem:
     payload: dict[str, Any]
     received_at: datetime
     deliveries: int = 1
+    # ``payload`` as the stream entry held it (``bot.stream.encode_payload``): storing
+    # seals this text as the message's original rather than encoding the payload again.
+    payload_json: str | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)

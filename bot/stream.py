@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -91,6 +92,16 @@ def payload_aad(dedup_key: str) -> str:
     return f"stream:{dedup_key}"
 
 
+def encode_payload(payload: Mapping[str, Any]) -> str:
+    """A queued payload as JSON text: the stream entry's, and the stored original's.
+
+    One encoding for both, so the worker seals the text it opened as the message's
+    original (``QueuedItem.payload_json``) and stores exactly what encoding the payload
+    again would give.
+    """
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+
+
 class InboundStream:
     """Namespaced access to the inbound stream (injected client, arq/aiogram style)."""
 
@@ -131,10 +142,7 @@ class InboundStream:
         Raises ``redis.RedisError`` when Redis is unavailable: the caller answers
         503 so WeCom retries, never "success" for something not queued.
         """
-        sealed = self.keyring.seal_text(
-            json.dumps(payload, ensure_ascii=False, separators=(",", ":")),
-            aad=payload_aad(dedup_key),
-        )
+        sealed = self.keyring.seal_text(encode_payload(payload), aad=payload_aad(dedup_key))
         item = _Item(
             nonce_key=self.keys.key("nonce", nonce[0] if nonce else "-").encode(),
             dedup_key=self.dedup_redis_key(dedup_key).encode(),
@@ -217,14 +225,15 @@ class InboundStream:
         sid = stream_id.decode() if isinstance(stream_id, bytes) else stream_id
         f = {k.decode(): v.decode() for k, v in fields.items()}
         key = f["key"]
-        payload = json.loads(self.keyring.open_text(f["p"], aad=payload_aad(key)))
+        text = self.keyring.open_text(f["p"], aad=payload_aad(key))
         return QueuedItem(
             stream_id=sid,
             source=Source(f["src"]),
             dedup_key=key,
-            payload=payload,
+            payload=json.loads(text),
             received_at=datetime.fromtimestamp(int(f["t"]) / 1000, tz=UTC),
             deliveries=deliveries,
+            payload_json=text,
         )
 
     async def depth(self) -> tuple[int, int]:
