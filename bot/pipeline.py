@@ -57,6 +57,7 @@ from bot.flows import (
     do_store_messages,
 )
 from bot.schemas import (
+    CALLBACK_FIELDS,
     Direction,
     EventDraft,
     MessageDraft,
@@ -64,7 +65,7 @@ from bot.schemas import (
     Source,
     StoreResult,
 )
-from bot.wecom.parse import Inbound, parse_inbound
+from bot.wecom.parse import Inbound, inbound_from_fields, parse_inbound
 from compliance_nlp import Analysis
 from compliance_nlp.pool import AnalyzerUnavailable
 from compliance_nlp.types import Role as AnalysisRole
@@ -116,7 +117,12 @@ def _text_of_callback(inbound: Inbound) -> str:
 def normalise(item: QueuedItem) -> Draft:
     if item.source is Source.ARCHIVE:
         return record_to_draft(item.payload["record"], sender=item.payload.get(SENDER_KEY))
-    inbound = parse_inbound(item.payload["xml"])
+    fields = item.payload.get(CALLBACK_FIELDS)
+    inbound = (
+        inbound_from_fields(fields, item.payload["xml"])
+        if isinstance(fields, dict)
+        else parse_inbound(item.payload["xml"])
+    )
     if inbound.kind == "message":
         return MessageDraft(
             msgid=str(inbound.msg_id or item.dedup_key),
@@ -149,7 +155,16 @@ def normalise(item: QueuedItem) -> Draft:
 
 
 def original_of(item: QueuedItem) -> dict[str, Any]:
+    """What a message stores, sealed, as its original: the payload as queued, but for a
+    callback's parsed fields (the XML says it all)."""
+    if CALLBACK_FIELDS in item.payload:
+        return {k: v for k, v in item.payload.items() if k != CALLBACK_FIELDS}
     return dict(item.payload)
+
+
+def original_json_of(item: QueuedItem) -> str | None:
+    """``original_of(item)`` as the stream entry's text, where that is what it holds."""
+    return None if CALLBACK_FIELDS in item.payload else item.payload_json
 
 
 @dataclass
@@ -329,7 +344,7 @@ class Pipeline:
                     draft=d,
                     analysis=analysis,
                     original=original_of(items[i]),
-                    original_json=items[i].payload_json,
+                    original_json=original_json_of(items[i]),
                 )
             )
         with self._timed("store"):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from bot.schemas import Source
+from bot.schemas import CALLBACK_FIELDS, Source
 from bot.stream import InboundStream
 from bot.wecom.crypto import CallbackCrypto, CallbackError
 from bot.wecom.parse import parse_inbound
@@ -120,7 +120,7 @@ async def receive_callback(request: web.Request) -> web.Response:
         result = await deps.stream.enqueue(
             source=Source.CALLBACK,
             dedup_key=inbound.dedup_key,
-            payload={"xml": plaintext},
+            payload={"xml": plaintext, CALLBACK_FIELDS: inbound.fields},
             nonce=(nonce, sig, ttl),
         )
     except (aioredis.RedisError, OSError) as exc:

@@ -31,6 +31,14 @@ def is_external_id(userid: str) -> bool:
     return userid.startswith(EXTERNAL_ID_PREFIXES)
 
 
+# A callback's payload on the stream: ``{"xml": <decrypted XML>, CALLBACK_FIELDS: <its
+# fields as bot.wecom.xmlsafe.parse_xml gives them>}``.  The receiver parsed the XML to
+# answer WeCom; the worker reads the fields rather than parsing it again.  The stored
+# original is the XML alone (``bot.pipeline.original_of``).  An entry without them (queued
+# by an earlier release) is parsed again.
+CALLBACK_FIELDS = "fields"
+
+
 @dataclass(frozen=True)
 class QueuedItem:
     """One entry read from the inbound stream."""

@@ -183,7 +183,16 @@ def parse_inbound(xml_text: str) -> Inbound:
         fields = parse_xml(xml_text)
     except XmlError as exc:
         raise ParseError(f"decrypted callback: {exc}", reason=exc.reason) from exc
+    return inbound_from_fields(fields, xml_text)
 
+
+def inbound_from_fields(fields: dict[str, Any], xml_text: str) -> Inbound:
+    """The :class:`Inbound` of ``xml_text`` from its fields as ``parse_xml`` gave them.
+
+    The worker reads a callback the receiver parsed already: the receiver queues the
+    fields beside the XML (``bot.schemas.CALLBACK_FIELDS``), sealed with it, and the
+    worker starts from them instead of parsing the XML a second time.
+    """
     msg_type = _required_text(fields, "MsgType")
     create_time = _parse_create_time(_required_text(fields, "CreateTime"))
     event = _optional_text(fields, "Event") if msg_type == "event" else None
