@@ -36,7 +36,7 @@ _SEPARATORS = r"\s\.\*\-_·•|/\\~^#=`+…、—～" + _EMOJI + _ZERO_WIDTH
 
 # Emoji that stand for a word the rules read (「把📱给我」 hands over the phone): read as
 # the word instead of being dropped with the rest.
-_ICON_WORDS = {"📱": "手机", "📲": "手机", "💳": "卡"}
+_ICON_WORDS = {"📱": "手机", "📲": "手机", "💳": "卡", "💩": "垃圾", "🗑": "垃圾"}
 
 # Order matters: WeChat variants before generic separators, so "v.x" becomes 微信, and
 # word emoji before the separators and emoji that are dropped.

@@ -271,6 +271,7 @@ def test_more_clean_twins_r7(rules_only: Analyzer, text: str) -> None:
 
 def test_phone_emoji_is_read_as_a_phone() -> None:
     assert "手机" in normalize("把📱给我，我帮您点").text
+    assert normalize("他们那款💩").text == "他们那款垃圾"
     # an emoji that carries no word still splits nothing: 稳😀赚 reads 稳赚
     assert normalize("稳😀赚").text == "稳赚"
 
@@ -295,3 +296,32 @@ def test_own_word_after_a_disclaimer_is_no_warning(rules_only: Analyzer) -> None
 
     assert combined("风险提示那套是官方说法，说白了每年稳拿5个点") == ["violation"]
     assert combined("每年稳拿5个点这种宣传，您留个心") == ["review"]
+
+
+# Disparagement needs something said against the other party (anchors.json
+# category_ground): a rival named with a neutral or kind word is no evidence of it.
+@pytest.mark.parametrize(
+    ("text", "ungrounded"),
+    [
+        ("隔壁那家的定期利率比咱们高一点，您可以去看看", True),
+        ("那边的客户经理人挺好的，您问她也行", True),
+        ("那家的年金我没细看过，不好评价", True),
+        ("隔壁那家的理财经理就会忽悠人", False),
+        ("那家城商行最近问题不少，您自己掂量", False),
+        ("他们家产品谁买谁后悔", False),
+    ],
+)
+def test_disparagement_ground(text: str, ungrounded: bool) -> None:
+    found = DomainAnchors().ungrounded(normalize(text).text)
+    assert ("disparagement" in found) is ungrounded
+
+
+def test_a_reported_name_is_not_read_as_the_advisors(rules_only: Analyzer) -> None:
+    # the rival's name does not reach back over the verb that reports the claim
+    assert not _violations(rules_only, "网上有人说某某证券的投顾都是骗子？别信这种话")
+    assert "disparagement" in _violations(rules_only, "某某证券的投顾都是骗子")
+
+
+def test_a_route_for_a_complaint_is_no_disparagement(rules_only: Analyzer) -> None:
+    assert not _violations(rules_only, "那家平台的产品出了问题，您可以打12378投诉")
+    assert "disparagement" in _violations(rules_only, "那家平台的产品有问题，您找我们，我们靠谱")
