@@ -9,8 +9,8 @@ after a repair; running it twice gives the same rows.
 
 A day is a calendar day in Asia/Shanghai (the bank's and the regulator's day).
 Alerts are counted from ``bot_alert`` at page time, over the window only, per day and
-kind by the database (its (created_at, kind) index): they are written after the hooks
-run (``bot.flows._store_together``) and are few.  The review
+kind by the database (its (created_at, kind) index): the hook is not handed them
+(``bot.flows._store_together`` writes them itself) and they are few.  The review
 backlog is read from the open cases through the (status, created_at) index.
 """
 

@@ -426,8 +426,8 @@ async def _store_together(items: Sequence[MessageToStore], *, deps: StoreDeps) -
     or stored before is a duplicate (``stored=False``), told per message by the unique
     key on SQLite and PostgreSQL alike.  Then, message by message in the order read,
     the other domains' ``on_message`` hooks see the frozen record, and the review case
-    and alerts it calls for are gathered; they are written after the last hook, a
-    statement per table.  The rows of the whole read are inserted before the first
+    and alerts it calls for are gathered; they are written after the last of those
+    hooks, a statement per table.  The rows of the whole read are inserted before the first
     hook runs, so a hook may see messages read with its own, later ones included;
     the ``on_messages`` hooks see the read's stored messages together, last.
     """
@@ -491,10 +491,13 @@ async def _store_together(items: Sequence[MessageToStore], *, deps: StoreDeps) -
                     deps=deps,
                 )
             )
+        await consequences.write(conn)
+        # The read's hooks last, right before the commit: the admin dashboard's adds to
+        # a day's counters, rows every read of every worker updates, and another
+        # worker's read waits for them from that update until this commit.
         if records:
             for read_hook in deps.hooks.on_messages:
                 await read_hook.fn(records, conn)
-        await consequences.write(conn)
     return results
 
 
