@@ -11,13 +11,14 @@ enrolments by ``(customer, state)``, touches by ``(enrolment, step)`` or
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp_jinja2
 from aiohttp import web
+from markupsafe import escape
 
 from bot import customers as bot_customers
 from bot import service as bot_service
@@ -137,6 +138,26 @@ class Journeys:
     more: int
 
 
+def _dialect_sql(conn: Any, sql: str) -> str:
+    if conn.capabilities.dialect != "postgres":
+        return sql
+    parts = sql.split("?")
+    return "".join(f"{p}${i}" for i, p in enumerate(parts[:-1], 1)) + parts[-1]
+
+
+def _enrolment_columns(alias: str, prefix: str = "") -> str:
+    return ", ".join(
+        f'"{alias}"."{c}" AS "{prefix}{c}"' for c in Enrolment._meta.fields_db_projection.values()
+    )
+
+
+def _reach_sql(alias: str, reach: frozenset[str] | None) -> tuple[str, list[Any]]:
+    if reach is None:
+        return "", []
+    wanted = sorted(reach) or [""]
+    return f' AND "{alias}"."advisor" IN ({", ".join("?" * len(wanted))})', list(wanted)
+
+
 async def _enrolments_read(
     *, external_userid: str, reach: frozenset[str] | None
 ) -> list[Enrolment]:
@@ -144,31 +165,59 @@ async def _enrolments_read(
     written out: every view of a customer asks, and most customers have none — the ORM
     building the statement cost more than the read."""
     conn = Enrolment._meta.db
-    params: list[Any] = [external_userid]
-    where = '"customer" = ?'
-    if reach is not None:
-        wanted = sorted(reach) or [""]
-        where += f' AND "advisor" IN ({", ".join("?" * len(wanted))})'
-        params.extend(wanted)
-    params.append(JOURNEYS_SHOWN)
-    columns = ", ".join(f'"{c}"' for c in Enrolment._meta.fields_db_projection.values())
+    reach_sql, reach_params = _reach_sql("e", reach)
     sql = (
-        f'SELECT {columns} FROM "sop_enrolment" WHERE {where} '  # noqa: S608 - model columns and placeholders only
-        'ORDER BY "entered_at" DESC, "id" DESC LIMIT ?'
+        f'SELECT {_enrolment_columns("e")} FROM "sop_enrolment" "e" '  # noqa: S608 - model columns and placeholders only
+        f'WHERE "e"."customer" = ?{reach_sql} '
+        'ORDER BY "e"."entered_at" DESC, "e"."id" DESC LIMIT ?'
     )
-    if conn.capabilities.dialect == "postgres":
-        parts = sql.split("?")
-        sql = "".join(f"{p}${i}" for i, p in enumerate(parts[:-1], 1)) + parts[-1]
-    found = await conn.execute_query_dict(sql, params)
+    found = await conn.execute_query_dict(
+        _dialect_sql(conn, sql), [external_userid, *reach_params, JOURNEYS_SHOWN]
+    )
     return [Enrolment._init_from_db(**r) for r in found]
 
 
-async def journeys_of(*, external_userid: str, reach: frozenset[str] | None) -> Journeys:
-    """The customer's enrolments (newest first) with their touches, within ``reach``."""
+async def customer_enrolments_read(
+    *, customer_id: int, reach: frozenset[str] | None
+) -> tuple[str, list[Enrolment]] | None:
+    """``_enrolments_read`` for the customer with row id ``customer_id`` (enrolments
+    name a customer by external_userid), with that external_userid; None when there is
+    no such customer.  One statement: the customer's row by its key, their enrolments
+    joined — the external_userid was a statement of its own before every panel."""
+    conn = Enrolment._meta.db
+    reach_sql, reach_params = _reach_sql("e", reach)
+    sql = (
+        f'SELECT "c"."external_userid" AS "customer__", {_enrolment_columns("e", "e__")} '  # noqa: S608 - model columns and placeholders only
+        'FROM "bot_customer" "c" LEFT JOIN "sop_enrolment" "e" '
+        f'ON "e"."customer" = "c"."external_userid"{reach_sql} '
+        'WHERE "c"."id" = ? ORDER BY "e"."entered_at" DESC, "e"."id" DESC LIMIT ?'
+    )
+    found = await conn.execute_query_dict(
+        _dialect_sql(conn, sql), [*reach_params, customer_id, JOURNEYS_SHOWN]
+    )
+    if not found:
+        return None
+    names = Enrolment._meta.fields_db_projection.values()
+    return str(found[0]["customer__"]), [
+        Enrolment._init_from_db(**{c: r[f"e__{c}"] for c in names})
+        for r in found
+        if r["e__id"] is not None
+    ]
+
+
+async def journeys_of(
+    *,
+    external_userid: str,
+    reach: frozenset[str] | None,
+    enrolments: list[Enrolment] | None = None,
+) -> Journeys:
+    """The customer's enrolments (newest first) with their touches, within ``reach``
+    (``enrolments``: the newest JOURNEYS_SHOWN of them, when already read)."""
     q = Enrolment.filter(customer=external_userid)
     if reach is not None:
         q = q.filter(advisor__in=sorted(reach))
-    enrolments = await _enrolments_read(external_userid=external_userid, reach=reach)
+    if enrolments is None:
+        enrolments = await _enrolments_read(external_userid=external_userid, reach=reach)
     if not enrolments:
         return Journeys(lines=[], more=0)
     # Counted only when the page is full: fewer rows than the page holds are all of them.
@@ -240,28 +289,94 @@ async def _customer_row(customer_id: int) -> bot_customers.CustomerRow | None:
     return rows[0] if rows else None
 
 
+def journeys_html(
+    *,
+    journeys: list[JourneyLine],
+    more: int,
+    campaign_url: Callable[[int], str] | None,
+    cst: Callable[[datetime | None, str], str],
+) -> str:
+    """The markup of ``sop_panel_journeys.html``, written out (every view of a customer
+    draws it); every value escaped as autoescape did."""
+    out = [
+        f'<link rel="stylesheet" href="{escape(sop_static_url("sop-panels.css"))}">'
+        '<div id="sop-journeys" class="sop-journeys">'
+    ]
+    for j in journeys:
+        name = f"<strong>{escape(j.campaign)}</strong>"
+        if campaign_url is not None:
+            name = f'<a href="{escape(campaign_url(j.campaign_id))}">{name}</a>'
+        goal = (
+            f' <span class="tag ok" title="{escape(cst(j.goal_reached_at, "%Y-%m-%d %H:%M"))}">'
+            "达成目标</span>"
+            if j.goal_reached_at
+            else ""
+        )
+        out.append(
+            f'<div class="sop-journey" id="sop-enrolment-{escape(j.id)}" '
+            f'data-state="{escape(j.state)}"><div class="sop-journey-head">{name} '
+            f'<span class="muted small-text">v{escape(j.version)}</span> '
+            f'<span class="tag {escape(j.tone)}">{escape(j.state_label)}</span>{goal}</div>'
+            '<div class="muted small-text">入组 <span class="mono">'
+            f"{escape(cst(j.entered_at, '%Y-%m-%d %H:%M'))}</span> · {escape(j.advisor)}</div>"
+        )
+        if j.exit_reason:
+            when = (
+                f' <span class="mono muted">{escape(cst(j.exited_at, "%Y-%m-%d %H:%M"))}</span>'
+                if j.exited_at
+                else ""
+            )
+            out.append(
+                f'<div class="small-text sop-exit">退出：{escape(j.exit_reason)}{when}</div>'
+            )
+        if j.touches:
+            out.append('<ol class="sop-touches">')
+            for t in j.touches:
+                step = f" · {escape(t.step_name)}" if t.step_name else ""
+                delivery = f"{escape(t.delivery)} · " if t.delivery else ""
+                reason = (
+                    f'<div class="sop-touch-reason small-text">原因：{escape(t.reason)}</div>'
+                    if t.reason
+                    else ""
+                )
+                out.append(
+                    f'<li data-state="{escape(t.state)}"><div class="sop-touch-line">'
+                    f'<span class="sop-touch-step">第 {escape(t.position)} 步{step}</span> '
+                    f'<span class="tag {escape(t.tone)}">{escape(t.state_label)}</span></div>'
+                    f'<div class="muted small-text">{delivery}<span class="mono">'
+                    f"{escape(cst(t.due_at, '%m-%d %H:%M'))}</span></div>{reason}</li>"
+                )
+            out.append("</ol>")
+        else:
+            out.append('<p class="muted small-text">尚未计划触达</p>')
+        out.append("</div>")
+    if not journeys:
+        out.append('<p class="muted">未参加 SOP 旅程</p>')
+    if more:
+        out.append(f'<p class="muted small-text">另有 {escape(more)} 段更早的旅程未显示</p>')
+    out.append("</div>")
+    return "".join(out)
+
+
 async def journeys_panel(request: web.Request, customer_id: int, viewer: Principal) -> str | None:
     """The customer page's SOP box: enrolments (campaign, version, state, entry, exit)
     and their touches (step, due, state, reason).  Nothing personal is drawn."""
-    # Enrolments name the customer by external_userid: that one column is all it needs.
-    external_userid = await bot_customers.external_userid_of(customer_id=customer_id)
-    if external_userid is None:
+    reach = await _reach(request)
+    # Enrolments name the customer by external_userid: read with them, one statement.
+    read = await customer_enrolments_read(customer_id=customer_id, reach=reach)
+    if read is None:
         return None
-    found = await journeys_of(external_userid=external_userid, reach=await _reach(request))
+    external_userid, enrolments = read
+    found = await journeys_of(external_userid=external_userid, reach=reach, enrolments=enrolments)
     link = "campaigns:read" in viewer.permissions
-    return aiohttp_jinja2.render_string(
-        "sop_panel_journeys.html",
-        request,
-        {
-            "journeys": found.lines,
-            "more": found.more,
-            "campaign_url": (
-                (lambda cid: str(request.app.router["sop_campaign"].url_for(campaign_id=str(cid))))
-                if link
-                else None
-            ),
-            "sop_static": sop_static_url,
-        },
+    route = request.app.router["sop_campaign"] if link else None
+    return journeys_html(
+        journeys=found.lines,
+        more=found.more,
+        campaign_url=(
+            (lambda cid: str(route.url_for(campaign_id=str(cid)))) if route is not None else None
+        ),
+        cst=aiohttp_jinja2.get_env(request.app).filters["cst"],
     )
 
 

@@ -19,6 +19,7 @@ the console's CSP allows no inline script, htmx swaps server-rendered HTML.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import functools
 import hashlib
@@ -35,6 +36,7 @@ from urllib.parse import urlencode
 import aiohttp_jinja2
 from aiohttp import web
 from aiohttp.web_request import FileField
+from markupsafe import escape
 from multidict import MultiDictProxy
 from pydantic import ValidationError
 
@@ -1562,64 +1564,160 @@ async def _import_chunk(
 # ---------------------------------------------------------------- customer page panels
 
 
+def _cst(request: web.Request) -> Any:
+    # The shell's time filter (Asia/Shanghai), as the templates format with it.
+    return aiohttp_jinja2.get_env(request.app).filters["cst"]
+
+
+def swatch_html(colour: str) -> str:
+    """``tagging_macros.swatch``: only a validated #RRGGBB reaches the fill attribute."""
+    return (
+        '<svg class="swatch" width="10" height="10" viewBox="0 0 12 12" aria-hidden="true" '
+        f'focusable="false"><circle cx="6" cy="6" r="6" fill="{escape(colour_of(colour))}"/></svg>'
+    )
+
+
+_SOURCE_TONES = {"manual": "info", "rule": "warn", "wecom": "ok"}
+
+
+def source_tag_html(source: str) -> str:
+    """``tagging_macros.source_tag``."""
+    label = SOURCE_LABELS.get(source, source)
+    return f'<span class="tag {escape(_SOURCE_TONES.get(source, ""))}">{escape(label)}</span>'
+
+
+def tags_panel_html(
+    *,
+    current: Sequence[Mapping[str, Any]],
+    history: Sequence[Mapping[str, Any]],
+    tag_url: Any,
+    can_read_tags: bool,
+    cst: Any,
+) -> str:
+    """The markup of ``tagging_panel_tags.html``, written out: every view of a customer
+    draws it, and the template's macros (imported with context) were re-run on each
+    render — most of the panel's time.  Every value is escaped as autoescape did."""
+    out = [
+        '<div id="customer-tags"><div class="table-wrap">'
+        '<table class="data" id="customer-tags-current">'
+        "<thead><tr><th>标签与原因</th><th>来源 · 操作人 / 规则</th>"
+        '<th class="hide-narrow">时间</th></tr></thead><tbody>'
+    ]
+    for c in current:
+        tag = c["tag"]
+        shown = f"{swatch_html(tag.colour)} {escape(tag.name)}"
+        if can_read_tags:
+            shown = f'<a href="{escape(tag_url(tag.id))}">{shown}</a>'
+        reason = f'<div class="muted small-text">{escape(c["reason"])}</div>' if c["reason"] else ""
+        expires = (
+            f'<div class="muted small-text">{escape(cst(c["expires_at"], "%Y-%m-%d"))} 到期</div>'
+            if c["expires_at"]
+            else ""
+        )
+        out.append(
+            f'<tr><td class="wrap">{shown}{reason}</td>'
+            f'<td class="wrap">{source_tag_html(c["source"])} {escape(c["applied_by"])}</td>'
+            f'<td class="mono hide-narrow">{escape(cst(c["applied_at"], "%Y-%m-%d %H:%M"))}'
+            f"{expires}</td></tr>"
+        )
+    if not current:
+        out.append('<tr><td colspan="3" class="empty">暂无标签</td></tr>')
+    out.append("</tbody></table></div>")
+    if history:
+        out.append(
+            '<details class="mt-12" id="customer-tags-history">'
+            f'<summary class="small-text">标签变更记录（{len(history)}）</summary>'
+            '<div class="table-wrap"><table class="data"><thead><tr><th>时间</th><th>变更</th>'
+            "<th>标签</th><th>来源</th><th>操作人 / 规则</th>"
+            '<th class="hide-narrow">原因</th></tr></thead><tbody>'
+        )
+        for h in history:
+            tag = h["tag"]
+            if tag is not None:
+                name = str(escape(tag.name))
+                if tag.deleted_at:
+                    name += ' <span class="muted small-text">（已删除）</span>'
+            else:
+                name = f"#{escape(h['tag_id'])}"
+            action = (
+                '<span class="tag ok">打上</span>'
+                if h["action"] == "add"
+                else '<span class="tag">移除</span>'
+            )
+            out.append(
+                f'<tr><td class="mono">{escape(cst(h["at"], "%m-%d %H:%M"))}</td>'
+                f"<td>{action}</td><td>{name}</td><td>{source_tag_html(h['source'])}</td>"
+                f"<td>{escape(h['actor'])}</td>"
+                f'<td class="wrap hide-narrow small-text">{escape(h["reason"] or "—")}</td></tr>'
+            )
+        out.append("</tbody></table></div></details>")
+    out.append("</div>")
+    return "".join(out)
+
+
+async def _rule_names(rule_ids: set[int]) -> dict[int, str]:
+    if not rule_ids:
+        return {}
+    return {
+        int(i): str(n)
+        for i, n in await TagRule.filter(id__in=sorted(rule_ids)).values_list("id", "name")
+    }
+
+
 async def tags_panel(request: web.Request, customer_id: int, viewer: Principal) -> str | None:
     """The customer page's tag box: tags with source, who applied them, why, and history.
 
     The page has checked that ``viewer`` may see this customer; nothing here is
     personal beyond tag names and the masked notes operators left.
     """
-    current, history = await service.customer_tags_read(customer_id=customer_id, history_limit=100)
+    current, history, tags = await service.customer_tags_read(
+        customer_id=customer_id, history_limit=100
+    )
+    refs = [*(ct.applied_by for ct in current), *(h.actor for h in history)]
     reasons = [*(ct.reason for ct in current), *(h.reason for h in history)]
     rule_ids = {int(r["rule_id"]) for r in reasons if isinstance(r.get("rule_id"), int)}
     rule_ids |= {
         int(ref.split(":", 1)[1])
-        for ref in [*(ct.applied_by for ct in current), *(h.actor for h in history)]
+        for ref in refs
         if ref.startswith("rule:") and ref.split(":", 1)[1].isdigit()
     }
-    rule_names = (
-        {
-            int(i): str(n)
-            for i, n in await TagRule.filter(id__in=sorted(rule_ids)).values_list("id", "name")
-        }
-        if rule_ids
-        else {}
+    # The rules named by reasons and by refs are read once; the other refs' names
+    # (operators, keys, advisors) beside them.
+    rule_names, names = (
+        await asyncio.gather(
+            _rule_names(rule_ids),
+            actor_names(request, [r for r in refs if not r.startswith("rule:")]),
+        )
+        if refs
+        else ({}, {})
     )
-    tags = await service.tags_by_ids(ids=[h.tag_id for h in history])
-    names = await actor_names(
-        request, [*(ct.applied_by for ct in current), *(h.actor for h in history)]
-    )
-    return aiohttp_jinja2.render_string(
-        "tagging_panel_tags.html",
-        request,
-        {
-            **_globals(),
-            "current": [
-                {
-                    "tag": ct.tag,
-                    "source": ct.source.value,
-                    "applied_by": actor_label(ct.applied_by, rule_names, names),
-                    "applied_at": ct.applied_at,
-                    "expires_at": ct.expires_at,
-                    "reason": reason_text(ct.reason, rule_names),
-                    "advisor": ct.advisor_userid or "",
-                }
-                for ct in current
-            ],
-            "history": [
-                {
-                    "tag": tags.get(h.tag_id),
-                    "tag_id": h.tag_id,
-                    "action": h.action,
-                    "source": h.source.value,
-                    "actor": actor_label(h.actor, rule_names, names),
-                    "reason": reason_text(h.reason, rule_names),
-                    "at": h.at,
-                }
-                for h in history
-            ],
-            "tag_url": lambda tag_id: _url(request, "tagging_tag", tag_id=str(tag_id)),
-            "can_read_tags": "customers:read" in viewer.permissions,
-        },
+    return tags_panel_html(
+        current=[
+            {
+                "tag": ct.tag,
+                "source": ct.source.value,
+                "applied_by": actor_label(ct.applied_by, rule_names, names),
+                "applied_at": ct.applied_at,
+                "expires_at": ct.expires_at,
+                "reason": reason_text(ct.reason, rule_names),
+            }
+            for ct in current
+        ],
+        history=[
+            {
+                "tag": tags.get(h.tag_id),  # type: ignore[attr-defined]
+                "tag_id": h.tag_id,  # type: ignore[attr-defined]
+                "action": h.action,
+                "source": h.source.value,
+                "actor": actor_label(h.actor, rule_names, names),
+                "reason": reason_text(h.reason, rule_names),
+                "at": h.at,
+            }
+            for h in history
+        ],
+        tag_url=lambda tag_id: _url(request, "tagging_tag", tag_id=str(tag_id)),
+        can_read_tags="customers:read" in viewer.permissions,
+        cst=_cst(request),
     )
 
 
@@ -1632,7 +1730,11 @@ async def attributes_panel(request: web.Request, customer_id: int, viewer: Princ
     from tortoise import Tortoise
 
     conn = Tortoise.get_connection("default")
-    schema = attributes.schema_from(await service.attribute_fields_read())
+    # Both read by nothing but the customer's id: asked together.
+    rows, sealed_names = await asyncio.gather(
+        service.attribute_fields_read(), service.sealed_names_of(customer_id=customer_id)
+    )
+    schema = attributes.schema_from(rows)
     # Only custom fields are drawn here: without one, the customer's row has nothing to add.
     shown = any(not spec.builtin and not spec.sensitive for spec in schema.values())
     clear = (
@@ -1642,7 +1744,7 @@ async def attributes_panel(request: web.Request, customer_id: int, viewer: Princ
         if shown
         else {}
     )
-    sealed = sorted(await service.sealed_names_of(customer_id=customer_id))
+    sealed = sorted(sealed_names)
     full = "customers:sensitive" in viewer.permissions
     custom = []
     for name, spec in schema.items():

@@ -6,6 +6,7 @@ Customers and their advisor relations are ``bot``'s: read them through
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -327,28 +328,34 @@ def _hydrated(model: type[Any], row: Mapping[str, Any], prefix: str = "") -> Any
 
 async def customer_tags_read(
     *, customer_id: int, history_limit: int
-) -> tuple[list[CustomerTag], list[CustomerTagHistory]]:
-    """``tags_of_customer`` (each with its tag) and ``history_with_tags`` for the
-    customer page's panel, written out: the ORM built three statements on every view
-    of a customer, several times the cost of reading them."""
+) -> tuple[list[CustomerTag], list[CustomerTagHistory], dict[int, Tag]]:
+    """``tags_of_customer`` (each with its tag), ``history_with_tags`` and the tags the
+    history names (``tags_by_ids``: deleted ones too, without their group) for the
+    customer page's panel, written out: the ORM built five statements on every view of
+    a customer, several times the cost of reading them.  The two statements read by the
+    customer's id alone and are asked together."""
     conn = CustomerTag._meta.db
-    current = await conn.execute_query_dict(
-        _numbered(
-            conn,
-            f"SELECT {_columns(CustomerTag, 'ct')}, {_columns(Tag, 't', 't__')} "  # noqa: S608 - model columns only
-            'FROM "tagging_customer_tag" "ct" JOIN "tagging_tag" "t" ON "t"."id" = "ct"."tag_id" '
-            'WHERE "ct"."customer_id" = ? ORDER BY "ct"."tag_id"',
+    current, history = await asyncio.gather(
+        conn.execute_query_dict(
+            _numbered(
+                conn,
+                f"SELECT {_columns(CustomerTag, 'ct')}, {_columns(Tag, 't', 't__')} "  # noqa: S608 - model columns only
+                'FROM "tagging_customer_tag" "ct" '
+                'JOIN "tagging_tag" "t" ON "t"."id" = "ct"."tag_id" '
+                'WHERE "ct"."customer_id" = ? ORDER BY "ct"."tag_id"',
+            ),
+            [customer_id],
         ),
-        [customer_id],
-    )
-    history = await conn.execute_query_dict(
-        _numbered(
-            conn,
-            f"SELECT {_columns(CustomerTagHistory, 'h')} "  # noqa: S608 - model columns only
-            'FROM "tagging_customer_tag_history" "h" WHERE "h"."customer_id" = ? '
-            'ORDER BY "h"."at" DESC, "h"."id" DESC LIMIT ?',
+        conn.execute_query_dict(
+            _numbered(
+                conn,
+                f"SELECT {_columns(CustomerTagHistory, 'h')}, {_columns(Tag, 't', 't__')} "  # noqa: S608 - model columns only
+                'FROM "tagging_customer_tag_history" "h" '
+                'LEFT JOIN "tagging_tag" "t" ON "t"."id" = "h"."tag_id" '
+                'WHERE "h"."customer_id" = ? ORDER BY "h"."at" DESC, "h"."id" DESC LIMIT ?',
+            ),
+            [customer_id, history_limit],
         ),
-        [customer_id, history_limit],
     )
     tags = []
     for r in current:
@@ -356,7 +363,8 @@ async def customer_tags_read(
         # As prefetch_related("tag") leaves it.
         object.__setattr__(ct, "_tag", _hydrated(Tag, r, "t__"))
         tags.append(ct)
-    return tags, [_hydrated(CustomerTagHistory, r) for r in history]
+    named = {int(r["t__id"]): _hydrated(Tag, r, "t__") for r in history if r["t__id"] is not None}
+    return tags, [_hydrated(CustomerTagHistory, r) for r in history], named
 
 
 async def attribute_fields_read() -> list[AttributeField]:

@@ -304,8 +304,19 @@ async def test_panel_reads_are_the_orms(db: None) -> None:
             reason={"i": i},
             at=T0 + timedelta(minutes=i % 2),  # ties on time: the id orders them
         )
+    # A deleted tag and one gone from the table are named by the history too.
+    await Tag.filter(id=tags[1].id).update(deleted_at=T0)
+    await CustomerTagHistory.create(
+        customer_id=c.id,
+        tag_id=99_999,
+        action="remove",
+        source=TagSource.MANUAL,
+        actor="operator:1",
+        reason={},
+        at=T0 + timedelta(minutes=1),
+    )
     for cid in (c.id, other.id, 10_000):
-        current, history = await tagging_service.customer_tags_read(
+        current, history, named = await tagging_service.customer_tags_read(
             customer_id=cid, history_limit=3
         )
         want = await tagging_service.tags_of_customer(customer_id=cid)
@@ -313,6 +324,11 @@ async def test_panel_reads_are_the_orms(db: None) -> None:
         assert [_fields(t.tag) for t in current] == [_fields(t.tag) for t in want], cid
         want_history = await tagging_service.history_with_tags(customer_id=cid, limit=3)
         assert [_fields(h) for h in history] == [_fields(h) for h in want_history], cid
+        # The tags the history names, joined in: tags_by_ids' (a deleted one too).
+        want_named = await tagging_service.tags_by_ids(ids=[h.tag_id for h in want_history])
+        assert {i: _fields(t) for i, t in named.items()} == {
+            i: _fields(t) for i, t in want_named.items()
+        }, cid
     await AttributeField.create(name="branch_code", label="网点代码", type="string")
     await AttributeField.create(
         name="tier", type="enum", enum_values=["A", "B"], masked_by_role=True
@@ -345,7 +361,16 @@ async def test_panel_reads_are_the_orms(db: None) -> None:
             q = q.filter(advisor__in=sorted(reach))
         want_e = await q.order_by("-entered_at", "-id").limit(sop_panels.JOURNEYS_SHOWN)
         assert [_fields(e) for e in got] == [_fields(e) for e in want_e], reach
+        # The panel's own read finds the customer by row id and joins their enrolments.
+        read = await sop_panels.customer_enrolments_read(customer_id=c.id, reach=reach)
+        assert read is not None and read[0] == c.external_userid
+        assert [_fields(e) for e in read[1]] == [_fields(e) for e in want_e], reach
     assert await sop_panels._enrolments_read(external_userid="wm-none", reach=None) == []
+    assert await sop_panels.customer_enrolments_read(customer_id=other.id, reach=None) == (
+        other.external_userid,
+        [],
+    )
+    assert await sop_panels.customer_enrolments_read(customer_id=10_000, reach=None) is None
     # The SOP panel finds the customer's external_userid by row id, written out too.
     from bot import customers as bot_customers
 
