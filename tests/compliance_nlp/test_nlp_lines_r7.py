@@ -96,6 +96,11 @@ def test_going_along_stays_a_violation(rules_only: Analyzer, text: str, category
         ("经营贷利率年化3.45%，按月付息，到期还本", "guaranteed_return", True),
         ("这款理财年化3.45%，按月付息，到期还本", "guaranteed_return", False),
         ("白银基金涨跌跟着银价走，这波别追高", "insider_tip", True),
+        ("这周港股跌了3%，您那只QDII也跟着跌了", "misleading_promotion", True),
+        ("新户的体验金券到期系统自动收回，不用管", "off_book_dealing", True),
+        ("体验金到期我帮您转出来，打我卡上", "off_book_dealing", False),
+        ("短信里的动态码是给您本人输入的", "account_custody", True),
+        ("短信里的动态码是给您本人输入的，您念给我也行", "account_custody", False),
     ],
 )
 def test_counter_evidence_r7(text: str, category: str, countered: bool) -> None:
@@ -253,6 +258,8 @@ CLEAN_MORE = [
     "请您和家人一起去网点办",
     "定期存款到期本金一分不少，还有存款保险",
     "大额存单利率比理财低，但是保本的",
+    # an offer the institution runs for everyone
+    "储蓄卡有消费满额返现的官方活动，细则在APP",
     # refusals that name the act: what no proper firm does, what the advisor has not
     # got, a plain refusal closing the sentence, a group's calls called a trap
     "差额我来补这种承诺，正规机构都不会做",
@@ -262,6 +269,16 @@ CLEAN_MORE = [
     "您说要零风险的话，只有存款",
     "荐股群里说稳涨的，都是割韭菜的套路",
 ]
+
+STILL_INDUCEMENT = [
+    "官方活动的返现之外，我私下再返您一个点",
+    "您买满十万，我额外返现800",
+]
+
+
+@pytest.mark.parametrize("text", STILL_INDUCEMENT)
+def test_private_inducement_beside_an_official_offer(rules_only: Analyzer, text: str) -> None:
+    assert "improper_inducement" in _violations(rules_only, text)
 
 
 @pytest.mark.parametrize("text", CLEAN_MORE)
