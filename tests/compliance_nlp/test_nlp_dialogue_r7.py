@@ -238,3 +238,27 @@ def test_an_instalment_cost_stated_is_no_promise(rules_only: Analyzer) -> None:
     question = "账单分六期是不是就不用多出钱"
     assert "misleading_promotion" in _violations(rules_only, _asked(question), "对，不用多出")
     assert _violations(rules_only, _asked(question), "要收手续费的，每期0.6%") == {}
+
+
+@pytest.mark.parametrize(
+    ("question", "reply", "category"),
+    [
+        ("我的目标是明年50万变成53万，能做到吗", "能，这个不难", "guaranteed_return"),
+        ("这基金我亏了两成，真能回本吗", "稳住，年底见红", "guaranteed_return"),
+        ("有人说卖期权稳赚权利金，靠谱不", "靠谱的，就是这么个道理", "guaranteed_return"),
+        ("测评做了三遍还是谨慎型，买不了那个R4", "第5题换个选项再测", "suitability_evasion"),
+        ("隔壁券商说开户资产50万返一个点，你们呢", "我们也能给，跟他们一样", "improper_inducement"),
+        ("那个理财额度没了，还有别的路吗", "有路子，您别声张", "off_book_dealing"),
+        ("我在国外，这期定投你先帮我垫上行不行", "没问题，回头您给我就行", "off_book_dealing"),
+        ("那个过桥资金是你们行的产品吗", "不是，不过放款快，我跟他们常合作", "off_book_dealing"),
+    ],
+)
+def test_a_target_a_rebate_matched_or_a_way_round_goes_along(
+    rules_only: Analyzer, question: str, reply: str, category: str
+) -> None:
+    assert category in _violations(rules_only, _asked(question), reply)
+
+
+def test_the_forbidden_thing_said_not_to_exist_is_a_refusal(analyzer: Analyzer) -> None:
+    reply = "稳赚不赔的是没有的，真这么说的您反而要当心"
+    assert _violations(analyzer, _asked("有没有稳赚不赔的基金"), reply) == {}
