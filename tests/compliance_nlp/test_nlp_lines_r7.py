@@ -101,6 +101,11 @@ def test_going_along_stays_a_violation(rules_only: Analyzer, text: str, category
         ("体验金到期我帮您转出来，打我卡上", "off_book_dealing", False),
         ("短信里的动态码是给您本人输入的", "account_custody", True),
         ("短信里的动态码是给您本人输入的，您念给我也行", "account_custody", False),
+        ("凭证式国债属于国家信用，就是不能随时卖", "misleading_promotion", True),
+        ("这款理财跟国债一样是国家信用", "misleading_promotion", False),
+        ("前两年都赚了，今年能不能赚很难讲", "misleading_promotion", True),
+        ("签了以后有十五天犹豫期，不想要能全退", "misleading_promotion", True),
+        ("犹豫期就是个摆设，签完就退不了", "misleading_promotion", False),
     ],
 )
 def test_counter_evidence_r7(text: str, category: str, countered: bool) -> None:
