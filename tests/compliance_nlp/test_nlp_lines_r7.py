@@ -106,6 +106,9 @@ def test_going_along_stays_a_violation(rules_only: Analyzer, text: str, category
         ("前两年都赚了，今年能不能赚很难讲", "misleading_promotion", True),
         ("签了以后有十五天犹豫期，不想要能全退", "misleading_promotion", True),
         ("犹豫期就是个摆设，签完就退不了", "misleading_promotion", False),
+        ("合同原件已经寄出了，估计周四能到", "misleading_promotion", True),
+        ("面签大概二十分钟，您什么时候方便", "suitability_evasion", True),
+        ("面签的时候您就说都懂，您什么时候方便", "suitability_evasion", False),
     ],
 )
 def test_counter_evidence_r7(text: str, category: str, countered: bool) -> None:
