@@ -1730,10 +1730,8 @@ async def attributes_panel(request: web.Request, customer_id: int, viewer: Princ
     from tortoise import Tortoise
 
     conn = Tortoise.get_connection("default")
-    # Both read by nothing but the customer's id: asked together.
-    rows, sealed_names = await asyncio.gather(
-        service.attribute_fields_read(), service.sealed_names_of(customer_id=customer_id)
-    )
+    # The fields and the customer's sealed names: one statement.
+    rows, sealed_names = await service.attribute_panel_read(customer_id=customer_id)
     schema = attributes.schema_from(rows)
     # Only custom fields are drawn here: without one, the customer's row has nothing to add.
     shown = any(not spec.builtin and not spec.sensitive for spec in schema.values())

@@ -6,7 +6,6 @@ Customers and their advisor relations are ``bot``'s: read them through
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -331,40 +330,42 @@ async def customer_tags_read(
 ) -> tuple[list[CustomerTag], list[CustomerTagHistory], dict[int, Tag]]:
     """``tags_of_customer`` (each with its tag), ``history_with_tags`` and the tags the
     history names (``tags_by_ids``: deleted ones too, without their group) for the
-    customer page's panel, written out: the ORM built five statements on every view of
-    a customer, several times the cost of reading them.  The two statements read by the
-    customer's id alone and are asked together."""
+    customer page's panel, written out in one statement: the ORM built five on every
+    view of a customer, several times the cost of reading them."""
     conn = CustomerTag._meta.db
-    current, history = await asyncio.gather(
-        conn.execute_query_dict(
-            _numbered(
-                conn,
-                f"SELECT {_columns(CustomerTag, 'ct')}, {_columns(Tag, 't', 't__')} "  # noqa: S608 - model columns only
-                'FROM "tagging_customer_tag" "ct" '
-                'JOIN "tagging_tag" "t" ON "t"."id" = "ct"."tag_id" '
-                'WHERE "ct"."customer_id" = ? ORDER BY "ct"."tag_id"',
-            ),
-            [customer_id],
+    ct_cols = list(CustomerTag._meta.fields_db_projection.values())
+    h_cols = list(CustomerTagHistory._meta.fields_db_projection.values())
+    no_ct = ", ".join(f'NULL AS "ct__{c}"' for c in ct_cols)
+    no_h = ", ".join(f'NULL AS "h__{c}"' for c in h_cols)
+    tag = _columns(Tag, "t", "t__")
+    found = await conn.execute_query_dict(
+        _numbered(
+            conn,
+            f'SELECT 0 AS "kind", {_columns(CustomerTag, "ct", "ct__")}, {no_h}, {tag} '  # noqa: S608 - model columns only
+            'FROM "tagging_customer_tag" "ct" '
+            'JOIN "tagging_tag" "t" ON "t"."id" = "ct"."tag_id" '
+            'WHERE "ct"."customer_id" = ? UNION ALL '
+            f"SELECT 1, {no_ct}, {_columns(CustomerTagHistory, 'h', 'h__')}, {tag} "
+            f"FROM (SELECT {_columns(CustomerTagHistory, 'x')} "
+            'FROM "tagging_customer_tag_history" "x" WHERE "x"."customer_id" = ? '
+            'ORDER BY "x"."at" DESC, "x"."id" DESC LIMIT ?) "h" '
+            'LEFT JOIN "tagging_tag" "t" ON "t"."id" = "h"."tag_id" '
+            'ORDER BY "kind", "ct__tag_id", "h__at" DESC, "h__id" DESC',
         ),
-        conn.execute_query_dict(
-            _numbered(
-                conn,
-                f"SELECT {_columns(CustomerTagHistory, 'h')}, {_columns(Tag, 't', 't__')} "  # noqa: S608 - model columns only
-                'FROM "tagging_customer_tag_history" "h" '
-                'LEFT JOIN "tagging_tag" "t" ON "t"."id" = "h"."tag_id" '
-                'WHERE "h"."customer_id" = ? ORDER BY "h"."at" DESC, "h"."id" DESC LIMIT ?',
-            ),
-            [customer_id, history_limit],
-        ),
+        [customer_id, customer_id, history_limit],
     )
-    tags = []
-    for r in current:
-        ct = _hydrated(CustomerTag, r)
-        # As prefetch_related("tag") leaves it.
-        object.__setattr__(ct, "_tag", _hydrated(Tag, r, "t__"))
-        tags.append(ct)
-    named = {int(r["t__id"]): _hydrated(Tag, r, "t__") for r in history if r["t__id"] is not None}
-    return tags, [_hydrated(CustomerTagHistory, r) for r in history], named
+    tags, history, named = [], [], {}
+    for r in found:
+        if r["kind"] == 0:
+            ct = _hydrated(CustomerTag, r, "ct__")
+            # As prefetch_related("tag") leaves it.
+            object.__setattr__(ct, "_tag", _hydrated(Tag, r, "t__"))
+            tags.append(ct)
+            continue
+        history.append(_hydrated(CustomerTagHistory, r, "h__"))
+        if r["t__id"] is not None:
+            named[int(r["t__id"])] = _hydrated(Tag, r, "t__")
+    return tags, history, named
 
 
 async def attribute_fields_read() -> list[AttributeField]:
@@ -388,6 +389,26 @@ async def sealed_names_of(*, customer_id: int) -> set[str]:
         [customer_id],
     )
     return {str(r["name"]) for r in found}
+
+
+async def attribute_panel_read(*, customer_id: int) -> tuple[list[AttributeField], set[str]]:
+    """``attribute_fields_read`` and ``sealed_names_of`` in one statement (every customer
+    page draws the attributes box): the fields, then the customer's sealed names."""
+    conn = AttributeField._meta.db
+    names = list(AttributeField._meta.fields_db_projection.values())
+    nulls = ", ".join(f'NULL AS "{c}"' for c in names)
+    found = await conn.execute_query_dict(
+        _numbered(
+            conn,
+            f'SELECT 0 AS "kind", {_columns(AttributeField, "f")}, NULL AS "sealed" '  # noqa: S608 - model columns only
+            'FROM "tagging_attribute_field" "f" UNION ALL '
+            f'SELECT 1, {nulls}, "s"."name" FROM "tagging_sealed_attribute" "s" '
+            'WHERE "s"."customer_id" = ? ORDER BY "kind", "id"',
+        ),
+        [customer_id],
+    )
+    fields = [_hydrated(AttributeField, r) for r in found if r["kind"] == 0]
+    return fields, {str(r["sealed"]) for r in found if r["kind"] == 1}
 
 
 async def tags_of_customer(

@@ -343,6 +343,11 @@ async def test_panel_reads_are_the_orms(db: None) -> None:
             conn=Tortoise.get_connection("default"), customer_ids=[cid]
         )
         assert await tagging_service.sealed_names_of(customer_id=cid) == want_names.get(cid, set())
+    for cid in (c.id, other.id, 10_000):
+        # The attributes box reads both in one statement: the same fields, the same names.
+        both_fields, both_names = await tagging_service.attribute_panel_read(customer_id=cid)
+        assert [_fields(f) for f in both_fields] == [_fields(f) for f in want_fields], cid
+        assert both_names == await tagging_service.sealed_names_of(customer_id=cid), cid
     campaign = await Campaign.create(name="到期提醒", owner="operator:1")
     version = await CampaignVersion.create(campaign=campaign, version=1)
     for i in range(sop_panels.JOURNEYS_SHOWN + 2):
