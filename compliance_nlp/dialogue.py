@@ -157,9 +157,9 @@ class DialogueRules:
         takes the matter on (「可以的，我来想想办法」: the advisor doing something, the
         second ``generic.comply`` pattern) leaves it open: the advisor's next lines still
         carry it out."""
-        if self.refuses(advisor_text):
-            return True
         text = normalize(advisor_text).text
+        if self._refuses(text):
+            return True
         if len(text) > self._max_chars:
             return False
         if _first(self._generic["assure"], text) is not None:
@@ -173,7 +173,9 @@ class DialogueRules:
         「这个真不行，返佣是违规的」): the question before it is settled, and the
         advisor's next lines before the customer speaks again explain or offer what is
         allowed (「哪里没听懂您直接问，我再给您讲一遍」), they do not go along with it."""
-        text = normalize(advisor_text).text
+        return self._refuses(normalize(advisor_text).text)
+
+    def _refuses(self, text: str) -> bool:
         return any(
             _first(p, text) is not None for p in (self._refuse_lead, self._refuse, self._channel)
         )
@@ -213,7 +215,7 @@ class DialogueRules:
                     reading.cleared[category] = "fact"
         lead_refusal = _first(self._refuse_lead, text) is not None
         shared_refusal = lead_refusal or _first(self._refuse, text) is not None
-        channel = _first(self._channel, text) is not None
+        channel: bool | None = None  # read when a channel question was asked
         for k, frame in enumerate(self._frames):
             if reading.cleared.get(frame.category) == "fact":
                 continue
@@ -232,7 +234,11 @@ class DialogueRules:
                 reading.cleared.setdefault(frame.category, "model")
                 continue
             strong = None if long else _first(frame.strong, text)
-            refused = shared_refusal or (channel and frame.category in self._channel_categories)
+            refused = shared_refusal
+            if not refused and frame.category in self._channel_categories:
+                if channel is None:
+                    channel = _first(self._channel, text) is not None
+                refused = channel
             if strong is None and (refused or _first(frame.refuse, text)):
                 # Asked, and refused or corrected: what the model reads into the line
                 # is no evidence here; a line rule's finding is not either when the
