@@ -109,6 +109,12 @@ def test_going_along_stays_a_violation(rules_only: Analyzer, text: str, category
         ("合同原件已经寄出了，估计周四能到", "misleading_promotion", True),
         ("面签大概二十分钟，您什么时候方便", "suitability_evasion", True),
         ("面签的时候您就说都懂，您什么时候方便", "suitability_evasion", False),
+        ("姐，收现金代存这事咱不干，钱您自己转对公", "off_book_dealing", True),
+        ("这事咱不干，不过钱可以先转我", "off_book_dealing", False),
+        ("私下转更快，别走对公", "off_book_dealing", False),
+        ("早盘指数震荡，板块有涨有跌，理性看待", "insider_tip", True),
+        ("群里喊单的那个老师，十有八九是骗子，您别理", "disparagement", True),
+        ("回扣真没有，外面有人给也别要", "improper_inducement", True),
     ],
 )
 def test_counter_evidence_r7(text: str, category: str, countered: bool) -> None:
@@ -266,6 +272,8 @@ CLEAN_MORE = [
     "请您和家人一起去网点办",
     "定期存款到期本金一分不少，还有存款保险",
     "大额存单利率比理财低，但是保本的",
+    # a breach said to be checked hard
+    "代客理财那种行里查得很严，出了事谁也兜不住",
     # an offer the institution runs for everyone
     "储蓄卡有消费满额返现的官方活动，细则在APP",
     # refusals that name the act: what no proper firm does, what the advisor has not
