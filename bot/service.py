@@ -105,7 +105,7 @@ def _converter(model: type[Model], name: str) -> Callable[[Any], Any]:
     return plain
 
 
-def _plain_limits(field: TortoiseField[Any]) -> tuple[type, Any, Any, Any] | None:
+def _plain_limits(field: TortoiseField[Any]) -> tuple[type[Any], int | None, Any, Any] | None:
     """(type, longest, lowest, highest) of a string, integer or boolean column that
     converts as tortoise's base ``Field`` does, with no validator but a length or a range;
     None for any other column."""
