@@ -1705,8 +1705,8 @@ async def tags_panel(request: web.Request, customer_id: int, viewer: Principal) 
         ],
         history=[
             {
-                "tag": tags.get(h.tag_id),  # type: ignore[attr-defined]
-                "tag_id": h.tag_id,  # type: ignore[attr-defined]
+                "tag": tags.get(h.tag_id),
+                "tag_id": h.tag_id,
                 "action": h.action,
                 "source": h.source.value,
                 "actor": actor_label(h.actor, rule_names, names),
