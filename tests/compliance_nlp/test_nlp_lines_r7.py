@@ -245,6 +245,10 @@ VIOLATIONS_MORE = {
     "这款债基到期本金一分不少，收益还比定期存款高": "guaranteed_return",
     "结余放这款短债，利息稳稳覆盖房租": "guaranteed_return",
     "钱先打俺私人卡，月底给您算利息": "off_book_dealing",
+    # a figure the advisor guarantees in person, a stock named or not; a cooling-off
+    # right waved away
+    "板块轮动无所谓，这只我保证年底赚15%": "guaranteed_return",
+    "冷静期就是个摆设，交了钱就没有冷静期了": "misleading_promotion",
 }
 
 
@@ -274,6 +278,7 @@ CLEAN_MORE = [
     "大额存单利率比理财低，但是保本的",
     # a breach said to be checked hard
     "代客理财那种行里查得很严，出了事谁也兜不住",
+    "犹豫期内可以全额退，过了犹豫期退保会有损失",
     # an offer the institution runs for everyone
     "储蓄卡有消费满额返现的官方活动，细则在APP",
     # refusals that name the act: what no proper firm does, what the advisor has not
