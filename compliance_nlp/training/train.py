@@ -365,13 +365,20 @@ def _train_pair(options: TrainOptions, digest: str) -> dict[str, float]:
     examples = pair_train.pair_examples(
         options.dev_files, pair_options, exclude_texts=options.dev_exclude
     )
-    # The pair model also reads the stance words and learns from the generated request x
-    # reply shapes and phrases: they are part of what it was made from.
+    # The pair model also reads the stance words, learns from the generated request x
+    # reply shapes and phrases, and is paired by the dialogue rules (which customer turn
+    # each reply answers): they are part of what it was made from.
     from compliance_nlp.training.pair_gen import SHAPES_FILE
     from compliance_nlp.training.pairs import PHRASES_FILE
 
     made_from = b"".join(
-        path.read_bytes() for path in (RULES_DIR / "stance.json", SHAPES_FILE, PHRASES_FILE)
+        path.read_bytes()
+        for path in (
+            RULES_DIR / "stance.json",
+            RULES_DIR / "dialogue.json",
+            SHAPES_FILE,
+            PHRASES_FILE,
+        )
     )
     digest = hashlib.sha256(digest.encode() + made_from).hexdigest()
     staging = options.output_dir / ".pair.training"
