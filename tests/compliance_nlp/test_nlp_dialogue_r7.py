@@ -262,3 +262,23 @@ def test_a_target_a_rebate_matched_or_a_way_round_goes_along(
 def test_the_forbidden_thing_said_not_to_exist_is_a_refusal(analyzer: Analyzer) -> None:
     reply = "稳赚不赔的是没有的，真这么说的您反而要当心"
     assert _violations(analyzer, _asked("有没有稳赚不赔的基金"), reply) == {}
+
+
+@pytest.mark.parametrize(
+    ("question", "reply"),
+    [
+        # An A-not-A question (有没有 / 保不保 / 是不是) asks; it does not say there is none.
+        ("现在还有没有保本的理财呀", "有，这款私募债保本，年化6，亏了算我的"),
+        ("这个到底保不保本啊", "保的，您放心拿着"),
+        ("是不是保本的呀这个", "是的👌"),
+    ],
+)
+def test_an_a_not_a_question_about_principal_is_asked(
+    analyzer: Analyzer, question: str, reply: str
+) -> None:
+    assert "guaranteed_return" in _violations(analyzer, _asked(question), reply)
+
+
+def test_a_customer_who_says_there_is_none_asks_nothing(analyzer: Analyzer) -> None:
+    reply = "对，资管新规以后都是净值型，不承诺保本"
+    assert _violations(analyzer, _asked("听说现在已经没有保本的理财了？"), reply) == {}

@@ -97,11 +97,10 @@ def dev_reports(analyzer: Analyzer) -> dict[str, EvalReport]:
 # fell to 0.034 with the cues that read refusals). dev24 (blind8) joined the same way:
 # its clean lines flagged were 0.081 at its one measurement, 0.041 once the cues read a
 # refusal inside the match, the rest of a sentence calling a claim a scam and a rumour
-# called baseless. dev28's three gaps closed with rules for its classes (fitted on it).
-DEV_GAPS: set[tuple[str, str]] = {
-    # blind11's clean lines flagged (0.072), as measured, until the development round on it.
-    ("dev30.jsonl", "clean_flagged_violation"),
-}
+# called baseless. dev28's three gaps closed with rules for its classes (fitted on it),
+# and dev30's (blind11) clean lines flagged, 0.072 at its one measurement, with the cues
+# that read a claim called void, a warning to the end of the sentence and reported speech.
+DEV_GAPS: set[tuple[str, str]] = set()
 
 
 @pytest.mark.parametrize("name", DEV_SETS)
