@@ -348,16 +348,21 @@ def test_blind_threads_share_no_advisor_line_with_training() -> None:
 # blind_threads10 line was reworded and the pair model retrained (61fa38e9-s13). Those sets
 # are now threads_dev13+14, dev31 and dev30; the gaps below stay until the next held-out
 # sets (blind_threads12+13, blind_everyday7, blind12) are measured.
+# The seventh (blind_threads12+13: 399 threads, blind_everyday7, blind12), written by three
+# new annotators and measured once with the models of 443a71a (intent 71374f6c-s13,
+# violation 8dc4f2de-s13, pair 708a4b06-s13, lexicon 2026.12-1.30, dialogue 2026.12-9,
+# anchors 2026.12-24): context-only caught 0.815 (137/168, >= 0.90), line-visible 0.937
+# (59/63, >= 0.95), clean threads flagged 0.084 (15/179, <= 0.04; 13 of the false flags
+# off_book_dealing); everyday advisor lines flagged 0.004 (1/223, met); blind12 recall
+# 0.919, clean flagged 0.025 (2/80: met, and <= 0.03 for issue 9 met), category 0.906,
+# intent 0.853, PII recall 1.000.
 CONTEXT_GAPS: set[str] = {
     "context_only_recall",
     "line_visible_recall",
     "clean_threads_flagged",
-    "clean_lines",
 }
 # Line-level issue-3 targets missed on a blind set at its one measurement (same rule).
-BLIND_GAPS: set[tuple[str, str]] = {
-    ("blind12.jsonl", "clean_flagged_violation"),
-}
+BLIND_GAPS: set[tuple[str, str]] = set()
 
 
 def _blind_threads(analyzer: Analyzer) -> ThreadReport:
