@@ -4,22 +4,23 @@ The labelled files (``compliance_nlp/training/data/README.md`` says who wrote ea
 two roles:
 
 - ``dev.jsonl`` … ``dev16.jsonl``, ``dev19``, ``dev20``, ``dev22``, ``dev24``, ``dev26``,
-  ``dev28`` and ``dev30`` are the *development pool*'s line sets: hand-written lines by people
-  other than the corpus generator, one annotator per file. ``dev3`` … ``dev6``,
-  ``dev19``, ``dev20``, ``dev22``, ``dev24``, ``dev26``, ``dev28`` and ``dev30`` were blind sets;
-  once measured they stopped being held out. The models are trained on the pool
-  (``train.TrainOptions.dev_files``, each line up-weighted) and the thresholds are
-  calibrated by cross-validation that holds out whole files
+  ``dev28``, ``dev30`` and ``dev32`` are the *development pool*'s line sets: hand-written
+  lines by people other than the corpus generator, one annotator per file. ``dev3`` …
+  ``dev6``, ``dev19``, ``dev20``, ``dev22``, ``dev24``, ``dev26``, ``dev28``, ``dev30`` and
+  ``dev32`` were blind sets; once measured they stopped being held out. The models are
+  trained on the pool (``train.TrainOptions.dev_files``, each line up-weighted) and the
+  thresholds are calibrated by cross-validation that holds out whole files
   (``compliance_nlp.training.crossval``), so the dev figures here are fitted, not
   estimates: they are regression guards only.
-- ``dev17``, ``dev18``, ``dev21``, ``dev23``, ``dev25``, ``dev27``, ``dev29`` and ``dev31`` are
-  everyday advisor chat (greetings, logistics, wishes: all clean) and ``threads_dev1`` …
-  are conversations labelled in context; both are part of the development pool too.
+- ``dev17``, ``dev18``, ``dev21``, ``dev23``, ``dev25``, ``dev27``, ``dev29``, ``dev31`` and
+  ``dev33`` are everyday advisor chat (greetings, logistics, wishes: all clean) and
+  ``threads_dev1`` … are conversations labelled in context; both are part of the
+  development pool too.
 - The held-out sets are written by independent annotators who never saw the rules,
-  corpus or models, and are never read while they are developed: ``blind12`` (the
+  corpus or models, and are never read while they are developed: ``blind13`` (the
   issue-3 line targets, and issue 9's clean advisor lines flagged ≤ 0.03),
-  ``blind_everyday7`` (issue 9: at most 1 in 100 everyday advisor lines flagged) and
-  ``blind_threads12``/``blind_threads13`` (context-only violations caught, line-visible
+  ``blind_everyday8`` (issue 9: at most 1 in 100 everyday advisor lines flagged) and
+  ``blind_threads14``/``blind_threads15`` (context-only violations caught, line-visible
   caught, clean threads with any false violation). Each is measured once, with models
   and thresholds fixed; the tests on a held-out set skip until its file is delivered
   into the data folder. Every target is computed, never hard-coded.
@@ -42,11 +43,11 @@ from compliance_nlp.training.threads import THREAD_TARGETS, ThreadReport, evalua
 
 DATA = Path(__file__).resolve().parents[2] / "compliance_nlp" / "training" / "data"
 # Held out: never trained on, never read while the models and rules were developed.
-BLINDS = ("blind12.jsonl",)
-BLIND_EVERYDAY = ("blind_everyday7.jsonl",)
-BLIND_THREADS = ("blind_threads12.jsonl", "blind_threads13.jsonl")
+BLINDS = ("blind13.jsonl",)
+BLIND_EVERYDAY = ("blind_everyday8.jsonl",)
+BLIND_THREADS = ("blind_threads14.jsonl", "blind_threads15.jsonl")
 # Line sets scored against the issue-3 targets (each has violating and clean lines).
-DEV_SETS = tuple(f"dev{n}.jsonl" for n in ("", *range(2, 17), 19, 20, 22, 24, 26, 28, 30))
+DEV_SETS = tuple(f"dev{n}.jsonl" for n in ("", *range(2, 17), 19, 20, 22, 24, 26, 28, 30, 32))
 EVERYDAY_DEV = (
     "dev17.jsonl",
     "dev18.jsonl",
@@ -56,8 +57,9 @@ EVERYDAY_DEV = (
     "dev27.jsonl",
     "dev29.jsonl",
     "dev31.jsonl",
+    "dev33.jsonl",
 )
-THREAD_DEV = tuple(f"threads_dev{n}.jsonl" for n in range(1, 15))
+THREAD_DEV = tuple(f"threads_dev{n}.jsonl" for n in range(1, 17))
 THREAD_FILES = (*THREAD_DEV, *BLIND_THREADS)
 # issue 9: clean advisor lines flagged on the held-out line set (issue 3 asked ≤ 0.05).
 BLIND_CLEAN_FLAGGED = 0.03
@@ -355,7 +357,10 @@ def test_blind_threads_share_no_advisor_line_with_training() -> None:
 # (59/63, >= 0.95), clean threads flagged 0.084 (15/179, <= 0.04; 13 of the false flags
 # off_book_dealing); everyday advisor lines flagged 0.004 (1/223, met); blind12 recall
 # 0.919, clean flagged 0.025 (2/80: met, and <= 0.03 for issue 9 met), category 0.906,
-# intent 0.853, PII recall 1.000.
+# intent 0.853, PII recall 1.000. Those sets are now threads_dev15+16, dev33 and dev32;
+# the gaps below stay until the next held-out sets (blind_threads14+15, blind_everyday8,
+# blind13) are measured. After the measurement OB-003 stopped reading a bare 私聊 (a move
+# from a group into a one-to-one WeCom chat, which is archived too) as off-book.
 CONTEXT_GAPS: set[str] = {
     "context_only_recall",
     "line_visible_recall",
