@@ -363,3 +363,30 @@ def test_a_reported_name_is_not_read_as_the_advisors(rules_only: Analyzer) -> No
 def test_a_route_for_a_complaint_is_no_disparagement(rules_only: Analyzer) -> None:
     assert not _violations(rules_only, "那家平台的产品出了问题，您可以打12378投诉")
     assert "disparagement" in _violations(rules_only, "那家平台的产品有问题，您找我们，我们靠谱")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # A one-to-one WeCom chat is archived like the group: moving there is no way out.
+        "大家好，周日上午网点有反诈讲座，想参加的私聊我登记",
+        "这位姐姐的情况比较具体，我私聊您细说",
+        "好的，私聊回复您了，您看下",
+    ],
+)
+def test_moving_from_the_group_to_a_private_wecom_chat_is_clean(
+    rules_only: Analyzer, text: str
+) -> None:
+    assert "off_book_dealing" not in _violations(rules_only, text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "这事别在群里说，加我私人微信聊",
+        "别在群里说哈，回头单聊",
+        "企业微信不方便，私聊换个号说",
+    ],
+)
+def test_leaving_the_archived_channel_stays_off_book(rules_only: Analyzer, text: str) -> None:
+    assert "off_book_dealing" in _violations(rules_only, text)
