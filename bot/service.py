@@ -157,29 +157,33 @@ def _column_converter(model: type[Model], name: str) -> Callable[[list[Any]], li
     return column
 
 
+_Built = TypeVar("_Built")
 _CONVERTERS: dict[tuple[type[Model], str], tuple[Any, Callable[[Any], Any]]] = {}
 _COLUMN_CONVERTERS: dict[tuple[type[Model], str], tuple[Any, Callable[[list[Any]], list[Any]]]] = {}
 
 
-def _converter_of(model: type[Model], name: str) -> Callable[[Any], Any]:
-    """``_converter``, built once per field (tests re-initialise the ORM: keyed by the
-    field object itself)."""
+def _built_once(
+    cache: dict[tuple[type[Model], str], tuple[Any, _Built]],
+    build: Callable[[type[Model], str], _Built],
+    model: type[Model],
+    name: str,
+) -> _Built:
+    """``build(model, name)``, built once per field (tests re-initialise the ORM: keyed
+    by the field object itself)."""
     field = model._meta.fields_map[name]
-    cached = _CONVERTERS.get((model, name))
+    cached = cache.get((model, name))
     if cached is None or cached[0] is not field:
-        cached = (field, _converter(model, name))
-        _CONVERTERS[(model, name)] = cached
+        cached = (field, build(model, name))
+        cache[(model, name)] = cached
     return cached[1]
+
+
+def _converter_of(model: type[Model], name: str) -> Callable[[Any], Any]:
+    return _built_once(_CONVERTERS, _converter, model, name)
 
 
 def _column_converter_of(model: type[Model], name: str) -> Callable[[list[Any]], list[Any]]:
-    """``_column_converter``, built once per field (as ``_converter_of``)."""
-    field = model._meta.fields_map[name]
-    cached = _COLUMN_CONVERTERS.get((model, name))
-    if cached is None or cached[0] is not field:
-        cached = (field, _column_converter(model, name))
-        _COLUMN_CONVERTERS[(model, name)] = cached
-    return cached[1]
+    return _built_once(_COLUMN_CONVERTERS, _column_converter, model, name)
 
 
 async def _insert_many(
