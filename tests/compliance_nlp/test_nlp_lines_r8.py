@@ -1,0 +1,88 @@
+"""Advisor lines read alone, eighth round: the category a line shows. A product likened
+to a deposit is misleading promotion (however the deposit is named: 存折, 存信用社, 定存,
+升级版定期, 一个性质); two deposits compared are a fact. A convertible bond's par value
+is a contractual term, its floor a promise of return. A gift paid out of the advisor's
+pocket is an inducement, not a promised return. Every line is written for this test
+(none is taken from a data file).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from compliance_nlp import Analyzer
+
+
+def _violations(analyzer: Analyzer, text: str) -> set[str]:
+    found = analyzer.analyze(text, "advisor").violations
+    return {f.category for f in found if f.severity == "violation"}
+
+
+# A non-deposit product said to be a deposit, in words the deposit list did not know.
+DEPOSIT_LIKE = [
+    "这款养老理财跟存在农商行一个样，还多两个点",
+    "这笔您就当定存放着，急用再说",
+    "这个净值型产品其实就是定期，只是利息高点",
+    "年金险就是升级版的定期，比存折强",
+    "收益凭证跟存单一个性质的",
+]
+
+
+@pytest.mark.parametrize("text", DEPOSIT_LIKE)
+def test_likened_to_a_deposit_is_misleading_promotion(rules_only: Analyzer, text: str) -> None:
+    assert "misleading_promotion" in _violations(rules_only, text)
+
+
+# Two deposits compared: what a depositor is owed an accurate answer about.
+DEPOSITS_COMPARED = [
+    "三年期大额存单跟定期存款一样，都受存款保险保护",
+    "通知存款跟活期差不多，就是要提前一天约",
+]
+
+
+@pytest.mark.parametrize("text", DEPOSITS_COMPARED)
+def test_two_deposits_compared_are_clean(rules_only: Analyzer, text: str) -> None:
+    assert _violations(rules_only, text) == set()
+
+
+def test_treated_as_a_deposit_is_no_promised_return(rules_only: Analyzer) -> None:
+    assert _violations(rules_only, "您就当存钱放着，想取的时候跟我说") == {"misleading_promotion"}
+
+
+# A convertible bond's par value as a floor under its price, each beside the par value
+# stated as the bond's term (or the floor denied) in much the same words.
+PAR = [
+    (
+        "转债有面值兜着，最差也就是回到100",
+        "转债票面100元，到期按面值加当期利息兑付，期间价格随正股波动",
+    ),
+    ("放心，转债跌不破面值的", "可转债中途价格可能跌破面值，到期兑付也要看发行人会不会违约"),
+    ("这只转债最多跌回面值，您拿着就行", "并没有什么面值托底，转债一样会跌"),
+]
+
+
+@pytest.mark.parametrize(("floor", "term"), PAR)
+def test_par_value_as_a_floor_is_a_guaranteed_return(
+    rules_only: Analyzer, floor: str, term: str
+) -> None:
+    assert "guaranteed_return" in _violations(rules_only, floor)
+    assert _violations(rules_only, term) == set()
+
+
+# Out of the advisor's own pocket for a gift (no loss or return named), each beside the
+# same words covering a loss.
+GIFTS = [
+    ("签完这单我自己掏钱请您吃顿好的", "亏了我自己掏钱补给您"),
+    ("开户成功少不了您的红包", "到期少不了您的本金"),
+    ("办下来我个人补您一张超市卡", "跌了的部分我个人补您"),
+]
+
+
+@pytest.mark.parametrize(("gift", "cover"), GIFTS)
+def test_a_personal_gift_is_no_promised_return(rules_only: Analyzer, gift: str, cover: str) -> None:
+    assert "guaranteed_return" not in _violations(rules_only, gift)
+    assert "guaranteed_return" in _violations(rules_only, cover)
+
+
+def test_guaranteed_renewal_is_an_insurance_term(rules_only: Analyzer) -> None:
+    assert _violations(rules_only, "这款是保证续保二十年的医疗险，跟投资收益无关") == set()
