@@ -86,3 +86,27 @@ def test_a_personal_gift_is_no_promised_return(rules_only: Analyzer, gift: str, 
 
 def test_guaranteed_renewal_is_an_insurance_term(rules_only: Analyzer) -> None:
     assert _violations(rules_only, "这款是保证续保二十年的医疗险，跟投资收益无关") == set()
+
+
+@pytest.mark.parametrize(
+    ("text", "category"),
+    [
+        # principal kept and a shortfall on the advisor
+        ("本钱保得住，利息每年两千，少一毛您来找我", "guaranteed_return"),
+        # a fixed rate on money handed to the advisor personally
+        ("我老乡的合作社年息12%，钱转给我，我帮您入股", "guaranteed_return"),
+        # outbidding another seller's rebate
+        ("别家返多少咱们就多给", "improper_inducement"),
+        ("同行送您什么我们双倍送", "improper_inducement"),
+    ],
+)
+def test_violation_classes_r8(rules_only: Analyzer, text: str, category: str) -> None:
+    assert category in _violations(rules_only, text)
+
+
+# Kinds of product named side by side, the one with principal protection and the one
+# without, describe the market; saying this one is protected stays a finding.
+def test_protected_and_unprotected_kinds_described(rules_only: Analyzer) -> None:
+    line = "收益凭证有保本型的，也有不保本的，您这款是不保本的"
+    assert _violations(rules_only, line) == set()
+    assert "guaranteed_return" in _violations(rules_only, "这款是保本的，放心")
