@@ -22,6 +22,7 @@ from pathlib import Path
 
 from compliance_nlp.model import answered_turn
 from compliance_nlp.normalize import Normalized, normalize
+from compliance_nlp.pair import Stance
 from compliance_nlp.rules import RULES_DIR, RuleDataError, RuleSet, load_json
 from compliance_nlp.types import Finding, Turn
 
@@ -81,6 +82,9 @@ class DialogueRules:
             where = RULES_DIR
         data = load_json(DIALOGUE_FILE, where)
         self.version = str(data["version"])
+        # A turn typed in pinyin (「zhe ge bao ben ma」 → 「bao de」) is read in characters
+        # (``romanised`` in stance.json, the pair model's reading too).
+        self._romanise = lru_cache(maxsize=4096)(Stance.load(directory).romanise)
         self._ruleset = ruleset
         self._max_chars = int(data.get("max_reply_chars", 48))
         generic = data.get("generic") or {}
@@ -146,6 +150,7 @@ class DialogueRules:
         self._asks = lru_cache(maxsize=4096)(self._read_question)
 
     def _read_question(self, text: str) -> tuple[frozenset[int], frozenset[int]]:
+        text = self._romanise(text)
         frames = frozenset(i for i, f in enumerate(self._frames) if _first(f.ask, text))
         facts = frozenset(i for i, f in enumerate(self._facts) if _first(f.ask, text))
         return frames, facts
@@ -157,7 +162,7 @@ class DialogueRules:
         takes the matter on (「可以的，我来想想办法」: the advisor doing something, the
         second ``generic.comply`` pattern) leaves it open: the advisor's next lines still
         carry it out."""
-        text = normalize(advisor_text).text
+        text = self._romanise(normalize(advisor_text).text)
         if self._refuses(text):
             return True
         if len(text) > self._max_chars:
@@ -173,7 +178,7 @@ class DialogueRules:
         「这个真不行，返佣是违规的」): the question before it is settled, and the
         advisor's next lines before the customer speaks again explain or offer what is
         allowed (「哪里没听懂您直接问，我再给您讲一遍」), they do not go along with it."""
-        return self._refuses(normalize(advisor_text).text)
+        return self._refuses(self._romanise(normalize(advisor_text).text))
 
     def _refuses(self, text: str) -> bool:
         return any(
@@ -198,7 +203,9 @@ class DialogueRules:
         refused (``settled_turns``): what they asked makes no finding, and the model's
         reading of their category is no evidence either.
         """
-        text = reply.text
+        text = self._romanise(reply.text)
+        # Read in characters from pinyin: a finding spans the whole line.
+        romanised = text != reply.text
         reading = Reading()
         if not asked:
             return reading
@@ -227,6 +234,7 @@ class DialogueRules:
                 continue
             reading.asked.add(frame.category)
             index, answered, masked = turn
+            answered = self._romanise(answered)
             if _first(frame.exempt, answered) or _first(frame.exempt_reply, text):
                 reading.cleared[frame.category] = "fact"
                 continue
@@ -263,7 +271,7 @@ class DialogueRules:
             )
             if match is None and not text.strip() and _first(self._affirm_raw, reply_raw.strip()):
                 start, end = 0, len(reply.original)  # an emoji-only answer: 👌
-            elif glued:
+            elif glued or (romanised and match is not None):
                 start, end = 0, len(reply.original)
             elif match is None:
                 continue

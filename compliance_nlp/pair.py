@@ -45,6 +45,7 @@ __all__ = [
     "Stance",
     "pair_features",
     "pair_index",
+    "read_text",
     "shipped_pair_dir",
 ]
 
@@ -69,11 +70,45 @@ _LEAD = re.compile(
 # A refusal the reply goes on past (「不是哈，但放款快，我一直跟他们合作」): what follows
 # the contrast is the answer, so the opening 「不是」 refuses nothing outright.
 GOES_ON = re.compile(r"^[^，,。.！!？?]{0,6}[，,。.！!\s]+(?:但|不过|可是|只是)")
+_LATIN_RE_ANY = re.compile("[a-z]")
 _EMOJI_ONLY = frozenset("👌👍🆗✅🙆✌🤝💪😎😉😄😁😊🙏")
 
 
 def shipped_pair_dir() -> Path:
     return MODELS_DIR / "pair"
+
+
+def read_text(text: str, stance: Stance) -> str:
+    """A turn as the pair model reads it: normalised, its pinyin words in characters."""
+    return stance.romanise(normalize(text).text)
+
+
+# A pinyin syllable (no tones): an answer typed without the input method
+# (「shi de yi yang」, 「bu hui de fang xin」) is read through ``romanised`` in stance.json.
+_SYLLABLE = re.compile(
+    r"(?:zh|ch|sh|[bpmfdtnlgkhjqxrzcsyw])?"
+    r"(?:iang|iong|uang|ueng|ang|eng|ing|ong|ian|iao|uai|uan|ai|ei|ao|ou|an|en|er|ia|ie|iu"
+    r"|in|ua|uo|ui|un|ue|ve|a|o|e|i|u|v)"
+)
+_LATIN_RUN = re.compile(r"[a-z]+(?:[ '\-]+[a-z]+)*")
+# The most syllables one ``romanised`` key holds.
+_ROMAN_SPAN = 4
+
+
+@lru_cache(maxsize=8192)
+def syllables(token: str) -> tuple[str, ...] | None:
+    """``token`` (lower-case Latin letters) split into the fewest pinyin syllables, or None
+    when it is no pinyin (「app」, 「etf」)."""
+    n = len(token)
+    best: list[tuple[str, ...] | None] = [None] * (n + 1)
+    best[n] = ()
+    for i in range(n - 1, -1, -1):
+        for j in range(min(n, i + 6), i, -1):
+            rest = best[j]
+            if rest is not None and _SYLLABLE.fullmatch(token, i, j):
+                if best[i] is None or len(rest) + 1 < len(best[i] or ()):
+                    best[i] = (token[i:j], *rest)
+    return best[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +121,8 @@ class Stance:
     # with the reply's stance and words, so what it learns of 「少不了您的」 after one
     # request for a gift carries to every other way of asking for one.
     requests: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Pinyin written for words (``romanised`` in stance.json): syllables -> characters.
+    romanised: dict[tuple[str, ...], str] = field(default_factory=dict)
     # Per class: the words of two or more characters, then the one-character words (the
     # order of ``words``: longest first).
     _split: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = field(
@@ -150,7 +187,60 @@ class Stance:
             if not isinstance(raw, list) or not all(isinstance(w, str) and w for w in raw):
                 raise RuleDataError(f"{STANCE_FILE}: requests.{name} must be a list of words")
             requests[str(name)] = tuple(sorted({w.lower() for w in raw}, key=len, reverse=True))
-        return cls(words, requests)
+        raw_roman = data.get("romanised", {})
+        if not isinstance(raw_roman, dict):
+            raise RuleDataError(f"{STANCE_FILE}: romanised must map pinyin to characters")
+        romanised: dict[tuple[str, ...], str] = {}
+        for key, value in raw_roman.items():
+            if key.startswith("_"):
+                continue
+            parts = tuple(
+                s for t in re.split(r"[ '\-]+", str(key).lower()) for s in syllables(t) or (t,)
+            )
+            if not isinstance(value, str) or not value or len(parts) > _ROMAN_SPAN:
+                raise RuleDataError(f"{STANCE_FILE}: romanised.{key} must be a short word")
+            romanised[parts] = value
+        return cls(words, requests, romanised)
+
+    def romanise(self, text: str) -> str:
+        """``text`` (normalised, lower case) with its pinyin runs written in characters
+        where ``romanised`` knows the words: a run of two or more pinyin words
+        (「zhe ge chan pin bao ben ma」 → 这个产品保本吗), a single word of two or more
+        syllables the list holds whole (「fangxin」), or a chat abbreviation (「kk」).
+        Syllables the list does not know stay as written; English and product codes
+        (「app」, 「etf」) are no pinyin and stay."""
+        if not self.romanised or _LATIN_RE_ANY.search(text) is None:
+            return text
+        return _LATIN_RUN.sub(self._romanise_run, text)
+
+    def _romanise_run(self, match: re.Match[str]) -> str:
+        run = match.group(0)
+        tokens = [t for t in re.split(r"[ '\-]+", run) if t]
+        parts: list[str] = []
+        for t in tokens:
+            found = syllables(t)
+            if found is None:
+                if len(tokens) == 1 and (t,) in self.romanised:
+                    return self.romanised[(t,)]
+                return run
+            parts.extend(found)
+        if len(tokens) == 1 and (len(parts) < 2 or tuple(parts) not in self.romanised):
+            return run  # 「a股」, 「ma」: one syllable alone is no evidence of pinyin
+        out: list[str] = []
+        i = 0
+        while i < len(parts):
+            for span in range(min(_ROMAN_SPAN, len(parts) - i), 0, -1):
+                word = self.romanised.get(tuple(parts[i : i + span]))
+                if word is not None:
+                    out.append(word)
+                    i += span
+                    break
+            else:
+                if out and out[-1][-1:].isascii():
+                    out.append(" ")
+                out.append(parts[i])
+                i += 1
+        return "".join(out)
 
     def asks(self, question: str) -> list[str]:
         """The categories whose forbidden thing a normalised customer turn names."""
@@ -366,7 +456,7 @@ class PairModel:
         self.version = str(meta.get("version", "?"))
         self.name = str(meta.get("name", "siyu-pair-logreg"))
         self.stance = Stance.load(rules_dir)
-        self._read = lru_cache(maxsize=4096)(self._normal)
+        self._read = lru_cache(maxsize=4096)(lambda text: read_text(text, self.stance))
         # A customer turn is read by the replies after it, a reply with each turn it may
         # answer: each side is hashed once.
         self._question = lru_cache(maxsize=4096)(
@@ -375,10 +465,6 @@ class PairModel:
         self._reply = lru_cache(maxsize=4096)(
             lambda text: _hashed_reply(self._read(text), text.lower(), self.stance)
         )
-
-    @staticmethod
-    def _normal(text: str) -> str:
-        return normalize(text).text
 
     def asks(self, text: str) -> bool:
         """Whether a customer turn (as written) names something a rule forbids."""

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from compliance_nlp.pair import DIM, PAIR_FILE, Stance, pair_index
+from compliance_nlp.pair import DIM, PAIR_FILE, Stance, pair_index, read_text
 from compliance_nlp.rules import CATEGORIES
 from compliance_nlp.training import pair_gen
 from compliance_nlp.training import pairs as context_pairs
@@ -74,12 +74,6 @@ class PairOptions:
     # >0 caps the optimisation steps and trains on that many batches' examples only
     # (smoke tests).
     max_steps: int = 0
-
-
-def _normal(text: str) -> str:
-    from compliance_nlp.normalize import normalize
-
-    return normalize(text).text
 
 
 def _thread_examples(
@@ -178,7 +172,9 @@ def _featurise(examples: Sequence[tuple[str, str, str]], stance: Stance) -> list
     for q, r, _ in examples:
         key = (q, r)
         if key not in _FEATURES:
-            _FEATURES[key] = np.unique(pair_index(_normal(q), _normal(r), r.lower(), stance))
+            _FEATURES[key] = np.unique(
+                pair_index(read_text(q, stance), read_text(r, stance), r.lower(), stance)
+            )
         out.append(_FEATURES[key])
     return out
 
