@@ -110,3 +110,21 @@ def test_protected_and_unprotected_kinds_described(rules_only: Analyzer) -> None
     line = "收益凭证有保本型的，也有不保本的，您这款是不保本的"
     assert _violations(rules_only, line) == set()
     assert "guaranteed_return" in _violations(rules_only, "这款是保本的，放心")
+
+
+@pytest.mark.parametrize(
+    ("text", "category"),
+    [
+        # repayment promised outright, for what is no deposit or treasury bond
+        ("这只债到期百分之百兑付，您放心", "guaranteed_return"),
+        # another firm's running called a mess
+        ("隔壁那家风控一团糟，经理还被罚过", "disparagement"),
+    ],
+)
+def test_more_violation_classes_r8(rules_only: Analyzer, text: str, category: str) -> None:
+    assert category in _violations(rules_only, text)
+
+
+def test_repayment_of_a_deposit_is_a_fact(rules_only: Analyzer) -> None:
+    assert _violations(rules_only, "大额存单到期百分之百兑付，受存款保险保护") == set()
+    assert "guaranteed_return" in _violations(rules_only, "这款理财到期百分之百兑付")
