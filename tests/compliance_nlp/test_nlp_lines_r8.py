@@ -119,6 +119,8 @@ def test_protected_and_unprotected_kinds_described(rules_only: Analyzer) -> None
         ("这只债到期百分之百兑付，您放心", "guaranteed_return"),
         # another firm's running called a mess
         ("隔壁那家风控一团糟，经理还被罚过", "disparagement"),
+        # a fee paid to the advisor in person
+        ("公证的服务费直接转我就行，我替您去办", "off_book_dealing"),
     ],
 )
 def test_more_violation_classes_r8(rules_only: Analyzer, text: str, category: str) -> None:
@@ -128,3 +130,8 @@ def test_more_violation_classes_r8(rules_only: Analyzer, text: str, category: st
 def test_repayment_of_a_deposit_is_a_fact(rules_only: Analyzer) -> None:
     assert _violations(rules_only, "大额存单到期百分之百兑付，受存款保险保护") == set()
     assert "guaranteed_return" in _violations(rules_only, "这款理财到期百分之百兑付")
+
+
+def test_a_fee_list_sent_to_the_advisor_is_clean(rules_only: Analyzer) -> None:
+    assert _violations(rules_only, "把费用清单和发票拍给我，我帮您提交理赔") == set()
+    assert "off_book_dealing" in _violations(rules_only, "中介费给我就可以，回头我统一处理")
