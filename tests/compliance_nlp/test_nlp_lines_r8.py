@@ -135,3 +135,17 @@ def test_repayment_of_a_deposit_is_a_fact(rules_only: Analyzer) -> None:
 def test_a_fee_list_sent_to_the_advisor_is_clean(rules_only: Analyzer) -> None:
     assert _violations(rules_only, "把费用清单和发票拍给我，我帮您提交理赔") == set()
     assert "off_book_dealing" in _violations(rules_only, "中介费给我就可以，回头我统一处理")
+
+
+# Deposit words in lines that liken nothing to a deposit: a conjunction (当…的时候), the
+# customer's own deposit, two kinds of deposit certificate.
+@pytest.mark.parametrize(
+    "text",
+    [
+        "当存款利率下降的时候，债基一般会涨",
+        "您这个就是定期，到期自动转存",
+        "电子存单跟纸质存单一样有效",
+    ],
+)
+def test_deposit_words_liken_nothing(rules_only: Analyzer, text: str) -> None:
+    assert _violations(rules_only, text) == set()
