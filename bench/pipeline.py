@@ -199,6 +199,8 @@ def start_siyu(
     port = _free_port()
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("SIYU_")}
     child_env.update(env)
+    if loop := os.environ.get("SIYU_EVENT_LOOP"):  # SIYU_EVENT_LOOP=asyncio: compare loops
+        child_env["SIYU_EVENT_LOOP"] = loop
     child_env["SIYU_HTTP__HOST"] = "127.0.0.1"
     child_env["SIYU_HTTP__PORT"] = str(port)
     child_env["PYTHONUNBUFFERED"] = "1"
@@ -1105,7 +1107,10 @@ def main(argv: list[str] | None = None) -> int:
         + (", with an auto-tag rule and an SOP campaign" if args.rules else ""),
         flush=True,
     )
-    rows = asyncio.run(bench(args))
+    from core import loops
+
+    # The feeder stands in for WeCom on the same cores: on the loop siyu's roles run on.
+    rows = loops.run(bench(args))
     report(rows, args)
     return 0
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from bot.models import OutboxState
 from bot.wecom import decrypt_cli
+from core import loops
 from core.audit import Actor
 from core.domain import CliContext
 
@@ -107,7 +108,7 @@ def cmd_archive_import(args: argparse.Namespace, ctx: CliContext) -> int:
             return report.as_dict()
 
     try:
-        out = asyncio.run(run())
+        out = loops.run(run())
     except (redis.RedisError, OSError) as exc:
         print(
             f"siyu: the queue (Redis) is unavailable: {type(exc).__name__}; import again "
@@ -223,7 +224,7 @@ def cmd_archive_redecrypt(args: argparse.Namespace, ctx: CliContext) -> int:
                 )
             return 1 if out["still_failing"] or (pending and args.wait > 0) else 0
 
-    return asyncio.run(run())
+    return loops.run(run())
 
 
 # ------------------------------------------------------------------ messages
@@ -304,7 +305,7 @@ def cmd_messages_export(args: argparse.Namespace, ctx: CliContext) -> int:
                 after = batch[-1].id
         return n
 
-    n = asyncio.run(run())
+    n = loops.run(run())
     print(f"exported {n} messages", file=sys.stderr)
     return 0
 
@@ -459,7 +460,7 @@ def cmd_deadletter(args: argparse.Namespace, ctx: CliContext) -> int:
                 print(f"requeued {queued} dead letters", file=sys.stderr)
             return 0
 
-    return asyncio.run(run())
+    return loops.run(run())
 
 
 def _positive_limit(text: str) -> int:
@@ -530,7 +531,7 @@ def _outbox_list(args: argparse.Namespace, ctx: CliContext) -> int:
                     )
         return 0
 
-    return asyncio.run(run())
+    return loops.run(run())
 
 
 def _outbox_change(args: argparse.Namespace, ctx: CliContext, action: str) -> int:
@@ -567,7 +568,7 @@ def _outbox_change(args: argparse.Namespace, ctx: CliContext, action: str) -> in
             print(json.dumps(line, ensure_ascii=False))
         return 0 if all(r.ok for r in results) else 1
 
-    return asyncio.run(run())
+    return loops.run(run())
 
 
 # ------------------------------------------------------------------ keys
@@ -588,7 +589,7 @@ def cmd_keys_check(args: argparse.Namespace, ctx: CliContext) -> int:
         async with core_db.db_lifespan(settings, ctx.schema):
             return await bot_service.field_key_checks()
 
-    recorded = asyncio.run(run())
+    recorded = loops.run(run())
     missing, differ = bot_flows.key_mismatch(recorded=recorded, configured=configured)
     for kid in sorted(set(configured) | set(recorded)):
         if kid in missing:
@@ -628,7 +629,7 @@ def cmd_keys_seal_existing(args: argparse.Namespace, ctx: CliContext) -> int:
             # rows stored before the customer search, or indexed under a retired key.
             return sealed, await bot_customers.index_existing_phones(keyring=keyring)
 
-    done, indexed = asyncio.run(run())
+    done, indexed = loops.run(run())
     print(
         json.dumps(
             {"events": done.events, "follow_relations": done.follows, "phones_indexed": indexed}

@@ -8,6 +8,8 @@ import signal
 
 from aiohttp import web
 
+from core.loops import loop_name
+
 log = logging.getLogger(__name__)
 
 
@@ -41,7 +43,7 @@ async def serve(
 ) -> None:
     """Serve ``app`` (built by the root) until a signal or ``stop`` is set."""
     runner, bound = await start_site(app, host, port)
-    log.info("siyu serving", extra={"roles": label, "port": bound})
+    log.info("siyu serving", extra={"roles": label, "port": bound, "loop": loop_name()})
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -8,13 +8,13 @@ Settings are built once, on first use, and passed down to every command through
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 
 from core import cli as core_cli
+from core import loops
 from core.domain import CliContext, CliRegister, Domain
 from core.settings import ALL_ROLES, Settings
 from siyu.app import schema_of
@@ -39,7 +39,7 @@ def cmd_migrate(args: argparse.Namespace, ctx: CliContext) -> int:
         finally:
             await core_db.close_db()
 
-    ran = asyncio.run(run())
+    ran = loops.run(run())
     for m in ran:
         print(f"applied {m.label}")
     if not ran:
@@ -58,14 +58,14 @@ def cmd_serve(args: argparse.Namespace, ctx: CliContext) -> int:
         settings.http.port = args.port
     roles = tuple(args.role) if args.role else ALL_ROLES
     app = create_app(settings, roles, auto_migrate=args.migrate)
-    asyncio.run(serve(app, settings.http.host, settings.http.port, label=",".join(roles)))
+    loops.run(serve(app, settings.http.host, settings.http.port, label=",".join(roles)))
     return 0
 
 
 def cmd_demo(args: argparse.Namespace, ctx: CliContext) -> int:
     from siyu.demo import run_demo
 
-    asyncio.run(
+    loops.run(
         run_demo(
             data_dir=Path(args.data_dir), port=args.port, rate=args.rate, duration_s=args.duration
         )
