@@ -1397,38 +1397,57 @@ def conversation_turns_sql(
 ) -> tuple[str, list[Any]]:
     """``conversation_turns_query`` written out, as the worker runs it for every read.
 
-    The same joins, conditions and order as the ORM's query (a test holds them to the
-    same rows); the ORM spent milliseconds building it for a read's 64 pairs.  Times
-    are bound as the model's field sends them, so SQLite compares the stored text.
+    The same rows in the same order as the ORM's query (a test holds them to the same
+    rows); the ORM spent milliseconds building it for a read's 64 pairs.  Times are bound
+    as the model's field sends them, so SQLite compares the stored text.
+
+    A branch per kind of conversation, each starting from what the read names: a group
+    chat's lines by the (roomid, msgtime) index, a one-to-one chat's from its customer
+    by the (customer_id, msgtime) index.  The one OR over the joined tables was answered
+    on PostgreSQL by walking every one-to-one line of the window by (roomid, msgtime)
+    and joining each to its advisor and customer — a cost that grew with the lines stored
+    that day (21 ms a read at 3,000 lines, most of PostgreSQL's CPU in
+    ``bench/pipeline.py``).  There the customer's lines are a ``LATERAL`` subquery the
+    planner cannot flatten (``OFFSET 0``), so they are reached by ``customer_id`` whatever
+    the table's statistics say (a fresh table has none; ~0.5 ms).
     """
     if not postgres:
         return _conversation_turns_sqlite(rooms=rooms, pairs=pairs, since=since, until=until)
     msgtime = models.Message._meta.fields_map["msgtime"]
     params: list[Any] = []
-    mark = _marker(params, postgres=postgres)
-    where = []
-    if rooms:
-        where.append(_one_of('m."roomid"', sorted(rooms), mark, postgres=postgres))
-    if pairs:
-        advisors = _one_of('a."userid"', sorted({a for a, _ in pairs}), mark, postgres=postgres)
-        customers = _one_of(
-            'c."external_userid"', sorted({c for _, c in pairs}), mark, postgres=postgres
-        )
-        where.append(f'(m."roomid" IS NULL AND {advisors} AND {customers})')
-    # Identifiers and placeholders only: every value is bound.
-    sql = (
-        'SELECT m."roomid" AS "roomid", a."userid" AS "advisor_userid", '  # noqa: S608
+    mark = _marker(params, postgres=True)
+    low = mark(msgtime.to_db_value(since, models.Message))
+    high = mark(msgtime.to_db_value(until, models.Message))
+    no_text = mark("")
+    window = f'm."msgtime" >= {low} AND m."msgtime" < {high} AND m."masked_text" <> {no_text}'
+    columns = (
+        'm."roomid" AS "roomid", a."userid" AS "advisor_userid", '
         'c."external_userid" AS "external_userid", m."sender_role" AS "sender_role", '
-        'm."masked_text" AS "masked_text", m."msgtime" AS "msgtime" FROM "bot_message" m '
-        'LEFT OUTER JOIN "bot_advisor" a ON a."id" = m."advisor_id" '
-        'LEFT OUTER JOIN "bot_customer" c ON c."id" = m."customer_id" '
-        f"WHERE ({' OR '.join(where)}) "
-        f'AND m."msgtime" >= {mark(msgtime.to_db_value(since, models.Message))} '
-        f'AND m."msgtime" < {mark(msgtime.to_db_value(until, models.Message))} '
-        f'AND m."masked_text" <> {mark("")} '
-        'ORDER BY m."msgtime", m."id"'
+        'm."masked_text" AS "masked_text", m."msgtime" AS "msgtime", m."id" AS "id"'
     )
-    return sql, params
+    # Identifiers and placeholders only: every value is bound.
+    branches = []
+    if rooms:
+        in_rooms = _one_of('m."roomid"', sorted(rooms), mark, postgres=True)
+        branches.append(
+            f'SELECT {columns} FROM "bot_message" m '  # noqa: S608
+            'LEFT OUTER JOIN "bot_advisor" a ON a."id" = m."advisor_id" '
+            'LEFT OUTER JOIN "bot_customer" c ON c."id" = m."customer_id" '
+            f"WHERE {in_rooms} AND {window}"
+        )
+    if pairs:
+        customers = _one_of(
+            'c."external_userid"', sorted({c for _, c in pairs}), mark, postgres=True
+        )
+        advisors = _one_of('a."userid"', sorted({a for a, _ in pairs}), mark, postgres=True)
+        branches.append(
+            f'SELECT {columns} FROM "bot_customer" c CROSS JOIN LATERAL ('  # noqa: S608
+            'SELECT * FROM "bot_message" m WHERE m."customer_id" = c."id" '
+            f'AND m."roomid" IS NULL AND {window} OFFSET 0) m '
+            'JOIN "bot_advisor" a ON a."id" = m."advisor_id" '
+            f"WHERE {customers} AND {advisors}"
+        )
+    return " UNION ALL ".join(branches) + ' ORDER BY "msgtime", "id"', params
 
 
 def _conversation_turns_sqlite(
