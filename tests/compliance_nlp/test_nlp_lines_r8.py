@@ -149,3 +149,31 @@ def test_a_fee_list_sent_to_the_advisor_is_clean(rules_only: Analyzer) -> None:
 )
 def test_deposit_words_liken_nothing(rules_only: Analyzer, text: str) -> None:
     assert _violations(rules_only, text) == set()
+
+
+@pytest.mark.parametrize(
+    ("text", "category"),
+    [
+        ("货币基金您就当活期放着", "misleading_promotion"),
+        ("这款年金说白了就是个长期定期", "misleading_promotion"),
+        ("增额寿等于存了一笔高息定期", "misleading_promotion"),
+        ("这只转债跌回100就有底", "guaranteed_return"),
+    ],
+)
+def test_deposit_and_floor_in_other_words(rules_only: Analyzer, text: str, category: str) -> None:
+    assert category in _violations(rules_only, text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # the floor named with the loss it does not prevent
+        "转债有债底保护，但价格也可能跌破面值",
+        # a procedure shared with a deposit
+        "这款理财跟存款一样需要本人来办",
+    ],
+)
+def test_floor_with_its_risk_and_a_shared_procedure_are_clean(
+    rules_only: Analyzer, text: str
+) -> None:
+    assert _violations(rules_only, text) == set()
