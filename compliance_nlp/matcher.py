@@ -93,7 +93,10 @@ class RuleMatcher:
                     )
                 else:
                     triggered.add(rule_index)
-        for rule_index in triggered:
+        # In the rules' file order, not the set's: of two hits with the same span and
+        # category the first is kept (``find``), and a set's order moves with every rule
+        # added (an inserted rule once put GR-C's exempt 保证 hit before GR-004's).
+        for rule_index in sorted(triggered):
             rule = rules[rule_index]
             for pattern in rule.patterns:
                 for m in pattern.finditer(text):

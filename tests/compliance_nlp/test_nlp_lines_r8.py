@@ -177,3 +177,21 @@ def test_floor_with_its_risk_and_a_shared_procedure_are_clean(
     rules_only: Analyzer, text: str
 ) -> None:
     assert _violations(rules_only, text) == set()
+
+
+# An absolute word (闭眼买, 绝对安全, 只涨不跌) alone is exaggeration; beside a promise of
+# return or a certain rise it only intensifies that claim, which names the category.
+@pytest.mark.parametrize(
+    ("text", "categories"),
+    [
+        ("稳赚的产品，闭眼买就对了", {"guaranteed_return"}),
+        ("本金绝对安全，一分不少还给您", {"guaranteed_return"}),
+        ("这只票必涨，闭着眼睛买", {"insider_tip"}),
+    ],
+)
+def test_an_absolute_word_sides_with_the_claim_it_intensifies(
+    rules_only: Analyzer, text: str, categories: set[str]
+) -> None:
+    assert _violations(rules_only, text) == categories
+    alone = "这款理财绝对安全，闭眼买就行"
+    assert _violations(rules_only, alone) == {"misleading_promotion"}
