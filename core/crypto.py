@@ -47,6 +47,11 @@ class Keyring:
     # Never in a repr: a keyring sits inside dataclasses that end up in logs.
     keys: dict[str, bytes] = field(repr=False)
     active_key_id: str
+    # One AESGCM per key, built on first use: building it costs more than sealing a
+    # message's few hundred bytes with it (it holds no state between calls).
+    _aead: dict[bytes, AESGCM] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
 
     def __repr__(self) -> str:
         prints = ", ".join(f"{kid}:{key_fingerprint(k)}" for kid, k in sorted(self.keys.items()))
@@ -63,9 +68,22 @@ class Keyring:
             if "." in kid:
                 raise SettingsError(f"SIYU_CRYPTO__KEYS: key id {kid!r} must not contain '.'")
 
+    def __getstate__(self) -> dict[str, object]:
+        return {**self.__dict__, "_aead": {}}  # the ciphers are rebuilt, never copied
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+
+    def _cipher(self, key: bytes) -> AESGCM:
+        aead = self._aead.get(key)  # by the key's bytes, whatever id names it
+        if aead is None:
+            aead = self._aead[key] = AESGCM(key)
+        return aead
+
     def seal(self, plaintext: bytes, *, aad: str) -> str:
         nonce = os.urandom(12)
-        ct = AESGCM(self.keys[self.active_key_id]).encrypt(nonce, plaintext, aad.encode())
+        ct = self._cipher(self.keys[self.active_key_id]).encrypt(nonce, plaintext, aad.encode())
         blob = base64.urlsafe_b64encode(nonce + ct).decode().rstrip("=")
         return f"v1.{self.active_key_id}.{blob}"
 
@@ -81,7 +99,7 @@ class Keyring:
             raise UnknownKeyIdError(kid)
         raw = base64.urlsafe_b64decode(blob + "=" * (-len(blob) % 4))
         try:
-            return AESGCM(key).decrypt(raw[:12], raw[12:], aad.encode())
+            return self._cipher(key).decrypt(raw[:12], raw[12:], aad.encode())
         except InvalidTag as exc:
             raise DecryptionError("authentication failed") from exc
 
