@@ -195,3 +195,25 @@ def test_an_absolute_word_sides_with_the_claim_it_intensifies(
     assert _violations(rules_only, text) == categories
     alone = "这款理财绝对安全，闭眼买就行"
     assert _violations(rules_only, alone) == {"misleading_promotion"}
+
+
+@pytest.mark.parametrize(
+    ("text", "category"),
+    [
+        # a trading account handed to the advisor
+        ("证券账户给我吧，新股申购我都帮您弄", "account_custody"),
+        # a customer coached through the recorded sale
+        ("录音的时候我给您使眼色，您照我说的回", "suitability_evasion"),
+        # a proof of assets pieced together for the threshold
+        ("存款证明差一点，我帮您凑凑", "suitability_evasion"),
+        # an index level or a price called certain
+        ("沪深300年内一定站上5000点", "insider_tip"),
+        # a product from outside the institution, a private pool
+        ("我给您推荐个外面的私募，收益高", "off_book_dealing"),
+        ("可以走我们私下的渠道，手续简单", "off_book_dealing"),
+        # a trip paid personally
+        ("签完我私人给您安排一趟三亚", "improper_inducement"),
+    ],
+)
+def test_line_classes_r8(rules_only: Analyzer, text: str, category: str) -> None:
+    assert category in _violations(rules_only, text)
