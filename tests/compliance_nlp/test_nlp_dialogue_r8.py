@@ -3,9 +3,9 @@ this test (none copied from a labelled file).
 
 A thread typed in pinyin is read in characters (a yes in pinyin goes along, a refusal
 in pinyin stays clean); a fixed yield read off a seven-day figure is a misleading
-description; the other way, an advisor's warning against a scam
-group runs down no licensed rival, and a bank's own card-opening gift is no money off
-the books.
+description; a bare amount answers a request to hand money over; the other way, an
+advisor's warning against a scam group runs down no licensed rival, and a bank's own
+card-opening gift is no money off the books.
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ def test_pinyin_runs_read_in_characters() -> None:
             "对，一年就这么多",
             "misleading_promotion",
         ),
+        # a bare amount answers a request to hand the money over
+        ("我人在外地，认购款怎么交给你", "8万整", "off_book_dealing"),
     ],
 )
 def test_answer_goes_along(analyzer: Analyzer, question: str, reply: str, category: str) -> None:
