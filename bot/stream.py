@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
@@ -99,7 +100,11 @@ def encode_payload(payload: Mapping[str, Any]) -> str:
     original (``QueuedItem.payload_json``) and stores exactly what encoding the payload
     again would give.
     """
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    try:
+        # The same text json.dumps(ensure_ascii=False, separators=(",", ":")) writes, in C.
+        return orjson.dumps(payload).decode()
+    except TypeError:  # what orjson refuses (an int past 64 bits, a non-str key): json's
+        return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
 
 
 class InboundStream:
@@ -230,7 +235,7 @@ class InboundStream:
             stream_id=sid,
             source=Source(f["src"]),
             dedup_key=key,
-            payload=json.loads(text),
+            payload=orjson.loads(text),
             received_at=datetime.fromtimestamp(int(f["t"]) / 1000, tz=UTC),
             deliveries=deliveries,
             payload_json=text,
