@@ -217,3 +217,10 @@ def test_an_absolute_word_sides_with_the_claim_it_intensifies(
 )
 def test_line_classes_r8(rules_only: Analyzer, text: str, category: str) -> None:
     assert category in _violations(rules_only, text)
+
+
+# A structured deposit's floating part is not a deposit's interest: likening it to a plain
+# deposit is no comparison between deposits.
+def test_a_structured_deposit_likened_to_a_plain_one(rules_only: Analyzer) -> None:
+    line = "结构性存款跟定期一样稳，收益还高"
+    assert "misleading_promotion" in _violations(rules_only, line)
