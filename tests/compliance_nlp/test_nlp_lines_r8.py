@@ -224,3 +224,9 @@ def test_line_classes_r8(rules_only: Analyzer, text: str, category: str) -> None
 def test_a_structured_deposit_likened_to_a_plain_one(rules_only: Analyzer) -> None:
     line = "结构性存款跟定期一样稳，收益还高"
     assert "misleading_promotion" in _violations(rules_only, line)
+
+
+# 加油 is a cheer, not cooking oil handed over as a gift.
+def test_a_cheer_is_no_gift(rules_only: Analyzer) -> None:
+    assert _violations(rules_only, "替我给您儿子加个油，高考顺利") == set()
+    assert "improper_inducement" in _violations(rules_only, "存够五万送你两桶油")
