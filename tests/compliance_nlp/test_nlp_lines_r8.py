@@ -231,3 +231,12 @@ def test_a_structured_deposit_likened_to_a_plain_one(rules_only: Analyzer) -> No
 def test_a_cheer_is_no_gift(rules_only: Analyzer) -> None:
     assert _violations(rules_only, "替我给您儿子加个油，高考顺利") == set()
     assert "improper_inducement" in _violations(rules_only, "存够五万送你两桶油")
+
+
+# Everyday talk in the words of a promise or of disparagement: no money, product or
+# institution is named (a week without overtime, a barbecue place).
+def test_everyday_words_of_a_promise_or_a_complaint(rules_only: Analyzer) -> None:
+    assert _violations(rules_only, "这周稳稳当当的，不用加班") == set()
+    assert _violations(rules_only, "那家烧烤店卫生一塌糊涂，别去了") == set()
+    assert "guaranteed_return" in _violations(rules_only, "放这个稳稳当当的，收益跑不了")
+    assert "disparagement" in _violations(rules_only, "那家银行风控一塌糊涂，别去")
