@@ -240,3 +240,10 @@ def test_everyday_words_of_a_promise_or_a_complaint(rules_only: Analyzer) -> Non
     assert _violations(rules_only, "那家烧烤店卫生一塌糊涂，别去了") == set()
     assert "guaranteed_return" in _violations(rules_only, "放这个稳稳当当的，收益跑不了")
     assert "disparagement" in _violations(rules_only, "那家银行风控一塌糊涂，别去")
+
+
+# 肯定没问题 about an appointment is service; about a product it is exaggeration.
+def test_an_absolute_assurance_needs_money_or_a_product(rules_only: Analyzer) -> None:
+    assert _violations(rules_only, "下午的号我约好了，肯定没问题") == set()
+    assert _violations(rules_only, "您放心，百分百没问题，包在我身上") == set()
+    assert "misleading_promotion" in _violations(rules_only, "这款理财肯定没问题，您放心")
