@@ -247,3 +247,9 @@ def test_an_absolute_assurance_needs_money_or_a_product(rules_only: Analyzer) ->
     assert _violations(rules_only, "下午的号我约好了，肯定没问题") == set()
     assert _violations(rules_only, "您放心，百分百没问题，包在我身上") == set()
     assert "misleading_promotion" in _violations(rules_only, "这款理财肯定没问题，您放心")
+
+
+# 内部消息 about the branch itself (a refit, a holiday) names no security.
+def test_inside_news_about_the_branch_is_no_tip(rules_only: Analyzer) -> None:
+    assert _violations(rules_only, "听到个内部消息，下周网点装修，您错开那几天来") == set()
+    assert "insider_tip" in _violations(rules_only, "我有内部消息，等我通知")
