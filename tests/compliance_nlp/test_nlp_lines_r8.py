@@ -11,6 +11,8 @@ from __future__ import annotations
 import pytest
 
 from compliance_nlp import Analyzer
+from compliance_nlp.lexicon import DomainAnchors
+from compliance_nlp.normalize import normalize
 
 
 def _violations(analyzer: Analyzer, text: str) -> set[str]:
@@ -253,3 +255,26 @@ def test_an_absolute_assurance_needs_money_or_a_product(rules_only: Analyzer) ->
 def test_inside_news_about_the_branch_is_no_tip(rules_only: Analyzer) -> None:
     assert _violations(rules_only, "听到个内部消息，下周网点装修，您错开那几天来") == set()
     assert "insider_tip" in _violations(rules_only, "我有内部消息，等我通知")
+
+
+# A disclaimer that reaches past 也 to the no-loss claim it denies.
+def test_a_disclaimer_denies_the_no_loss_claim(rules_only: Analyzer) -> None:
+    assert _violations(rules_only, "这只基金前两年没亏过，但不代表以后也不会亏") == set()
+    assert "guaranteed_return" in _violations(rules_only, "这只基金前两年没亏过，以后也不会亏")
+
+
+# What a line says against a model-only finding (anchors.json counter_evidence): the risk
+# of loss named, a deposit set apart, a claim called a lie.
+@pytest.mark.parametrize(
+    ("text", "category"),
+    [
+        ("跟存款比收益高点，亏损的可能也是有的", "misleading_promotion"),
+        ("这款是R3的，跟银行存款区别很大", "misleading_promotion"),
+        ("那些说稳赚的，都是骗人的", "disparagement"),
+    ],
+)
+def test_counter_evidence_r8(text: str, category: str) -> None:
+    anchors = DomainAnchors()
+    assert category in anchors.countered(normalize(text).text)
+    twin = "这款跟银行存款一样，随时能取"
+    assert "misleading_promotion" not in anchors.countered(normalize(twin).text)
