@@ -4,8 +4,9 @@ this test (none copied from a labelled file).
 A thread typed in pinyin is read in characters (a yes in pinyin goes along, a refusal
 in pinyin stays clean); a fixed yield read off a seven-day figure is a misleading
 description; a bare amount answers a request to hand money over; the other way, an
-advisor's warning against a scam group runs down no licensed rival, and a bank's own
-card-opening gift is no money off the books.
+advisor's warning against a scam group runs down no licensed rival, a bank's own
+card-opening gift is no money off the books, and a yes to a risk the customer states
+himself is a fact.
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ def test_answer_goes_along(analyzer: Analyzer, question: str, reply: str, catego
             "我单位工资转到你们行代发了，听说开卡有礼？",
             "有的，按活动规则在APP活动页领取就行",
         ),
+        # agreeing with a risk the customer states
+        ("分红险的分红不一定有，对吧", "是的"),
         # a deposit named as the safe place, with its insurance
         ("30万放哪最稳当", "最稳的是定期或大额存单，受存款保险保护，收益低一点"),
     ],
