@@ -278,3 +278,21 @@ def test_counter_evidence_r8(text: str, category: str) -> None:
     assert category in anchors.countered(normalize(text).text)
     twin = "这款跟银行存款一样，随时能取"
     assert "misleading_promotion" not in anchors.countered(normalize(twin).text)
+
+
+@pytest.mark.parametrize(
+    ("text", "category"),
+    [
+        ("这只转债有一百块的底在那儿，亏不到哪", "guaranteed_return"),
+        ("钱投进去就坐等收利息吧", "guaranteed_return"),
+        ("这款的收益是写死的，到期就打给您", "guaranteed_return"),
+        ("放这里比存定期还踏实", "misleading_promotion"),
+        ("您就当买了一笔定期，到期来拿", "misleading_promotion"),
+        ("回撤的概率基本为零", "misleading_promotion"),
+        ("稳健型理财跟国债一个道理", "misleading_promotion"),
+    ],
+)
+def test_return_and_deposit_claims_in_other_words(
+    rules_only: Analyzer, text: str, category: str
+) -> None:
+    assert category in _violations(rules_only, text)
