@@ -86,7 +86,38 @@ CONNECT_TIMEOUT_S = 1.0
 def client_for(url: str, **kwargs: Any) -> aioredis.Redis:
     kwargs.setdefault("socket_timeout", SOCKET_TIMEOUT_S)
     kwargs.setdefault("socket_connect_timeout", CONNECT_TIMEOUT_S)
-    return aioredis.Redis.from_url(url, **kwargs)
+    client = aioredis.Redis.from_url(url, **kwargs)
+    pool = client.connection_pool
+    pool.connection_class = _packing_in_c(pool.connection_class)
+    return client
+
+
+def _packing_in_c(connection_class: type[Any]) -> type[Any]:
+    """``connection_class`` packing its commands with hiredis, as redis-py's own
+    synchronous client does when hiredis is installed (a dependency).
+
+    redis-py's asyncio connection packs every argument in Python: a few microseconds
+    per argument, and the receiver's script call (six arguments a callback), the
+    archive ingest's and the worker's acknowledgements (one per entry) have many.
+    Without hiredis the class is returned unchanged.
+    """
+    try:
+        from redis.connection import HiredisRespSerializer
+        from redis.utils import HIREDIS_AVAILABLE
+    except ImportError:  # pragma: no cover - another redis-py layout: its own packing
+        return connection_class
+    if not HIREDIS_AVAILABLE or getattr(connection_class, "_packs_in_c", False):
+        return connection_class
+    serializer = HiredisRespSerializer()
+
+    class PackingInC(connection_class):  # type: ignore[misc,valid-type]
+        _packs_in_c = True
+
+        def pack_command(self, *args: Any) -> list[bytes]:
+            return serializer.pack(*args)  # type: ignore[no-any-return]
+
+    PackingInC.__name__ = PackingInC.__qualname__ = connection_class.__name__
+    return PackingInC
 
 
 async def _server_info(client: aioredis.Redis, section: str) -> dict[str, Any]:
