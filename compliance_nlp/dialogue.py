@@ -63,6 +63,10 @@ class _Frame:
     generic: tuple[str, ...]
 
 
+def _cjk(text: str) -> int:
+    return sum(1 for c in text if "\u4e00" <= c <= "\u9fff")
+
+
 def _first(patterns: tuple[re.Pattern[str], ...], text: str) -> re.Match[str] | None:
     for p in patterns:
         m = p.search(text)
@@ -206,7 +210,10 @@ class DialogueRules:
         text = self._romanise(reply.text)
         # Read in characters from pinyin: a finding spans the whole line.
         romanised = text != reply.text
-        reading = Reading()
+        # The line model reads characters, not pinyin: what it makes of a line mostly in
+        # pinyin (「hao de」) is no evidence (the frames and the pair model read it in
+        # characters); a laugh in a line of characters (「可以试试hhh」) changes nothing.
+        reading = Reading(romanised=romanised and 2 * _cjk(reply.text) < _cjk(text))
         if not asked:
             return reading
         # A long reply is left to the line rules and the model, but what it refuses or
@@ -307,6 +314,8 @@ class Reading:
     corrected further on: the model's findings of the category are dropped (the line
     rules read negation themselves). ``refused``: the reply refuses outright what a
     frame's question asked; the model's findings of every category are dropped.
+    ``romanised``: the reply was written in pinyin and read in characters here; the line
+    model's findings of it are dropped.
     ``asked``: the categories whose questions were recognised; a model finding the
     conversation made (``context_index``) needs one. The
     model reads the line with the question but
@@ -318,6 +327,7 @@ class Reading:
     cleared: dict[str, str] = field(default_factory=dict)
     refused: bool = False
     asked: set[str] = field(default_factory=set)
+    romanised: bool = False
 
     def apply(self, found: list[Finding], *, model: bool) -> list[Finding]:
         """``found`` (the model's findings when ``model``, else the line rules') read
@@ -326,7 +336,7 @@ class Reading:
         mine = {f.category for f in self.findings}
         for f in found:
             how = self.cleared.get(f.category)
-            if how == "fact" or (model and (how or self.refused)):
+            if how == "fact" or (model and (how or self.refused or self.romanised)):
                 continue
             if model and f.context_index is not None and not self.asked:
                 # The model says the question made the line a violation, but no frame

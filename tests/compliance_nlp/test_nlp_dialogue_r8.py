@@ -76,3 +76,17 @@ def test_answer_goes_along(analyzer: Analyzer, question: str, reply: str, catego
 )
 def test_answer_left_alone(analyzer: Analyzer, question: str, reply: str) -> None:
     assert not _violations(analyzer, [Turn("customer", question)], reply)
+
+
+@pytest.mark.parametrize(
+    ("question", "reply", "category"),
+    [
+        ("wo ba yan zheng ma fa ni", "hao de", "account_custody"),
+        ("ni bang wo zuo ce ping xing bu xing", "xing, wo lai nong", "suitability_evasion"),
+    ],
+)
+def test_pinyin_answer_is_read_as_the_question_asks(
+    analyzer: Analyzer, question: str, reply: str, category: str
+) -> None:
+    # the line model reads characters: its guess at a pinyin line is no evidence
+    assert _violations(analyzer, [Turn("customer", question)], reply) == {category}
