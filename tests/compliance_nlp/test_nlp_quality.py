@@ -4,23 +4,24 @@ The labelled files (``compliance_nlp/training/data/README.md`` says who wrote ea
 two roles:
 
 - ``dev.jsonl`` … ``dev16.jsonl``, ``dev19``, ``dev20``, ``dev22``, ``dev24``, ``dev26``,
-  ``dev28``, ``dev30`` and ``dev32`` are the *development pool*'s line sets: hand-written
-  lines by people other than the corpus generator, one annotator per file. ``dev3`` …
-  ``dev6``, ``dev19``, ``dev20``, ``dev22``, ``dev24``, ``dev26``, ``dev28``, ``dev30`` and
-  ``dev32`` were blind sets; once measured they stopped being held out. The models are
+  ``dev28``, ``dev30``, ``dev32`` and ``dev34`` are the *development pool*'s line sets:
+  hand-written lines by people other than the corpus generator, one annotator per file.
+  ``dev3`` … ``dev6``, ``dev19``, ``dev20``, ``dev22``, ``dev24``, ``dev26``, ``dev28``,
+  ``dev30``, ``dev32`` and ``dev34`` were blind sets; once measured they stopped being
+  held out. The models are
   trained on the pool (``train.TrainOptions.dev_files``, each line up-weighted) and the
   thresholds are calibrated by cross-validation that holds out whole files
   (``compliance_nlp.training.crossval``), so the dev figures here are fitted, not
   estimates: they are regression guards only.
-- ``dev17``, ``dev18``, ``dev21``, ``dev23``, ``dev25``, ``dev27``, ``dev29``, ``dev31`` and
-  ``dev33`` are everyday advisor chat (greetings, logistics, wishes: all clean) and
+- ``dev17``, ``dev18``, ``dev21``, ``dev23``, ``dev25``, ``dev27``, ``dev29``, ``dev31``,
+  ``dev33`` and ``dev35`` are everyday advisor chat (greetings, logistics, wishes: all clean) and
   ``threads_dev1`` … are conversations labelled in context; both are part of the
   development pool too.
 - The held-out sets are written by independent annotators who never saw the rules,
-  corpus or models, and are never read while they are developed: ``blind13`` (the
+  corpus or models, and are never read while they are developed: ``blind14`` (the
   issue-3 line targets, and issue 9's clean advisor lines flagged ≤ 0.03),
-  ``blind_everyday8`` (issue 9: at most 1 in 100 everyday advisor lines flagged) and
-  ``blind_threads14``/``blind_threads15`` (context-only violations caught, line-visible
+  ``blind_everyday9`` (issue 9: at most 1 in 100 everyday advisor lines flagged) and
+  ``blind_threads16``/``blind_threads17`` (context-only violations caught, line-visible
   caught, clean threads with any false violation). Each is measured once, with models
   and thresholds fixed; the tests on a held-out set skip until its file is delivered
   into the data folder. Every target is computed, never hard-coded.
@@ -43,11 +44,11 @@ from compliance_nlp.training.threads import THREAD_TARGETS, ThreadReport, evalua
 
 DATA = Path(__file__).resolve().parents[2] / "compliance_nlp" / "training" / "data"
 # Held out: never trained on, never read while the models and rules were developed.
-BLINDS = ("blind13.jsonl",)
-BLIND_EVERYDAY = ("blind_everyday8.jsonl",)
-BLIND_THREADS = ("blind_threads14.jsonl", "blind_threads15.jsonl")
+BLINDS = ("blind14.jsonl",)
+BLIND_EVERYDAY = ("blind_everyday9.jsonl",)
+BLIND_THREADS = ("blind_threads16.jsonl", "blind_threads17.jsonl")
 # Line sets scored against the issue-3 targets (each has violating and clean lines).
-DEV_SETS = tuple(f"dev{n}.jsonl" for n in ("", *range(2, 17), 19, 20, 22, 24, 26, 28, 30, 32))
+DEV_SETS = tuple(f"dev{n}.jsonl" for n in ("", *range(2, 17), 19, 20, 22, 24, 26, 28, 30, 32, 34))
 EVERYDAY_DEV = (
     "dev17.jsonl",
     "dev18.jsonl",
@@ -58,8 +59,9 @@ EVERYDAY_DEV = (
     "dev29.jsonl",
     "dev31.jsonl",
     "dev33.jsonl",
+    "dev35.jsonl",
 )
-THREAD_DEV = tuple(f"threads_dev{n}.jsonl" for n in range(1, 17))
+THREAD_DEV = tuple(f"threads_dev{n}.jsonl" for n in range(1, 19))
 THREAD_FILES = (*THREAD_DEV, *BLIND_THREADS)
 # issue 9: clean advisor lines flagged on the held-out line set (issue 3 asked ≤ 0.05).
 BLIND_CLEAN_FLAGGED = 0.03
@@ -358,12 +360,19 @@ def test_blind_threads_share_no_advisor_line_with_training() -> None:
 # off_book_dealing); everyday advisor lines flagged 0.004 (1/223, met); blind12 recall
 # 0.919, clean flagged 0.025 (2/80: met, and <= 0.03 for issue 9 met), category 0.906,
 # intent 0.853, PII recall 1.000. Those sets are now threads_dev15+16, dev33 and dev32;
-# the gaps below stay until the next held-out sets (blind_threads14+15, blind_everyday8,
-# blind13) are measured. After the measurement OB-003 stopped reading a bare 私聊 (a move
-# from a group into a one-to-one WeCom chat, which is archived too) as off-book.
+# After the measurement OB-003 stopped reading a bare 私聊 (a move from a group into a
+# one-to-one WeCom chat, which is archived too) as off-book.
+# The eighth (blind_threads14+15: 396 threads, blind_everyday8, blind13), written by three
+# new annotators and measured once with the models of 09f931a (intent 71374f6c-s13,
+# violation 8dc4f2de-s13, pair 39d4c0d5-s13, lexicon 2026.12-1.47, dialogue 2026.12-13):
+# context-only caught 0.829 (145/175, >= 0.90), line-visible 0.952 (59/62, met), clean
+# threads flagged 0.078 (14/179, <= 0.04; 6 of the false flags misleading_promotion);
+# everyday advisor lines flagged 0.000 (0/203, met); blind13 recall 0.928, clean flagged
+# 0.017 (1/60: met, and <= 0.03 for issue 9 met), category 0.928, intent 0.876, PII recall
+# 1.000. Those sets are now threads_dev17+18, dev35 and dev34; the gaps below stay until
+# the next held-out sets (blind_threads16+17, blind_everyday9, blind14) are measured.
 CONTEXT_GAPS: set[str] = {
     "context_only_recall",
-    "line_visible_recall",
     "clean_threads_flagged",
 }
 # Line-level issue-3 targets missed on a blind set at its one measurement (same rule).
