@@ -30,7 +30,7 @@ def loop_factory() -> LoopFactory | None:
         import uvloop
     except ImportError:
         return None
-    return uvloop.new_event_loop  # type: ignore[no-any-return]
+    return uvloop.new_event_loop
 
 
 def loop_name(loop: asyncio.AbstractEventLoop | None = None) -> str:

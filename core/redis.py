@@ -110,7 +110,7 @@ def _packing_in_c(connection_class: type[Any]) -> type[Any]:
         return connection_class
     serializer = HiredisRespSerializer()
 
-    class PackingInC(connection_class):  # type: ignore[misc,valid-type]
+    class PackingInC(connection_class):  # type: ignore[misc]
         _packs_in_c = True
 
         def pack_command(self, *args: Any) -> list[bytes]:
