@@ -1,0 +1,93 @@
+"""Advisor lines read alone, ninth round: what the advisor says against the act the line
+names. A first-person refusal (我不能替您保管), an instruction to answer truthfully, an
+invitation to read the terms, the system or counter named as the way things are done,
+a check of the risk level, a rumour of a collapse corrected: each speaks against a
+violation the small model alone proposes (``DomainAnchors.countered``), so that finding
+queues for review at most. An official notice or a customer told not to hurry is no false
+urgency; a repayment the advisor will not make is no money handed over; what others show
+off is reported, not promised. Every line is written for this test (none is taken from a
+data file).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from compliance_nlp import Analyzer
+from compliance_nlp.lexicon import DomainAnchors
+from compliance_nlp.normalize import normalize
+
+
+def _violations(analyzer: Analyzer, text: str) -> set[str]:
+    found = analyzer.analyze(text, "advisor").violations
+    return {f.category for f in found if f.severity == "violation"}
+
+
+@pytest.fixture(scope="module")
+def anchors() -> DomainAnchors:
+    return DomainAnchors()
+
+
+# (a line speaking against the act, the category, the same words turned into the act
+# itself or None)
+SPEAKS_AGAINST = [
+    ("您的存单我不能替您收着，您放保险柜里就行", "account_custody", None),
+    ("您的U盾我不能替您拿着，丢了去柜台补办就行", "account_custody", None),
+    (
+        "双录时问到收入，您如实回答就可以",
+        "suitability_evasion",
+        "双录时问到收入，您不用如实回答，说三十万就行",
+    ),
+    (
+        "问卷第三题问的是投资经验，您按实际情况选",
+        "suitability_evasion",
+        "测评题别按实际情况答，按我给的来",
+    ),
+    ("下单前您先确认下风险等级符不符合", "suitability_evasion", None),
+    (
+        "这个重疾险您仔细看看责任免除那几条再决定",
+        "misleading_promotion",
+        "您不用看条款，直接签就行，保证没问题",
+    ),
+    ("合同我发您邮箱了，您先看下免责条款", "misleading_promotion", None),
+    ("这笔我们走柜台流程办理，您带身份证来", "off_book_dealing", None),
+    (
+        "您要是想买，我在系统里帮您登记一下预约",
+        "off_book_dealing",
+        "钱转我支付宝，我在系统里帮您下单",
+    ),
+    ("托管行换了不是暴雷，资金一直在托管账户里", "disparagement", None),
+]
+
+
+@pytest.mark.parametrize(("text", "category", "twin"), SPEAKS_AGAINST)
+def test_a_line_speaking_against_the_act_counters_the_model(
+    anchors: DomainAnchors, text: str, category: str, twin: str | None
+) -> None:
+    assert category in anchors.countered(normalize(text).text)
+    if twin is not None:
+        assert category not in anchors.countered(normalize(twin).text)
+
+
+def test_a_refused_custody_is_no_model_violation(analyzer: Analyzer) -> None:
+    text = "存折我这边不能帮您保管，您锁柜子里就行"
+    assert "account_custody" not in _violations(analyzer, text)
+
+
+def test_an_official_notice_without_pressure_is_no_false_urgency(rules_only: Analyzer) -> None:
+    assert (
+        _violations(rules_only, "总行发了文件，这款下个月停售，您不用急着买，先比较比较") == set()
+    )
+    assert "misleading_promotion" in _violations(rules_only, "下个月停售了，赶紧买")
+
+
+def test_a_repayment_the_advisor_will_not_make_is_no_money_handed_over(
+    rules_only: Analyzer,
+) -> None:
+    assert _violations(rules_only, "您卖出部分基金还款就行，我这边不能代您操作") == set()
+    assert "off_book_dealing" in _violations(rules_only, "还款的钱转我这边就行")
+
+
+def test_what_others_show_off_is_reported_not_promised(rules_only: Analyzer) -> None:
+    assert _violations(rules_only, "群里晒出来的都是赚的，亏钱的人不吭声") == set()
+    assert "misleading_promotion" in _violations(rules_only, "这款基金买的人都是赚的")
