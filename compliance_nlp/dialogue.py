@@ -61,6 +61,7 @@ class _Frame:
     exempt: tuple[re.Pattern[str], ...]
     exempt_reply: tuple[re.Pattern[str], ...]
     generic: tuple[str, ...]
+    warn: tuple[re.Pattern[str], ...] = ()
 
 
 def _cjk(text: str) -> int:
@@ -144,11 +145,15 @@ class DialogueRules:
                 exempt=_compile(raw.get("exempt", []), f"{fid}.exempt"),
                 exempt_reply=_compile(raw.get("exempt_reply", []), f"{fid}.exempt_reply"),
                 generic=kinds,
+                warn=_compile(raw.get("warn", []), f"{fid}.warn"),
             )
             if not frame.ask:
                 raise RuleDataError(f"{DIALOGUE_FILE}: {fid}: 'ask' is empty")
             frames.append(frame)
         self._frames = tuple(frames)
+        # Frames whose 'ask' names a topic (another firm, moving money) rather than a
+        # question about a forbidden thing: they name no category for ``categories``.
+        self._topics = frozenset(str(t) for t in data.get("topic_frames", []))
         # Which frames and facts a customer turn asks about, by its normalised text: in a
         # conversation several advisor lines answer the same turn, so it is read once.
         self._asks = lru_cache(maxsize=4096)(self._read_question)
@@ -158,6 +163,15 @@ class DialogueRules:
         frames = frozenset(i for i, f in enumerate(self._frames) if _first(f.ask, text))
         facts = frozenset(i for i, f in enumerate(self._facts) if _first(f.ask, text))
         return frames, facts
+
+    def categories(self, customer_text: str) -> frozenset[str]:
+        """The categories a customer turn asks about (its frames' categories), read on
+        its normalised text: 「保本吗」 names guaranteed_return, 「和存款一样吗」
+        misleading_promotion, 「内部消息」 insider_tip."""
+        frames, _ = self._asks(customer_text)
+        return frozenset(
+            self._frames[k].category for k in frames if self._frames[k].id not in self._topics
+        )
 
     def closes(self, advisor_text: str) -> bool:
         """Whether an advisor turn settles what was asked before it: refuses or corrects
@@ -230,8 +244,9 @@ class DialogueRules:
         lead_refusal = _first(self._refuse_lead, text) is not None
         shared_refusal = lead_refusal or _first(self._refuse, text) is not None
         channel: bool | None = None  # read when a channel question was asked
+        exempted: set[str] = set()
         for k, frame in enumerate(self._frames):
-            if reading.cleared.get(frame.category) == "fact":
+            if reading.cleared.get(frame.category) == "fact" or frame.category in exempted:
                 continue
             if any(f.category == frame.category for f in reading.findings):
                 continue
@@ -242,32 +257,53 @@ class DialogueRules:
             reading.asked.add(frame.category)
             index, answered, masked = turn
             answered = self._romanise(answered)
-            if _first(frame.exempt, answered) or _first(frame.exempt_reply, text):
+            if _first(frame.exempt_reply, text):
                 reading.cleared[frame.category] = "fact"
+                continue
+            if _first(frame.exempt, answered):
+                # The question itself is lawful (a time deposit's principal, a lower
+                # commission, a red packet for the grandchildren, 「不保本吧」): it makes
+                # nothing of the reply, but what the reply says in its own words is still
+                # the line rules' to judge (「保本的，放心」, 「人家返多少我们加倍」).
+                exempted.add(frame.category)
+                reading.cleared.setdefault(frame.category, "model")
                 continue
             if index in settled:
                 reading.cleared.setdefault(frame.category, "model")
                 continue
             strong = None if long else _first(frame.strong, text)
             refused = shared_refusal
+            # A warning that goes along with what was asked (after 「那家券商怎么样」 a
+            # 「…出了事连人都找不到，千万别碰」 runs the other firm down) refuses nothing
+            # when the rest of the reply says what the frame affirms: that rest is read.
+            said = text
+            lead_here = lead_refusal
+            if frame.warn and _first(frame.warn, text):
+                rest = text
+                for p in frame.warn:
+                    rest = p.sub("，", rest)
+                if _first(frame.strong, rest) or _first(frame.affirm, rest):
+                    said = rest
+                    lead_here = _first(self._refuse_lead, said) is not None
+                    refused = lead_here or _first(self._refuse, said) is not None
             if not refused and frame.category in self._channel_categories:
                 if channel is None:
                     channel = _first(self._channel, text) is not None
                 refused = channel
-            if strong is None and (refused or _first(frame.refuse, text)):
+            if strong is None and (refused or _first(frame.refuse, said)):
                 # Asked, and refused or corrected: what the model reads into the line
                 # is no evidence here; a line rule's finding is not either when the
                 # reply opens with the refusal (「不行的，私下签的东西对您没保障」) or
                 # says one no promise survives (「千万别告诉我」, 「保证不了」).
-                reading.cleared.setdefault(frame.category, "all" if lead_refusal else "model")
-                if lead_refusal:
+                reading.cleared.setdefault(frame.category, "all" if lead_here else "model")
+                if lead_here:
                     # An outright refusal of what was asked: the model's guess at any
                     # other category is no evidence either (「没有稳赚的投资哈」).
                     reading.refused = True
                 continue
             if long:
                 continue
-            match = strong or _first(frame.affirm, text)
+            match = strong or _first(frame.affirm, said)
             for kind in frame.generic:
                 if match is None:
                     match = _first(self._generic[kind], text)

@@ -1,0 +1,91 @@
+"""Classes of question and answer read in context, round nine, in wording written for
+this test (none copied from a labelled file).
+
+A lawful question (a risk the customer states himself, a lower commission, red packets
+in a family group) makes nothing of the reply, but no longer hides what the reply says in
+its own words; a warning that runs another firm down (「…千万别碰」) is no refusal; a
+promise that something is 铁定 answers a return question; a question about a tip
+(「那个消息…」, 「肯定涨吧」) names insider_tip; a savings policy is no deposit.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from compliance_nlp import Analyzer
+from compliance_nlp.dialogue import DialogueRules
+from compliance_nlp.rules import load_ruleset
+from compliance_nlp.types import Turn
+
+
+def _violations(analyzer: Analyzer, turns: list[Turn], reply: str) -> set[str]:
+    result = analyzer.analyze(reply, "advisor", context=turns)
+    return {f.category for f in result.violations if f.severity == "violation"}
+
+
+@pytest.mark.parametrize(
+    ("turns", "reply", "category"),
+    [
+        # the customer says it is not capital-protected, the advisor says it is
+        ([Turn("customer", "这款净值型的应该不保本吧")], "保本的呀，您放心", "guaranteed_return"),
+        # a request for a lower commission is lawful; doubling a rival's cash-back is not
+        (
+            [Turn("customer", "佣金能降到万一吗，隔壁券商还返现金")],
+            "可以，他们返多少我这边翻倍给您",
+            "improper_inducement",
+        ),
+        # red packets in a group chat earlier do not excuse a private one for a purchase
+        (
+            [
+                Turn("customer", "群里抢红包好热闹"),
+                Turn("advisor", "哈哈大家开心就好"),
+                Turn("customer", "那个50万的年金我准备下单了"),
+            ],
+            "好的，下单后我私下单独给您包个大红包",
+            "improper_inducement",
+        ),
+    ],
+)
+def test_a_lawful_question_does_not_hide_the_reply(
+    analyzer: Analyzer, turns: list[Turn], reply: str, category: str
+) -> None:
+    assert category in _violations(analyzer, turns, reply)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "他们那种小平台出了事电话都打不通，千万别碰",
+        "他们管理层都是外行，去年一堆产品破净，别碰",
+    ],
+)
+def test_a_warning_that_runs_a_rival_down_is_no_refusal(analyzer: Analyzer, reply: str) -> None:
+    turns = [Turn("customer", "隔壁那家证券公司你觉得咋样")]
+    assert "disparagement" in _violations(analyzer, turns, reply)
+
+
+def test_a_warning_that_corrects_stays_clean(analyzer: Analyzer) -> None:
+    turns = [Turn("customer", "别家说可以私下签个协议拿更低佣金，有这种事吗")]
+    reply = "没有这回事，私下签的东西不受保护，您千万别碰"
+    assert "disparagement" not in _violations(analyzer, turns, reply)
+
+
+@pytest.mark.parametrize(
+    ("question", "reply", "category"),
+    [
+        ("下一期还是6.5吧，这个数是铁定能拿到的吧", "铁定的", "guaranteed_return"),
+        ("这张储蓄保单二十年后是不是一定翻倍", "是的，没问题", "guaranteed_return"),
+    ],
+)
+def test_answers_the_question_names(
+    analyzer: Analyzer, question: str, reply: str, category: str
+) -> None:
+    assert category in _violations(analyzer, [Turn("customer", question)], reply)
+
+
+def test_questions_name_their_categories() -> None:
+    rules = DialogueRules(load_ruleset())
+    assert "insider_tip" in rules.categories("你上回讲的那个消息还准不准")
+    assert "insider_tip" in rules.categories("年底肯定涨吧")
+    # a mention of another firm names a topic, not a category
+    assert rules.categories("别家的理财怎么样") == frozenset()
