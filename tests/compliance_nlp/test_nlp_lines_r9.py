@@ -91,3 +91,9 @@ def test_a_repayment_the_advisor_will_not_make_is_no_money_handed_over(
 def test_what_others_show_off_is_reported_not_promised(rules_only: Analyzer) -> None:
     assert _violations(rules_only, "群里晒出来的都是赚的，亏钱的人不吭声") == set()
     assert "misleading_promotion" in _violations(rules_only, "这款基金买的人都是赚的")
+
+
+def test_every_shipped_rule_offers_its_own_rewording(rules_only: Analyzer) -> None:
+    ruleset = rules_only.ruleset
+    missing = [r.id for r in ruleset.rules if r.id not in ruleset.suggestions.by_rule]
+    assert missing == []
