@@ -11,6 +11,7 @@ import re
 
 import pytest
 from tortoise import Tortoise
+from tortoise.transactions import in_transaction
 
 from bot import service as bot_service
 from bot.app import TABLE_GAUGES, TABLE_GAUGES_EVERY_S, refresh_gauges
@@ -26,8 +27,10 @@ async def plan_of(settings: Settings, query: object) -> str:
     if core_db.dialect_of(settings.database_url) == "sqlite":
         _, rows = await conn.execute_query(f"EXPLAIN QUERY PLAN {sql}")
         return " | ".join(str(r[-1]) for r in rows)
-    await conn.execute_script("SET enable_seqscan = off")
-    _, rows = await conn.execute_query(f"EXPLAIN {sql}")
+    # SET LOCAL and EXPLAIN on one connection: the pool may hand each call another.
+    async with in_transaction() as tx:
+        await tx.execute_script("SET LOCAL enable_seqscan = off")
+        _, rows = await tx.execute_query(f"EXPLAIN {sql}")
     return " | ".join(str(next(iter(r.values()))) for r in rows)
 
 

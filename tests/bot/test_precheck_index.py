@@ -27,8 +27,10 @@ async def test_precheck_plan_uses_the_unique_index(settings: Settings, db: None)
         assert "USING COVERING INDEX" in plan or "USING INDEX" in plan, plan
         assert "SCAN" not in plan, plan
     else:
-        await conn.execute_script("SET enable_seqscan = off")
-        _, rows = await conn.execute_query(f"EXPLAIN {sql}")
+        # SET LOCAL and EXPLAIN on one connection: the pool may hand each call another.
+        async with in_transaction() as tx:
+            await tx.execute_script("SET LOCAL enable_seqscan = off")
+            _, rows = await tx.execute_query(f"EXPLAIN {sql}")
         plan = " ".join(str(next(iter(r.values()))) for r in rows)
         # With a sequential scan ruled out, a plan filtering on msgid alone would still
         # need a full index scan; on the pair it is an index condition on both columns.
@@ -74,8 +76,9 @@ async def test_the_precheck_of_several_sources_is_one_statement_on_the_index(
         assert plan.count("USING COVERING INDEX") + plan.count("USING INDEX") >= 2, plan
         assert "SCAN bot_message" not in plan, plan
     else:
-        await conn.execute_script("SET enable_seqscan = off")
-        _, rows = await conn.execute_query(f"EXPLAIN {sql}", params)
+        async with in_transaction() as tx:
+            await tx.execute_script("SET LOCAL enable_seqscan = off")
+            _, rows = await tx.execute_query(f"EXPLAIN {sql}", params)
         plan = " ".join(str(next(iter(r.values()))) for r in rows)
         assert plan.count("Index") >= 2 and "Seq Scan" not in plan, plan
 
