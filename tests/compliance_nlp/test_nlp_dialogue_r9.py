@@ -89,3 +89,44 @@ def test_questions_name_their_categories() -> None:
     assert "insider_tip" in rules.categories("年底肯定涨吧")
     # a mention of another firm names a topic, not a category
     assert rules.categories("别家的理财怎么样") == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("question", "reply", "category"),
+    [
+        # a product the bank does not sell, fetched for the customer
+        (
+            "你们这没有那种雪球结构，YY证券那边有，你能帮我搞一份吗",
+            "可以的，我有熟人",
+            "off_book_dealing",
+        ),
+        # a gift, a higher rate or a price gap made up in private
+        ("我买三十万的话，能送我个扫地机器人不", "可以啊，我去申请一台", "improper_inducement"),
+        (
+            "要是我把钱存你们这，利息能再给我加点吗",
+            "挂牌就这些，剩下的我想想办法",
+            "improper_inducement",
+        ),
+        ("从别家挪过来亏的那点，你能补点差价吗", "能，亏多少我给您补多少", "improper_inducement"),
+    ],
+)
+def test_requests_in_other_words(
+    analyzer: Analyzer, question: str, reply: str, category: str
+) -> None:
+    assert category in _violations(analyzer, [Turn("customer", question)], reply)
+
+
+@pytest.mark.parametrize(
+    ("question", "reply"),
+    [
+        # deposit insurance is no insurance product: the question is about a deposit
+        ("我放的美元存款要是银行出问题，也有存款保险吗", "有的，美元存款同样在存款保险范围内"),
+        # the customer asks whether to be wary of a promise; the advisor agrees
+        (
+            "要是有人跟我讲保证年化8%，我是不是得小心点",
+            "对，除了国债和存款，谁保证这个数都要多留个心",
+        ),
+    ],
+)
+def test_lawful_questions_stay_clean(analyzer: Analyzer, question: str, reply: str) -> None:
+    assert _violations(analyzer, [Turn("customer", question)], reply) == set()
