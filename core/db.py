@@ -85,10 +85,37 @@ def _sqlite_connection(database_url: str) -> dict[str, Any]:
     }
 
 
+async def keep_session(connection: Any) -> None:
+    """The pool's reset of a connection given back: nothing sent to the server.
+
+    asyncpg's default reset runs ``SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
+    RESET ALL`` on every release — a round trip and four statements for each query run
+    outside a transaction and each transaction, several per read the worker stores.  No
+    code of siyu's leaves session state on a connection: no advisory lock, no LISTEN,
+    no cursor outside a transaction, no ``SET`` that is not ``RESET`` before the
+    connection goes back (``SET LOCAL`` ends with its transaction).  What the pool
+    still does before calling this: roll back a transaction left open, drop listeners.
+    Code that one day needs session state must reset it itself (or take a connection
+    of its own).
+    """
+
+
+def _postgres_connection(database_url: str) -> dict[str, Any] | str:
+    from tortoise.backends.base.config_generator import expand_db_url
+
+    config: dict[str, Any] = expand_db_url(database_url)
+    if config["engine"] != "tortoise.backends.asyncpg":
+        return database_url
+    config["credentials"]["reset"] = keep_session
+    return config
+
+
 def tortoise_config(database_url: str, model_modules: Sequence[str]) -> dict[str, Any]:
     connection: Any = database_url
     if dialect_of(database_url) == "sqlite":
         connection = _sqlite_connection(database_url)
+    else:
+        connection = _postgres_connection(database_url)
     return {
         "connections": {"default": connection},
         # One app for every domain's models, so relations cross domains freely.
