@@ -161,6 +161,24 @@ class RuleMatcher:
             return True
         return self._refuted_later(text, end)
 
+    def _short_of_refutation(self, text: str, hit: _Hit) -> _Hit | None:
+        """A pattern's match stopped before the first refutation inside its span, when
+        the pattern still matches there: a concept's gap can reach past what the line
+        said into a later warning of another act (「录像时您就说是自己决定的，千万别提…」
+        stretched to 千万别 and read as refuted)."""
+        if hit.term is not None:
+            return None
+        span = text[hit.start : hit.end]
+        cuts = [at for r in self._cues.span_refutations if (at := span.find(r)) > 0]
+        if not cuts:
+            return None
+        stop = hit.start + min(cuts)
+        for pattern in hit.rule.patterns:
+            m = pattern.match(text, hit.start, stop)
+            if m is not None and m.end() > m.start():
+                return _Hit(m.start(), m.end(), hit.rule, None)
+        return None
+
     def _refuted_later(self, text: str, end: int) -> bool:
         """The rest of the sentence calls what was matched a scam or a breach."""
         phrases = self._cues.sentence_refutations
@@ -249,7 +267,9 @@ class RuleMatcher:
         findings: list[Finding] = []
         report_context: bool | None = None
         exempt_cache: dict[str, bool] = {}
-        for hit in kept:
+        queue = list(kept)
+        while queue:
+            hit = queue.pop(0)
             rule = hit.rule
             if rule.id not in exempt_cache:
                 exempt_cache[rule.id] = self._exempt(rule, text, answered)
@@ -262,6 +282,9 @@ class RuleMatcher:
                 if not self._word_aligned(text, cs, ce, hit.start, hit.end):
                     continue
             if rule.negatable and self._negated(text, cs, ce, hit.start, hit.end):
+                shorter = self._short_of_refutation(text, hit)
+                if shorter is not None:
+                    queue.insert(0, shorter)
                 continue
             if rule.question_exempt and self._question(text, cs, ce):
                 continue

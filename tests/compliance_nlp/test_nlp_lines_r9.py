@@ -97,3 +97,40 @@ def test_every_shipped_rule_offers_its_own_rewording(rules_only: Analyzer) -> No
     ruleset = rules_only.ruleset
     missing = [r.id for r in ruleset.rules if r.id not in ruleset.suggestions.by_rule]
     assert missing == []
+
+
+# The act in words the rules did not know: business or money passed to an outside party
+# the advisor names, a trip paid for a sale, a gift in scare quotes, a level raised by
+# hand, a relative's name for an age or level the customer lacks, a proof arranged,
+# money said to be about to push a stock, a rival's product called watered down.
+ACT_IN_NEW_WORDS = [
+    ("想退保的话我认识一个退保团队，您把钱转给他们就行", "off_book_dealing"),
+    ("我给您介绍一家外部机构的理财，单子挂到我朋友那边", "off_book_dealing"),
+    ("配资找我，我这有渠道，1比5", "off_book_dealing"),
+    ("买满三十万，云南五日游我全包", "improper_inducement"),
+    ("这单成了，我私下再给您准备一份‘心意’", "improper_inducement"),
+    ("您风险等级够不上，我找后台手动调一下就能买", "suitability_evasion"),
+    ("您爸年纪超了，换成您儿子的名义投保就行", "suitability_evasion"),
+    ("资产证明我找人帮您搞定", "suitability_evasion"),
+    ("明天有大资金进场拉这只票，现在上车", "insider_tip"),
+    ("那家农商行的理财水分很大，没咱们正规", "disparagement"),
+]
+
+
+@pytest.mark.parametrize(("text", "category"), ACT_IN_NEW_WORDS)
+def test_the_act_in_new_words_is_flagged(rules_only: Analyzer, text: str, category: str) -> None:
+    assert category in _violations(rules_only, text)
+
+
+def test_a_coached_answer_stays_flagged_before_a_later_warning(rules_only: Analyzer) -> None:
+    # the concept's gap reached 千万别 and read the whole as refuted
+    text = "面签的时候您就说收入稳定，千万别提您刚辞职"
+    assert "suitability_evasion" in _violations(rules_only, text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["手机银行存款也是存款，一样有存款保险", "线上存款属于银行存款，一样受存款保险保护"],
+)
+def test_a_deposit_keeps_its_deposit_insurance(rules_only: Analyzer, text: str) -> None:
+    assert "misleading_promotion" not in _violations(rules_only, text)
