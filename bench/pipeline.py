@@ -45,8 +45,8 @@ and PostgreSQL's backends serving the run's database.  Beside it, analysis-only 
 per message over the pipeline's (every process's): on a machine with no core to spare
 each side gets about the same CPU, so the rate ratio falls to that one, and it moves
 far less with the machine's load than the rates do.  ``--profile DIR`` runs the workers
-under cProfile (wall-clock times: a thread waiting for the GIL is charged to whatever
-it was running).
+and the receiver under cProfile (wall-clock times: a thread waiting for the GIL is charged
+to whatever it was running).
 
 Ratios printed: 2 workers / 1 worker, pipeline / analysis-only (the target: at
 least ``TARGET_RATIO``), PostgreSQL / SQLite.  Figures only: nothing here asserts a
@@ -786,7 +786,15 @@ async def run_pipeline(
             )
             for i in range(workers)
         ]
-        procs.append(start_siyu("receiver", env, workdir, "receiver"))
+        procs.append(
+            start_siyu(
+                "receiver",
+                env,
+                workdir,
+                "receiver",
+                profile=profile_dir / f"{tag}-receiver.prof" if profile_dir else None,
+            )
+        )
         await wait_ready(procs, 300)
         await _wait_group(stream)
         messages = prepare_feed(traffic, receiver_port=procs[-1].port, sec=sec)
@@ -1087,8 +1095,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--profile",
         default="",
-        help="run the workers under cProfile, writing <db><workers>-worker<i>.prof into this "
-        "directory (the figures then carry the profiler's cost)",
+        help="run the workers and the receiver under cProfile, writing "
+        "<db><workers>-worker<i>.prof and -receiver.prof into this directory (the figures "
+        "then carry the profiler's cost)",
     )
     ap.add_argument(
         "--timeout",
