@@ -45,6 +45,11 @@ SPEAKS_AGAINST = [
     ),
     ("下单前您先确认下风险等级符不符合", "suitability_evasion", None),
     (
+        "家族办公室服务门槛是3000万，费用都写在协议里",
+        "suitability_evasion",
+        "起投100万，您资产差一点，我来想办法",
+    ),
+    (
         "这个重疾险您仔细看看责任免除那几条再决定",
         "misleading_promotion",
         "您不用看条款，直接签就行，保证没问题",
@@ -107,6 +112,7 @@ ACT_IN_NEW_WORDS = [
     ("想退保的话我认识一个退保团队，您把钱转给他们就行", "off_book_dealing"),
     ("我给您介绍一家外部机构的理财，单子挂到我朋友那边", "off_book_dealing"),
     ("配资找我，我这有渠道，1比5", "off_book_dealing"),
+    ("保单想全退就找我，我有门路能办下来，给点辛苦费就行", "off_book_dealing"),
     ("买满三十万，云南五日游我全包", "improper_inducement"),
     ("这单成了，我私下再给您准备一份‘心意’", "improper_inducement"),
     ("您风险等级够不上，我找后台手动调一下就能买", "suitability_evasion"),
