@@ -25,6 +25,7 @@ message's whitespace is part of what compliance reviews.
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from typing import Any, Literal
 
@@ -93,7 +94,47 @@ def parse_xml(data: str | bytes) -> dict[str, Any]:
     Values are ``str`` for leaves, ``dict`` for structured children and ``list``
     for list containers or repeated tags (see the module docstring).
     """
+    if isinstance(data, str):
+        flat = _flat_fields(data)
+        if flat is not None:
+            return flat
     return _children_to_dict(parse_root(data), depth=1)
+
+
+# A message callback is ``<xml>`` and a few leaf children, each plain text or one CDATA
+# section: read with two regular expressions, ~4x faster than expat and the tree (issue
+# 8, item 11).  Only a document of exactly that shape is read so, and only when expat
+# would give the same text: no ``&`` (no entity or character reference to resolve), no
+# ``\r`` (expat normalises line ends), no character XML 1.0 forbids (expat refuses
+# those), no tag repeated.  ``<!`` can only open a CDATA section here, so no DOCTYPE or
+# ENTITY declaration is ever read this way; anything else — a declaration, a nested
+# element, an attribute, a comment, a malformed document — goes to ``parse_root``,
+# which refuses or parses it as before.
+# A CDATA section ends at its first ``]]>`` (no backtracking past one), plain text at its
+# first ``<``: a document matches in one way only, so the children found one by one are
+# the ones the whole match saw.
+_FLAT_CHILD = (
+    r"<([A-Za-z_][A-Za-z0-9_]{0,63})>"
+    r"(?:<!\[CDATA\[([^\]]*(?:\](?!\]>)[^\]]*)*)\]\]>|([^<&\]]*))</\1>"
+)
+_FLAT_DOCUMENT = re.compile(r"<xml>(?:[ \t\n]*" + _FLAT_CHILD + r")*[ \t\n]*</xml>[ \t\n]*")
+_FLAT_CHILDREN = re.compile(_FLAT_CHILD)
+_NOT_AS_EXPAT_READS = re.compile(r"[&\r\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _flat_fields(text: str) -> dict[str, str] | None:
+    """The fields of a flat document (see above), or None for ``parse_root`` to read."""
+    if len(text) > 65536 or not _FLAT_DOCUMENT.fullmatch(text):
+        return None
+    if _NOT_AS_EXPAT_READS.search(text):
+        return None
+    fields: dict[str, str] = {}
+    # Inside the root only: ``<xml></xml>`` is no child named xml.
+    for tag, cdata, plain in _FLAT_CHILDREN.findall(text, 5, text.rindex("</xml>")):
+        if tag in fields:
+            return None  # a repeated tag is a list: the tree decides
+        fields[tag] = cdata or plain
+    return fields
 
 
 class _Repeated(list[Any]):
