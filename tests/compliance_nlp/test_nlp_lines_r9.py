@@ -62,6 +62,11 @@ SPEAKS_AGAINST = [
         "钱转我支付宝，我在系统里帮您下单",
     ),
     ("托管行换了不是暴雷，资金一直在托管账户里", "disparagement", None),
+    (
+        "私下签的协议是不受保护的，一定走柜台",
+        "off_book_dealing",
+        "这么做是违规的，不过我私下可以帮您办",
+    ),
 ]
 
 
@@ -140,3 +145,8 @@ def test_a_coached_answer_stays_flagged_before_a_later_warning(rules_only: Analy
 )
 def test_a_deposit_keeps_its_deposit_insurance(rules_only: Analyzer, text: str) -> None:
     assert "misleading_promotion" not in _violations(rules_only, text)
+
+
+def test_a_line_calling_the_act_unlawful_is_no_model_violation(analyzer: Analyzer) -> None:
+    text = "私下签协议是不受保护的，一定走柜台"
+    assert "off_book_dealing" not in _violations(analyzer, text)
