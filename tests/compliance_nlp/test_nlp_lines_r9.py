@@ -56,6 +56,7 @@ SPEAKS_AGAINST = [
     ),
     ("合同我发您邮箱了，您先看下免责条款", "misleading_promotion", None),
     ("这笔我们走柜台流程办理，您带身份证来", "off_book_dealing", None),
+    ("纸质的私下协议签不了，合同都得在系统里走", "off_book_dealing", None),
     (
         "您要是想买，我在系统里帮您登记一下预约",
         "off_book_dealing",
