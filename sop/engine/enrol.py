@@ -298,15 +298,23 @@ class _ReadState:
 
     @classmethod
     async def read(
-        cls, c: BaseDBAsyncClient, *, customers: Sequence[str], since: datetime
+        cls,
+        c: BaseDBAsyncClient,
+        *,
+        customers: Sequence[str],
+        since: datetime,
+        with_enrolments: bool = True,
     ) -> _ReadState:
+        """``with_enrolments=False``: no enrolment is read (none is needed without an
+        active campaign: an enrolment is judged against its campaign's plan only)."""
         enrolments: dict[str, list[Enrolment]] = {}
         touches: dict[str, list[tuple[int, str, datetime | None, datetime | None, datetime]]] = {}
         for part in store._chunks(customers):
-            for e in await Enrolment.filter(
-                customer__in=list(part), state=EnrolmentState.ACTIVE
-            ).using_db(c):
-                enrolments.setdefault(e.customer, []).append(e)
+            if with_enrolments:
+                for e in await Enrolment.filter(
+                    customer__in=list(part), state=EnrolmentState.ACTIVE
+                ).using_db(c):
+                    enrolments.setdefault(e.customer, []).append(e)
             for tid, customer, st, sent, replied, due in (
                 await Touch.filter(customer__in=list(part), due_at__gte=since)
                 .using_db(c)
@@ -358,10 +366,13 @@ async def on_messages(records: Sequence[StoredMessage], conn: BaseDBAsyncClient)
     if not mine:
         return
     plans = {p.campaign_id: p for p in await active_plans(conn)}
+    # With no active campaign a message ends no journey and triggers none: only its
+    # opt-out and its replies to touches are judged, and no enrolment is read.
     state = await _ReadState.read(
         conn,
         customers=sorted({r.customer for r in mine if r.customer}),
         since=min(r.msgtime for r in mine) - _REPLY_LOOKBACK,
+        with_enrolments=bool(plans),
     )
     last = {r.customer: pos for pos, r in enumerate(mine)}
     triggered: dict[int, list[Target]] = {}
@@ -415,7 +426,7 @@ async def _customer_message(
     replied: list[int] = []
     goal_exit: list[int] = []
     goal_reached: list[int] = []
-    for e in await state.enrolments_of(c, customer):
+    for e in await state.enrolments_of(c, customer) if plans else ():
         plan = plans.get(e.campaign_id)  # type: ignore[attr-defined]
         if plan is None or e.entered_at > at:
             continue
