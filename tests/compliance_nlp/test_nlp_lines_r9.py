@@ -55,6 +55,7 @@ SPEAKS_AGAINST = [
         "您不用看条款，直接签就行，保证没问题",
     ),
     ("合同我发您邮箱了，您先看下免责条款", "misleading_promotion", None),
+    ("两家的分红险您对比一下说明书再定", "misleading_promotion", None),
     ("这笔我们走柜台流程办理，您带身份证来", "off_book_dealing", None),
     ("纸质的私下协议签不了，合同都得在系统里走", "off_book_dealing", None),
     (
@@ -151,3 +152,9 @@ def test_a_deposit_keeps_its_deposit_insurance(rules_only: Analyzer, text: str) 
 def test_a_line_calling_the_act_unlawful_is_no_model_violation(analyzer: Analyzer) -> None:
     text = "私下签协议是不受保护的，一定走柜台"
     assert "off_book_dealing" not in _violations(analyzer, text)
+
+
+def test_a_statutory_fund_behind_a_policy_is_no_personal_guarantee(rules_only: Analyzer) -> None:
+    text = "万一公司出事，有保险保障基金兜底，保单会转给别家接着管"
+    assert "guaranteed_return" not in _violations(rules_only, text)
+    assert "guaranteed_return" in _violations(rules_only, "亏了算我的，我给您兜底")
