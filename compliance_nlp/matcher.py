@@ -254,14 +254,26 @@ class RuleMatcher:
         hits.sort(key=lambda h: (h.start, -(h.end - h.start)))
         kept: list[_Hit] = []
         reach: dict[str, int] = {}  # category -> furthest end among kept hits
+        last: dict[str, _Hit] = {}  # category -> the kept hit reaching furthest
         per_rule: dict[str, int] = {}
+        # The hits of another rule a longer hit of their category hid, by that hit: read
+        # in its stead when its own rule lets it go for the customer's words (an exemption
+        # read in the turn answered) or a negation — 「亏了算我的，我给您兜底」 after a
+        # question about deposit insurance exempts the concept rule's long span, not the
+        # personal guarantee inside it.
+        hidden: dict[int, list[_Hit]] = {}
         for hit in hits:
             category = hit.rule.category
             if reach.get(category, -1) >= hit.end:
+                outer = last[category]
+                if hit.rule.id != outer.rule.id:
+                    hidden.setdefault(id(outer), []).append(hit)
                 continue  # inside a longer hit of the same category
             if per_rule.get(hit.rule.id, 0) >= _MAX_HITS_PER_RULE:
                 continue
-            reach[category] = max(reach.get(category, -1), hit.end)
+            if hit.end > reach.get(category, -1):
+                reach[category] = hit.end
+                last[category] = hit
             per_rule[hit.rule.id] = per_rule.get(hit.rule.id, 0) + 1
             kept.append(hit)
         findings: list[Finding] = []
@@ -274,6 +286,8 @@ class RuleMatcher:
             if rule.id not in exempt_cache:
                 exempt_cache[rule.id] = self._exempt(rule, text, answered)
             if exempt_cache[rule.id]:
+                if answered and not self._exempt(rule, text, ""):
+                    queue[:0] = hidden.pop(id(hit), [])
                 continue
             if rule.not_after and any(text.endswith(w, 0, hit.start) for w in rule.not_after):
                 continue
@@ -283,8 +297,7 @@ class RuleMatcher:
                     continue
             if rule.negatable and self._negated(text, cs, ce, hit.start, hit.end):
                 shorter = self._short_of_refutation(text, hit)
-                if shorter is not None:
-                    queue.insert(0, shorter)
+                queue[:0] = ([shorter] if shorter is not None else []) + hidden.pop(id(hit), [])
                 continue
             if rule.question_exempt and self._question(text, cs, ce):
                 continue

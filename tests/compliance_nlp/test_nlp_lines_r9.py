@@ -16,6 +16,7 @@ import pytest
 from compliance_nlp import Analyzer
 from compliance_nlp.lexicon import DomainAnchors
 from compliance_nlp.normalize import normalize
+from compliance_nlp.types import Turn
 
 
 def _violations(analyzer: Analyzer, text: str) -> set[str]:
@@ -158,3 +159,14 @@ def test_a_statutory_fund_behind_a_policy_is_no_personal_guarantee(rules_only: A
     text = "万一公司出事，有保险保障基金兜底，保单会转给别家接着管"
     assert "guaranteed_return" not in _violations(rules_only, text)
     assert "guaranteed_return" in _violations(rules_only, "亏了算我的，我给您兜底")
+
+
+def test_a_personal_guarantee_stays_one_after_a_question_about_deposit_insurance(
+    rules_only: Analyzer,
+) -> None:
+    # the customer's words exempt the longer concept span, not the guarantee inside it
+    context = [Turn("customer", "这笔有存款保险托着吧")]
+    found = rules_only.analyze("真亏了算我的，我给您兜底", "advisor", context=context)
+    assert "guaranteed_return" in {
+        f.category for f in found.violations if f.severity == "violation"
+    }
