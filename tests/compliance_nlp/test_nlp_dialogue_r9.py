@@ -130,3 +130,53 @@ def test_requests_in_other_words(
 )
 def test_lawful_questions_stay_clean(analyzer: Analyzer, question: str, reply: str) -> None:
     assert _violations(analyzer, [Turn("customer", question)], reply) == set()
+
+
+@pytest.mark.parametrize(
+    ("question", "reply", "category"),
+    [
+        # cash to be collected by the advisor
+        ("我手上有三万现金，你下班来我家拿一下，顺便帮我存了", "好嘞，七点到", "off_book_dealing"),
+        # a rival running it down: 骗人的 beside a refusal word
+        (
+            "网上那款百万医疗比你们便宜好多",
+            "便宜没好货，全是骗人的，理赔一分钱不给",
+            "disparagement",
+        ),
+        # a rival that cannot pay, confirmed
+        ("Y信托最近是不是兑付不了了", "嗯，他们差不多了", "disparagement"),
+        # a dated recovery asked about is a price forecast
+        ("亏了15% 月底能回本吗", "能", "insider_tip"),
+    ],
+)
+def test_more_questions_and_answers(
+    analyzer: Analyzer, question: str, reply: str, category: str
+) -> None:
+    assert category in _violations(analyzer, [Turn("customer", question)], reply)
+
+
+def test_the_customers_own_margin_call_is_no_rival(analyzer: Analyzer) -> None:
+    turns = [Turn("customer", "融资仓位会不会爆仓啊")]
+    reply = "会的，维持担保比例跌破130%会通知您补，再跌会被平仓"
+    assert "disparagement" not in _violations(analyzer, turns, reply)
+
+
+@pytest.mark.parametrize(
+    ("question", "reply", "category"),
+    [
+        # a floor the customer names, confirmed
+        ("这个债基是不是每年保底给4%？朋友跟我说的", "嗯嗯是的", "guaranteed_return"),
+        # foreign notes bought privately
+        (
+            "家里有些港币现钞，你能不能按高一点的价收了",
+            "可以，您拿来我瞧瞧，价钱好商量",
+            "off_book_dealing",
+        ),
+        # a rival's offer called 画饼
+        ("城商行那边说五年期给我4%", "那都是画饼，到期一分都拿不到", "disparagement"),
+    ],
+)
+def test_the_frames_read_these_without_the_models(
+    rules_only: Analyzer, question: str, reply: str, category: str
+) -> None:
+    assert category in _violations(rules_only, [Turn("customer", question)], reply)
