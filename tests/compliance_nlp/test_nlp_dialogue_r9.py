@@ -174,6 +174,10 @@ def test_the_customers_own_margin_call_is_no_rival(analyzer: Analyzer) -> None:
         ),
         # a rival's offer called 画饼
         ("城商行那边说五年期给我4%", "那都是画饼，到期一分都拿不到", "disparagement"),
+        # the customer says the advisor knows the login, the advisor takes it on
+        ("风险测评又过期了，你帮我弄下，账号你都知道", "好，我晚点帮您弄", "account_custody"),
+        # a claim the customer quotes, agreed with in other words
+        ("朋友圈说这个货币基金是最安全的理财", "人家说得在理", "misleading_promotion"),
     ],
 )
 def test_the_frames_read_these_without_the_models(
