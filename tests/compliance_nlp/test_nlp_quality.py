@@ -4,24 +4,24 @@ The labelled files (``compliance_nlp/training/data/README.md`` says who wrote ea
 two roles:
 
 - ``dev.jsonl`` … ``dev16.jsonl``, ``dev19``, ``dev20``, ``dev22``, ``dev24``, ``dev26``,
-  ``dev28``, ``dev30``, ``dev32`` and ``dev34`` are the *development pool*'s line sets:
-  hand-written lines by people other than the corpus generator, one annotator per file.
-  ``dev3`` … ``dev6``, ``dev19``, ``dev20``, ``dev22``, ``dev24``, ``dev26``, ``dev28``,
-  ``dev30``, ``dev32`` and ``dev34`` were blind sets; once measured they stopped being
-  held out. The models are
+  ``dev28``, ``dev30``, ``dev32``, ``dev34`` and ``dev36`` are the *development pool*'s
+  line sets: hand-written lines by people other than the corpus generator, one annotator
+  per file. ``dev3`` … ``dev6``, ``dev19``, ``dev20``, ``dev22``, ``dev24``, ``dev26``,
+  ``dev28``, ``dev30``, ``dev32``, ``dev34`` and ``dev36`` were blind sets; once measured
+  they stopped being held out. The models are
   trained on the pool (``train.TrainOptions.dev_files``, each line up-weighted) and the
   thresholds are calibrated by cross-validation that holds out whole files
   (``compliance_nlp.training.crossval``), so the dev figures here are fitted, not
   estimates: they are regression guards only.
 - ``dev17``, ``dev18``, ``dev21``, ``dev23``, ``dev25``, ``dev27``, ``dev29``, ``dev31``,
-  ``dev33`` and ``dev35`` are everyday advisor chat (greetings, logistics, wishes: all clean) and
-  ``threads_dev1`` … are conversations labelled in context; both are part of the
-  development pool too.
+  ``dev33``, ``dev35`` and ``dev37`` are everyday advisor chat (greetings, logistics,
+  wishes: all clean) and ``threads_dev1`` … are conversations labelled in context; both
+  are part of the development pool too.
 - The held-out sets are written by independent annotators who never saw the rules,
-  corpus or models, and are never read while they are developed: ``blind14`` (the
+  corpus or models, and are never read while they are developed: ``blind15`` (the
   issue-3 line targets, and issue 9's clean advisor lines flagged ≤ 0.03),
-  ``blind_everyday9`` (issue 9: at most 1 in 100 everyday advisor lines flagged) and
-  ``blind_threads16``/``blind_threads17`` (context-only violations caught, line-visible
+  ``blind_everyday10`` (issue 9: at most 1 in 100 everyday advisor lines flagged) and
+  ``blind_threads18``/``blind_threads19`` (context-only violations caught, line-visible
   caught, clean threads with any false violation). Each is measured once, with models
   and thresholds fixed; the tests on a held-out set skip until its file is delivered
   into the data folder. Every target is computed, never hard-coded.
@@ -44,11 +44,13 @@ from compliance_nlp.training.threads import THREAD_TARGETS, ThreadReport, evalua
 
 DATA = Path(__file__).resolve().parents[2] / "compliance_nlp" / "training" / "data"
 # Held out: never trained on, never read while the models and rules were developed.
-BLINDS = ("blind14.jsonl",)
-BLIND_EVERYDAY = ("blind_everyday9.jsonl",)
-BLIND_THREADS = ("blind_threads16.jsonl", "blind_threads17.jsonl")
+BLINDS = ("blind15.jsonl",)
+BLIND_EVERYDAY = ("blind_everyday10.jsonl",)
+BLIND_THREADS = ("blind_threads18.jsonl", "blind_threads19.jsonl")
 # Line sets scored against the issue-3 targets (each has violating and clean lines).
-DEV_SETS = tuple(f"dev{n}.jsonl" for n in ("", *range(2, 17), 19, 20, 22, 24, 26, 28, 30, 32, 34))
+DEV_SETS = tuple(
+    f"dev{n}.jsonl" for n in ("", *range(2, 17), 19, 20, 22, 24, 26, 28, 30, 32, 34, 36)
+)
 EVERYDAY_DEV = (
     "dev17.jsonl",
     "dev18.jsonl",
@@ -60,8 +62,9 @@ EVERYDAY_DEV = (
     "dev31.jsonl",
     "dev33.jsonl",
     "dev35.jsonl",
+    "dev37.jsonl",
 )
-THREAD_DEV = tuple(f"threads_dev{n}.jsonl" for n in range(1, 19))
+THREAD_DEV = tuple(f"threads_dev{n}.jsonl" for n in range(1, 21))
 THREAD_FILES = (*THREAD_DEV, *BLIND_THREADS)
 # issue 9: clean advisor lines flagged on the held-out line set (issue 3 asked ≤ 0.05).
 BLIND_CLEAN_FLAGGED = 0.03
@@ -104,7 +107,13 @@ def dev_reports(analyzer: Analyzer) -> dict[str, EvalReport]:
 # called baseless. dev28's three gaps closed with rules for its classes (fitted on it),
 # and dev30's (blind11) clean lines flagged, 0.072 at its one measurement, with the cues
 # that read a claim called void, a warning to the end of the sentence and reported speech.
-DEV_GAPS: set[tuple[str, str]] = set()
+# dev36 (blind14) joined the pool with two targets missed at its one measurement: clean
+# lines flagged 0.054 (3/56) and intent 0.809 (the intent model has not been retrained on
+# the pool since 71374f6c).
+DEV_GAPS: set[tuple[str, str]] = {
+    ("dev36.jsonl", "clean_flagged_violation"),
+    ("dev36.jsonl", "intent_accuracy"),
+}
 
 
 @pytest.mark.parametrize("name", DEV_SETS)
@@ -369,14 +378,27 @@ def test_blind_threads_share_no_advisor_line_with_training() -> None:
 # threads flagged 0.078 (14/179, <= 0.04; 6 of the false flags misleading_promotion);
 # everyday advisor lines flagged 0.000 (0/203, met); blind13 recall 0.928, clean flagged
 # 0.017 (1/60: met, and <= 0.03 for issue 9 met), category 0.928, intent 0.876, PII recall
-# 1.000. Those sets are now threads_dev17+18, dev35 and dev34; the gaps below stay until
-# the next held-out sets (blind_threads16+17, blind_everyday9, blind14) are measured.
+# 1.000. Those sets are now threads_dev17+18, dev35 and dev34.
+# The ninth (blind_threads16+17: 393 threads, blind_everyday9, blind14), written by three
+# new annotators the same day and measured once with the models of f3cf5c0 (intent
+# 71374f6c-s13, violation 8dc4f2de-s13, pair 4a1381b7-s13, lexicon 2026.12-1.51, dialogue
+# 2026.12-17): context-only caught 0.845 (131/155, >= 0.90), line-visible 1.000 (59/59,
+# met), clean threads flagged 0.067 (12/179, <= 0.04); everyday advisor lines flagged 0.000
+# (0/186, met); blind14 recall 0.929, clean flagged 0.054 (3/56: <= 0.05 and <= 0.03 for
+# issue 9 missed), category 0.921, intent 0.809 (>= 0.85 missed; the intent model is
+# unchanged since 71374f6c), PII recall 1.000. Those sets are now threads_dev19+20, dev37
+# and dev36; the gaps below stay until the next held-out sets (blind_threads18+19,
+# blind_everyday10, blind15) are measured.
 CONTEXT_GAPS: set[str] = {
     "context_only_recall",
     "clean_threads_flagged",
+    "clean_lines",
 }
 # Line-level issue-3 targets missed on a blind set at its one measurement (same rule).
-BLIND_GAPS: set[tuple[str, str]] = set()
+BLIND_GAPS: set[tuple[str, str]] = {
+    ("blind15.jsonl", "clean_flagged_violation"),
+    ("blind15.jsonl", "intent_accuracy"),
+}
 
 
 def _blind_threads(analyzer: Analyzer) -> ThreadReport:
