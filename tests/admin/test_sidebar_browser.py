@@ -209,7 +209,7 @@ async def test_the_sidebar_inside_wecom(world: SidebarWorld, browser: Any) -> No
     await page.fill("#sb-text", VIOLATING)
     await page.wait_for_selector(".sb-finding.is-violation")
     marks = await page.locator("#sb-preview mark.hl-violation").all_inner_texts()
-    assert "保本保息" in marks and "闭着眼睛买" in marks
+    assert "保本保息" in marks and "不会亏" in marks
     findings = await page.inner_text("#sb-findings")
     assert "承诺保本保收益" in findings and "资管新规" in findings and "GR-001" in findings
     assert "本产品不保证本金和收益，过往业绩不代表未来表现" in findings  # the rewording
@@ -219,19 +219,19 @@ async def test_the_sidebar_inside_wecom(world: SidebarWorld, browser: Any) -> No
     await shot(page, "sidebar-violation")
 
     # Taking a suggestion rewrites the span and checks again.
-    await page.locator(".sb-finding", has_text="闭着眼睛买").locator("text=采用建议").click()
+    await page.locator(".sb-finding", has_text="不会亏").locator("text=采用建议").click()
     await page.wait_for_function(
-        "document.getElementById('sb-text').value.includes('产品有风险，请以产品说明书')"
+        "document.getElementById('sb-text').value.includes('产品有风险，收益不确定')"
     )
     # The check of the reworded text has answered once the preview shows it (polled from
     # here: the page's CSP refuses the eval a string wait_for_function needs).
-    await page.locator("#sb-preview", has_text="产品有风险，请以产品说明书").wait_for()
+    await page.locator("#sb-preview", has_text="产品有风险，收益不确定").wait_for()
     await page.wait_for_selector(".sb-finding >> text=保本保息")
-    assert "闭着眼睛买" not in await page.inner_text("#sb-preview")
+    assert "不会亏" not in await page.inner_text("#sb-preview")
 
     # Overriding: refused without a reason, then recorded with one and sent.
     await page.fill("#sb-text", VIOLATING)
-    await page.wait_for_selector("#sb-preview mark.hl-violation >> text=闭着眼睛买")
+    await page.wait_for_selector("#sb-preview mark.hl-violation >> text=不会亏")
     await page.click("#sb-override-open")
     await page.fill("#sb-reason", "好")
     await page.click("#sb-override-send")
