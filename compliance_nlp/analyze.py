@@ -249,6 +249,12 @@ class Analyzer:
         else:
             for i in customer_idx:
                 intents[i] = self.keyword_intent.classify(norms[i].text)
+        # A grievance or an order in so many words decides over the label read
+        # (``KeywordIntent.decisive``): 「凭什么扣我年费」 is a complaint, not account service.
+        for i in customer_idx:
+            decided = self.keyword_intent.decisive(norms[i].text, intents[i][0])
+            if decided is not None:
+                intents[i] = (decided, self.keyword_intent.decisive_score)
 
         model_findings: dict[int, list[Finding]] = {}
         clean_probs: dict[int, float] = {}

@@ -81,6 +81,36 @@ class KeywordIntent:
                     automaton.add_word(word, rank[name])
         automaton.make_automaton()
         self._automaton = automaton
+        # Phrasings that decide the intent whatever the model read (``decisive``): a
+        # grievance (凭什么扣我, 说好的…呢, 谁负责) is a complaint though it names a card
+        # fee or an app; an order in the first person (我要买, 也来一份, 再加2万进去) is a
+        # purchase though it names the product. Each overrules only the labels in its
+        # ``over`` list, so 想买R4的, 得测到什么级别 stays a risk-assessment question.
+        self._decisive: list[
+            tuple[str, frozenset[str], re.Pattern[str], re.Pattern[str] | None]
+        ] = [
+            (
+                str(cue["intent"]),
+                frozenset(str(x) for x in cue["over"]),
+                re.compile("|".join(cue["patterns"])),
+                re.compile("|".join(cue["unless"])) if cue.get("unless") else None,
+            )
+            for cue in data.get("decisive", [])
+        ]
+        self.decisive_score = float(data.get("decisive_score", 0.9))
+
+    def decisive(self, norm_text: str, predicted: str) -> str | None:
+        """The intent a decisive phrasing gives ``norm_text`` over ``predicted``, if any."""
+        for intent, over, pattern, unless in self._decisive:
+            if intent != predicted and predicted not in over:
+                continue
+            if not pattern.search(norm_text):
+                continue
+            if unless is not None and unless.search(norm_text):
+                continue
+            # A cue of the label read already confirms it: later cues do not overrule.
+            return None if intent == predicted else intent
+        return None
 
     def classify(self, norm_text: str) -> tuple[str, float]:
         best = len(self._order)
