@@ -29,7 +29,13 @@ from functools import lru_cache
 from typing import TypeGuard, get_args
 
 from compliance_nlp import segment
-from compliance_nlp.dialogue import DialogueRules, Reading, asked_turns, settled_turns
+from compliance_nlp.dialogue import (
+    DialogueRules,
+    Reading,
+    asked_turns,
+    followed_turns,
+    settled_turns,
+)
 from compliance_nlp.lexicon import DomainAnchors, KeywordIntent, SentimentLexicon
 from compliance_nlp.matcher import RuleMatcher
 from compliance_nlp.model import (
@@ -133,6 +139,7 @@ class Analyzer:
         )
         self._closes = lru_cache(maxsize=4096)(self.dialogue.closes)
         self._refuses = lru_cache(maxsize=4096)(self.dialogue.refuses)
+        self._follows = lru_cache(maxsize=4096)(self.dialogue.follows)
         self._anchored = lru_cache(maxsize=1024)(self.anchors.anchored)
         self.intent_model: SequenceClassifier | None = None
         self.violation_model: SequenceClassifier | None = None
@@ -223,7 +230,7 @@ class Analyzer:
         turns are read.
         """
         checked = [validate_input(t, r, max_chars=self.config.max_chars) for t, r in items]
-        answered, asked, settled = self._answered_turns(contexts, [r for _, r in checked])
+        answered, asked, settled, followed = self._answered_turns(contexts, [r for _, r in checked])
         folded = [translate_chars(t) for t, _ in checked]
         norms = [normalize(t) for t, _ in checked]
         piis = [find_pii(f) for f in folded]
@@ -284,6 +291,7 @@ class Analyzer:
                     folded[i].lower(),
                     [(j, self._turn_norm(t), t) for j, t in asked[i]],
                     settled=settled[i],
+                    followed=followed[i],
                 )
                 rule_findings = reading.apply(rule_findings, model=False)
             anchored = self._anchored(norms[i].text) or (
@@ -315,7 +323,10 @@ class Analyzer:
                 )
                 if i in asked and self.pair_model is not None:
                     # A question the advisor already refused is no longer asked.
-                    open_turns = [(j, t) for j, t in asked[i] if j not in settled[i]]
+                    # Nor is one reached past the advisor's answer to it (``followed``):
+                    # the model reads a reply with the turn it answers.
+                    shut = settled[i] | followed[i]
+                    open_turns = [(j, t) for j, t in asked[i] if j not in shut]
                     findings += self._pair_findings(text, norms[i], findings, open_turns, reading)
                 # A compliant rewording where the rule data has one (suggestions.json and
                 # the institution's overlay): by rule, else by category for model findings.
@@ -439,19 +450,24 @@ class Analyzer:
     def _answered_turns(
         self, contexts: Sequence[Context | None] | None, roles: Sequence[str]
     ) -> tuple[
-        dict[int, tuple[int, str]], dict[int, list[tuple[int, str]]], dict[int, frozenset[int]]
+        dict[int, tuple[int, str]],
+        dict[int, list[tuple[int, str]]],
+        dict[int, frozenset[int]],
+        dict[int, frozenset[int]],
     ]:
         """Per advisor item with context, the customer turn it answers
         (``model.answered_turn``), the turns the question/answer frames read
         (``dialogue.asked_turns``) and those of them an advisor turn already refused
-        (``dialogue.settled_turns``). Every item's context is checked."""
+        (``dialogue.settled_turns``), and those reached past the advisor's answer to them
+        by a follow-up (``dialogue.followed_turns``). Every item's context is checked."""
         if contexts is None:
-            return {}, {}, {}
+            return {}, {}, {}, {}
         if len(contexts) != len(roles):
             raise InvalidInputError(f"{len(contexts)} contexts for {len(roles)} messages")
         out: dict[int, tuple[int, str]] = {}
         asked: dict[int, list[tuple[int, str]]] = {}
         settled: dict[int, frozenset[int]] = {}
+        followed: dict[int, frozenset[int]] = {}
         # The windows of a conversation's lines share their turns: each is checked once.
         valid: dict[Turn, Turn] = {}
         for i, context in enumerate(contexts):
@@ -480,9 +496,12 @@ class Analyzer:
                     window=window,
                     mask_style=self.config.mask_style,
                     closes=self._closes,
+                    follows=self._follows,
+                    refuses=self._refuses,
                 )
                 settled[i] = settled_turns(turns, asked[i], self._refuses)
-        return out, asked, settled
+                followed[i] = followed_turns(turns, asked[i], self._closes)
+        return out, asked, settled, followed
 
     def _combine(
         self,

@@ -26,7 +26,7 @@ from compliance_nlp.pair import Stance
 from compliance_nlp.rules import RULES_DIR, RuleDataError, RuleSet, load_json
 from compliance_nlp.types import Finding, Turn
 
-__all__ = ["DialogueRules", "Reading", "asked_turns", "settled_turns"]
+__all__ = ["DialogueRules", "Reading", "asked_turns", "followed_turns", "settled_turns"]
 
 DIALOGUE_FILE = "dialogue.json"
 _GENERIC_KINDS = ("assure", "comply")
@@ -157,12 +157,28 @@ class DialogueRules:
         # Which frames and facts a customer turn asks about, by its normalised text: in a
         # conversation several advisor lines answer the same turn, so it is read once.
         self._asks = lru_cache(maxsize=4096)(self._read_question)
+        # A short customer turn asking the particulars of what the advisor just went
+        # along with (「多少」, 「怎么付」, 「啥心意」): the question before it stays open.
+        follow = data.get("follow_up") or {}
+        self._follow = _compile(follow.get("patterns", []), "follow_up.patterns")
+        self._follow_chars = int(follow.get("max_chars", 12))
 
     def _read_question(self, text: str) -> tuple[frozenset[int], frozenset[int]]:
         text = self._romanise(text)
         frames = frozenset(i for i, f in enumerate(self._frames) if _first(f.ask, text))
         facts = frozenset(i for i, f in enumerate(self._facts) if _first(f.ask, text))
         return frames, facts
+
+    def follows(self, customer_text: str) -> bool:
+        """Whether a customer turn only asks the particulars of what the advisor's last
+        answer went along with (「多少」, 「怎么付」, 「那起投多少」, 「啥心意」): short, naming
+        nothing a frame asks about. The advisor's reply to it (「见面说」, 「晚上我私聊
+        你」, 「您准备好钱，明天我找您」) still answers the question before."""
+        text = self._romanise(normalize(customer_text).text)
+        if not text or len(text) > self._follow_chars:
+            return False
+        frames, _ = self._asks(text)
+        return not frames and _first(self._follow, text) is not None
 
     def categories(self, customer_text: str) -> frozenset[str]:
         """The categories a customer turn asks about (its frames' categories), read on
@@ -210,6 +226,7 @@ class DialogueRules:
         asked: Sequence[tuple[int, str, str]],
         *,
         settled: frozenset[int] = frozenset(),
+        followed: frozenset[int] = frozenset(),
     ) -> Reading:
         """How the advisor ``reply`` reads as the answer to the customer turns ``asked``.
 
@@ -219,7 +236,11 @@ class DialogueRules:
         (``asked_turns``). A frame's finding names the turn its question is in.
         ``settled`` holds the indices of those turns an advisor turn after them already
         refused (``settled_turns``): what they asked makes no finding, and the model's
-        reading of their category is no evidence either.
+        reading of their category is no evidence either. ``followed`` holds those the
+        advisor already answered, reached again by a follow-up (``followed_turns``): a
+        reply carries them on only in the frame's own words (「见面说」 after 「多少」 after
+        a rebate agreed), not by a generic 「可以的」 (「那怎么买」 → 「可以的，APP上就能买」
+        answers how to buy).
         """
         text = self._romanise(reply.text)
         # Read in characters from pinyin: a finding spans the whole line.
@@ -304,6 +325,8 @@ class DialogueRules:
             if long:
                 continue
             match = strong or _first(frame.affirm, said)
+            if match is None and index in followed:
+                continue
             for kind in frame.generic:
                 if match is None:
                     match = _first(self._generic[kind], text)
@@ -399,6 +422,8 @@ def asked_turns(
     mask_style: str = "default",
     earlier: int = 2,
     closes: Callable[[str], bool] | None = None,
+    follows: Callable[[str], bool] | None = None,
+    refuses: Callable[[str], bool] | None = None,
 ) -> list[tuple[int, str]]:
     """The customer turns a reply may answer, latest first: the answered turn
     (``model.answered_turn``), then up to ``earlier`` customer turns before it within
@@ -406,7 +431,9 @@ def asked_turns(
     advisor's 「这周内吧，弄好了发您」 still answers 「我就200来万，咋办」. It is closed
     by an advisor turn after it that ``closes`` (a refusal: 「这个真不行，得您本人操作」, or
     an outright answer: 「是的👌」), so the 「好，明晚八点」 that follows answers the
-    later request only."""
+    later request only — unless that later turn only asks the particulars of what the
+    answer went along with (``follows``: 「多少」 after 「有的，签完我单独转您」) and no
+    advisor turn between ``refuses``: 「见面说」 still answers the request for a rebate."""
     out = [answered]
     first = max(len(context) - max(window, 0), 0)
     index = answered[0]
@@ -416,10 +443,31 @@ def asked_turns(
             break
         between = context[first + found[0] + 1 : index]
         if closes is not None and any(t.role == "advisor" and closes(t.text) for t in between):
-            break
+            followed = (
+                follows is not None
+                and follows(context[index].text)
+                and not any(t.role == "advisor" and refuses(t.text) for t in between)
+                if refuses is not None
+                else False
+            )
+            if not followed:
+                break
         index = first + found[0]
         out.append((index, found[1]))
     return out
+
+
+def followed_turns(
+    context: Sequence[Turn], asked: Sequence[tuple[int, str]], closes: Callable[[str], bool]
+) -> frozenset[int]:
+    """The indices of the customer turns in ``asked`` after which an advisor turn already
+    answered outright (``DialogueRules.closes``): ``asked_turns`` reached them again
+    through a follow-up asking the particulars (「多少」, 「怎么付」)."""
+    out = set()
+    for index, _ in asked[1:]:
+        if any(t.role == "advisor" and closes(t.text) for t in context[index + 1 :]):
+            out.add(index)
+    return frozenset(out)
 
 
 def settled_turns(

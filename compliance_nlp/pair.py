@@ -64,6 +64,11 @@ _CROSSED = frozenset(("assure", "comply", "refuse", "^assure", "^comply", "^refu
 _BREAKS = re.compile(r"[\s，,。.！!？?~～、；;：:…]+")
 # One-character stance words read anywhere (punctuation and emoji carry their meaning).
 _ALWAYS = frozenset("？?👌👍💪")
+# An assurance or a yes negated in place is none: 好说 in 不好说, 回来 in 拿不回来.
+_NEGATORS = frozenset("不没难别未")
+# An answer ending in 的 (有的, 是的, 会的) is an answer only at the end of its piece or
+# before a particle: 有的还会 is "some still will", 是的话 "if so".
+_AFTER_ANSWER = frozenset("呢啊呀哈哦啦嘛吧哒滴喔噢了")
 _LEAD = re.compile(
     r"^(?:(?:这个|那个|这种|那种|这样|这|那|哎呀|哎|唉|呃|哦|噢|啊|亲)[，,。!！~～\s]*)+"
 )
@@ -133,6 +138,7 @@ class Stance:
     # (None when there are none), and each class's words by their place in its order.
     _longer: Any = field(init=False, repr=False, compare=False)
     _rank: dict[str, dict[str, int]] = field(init=False, repr=False, compare=False)
+    _yes: frozenset[str] = field(init=False, repr=False, compare=False)
     # ``read`` per reply, kept: the analyzer and the model read the same reply.
     _reads: Any = field(init=False, repr=False, compare=False)
 
@@ -162,6 +168,10 @@ class Stance:
         object.__setattr__(self, "_longer", longer)
         rank = {name: {w: k for k, w in enumerate(words)} for name, (words, _) in split.items()}
         object.__setattr__(self, "_rank", rank)
+        # The words read as a yes (assure, comply) that no other class holds.
+        yes = {w for name in ("assure", "comply") for w in self.words.get(name, ())}
+        others = {w for name in ("refuse", "ask") for w in self.words.get(name, ())}
+        object.__setattr__(self, "_yes", frozenset(yes - others))
 
     @classmethod
     def load(cls, directory: str = "") -> Stance:
@@ -251,13 +261,31 @@ class Stance:
         ``^name`` for the class of its opening word, ``name:word`` for each word."""
         return list(self._reads(reply))
 
+    def _stands(self, reply: str, end: int, word: str) -> bool:
+        """Whether the assurance or compliance ``word`` ending at ``end`` is that word
+        where it stands: not negated in place (「不好说」, 「拿不回来」) and, for an answer
+        ending in 的, not the head of a longer phrase (「有的还会跌」)."""
+        if word not in self._yes:
+            return True
+        start = end - len(word) + 1
+        if start > 0 and reply[start - 1] in _NEGATORS:
+            return False
+        after = reply[end + 1 : end + 2]
+        return not (
+            word.endswith("的") and "\u4e00" <= after <= "\u9fff" and after not in _AFTER_ANSWER
+        )
+
     def _read(self, reply: str) -> tuple[str, ...]:
         out: list[str] = []
         # A one-character word counts only as a short piece of its own (「对」, 「是啊」,
         # 「行吧」): inside a longer piece 是 and 准 are no answer (「不是」, 「说不准」).
         starts = {p[0] for p in _BREAKS.split(reply) if p and len(p) <= 3}
         found: dict[str, list[str]] = {}
-        present = {w for _, w in self._longer.iter(reply)} if self._longer is not None else ()
+        present = (
+            {w for end, w in self._longer.iter(reply) if self._stands(reply, end, w)}
+            if self._longer is not None
+            else ()
+        )
         for name in STANCES:
             _, single = self._split[name]
             rank = self._rank[name]

@@ -1,0 +1,168 @@
+"""Classes of question and answer read in context, round ten, in wording written for
+this test (none copied from a labelled file).
+
+「不方便多说」 beside a yes is a hint, not a refusal; money a product pays out to the
+customer (每年给我发钱) is no kickback; "not a cent less" and "a gain on entry" ask
+for a guarantee; doubt cast on a rival's safety (说关就关, 钱都不一定取得出来) or its
+claims called a gimmick runs it down; a rule brushed aside (规定归规定) goes round it; an
+insider asking to trade his own company's stock asks about inside information; an
+entry threshold (不低于50万) is a fact, not a return; a short follow-up (「具体多少」,
+「怎么付」) keeps the question the advisor went along with open; a stance word negated in
+place (不好说, 拿不回来) or heading a longer phrase (有的还会) is no yes.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from compliance_nlp import Analyzer
+from compliance_nlp.dialogue import DialogueRules
+from compliance_nlp.pair import Stance
+from compliance_nlp.rules import load_ruleset
+from compliance_nlp.types import Turn
+
+
+def _violations(analyzer: Analyzer, turns: list[Turn], reply: str) -> set[str]:
+    result = analyzer.analyze(reply, "advisor", context=turns)
+    return {f.category for f in result.violations if f.severity == "violation"}
+
+
+@pytest.mark.parametrize(
+    ("question", "reply"),
+    [
+        ("那家做芯片的最近是不是有啥动静", "确实有，我不能多说"),
+        ("你们研究所是不是早就知道那个消息了", "是有，但我不能多讲"),
+    ],
+)
+def test_withholding_beside_a_yes_is_no_refusal(
+    rules_only: Analyzer, question: str, reply: str
+) -> None:
+    assert "insider_tip" in _violations(rules_only, [Turn("customer", question)], reply)
+    # withholding beside a plain no still refuses
+    clean = "没有什么消息，我也不能多说"
+    assert "insider_tip" not in _violations(rules_only, [Turn("customer", question)], clean)
+
+
+@pytest.mark.parametrize(
+    ("question", "reply", "category"),
+    [
+        # "not a cent less" asks for the principal
+        ("我这笔养老钱放进去，以后一分钱也不会少吧", "对的，放心吧", "guaranteed_return"),
+        # a gain that comes on entry
+        ("按九折认购的话，那不是一买进就赚了10%", "就是这个理", "guaranteed_return"),
+        # doubt cast on a rival's safety
+        (
+            "我在一家民营银行也存了点",
+            "那您得留个心，他们那种说关就关，钱都不一定取得出来",
+            "disparagement",
+        ),
+        # a rival's claim called a gimmick
+        ("别家的养老理财宣传说是专门给老人设计的", "那都是噱头", "disparagement"),
+        # a rule brushed aside
+        ("系统不是说C2只能买R2吗", "规定归规定，我这边可以操作", "suitability_evasion"),
+    ],
+)
+def test_answers_in_their_question(
+    rules_only: Analyzer, question: str, reply: str, category: str
+) -> None:
+    assert category in _violations(rules_only, [Turn("customer", question)], reply)
+
+
+def test_money_a_product_pays_the_customer_is_no_kickback(rules_only: Analyzer) -> None:
+    turns = [Turn("customer", "这个年金以后每年给我发钱，一直发到八十岁是吧")]
+    assert "improper_inducement" not in _violations(rules_only, turns, "是的")
+    rules = DialogueRules(load_ruleset())
+    assert "improper_inducement" not in rules.categories("孩子上学那笔钱留给我闺女的钱够不够")
+    # a sum handed over still asks for one
+    assert "improper_inducement" in rules.categories("你私下给我两千块行不行")
+
+
+def test_an_insider_asking_to_trade_asks_about_inside_information() -> None:
+    rules = DialogueRules(load_ruleset())
+    assert "insider_tip" in rules.categories("我是公司高管，季报还没披露，能加仓自己公司的股份吗")
+
+
+@pytest.mark.parametrize(
+    ("question", "reply"),
+    [
+        ("开科创板权限要满足啥条件", "账户资产不低于50万，还得有两年交易经验"),
+        ("那个员工持股计划最少要认多少", "每人不低于2万份，按公告来"),
+    ],
+)
+def test_an_entry_threshold_is_no_return(rules_only: Analyzer, question: str, reply: str) -> None:
+    assert "guaranteed_return" not in _violations(rules_only, [Turn("customer", question)], reply)
+    # a threshold beside a return is still read
+    beside = reply + "，保底年化5%"
+    assert "guaranteed_return" in _violations(rules_only, [Turn("customer", question)], beside)
+
+
+@pytest.mark.parametrize(
+    ("turns", "reply", "category"),
+    [
+        (
+            [
+                Turn("customer", "这单签了有没有额外的好处"),
+                Turn("advisor", "有的，少不了您的"),
+                Turn("customer", "具体多少"),
+            ],
+            "见面再说",
+            "improper_inducement",
+        ),
+        (
+            [
+                Turn("customer", "你朋友那个项目我也想投一点，你帮我对接下"),
+                Turn("advisor", "可以，我这边有人"),
+                Turn("customer", "好嘞 钱怎么转"),
+            ],
+            "明天我再约你当面聊",
+            "off_book_dealing",
+        ),
+    ],
+)
+def test_a_follow_up_keeps_the_question_open(
+    rules_only: Analyzer, turns: list[Turn], reply: str, category: str
+) -> None:
+    assert category in _violations(rules_only, turns, reply)
+
+
+def test_a_follow_up_reads_only_the_frames_own_words(rules_only: Analyzer) -> None:
+    rules = DialogueRules(load_ruleset())
+    assert rules.follows("那具体多少")
+    assert rules.follows("冲 怎么付")
+    assert not rules.follows("这个保本吗")  # a question of its own
+    # how to buy, answered with a plain yes after a promise: the promise is the first
+    # line's finding, the answer about buying is none
+    turns = [
+        Turn("customer", "这个理财保本吧"),
+        Turn("advisor", "是的"),
+        Turn("customer", "那怎么买"),
+    ]
+    assert "guaranteed_return" not in _violations(rules_only, turns, "可以的，手机银行里就能买")
+    # a refusal between closes it
+    turns = [
+        Turn("customer", "这单签了有没有额外的好处"),
+        Turn("advisor", "这个真没有，不能私下给"),
+        Turn("customer", "具体多少"),
+    ]
+    assert "improper_inducement" not in _violations(rules_only, turns, "见面再说")
+
+
+def test_the_customer_told_to_fill_it_in_refuses() -> None:
+    rules = DialogueRules(load_ruleset())
+    assert rules.refuses("开户表您自己填就行")
+
+
+@pytest.mark.parametrize(
+    ("reply", "absent"),
+    [
+        ("这个不好说", "comply:好说"),
+        ("那边的钱可能拿不回来", "assure:回来"),
+        ("有的还会跌", "assure:有的"),
+    ],
+)
+def test_a_stance_word_inside_another_is_none(reply: str, absent: str) -> None:
+    stance = Stance.load()
+    assert absent not in stance.read(reply)
+    # where it stands alone it is read
+    assert "assure:有的" in stance.read("有的，放心")
+    assert "refuse" in stance.read("这个不好说")
