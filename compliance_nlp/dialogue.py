@@ -31,6 +31,8 @@ __all__ = ["DialogueRules", "Reading", "asked_turns", "followed_turns", "settled
 DIALOGUE_FILE = "dialogue.json"
 _GENERIC_KINDS = ("assure", "comply")
 _CONTEXT_EVIDENCE_CHARS = 60
+# 「啥规定」, 「什么心意」: what? asked of a word the advisor just used (``follows``).
+_ECHO = re.compile(r"^(那|就|是)?(啥|什么|哪个|哪种|哪门子|怎么个|咋个)")
 
 
 def _compile(patterns: object, where: str) -> tuple[re.Pattern[str], ...]:
@@ -169,16 +171,26 @@ class DialogueRules:
         facts = frozenset(i for i, f in enumerate(self._facts) if _first(f.ask, text))
         return frames, facts
 
-    def follows(self, customer_text: str) -> bool:
+    def follows(self, customer_text: str, said: str = "") -> bool:
         """Whether a customer turn only asks the particulars of what the advisor's last
-        answer went along with (「多少」, 「怎么付」, 「那起投多少」, 「啥心意」): short, naming
-        nothing a frame asks about. The advisor's reply to it (「见面说」, 「晚上我私聊
-        你」, 「您准备好钱，明天我找您」) still answers the question before."""
+        answer (``said``) went along with (「多少」, 「怎么付」, 「那起投多少」, or 「啥规定」
+        after 「规定要一起买」: what? of a word the advisor used): short, naming nothing a
+        frame asks about. The advisor's reply to it (「见面说」, 「晚上我私聊你」, 「您准备好
+        钱，明天我找您」) still answers the question before."""
         text = self._romanise(normalize(customer_text).text)
         if not text or len(text) > self._follow_chars:
             return False
         frames, _ = self._asks(text)
-        return not frames and _first(self._follow, text) is not None
+        if frames:
+            return False
+        if _first(self._follow, text) is not None:
+            return True
+        echo = _ECHO.match(text)
+        if echo is None or not said:
+            return False
+        said = normalize(said).text
+        word = text[echo.end() : echo.end() + 4]
+        return any(word[:k] in said for k in (4, 3, 2) if len(word) >= k)
 
     def categories(self, customer_text: str) -> frozenset[str]:
         """The categories a customer turn asks about (its frames' categories), read on
@@ -422,7 +434,7 @@ def asked_turns(
     mask_style: str = "default",
     earlier: int = 2,
     closes: Callable[[str], bool] | None = None,
-    follows: Callable[[str], bool] | None = None,
+    follows: Callable[[str, str], bool] | None = None,
     refuses: Callable[[str], bool] | None = None,
 ) -> list[tuple[int, str]]:
     """The customer turns a reply may answer, latest first: the answered turn
@@ -433,10 +445,13 @@ def asked_turns(
     an outright answer: 「是的👌」), so the 「好，明晚八点」 that follows answers the
     later request only — unless that later turn only asks the particulars of what the
     answer went along with (``follows``: 「多少」 after 「有的，签完我单独转您」) and no
-    advisor turn between ``refuses``: 「见面说」 still answers the request for a rebate."""
+    advisor turn between ``refuses``: 「见面说」 still answers the request for a rebate.
+    When the answered turn is such a follow-up of the advisor's own offer (「啥心意」 after
+    「这周成交另有心意」), that advisor turn is read as asked too, second."""
     out = [answered]
     first = max(len(context) - max(window, 0), 0)
     index = answered[0]
+    offer = _offer(context, first, index, mask_style, follows, refuses)
     while len(out) <= earlier:
         found = answered_turn(context[first:index], window=window, mask_style=mask_style)
         if found is None:
@@ -445,7 +460,10 @@ def asked_turns(
         if closes is not None and any(t.role == "advisor" and closes(t.text) for t in between):
             followed = (
                 follows is not None
-                and follows(context[index].text)
+                and follows(
+                    context[index].text,
+                    " ".join(t.text for t in between if t.role == "advisor"),
+                )
                 and not any(t.role == "advisor" and refuses(t.text) for t in between)
                 if refuses is not None
                 else False
@@ -454,18 +472,48 @@ def asked_turns(
                 break
         index = first + found[0]
         out.append((index, found[1]))
+    if offer is not None:
+        out.insert(1, offer)
     return out
+
+
+def _offer(
+    context: Sequence[Turn],
+    first: int,
+    index: int,
+    mask_style: str,
+    follows: Callable[[str, str], bool] | None,
+    refuses: Callable[[str], bool] | None,
+) -> tuple[int, str] | None:
+    """The advisor turn just before the customer turn ``index`` when that turn only asks
+    the particulars of it (``follows``) and no advisor turn there refuses: (its index,
+    its masked text)."""
+    if follows is None or refuses is None:
+        return None
+    j = index
+    while j > first and context[j - 1].role == "advisor":
+        j -= 1
+    said = context[j:index]
+    if not said or any(refuses(t.text) for t in said):
+        return None
+    if not follows(context[index].text, " ".join(t.text for t in said)):
+        return None
+    # masked as a customer turn is (``model.answered_turn``)
+    found = answered_turn([Turn("customer", said[-1].text)], window=1, mask_style=mask_style)
+    return (index - 1, found[1]) if found is not None else None
 
 
 def followed_turns(
     context: Sequence[Turn], asked: Sequence[tuple[int, str]], closes: Callable[[str], bool]
 ) -> frozenset[int]:
-    """The indices of the customer turns in ``asked`` after which an advisor turn already
-    answered outright (``DialogueRules.closes``): ``asked_turns`` reached them again
-    through a follow-up asking the particulars (「多少」, 「怎么付」)."""
+    """The indices of the turns in ``asked`` reached through a follow-up asking the
+    particulars (「多少」, 「怎么付」): customer turns after which an advisor turn already
+    answered outright (``DialogueRules.closes``), and the advisor's own offer."""
     out = set()
     for index, _ in asked[1:]:
-        if any(t.role == "advisor" and closes(t.text) for t in context[index + 1 :]):
+        if context[index].role == "advisor" or any(
+            t.role == "advisor" and closes(t.text) for t in context[index + 1 :]
+        ):
             out.add(index)
     return frozenset(out)
 

@@ -166,3 +166,68 @@ def test_a_stance_word_inside_another_is_none(reply: str, absent: str) -> None:
     # where it stands alone it is read
     assert "assure:有的" in stance.read("有的，放心")
     assert "refuse" in stance.read("这个不好说")
+
+
+@pytest.mark.parametrize(
+    ("question", "reply", "category"),
+    [
+        # the proper channel negated is the advisor doing it
+        (
+            "测评我老是不及格，能不能想个办法",
+            "不用您自己答，我这边帮您搞定",
+            "suitability_evasion",
+        ),
+        # the advisor there when the test is taken
+        ("我这个测评等级买不了那款基金", "明天您再测一遍，测的时候叫我", "suitability_evasion"),
+        # the recorded script read off a prompt
+        ("双录那一大段话我背不下来啊", "我写张纸条贴在镜头旁边，您照着读", "suitability_evasion"),
+        # the future asked to repeat the past
+        ("这个基金前年翻了一倍，明年还能这样吗", "只会更好", "misleading_promotion"),
+        # a fall in value asked about
+        ("这个中短债基金万一遇到行情会不会破净", "不会的", "guaranteed_return"),
+        # a disclosure dismissed concedes nothing
+        (
+            "合同里写着可能会亏本金，真的假的",
+            "那都是格式条款，别当真",
+            "misleading_promotion",
+        ),
+    ],
+)
+def test_more_answers_in_their_question(
+    rules_only: Analyzer, question: str, reply: str, category: str
+) -> None:
+    assert category in _violations(rules_only, [Turn("customer", question)], reply)
+
+
+@pytest.mark.parametrize(
+    ("turns", "reply", "category"),
+    [
+        # what? of a word the advisor used
+        (
+            [
+                Turn("customer", "办这张信用卡必须同时买那个保险吗"),
+                Turn("advisor", "对，这是行里的硬性要求"),
+                Turn("customer", "什么要求 我头回听说"),
+            ],
+            "行里统一规定的",
+            "misleading_promotion",
+        ),
+        # the advisor's own offer, asked about
+        (
+            [
+                Turn("customer", "那款终身寿你再给我讲讲"),
+                Turn("advisor", "好的，这个月签单的客户我另外有点心意"),
+                Turn("customer", "什么心意"),
+            ],
+            "到时候当面给您",
+            "improper_inducement",
+        ),
+    ],
+)
+def test_a_follow_up_of_the_advisors_words(
+    rules_only: Analyzer, turns: list[Turn], reply: str, category: str
+) -> None:
+    assert category in _violations(rules_only, turns, reply)
+    # the same reply after a question of its own answers that
+    other = [*turns[:-1], Turn("customer", "你们网点周六开门吗")]
+    assert category not in _violations(rules_only, other, reply)
