@@ -231,3 +231,12 @@ def test_a_follow_up_of_the_advisors_words(
     # the same reply after a question of its own answers that
     other = [*turns[:-1], Turn("customer", "你们网点周六开门吗")]
     assert category not in _violations(rules_only, other, reply)
+
+
+def test_deposit_insurance_named_by_the_customer(analyzer: Analyzer, rules_only: Analyzer) -> None:
+    # what deposit insurance covers, asked and answered, is a fact
+    turns = [Turn("customer", "要是银行破产了，存款保险管不管")]
+    assert not _violations(analyzer, turns, "管的，50万以内保本保息")
+    # a wealth product said to carry it is still a deposit-like claim
+    turns = [Turn("customer", "你们这个理财有存款保险吧")]
+    assert "misleading_promotion" in _violations(rules_only, turns, "有的，放心")
