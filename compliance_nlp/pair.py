@@ -64,8 +64,13 @@ _CROSSED = frozenset(("assure", "comply", "refuse", "^assure", "^comply", "^refu
 _BREAKS = re.compile(r"[\s，,。.！!？?~～、；;：:…]+")
 # One-character stance words read anywhere (punctuation and emoji carry their meaning).
 _ALWAYS = frozenset("？?👌👍💪")
-# An assurance or a yes negated in place is none: 好说 in 不好说, 回来 in 拿不回来.
+# An assurance or a yes negated in place is none: 好说 in 不好说, 回来 in 拿不回来,
+# 绝对 in 没有绝对.
 _NEGATORS = frozenset("不没难别未")
+_NEGATORS2 = frozenset(("没有", "并非", "不是", "并不", "未必", "无法", "不能"))
+# 没关系 after 跟/和 … says two things are unrelated (跟我们没关系), not "no problem".
+_UNRELATED = frozenset(("没关系", "没啥关系", "没什么关系"))
+_WITH = re.compile(r"(跟|和|与|同)[^，,。！!？?\s]{1,6}$")
 # An answer ending in 的 (有的, 是的, 会的) is an answer only at the end of its piece or
 # before a particle: 有的还会 is "some still will", 是的话 "if so".
 _AFTER_ANSWER = frozenset("呢啊呀哈哦啦嘛吧哒滴喔噢了")
@@ -139,6 +144,9 @@ class Stance:
     _longer: Any = field(init=False, repr=False, compare=False)
     _rank: dict[str, dict[str, int]] = field(init=False, repr=False, compare=False)
     _yes: frozenset[str] = field(init=False, repr=False, compare=False)
+    # Nouns that hold a stance word (``compounds`` in stance.json), found in one pass.
+    compounds: tuple[str, ...] = ()
+    _compounds: Any = field(init=False, repr=False, compare=False)
     # ``read`` per reply, kept: the analyzer and the model read the same reply.
     _reads: Any = field(init=False, repr=False, compare=False)
 
@@ -172,6 +180,13 @@ class Stance:
         yes = {w for name in ("assure", "comply") for w in self.words.get(name, ())}
         others = {w for name in ("refuse", "ask") for w in self.words.get(name, ())}
         object.__setattr__(self, "_yes", frozenset(yes - others))
+        compounds: Any = None
+        if self.compounds:
+            compounds = ahocorasick.Automaton()
+            for w in self.compounds:
+                compounds.add_word(w, w)
+            compounds.make_automaton()
+        object.__setattr__(self, "_compounds", compounds)
 
     @classmethod
     def load(cls, directory: str = "") -> Stance:
@@ -210,7 +225,13 @@ class Stance:
             if not isinstance(value, str) or not value or len(parts) > _ROMAN_SPAN:
                 raise RuleDataError(f"{STANCE_FILE}: romanised.{key} must be a short word")
             romanised[parts] = value
-        return cls(words, requests, romanised)
+        raw_compounds = data.get("compounds", [])
+        if not isinstance(raw_compounds, list) or not all(
+            isinstance(w, str) and w for w in raw_compounds
+        ):
+            raise RuleDataError(f"{STANCE_FILE}: compounds must be a list of words")
+        compounds = tuple(sorted({w.lower() for w in raw_compounds}))
+        return cls(words, requests, romanised, compounds)
 
     def romanise(self, text: str) -> str:
         """``text`` (normalised, lower case) with its pinyin runs written in characters
@@ -270,10 +291,23 @@ class Stance:
         start = end - len(word) + 1
         if start > 0 and reply[start - 1] in _NEGATORS:
             return False
+        if reply[max(start - 2, 0) : start] in _NEGATORS2:
+            return False
+        if any(a <= start and end < b for a, b in self._compound_spans(reply)):
+            return False  # 保证 in 保证金
+        if word in _UNRELATED and _WITH.search(reply, max(start - 8, 0), start):
+            return False  # 跟我们没关系: unrelated, not "no problem"
         after = reply[end + 1 : end + 2]
         return not (
             word.endswith("的") and "\u4e00" <= after <= "\u9fff" and after not in _AFTER_ANSWER
         )
+
+    def _compound_spans(self, reply: str) -> list[tuple[int, int]]:
+        """Where the nouns that hold a stance word (``compounds`` in stance.json: 保证金,
+        一定比例) stand in ``reply``: [start, end) spans."""
+        if self._compounds is None:
+            return []
+        return [(end - len(w) + 1, end + 1) for end, w in self._compounds.iter(reply)]
 
     def _read(self, reply: str) -> tuple[str, ...]:
         out: list[str] = []

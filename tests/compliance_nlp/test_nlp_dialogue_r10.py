@@ -240,3 +240,23 @@ def test_deposit_insurance_named_by_the_customer(analyzer: Analyzer, rules_only:
     # a wealth product said to carry it is still a deposit-like claim
     turns = [Turn("customer", "你们这个理财有存款保险吧")]
     assert "misleading_promotion" in _violations(rules_only, turns, "有的，放心")
+
+
+@pytest.mark.parametrize(
+    ("reply", "absent"),
+    [
+        # a noun that holds a stance word
+        ("保证金直接转到期货公司的账户", "assure:保证"),
+        ("这类产品有一定比例投股票", "assure:一定"),
+        # negated by the word before it
+        ("没有绝对划算的，看您用钱的时间", "assure:绝对"),
+        # 跟…没关系 says unrelated
+        ("这笔钱跟我们没关系", "comply:没关系"),
+    ],
+)
+def test_a_stance_word_in_a_noun_or_negated_is_none(reply: str, absent: str) -> None:
+    stance = Stance.load()
+    assert absent not in stance.read(reply)
+    # alone it is read
+    assert "comply:没关系" in stance.read("没关系，您先忙")
+    assert "assure:保证" in stance.read("我保证")
