@@ -29,7 +29,7 @@ run: $(BASE_STAMP)
 	$(BIN)/siyu demo
 
 test: $(STAMP)
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider -n auto --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check siyu core bot compliance_nlp tagging sop admin tests bench
