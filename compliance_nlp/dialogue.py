@@ -66,6 +66,22 @@ class _Frame:
     warn: tuple[re.Pattern[str], ...] = ()
 
 
+# A bare yes said by repeating the question's verb with 的 (「本金一定在吧」 → 「在的在的」,
+# 「能赔吧」 → 「赔的」): read as an assurance when the verb is in the question. A reply
+# that goes on (「在的，本金自动转存了一年」) says what it means itself.
+_ECHO_YES = re.compile(
+    r"([\u4e00-\u9fff]{1,2})的(?:\1的)?(?:啊|呀|哈|哦|呢|啦|喔|噢)*[，,。!！~～]*$"
+)
+_ECHO_PLAIN = frozenset(("好", "行", "对", "是", "嗯", "来", "说", "知道", "明白", "收到", "懂"))
+
+
+def _echo_yes(text: str, question: str) -> re.Match[str] | None:
+    m = _ECHO_YES.match(text)
+    if m is None or m.group(1)[0] in "不没别未无非" or m.group(1) in _ECHO_PLAIN:
+        return None
+    return m if m.group(1) in question else None
+
+
 def _cjk(text: str) -> int:
     return sum(1 for c in text if "\u4e00" <= c <= "\u9fff")
 
@@ -342,6 +358,8 @@ class DialogueRules:
             for kind in frame.generic:
                 if match is None:
                     match = _first(self._generic[kind], text)
+            if match is None and "assure" in frame.generic:
+                match = _echo_yes(text, answered)
             # The normalised line loses the space or ～ that set an answer apart
             # (「嗯嗯 刘总您记得没错」, 「是滴～就这么简单」): the line as written is read too.
             glued = match is None and any(

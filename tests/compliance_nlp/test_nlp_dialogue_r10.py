@@ -260,3 +260,35 @@ def test_a_stance_word_in_a_noun_or_negated_is_none(reply: str, absent: str) -> 
     # alone it is read
     assert "comply:没关系" in stance.read("没关系，您先忙")
     assert "assure:保证" in stance.read("我保证")
+
+
+@pytest.mark.parametrize(
+    ("question", "reply", "category"),
+    [
+        # a bare yes that repeats the question's verb
+        ("我放进去的本金到年底还在吧", "在的在的", "guaranteed_return"),
+        # a person at another firm run down
+        ("那个业务员你认识吗 他推的私募我买了", "认识，人品不行，早点退", "disparagement"),
+        # commission on the customer's own purchase, phone credit for a deposit
+        ("我要是自己投保，能不能拿提成", "可以的", "improper_inducement"),
+        ("隔壁行说存够10万送200话费", "我们也能，跟他们一样", "improper_inducement"),
+        # a firm said to be under the bank, vouched for
+        ("那家小贷公司是你们银行旗下的吗", "不是，但我熟，放心", "off_book_dealing"),
+        # a market factor's effect denied
+        ("美联储加息对我这个债基有影响吗", "没啥影响", "misleading_promotion"),
+        # the recorded answers given for someone else, a formality
+        ("我爸耳朵不好，双录能不能我替他答", "可以，走个形式而已", "suitability_evasion"),
+        # the advisor to trade on the customer's account
+        ("你拿我账户把那单报了吧", "ok", "account_custody"),
+        # a price held up by arrangement
+        ("那边会不会砸盘", "不会，招呼都打好了", "insider_tip"),
+    ],
+)
+def test_answers_in_their_question_round_three(
+    rules_only: Analyzer, question: str, reply: str, category: str
+) -> None:
+    assert category in _violations(rules_only, [Turn("customer", question)], reply)
+    if reply == "在的在的":
+        # a yes that goes on says what it means itself
+        turns = [Turn("customer", question)]
+        assert category not in _violations(rules_only, turns, "在的，到期自动转存定期了")
