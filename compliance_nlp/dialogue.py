@@ -349,6 +349,16 @@ class DialogueRules:
                     # An outright refusal of what was asked: the model's guess at any
                     # other category is no evidence either (「没有稳赚的投资哈」).
                     reading.refused = True
+                elif (
+                    not long
+                    and frame.category in self._channel_categories
+                    and _first(self._channel, said) is not None
+                    and _first(frame.affirm, said) is None
+                    and not any(_first(self._generic[k], text) for k in _GENERIC_KINDS)
+                ):
+                    # Sent to the proper channel and nothing taken on (after 「那我把卡号
+                    # 给你」, 「您在理赔单上自己填就行」): as outright a refusal.
+                    reading.refused = True
                 continue
             if long:
                 continue

@@ -17,6 +17,7 @@ import pytest
 
 from compliance_nlp import Analyzer
 from compliance_nlp.dialogue import DialogueRules
+from compliance_nlp.normalize import normalize
 from compliance_nlp.pair import Stance
 from compliance_nlp.rules import load_ruleset
 from compliance_nlp.types import Turn
@@ -292,3 +293,19 @@ def test_answers_in_their_question_round_three(
         # a yes that goes on says what it means itself
         turns = [Turn("customer", question)]
         assert category not in _violations(rules_only, turns, "在的，到期自动转存定期了")
+
+
+@pytest.mark.parametrize(
+    ("question", "reply"),
+    [
+        ("我把身份证号和卡号都发你吧", "您在申请表上自己填写就行"),
+        ("验证码来了，我念给你", "您自己在APP上输就行"),
+    ],
+)
+def test_the_proper_channel_alone_refuses(question: str, reply: str) -> None:
+    rules = DialogueRules(load_ruleset())
+    asked = [(0, normalize(question).text, question)]
+    assert rules.find(normalize(reply), reply.lower(), asked).refused
+    # something taken on beside the channel is no refusal
+    taken = "好的，您念吧，我在APP上帮您输"
+    assert not rules.find(normalize(taken), taken.lower(), asked).refused
