@@ -108,12 +108,9 @@ def dev_reports(analyzer: Analyzer) -> dict[str, EvalReport]:
 # and dev30's (blind11) clean lines flagged, 0.072 at its one measurement, with the cues
 # that read a claim called void, a warning to the end of the sentence and reported speech.
 # dev36 (blind14) joined the pool with two targets missed at its one measurement: clean
-# lines flagged 0.054 (3/56) and intent 0.809 (the intent model has not been retrained on
-# the pool since 71374f6c).
-DEV_GAPS: set[tuple[str, str]] = {
-    ("dev36.jsonl", "clean_flagged_violation"),
-    ("dev36.jsonl", "intent_accuracy"),
-}
+# lines flagged 0.054 (3/56) and intent 0.809; both met once intent cues settle decisive
+# phrasings (intents 2026.12-1) and MP-001 reads where principal protection is left.
+DEV_GAPS: set[tuple[str, str]] = set()
 
 
 @pytest.mark.parametrize("name", DEV_SETS)
