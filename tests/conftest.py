@@ -8,6 +8,7 @@ import secrets as _secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
 import redis.asyncio as aioredis
@@ -22,11 +23,29 @@ def _external_redis_url() -> str:
     return os.environ.get("SIYU_REDIS_URL") or os.environ.get("REDIS_URL") or ""
 
 
+def _worker_database(url: str) -> str:
+    """``url`` with a Redis database of this pytest-xdist worker's own.
+
+    The tests flush their database; workers sharing an external server must not flush
+    each other's keys, so worker ``gwN`` takes the URL's database number plus N.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return url
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    if parts.scheme == "unix":  # unix:///path?db=N
+        query["db"] = str(int(query.get("db", 0)) + int(worker[2:]))
+        return f"unix://{parts.path}?{urlencode(query)}"
+    base = int(parts.path.strip("/") or query.pop("db", 0))
+    return urlunsplit(parts._replace(path=f"/{base + int(worker[2:])}", query=urlencode(query)))
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = _external_redis_url()
     if url:
-        yield url
+        yield _worker_database(url)
         return
     embedded = core_redis.start_embedded(Path(tmp_path_factory.mktemp("redis")))
     yield embedded.url
