@@ -143,3 +143,12 @@ def test_where_protection_is_left_is_no_deposit_claim(
 ) -> None:
     assert "misleading_promotion" not in _violations(analyzer, accurate)
     assert "misleading_promotion" in _violations(analyzer, violating)
+
+
+# The advisor teaching the customer to use the app themselves (长辈版, 字体调大, the password
+# typed by the customer) is the opposite of taking over the account; the model alone read
+# one such line as misleading promotion at 0.9 (``counter_evidence`` in rules/anchors.json,
+# anchors 2026.12-33). A fee waiver offered for a sale stays a violation.
+def test_teaching_the_app_is_no_promotion(analyzer: Analyzer) -> None:
+    assert _violations(analyzer, "我来教您怎么切到长辈版，字会大一些，密码您自己输就行") == set()
+    assert "improper_inducement" in _violations(analyzer, "您办这单，首年免年费我私下给您申请")
