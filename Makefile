@@ -28,6 +28,9 @@ venv: $(STAMP)
 run: $(BASE_STAMP)
 	$(BIN)/siyu demo
 
+# On every core (pytest-xdist; PYTEST_XDIST_AUTO_NUM_WORKERS overrides the count): each
+# worker has its own Redis and PostgreSQL database, and --dist loadfile keeps a test file on
+# one worker, so its module fixtures (evaluated labelled files, a built wheel) are built once.
 test: $(STAMP)
 	$(BIN)/pytest -q -p no:cacheprovider -n auto --dist loadfile
 
