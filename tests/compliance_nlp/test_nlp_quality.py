@@ -4,24 +4,24 @@ The labelled files (``compliance_nlp/training/data/README.md`` says who wrote ea
 two roles:
 
 - ``dev.jsonl`` … ``dev16.jsonl``, ``dev19``, ``dev20``, ``dev22``, ``dev24``, ``dev26``,
-  ``dev28``, ``dev30``, ``dev32``, ``dev34`` and ``dev36`` are the *development pool*'s
-  line sets: hand-written lines by people other than the corpus generator, one annotator
-  per file. ``dev3`` … ``dev6``, ``dev19``, ``dev20``, ``dev22``, ``dev24``, ``dev26``,
-  ``dev28``, ``dev30``, ``dev32``, ``dev34`` and ``dev36`` were blind sets; once measured
-  they stopped being held out. The models are
+  ``dev28``, ``dev30``, ``dev32``, ``dev34``, ``dev36`` and ``dev38`` are the *development
+  pool*'s line sets: hand-written lines by people other than the corpus generator, one
+  annotator per file. ``dev3`` … ``dev6``, ``dev19``, ``dev20``, ``dev22``, ``dev24``,
+  ``dev26``, ``dev28``, ``dev30``, ``dev32``, ``dev34``, ``dev36`` and ``dev38`` were blind
+  sets; once measured they stopped being held out. The models are
   trained on the pool (``train.TrainOptions.dev_files``, each line up-weighted) and the
   thresholds are calibrated by cross-validation that holds out whole files
   (``compliance_nlp.training.crossval``), so the dev figures here are fitted, not
   estimates: they are regression guards only.
 - ``dev17``, ``dev18``, ``dev21``, ``dev23``, ``dev25``, ``dev27``, ``dev29``, ``dev31``,
-  ``dev33``, ``dev35`` and ``dev37`` are everyday advisor chat (greetings, logistics,
+  ``dev33``, ``dev35``, ``dev37`` and ``dev39`` are everyday advisor chat (greetings, logistics,
   wishes: all clean) and ``threads_dev1`` … are conversations labelled in context; both
   are part of the development pool too.
 - The held-out sets are written by independent annotators who never saw the rules,
-  corpus or models, and are never read while they are developed: ``blind15`` (the
+  corpus or models, and are never read while they are developed: ``blind16`` (the
   issue-3 line targets, and issue 9's clean advisor lines flagged ≤ 0.03),
-  ``blind_everyday10`` (issue 9: at most 1 in 100 everyday advisor lines flagged) and
-  ``blind_threads18``/``blind_threads19`` (context-only violations caught, line-visible
+  ``blind_everyday11`` (issue 9: at most 1 in 100 everyday advisor lines flagged) and
+  ``blind_threads20``/``blind_threads21`` (context-only violations caught, line-visible
   caught, clean threads with any false violation). Each is measured once, with models
   and thresholds fixed; the tests on a held-out set skip until its file is delivered
   into the data folder. Every target is computed, never hard-coded.
@@ -44,12 +44,12 @@ from compliance_nlp.training.threads import THREAD_TARGETS, ThreadReport, evalua
 
 DATA = Path(__file__).resolve().parents[2] / "compliance_nlp" / "training" / "data"
 # Held out: never trained on, never read while the models and rules were developed.
-BLINDS = ("blind15.jsonl",)
-BLIND_EVERYDAY = ("blind_everyday10.jsonl",)
-BLIND_THREADS = ("blind_threads18.jsonl", "blind_threads19.jsonl")
+BLINDS = ("blind16.jsonl",)
+BLIND_EVERYDAY = ("blind_everyday11.jsonl",)
+BLIND_THREADS = ("blind_threads20.jsonl", "blind_threads21.jsonl")
 # Line sets scored against the issue-3 targets (each has violating and clean lines).
 DEV_SETS = tuple(
-    f"dev{n}.jsonl" for n in ("", *range(2, 17), 19, 20, 22, 24, 26, 28, 30, 32, 34, 36)
+    f"dev{n}.jsonl" for n in ("", *range(2, 17), 19, 20, 22, 24, 26, 28, 30, 32, 34, 36, 38)
 )
 EVERYDAY_DEV = (
     "dev17.jsonl",
@@ -63,8 +63,9 @@ EVERYDAY_DEV = (
     "dev33.jsonl",
     "dev35.jsonl",
     "dev37.jsonl",
+    "dev39.jsonl",
 )
-THREAD_DEV = tuple(f"threads_dev{n}.jsonl" for n in range(1, 21))
+THREAD_DEV = tuple(f"threads_dev{n}.jsonl" for n in range(1, 23))
 THREAD_FILES = (*THREAD_DEV, *BLIND_THREADS)
 # issue 9: clean advisor lines flagged on the held-out line set (issue 3 asked ≤ 0.05).
 BLIND_CLEAN_FLAGGED = 0.03
@@ -110,7 +111,12 @@ def dev_reports(analyzer: Analyzer) -> dict[str, EvalReport]:
 # dev36 (blind14) joined the pool with two targets missed at its one measurement: clean
 # lines flagged 0.054 (3/56) and intent 0.809; both met once intent cues settle decisive
 # phrasings (intents 2026.12-1) and MP-001 reads where principal protection is left.
-DEV_GAPS: set[tuple[str, str]] = set()
+# dev38 (blind15) joined the pool with two targets missed at its one measurement, each by
+# one line: recall 0.898 (114/127) and intent 0.844 (119/141).
+DEV_GAPS: set[tuple[str, str]] = {
+    ("dev38.jsonl", "violation_recall"),
+    ("dev38.jsonl", "intent_accuracy"),
+}
 
 
 @pytest.mark.parametrize("name", DEV_SETS)
@@ -384,17 +390,25 @@ def test_blind_threads_share_no_advisor_line_with_training() -> None:
 # (0/186, met); blind14 recall 0.929, clean flagged 0.054 (3/56: <= 0.05 and <= 0.03 for
 # issue 9 missed), category 0.921, intent 0.809 (>= 0.85 missed; the intent model is
 # unchanged since 71374f6c), PII recall 1.000. Those sets are now threads_dev19+20, dev37
-# and dev36; the gaps below stay until the next held-out sets (blind_threads18+19,
-# blind_everyday10, blind15) are measured.
+# and dev36.
+# The tenth (blind_threads18+19: 393 threads, blind_everyday10, blind15), written by three
+# new annotators the same day and measured once with the models of 6d97240 (intent
+# 71374f6c-s13 with the decisive intent cues of intents 2026.12-2, violation 8dc4f2de-s13,
+# pair d8c45dd5-s13, lexicon 2026.12-1.52, dialogue 2026.12-21, stance 2026.12-8, anchors
+# 2026.12-33): context-only caught 0.920 (160/174, met), line-visible 0.968 (61/63, met),
+# clean threads flagged 0.056 (10/178, <= 0.04 missed); everyday advisor lines flagged 0.009
+# (2/218, met); blind15 recall 0.898 (114/127, >= 0.90 missed by one line), clean flagged
+# 0.000 (0/61: met, and <= 0.03 for issue 9 met), category 0.874, intent 0.844 (119/141,
+# >= 0.85 missed by one line), PII recall 1.000. Those sets are now threads_dev21+22, dev39
+# and dev38; the gaps below stay until the next held-out sets (blind_threads20+21,
+# blind_everyday11, blind16) are measured.
 CONTEXT_GAPS: set[str] = {
-    "context_only_recall",
     "clean_threads_flagged",
-    "clean_lines",
 }
 # Line-level issue-3 targets missed on a blind set at its one measurement (same rule).
 BLIND_GAPS: set[tuple[str, str]] = {
-    ("blind15.jsonl", "clean_flagged_violation"),
-    ("blind15.jsonl", "intent_accuracy"),
+    ("blind16.jsonl", "violation_recall"),
+    ("blind16.jsonl", "intent_accuracy"),
 }
 
 
