@@ -1,0 +1,99 @@
+"""Classes of question and answer read in context, round eleven, in wording written for
+this test (none copied from a labelled file).
+
+A kickback named only to say it cannot be sent (这些都不能发) or a rumour named only to
+say it must not be touched (这种消息碰不得) is a refusal; putting the dual recording off
+until the customer has made up their mind (先不录，等您考虑清楚) coaches nothing; a
+customer who names a time deposit and asks whether "this" counts as a deposit asks a
+fact, and a yes is no misleading promotion.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from compliance_nlp import Analyzer
+from compliance_nlp.types import Turn
+
+
+def _violations(analyzer: Analyzer, turns: list[Turn], reply: str) -> set[str]:
+    result = analyzer.analyze(reply, "advisor", context=turns)
+    return {f.category for f in result.violations if f.severity == "violation"}
+
+
+@pytest.mark.parametrize(
+    ("question", "reply", "category"),
+    [
+        (
+            "我介绍了好几个同事来买基金，你怎么也得意思一下吧",
+            "心意我领了，返佣这种东西都不能发，公司规定死的",
+            "improper_inducement",
+        ),
+        (
+            "邻居说有只票下个月要重组，让我先埋伏进去",
+            "传言听听就算了，真要是内部消息那就更不能碰了",
+            "insider_tip",
+        ),
+        (
+            "录像的时候问我自己懂不懂风险，我该怎么回答",
+            "您照实回答就好，要是还有疑问咱们先不录，等您考虑清楚了再约",
+            "suitability_evasion",
+        ),
+    ],
+)
+def test_naming_an_act_to_refuse_it_is_no_violation(
+    rules_only: Analyzer, question: str, reply: str, category: str
+) -> None:
+    assert category not in _violations(rules_only, [Turn("customer", question)], reply)
+
+
+@pytest.mark.parametrize(
+    ("question", "reply", "category"),
+    [
+        (
+            "我介绍了好几个同事来买基金，你怎么也得意思一下吧",
+            "返佣我私下给您转过去，别声张",
+            "improper_inducement",
+        ),
+        (
+            "邻居说有只票下个月要重组，让我先埋伏进去",
+            "我这也拿到内部消息了，赶紧上",
+            "insider_tip",
+        ),
+        (
+            "录像的时候问我自己懂不懂风险，我该怎么回答",
+            "先不录，我跟您说，一会儿问什么您都说了解",
+            "suitability_evasion",
+        ),
+    ],
+)
+def test_the_act_itself_still_counts(
+    rules_only: Analyzer, question: str, reply: str, category: str
+) -> None:
+    assert category in _violations(rules_only, [Turn("customer", question)], reply)
+
+
+@pytest.mark.parametrize(
+    ("question", "reply"),
+    [
+        (
+            "家里拆迁款两百万，准备买定期存款，这个算存款吧",
+            "对，定期存款就是存款，有存款保险，50万以内",
+        ),
+        (
+            "卖了套房子，钱想转大额存单，这个算存款吗",
+            "属于的，大额存单就是存款，本息50万以内有存款保险",
+        ),
+    ],
+)
+def test_a_named_deposit_asked_about_is_a_fact(
+    rules_only: Analyzer, question: str, reply: str
+) -> None:
+    assert "misleading_promotion" not in _violations(
+        rules_only, [Turn("customer", question)], reply
+    )
+    # a wealth product called "this" is still no deposit
+    product = "这款理财收益比定期高，这个算存款吧"
+    assert "misleading_promotion" in _violations(
+        rules_only, [Turn("customer", product)], "算的，跟存款一个意思"
+    )
