@@ -375,7 +375,11 @@ class DialogueRules:
             glued = match is None and any(
                 _first(self._generic[kind], reply_raw) for kind in frame.generic
             )
-            if match is None and not text.strip() and _first(self._affirm_raw, reply_raw.strip()):
+            # An emoji-only answer (👌) says yes to a question; a frame that names a topic
+            # (another firm, moving money) asks none, so 👌 after 「下次发行叫我」 runs
+            # nobody down.
+            bare = frame.id not in self._topics and not text.strip()
+            if match is None and bare and _first(self._affirm_raw, reply_raw.strip()):
                 start, end = 0, len(reply.original)  # an emoji-only answer: 👌
             elif glued or (romanised and match is not None):
                 start, end = 0, len(reply.original)

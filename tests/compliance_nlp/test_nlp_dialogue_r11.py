@@ -5,7 +5,8 @@ A kickback named only to say it cannot be sent (这些都不能发) or a rumour 
 say it must not be touched (这种消息碰不得) is a refusal; putting the dual recording off
 until the customer has made up their mind (先不录，等您考虑清楚) coaches nothing; a
 customer who names a time deposit and asks whether "this" counts as a deposit asks a
-fact, and a yes is no misleading promotion.
+fact, and a yes is no misleading promotion. A bare 👌 after a mention of another firm
+says yes to no question and runs nobody down.
 """
 
 from __future__ import annotations
@@ -96,4 +97,16 @@ def test_a_named_deposit_asked_about_is_a_fact(
     product = "这款理财收益比定期高，这个算存款吧"
     assert "misleading_promotion" in _violations(
         rules_only, [Turn("customer", product)], "算的，跟存款一个意思"
+    )
+
+
+@pytest.mark.parametrize(
+    "question",
+    ["隔壁那家银行存款利率高，我打算转过去", "想把钱挪到别的券商，那边佣金便宜"],
+)
+def test_an_emoji_nod_to_another_firm_runs_nobody_down(rules_only: Analyzer, question: str) -> None:
+    assert "disparagement" not in _violations(rules_only, [Turn("customer", question)], "👌")
+    # words that run the other firm down still do
+    assert "disparagement" in _violations(
+        rules_only, [Turn("customer", question)], "👌那边靠不住的"
     )
