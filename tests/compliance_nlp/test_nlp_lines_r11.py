@@ -23,6 +23,7 @@ from __future__ import annotations
 import pytest
 
 from compliance_nlp import Analyzer
+from compliance_nlp.lexicon import KeywordIntent
 from compliance_nlp.normalize import normalize
 
 
@@ -112,3 +113,45 @@ def test_a_loss_made_good_personally_is_no_kickback(analyzer: Analyzer) -> None:
     found = _rule_reads(analyzer, "亏了的话我私人转给您补回来")
     assert "guaranteed_return" in found
     assert "improper_inducement" not in found
+
+
+# Customer intent: phrasings that decide the intent over the model's label
+# (``decisive`` in rules/intents.json, intents 2026.12-3). A broken promise about a
+# product's quality (不是说稳的吗), a fee called a rip-off (也太黑了), a platform that gives
+# no reason, or asking whether the advisor's conduct is normal is a complaint; taking a
+# product (这款我要了) or applying for a loan is a purchase; asking to take money out early
+# (能提前支取吗) or putting a certificate up for transfer is a redemption.
+DECIDED = [
+    ("净值型理财亏了两个点，不是说很稳的吗", "complaint", "product_inquiry"),
+    ("赎回费收了1.5%，也太黑了吧", "complaint", "redemption_intent"),
+    ("保单变更交了一个月了，客服也不说为什么", "complaint", "account_service"),
+    ("理财经理让我把钱转给他朋友，这合规吗", "complaint", "product_inquiry"),
+    ("那款三年期的养老储蓄我要了", "purchase_intent", "product_inquiry"),
+    ("我想申请一笔经营贷，流水够不够", "purchase_intent", "account_service"),
+    ("三年定期存了一年，能不能提前支取", "redemption_intent", "product_inquiry"),
+    ("那张存单我想挂个转让，周转一下", "redemption_intent", "purchase_intent"),
+]
+
+# (a line the cue must leave alone, the label that stands)
+LEFT_ALONE = [
+    ("上次不是说密码不能告诉别人吗", "account_service"),
+    ("那个R3的你们不是说我买不了吗", "purchase_intent"),
+    ("这个黑色的卡面能换吗", "account_service"),
+]
+
+
+@pytest.fixture(scope="module")
+def keywords() -> KeywordIntent:
+    return KeywordIntent()
+
+
+@pytest.mark.parametrize(("text", "intent", "model_said"), DECIDED)
+def test_the_cue_decides_the_intent(
+    keywords: KeywordIntent, text: str, intent: str, model_said: str
+) -> None:
+    assert keywords.decisive(normalize(text).text, model_said) == intent
+
+
+@pytest.mark.parametrize(("text", "intent"), LEFT_ALONE)
+def test_the_cue_leaves_other_lines_alone(keywords: KeywordIntent, text: str, intent: str) -> None:
+    assert keywords.decisive(normalize(text).text, intent) in (None, intent)
