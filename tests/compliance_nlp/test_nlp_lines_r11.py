@@ -130,6 +130,14 @@ DECIDED = [
     ("我想申请一笔经营贷，流水够不够", "purchase_intent", "account_service"),
     ("三年定期存了一年，能不能提前支取", "redemption_intent", "product_inquiry"),
     ("那张存单我想挂个转让，周转一下", "redemption_intent", "purchase_intent"),
+    # intents 2026.12-4: the suitability assessment a product requires is a risk-assessment
+    # question, applying for a premium waiver a claim, changing the card linked to an
+    # account an account service, and putting a decision off is no purchase.
+    ("买这个私募需要的风险等级是多少", "risk_assessment", "product_inquiry"),
+    ("北交所那个适当性测试难不难", "risk_assessment", "product_inquiry"),
+    ("我确诊了，重疾险能申请保费豁免吗", "claim_service", "product_inquiry"),
+    ("基金账户绑定的卡想换成工资卡", "account_service", "purchase_intent"),
+    ("那个年金险我再考虑考虑", "chitchat", "purchase_intent"),
 ]
 
 # (a line the cue must leave alone, the label that stands)
@@ -137,6 +145,8 @@ LEFT_ALONE = [
     ("上次不是说密码不能告诉别人吗", "account_service"),
     ("那个R3的你们不是说我买不了吗", "purchase_intent"),
     ("这个黑色的卡面能换吗", "account_service"),
+    ("这款理财的风险等级是多少", "product_inquiry"),
+    ("这么贵，那我再想想", "product_inquiry"),
 ]
 
 
