@@ -6,7 +6,8 @@ say it must not be touched (这种消息碰不得) is a refusal; putting the dua
 until the customer has made up their mind (先不录，等您考虑清楚) coaches nothing; a
 customer who names a time deposit and asks whether "this" counts as a deposit asks a
 fact, and a yes is no misleading promotion. A bare 👌 after a mention of another firm
-says yes to no question and runs nobody down.
+says yes to no question and runs nobody down. A customer who then moves to act on
+what the advisor went along with (那我先买点？) keeps the question open.
 """
 
 from __future__ import annotations
@@ -110,3 +111,20 @@ def test_an_emoji_nod_to_another_firm_runs_nobody_down(rules_only: Analyzer, que
     assert "disparagement" in _violations(
         rules_only, [Turn("customer", question)], "👌那边靠不住的"
     )
+
+
+_TIP = [
+    Turn("customer", "听说那家医药公司要被国资收购了？我手上正好有笔闲钱"),
+    Turn("advisor", "嗯，消息挺准，懂的"),
+]
+
+
+@pytest.mark.parametrize("move", ["那我先买点？", "那我今天就上？"])
+def test_acting_on_what_was_gone_along_with_keeps_the_question_open(
+    rules_only: Analyzer, move: str
+) -> None:
+    turns = [*_TIP, Turn("customer", move)]
+    assert "insider_tip" in _violations(rules_only, turns, "赶紧的")
+    # after a refusal the same move asks nothing forbidden
+    refused = [_TIP[0], Turn("advisor", "这种消息我们不能谈，也别信"), Turn("customer", move)]
+    assert "insider_tip" not in _violations(rules_only, refused, "可以，先做个风险测评")
