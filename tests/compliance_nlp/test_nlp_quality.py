@@ -112,11 +112,9 @@ def dev_reports(analyzer: Analyzer) -> dict[str, EvalReport]:
 # lines flagged 0.054 (3/56) and intent 0.809; both met once intent cues settle decisive
 # phrasings (intents 2026.12-1) and MP-001 reads where principal protection is left.
 # dev38 (blind15) joined the pool with two targets missed at its one measurement, each by
-# one line: recall 0.898 (114/127) and intent 0.844 (119/141).
-DEV_GAPS: set[tuple[str, str]] = {
-    ("dev38.jsonl", "violation_recall"),
-    ("dev38.jsonl", "intent_accuracy"),
-}
+# one line: recall 0.898 (114/127) and intent 0.844 (119/141); both met once lexicon
+# 2026.12-1.54 and intents 2026.12-3/-4 were written on its misses (fitted).
+DEV_GAPS: set[tuple[str, str]] = set()
 
 
 @pytest.mark.parametrize("name", DEV_SETS)
