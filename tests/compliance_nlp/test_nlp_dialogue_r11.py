@@ -7,7 +7,9 @@ until the customer has made up their mind (先不录，等您考虑清楚) coach
 customer who names a time deposit and asks whether "this" counts as a deposit asks a
 fact, and a yes is no misleading promotion. A bare 👌 after a mention of another firm
 says yes to no question and runs nobody down. A customer who then moves to act on
-what the advisor went along with (那我先买点？) keeps the question open.
+what the advisor went along with (那我先买点？) keeps the question open. Sending the
+customer to the risk assessment first (先做个测评) and saying more return asks more
+risk (想多拿就得多担风险) speak against what the model reads into such lines.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from __future__ import annotations
 import pytest
 
 from compliance_nlp import Analyzer
+from compliance_nlp.lexicon import DomainAnchors
+from compliance_nlp.normalize import normalize
 from compliance_nlp.types import Turn
 
 
@@ -128,3 +132,27 @@ def test_acting_on_what_was_gone_along_with_keeps_the_question_open(
     # after a refusal the same move asks nothing forbidden
     refused = [_TIP[0], Turn("advisor", "这种消息我们不能谈，也别信"), Turn("customer", move)]
     assert "insider_tip" not in _violations(rules_only, refused, "可以，先做个风险测评")
+
+
+@pytest.mark.parametrize(
+    ("text", "twin", "category"),
+    [
+        # the assessment comes first: the opposite of going round it
+        (
+            "行，那您先做一下风险测评，结果出来再看",
+            "测评我帮您做，选最后一个就行",
+            "suitability_evasion",
+        ),
+        ("没问题，得先做个问卷评估", "问卷不用做，我直接给您下单", "suitability_evasion"),
+        # more return asks more risk: a disclosure
+        (
+            "这两年利率一直降，要多赚就得承担更多风险，您自己权衡",
+            "要多赚就买这款，风险基本没有",
+            "misleading_promotion",
+        ),
+    ],
+)
+def test_a_line_that_speaks_against_the_model_finding(text: str, twin: str, category: str) -> None:
+    anchors = DomainAnchors()
+    assert category in anchors.countered(normalize(text).text)
+    assert category not in anchors.countered(normalize(twin).text)
