@@ -179,6 +179,7 @@ class DialogueRules:
         # along with (「多少」, 「怎么付」, 「啥心意」): the question before it stays open.
         follow = data.get("follow_up") or {}
         self._follow = _compile(follow.get("patterns", []), "follow_up.patterns")
+        self._doubt = _compile(follow.get("doubt", []), "follow_up.doubt")
         self._follow_chars = int(follow.get("max_chars", 12))
 
     def _read_question(self, text: str) -> tuple[frozenset[int], frozenset[int]]:
@@ -199,7 +200,7 @@ class DialogueRules:
         frames, _ = self._asks(text)
         if frames:
             return False
-        if _first(self._follow, text) is not None:
+        if _first(self._follow, text) is not None or _first(self._doubt, text) is not None:
             return True
         echo = _ECHO.match(text)
         if echo is None or not said:
@@ -270,6 +271,9 @@ class DialogueRules:
         a rebate agreed), not by a generic 「可以的」 (「那怎么买」 → 「可以的，APP上就能买」
         answers how to buy).
         """
+        if followed and asked and _first(self._doubt, self._romanise(asked[0][1])):
+            # The customer doubts the answer (「你这么肯定？」): a plain yes repeats it.
+            followed = frozenset()
         text = self._romanise(reply.text)
         # Read in characters from pinyin: a finding spans the whole line.
         romanised = text != reply.text

@@ -9,7 +9,8 @@ fact, and a yes is no misleading promotion. A bare 👌 after a mention of anoth
 says yes to no question and runs nobody down. A customer who then moves to act on
 what the advisor went along with (那我先买点？) keeps the question open. Sending the
 customer to the risk assessment first (先做个测评) and saying more return asks more
-risk (想多拿就得多担风险) speak against what the model reads into such lines.
+risk (想多拿就得多担风险) speak against what the model reads into such lines. A plain
+yes to a customer who doubts the answer (你这么确定？) repeats the answer.
 """
 
 from __future__ import annotations
@@ -156,3 +157,20 @@ def test_a_line_that_speaks_against_the_model_finding(text: str, twin: str, cate
     anchors = DomainAnchors()
     assert category in anchors.countered(normalize(text).text)
     assert category not in anchors.countered(normalize(twin).text)
+
+
+@pytest.mark.parametrize(
+    ("asked", "answer", "category"),
+    [
+        ("下周那只票有重组消息吗", "有，周一前进", "insider_tip"),
+    ],
+)
+@pytest.mark.parametrize("doubt", ["你这么确定？", "你就这么有把握？"])
+def test_a_yes_to_a_doubted_answer_repeats_it(
+    rules_only: Analyzer, asked: str, answer: str, category: str, doubt: str
+) -> None:
+    turns = [Turn("customer", asked), Turn("advisor", answer), Turn("customer", doubt)]
+    assert category in _violations(rules_only, turns, "放心")
+    # a refusal doubted and confirmed stays a refusal
+    refused = [Turn("customer", asked), Turn("advisor", "没有的事，别信"), Turn("customer", doubt)]
+    assert category not in _violations(rules_only, refused, "是的")
