@@ -10,7 +10,8 @@ says yes to no question and runs nobody down. A customer who then moves to act o
 what the advisor went along with (那我先买点？) keeps the question open. Sending the
 customer to the risk assessment first (先做个测评) and saying more return asks more
 risk (想多拿就得多担风险) speak against what the model reads into such lines. A plain
-yes to a customer who doubts the answer (你这么确定？) repeats the answer.
+yes to a customer who doubts the answer (你这么确定？) repeats the answer, and 相信我
+is such a yes.
 """
 
 from __future__ import annotations
@@ -174,3 +175,20 @@ def test_a_yes_to_a_doubted_answer_repeats_it(
     # a refusal doubted and confirmed stays a refusal
     refused = [Turn("customer", asked), Turn("advisor", "没有的事，别信"), Turn("customer", doubt)]
     assert category not in _violations(rules_only, refused, "是的")
+
+
+@pytest.mark.parametrize("reply", ["信我就对了", "相信我"])
+def test_trust_me_is_an_assurance(rules_only: Analyzer, reply: str) -> None:
+    asked = "下周那只票有重组消息吗"
+    turns = [
+        Turn("customer", asked),
+        Turn("advisor", "有，周一前进"),
+        Turn("customer", "你就这么有把握？"),
+    ]
+    assert "insider_tip" in _violations(rules_only, turns, reply)
+    refused = [
+        Turn("customer", asked),
+        Turn("advisor", "没有的事，别信"),
+        Turn("customer", "真没有？"),
+    ]
+    assert "insider_tip" not in _violations(rules_only, refused, reply)
