@@ -4,24 +4,22 @@ The labelled files (``compliance_nlp/training/data/README.md`` says who wrote ea
 two roles:
 
 - ``dev.jsonl`` … ``dev16.jsonl``, ``dev19``, ``dev20``, ``dev22``, ``dev24``, ``dev26``,
-  ``dev28``, ``dev30``, ``dev32``, ``dev34``, ``dev36`` and ``dev38`` are the *development
-  pool*'s line sets: hand-written lines by people other than the corpus generator, one
-  annotator per file. ``dev3`` … ``dev6``, ``dev19``, ``dev20``, ``dev22``, ``dev24``,
-  ``dev26``, ``dev28``, ``dev30``, ``dev32``, ``dev34``, ``dev36`` and ``dev38`` were blind
-  sets; once measured they stopped being held out. The models are
+  ``dev28``, ``dev30``, ``dev32``, ``dev34``, ``dev36``, ``dev38`` and ``dev40`` are the
+  *development pool*'s line sets: hand-written lines by people other than the corpus
+  generator, one annotator per file. ``dev3`` … ``dev6``, ``dev19``, ``dev20`` and the even
+  ``dev22`` … ``dev40`` were blind sets; once measured they stopped being held out. The models are
   trained on the pool (``train.TrainOptions.dev_files``, each line up-weighted) and the
   thresholds are calibrated by cross-validation that holds out whole files
   (``compliance_nlp.training.crossval``), so the dev figures here are fitted, not
   estimates: they are regression guards only.
-- ``dev17``, ``dev18``, ``dev21``, ``dev23``, ``dev25``, ``dev27``, ``dev29``, ``dev31``,
-  ``dev33``, ``dev35``, ``dev37`` and ``dev39`` are everyday advisor chat (greetings, logistics,
-  wishes: all clean) and ``threads_dev1`` … are conversations labelled in context; both
-  are part of the development pool too.
+- ``dev17``, ``dev18`` and the odd ``dev21`` … ``dev41`` are everyday advisor chat
+  (greetings, logistics, wishes: all clean) and ``threads_dev1`` … are conversations
+  labelled in context; both are part of the development pool too.
 - The held-out sets are written by independent annotators who never saw the rules,
-  corpus or models, and are never read while they are developed: ``blind16`` (the
+  corpus or models, and are never read while they are developed: ``blind17`` (the
   issue-3 line targets, and issue 9's clean advisor lines flagged ≤ 0.03),
-  ``blind_everyday11`` (issue 9: at most 1 in 100 everyday advisor lines flagged) and
-  ``blind_threads20``/``blind_threads21`` (context-only violations caught, line-visible
+  ``blind_everyday12`` (issue 9: at most 1 in 100 everyday advisor lines flagged) and
+  ``blind_threads22``/``blind_threads23`` (context-only violations caught, line-visible
   caught, clean threads with any false violation). Each is measured once, with models
   and thresholds fixed; the tests on a held-out set skip until its file is delivered
   into the data folder. Every target is computed, never hard-coded.
@@ -44,12 +42,12 @@ from compliance_nlp.training.threads import THREAD_TARGETS, ThreadReport, evalua
 
 DATA = Path(__file__).resolve().parents[2] / "compliance_nlp" / "training" / "data"
 # Held out: never trained on, never read while the models and rules were developed.
-BLINDS = ("blind16.jsonl",)
-BLIND_EVERYDAY = ("blind_everyday11.jsonl",)
-BLIND_THREADS = ("blind_threads20.jsonl", "blind_threads21.jsonl")
+BLINDS = ("blind17.jsonl",)
+BLIND_EVERYDAY = ("blind_everyday12.jsonl",)
+BLIND_THREADS = ("blind_threads22.jsonl", "blind_threads23.jsonl")
 # Line sets scored against the issue-3 targets (each has violating and clean lines).
 DEV_SETS = tuple(
-    f"dev{n}.jsonl" for n in ("", *range(2, 17), 19, 20, 22, 24, 26, 28, 30, 32, 34, 36, 38)
+    f"dev{n}.jsonl" for n in ("", *range(2, 17), 19, 20, 22, 24, 26, 28, 30, 32, 34, 36, 38, 40)
 )
 EVERYDAY_DEV = (
     "dev17.jsonl",
@@ -64,8 +62,9 @@ EVERYDAY_DEV = (
     "dev35.jsonl",
     "dev37.jsonl",
     "dev39.jsonl",
+    "dev41.jsonl",
 )
-THREAD_DEV = tuple(f"threads_dev{n}.jsonl" for n in range(1, 23))
+THREAD_DEV = tuple(f"threads_dev{n}.jsonl" for n in range(1, 25))
 THREAD_FILES = (*THREAD_DEV, *BLIND_THREADS)
 # issue 9: clean advisor lines flagged on the held-out line set (issue 3 asked ≤ 0.05).
 BLIND_CLEAN_FLAGGED = 0.03
@@ -113,8 +112,11 @@ def dev_reports(analyzer: Analyzer) -> dict[str, EvalReport]:
 # phrasings (intents 2026.12-1) and MP-001 reads where principal protection is left.
 # dev38 (blind15) joined the pool with two targets missed at its one measurement, each by
 # one line: recall 0.898 (114/127) and intent 0.844 (119/141); both met once lexicon
-# 2026.12-1.54 and intents 2026.12-3/-4 were written on its misses (fitted).
-DEV_GAPS: set[tuple[str, str]] = set()
+# 2026.12-1.54 and intents 2026.12-3/-4 were written on its misses (fitted). dev40 (blind16)
+# joined with clean lines flagged 0.076 (5/66) at its one measurement.
+DEV_GAPS: set[tuple[str, str]] = {
+    ("dev40.jsonl", "clean_flagged_violation"),
+}
 
 
 @pytest.mark.parametrize("name", DEV_SETS)
@@ -398,15 +400,25 @@ def test_blind_threads_share_no_advisor_line_with_training() -> None:
 # (2/218, met); blind15 recall 0.898 (114/127, >= 0.90 missed by one line), clean flagged
 # 0.000 (0/61: met, and <= 0.03 for issue 9 met), category 0.874, intent 0.844 (119/141,
 # >= 0.85 missed by one line), PII recall 1.000. Those sets are now threads_dev21+22, dev39
-# and dev38; the gaps below stay until the next held-out sets (blind_threads20+21,
-# blind_everyday11, blind16) are measured.
+# and dev38.
+# The eleventh (blind_threads20+21: 389 threads, blind_everyday11, blind16), written by
+# three new annotators the same day and measured once with the models of 0747dcf (intent
+# 71374f6c-s13 with intents 2026.12-4, violation 8dc4f2de-s13, pair e5cb3a05-s13, lexicon
+# 2026.12-1.54, dialogue 2026.12-25, cues 2026.12-17, anchors 2026.12-34): context-only
+# caught 0.960 (145/151, met), line-visible 1.000 (61/61, met), clean threads flagged 0.067
+# (12/178, <= 0.04 missed); everyday advisor lines flagged 0.005 (1/220, met); blind16
+# recall 0.937 (met), clean flagged 0.076 (5/66: <= 0.05 and <= 0.03 missed; hard negatives
+# stating a rule — 经营贷不能用于买房, 封闭期中途不能取, 飞单就是…), category 0.929, intent
+# 0.864 (met), PII recall 1.000. Those sets are now threads_dev23+24, dev41 and dev40; the
+# gaps below stay until the next held-out sets (blind_threads22+23, blind_everyday12,
+# blind17) are measured.
 CONTEXT_GAPS: set[str] = {
     "clean_threads_flagged",
+    "clean_lines",
 }
 # Line-level issue-3 targets missed on a blind set at its one measurement (same rule).
 BLIND_GAPS: set[tuple[str, str]] = {
-    ("blind16.jsonl", "violation_recall"),
-    ("blind16.jsonl", "intent_accuracy"),
+    ("blind17.jsonl", "clean_flagged_violation"),
 }
 
 
