@@ -1,0 +1,82 @@
+"""Classes of question and answer read in context, round twelve, in wording written for
+this test (none copied from a labelled file).
+
+A rule or restriction explained (只能用于, 不能用于, 中途不能取, 挪用会被…收回, 是监管红线,
+最长…一期, 到期要还) speaks against what the model reads into such a line; beside a
+promise or a private way round it, it does not. A reply that keeps a credential with the
+customer (只能您自己知道) or opens with a doubled no (别别别) refuses handing it over, and a
+customer thanking the advisor for something done before (谢谢您上次帮我…) asks for
+nothing, so a welcome (不客气，有需要找我) agrees to nothing.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from compliance_nlp import Analyzer
+from compliance_nlp.lexicon import DomainAnchors
+from compliance_nlp.normalize import normalize
+from compliance_nlp.types import Turn
+
+
+def _violations(analyzer: Analyzer, turns: list[Turn], reply: str) -> set[str]:
+    result = analyzer.analyze(reply, "advisor", context=turns)
+    return {f.category for f in result.violations if f.severity == "violation"}
+
+
+@pytest.mark.parametrize(
+    ("text", "twin", "category"),
+    [
+        (
+            "消费贷的钱不能用于炒股，这是监管的红线",
+            "消费贷的钱不能用于炒股，不过您转我卡上我帮您买",
+            "off_book_dealing",
+        ),
+        (
+            "这笔贷款只能用于装修，挪用了会被银行收回",
+            "这笔贷款只能用于装修，但是拿去买理财也没人查",
+            "misleading_promotion",
+        ),
+        (
+            "这款理财封闭期内不能赎回，您要用钱就先别买",
+            "这款理财保本的，封闭期内不能赎回而已",
+            "misleading_promotion",
+        ),
+        (
+            "质押贷款最长12个月，到期要还本",
+            "质押贷款最长12个月，我私下再帮您续",
+            "insider_tip",
+        ),
+    ],
+)
+def test_a_rule_explained_speaks_against_the_model_finding(
+    text: str, twin: str, category: str
+) -> None:
+    anchors = DomainAnchors()
+    assert category in anchors.countered(normalize(text).text)
+    assert category not in anchors.countered(normalize(twin).text)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "别别别，登录密码只有您自己知道，我打电话教您操作",
+        "不不不，验证码只能您自己记着，我在旁边教您点",
+    ],
+)
+def test_keeping_the_credential_with_the_customer_refuses(rules_only: Analyzer, reply: str) -> None:
+    asked = "我把登录密码发你，你帮我申购吧"
+    assert "account_custody" not in _violations(rules_only, [Turn("customer", asked)], reply)
+    # going along with it stays a violation
+    assert "account_custody" in _violations(
+        rules_only, [Turn("customer", asked)], "好的，发我吧，我来帮您点"
+    )
+
+
+def test_a_thanks_for_something_done_asks_for_nothing(rules_only: Analyzer) -> None:
+    reply = "不用谢🙏有需要随时找我"
+    thanks = "谢谢您之前帮我办的基金定投，很省心"
+    assert "account_custody" not in _violations(rules_only, [Turn("customer", thanks)], reply)
+    # a thanks that goes on to a new request is still a request
+    again = "谢谢您之前帮我办的定投，这次也您帮我操作吧"
+    assert "account_custody" in _violations(rules_only, [Turn("customer", again)], "好的，我来")
