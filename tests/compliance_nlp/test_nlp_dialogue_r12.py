@@ -6,7 +6,8 @@ A rule or restriction explained (只能用于, 不能用于, 中途不能取, �
 promise or a private way round it, it does not. A reply that keeps a credential with the
 customer (只能您自己知道) or opens with a doubled no (别别别) refuses handing it over, and a
 customer thanking the advisor for something done before (谢谢您上次帮我…) asks for
-nothing, so a welcome (不客气，有需要找我) agrees to nothing.
+nothing, so a welcome (不客气，有需要找我) agrees to nothing. A customer who says their own
+holding is a time deposit (我这个是定期) asks a fact, and a yes to it is accurate.
 """
 
 from __future__ import annotations
@@ -80,3 +81,16 @@ def test_a_thanks_for_something_done_asks_for_nothing(rules_only: Analyzer) -> N
     # a thanks that goes on to a new request is still a request
     again = "谢谢您之前帮我办的定投，这次也您帮我操作吧"
     assert "account_custody" in _violations(rules_only, [Turn("customer", again)], "好的，我来")
+
+
+@pytest.mark.parametrize(
+    "question",
+    ["到期了本金利息都少不了吧，我这个是定期", "我这是大额存单，到期本息都能拿回来吧"],
+)
+def test_a_yes_about_the_customers_own_time_deposit_is_accurate(
+    rules_only: Analyzer, question: str
+) -> None:
+    assert not _violations(rules_only, [Turn("customer", question)], "对的👍")
+    # the same yes about a wealth product is still a promise
+    product = "到期了本金利息都少不了吧，我这个理财是定期的"
+    assert "guaranteed_return" in _violations(rules_only, [Turn("customer", product)], "对的👍")
