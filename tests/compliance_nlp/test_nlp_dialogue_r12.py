@@ -8,6 +8,7 @@ customer (只能您自己知道) or opens with a doubled no (别别别) refuses 
 customer thanking the advisor for something done before (谢谢您上次帮我…) asks for
 nothing, so a welcome (不客气，有需要找我) agrees to nothing. A customer who says their own
 holding is a time deposit (我这个是定期) asks a fact, and a yes to it is accurate.
+「我们都没有」 after a gift or a cashback scopes over it.
 """
 
 from __future__ import annotations
@@ -94,3 +95,14 @@ def test_a_yes_about_the_customers_own_time_deposit_is_accurate(
     # the same yes about a wealth product is still a promise
     product = "到期了本金利息都少不了吧，我这个理财是定期的"
     assert "guaranteed_return" in _violations(rules_only, [Turn("customer", product)], "对的👍")
+
+
+@pytest.mark.parametrize(
+    "reply", ["礼品和返现我们这边都没有，就是年费全免", "开户礼、返现这些我们一概没有"]
+)
+def test_we_have_none_of_it_scopes_over_the_inducement(rules_only: Analyzer, reply: str) -> None:
+    asked = "办这个卡送什么"
+    assert "improper_inducement" not in _violations(rules_only, [Turn("customer", asked)], reply)
+    # saying only the rivals have none of it is still an offer
+    offer = "返现我们都有，别家都没有"
+    assert "improper_inducement" in _violations(rules_only, [Turn("customer", asked)], offer)
