@@ -8,7 +8,8 @@ customer (只能您自己知道) or opens with a doubled no (别别别) refuses 
 customer thanking the advisor for something done before (谢谢您上次帮我…) asks for
 nothing, so a welcome (不客气，有需要找我) agrees to nothing. A customer who says their own
 holding is a time deposit (我这个是定期) asks a fact, and a yes to it is accurate.
-「我们都没有」 after a gift or a cashback scopes over it.
+「我们都没有」 after a gift or a cashback scopes over it. A comparison that puts protection on
+the deposit and denies it for the product (定期是保本的，这个不保本) promises nothing.
 """
 
 from __future__ import annotations
@@ -106,3 +107,16 @@ def test_we_have_none_of_it_scopes_over_the_inducement(rules_only: Analyzer, rep
     # saying only the rivals have none of it is still an offer
     offer = "返现我们都有，别家都没有"
     assert "improper_inducement" in _violations(rules_only, [Turn("customer", asked)], offer)
+
+
+@pytest.mark.parametrize(
+    "reply", ["定期是保本的，这款理财不保本，收益高一点", "存单才保本，这只基金非保本"]
+)
+def test_a_comparison_that_denies_protection_for_the_product(
+    rules_only: Analyzer, reply: str
+) -> None:
+    asked = "这个跟定期比哪个好"
+    assert "guaranteed_return" not in _violations(rules_only, [Turn("customer", asked)], reply)
+    # the same comparison that extends the protection to the product stays a promise
+    twin = "定期是保本的，这款理财也保本"
+    assert "guaranteed_return" in _violations(rules_only, [Turn("customer", asked)], twin)
