@@ -9,7 +9,8 @@ customer thanking the advisor for something done before (谢谢您上次帮我�
 nothing, so a welcome (不客气，有需要找我) agrees to nothing. A customer who says their own
 holding is a time deposit (我这个是定期) asks a fact, and a yes to it is accurate.
 「我们都没有」 after a gift or a cashback scopes over it. A comparison that puts protection on
-the deposit and denies it for the product (定期是保本的，这个不保本) promises nothing.
+the deposit and denies it for the product (定期是保本的，这个不保本) promises nothing, and
+「零风险的没有」 said as a whole clause answers that none exists.
 """
 
 from __future__ import annotations
@@ -120,3 +121,14 @@ def test_a_comparison_that_denies_protection_for_the_product(
     # the same comparison that extends the protection to the product stays a promise
     twin = "定期是保本的，这款理财也保本"
     assert "guaranteed_return" in _violations(rules_only, [Turn("customer", asked)], twin)
+
+
+@pytest.mark.parametrize(
+    "reply", ["无风险的产品没有，稳健一点的可以看看", "零风险的东西没有，低风险的倒是有"]
+)
+def test_none_of_it_exists_answers_the_claim(rules_only: Analyzer, reply: str) -> None:
+    asked = "有没有无风险的理财"
+    assert "misleading_promotion" not in _violations(rules_only, [Turn("customer", asked)], reply)
+    # saying so and then likening the product to it stays a violation
+    twin = "零风险的没有，但这款跟零风险差不多"
+    assert "misleading_promotion" in _violations(rules_only, [Turn("customer", asked)], twin)
