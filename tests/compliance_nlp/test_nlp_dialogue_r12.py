@@ -132,3 +132,11 @@ def test_none_of_it_exists_answers_the_claim(rules_only: Analyzer, reply: str) -
     # saying so and then likening the product to it stays a violation
     twin = "零风险的没有，但这款跟零风险差不多"
     assert "misleading_promotion" in _violations(rules_only, [Turn("customer", asked)], twin)
+
+
+def test_none_of_it_exists_speaks_against_the_model_finding() -> None:
+    anchors = DomainAnchors()
+    said = "无风险的理财没有，稳健也不等于没有风险"
+    assert "misleading_promotion" in anchors.countered(normalize(said).text)
+    twin = "无风险的理财没有，不过这款跟无风险差不多"
+    assert "misleading_promotion" not in anchors.countered(normalize(twin).text)
