@@ -10,7 +10,8 @@ nothing, so a welcome (不客气，有需要找我) agrees to nothing. A custome
 holding is a time deposit (我这个是定期) asks a fact, and a yes to it is accurate.
 「我们都没有」 after a gift or a cashback scopes over it. A comparison that puts protection on
 the deposit and denies it for the product (定期是保本的，这个不保本) promises nothing, and
-「零风险的没有」 said as a whole clause answers that none exists.
+「零风险的没有」 said as a whole clause answers that none exists; saying where protection is
+(保本的话就是存款类, 跟存款一样的就是存款本身) likens no product to a deposit.
 """
 
 from __future__ import annotations
@@ -140,3 +141,19 @@ def test_none_of_it_exists_speaks_against_the_model_finding() -> None:
     assert "misleading_promotion" in anchors.countered(normalize(said).text)
     twin = "无风险的理财没有，不过这款跟无风险差不多"
     assert "misleading_promotion" not in anchors.countered(normalize(twin).text)
+
+
+@pytest.mark.parametrize(
+    ("asked", "reply"),
+    [
+        ("想要本金有保障的，有推荐吗", "保本的话就是存款类：通知存款、定期这些，基金都不保本"),
+        ("和存款差不多的还有啥", "跟存款一样的只能是存款本身，比如大额存单"),
+    ],
+)
+def test_saying_where_protection_is_likens_nothing(
+    rules_only: Analyzer, asked: str, reply: str
+) -> None:
+    assert "misleading_promotion" not in _violations(rules_only, [Turn("customer", asked)], reply)
+    # naming the product as one of them stays a violation
+    twin = "跟存款一样的就是存款类，这款理财也算"
+    assert "misleading_promotion" in _violations(rules_only, [Turn("customer", asked)], twin)
