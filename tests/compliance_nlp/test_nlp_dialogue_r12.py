@@ -11,7 +11,8 @@ holding is a time deposit (我这个是定期) asks a fact, and a yes to it is a
 「我们都没有」 after a gift or a cashback scopes over it. A comparison that puts protection on
 the deposit and denies it for the product (定期是保本的，这个不保本) promises nothing, and
 「零风险的没有」 said as a whole clause answers that none exists; saying where protection is
-(保本的话就是存款类, 跟存款一样的就是存款本身) likens no product to a deposit.
+(保本的话就是存款类, 跟存款一样的就是存款本身) likens no product to a deposit, and a term
+defined (飞单就是…, 私售是指…) deals in nothing.
 """
 
 from __future__ import annotations
@@ -157,3 +158,12 @@ def test_saying_where_protection_is_likens_nothing(
     # naming the product as one of them stays a violation
     twin = "跟存款一样的就是存款类，这款理财也算"
     assert "misleading_promotion" in _violations(rules_only, [Turn("customer", asked)], twin)
+
+
+def test_a_term_defined_is_no_dealing(rules_only: Analyzer) -> None:
+    asked = "什么叫飞单"
+    said = "飞单指的是员工卖不是本行代销的产品，您在手机银行能查到的才是正规的"
+    assert "off_book_dealing" not in _violations(rules_only, [Turn("customer", asked)], said)
+    # a definition that goes on to offer it stays a violation
+    offer = "飞单就是不走系统，放心，收益更高，转我个人卡就行"
+    assert "off_book_dealing" in _violations(rules_only, [Turn("customer", asked)], offer)
