@@ -9,15 +9,23 @@ Everyday money that is no financial service must not put a line on financial gro
 - walking the customer somewhere (我送你到地铁口);
 - nearly missing something oneself (我差点错过了).
 
-Lines that share those words and speak of real products keep their ground. The lines are
-written afresh here (none is taken from a data file).
+Lines that share those words and speak of real products keep their ground.
+
+Customer phrasings that decide intent whatever the model read (``KeywordIntent.decisive``):
+a promise gone back on (说好…，怎么…; 说降就降), a service scorned (，什么服务), a cost
+above what was said (比你们宣传的低), trips made in vain (跑了四趟): a complaint; redeeming
+once a term ends (到期了我就赎回); the risk level a product needs (要什么风险等级); a
+disability assessment (伤残鉴定): a claim; a credit report (征信报告): account service. A
+question about buying two things together (能一起买吗) is no order.
+
+The lines are written afresh here (none is taken from a data file).
 """
 
 from __future__ import annotations
 
 import pytest
 
-from compliance_nlp.lexicon import DomainAnchors
+from compliance_nlp.lexicon import DomainAnchors, KeywordIntent
 from compliance_nlp.normalize import normalize
 
 EVERYDAY = [
@@ -58,3 +66,43 @@ def test_everyday_money_is_no_financial_ground(anchors: DomainAnchors, text: str
 @pytest.mark.parametrize("text", PRODUCT)
 def test_product_lines_keep_their_ground(anchors: DomainAnchors, text: str) -> None:
     assert anchors.anchored(normalize(text).text)
+
+
+# Customer phrasings that decide intent over the model's label (``decisive`` in
+# intents.json): (line, label the model might read, intent the phrasing decides).
+DECISIVE = [
+    ("手续费说好全免，怎么又扣了20", "account_service", "complaint"),
+    ("理财收益说降就降，谁受得了", "product_inquiry", "complaint"),
+    ("排队排了一上午，什么服务！", "account_service", "complaint"),
+    ("利息比你们宣传的低一半", "product_inquiry", "complaint"),
+    ("改个手机号跑了四趟", "account_service", "complaint"),
+    ("这只债基到期了我就赎回", "product_inquiry", "redemption_intent"),
+    ("这款年金要什么风险等级", "product_inquiry", "risk_assessment"),
+    ("伤残鉴定结果出来要多久", "product_inquiry", "claim_service"),
+    ("征信报告能在手机上打印吗", "claim_service", "account_service"),
+]
+
+# Lines sharing those words that no cue decides: the model's label stands.
+UNDECIDED = [
+    ("定投和存单能一起买吗", "product_inquiry"),
+    ("已经说好了，明天不见不散", "chitchat"),
+    ("你们网点有什么服务项目", "product_inquiry"),
+    ("这款理财到期了能自动续吗", "product_inquiry"),
+]
+
+
+@pytest.fixture(scope="module")
+def keyword_intent() -> KeywordIntent:
+    return KeywordIntent()
+
+
+@pytest.mark.parametrize(("text", "read", "decided"), DECISIVE)
+def test_decisive_phrasing_decides_intent(
+    keyword_intent: KeywordIntent, text: str, read: str, decided: str
+) -> None:
+    assert keyword_intent.decisive(normalize(text).text, read) == decided
+
+
+@pytest.mark.parametrize(("text", "read"), UNDECIDED)
+def test_shared_words_decide_nothing(keyword_intent: KeywordIntent, text: str, read: str) -> None:
+    assert keyword_intent.decisive(normalize(text).text, read) is None
