@@ -116,10 +116,9 @@ def dev_reports(analyzer: Analyzer) -> dict[str, EvalReport]:
 # 2026.12-1.54 and intents 2026.12-3/-4 were written on its misses (fitted). dev40 (blind16)
 # joined with clean lines flagged 0.076 (5/66) at its one measurement, 0.000 once rules
 # and counter-evidence for a rule explained were written on its misses (fitted). dev42
-# (blind17) joined with intent 0.793 (107/135) at its one measurement.
-DEV_GAPS: set[tuple[str, str]] = {
-    ("dev42.jsonl", "intent_accuracy"),
-}
+# (blind17) joined with intent 0.793 (107/135) at its one measurement, 0.874 once intents
+# 2026.12-5 added cues for its misses' classes (fitted).
+DEV_GAPS: set[tuple[str, str]] = set()
 
 
 @pytest.mark.parametrize("name", DEV_SETS)
@@ -134,6 +133,16 @@ def test_dev_set_target(
     op, bound = TARGETS[target]
     value = dev_reports[name].metrics()[target]
     assert (value >= bound) if op == ">=" else (value <= bound), f"{name}: {target}={value:.3f}"
+
+
+@pytest.mark.parametrize("name", EVERYDAY_DEV)
+def test_everyday_dev_chat_is_left_alone(analyzer: Analyzer, name: str) -> None:
+    """Issue 9's everyday target (at most 1 in 100 advisor lines flagged) on every everyday
+    file of the pool: fitted, so a regression guard (dev43, blind_everyday12, had 4/239 at
+    its one measurement; the figure that counts is the blind file's, below)."""
+    report = evaluate(read_jsonl(DATA / name), analyzer)
+    value = report.metrics()["clean_flagged_violation"]
+    assert value <= 0.01, f"{name}: {value:.3f} {report.misses[:3]}"
 
 
 def test_training_never_reads_a_blind_set() -> None:
