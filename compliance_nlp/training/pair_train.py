@@ -330,7 +330,7 @@ def _report(threads: list[dict[str, Any]], analyzer: Any) -> dict[str, Any]:
 
 # Thread files no question/answer frame was written from: their pooled figure is the
 # one that says how the analysis does on writers it has not read.
-UNREAD = tuple(f"threads_dev{n}.jsonl" for n in range(5, 27))
+UNREAD = tuple(f"threads_dev{n}.jsonl" for n in range(5, 29))
 
 
 def pooled(result: dict[str, Any], names: Sequence[str] = UNREAD) -> dict[str, dict[str, float]]:

@@ -4,22 +4,22 @@ The labelled files (``compliance_nlp/training/data/README.md`` says who wrote ea
 two roles:
 
 - ``dev.jsonl`` … ``dev16.jsonl``, ``dev19``, ``dev20``, ``dev22``, ``dev24``, ``dev26``,
-  ``dev28``, ``dev30``, ``dev32``, ``dev34``, ``dev36``, ``dev38``, ``dev40`` and ``dev42``
-  are the *development pool*'s line sets: hand-written lines by people other than the corpus
-  generator, one annotator per file. ``dev3`` … ``dev6``, ``dev19``, ``dev20`` and the even
-  ``dev22`` … ``dev42`` were blind sets; once measured they stopped being held out. The models are
-  trained on the pool (``train.TrainOptions.dev_files``, each line up-weighted) and the
-  thresholds are calibrated by cross-validation that holds out whole files
-  (``compliance_nlp.training.crossval``), so the dev figures here are fitted, not
-  estimates: they are regression guards only.
-- ``dev17``, ``dev18`` and the odd ``dev21`` … ``dev43`` are everyday advisor chat
+  ``dev28``, ``dev30``, ``dev32``, ``dev34``, ``dev36``, ``dev38``, ``dev40``, ``dev42``
+  and ``dev44`` are the *development pool*'s line sets: hand-written lines by people other
+  than the corpus generator, one annotator per file. ``dev3`` … ``dev6``, ``dev19``,
+  ``dev20`` and the even ``dev22`` … ``dev44`` were blind sets; once measured they stopped
+  being held out. The models are trained on the pool (``train.TrainOptions.dev_files``,
+  each line up-weighted) and the thresholds are calibrated by cross-validation that holds
+  out whole files (``compliance_nlp.training.crossval``), so the dev figures here are
+  fitted, not estimates: they are regression guards only.
+- ``dev17``, ``dev18`` and the odd ``dev21`` … ``dev45`` are everyday advisor chat
   (greetings, logistics, wishes: all clean) and ``threads_dev1`` … are conversations
   labelled in context; both are part of the development pool too.
 - The held-out sets are written by independent annotators who never saw the rules,
-  corpus or models, and are never read while they are developed: ``blind18`` (the
+  corpus or models, and are never read while they are developed: ``blind19`` (the
   issue-3 line targets, and issue 9's clean advisor lines flagged ≤ 0.03),
-  ``blind_everyday13`` (issue 9: at most 1 in 100 everyday advisor lines flagged) and
-  ``blind_threads24``/``blind_threads25`` (context-only violations caught, line-visible
+  ``blind_everyday14`` (issue 9: at most 1 in 100 everyday advisor lines flagged) and
+  ``blind_threads26``/``blind_threads27`` (context-only violations caught, line-visible
   caught, clean threads with any false violation). Each is measured once, with models
   and thresholds fixed; the tests on a held-out set skip until its file is delivered
   into the data folder. Every target is computed, never hard-coded.
@@ -42,12 +42,13 @@ from compliance_nlp.training.threads import THREAD_TARGETS, ThreadReport, evalua
 
 DATA = Path(__file__).resolve().parents[2] / "compliance_nlp" / "training" / "data"
 # Held out: never trained on, never read while the models and rules were developed.
-BLINDS = ("blind18.jsonl",)
-BLIND_EVERYDAY = ("blind_everyday13.jsonl",)
-BLIND_THREADS = ("blind_threads24.jsonl", "blind_threads25.jsonl")
+BLINDS = ("blind19.jsonl",)
+BLIND_EVERYDAY = ("blind_everyday14.jsonl",)
+BLIND_THREADS = ("blind_threads26.jsonl", "blind_threads27.jsonl")
 # Line sets scored against the issue-3 targets (each has violating and clean lines).
 DEV_SETS = tuple(
-    f"dev{n}.jsonl" for n in ("", *range(2, 17), 19, 20, 22, 24, 26, 28, 30, 32, 34, 36, 38, 40, 42)
+    f"dev{n}.jsonl"
+    for n in ("", *range(2, 17), 19, 20, 22, 24, 26, 28, 30, 32, 34, 36, 38, 40, 42, 44)
 )
 EVERYDAY_DEV = (
     "dev17.jsonl",
@@ -64,8 +65,9 @@ EVERYDAY_DEV = (
     "dev39.jsonl",
     "dev41.jsonl",
     "dev43.jsonl",
+    "dev45.jsonl",
 )
-THREAD_DEV = tuple(f"threads_dev{n}.jsonl" for n in range(1, 27))
+THREAD_DEV = tuple(f"threads_dev{n}.jsonl" for n in range(1, 29))
 THREAD_FILES = (*THREAD_DEV, *BLIND_THREADS)
 # issue 9: clean advisor lines flagged on the held-out line set (issue 3 asked ≤ 0.05).
 BLIND_CLEAN_FLAGGED = 0.03
@@ -117,8 +119,11 @@ def dev_reports(analyzer: Analyzer) -> dict[str, EvalReport]:
 # joined with clean lines flagged 0.076 (5/66) at its one measurement, 0.000 once rules
 # and counter-evidence for a rule explained were written on its misses (fitted). dev42
 # (blind17) joined with intent 0.793 (107/135) at its one measurement, 0.874 once intents
-# 2026.12-5 added cues for its misses' classes (fitted).
-DEV_GAPS: set[tuple[str, str]] = set()
+# 2026.12-5 added cues for its misses' classes (fitted). dev44 (blind18) joined with intent
+# 0.790 at its one measurement.
+DEV_GAPS: set[tuple[str, str]] = {
+    ("dev44.jsonl", "intent_accuracy"),
+}
 
 
 @pytest.mark.parametrize("name", DEV_SETS)
@@ -431,14 +436,23 @@ def test_blind_threads_share_no_advisor_line_with_training() -> None:
 # missed: the violation model on lines naming a payment, a deposit or a ticket); blind17
 # recall 0.922 (met), clean flagged 0.017 (1/59: met, and <= 0.03 for issue 9 met), category
 # 0.922 (met), intent 0.793 (107/135, missed), PII recall 1.000. Those sets are now
-# threads_dev25+26, dev43 and dev42; the gaps below stay until the next held-out sets
-# (blind_threads24+25, blind_everyday13, blind18) are measured.
+# threads_dev25+26, dev43 and dev42.
+# The thirteenth (blind_threads24+25: 392 threads, blind_everyday13, blind18), written by
+# three new annotators the same day and measured once with the models of 844d82a (intent
+# 71374f6c-s13 with intents 2026.12-5, violation 8dc4f2de-s13, pair 3e9b5a58-s13, lexicon
+# 2026.12-1.58, anchors 2026.12-37): context-only caught 0.910 (152/167, met), line-visible
+# 0.952 (59/62, met), clean threads flagged 0.051 (9/178, <= 0.04 missed); everyday advisor
+# lines flagged 0.000 (0/191, met); blind18 recall 0.946 (met), clean flagged 0.049 (3/61:
+# <= 0.05 met, <= 0.03 for issue 9 missed), category 0.946 (met), intent 0.790 (missed), PII
+# recall 1.000. Those sets are now threads_dev27+28, dev45 and dev44; the gaps below stay
+# until the next held-out sets (blind_threads26+27, blind_everyday14, blind19) are measured.
 CONTEXT_GAPS: set[str] = {
-    "everyday",
+    "clean_threads_flagged",
+    "clean_lines",
 }
 # Line-level issue-3 targets missed on a blind set at its one measurement (same rule).
 BLIND_GAPS: set[tuple[str, str]] = {
-    ("blind18.jsonl", "intent_accuracy"),
+    ("blind19.jsonl", "intent_accuracy"),
 }
 
 
