@@ -21,11 +21,7 @@ from compliance_nlp.normalize import normalize
 from compliance_nlp.pair import Stance
 from compliance_nlp.rules import load_ruleset
 from compliance_nlp.types import Turn
-
-
-def _violations(analyzer: Analyzer, turns: list[Turn], reply: str) -> set[str]:
-    result = analyzer.analyze(reply, "advisor", context=turns)
-    return {f.category for f in result.violations if f.severity == "violation"}
+from tests.compliance_nlp.findings import reply_violations as _violations
 
 
 @pytest.mark.parametrize(

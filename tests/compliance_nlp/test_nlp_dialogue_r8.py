@@ -16,11 +16,7 @@ import pytest
 from compliance_nlp import Analyzer
 from compliance_nlp.pair import Stance
 from compliance_nlp.types import Turn
-
-
-def _violations(analyzer: Analyzer, turns: list[Turn], reply: str) -> set[str]:
-    result = analyzer.analyze(reply, "advisor", context=turns)
-    return {f.category for f in result.violations if f.severity == "violation"}
+from tests.compliance_nlp.findings import reply_violations as _violations
 
 
 def test_pinyin_runs_read_in_characters() -> None:

@@ -25,11 +25,7 @@ import pytest
 from compliance_nlp import Analyzer
 from compliance_nlp.lexicon import KeywordIntent
 from compliance_nlp.normalize import normalize
-
-
-def _violations(analyzer: Analyzer, text: str) -> set[str]:
-    found = analyzer.analyze(text, "advisor").violations
-    return {f.category for f in found if f.severity == "violation"}
+from tests.compliance_nlp.findings import line_violations as _violations
 
 
 def _rule_reads(analyzer: Analyzer, text: str) -> set[str]:

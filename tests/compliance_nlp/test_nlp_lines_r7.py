@@ -11,12 +11,7 @@ import pytest
 from compliance_nlp import Analyzer
 from compliance_nlp.lexicon import DomainAnchors
 from compliance_nlp.normalize import normalize
-
-
-def _violations(analyzer: Analyzer, text: str) -> set[str]:
-    found = analyzer.analyze(text, "advisor").violations
-    return {f.category for f in found if f.severity == "violation"}
-
+from tests.compliance_nlp.findings import line_violations as _violations
 
 # A refusal or a warning that names the forbidden thing: the claim called void (无效,
 # 不算数), a warning read to the end of the sentence (千万小心, 反而要小心, 可能违法), a

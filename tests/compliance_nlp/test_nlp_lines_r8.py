@@ -13,12 +13,7 @@ import pytest
 from compliance_nlp import Analyzer
 from compliance_nlp.lexicon import DomainAnchors
 from compliance_nlp.normalize import normalize
-
-
-def _violations(analyzer: Analyzer, text: str) -> set[str]:
-    found = analyzer.analyze(text, "advisor").violations
-    return {f.category for f in found if f.severity == "violation"}
-
+from tests.compliance_nlp.findings import line_violations as _violations
 
 # A non-deposit product said to be a deposit, in words the deposit list did not know.
 DEPOSIT_LIKE = [

@@ -17,11 +17,7 @@ from compliance_nlp import Analyzer
 from compliance_nlp.lexicon import DomainAnchors
 from compliance_nlp.normalize import normalize
 from compliance_nlp.types import Turn
-
-
-def _violations(analyzer: Analyzer, text: str) -> set[str]:
-    found = analyzer.analyze(text, "advisor").violations
-    return {f.category for f in found if f.severity == "violation"}
+from tests.compliance_nlp.findings import line_violations as _violations
 
 
 @pytest.fixture(scope="module")
